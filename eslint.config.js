@@ -1,0 +1,39 @@
+import tseslint from "typescript-eslint";
+import { importX } from "eslint-plugin-import-x";
+
+export default tseslint.config(
+  { ignores: ["node_modules/**", "dist/**", "src/gen/**"] },
+  ...tseslint.configs.recommended,
+  {
+    files: ["**/*.ts"],
+    plugins: { "import-x": importX },
+    settings: { "import-x/resolver": { node: { extensions: [".ts", ".js"] } } },
+    rules: {
+      "import-x/no-cycle": ["error", { ignoreExternal: true }],
+      "@typescript-eslint/no-unused-vars": ["error", { argsIgnorePattern: "^_", varsIgnorePattern: "^_" }],
+    },
+  },
+  {
+    // Machines are pure: no I/O, no process, nothing from src/.
+    files: ["machines/**/*.ts"],
+    rules: {
+      "no-restricted-imports": ["error", {
+        patterns: [
+          { group: ["node:*"], message: "machines/ is pure: bind effects with .provide() in src/runs/." },
+          { group: ["../src/*", "../../src/*", "**/src/**"], message: "machines/ imports only xstate." },
+        ],
+        paths: ["fs", "path", "child_process", "os", "net", "http", "dockerode", "better-sqlite3"],
+      }],
+      "no-restricted-globals": ["error", "process", "require"],
+    },
+  },
+  {
+    // Nothing below the API imports it, the composition root or the entry point.
+    files: ["src/runs/**/*.ts", "src/store/**/*.ts", "src/sandbox/**/*.ts", "src/agent/**/*.ts"],
+    rules: {
+      "no-restricted-imports": ["error", {
+        patterns: [{ group: ["**/api/*", "**/app.js", "**/main.js", "**/cli/*"], message: "Only app.ts and main.ts compose layers." }],
+      }],
+    },
+  },
+);

@@ -1,0 +1,226 @@
+import { assign, fromCallback, fromPromise, setup } from "xstate";
+
+/**
+ * The life of one TaskRun. Pure: every effect is a named actor that `src/runs/` binds
+ * with `.provide()`. Invoked actors are re-run when a persisted snapshot is restored, so
+ * each of them must be idempotent (see DESIGN.md, "TaskRun lifecycle").
+ */
+
+/** Bump when a change makes old persisted snapshots unreadable by this machine. */
+export const MACHINE_VERSION = 1;
+
+export type RunOutcome = "completed" | "failed" | "cancelled";
+
+export interface TaskRunContext {
+  runId: string;
+  /** Absolute deadline, epoch milliseconds. */
+  deadlineAt: number;
+  outcome: RunOutcome | null;
+  error: string | null;
+  exitCode: number | null;
+  /** Set when cleanup itself failed; the run is still final. */
+  cleanupError: string | null;
+}
+
+export interface TaskRunInput {
+  runId: string;
+  deadlineAt: number;
+}
+
+export interface ProvisionInput {
+  runId: string;
+}
+export interface SuperviseInput {
+  runId: string;
+}
+/** How the agent ended, as its runner reported it. */
+export interface AgentExit {
+  exitCode: number;
+}
+export interface CleanupInput {
+  runId: string;
+}
+export interface DeadlineInput {
+  deadlineAt: number;
+}
+
+export type TaskRunEvent =
+  | { type: "ADMIT" }
+  | { type: "CANCEL"; reason?: string }
+  | { type: "COMPLETE"; status: "completed" | "failed"; message?: string }
+  | { type: "DEADLINE" }
+  | { type: "SANDBOX_LOST"; reason: string };
+
+/** A clock the deadline timer can run on: the real one in the daemon, a simulated one in tests. */
+export interface TimerClock {
+  now(): number;
+  setTimeout(fn: () => void, ms: number): unknown;
+  clearTimeout(id: unknown): void;
+}
+
+// setTimeout overflows above 2^31-1 ms (about 24.8 days) and fires at once; re-arm instead.
+const MAX_TIMER_MS = 2_147_483_647;
+
+/** The deadline as an invoked actor, so it is re-armed from the stored absolute time on restore. */
+export function deadlineTimer(clock: TimerClock) {
+  return fromCallback<TaskRunEvent, DeadlineInput>(({ input, sendBack }) => {
+    let id: unknown;
+    const arm = () => {
+      const left = input.deadlineAt - clock.now();
+      if (left <= 0) {
+        sendBack({ type: "DEADLINE" });
+        return;
+      }
+      id = clock.setTimeout(arm, Math.min(left, MAX_TIMER_MS));
+    };
+    arm();
+    return () => clock.clearTimeout(id);
+  });
+}
+
+function unbound(name: string): never {
+  throw new Error(`task-run machine: actor "${name}" was not provided`);
+}
+
+function errorMessage(error: unknown): string {
+  if (error instanceof Error) return error.message;
+  return String(error);
+}
+
+export const taskRunMachine = setup({
+  types: {
+    context: {} as TaskRunContext,
+    events: {} as TaskRunEvent,
+    input: {} as TaskRunInput,
+  },
+  actors: {
+    provision: fromPromise<void, ProvisionInput>(async () => unbound("provision")),
+    supervise: fromPromise<AgentExit, SuperviseInput>(async () => unbound("supervise")),
+    cleanup: fromPromise<void, CleanupInput>(async () => unbound("cleanup")),
+    deadline: fromCallback<TaskRunEvent, DeadlineInput>(() => unbound("deadline")),
+  },
+  guards: {
+    exitedCleanly: (_, exit: AgentExit) => exit.exitCode === 0,
+  },
+}).createMachine({
+  id: "taskRun",
+  context: ({ input }) => ({
+    runId: input.runId,
+    deadlineAt: input.deadlineAt,
+    outcome: null,
+    error: null,
+    exitCode: null,
+    cleanupError: null,
+  }),
+  initial: "active",
+  states: {
+    active: {
+      initial: "queued",
+      invoke: {
+        src: "deadline",
+        input: ({ context }) => ({ deadlineAt: context.deadlineAt }),
+      },
+      on: {
+        CANCEL: {
+          target: "#taskRun.terminal.cancelled",
+          actions: assign({ error: ({ event }) => event.reason ?? "cancelled" }),
+        },
+        DEADLINE: {
+          target: "#taskRun.terminal.failed",
+          actions: assign({ error: "timed out" }),
+        },
+      },
+      states: {
+        queued: {
+          on: { ADMIT: "provisioning" },
+        },
+        provisioning: {
+          invoke: {
+            src: "provision",
+            input: ({ context }) => ({ runId: context.runId }),
+            onDone: "running",
+            onError: {
+              target: "#taskRun.terminal.failed",
+              actions: assign({
+                error: ({ event }) => `provisioning failed: ${errorMessage(event.error)}`,
+              }),
+            },
+          },
+        },
+        running: {
+          invoke: {
+            src: "supervise",
+            input: ({ context }) => ({ runId: context.runId }),
+            onDone: [
+              {
+                guard: { type: "exitedCleanly", params: ({ event }) => event.output },
+                target: "#taskRun.terminal.completed",
+                actions: assign({ exitCode: ({ event }) => event.output.exitCode }),
+              },
+              {
+                target: "#taskRun.terminal.failed",
+                actions: assign({
+                  exitCode: ({ event }) => event.output.exitCode,
+                  error: ({ event }) => `agent exited with code ${event.output.exitCode}`,
+                }),
+              },
+            ],
+            onError: {
+              target: "#taskRun.terminal.failed",
+              actions: assign({
+                error: ({ event }) => `sandbox died: ${errorMessage(event.error)}`,
+              }),
+            },
+          },
+          on: {
+            COMPLETE: [
+              { guard: ({ event }) => event.status === "completed", target: "#taskRun.terminal.completed" },
+              {
+                target: "#taskRun.terminal.failed",
+                actions: assign({ error: ({ event }) => event.message || "failed by CompleteRun" }),
+              },
+            ],
+            SANDBOX_LOST: {
+              target: "#taskRun.terminal.failed",
+              actions: assign({ error: ({ event }) => `sandbox died: ${event.reason}` }),
+            },
+          },
+        },
+      },
+    },
+    terminal: {
+      // Never entered without a target; the initial state only satisfies XState.
+      initial: "failed",
+      // Cleanup runs from every way into terminal: finished, failed, cancelled, timed out.
+      invoke: {
+        src: "cleanup",
+        input: ({ context }) => ({ runId: context.runId }),
+        onDone: "cleaned",
+        onError: {
+          target: "cleaned",
+          actions: assign({ cleanupError: ({ event }) => errorMessage(event.error) }),
+        },
+      },
+      states: {
+        completed: { entry: assign({ outcome: "completed", error: null }) },
+        failed: { entry: assign({ outcome: "failed" }) },
+        cancelled: { entry: assign({ outcome: "cancelled" }) },
+      },
+    },
+    cleaned: { type: "final" },
+  },
+});
+
+export type TaskRunMachine = typeof taskRunMachine;
+
+/** The phase a run is in: the leaf state name ("queued" … "cleaned"). */
+export type RunPhase = "queued" | "provisioning" | "running" | RunOutcome | "cleaned";
+
+export function phaseOf(value: unknown): RunPhase {
+  if (typeof value === "string") return value as RunPhase;
+  if (value && typeof value === "object") {
+    const [parent, child] = Object.entries(value)[0] ?? [];
+    if (parent === "active" || parent === "terminal") return phaseOf(child);
+  }
+  throw new Error(`task-run machine: unknown state ${JSON.stringify(value)}`);
+}
