@@ -1,0 +1,201 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import { appendFileSync, existsSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+import { createSandboxTokenVerifier } from "../auth/sandbox-token.js";
+import {
+  MAX_EVENTS_PER_RESPONSE,
+  RUNNER_EVENTS_FILE,
+  RUNNER_INFO_FILE,
+  type RunnerEvent,
+  type RunnerHealth,
+  type RunnerInfo,
+} from "./runner-protocol.js";
+
+type NewEvent = RunnerEvent extends infer E ? (E extends RunnerEvent ? Omit<E, "seq" | "time"> : never) : never;
+
+export interface RunnerOptions {
+  runId: string;
+  host: string;
+  port: number;
+  /** The checked-out repository; the agent's working directory. */
+  workdir: string;
+  /** Where the runner keeps its events file and runner.json. */
+  stateDir: string;
+  command: string[];
+  prompt: string;
+  publicKeyPem: string;
+  /** Time between SIGTERM and SIGKILL when the agent is cancelled. */
+  graceMs: number;
+  /** Exit this long after the agent ended if the daemon never collects (orphan guard). */
+  idleExitMs: number;
+  env: Record<string, string | undefined>;
+  log: (msg: string) => void;
+}
+
+/**
+ * `paddock agent`: runs the agent command in the sandbox, records every output line as a
+ * numbered event in a file, and serves health, events (resumable by seq), cancel and
+ * shutdown to the daemon. Resolves when the runner has shut down.
+ */
+export async function runRunner(opts: RunnerOptions): Promise<void> {
+  const verify = await createSandboxTokenVerifier(opts.publicKeyPem, opts.runId);
+  const eventsPath = join(opts.stateDir, RUNNER_EVENTS_FILE);
+  const events: RunnerEvent[] = existsSync(eventsPath)
+    ? readFileSync(eventsPath, "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l) as RunnerEvent)
+    : [];
+  const waiters = new Set<() => void>();
+  let agent: ChildProcess | null = null;
+  let state: RunnerHealth["agent"] = events.some((e) => e.kind === "exit") ? "exited" : "starting";
+  let exitCode: number | null = null;
+  let lastContact = Date.now();
+
+  const record = (e: NewEvent) => {
+    const event = { ...e, seq: events.length + 1, time: Date.now() } as RunnerEvent;
+    // One synchronous append per line: the file is the record of truth if we are killed.
+    appendFileSync(eventsPath, JSON.stringify(event) + "\n");
+    events.push(event);
+    for (const w of waiters) w();
+    waiters.clear();
+  };
+
+  const killAgent = (signal: NodeJS.Signals) => {
+    if (agent?.pid && state === "running") {
+      try {
+        process.kill(-agent.pid, signal); // the agent leads its own process group
+      } catch {
+        /* already gone */
+      }
+    }
+  };
+  const terminateAgent = async () => {
+    if (state !== "running") return;
+    killAgent("SIGTERM");
+    const ended = new Promise<void>((r) => agent!.once("exit", () => r()));
+    const timer = setTimeout(() => killAgent("SIGKILL"), opts.graceMs);
+    await ended;
+    clearTimeout(timer);
+  };
+
+  const server = createServer((req, res) => {
+    lastContact = Date.now();
+    handle(req, res).catch((error: unknown) => {
+      opts.log(`request failed: ${String(error)}`);
+      if (!res.headersSent) send(res, 500, { error: "internal error" });
+    });
+  });
+
+  const send = (res: ServerResponse, status: number, body: unknown) => {
+    res.writeHead(status, { "content-type": "application/json" });
+    res.end(JSON.stringify(body));
+  };
+
+  let shutdown!: () => void;
+  const stopped = new Promise<void>((r) => (shutdown = r));
+
+  async function handle(req: IncomingMessage, res: ServerResponse) {
+    const auth = req.headers.authorization ?? "";
+    const token = auth.startsWith("Bearer ") ? auth.slice(7) : "";
+    if (!token || !(await verify(token))) return send(res, 401, { error: "unauthenticated" });
+    const url = new URL(req.url ?? "/", "http://runner");
+    if (req.method === "GET" && url.pathname === "/health") {
+      const body: RunnerHealth = { runId: opts.runId, agent: state, exitCode, lastSeq: events.length };
+      return send(res, 200, body);
+    }
+    if (req.method === "GET" && url.pathname === "/events") {
+      const after = Math.max(0, Number(url.searchParams.get("after_seq") ?? 0) || 0);
+      const waitMs = Math.min(60_000, Math.max(0, Number(url.searchParams.get("wait_ms") ?? 0) || 0));
+      if (events.length <= after && waitMs > 0) {
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(done, waitMs);
+          function done() {
+            clearTimeout(timer);
+            waiters.delete(done);
+            resolve();
+          }
+          waiters.add(done);
+          req.once("close", done);
+        });
+      }
+      return send(res, 200, { events: events.slice(after, after + MAX_EVENTS_PER_RESPONSE) });
+    }
+    if (req.method === "POST" && url.pathname === "/cancel") {
+      await terminateAgent();
+      return send(res, 200, { ok: true });
+    }
+    if (req.method === "POST" && url.pathname === "/shutdown") {
+      await terminateAgent();
+      send(res, 200, { ok: true });
+      shutdown();
+      return;
+    }
+    send(res, 404, { error: "not found" });
+  }
+
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(opts.port, opts.host, resolve);
+  });
+  const port = (server.address() as AddressInfo).port;
+
+  const writeInfo = () => {
+    const info: RunnerInfo = { pid: process.pid, port, agentPid: agent?.pid ?? null };
+    const path = join(opts.stateDir, RUNNER_INFO_FILE);
+    writeFileSync(path + ".tmp", JSON.stringify(info));
+    renameSync(path + ".tmp", path);
+  };
+
+  if (state === "starting") {
+    const [file, ...args] = opts.command;
+    if (!file) throw new Error("runner: empty agent command");
+    agent = spawn(file, args, {
+      cwd: opts.workdir,
+      env: { ...opts.env, PADDOCK_RUN_ID: opts.runId, PADDOCK_PROMPT: opts.prompt },
+      stdio: ["pipe", "pipe", "pipe"],
+      detached: true,
+    });
+    state = "running";
+    agent.stdin?.on("error", () => {}); // an agent that never reads stdin closes it early
+    agent.stdin?.end(opts.prompt + "\n");
+    const lines = (stream: "stdout" | "stderr", src: NodeJS.ReadableStream | null) => {
+      if (!src) return Promise.resolve();
+      const rl = createInterface({ input: src, crlfDelay: Infinity });
+      rl.on("line", (text) => record({ kind: "log", stream, text }));
+      return new Promise<void>((r) => rl.once("close", () => r()));
+    };
+    const outputsDone = Promise.all([lines("stdout", agent.stdout), lines("stderr", agent.stderr)]);
+    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null; error?: Error }>((resolve) => {
+      agent!.once("exit", (code, signal) => resolve({ code, signal }));
+      agent!.once("error", (error) => resolve({ code: 127, signal: null, error }));
+    });
+    void exited.then(async ({ code, signal, error }) => {
+      if (error) record({ kind: "log", stream: "stderr", text: `paddock: could not start agent: ${error.message}` });
+      else await outputsDone; // every line before the exit event
+      exitCode = code ?? 128 + signalNumber(signal);
+      state = "exited";
+      record({ kind: "exit", exitCode, signal });
+    });
+  }
+  writeInfo();
+  opts.log(`runner for ${opts.runId} listening on ${opts.host}:${port}`);
+
+  const idle = setInterval(() => {
+    if (state === "exited" && Date.now() - lastContact > opts.idleExitMs) {
+      opts.log("agent ended and nobody collected its events; exiting");
+      shutdown();
+    }
+  }, Math.min(opts.idleExitMs, 60_000));
+  idle.unref();
+
+  await stopped;
+  clearInterval(idle);
+  server.closeAllConnections();
+  await new Promise<void>((r) => server.close(() => r()));
+}
+
+const SIGNALS: Record<string, number> = { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGKILL: 9, SIGTERM: 15 };
+function signalNumber(signal: NodeJS.Signals | null): number {
+  return signal ? (SIGNALS[signal] ?? 1) : 0;
+}

@@ -1,0 +1,88 @@
+import { create } from "@bufbuild/protobuf";
+import { timestampFromMs, type Timestamp } from "@bufbuild/protobuf/wkt";
+import { LogEntrySchema, RunStatus, TaskRunSchema, type LogEntry, type TaskRun } from "../gen/paddock/v1/task_run_pb.js";
+import { TaskSchema, type Task } from "../gen/paddock/v1/task_pb.js";
+import type { LogLine, RunStatusName, TaskRecord } from "../store/records.js";
+import type { StoredRun } from "../store/runs-repository.js";
+
+const ts = (ms: number | null): Timestamp | undefined => (ms === null ? undefined : timestampFromMs(ms));
+
+export function taskToProto(t: TaskRecord): Task {
+  return create(TaskSchema, {
+    id: t.id,
+    taskNumber: BigInt(t.taskNumber),
+    title: t.title,
+    description: t.description,
+    repository: t.repository,
+    repositoryUrl: t.repositoryUrl,
+    origin: t.origin,
+    createTime: ts(t.createdAt),
+  });
+}
+
+export function statusToProto(s: RunStatusName): RunStatus {
+  switch (s) {
+    case "queued":
+      return RunStatus.QUEUED;
+    case "in_progress":
+      return RunStatus.IN_PROGRESS;
+    case "completed":
+      return RunStatus.COMPLETED;
+    case "failed":
+      return RunStatus.FAILED;
+    case "cancelled":
+      return RunStatus.CANCELLED;
+    default:
+      return assertNever(s);
+  }
+}
+
+export function statusFromProto(s: RunStatus): RunStatusName | undefined {
+  switch (s) {
+    case RunStatus.UNSPECIFIED:
+      return undefined;
+    case RunStatus.QUEUED:
+      return "queued";
+    case RunStatus.IN_PROGRESS:
+      return "in_progress";
+    case RunStatus.COMPLETED:
+      return "completed";
+    case RunStatus.FAILED:
+      return "failed";
+    case RunStatus.CANCELLED:
+      return "cancelled";
+    default:
+      return assertNever(s);
+  }
+}
+
+export function runToProto(r: StoredRun): TaskRun {
+  return create(TaskRunSchema, {
+    id: r.id,
+    taskId: r.taskId,
+    runNumber: BigInt(r.runNumber),
+    status: statusToProto(r.status),
+    phase: r.phase,
+    provider: r.provider,
+    errorMessage: r.errorMessage,
+    deadline: ts(r.deadlineAt),
+    cleanedAt: ts(r.cleanedAt),
+    createTime: ts(r.createdAt),
+    startTime: ts(r.startedAt),
+    finishTime: ts(r.finishedAt),
+    updateTime: ts(r.updatedAt),
+    branch: r.branch,
+    resultBranch: r.resultBranch,
+    resultCommit: r.resultCommit,
+    agentCommand: r.agentCommand,
+    exitCode: r.exitCode ?? undefined,
+  });
+}
+
+export function logToProto(l: LogLine): LogEntry {
+  return create(LogEntrySchema, { seq: BigInt(l.seq), time: ts(l.time), stream: l.stream, text: l.text });
+}
+
+function assertNever(x: never): never {
+  throw new Error(`unexpected value ${String(x)}`);
+}

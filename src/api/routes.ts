@@ -1,0 +1,37 @@
+import type { ConnectRouter } from "@connectrpc/connect";
+import { file_grpc_health_v1_health } from "../gen/grpc/health/v1/health_pb.js";
+import { file_grpc_reflection_v1_reflection } from "../gen/grpc/reflection/v1/reflection_pb.js";
+import { file_grpc_reflection_v1alpha_reflection } from "../gen/grpc/reflection/v1alpha/reflection_pb.js";
+import { file_paddock_v1_task, TaskService } from "../gen/paddock/v1/task_pb.js";
+import { file_paddock_v1_task_run, TaskRunService } from "../gen/paddock/v1/task_run_pb.js";
+import type { RunManager } from "../runs/run-manager.js";
+import type { TasksRepository } from "../store/tasks-repository.js";
+import { ServingStatus, type HealthService } from "./health.js";
+import { registerReflection } from "./reflection.js";
+import { createTaskRunService } from "./task-run-service.js";
+import { createTaskService } from "./task-service.js";
+
+export interface RoutesDeps {
+  tasks: TasksRepository;
+  runs: RunManager;
+  health: HealthService;
+  gitHost: string;
+}
+
+/** Every service on the listener: the API, health and reflection (so buf curl needs no protos). */
+export function createRoutes(deps: RoutesDeps) {
+  return (router: ConnectRouter) => {
+    router.service(TaskService, createTaskService({ tasks: deps.tasks, gitHost: deps.gitHost }));
+    router.service(TaskRunService, createTaskRunService(deps.runs));
+    deps.health.setStatus(TaskService.typeName, ServingStatus.SERVING);
+    deps.health.setStatus(TaskRunService.typeName, ServingStatus.SERVING);
+    deps.health.register(router);
+    registerReflection(router, [
+      file_paddock_v1_task,
+      file_paddock_v1_task_run,
+      file_grpc_health_v1_health,
+      file_grpc_reflection_v1_reflection,
+      file_grpc_reflection_v1alpha_reflection,
+    ]);
+  };
+}

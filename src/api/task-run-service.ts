@@ -1,0 +1,81 @@
+import type { ServiceImpl } from "@connectrpc/connect";
+import { TaskRunService } from "../gen/paddock/v1/task_run_pb.js";
+import { InvalidArgumentError } from "../errors.js";
+import type { RunManager } from "../runs/run-manager.js";
+import { logToProto, runToProto, statusFromProto } from "./mapping.js";
+import { decodePageToken, pageSize, paginate } from "./page-token.js";
+
+const MAX_TIMEOUT_MS = 24 * 3600_000;
+const BRANCH = /^(?!-)(?!.*\.\.)(?!.*\/\/)(?!.*@\{)[^\s~^:?*[\\\x00-\x1f\x7f]+(?<![./]|\.lock)$/;
+
+function required(field: string, value: string): string {
+  if (!value) throw new InvalidArgumentError(field, "is required");
+  return value;
+}
+
+export function createTaskRunService(runs: RunManager): ServiceImpl<typeof TaskRunService> {
+  return {
+    startRun(req) {
+      required("task_id", req.taskId);
+      if (req.branch && !BRANCH.test(req.branch)) {
+        throw new InvalidArgumentError("branch", `${JSON.stringify(req.branch)} is not a valid git branch name`);
+      }
+      req.agentCommand.forEach((arg, i) => {
+        if (i === 0 && !arg.trim()) throw new InvalidArgumentError("agent_command", "the program (first element) is empty");
+      });
+      let timeoutMs: number | null = null;
+      if (req.timeout) {
+        timeoutMs = Number(req.timeout.seconds) * 1000 + Math.floor(req.timeout.nanos / 1e6);
+        if (!(timeoutMs > 0) || timeoutMs > MAX_TIMEOUT_MS) {
+          throw new InvalidArgumentError("timeout", "must be more than 0 and at most 24h");
+        }
+      }
+      if (req.idempotencyKey.length > 200) throw new InvalidArgumentError("idempotency_key", "is longer than 200 characters");
+      const run = runs.start({
+        taskId: req.taskId,
+        branch: req.branch,
+        agentCommand: req.agentCommand,
+        timeoutMs,
+        provider: req.provider,
+        idempotencyKey: req.idempotencyKey,
+      });
+      return { run: runToProto(run) };
+    },
+    getRun(req) {
+      return { run: runToProto(runs.get(required("run_id", req.runId))) };
+    },
+    listRuns(req) {
+      const size = pageSize(req.pageSize);
+      const rows = runs.list(
+        { taskId: req.taskId || undefined, status: statusFromProto(req.status) },
+        decodePageToken(req.pageToken),
+        size + 1,
+      );
+      const page = paginate(rows, size, (r) => r.seq);
+      return { runs: page.items.map(runToProto), nextPageToken: page.nextPageToken };
+    },
+    cancelRun(req) {
+      return { run: runToProto(runs.cancel(required("run_id", req.runId))) };
+    },
+    completeRun(req) {
+      required("run_id", req.runId);
+      const status = statusFromProto(req.status);
+      if (status !== "completed" && status !== "failed") {
+        throw new InvalidArgumentError("status", "must be RUN_STATUS_COMPLETED or RUN_STATUS_FAILED");
+      }
+      return { run: runToProto(runs.complete(req.runId, status, req.errorMessage)) };
+    },
+    async *streamLogs(req, ctx) {
+      required("run_id", req.runId);
+      if (req.afterSeq < 0n) throw new InvalidArgumentError("after_seq", "must not be negative");
+      for await (const batch of runs.logs(req.runId, Number(req.afterSeq), req.follow, ctx.signal)) {
+        yield { entries: batch.map(logToProto) };
+      }
+    },
+    async *watchRun(req, ctx) {
+      required("run_id", req.runId);
+      for await (const run of runs.watch(req.runId, ctx.signal)) yield { run: runToProto(run) };
+    },
+  };
+}
+

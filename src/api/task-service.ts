@@ -1,0 +1,54 @@
+import type { ServiceImpl } from "@connectrpc/connect";
+import { TaskService } from "../gen/paddock/v1/task_pb.js";
+import { InvalidArgumentError, NotFoundError } from "../errors.js";
+import { newId } from "../runs/run-manager.js";
+import { resolveRepository } from "../runs/repository-ref.js";
+import type { TasksRepository } from "../store/tasks-repository.js";
+import { taskToProto } from "./mapping.js";
+import { decodePageToken, pageSize, paginate } from "./page-token.js";
+
+export interface TaskServiceDeps {
+  tasks: TasksRepository;
+  gitHost: string;
+}
+
+function bounded(field: string, value: string, max: number, required = false): string {
+  if (required && !value.trim()) throw new InvalidArgumentError(field, "is required");
+  if (value.length > max) throw new InvalidArgumentError(field, `is ${value.length} characters; at most ${max}`);
+  return value;
+}
+
+export function createTaskService(deps: TaskServiceDeps): ServiceImpl<typeof TaskService> {
+  return {
+    createTask(req) {
+      const title = bounded("title", req.title, 200, true).trim();
+      if (/[\r\n]/.test(title)) throw new InvalidArgumentError("title", "must be one line");
+      const description = bounded("description", req.description, 64 * 1024);
+      const origin = bounded("origin", req.origin, 100);
+      bounded("repository", req.repository, 2048);
+      const repositoryUrl = resolveRepository(req.repository, deps.gitHost);
+      const task = deps.tasks.create({
+        id: newId("task"),
+        title,
+        description,
+        repository: req.repository.trim(),
+        repositoryUrl,
+        origin: origin || "api",
+        createdAt: Date.now(),
+      });
+      return { task: taskToProto(task) };
+    },
+    getTask(req) {
+      if (!req.taskId) throw new InvalidArgumentError("task_id", "is required");
+      const task = deps.tasks.get(req.taskId);
+      if (!task) throw new NotFoundError("task", req.taskId);
+      return { task: taskToProto(task) };
+    },
+    listTasks(req) {
+      const size = pageSize(req.pageSize);
+      const rows = deps.tasks.list(decodePageToken(req.pageToken), size + 1);
+      const page = paginate(rows, size, (t) => t.taskNumber);
+      return { tasks: page.items.map(taskToProto), nextPageToken: page.nextPageToken };
+    },
+  };
+}

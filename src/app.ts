@@ -1,0 +1,114 @@
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { mkdir } from "node:fs/promises";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import type { Logger } from "pino";
+import { errorInterceptor } from "./api/error-interceptor.js";
+import { createHealth } from "./api/health.js";
+import { listen, type Listener } from "./api/listener.js";
+import { createRoutes } from "./api/routes.js";
+import { loadOrCreateSandboxKeys } from "./auth/sandbox-token.js";
+import type { Config } from "./config.js";
+import { RunManager } from "./runs/run-manager.js";
+import { LocalProvider } from "./sandbox/local/local-provider.js";
+import type { SandboxProvider } from "./sandbox/provider.js";
+import { openDatabase } from "./store/open-database.js";
+import { createRunsRepository } from "./store/runs-repository.js";
+import { createTasksRepository } from "./store/tasks-repository.js";
+
+export interface AppOptions {
+  config: Config;
+  logger: Logger;
+  /** argv that starts `paddock agent`; see runnerCommand(). */
+  runnerCommand: string[];
+  /** Environment runners and agents inherit (PATH, HOME…). */
+  baseEnv: Record<string, string | undefined>;
+  /** How long the runner's events long-poll waits; tests shorten it. */
+  pollWaitMs?: number;
+}
+
+export interface App {
+  runs: RunManager;
+  handler: ReturnType<typeof connectNodeAdapter>;
+  /** Restores live runs, then listens on the configured TCP address and unix socket. */
+  start(listenOverride?: { host: string; port: number; socketPath?: string }): Promise<Listener>;
+  /** Stops listening and stops the actors; runs stay stored and resume at the next start. */
+  stop(): Promise<void>;
+}
+
+/** The composition root: builds the concrete parts; listening is start()'s job. */
+export async function createApp(opts: AppOptions): Promise<App> {
+  const { config, logger } = opts;
+  await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
+  const db = await openDatabase(join(config.dataDir, "paddock.db"));
+  const keys = await loadOrCreateSandboxKeys(config.dataDir);
+  const tasks = createTasksRepository(db);
+  const runsRepo = createRunsRepository(db);
+  const providers = new Map<string, SandboxProvider>([
+    [
+      "local",
+      new LocalProvider({
+        root: config.dataDir,
+        runnerCommand: opts.runnerCommand,
+        baseEnv: opts.baseEnv,
+        graceMs: config.graceTime,
+        runnerStartTimeoutMs: 30_000,
+      }),
+    ],
+  ]);
+  const runs = new RunManager({
+    tasks,
+    runs: runsRepo,
+    providers,
+    keys,
+    logger,
+    settings: {
+      defaultAgentCommand: config.agentCommand ? ["sh", "-c", config.agentCommand] : null,
+      defaultTimeoutMs: config.defaultTimeout,
+      defaultProvider: config.defaultProvider,
+      maxConcurrentRuns: config.maxConcurrentRuns,
+      pollWaitMs: opts.pollWaitMs ?? 20_000,
+    },
+  });
+  const health = createHealth();
+  const shutdown = new AbortController();
+  const handler = connectNodeAdapter({
+    routes: createRoutes({ tasks, runs, health, gitHost: config.gitHost }),
+    interceptors: [errorInterceptor(logger)],
+    shutdownSignal: shutdown.signal,
+    readMaxBytes: 4 * 1024 * 1024,
+    writeMaxBytes: 16 * 1024 * 1024,
+    // Unary calls get at most a minute; streams (logs -f, WatchRun) may run for the whole run.
+    maxTimeoutMs: 25 * 3600_000,
+  });
+  let listener: Listener | undefined;
+  return {
+    runs,
+    handler,
+    async start(override) {
+      await runs.restore();
+      listener = await listen(handler, override ?? { ...config.listen, socketPath: config.socket || undefined });
+      logger.info({ address: `${listener.host}:${listener.port}`, socket: listener.socketPath, dataDir: config.dataDir }, "paddock listening");
+      return listener;
+    },
+    async stop() {
+      health.shutdown();
+      shutdown.abort();
+      await listener?.close();
+      await runs.stop();
+      db.close();
+    },
+  };
+}
+
+/** How to start `paddock agent` from this process: the binary itself, or Node + tsx in development. */
+export function runnerCommand(): string[] {
+  const main = process.argv[1] ?? "";
+  // Inside a `bun build --compile` binary the entry point lives in Bun's virtual /$bunfs.
+  if (process.versions.bun && (main.startsWith("/$bunfs") || main.startsWith("B:/~BUN"))) return [process.execPath, "agent"];
+  const here = dirname(fileURLToPath(import.meta.url));
+  const entry = resolve(here, "main.ts");
+  if (process.versions.bun) return [process.execPath, entry, "agent"];
+  // Absolute: the runner starts in the run's worktree, where "tsx" would not resolve.
+  return [process.execPath, "--import", import.meta.resolve("tsx"), entry, "agent"];
+}

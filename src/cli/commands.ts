@@ -1,0 +1,325 @@
+import { toJson, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
+import { durationFromMs, timestampDate, type Timestamp } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { readFileSync } from "node:fs";
+import { resolve } from "node:path";
+import { parseArgs, type ParseArgsConfig } from "node:util";
+import { TaskSchema, type Task } from "../gen/paddock/v1/task_pb.js";
+import { LogEntrySchema, RunStatus, TaskRunSchema, type LogEntry, type TaskRun } from "../gen/paddock/v1/task_run_pb.js";
+import { parseDuration } from "../config.js";
+import { connect, type Clients } from "./client.js";
+
+export interface CliIo {
+  out: (line: string) => void;
+  err: (line: string) => void;
+  env: Record<string, string | undefined>;
+  cwd: string;
+  /** Where the daemon's unix socket lives by default. */
+  defaultSocket: string;
+  signal: AbortSignal;
+}
+
+/** Exit codes, documented in `paddock --help`. */
+export const EXIT = { ok: 0, failed: 1, usage: 2, notFound: 3, precondition: 4, unavailable: 5 } as const;
+
+export class UsageError extends Error {
+  override name = "UsageError";
+}
+
+type Options = NonNullable<ParseArgsConfig["options"]>;
+interface Command {
+  usage: string;
+  summary: string;
+  help: string;
+  options: Options;
+  run(args: { values: Record<string, string | boolean | undefined>; positionals: string[]; c: Clients; io: CliIo; json: boolean }): Promise<number>;
+}
+
+const common: Options = {
+  address: { type: "string" },
+  json: { type: "boolean" },
+  help: { type: "boolean", short: "h" },
+};
+const COMMON_HELP = `  --address ADDR   daemon address: http://host:port or unix:/path (env PADDOCK_ADDRESS;
+                   default: the data dir's socket if present, else http://127.0.0.1:7777)
+  --json           print JSON (one object per line for streams)
+  -h, --help       this help`;
+
+const statusName = (s: RunStatus) => RunStatus[s] ?? String(s);
+const when = (t?: Timestamp) => (t ? timestampDate(t).toISOString() : "-");
+
+function json<D extends DescMessage>(schema: D, m: MessageShape<D>): string {
+  return JSON.stringify(toJson(schema, m, { alwaysEmitImplicit: true }));
+}
+
+function showTask(t: Task): string {
+  return [
+    `task ${t.id} (#${t.taskNumber})`,
+    `  title:      ${t.title}`,
+    `  repository: ${t.repository}${t.repositoryUrl !== t.repository ? ` (${t.repositoryUrl})` : ""}`,
+    `  origin:     ${t.origin}`,
+    `  created:    ${when(t.createTime)}`,
+  ].join("\n");
+}
+
+function showRun(r: TaskRun): string {
+  return [
+    `run ${r.id} (task ${r.taskId}, run #${r.runNumber})`,
+    `  status:   ${statusName(r.status)}  phase: ${r.phase}${r.exitCode !== undefined ? `  exit code: ${r.exitCode}` : ""}`,
+    ...(r.errorMessage ? [`  error:    ${r.errorMessage}`] : []),
+    `  provider: ${r.provider}  branch: ${r.branch || "(default)"} → ${r.resultBranch}${r.resultCommit ? ` @ ${r.resultCommit.slice(0, 12)}` : ""}`,
+    `  agent:    ${r.agentCommand.join(" ")}`,
+    `  created:  ${when(r.createTime)}  deadline: ${when(r.deadline)}  cleaned: ${when(r.cleanedAt)}`,
+  ].join("\n");
+}
+
+function showLog(l: LogEntry): string {
+  const tag = l.stream === "stdout" ? "" : `[${l.stream}] `;
+  return `${String(l.seq).padStart(5)} ${tag}${l.text}`;
+}
+
+function one(positionals: string[], what: string): string {
+  if (positionals.length !== 1 || !positionals[0]) throw new UsageError(`expected exactly one ${what}`);
+  return positionals[0];
+}
+
+const commands: Record<string, Command> = {
+  "task create": {
+    usage: "paddock task create --title TITLE --repo REPOSITORY [--description TEXT | --description-file FILE] [--origin ORIGIN]",
+    summary: "create a task",
+    help: `  --title TITLE            one line, required
+  --repo REPOSITORY        owner/repo (on the daemon's git host), a git URL, or a local path
+                           (relative paths are made absolute here)
+  --description TEXT       what the agent should do; --description-file reads it from a file ("-" for stdin)
+  --origin ORIGIN          where the task comes from (default "cli")`,
+    options: { title: { type: "string" }, repo: { type: "string" }, description: { type: "string" }, "description-file": { type: "string" }, origin: { type: "string" } },
+    async run({ values, c, io, json: asJson }) {
+      if (!values.title) throw new UsageError("--title is required");
+      if (!values.repo) throw new UsageError("--repo is required");
+      let description = String(values.description ?? "");
+      if (values["description-file"]) {
+        const f = String(values["description-file"]);
+        description = readFileSync(f === "-" ? 0 : resolve(io.cwd, f), "utf8");
+      }
+      let repository = String(values.repo);
+      if (repository.startsWith(".") || repository.startsWith("/") || repository === "~" || repository.startsWith("~/")) {
+        repository = resolve(io.cwd, repository.replace(/^~(?=$|\/)/, io.env.HOME ?? "~"));
+      }
+      const { task } = await c.tasks.createTask({ title: String(values.title), description, repository, origin: String(values.origin ?? "cli") }, { signal: io.signal });
+      io.out(asJson ? json(TaskSchema, task!) : showTask(task!));
+      return EXIT.ok;
+    },
+  },
+  "task get": {
+    usage: "paddock task get TASK_ID",
+    summary: "show a task",
+    help: "",
+    options: {},
+    async run({ positionals, c, io, json: asJson }) {
+      const { task } = await c.tasks.getTask({ taskId: one(positionals, "task id") }, { signal: io.signal });
+      io.out(asJson ? json(TaskSchema, task!) : showTask(task!));
+      return EXIT.ok;
+    },
+  },
+  "task list": {
+    usage: "paddock task list [--limit N]",
+    summary: "list tasks, newest first",
+    help: "  --limit N   how many (default 50); follows pages as needed",
+    options: { limit: { type: "string" } },
+    async run({ values, c, io, json: asJson }) {
+      let left = Number(values.limit ?? 50);
+      if (!Number.isInteger(left) || left < 1) throw new UsageError("--limit must be a positive integer");
+      let pageToken = "";
+      do {
+        const res = await c.tasks.listTasks({ pageSize: Math.min(left, 1000), pageToken }, { signal: io.signal });
+        for (const t of res.tasks) io.out(asJson ? json(TaskSchema, t) : `${t.id}  #${t.taskNumber}  ${t.title}  (${t.repository})`);
+        left -= res.tasks.length;
+        pageToken = res.nextPageToken;
+      } while (pageToken && left > 0);
+      return EXIT.ok;
+    },
+  },
+  "run start": {
+    usage: "paddock run start TASK_ID [--branch B] [--timeout 30m] [--provider local] [--idempotency-key K] [--follow] [-- AGENT COMMAND...]",
+    summary: "start a run of a task",
+    help: `  --branch B            branch to start from (default: the repository's default branch)
+  --timeout DURATION    deadline from now, e.g. 90s, 30m, 2h (default: the daemon's, 60m)
+  --provider NAME       sandbox provider (default: the daemon's, local)
+  --idempotency-key K   a retried start with the same key returns the same run
+  -f, --follow          then stream its logs until it ends (exit code as for "logs -f")
+  -- COMMAND...         the agent command for this run (default: the daemon's --agent-command)`,
+    options: { branch: { type: "string" }, timeout: { type: "string" }, provider: { type: "string" }, "idempotency-key": { type: "string" }, follow: { type: "boolean", short: "f" } },
+    async run({ values, positionals, c, io, json: asJson }) {
+      const [taskId, ...agentCommand] = positionals;
+      if (!taskId) throw new UsageError("expected a task id");
+      let timeout;
+      if (values.timeout !== undefined) {
+        const ms = parseDuration(String(values.timeout));
+        if (ms === null || ms <= 0) throw new UsageError(`--timeout: ${JSON.stringify(values.timeout)} is not a duration (examples: 90s, 30m, 2h)`);
+        timeout = durationFromMs(ms);
+      }
+      const { run } = await c.runs.startRun(
+        { taskId, branch: String(values.branch ?? ""), agentCommand, timeout, provider: String(values.provider ?? ""), idempotencyKey: String(values["idempotency-key"] ?? "") },
+        { signal: io.signal },
+      );
+      if (!values.follow) {
+        io.out(asJson ? json(TaskRunSchema, run!) : showRun(run!));
+        return EXIT.ok;
+      }
+      if (!asJson) io.err(`run ${run!.id} started; following its logs`);
+      return followLogs(c, io, run!.id, 0n, asJson);
+    },
+  },
+  "run get": {
+    usage: "paddock run get RUN_ID",
+    summary: "show a run",
+    help: "",
+    options: {},
+    async run({ positionals, c, io, json: asJson }) {
+      const { run } = await c.runs.getRun({ runId: one(positionals, "run id") }, { signal: io.signal });
+      io.out(asJson ? json(TaskRunSchema, run!) : showRun(run!));
+      return EXIT.ok;
+    },
+  },
+  "run list": {
+    usage: "paddock run list [--task TASK_ID] [--status STATUS] [--limit N]",
+    summary: "list runs, newest first",
+    help: "  --task TASK_ID   only this task's runs\n  --status STATUS  queued, in_progress, completed, failed or cancelled\n  --limit N        how many (default 50)",
+    options: { task: { type: "string" }, status: { type: "string" }, limit: { type: "string" } },
+    async run({ values, c, io, json: asJson }) {
+      let status = RunStatus.UNSPECIFIED;
+      if (values.status) {
+        const s = RunStatus[String(values.status).toUpperCase() as keyof typeof RunStatus];
+        if (s === undefined || s === RunStatus.UNSPECIFIED) throw new UsageError(`--status: ${values.status} is not one of queued, in_progress, completed, failed, cancelled`);
+        status = s;
+      }
+      let left = Number(values.limit ?? 50);
+      if (!Number.isInteger(left) || left < 1) throw new UsageError("--limit must be a positive integer");
+      let pageToken = "";
+      do {
+        const res = await c.runs.listRuns({ taskId: String(values.task ?? ""), status, pageSize: Math.min(left, 1000), pageToken }, { signal: io.signal });
+        for (const r of res.runs) {
+          io.out(asJson ? json(TaskRunSchema, r) : `${r.id}  ${statusName(r.status).padEnd(11)} ${r.phase.padEnd(12)} task ${r.taskId}  ${when(r.createTime)}`);
+        }
+        left -= res.runs.length;
+        pageToken = res.nextPageToken;
+      } while (pageToken && left > 0);
+      return EXIT.ok;
+    },
+  },
+  "run cancel": {
+    usage: "paddock run cancel RUN_ID",
+    summary: "cancel a queued or in-progress run (its sandbox is cleaned up)",
+    help: "",
+    options: {},
+    async run({ positionals, c, io, json: asJson }) {
+      const { run } = await c.runs.cancelRun({ runId: one(positionals, "run id") }, { signal: io.signal });
+      io.out(asJson ? json(TaskRunSchema, run!) : showRun(run!));
+      return EXIT.ok;
+    },
+  },
+  "run complete": {
+    usage: "paddock run complete RUN_ID [--failed] [--message TEXT]",
+    summary: "end a running run from outside, as completed (default) or failed",
+    help: "  --failed         mark it failed instead of completed\n  --message TEXT   why (shown as the run's error)",
+    options: { failed: { type: "boolean" }, message: { type: "string" } },
+    async run({ values, positionals, c, io, json: asJson }) {
+      const { run } = await c.runs.completeRun(
+        { runId: one(positionals, "run id"), status: values.failed ? RunStatus.FAILED : RunStatus.COMPLETED, errorMessage: String(values.message ?? "") },
+        { signal: io.signal },
+      );
+      io.out(asJson ? json(TaskRunSchema, run!) : showRun(run!));
+      return EXIT.ok;
+    },
+  },
+  logs: {
+    usage: "paddock logs [-f] [--after-seq N] RUN_ID",
+    summary: "print a run's log; -f follows it until the run ends",
+    help: "  -f, --follow     keep streaming until the run is over; exit 0 if it COMPLETED, 1 otherwise\n  --after-seq N    only lines after sequence number N (resume where you stopped)",
+    options: { follow: { type: "boolean", short: "f" }, "after-seq": { type: "string" } },
+    async run({ values, positionals, c, io, json: asJson }) {
+      const runId = one(positionals, "run id");
+      const after = BigInt(String(values["after-seq"] ?? "0"));
+      if (!values.follow) {
+        for await (const res of c.runs.streamLogs({ runId, afterSeq: after, follow: false }, { signal: io.signal })) {
+          for (const l of res.entries) io.out(asJson ? json(LogEntrySchema, l) : showLog(l));
+        }
+        return EXIT.ok;
+      }
+      return followLogs(c, io, runId, after, asJson);
+    },
+  },
+};
+
+async function followLogs(c: Clients, io: CliIo, runId: string, after: bigint, asJson: boolean): Promise<number> {
+  let seq = after;
+  // Reconnect and resume from the last seen line if the connection drops (a daemon restart).
+  for (let attempt = 0; ; attempt++) {
+    try {
+      for await (const res of c.runs.streamLogs({ runId, afterSeq: seq, follow: true }, { signal: io.signal, timeoutMs: 0 })) {
+        for (const l of res.entries) {
+          io.out(asJson ? json(LogEntrySchema, l) : showLog(l));
+          seq = l.seq;
+        }
+        attempt = 0;
+      }
+      break;
+    } catch (error) {
+      const ce = ConnectError.from(error);
+      if (io.signal.aborted || ce.code !== Code.Unavailable || attempt >= 30) throw error;
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+  }
+  const { run } = await c.runs.getRun({ runId }, { signal: io.signal });
+  if (!asJson) io.err(`run ${runId}: ${statusName(run!.status)}${run!.errorMessage ? ` (${run!.errorMessage})` : ""}`);
+  return run!.status === RunStatus.COMPLETED ? EXIT.ok : EXIT.failed;
+}
+
+export function clientHelp(): string {
+  const lines = Object.entries(commands).map(([name, c]) => `  ${name.padEnd(14)} ${c.summary}`);
+  return lines.join("\n");
+}
+
+/** Runs a client command; returns the exit code. Errors are printed, never thrown. */
+export async function runClientCommand(argv: string[], io: CliIo): Promise<number> {
+  const name = [`${argv[0]} ${argv[1]}`, String(argv[0])].find((n) => n in commands);
+  if (!name) {
+    io.err(`paddock: unknown command "${argv.slice(0, 2).join(" ")}"; run "paddock --help"`);
+    return EXIT.usage;
+  }
+  const cmd = commands[name]!;
+  const rest = argv.slice(name.split(" ").length);
+  try {
+    const { values, positionals } = parseArgs({ args: rest, options: { ...common, ...cmd.options }, allowPositionals: true, strict: true });
+    if (values.help) {
+      io.out(`usage: ${cmd.usage}\n\n${cmd.summary}\n${cmd.help ? `\n${cmd.help}\n` : ""}\n${COMMON_HELP}`);
+      return EXIT.ok;
+    }
+    const c = connect(String(values.address ?? io.env.PADDOCK_ADDRESS ?? ""), io.defaultSocket);
+    return await cmd.run({ values: values as Record<string, string | boolean | undefined>, positionals, c, io, json: !!values.json });
+  } catch (error) {
+    return reportError(error, io, cmd.usage);
+  }
+}
+
+function reportError(error: unknown, io: CliIo, usage: string): number {
+  if (error instanceof UsageError || (error as { code?: string }).code?.startsWith("ERR_PARSE_ARGS")) {
+    io.err(`paddock: ${(error as Error).message}\nusage: ${usage}`);
+    return EXIT.usage;
+  }
+  const ce = ConnectError.from(error);
+  io.err(`paddock: ${ce.code === Code.Unavailable ? "cannot reach the daemon: " : ""}${ce.rawMessage} [${Code[ce.code] ?? ce.code}]`);
+  switch (ce.code) {
+    case Code.InvalidArgument:
+      return EXIT.usage;
+    case Code.NotFound:
+      return EXIT.notFound;
+    case Code.FailedPrecondition:
+      return EXIT.precondition;
+    case Code.Unavailable:
+      return EXIT.unavailable;
+    default:
+      return EXIT.failed;
+  }
+}
+

@@ -1,0 +1,136 @@
+import { homedir } from "node:os";
+import { join, resolve } from "node:path";
+import { z } from "zod";
+
+const duration = z
+  .union([z.number(), z.string()])
+  .transform((v, ctx) => {
+    const ms = parseDuration(v);
+    if (ms === null) {
+      ctx.addIssue({ code: "custom", message: `${JSON.stringify(v)} is not a duration (examples: 90s, 30m, 2h, 5000ms)` });
+      return z.NEVER;
+    }
+    return ms;
+  });
+
+/** "90s", "30m", "1h30m", "500ms" or a number of milliseconds. */
+export function parseDuration(v: number | string): number | null {
+  if (typeof v === "number") return Number.isFinite(v) && v >= 0 ? v : null;
+  const s = v.trim();
+  if (/^\d+$/.test(s)) return Number(s);
+  const re = /(\d+(?:\.\d+)?)(ms|s|m|h)/gy;
+  let total = 0;
+  let matched = 0;
+  for (let m = re.exec(s); m; m = re.exec(s)) {
+    total += Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] as "ms" | "s" | "m" | "h"];
+    matched = re.lastIndex;
+  }
+  return matched === s.length && matched > 0 ? total : null;
+}
+
+const listenAddress = z.string().transform((v, ctx) => {
+  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(v);
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) {
+    ctx.addIssue({ code: "custom", message: `${JSON.stringify(v)} is not host:port (example: 127.0.0.1:7777)` });
+    return z.NEVER;
+  }
+  return { host: m[1] ?? (m[2] || "127.0.0.1"), port };
+});
+
+export const ConfigSchema = z
+  .object({
+    dataDir: z.string().min(1),
+    listen: listenAddress,
+    /** Unix socket for local clients; "" turns it off. */
+    socket: z.string(),
+    agentCommand: z.string(),
+    defaultProvider: z.enum(["local"]),
+    defaultTimeout: duration,
+    maxConcurrentRuns: z.coerce.number().int().min(1).max(1000),
+    gitHost: z.string().url(),
+    logLevel: z.enum(["trace", "debug", "info", "warn", "error", "fatal", "silent"]),
+    logFormat: z.enum(["auto", "json", "pretty"]),
+    graceTime: duration,
+  })
+  .strict()
+  .superRefine((c, ctx) => {
+    if (c.defaultTimeout <= 0 || c.defaultTimeout > 24 * 3_600_000) {
+      ctx.addIssue({ code: "custom", path: ["defaultTimeout"], message: "must be more than 0 and at most 24h" });
+    }
+    if (c.socket && c.socket.length > 100) {
+      ctx.addIssue({ code: "custom", path: ["socket"], message: "unix socket paths are limited to about 100 characters" });
+    }
+  });
+
+export type Config = Readonly<z.output<typeof ConfigSchema>>;
+export type ConfigInput = Partial<Record<keyof z.input<typeof ConfigSchema>, unknown>>;
+
+/** Setting name → environment variable. Flags use the kebab-case name (--data-dir). */
+export const ENV_NAMES: Record<keyof ConfigInput, string> = {
+  dataDir: "PADDOCK_DATA_DIR",
+  listen: "PADDOCK_LISTEN",
+  socket: "PADDOCK_SOCKET",
+  agentCommand: "PADDOCK_AGENT_COMMAND",
+  defaultProvider: "PADDOCK_DEFAULT_PROVIDER",
+  defaultTimeout: "PADDOCK_DEFAULT_TIMEOUT",
+  maxConcurrentRuns: "PADDOCK_MAX_CONCURRENT_RUNS",
+  gitHost: "PADDOCK_GIT_HOST",
+  logLevel: "PADDOCK_LOG_LEVEL",
+  logFormat: "PADDOCK_LOG_FORMAT",
+  graceTime: "PADDOCK_GRACE_TIME",
+};
+
+export function defaultDataDir(env: Record<string, string | undefined>): string {
+  if (env.XDG_DATA_HOME) return join(env.XDG_DATA_HOME, "paddock");
+  return join(env.HOME || homedir(), ".local", "share", "paddock");
+}
+
+export class ConfigError extends Error {
+  override name = "ConfigError";
+}
+
+/**
+ * Builds the one frozen Config: defaults < config file < environment < flags.
+ * Errors name the setting, where it came from and what is wrong.
+ */
+export function loadConfig(env: Record<string, string | undefined>, flags: ConfigInput, file: ConfigInput = {}): Config {
+  const fromEnv: ConfigInput = {};
+  for (const [key, name] of Object.entries(ENV_NAMES) as [keyof ConfigInput, string][]) {
+    if (env[name] !== undefined && env[name] !== "") fromEnv[key] = env[name];
+  }
+  const merged = { ...file, ...fromEnv, ...dropUndefined(flags) };
+  const dataDir = resolve(String(merged.dataDir ?? defaultDataDir(env)));
+  const input = {
+    listen: "127.0.0.1:7777",
+    socket: join(dataDir, "paddock.sock"),
+    agentCommand: "",
+    defaultProvider: "local",
+    defaultTimeout: "60m",
+    maxConcurrentRuns: 4,
+    gitHost: "https://github.com",
+    logLevel: "info",
+    logFormat: "auto",
+    graceTime: "10s",
+    ...merged,
+    dataDir,
+  };
+  const parsed = ConfigSchema.safeParse(input);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((i) => {
+      const key = String(i.path[0] ?? "");
+      const source = key in dropUndefined(flags) ? `--${kebab(key)}` : key in fromEnv ? ENV_NAMES[key as keyof ConfigInput] : key in file ? `${key} (config file)` : key;
+      return `${source}: ${i.message}`;
+    });
+    throw new ConfigError(`invalid configuration:\n  ${lines.join("\n  ")}`);
+  }
+  return Object.freeze(parsed.data);
+}
+
+function dropUndefined(o: ConfigInput): ConfigInput {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as ConfigInput;
+}
+
+export function kebab(key: string): string {
+  return key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+}

@@ -1,0 +1,49 @@
+/**
+ * Domain errors. Code below api/ throws these; one interceptor maps them to Connect
+ * codes. Anything else reaches a client only as a generic "internal error".
+ */
+export class DomainError extends Error {
+  override name = "DomainError";
+}
+
+/** Bad input; `field` names the request field at fault. */
+export class InvalidArgumentError extends DomainError {
+  override name = "InvalidArgumentError";
+  constructor(
+    readonly field: string,
+    message: string,
+  ) {
+    super(`${field}: ${message}`);
+  }
+}
+
+export class NotFoundError extends DomainError {
+  override name = "NotFoundError";
+  constructor(kind: string, id: string) {
+    super(`${kind} ${JSON.stringify(id)} not found`);
+  }
+}
+
+/** The thing exists but is in a state where this cannot happen (complete a cleaned run). */
+export class FailedPreconditionError extends DomainError {
+  override name = "FailedPreconditionError";
+}
+
+/** A sandbox provider failed; `retryable` says whether trying again can help. */
+export class SandboxError extends DomainError {
+  override name = "SandboxError";
+  constructor(
+    message: string,
+    readonly retryable: boolean,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+export function isRetryable(error: unknown): boolean {
+  if (error instanceof SandboxError) return error.retryable;
+  const code = (error as { code?: unknown } | null)?.code;
+  // Transient conditions of the OS or the network; everything else is a real failure.
+  return typeof code === "string" && ["ECONNREFUSED", "ECONNRESET", "EPIPE", "ETIMEDOUT", "EAGAIN", "EBUSY"].includes(code);
+}

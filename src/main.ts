@@ -1,0 +1,168 @@
+#!/usr/bin/env node
+// The only file that touches the process: argv, env, signals, exit.
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { createApp, runnerCommand } from "./app.js";
+import { runRunner } from "./agent/runner.js";
+import { clientHelp, EXIT, runClientCommand } from "./cli/commands.js";
+import { ConfigError, defaultDataDir, ENV_NAMES, kebab, loadConfig, parseDuration, type ConfigInput } from "./config.js";
+import { createLogger } from "./logger.js";
+
+const VERSION = "0.1.0";
+
+const HELP = `paddock ${VERSION} — runs coding-agent task runs in sandboxes
+
+usage: paddock <command> [flags]      (paddock <command> --help for its flags)
+
+daemon:
+  serve          run the daemon (gRPC, Connect and gRPC-Web on one port, plus a unix socket)
+  agent          the in-sandbox runner (started by the daemon, not by hand)
+
+client:
+${clientHelp()}
+
+exit codes: 0 ok · 1 failed (for logs -f: the run did not complete) · 2 bad usage or argument
+            3 not found · 4 not possible in the run's state · 5 daemon unreachable`;
+
+const SERVE_HELP = `usage: paddock serve [flags]
+
+Every flag also reads from its environment variable; flags win over the environment,
+which wins over the config file.
+
+  --config FILE                JSON file with any of the settings below (camelCase keys)
+  --data-dir DIR               database, keys, sandboxes (PADDOCK_DATA_DIR; default ~/.local/share/paddock)
+  --listen HOST:PORT           TCP address (PADDOCK_LISTEN; default 127.0.0.1:7777)
+  --socket PATH                unix socket, "" for none (PADDOCK_SOCKET; default DATA_DIR/paddock.sock)
+  --agent-command CMD          shell command run as the agent when a run gives none (PADDOCK_AGENT_COMMAND)
+  --default-provider NAME      sandbox provider for runs that name none: local (PADDOCK_DEFAULT_PROVIDER)
+  --default-timeout DURATION   run deadline, e.g. 60m (PADDOCK_DEFAULT_TIMEOUT; default 60m)
+  --max-concurrent-runs N      runs in progress at once; the rest queue (PADDOCK_MAX_CONCURRENT_RUNS; default 4)
+  --git-host URL               where owner/repo repositories live (PADDOCK_GIT_HOST; default https://github.com)
+  --grace-time DURATION        SIGTERM → SIGKILL grace for a cancelled agent (PADDOCK_GRACE_TIME; default 10s)
+  --log-level LEVEL            trace…fatal, silent (PADDOCK_LOG_LEVEL; default info)
+  --log-format FORMAT          auto (pretty on a terminal), json, pretty (PADDOCK_LOG_FORMAT)`;
+
+async function serve(argv: string[]): Promise<number> {
+  const keys = Object.keys(ENV_NAMES) as (keyof ConfigInput)[];
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      help: { type: "boolean", short: "h" },
+      config: { type: "string" },
+      ...Object.fromEntries(keys.map((k) => [kebab(k), { type: "string" as const }])),
+    },
+    strict: true,
+  });
+  if (values.help) {
+    process.stdout.write(SERVE_HELP + "\n");
+    return EXIT.ok;
+  }
+  const flags = Object.fromEntries(keys.map((k) => [k, (values as Record<string, unknown>)[kebab(k)]])) as ConfigInput;
+  let file: ConfigInput = {};
+  const configPath = (values.config as string | undefined) ?? process.env.PADDOCK_CONFIG;
+  if (configPath) {
+    try {
+      file = JSON.parse(readFileSync(configPath, "utf8")) as ConfigInput;
+    } catch (error) {
+      throw new ConfigError(`config file ${configPath}: ${(error as Error).message}`);
+    }
+  }
+  const config = loadConfig(process.env, flags, file);
+  const logger = createLogger({ level: config.logLevel, format: config.logFormat, isTty: !!process.stdout.isTTY });
+  const app = await createApp({ config, logger, runnerCommand: runnerCommand(), baseEnv: runnerEnv(process.env) });
+  const listener = await app.start();
+  process.stderr.write(`paddock listening on http://${listener.host}:${listener.port}${listener.socketPath ? ` and unix:${listener.socketPath}` : ""}\n`);
+  await new Promise<void>((resolve) => {
+    const stop = (signal: string) => {
+      logger.info({ signal }, "shutting down; live runs resume at the next start");
+      resolve();
+    };
+    process.once("SIGINT", () => stop("SIGINT"));
+    process.once("SIGTERM", () => stop("SIGTERM"));
+  });
+  await app.stop();
+  return EXIT.ok;
+}
+
+/** The daemon's own settings stay out of the runner's and agent's environment. */
+function runnerEnv(env: NodeJS.ProcessEnv): Record<string, string | undefined> {
+  return Object.fromEntries(Object.entries(env).filter(([k]) => !k.startsWith("PADDOCK_") && k !== "NODE_OPTIONS"));
+}
+
+async function agent(): Promise<number> {
+  const env = process.env;
+  const need = (name: string): string => {
+    const v = env[name];
+    if (!v) throw new ConfigError(`paddock agent: ${name} is not set (the daemon sets it when it starts a sandbox)`);
+    return v;
+  };
+  let command: string[];
+  try {
+    command = JSON.parse(need("PADDOCK_AGENT_COMMAND")) as string[];
+  } catch {
+    throw new ConfigError("paddock agent: PADDOCK_AGENT_COMMAND must be a JSON array of strings");
+  }
+  const log = (msg: string) => process.stderr.write(`${new Date().toISOString()} ${msg}\n`);
+  const stop = new AbortController();
+  await runRunner({
+    runId: need("PADDOCK_RUN_ID"),
+    host: env.PADDOCK_RUNNER_HOST ?? "0.0.0.0",
+    port: Number(env.PADDOCK_RUNNER_PORT ?? 47821),
+    workdir: env.PADDOCK_WORKDIR ?? process.cwd(),
+    stateDir: env.PADDOCK_STATE_DIR ?? process.cwd(),
+    command,
+    prompt: env.PADDOCK_PROMPT ?? "",
+    publicKeyPem: need("JWT_PUBLIC_KEY"),
+    graceMs: parseDuration(env.PADDOCK_GRACE_MS ?? "10000") ?? 10_000,
+    idleExitMs: parseDuration(env.PADDOCK_IDLE_EXIT ?? "1h") ?? 3_600_000,
+    env: Object.fromEntries(
+      Object.entries(env).filter(([k]) => !["JWT_PUBLIC_KEY", "PADDOCK_AGENT_COMMAND", "PADDOCK_STATE_DIR", "PADDOCK_RUNNER_HOST", "PADDOCK_RUNNER_PORT", "PADDOCK_GRACE_MS"].includes(k)),
+    ),
+    log,
+  });
+  stop.abort();
+  return EXIT.ok;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  if (!cmd || cmd === "--help" || cmd === "-h" || cmd === "help") {
+    process.stdout.write(HELP + "\n");
+    return cmd ? EXIT.ok : EXIT.usage;
+  }
+  if (cmd === "--version" || cmd === "version") {
+    process.stdout.write(`paddock ${VERSION}\n`);
+    return EXIT.ok;
+  }
+  if (cmd === "serve") return serve(rest);
+  if (cmd === "agent") return agent();
+  const controller = new AbortController();
+  process.once("SIGINT", () => controller.abort());
+  const dataDir = process.env.PADDOCK_DATA_DIR || defaultDataDir(process.env);
+  return runClientCommand(argv, {
+    out: (l) => process.stdout.write(l + "\n"),
+    err: (l) => process.stderr.write(l + "\n"),
+    env: process.env,
+    cwd: process.cwd(),
+    defaultSocket: process.env.PADDOCK_SOCKET || join(dataDir, "paddock.sock"),
+    signal: controller.signal,
+  });
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+    // Streams, timers and sockets of a finished command must not keep the process alive.
+    if (process.argv[2] !== "serve") setTimeout(() => process.exit(code), 50).unref();
+    else process.exit(code);
+  },
+  (error: unknown) => {
+    if (error instanceof ConfigError || (error as { code?: string }).code?.startsWith("ERR_PARSE_ARGS")) {
+      process.stderr.write(`paddock: ${(error as Error).message}\n`);
+      process.exit(EXIT.usage);
+    }
+    process.stderr.write(`paddock: ${(error as Error).stack ?? String(error)}\n`);
+    process.exit(EXIT.failed);
+  },
+);

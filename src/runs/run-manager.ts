@@ -1,0 +1,461 @@
+import { randomBytes } from "node:crypto";
+import { setTimeout as sleep } from "node:timers/promises";
+import type { Logger } from "pino";
+import { createActor, fromPromise, type Actor, type SnapshotFrom } from "xstate";
+import {
+  deadlineTimer,
+  MACHINE_VERSION,
+  phaseOf,
+  taskRunMachine,
+  type AgentExit,
+  type RunPhase,
+  type TaskRunEvent,
+} from "../../machines/task-run.machine.js";
+import { issueSandboxToken, type SandboxKeys } from "../auth/sandbox-token.js";
+import { FailedPreconditionError, InvalidArgumentError, isRetryable, NotFoundError, SandboxError } from "../errors.js";
+import type { SandboxProvider } from "../sandbox/provider.js";
+import { sandboxName } from "../sandbox/provider.js";
+import { createRunnerClient } from "../sandbox/runner-client.js";
+import type { LogLine, RunStatusName } from "../store/records.js";
+import type { RunFilter, RunsRepository, StoredRun } from "../store/runs-repository.js";
+import type { TasksRepository } from "../store/tasks-repository.js";
+import { Notifier } from "./notifier.js";
+import { withRetry } from "./retry.js";
+
+export interface RunSettings {
+  /** Used when a run gives no agent_command; null means every run must give one. */
+  defaultAgentCommand: string[] | null;
+  defaultTimeoutMs: number;
+  defaultProvider: string;
+  maxConcurrentRuns: number;
+  /** How long the runner's events long-poll waits before answering empty. */
+  pollWaitMs: number;
+}
+
+export interface RunManagerDeps {
+  tasks: TasksRepository;
+  runs: RunsRepository;
+  providers: ReadonlyMap<string, SandboxProvider>;
+  keys: SandboxKeys;
+  logger: Logger;
+  settings: RunSettings;
+}
+
+export interface StartRunParams {
+  taskId: string;
+  branch: string;
+  agentCommand: string[];
+  timeoutMs: number | null;
+  provider: string;
+  idempotencyKey: string;
+}
+
+type RunActor = Actor<ReturnType<typeof taskRunMachine.provide>>;
+
+const SLOT_PHASES: ReadonlySet<RunPhase> = new Set(["provisioning", "running", "completed", "failed", "cancelled"]);
+
+export function statusOf(phase: RunPhase, outcome: string | null): RunStatusName {
+  switch (phase) {
+    case "queued":
+      return "queued";
+    case "provisioning":
+    case "running":
+      return "in_progress";
+    case "completed":
+    case "failed":
+    case "cancelled":
+      return phase;
+    case "cleaned":
+      return (outcome as RunStatusName | null) ?? "failed";
+    default:
+      return assertNever(phase);
+  }
+}
+
+function assertNever(x: never): never {
+  throw new Error(`unexpected ${String(x)}`);
+}
+
+export function newId(prefix: string): string {
+  // Time first so ids sort roughly by creation; 10 random bytes keep them unguessable.
+  return `${prefix}_${Date.now().toString(36)}${randomBytes(10).toString("hex")}`;
+}
+
+/**
+ * Owns every live run: one XState actor each, every transition written with its snapshot
+ * in one statement, admission by a concurrency limit, and restore-and-reconcile on start.
+ */
+export class RunManager {
+  private readonly actors = new Map<string, RunActor>();
+  private readonly queue: string[] = [];
+  private readonly holding = new Set<string>();
+  private readonly notifier = new Notifier();
+  private stopping = false;
+  private readonly machine;
+
+  constructor(private readonly deps: RunManagerDeps) {
+    this.machine = taskRunMachine.provide({
+      actors: {
+        provision: fromPromise(({ input, signal }) => this.provision(input.runId, signal)),
+        supervise: fromPromise(({ input, signal }) => this.supervise(input.runId, signal)),
+        cleanup: fromPromise(({ input, signal }) => this.cleanup(input.runId, signal)),
+        deadline: deadlineTimer({ now: Date.now, setTimeout, clearTimeout: (id) => clearTimeout(id as NodeJS.Timeout) }),
+      },
+    });
+  }
+
+  // ── Client operations ────────────────────────────────────────────────────────────
+
+  start(p: StartRunParams): StoredRun {
+    const { tasks, runs, settings, providers } = this.deps;
+    const task = tasks.get(p.taskId);
+    if (!task) throw new NotFoundError("task", p.taskId);
+    if (p.idempotencyKey) {
+      const existing = runs.byIdempotencyKey(p.taskId, p.idempotencyKey);
+      if (existing) return existing;
+    }
+    const providerName = p.provider || settings.defaultProvider;
+    if (!providers.has(providerName)) {
+      throw new InvalidArgumentError(
+        "provider",
+        `unknown provider ${JSON.stringify(providerName)}; this daemon has: ${[...providers.keys()].join(", ")}`,
+      );
+    }
+    const agentCommand = p.agentCommand.length > 0 ? p.agentCommand : settings.defaultAgentCommand;
+    if (!agentCommand) {
+      throw new InvalidArgumentError(
+        "agent_command",
+        "no agent command given, and the daemon has no default (--agent-command or PADDOCK_AGENT_COMMAND)",
+      );
+    }
+    const id = newId("run");
+    const now = Date.now();
+    const deadlineAt = now + (p.timeoutMs ?? settings.defaultTimeoutMs);
+    const actor = createActor(this.machine, { input: { runId: id, deadlineAt } });
+    let run: StoredRun;
+    try {
+      run = runs.create({
+        id,
+        taskId: task.id,
+        status: "queued",
+        phase: "queued",
+        provider: providerName,
+        branch: p.branch,
+        resultBranch: `paddock/${id}`,
+        agentCommand,
+        idempotencyKey: p.idempotencyKey || null,
+        deadlineAt,
+        createdAt: now,
+        updatedAt: now,
+        snapshot: actor.getPersistedSnapshot(),
+        machineVersion: MACHINE_VERSION,
+      });
+    } catch (error) {
+      // Two StartRun calls raced with one key: the loser returns the winner's run.
+      const existing = p.idempotencyKey && runs.byIdempotencyKey(p.taskId, p.idempotencyKey);
+      if (existing) return existing;
+      throw error;
+    }
+    this.deps.logger.info({ runId: id, taskId: task.id, provider: providerName }, "run queued");
+    this.system(id, `run queued (provider ${providerName}, deadline ${new Date(deadlineAt).toISOString()})`);
+    this.track(id, actor, "queued");
+    this.pump();
+    return this.deps.runs.get(id) ?? run;
+  }
+
+  get(id: string): StoredRun {
+    const run = this.deps.runs.get(id);
+    if (!run) throw new NotFoundError("run", id);
+    return run;
+  }
+
+  list(filter: RunFilter, before: number, limit: number): StoredRun[] {
+    return this.deps.runs.list(filter, before, limit);
+  }
+
+  cancel(id: string): StoredRun {
+    return this.sendOrReject(id, { type: "CANCEL", reason: "cancelled by client" }, "cancelled");
+  }
+
+  complete(id: string, status: "completed" | "failed", message: string): StoredRun {
+    return this.sendOrReject(id, { type: "COMPLETE", status, message }, "completed");
+  }
+
+  private sendOrReject(id: string, event: TaskRunEvent, verb: string): StoredRun {
+    const run = this.get(id);
+    const actor = this.actors.get(id);
+    if (!actor || !actor.getSnapshot().can(event)) {
+      const only = event.type === "COMPLETE" ? "only a running run" : "only a queued, provisioning or running run";
+      throw new FailedPreconditionError(`run ${id} is ${run.phase}; ${only} can be ${verb}`);
+    }
+    actor.send(event);
+    return this.get(id);
+  }
+
+  /** Stored lines after afterSeq in batches, then (follow) live ones until the run is cleaned. */
+  async *logs(id: string, afterSeq: number, follow: boolean, signal: AbortSignal): AsyncGenerator<LogLine[]> {
+    this.get(id);
+    const sub = this.notifier.subscribe([`logs:${id}`, `run:${id}`]);
+    let cursor = afterSeq;
+    try {
+      while (!signal.aborted) {
+        sub.arm();
+        const batch = this.deps.runs.logsAfter(id, cursor, 1000);
+        if (batch.length > 0) {
+          cursor = batch[batch.length - 1]!.seq;
+          yield batch;
+          continue;
+        }
+        if (!follow) return;
+        // Lines are stored before the transition to cleaned, so cleaned + empty read = the end.
+        if (this.deps.runs.get(id)?.phase === "cleaned") {
+          if (this.deps.runs.logsAfter(id, cursor, 1).length === 0) return;
+          continue;
+        }
+        await sub.wait(signal);
+      }
+    } finally {
+      sub.close();
+    }
+  }
+
+  /** The run now, then at every change, until it is cleaned. */
+  async *watch(id: string, signal: AbortSignal): AsyncGenerator<StoredRun> {
+    this.get(id);
+    const sub = this.notifier.subscribe([`run:${id}`]);
+    let last = "";
+    try {
+      while (!signal.aborted) {
+        sub.arm();
+        const run = this.get(id);
+        const key = `${run.updatedAt}|${run.phase}|${run.resultCommit}|${run.errorMessage}`;
+        if (key !== last) {
+          last = key;
+          yield run;
+        }
+        if (run.phase === "cleaned") return;
+        await sub.wait(signal);
+      }
+    } finally {
+      sub.close();
+    }
+  }
+
+  // ── Lifecycle ────────────────────────────────────────────────────────────────────
+
+  /** Restores every run that is not cleaned and lets its effects reconcile with the provider. */
+  async restore(): Promise<void> {
+    const live = this.deps.runs.live();
+    for (const run of live) {
+      if (run.machineVersion !== MACHINE_VERSION) {
+        this.deps.logger.warn({ runId: run.id, stored: run.machineVersion, current: MACHINE_VERSION }, "restoring a run written by another machine version");
+      }
+      const actor = createActor(this.machine, {
+        // XState restores the state, context and invoked children; the children's effects run again.
+        snapshot: run.snapshot as SnapshotFrom<typeof this.machine>,
+        input: { runId: run.id, deadlineAt: run.deadlineAt },
+      });
+      const phase = run.phase as RunPhase;
+      if (SLOT_PHASES.has(phase)) this.holding.add(run.id);
+      this.deps.logger.info({ runId: run.id, phase }, "restoring run");
+      this.system(run.id, `daemon restarted; resuming the run in phase ${phase}`);
+      this.track(run.id, actor, phase);
+    }
+    this.pump();
+    await this.reapOrphans(new Set(live.map((r) => sandboxName(r.id))));
+  }
+
+  /** Stops the actors without touching stored state: the next start restores them. */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    for (const actor of this.actors.values()) actor.stop();
+    this.actors.clear();
+  }
+
+  /** Waits until the run is cleaned (for tests and the demo). */
+  async waitForCleaned(id: string, signal: AbortSignal): Promise<StoredRun> {
+    let last: StoredRun | undefined;
+    for await (const run of this.watch(id, signal)) last = run;
+    return last ?? this.get(id);
+  }
+
+  private async reapOrphans(owned: Set<string>): Promise<void> {
+    for (const provider of this.deps.providers.values()) {
+      for (const name of await provider.list().catch(() => [] as string[])) {
+        if (owned.has(name)) continue;
+        this.deps.logger.warn({ sandbox: name, provider: provider.name }, "removing a sandbox no live run owns");
+        await provider.destroy(name, AbortSignal.timeout(60_000)).catch((error: unknown) => {
+          this.deps.logger.error({ err: error, sandbox: name }, "could not remove orphaned sandbox");
+        });
+      }
+    }
+  }
+
+  private track(id: string, actor: RunActor, initialPhase: RunPhase): void {
+    this.actors.set(id, actor);
+    if (initialPhase === "queued") this.queue.push(id);
+    let lastPhase = initialPhase;
+    actor.subscribe({
+      next: (snapshot) => {
+        if (this.stopping) return;
+        const phase = phaseOf(snapshot.value);
+        this.persist(id, actor, snapshot);
+        if (phase !== lastPhase) {
+          this.deps.logger.info({ runId: id, from: lastPhase, to: phase, error: snapshot.context.error ?? undefined }, "run transition");
+          lastPhase = phase;
+        }
+        if (phase !== "queued") {
+          const i = this.queue.indexOf(id);
+          if (i >= 0) this.queue.splice(i, 1);
+        }
+        if (phase === "cleaned") {
+          this.actors.delete(id);
+          this.holding.delete(id);
+          this.pump();
+        }
+      },
+      error: (error) => {
+        this.deps.logger.error({ err: error, runId: id }, "run actor failed");
+      },
+    });
+    actor.start();
+  }
+
+  private persist(id: string, actor: RunActor, snapshot: SnapshotFrom<typeof this.machine>): void {
+    const prev = this.deps.runs.get(id);
+    if (!prev) return;
+    const now = Date.now();
+    const phase = phaseOf(snapshot.value);
+    const ctx = snapshot.context;
+    const active = phase !== "queued";
+    const finished = !["queued", "provisioning", "running"].includes(phase);
+    const error = [ctx.error, ctx.cleanupError && `cleanup failed: ${ctx.cleanupError}`].filter(Boolean).join("; ");
+    this.deps.runs.transition(id, {
+      status: statusOf(phase, ctx.outcome),
+      phase,
+      errorMessage: ctx.outcome === "completed" ? (ctx.cleanupError ? error : "") : error,
+      exitCode: ctx.exitCode,
+      startedAt: prev.startedAt ?? (active && phase !== "cancelled" ? now : null),
+      finishedAt: prev.finishedAt ?? (finished ? now : null),
+      cleanedAt: phase === "cleaned" ? (prev.cleanedAt ?? now) : null,
+      updatedAt: now,
+      snapshot: actor.getPersistedSnapshot(),
+      machineVersion: MACHINE_VERSION,
+    });
+    this.notifier.notify(`run:${id}`);
+  }
+
+  private pump(): void {
+    while (!this.stopping && this.holding.size < this.deps.settings.maxConcurrentRuns && this.queue.length > 0) {
+      const id = this.queue.shift()!;
+      const actor = this.actors.get(id);
+      if (!actor) continue;
+      this.holding.add(id);
+      actor.send({ type: "ADMIT" });
+    }
+  }
+
+  /** A note from paddock itself in the run's log. */
+  private system(id: string, text: string): void {
+    this.deps.runs.appendLogs(id, [{ time: Date.now(), stream: "system", text }]);
+    this.notifier.notify(`logs:${id}`);
+  }
+
+  private providerOf(providerName: string): SandboxProvider {
+    const provider = this.deps.providers.get(providerName);
+    if (!provider) throw new SandboxError(`provider ${providerName} is not configured on this daemon`, false);
+    return provider;
+  }
+
+  // ── Effects (bound into the machine; each idempotent and abortable) ───────────────
+
+  private async provision(id: string, signal: AbortSignal): Promise<void> {
+    const run = this.get(id);
+    const task = this.deps.tasks.get(run.taskId);
+    if (!task) throw new SandboxError(`task ${run.taskId} of run ${id} is gone`, false);
+    const provider = this.providerOf(run.provider);
+    const name = sandboxName(id);
+    this.system(id, `provisioning ${provider.name} sandbox ${name}`);
+    if (!provider.enforcesNetworkPolicy) {
+      this.system(id, `note: the ${provider.name} provider runs the agent on the host; network policy is not enforced`);
+    }
+    const token = await issueSandboxToken(this.deps.keys, id);
+    await withRetry(
+      () =>
+        provider.provision(
+          {
+            runId: id,
+            name,
+            repositoryUrl: task.repositoryUrl,
+            branch: run.branch,
+            resultBranch: run.resultBranch,
+            agentCommand: run.agentCommand,
+            prompt: task.description ? `${task.title}\n\n${task.description}` : task.title,
+            publicKeyPem: this.deps.keys.publicKeyPem,
+            token,
+          },
+          signal,
+          (line) => this.system(id, line),
+        ),
+      signal,
+    );
+    this.system(id, `agent started: ${run.agentCommand.join(" ")}`);
+  }
+
+  private async supervise(id: string, signal: AbortSignal): Promise<AgentExit> {
+    const run = this.get(id);
+    const provider = this.providerOf(run.provider);
+    const name = sandboxName(id);
+    const token = await issueSandboxToken(this.deps.keys, id);
+    let cursor = this.deps.runs.runnerCursor(id);
+    let endpoint: string | undefined;
+    let failures = 0;
+    for (;;) {
+      signal.throwIfAborted();
+      if (!endpoint) {
+        const status = await provider.inspect(name);
+        if (status.state !== "running" || !status.endpoint) {
+          throw new SandboxError(`sandbox ${name} is ${status.state}`, false);
+        }
+        endpoint = status.endpoint;
+      }
+      let events;
+      try {
+        ({ events } = await createRunnerClient(endpoint, token).events(cursor, this.deps.settings.pollWaitMs, signal));
+        failures = 0;
+      } catch (error) {
+        if (signal.aborted) throw error;
+        if (!isRetryable(error) || ++failures > 5) throw error;
+        endpoint = undefined; // look the sandbox up again: it may have died
+        await sleep(100 * 2 ** failures, undefined, { signal });
+        continue;
+      }
+      if (events.length === 0) continue;
+      const lines: { time: number; stream: string; text: string }[] = [];
+      let exit: AgentExit | null = null;
+      for (const e of events) {
+        if (e.kind === "log") lines.push({ time: e.time, stream: e.stream, text: e.text });
+        else {
+          exit = { exitCode: e.exitCode };
+          lines.push({ time: e.time, stream: "system", text: `agent exited with code ${e.exitCode}${e.signal ? ` (${e.signal})` : ""}` });
+        }
+      }
+      cursor = events[events.length - 1]!.seq;
+      this.deps.runs.appendLogs(id, lines, cursor);
+      this.notifier.notify(`logs:${id}`);
+      if (exit) return exit;
+    }
+  }
+
+  private async cleanup(id: string, signal: AbortSignal): Promise<void> {
+    const run = this.get(id);
+    const provider = this.providerOf(run.provider);
+    const name = sandboxName(id);
+    const result = await withRetry(() => provider.destroy(name, signal), signal, { attempts: 5, baseMs: 500 });
+    if (result.resultCommit) {
+      this.deps.runs.setResultCommit(id, result.resultCommit);
+      this.system(id, `the agent's work is on branch ${run.resultBranch} at ${result.resultCommit}`);
+    }
+    this.system(id, `sandbox ${name} removed`);
+  }
+}

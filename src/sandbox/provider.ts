@@ -1,0 +1,52 @@
+/**
+ * One interface for every place a run's sandbox can live. Implementations take their
+ * options in the constructor, reject on failure with SandboxError, and make every method
+ * idempotent: after a daemon restart any of them may be called again for the same name.
+ */
+export interface SandboxSpec {
+  runId: string;
+  /** Deterministic: sandboxName(runId, attempt). Find-or-create keys on it. */
+  name: string;
+  /** Clone URL or absolute local path of the repository. */
+  repositoryUrl: string;
+  /** Branch to start from; empty for the repository's default. */
+  branch: string;
+  /** Branch the agent works on, created by provisioning. */
+  resultBranch: string;
+  agentCommand: string[];
+  prompt: string;
+  /** The runner verifies the daemon's sandbox tokens with this key. */
+  publicKeyPem: string;
+  /** A sandbox token for this run, for the provider's own health checks. */
+  token: string;
+}
+
+export type SandboxState = "running" | "stopped" | "missing";
+
+export interface SandboxStatus {
+  state: SandboxState;
+  /** Base URL of the runner's API, when it is reachable. */
+  endpoint?: string;
+}
+
+export interface CleanupResult {
+  /** The last commit on the result branch, when the sandbox still had a workspace. */
+  resultCommit?: string;
+}
+
+export interface SandboxProvider {
+  readonly name: string;
+  /** Whether network policy is enforced (false on local: the agent runs on the host). */
+  readonly enforcesNetworkPolicy: boolean;
+  /** Finds the sandbox `spec.name` or creates it, and starts its runner. */
+  provision(spec: SandboxSpec, signal: AbortSignal, progress: (line: string) => void): Promise<SandboxStatus>;
+  inspect(name: string): Promise<SandboxStatus>;
+  /** Stops everything in the sandbox and removes it, keeping the agent's work. */
+  destroy(name: string, signal: AbortSignal): Promise<CleanupResult>;
+  /** Names of sandboxes this daemon instance owns, for reaping. */
+  list(): Promise<string[]>;
+}
+
+export function sandboxName(runId: string, attempt = 1): string {
+  return `paddock-${runId}-${attempt}`;
+}

@@ -1,0 +1,28 @@
+import type { RunnerEventsResponse, RunnerHealth } from "../agent/runner-protocol.js";
+import { SandboxError } from "../errors.js";
+
+/** The daemon's side of the runner API. Network failures surface as retryable SandboxErrors. */
+export function createRunnerClient(endpoint: string, token: string) {
+  async function call<T>(method: "GET" | "POST", path: string, signal?: AbortSignal): Promise<T> {
+    let res: Response;
+    try {
+      res = await fetch(endpoint + path, { method, headers: { authorization: `Bearer ${token}` }, signal });
+    } catch (error) {
+      if (signal?.aborted) throw error;
+      throw new SandboxError(`runner at ${endpoint} unreachable: ${(error as Error).message}`, true, { cause: error });
+    }
+    if (!res.ok) {
+      await res.body?.cancel();
+      throw new SandboxError(`runner ${method} ${path}: HTTP ${res.status}`, res.status >= 500);
+    }
+    return (await res.json()) as T;
+  }
+  return {
+    health: (signal?: AbortSignal) => call<RunnerHealth>("GET", "/health", signal),
+    events: (afterSeq: number, waitMs: number, signal?: AbortSignal) =>
+      call<RunnerEventsResponse>("GET", `/events?after_seq=${afterSeq}&wait_ms=${waitMs}`, signal),
+    cancel: (signal?: AbortSignal) => call<{ ok: boolean }>("POST", "/cancel", signal),
+    shutdown: (signal?: AbortSignal) => call<{ ok: boolean }>("POST", "/shutdown", signal),
+  };
+}
+export type RunnerClient = ReturnType<typeof createRunnerClient>;

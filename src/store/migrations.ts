@@ -1,0 +1,96 @@
+import type { Database } from "./database.js";
+
+/** Ordered, append-only. Never edit a migration that has shipped; add the next one. */
+export const MIGRATIONS: readonly { version: number; name: string; sql: string }[] = [
+  {
+    version: 1,
+    name: "tasks, runs, run_logs",
+    sql: `
+      CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+      ) STRICT;
+
+      -- task_number is the rowid: a per-daemon 1, 2, 3… that is never reused.
+      CREATE TABLE tasks (
+        task_number    INTEGER PRIMARY KEY AUTOINCREMENT,
+        id             TEXT NOT NULL UNIQUE,
+        title          TEXT NOT NULL,
+        description    TEXT NOT NULL,
+        repository     TEXT NOT NULL,
+        repository_url TEXT NOT NULL,
+        origin         TEXT NOT NULL,
+        created_at     INTEGER NOT NULL
+      ) STRICT;
+
+      CREATE TABLE runs (
+        seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+        id              TEXT NOT NULL UNIQUE,
+        task_id         TEXT NOT NULL REFERENCES tasks(id),
+        run_number      INTEGER NOT NULL,
+        status          TEXT NOT NULL,
+        phase           TEXT NOT NULL,
+        provider        TEXT NOT NULL,
+        error_message   TEXT NOT NULL DEFAULT '',
+        exit_code       INTEGER,
+        branch          TEXT NOT NULL,
+        result_branch   TEXT NOT NULL,
+        result_commit   TEXT NOT NULL DEFAULT '',
+        agent_command   TEXT NOT NULL,
+        idempotency_key TEXT,
+        deadline_at     INTEGER NOT NULL,
+        created_at      INTEGER NOT NULL,
+        started_at      INTEGER,
+        finished_at     INTEGER,
+        updated_at      INTEGER NOT NULL,
+        cleaned_at      INTEGER,
+        -- The XState persisted snapshot and the machine version that wrote it.
+        snapshot        TEXT NOT NULL,
+        machine_version INTEGER NOT NULL,
+        -- The last runner event seq already stored in run_logs (resume point after restart).
+        runner_cursor   INTEGER NOT NULL DEFAULT 0,
+        UNIQUE (task_id, run_number),
+        UNIQUE (task_id, idempotency_key)
+      ) STRICT;
+      CREATE INDEX runs_task ON runs(task_id, seq);
+      CREATE INDEX runs_live ON runs(phase) WHERE phase <> 'cleaned';
+
+      CREATE TABLE run_logs (
+        run_id TEXT NOT NULL REFERENCES runs(id),
+        seq    INTEGER NOT NULL,
+        time   INTEGER NOT NULL,
+        stream TEXT NOT NULL,
+        text   TEXT NOT NULL,
+        PRIMARY KEY (run_id, seq)
+      ) STRICT, WITHOUT ROWID;
+    `,
+  },
+];
+
+export function migrate(db: Database): number {
+  db.exec(`CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    INTEGER PRIMARY KEY,
+    name       TEXT NOT NULL,
+    applied_at INTEGER NOT NULL
+  ) STRICT`);
+  const row = db.prepare<{ v: number | null }>("SELECT max(version) AS v FROM schema_migrations").get();
+  const current = row?.v ?? 0;
+  const newest = MIGRATIONS[MIGRATIONS.length - 1]?.version ?? 0;
+  if (current > newest) {
+    throw new Error(
+      `database schema version ${current} is newer than this paddock (${newest}); upgrade paddock or use another --data-dir`,
+    );
+  }
+  for (const m of MIGRATIONS) {
+    if (m.version <= current) continue;
+    db.transaction(() => {
+      db.exec(m.sql);
+      db.prepare("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)").run([
+        m.version,
+        m.name,
+        Date.now(),
+      ]);
+    });
+  }
+  return newest;
+}

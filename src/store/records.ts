@@ -1,0 +1,45 @@
+/** Stored shapes, in domain terms (epoch milliseconds, parsed JSON). */
+export interface TaskRecord {
+  id: string;
+  taskNumber: number;
+  title: string;
+  description: string;
+  repository: string;
+  repositoryUrl: string;
+  origin: string;
+  createdAt: number;
+}
+
+export type RunStatusName = "queued" | "in_progress" | "completed" | "failed" | "cancelled";
+
+export interface RunRecord {
+  id: string;
+  taskId: string;
+  runNumber: number;
+  status: RunStatusName;
+  phase: string;
+  provider: string;
+  errorMessage: string;
+  exitCode: number | null;
+  branch: string;
+  resultBranch: string;
+  resultCommit: string;
+  agentCommand: string[];
+  idempotencyKey: string | null;
+  deadlineAt: number;
+  createdAt: number;
+  startedAt: number | null;
+  finishedAt: number | null;
+  updatedAt: number;
+  cleanedAt: number | null;
+  snapshot: unknown;
+  machineVersion: number;
+  runnerCursor: number;
+}
+
+export interface LogLine {
+  seq: number;
+  time: number;
+  stream: string;
+  text: string;
+}

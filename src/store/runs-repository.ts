@@ -1,0 +1,197 @@
+import type { Database } from "./database.js";
+import type { LogLine, RunRecord, RunStatusName } from "./records.js";
+
+interface RunRow {
+  seq: number;
+  id: string;
+  task_id: string;
+  run_number: number;
+  status: string;
+  phase: string;
+  provider: string;
+  error_message: string;
+  exit_code: number | null;
+  branch: string;
+  result_branch: string;
+  result_commit: string;
+  agent_command: string;
+  idempotency_key: string | null;
+  deadline_at: number;
+  created_at: number;
+  started_at: number | null;
+  finished_at: number | null;
+  updated_at: number;
+  cleaned_at: number | null;
+  snapshot: string;
+  machine_version: number;
+  runner_cursor: number;
+}
+
+const toRun = (r: RunRow): RunRecord & { seq: number } => ({
+  seq: r.seq,
+  id: r.id,
+  taskId: r.task_id,
+  runNumber: r.run_number,
+  status: r.status as RunStatusName,
+  phase: r.phase,
+  provider: r.provider,
+  errorMessage: r.error_message,
+  exitCode: r.exit_code,
+  branch: r.branch,
+  resultBranch: r.result_branch,
+  resultCommit: r.result_commit,
+  agentCommand: JSON.parse(r.agent_command) as string[],
+  idempotencyKey: r.idempotency_key,
+  deadlineAt: r.deadline_at,
+  createdAt: r.created_at,
+  startedAt: r.started_at,
+  finishedAt: r.finished_at,
+  updatedAt: r.updated_at,
+  cleanedAt: r.cleaned_at,
+  snapshot: JSON.parse(r.snapshot),
+  machineVersion: r.machine_version,
+  runnerCursor: r.runner_cursor,
+});
+
+export type StoredRun = ReturnType<typeof toRun>;
+
+/** What a machine transition changes on the run row, written with its snapshot. */
+export interface RunTransition {
+  status: RunStatusName;
+  phase: string;
+  errorMessage: string;
+  exitCode: number | null;
+  startedAt: number | null;
+  finishedAt: number | null;
+  cleanedAt: number | null;
+  updatedAt: number;
+  snapshot: unknown;
+  machineVersion: number;
+}
+
+export interface RunFilter {
+  taskId?: string;
+  status?: RunStatusName;
+}
+
+export function createRunsRepository(db: Database) {
+  const insert = db.prepare(`INSERT INTO runs (id, task_id, run_number, status, phase, provider, branch, result_branch,
+      agent_command, idempotency_key, deadline_at, created_at, updated_at, snapshot, machine_version)
+    VALUES (:id, :taskId, :runNumber, :status, :phase, :provider, :branch, :resultBranch,
+      :agentCommand, :idempotencyKey, :deadlineAt, :createdAt, :updatedAt, :snapshot, :machineVersion)`);
+  const nextNumber = db.prepare<{ n: number }>(
+    "SELECT coalesce(max(run_number), 0) + 1 AS n FROM runs WHERE task_id = ?",
+  );
+  const byId = db.prepare<RunRow>("SELECT * FROM runs WHERE id = ?");
+  const byKey = db.prepare<RunRow>("SELECT * FROM runs WHERE task_id = ? AND idempotency_key = ?");
+  const live = db.prepare<RunRow>("SELECT * FROM runs WHERE phase <> 'cleaned' ORDER BY seq");
+  const transition = db.prepare(`UPDATE runs SET status = :status, phase = :phase, error_message = :errorMessage,
+      exit_code = :exitCode, started_at = :startedAt, finished_at = :finishedAt, cleaned_at = :cleanedAt,
+      updated_at = :updatedAt, snapshot = :snapshot, machine_version = :machineVersion
+    WHERE id = :id`);
+  const result = db.prepare("UPDATE runs SET result_commit = ? WHERE id = ?");
+  const cursor = db.prepare("UPDATE runs SET runner_cursor = ? WHERE id = ?");
+  const lastLog = db.prepare<{ s: number | null }>("SELECT max(seq) AS s FROM run_logs WHERE run_id = ?");
+  const insertLog = db.prepare("INSERT INTO run_logs (run_id, seq, time, stream, text) VALUES (?, ?, ?, ?, ?)");
+  const logsAfter = db.prepare<LogLine>(
+    "SELECT seq, time, stream, text FROM run_logs WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+  );
+
+  return {
+    create(run: Omit<RunRecord, "runNumber" | "exitCode" | "resultCommit" | "errorMessage" | "startedAt" | "finishedAt" | "cleanedAt" | "runnerCursor">): StoredRun {
+      return db.transaction(() => {
+        const runNumber = nextNumber.get([run.taskId])!.n;
+        insert.run({
+          id: run.id,
+          taskId: run.taskId,
+          runNumber,
+          status: run.status,
+          phase: run.phase,
+          provider: run.provider,
+          branch: run.branch,
+          resultBranch: run.resultBranch,
+          agentCommand: JSON.stringify(run.agentCommand),
+          idempotencyKey: run.idempotencyKey,
+          deadlineAt: run.deadlineAt,
+          createdAt: run.createdAt,
+          updatedAt: run.updatedAt,
+          snapshot: JSON.stringify(run.snapshot),
+          machineVersion: run.machineVersion,
+        });
+        return toRun(byId.get([run.id])!);
+      });
+    },
+    get(id: string): StoredRun | undefined {
+      const row = byId.get([id]);
+      return row && toRun(row);
+    },
+    byIdempotencyKey(taskId: string, key: string): StoredRun | undefined {
+      const row = byKey.get([taskId, key]);
+      return row && toRun(row);
+    },
+    /** Newest first, seq below `before`. */
+    list(filter: RunFilter, before: number, limit: number): StoredRun[] {
+      const where = ["seq < ?"];
+      const params: (string | number)[] = [before];
+      if (filter.taskId) {
+        where.push("task_id = ?");
+        params.push(filter.taskId);
+      }
+      if (filter.status) {
+        where.push("status = ?");
+        params.push(filter.status);
+      }
+      params.push(limit);
+      return db
+        .prepare<RunRow>(`SELECT * FROM runs WHERE ${where.join(" AND ")} ORDER BY seq DESC LIMIT ?`)
+        .all(params)
+        .map(toRun);
+    },
+    /** Every run that has not reached `cleaned`, oldest first: what a restart must restore. */
+    live(): StoredRun[] {
+      return live.all().map(toRun);
+    },
+    transition(id: string, t: RunTransition): void {
+      transition.run({
+        id,
+        status: t.status,
+        phase: t.phase,
+        errorMessage: t.errorMessage,
+        exitCode: t.exitCode,
+        startedAt: t.startedAt,
+        finishedAt: t.finishedAt,
+        cleanedAt: t.cleanedAt,
+        updatedAt: t.updatedAt,
+        snapshot: JSON.stringify(t.snapshot),
+        machineVersion: t.machineVersion,
+      });
+    },
+    setResultCommit(id: string, commit: string): void {
+      result.run([commit, id]);
+    },
+    /**
+     * Appends lines with the next seqs and, when given, moves the runner cursor in the
+     * same transaction: a crash either stores both or neither, so nothing is lost or doubled.
+     */
+    appendLogs(id: string, lines: { time: number; stream: string; text: string }[], runnerCursor?: number): LogLine[] {
+      return db.transaction(() => {
+        let seq = lastLog.get([id])?.s ?? 0;
+        const stored: LogLine[] = [];
+        for (const l of lines) {
+          seq += 1;
+          insertLog.run([id, seq, l.time, l.stream, l.text]);
+          stored.push({ seq, time: l.time, stream: l.stream, text: l.text });
+        }
+        if (runnerCursor !== undefined) cursor.run([runnerCursor, id]);
+        return stored;
+      });
+    },
+    logsAfter(id: string, afterSeq: number, limit: number): LogLine[] {
+      return logsAfter.all([id, afterSeq, limit]);
+    },
+    runnerCursor(id: string): number {
+      return byId.get([id])?.runner_cursor ?? 0;
+    },
+  };
+}
+export type RunsRepository = ReturnType<typeof createRunsRepository>;
