@@ -1,13 +1,16 @@
 import tseslint from "typescript-eslint";
 import { importX } from "eslint-plugin-import-x";
+import { createTypeScriptImportResolver } from "eslint-import-resolver-typescript";
 
 export default tseslint.config(
   { ignores: ["node_modules/**", "dist/**", "src/gen/**"] },
   ...tseslint.configs.recommended,
+  importX.flatConfigs.typescript,
   {
     files: ["**/*.ts"],
     plugins: { "import-x": importX },
-    settings: { "import-x/resolver": { node: { extensions: [".ts", ".js"] } } },
+    // Resolves our ".js" specifiers to the ".ts" sources, so no-cycle sees the real graph.
+    settings: { "import-x/resolver-next": [createTypeScriptImportResolver({ project: "./tsconfig.json" })] },
     rules: {
       "import-x/no-cycle": ["error", { ignoreExternal: true }],
       "@typescript-eslint/no-unused-vars": ["error", { argsIgnorePattern: "^_", varsIgnorePattern: "^_" }],

@@ -1,0 +1,115 @@
+import { createClient, type Client } from "@connectrpc/connect";
+import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import pino from "pino";
+import { test as base } from "vitest";
+import { createApp, runnerCommand, type App } from "../src/app.js";
+import type { Listener } from "../src/api/listener.js";
+import { loadConfig, type ConfigInput } from "../src/config.js";
+import { TaskService } from "../src/gen/paddock/v1/task_pb.js";
+import { RunStatus, TaskRunService, type TaskRun } from "../src/gen/paddock/v1/task_run_pb.js";
+
+export function tempDir(prefix: string): string {
+  return mkdtempSync(join(tmpdir(), `paddock-${prefix}-`));
+}
+
+export const gitEnv = { ...process.env, GIT_AUTHOR_NAME: "t", GIT_AUTHOR_EMAIL: "t@example.test", GIT_COMMITTER_NAME: "t", GIT_COMMITTER_EMAIL: "t@example.test" };
+
+export function sh(cwd: string, ...args: string[]): string {
+  return execFileSync(args[0]!, args.slice(1), { cwd, env: gitEnv, encoding: "utf8" }).trim();
+}
+
+/** A real git repository with a commit on main and a branch "feature". */
+export function makeGitRepo(): string {
+  const dir = tempDir("repo");
+  sh(dir, "git", "init", "--quiet", "-b", "main");
+  writeFileSync(join(dir, "README.md"), "hello\n");
+  sh(dir, "git", "add", ".");
+  sh(dir, "git", "commit", "--quiet", "-m", "initial");
+  sh(dir, "git", "branch", "feature");
+  return dir;
+}
+
+export interface Daemon {
+  app: App;
+  listener: Listener;
+  url: string;
+  dataDir: string;
+  tasks: Client<typeof TaskService>;
+  runs: Client<typeof TaskRunService>;
+  grpcRuns: Client<typeof TaskRunService>;
+  logs: string[];
+  /** Starts another daemon on the same data dir (after stop()), as a restart would. */
+  restart(): Promise<Daemon>;
+}
+
+export async function startDaemon(opts: { dataDir?: string; config?: ConfigInput } = {}): Promise<Daemon> {
+  const dataDir = opts.dataDir ?? tempDir("data");
+  const logs: string[] = [];
+  const logger = pino({ level: "debug" }, { write: (l: string) => void logs.push(l) });
+  const config = loadConfig({}, { dataDir, socket: join(dataDir, "p.sock"), listen: "127.0.0.1:0", ...opts.config });
+  const app = await createApp({ config, logger, runnerCommand: runnerCommand(), baseEnv: gitEnv, pollWaitMs: 1_000 });
+  const listener = await app.start();
+  const url = `http://127.0.0.1:${listener.port}`;
+  const connect = createConnectTransport({ baseUrl: url, httpVersion: "1.1" });
+  const grpc = createGrpcTransport({ baseUrl: url });
+  return {
+    app,
+    listener,
+    url,
+    dataDir,
+    logs,
+    tasks: createClient(TaskService, connect),
+    runs: createClient(TaskRunService, connect),
+    grpcRuns: createClient(TaskRunService, grpc),
+    restart: () => startDaemon({ ...opts, dataDir }),
+  };
+}
+
+/** Waits until the run is cleaned (WatchRun ends) and returns every state it was seen in. */
+export async function watchToEnd(d: Daemon, runId: string, timeoutMs = 60_000): Promise<TaskRun[]> {
+  const seen: TaskRun[] = [];
+  for await (const res of d.runs.watchRun({ runId }, { timeoutMs })) seen.push(res.run!);
+  return seen;
+}
+
+export async function waitForPhase(d: Daemon, runId: string, phase: string, timeoutMs = 30_000): Promise<TaskRun> {
+  for await (const res of d.runs.watchRun({ runId }, { timeoutMs })) if (res.run!.phase === phase) return res.run!;
+  throw new Error(`run ${runId} ended without reaching ${phase}`);
+}
+
+export async function allLogs(d: Daemon, runId: string, afterSeq = 0n) {
+  const out = [];
+  for await (const res of d.runs.streamLogs({ runId, afterSeq, follow: false })) out.push(...res.entries);
+  return out;
+}
+
+/** A daemon and a repository per test; every run is cleaned and everything removed after. */
+export const test = base.extend<{ daemon: Daemon; repo: string }>({
+  // eslint-disable-next-line no-empty-pattern
+  repo: async ({}, use) => {
+    const dir = makeGitRepo();
+    await use(dir);
+    rmSync(dir, { recursive: true, force: true });
+  },
+  // eslint-disable-next-line no-empty-pattern
+  daemon: async ({}, use) => {
+    const d = await startDaemon();
+    await use(d);
+    await cleanUp(d);
+  },
+});
+
+export async function cleanUp(d: Daemon): Promise<void> {
+  const { runs } = await d.runs.listRuns({ pageSize: 1000 });
+  for (const r of runs) {
+    if (r.phase === "cleaned") continue;
+    if (r.status === RunStatus.QUEUED || r.status === RunStatus.IN_PROGRESS) await d.runs.cancelRun({ runId: r.id }).catch(() => undefined);
+    await watchToEnd(d, r.id);
+  }
+  await d.app.stop();
+  rmSync(d.dataDir, { recursive: true, force: true });
+}
