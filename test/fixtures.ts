@@ -89,13 +89,11 @@ export async function allLogs(d: Daemon, runId: string, afterSeq = 0n) {
 
 /** A daemon and a repository per test; every run is cleaned and everything removed after. */
 export const test = base.extend<{ daemon: Daemon; repo: string }>({
-  // eslint-disable-next-line no-empty-pattern
   repo: async ({}, use) => {
     const dir = makeGitRepo();
     await use(dir);
     rmSync(dir, { recursive: true, force: true });
   },
-  // eslint-disable-next-line no-empty-pattern
   daemon: async ({}, use) => {
     const d = await startDaemon();
     await use(d);

@@ -5,14 +5,16 @@ import { Health } from "../gen/grpc/health/v1/health_pb.js";
 import { createHealth, ServingStatus } from "./health.js";
 
 /**
- * An in-memory Health server. `ended` settles when the server's side of the
- * first Watch stream finishes, which is how a test sees the handler stop.
+ * An in-memory Health server that reports on its first Watch stream: `pulled`
+ * settles once the transport asks the handler for a second message, `ended` once
+ * the handler has finished. The in-memory transport pulls lazily, so without
+ * `pulled` a test could cancel before the handler is running at all.
  */
 function setup() {
   const health = createHealth();
-  let markEnded = (): void => {};
-  const ended = new Promise<void>((resolve) => (markEnded = resolve));
-  const observeStreamEnd: Interceptor = (next) => async (req) => {
+  const pulled = deferred();
+  const ended = deferred();
+  const observeStream: Interceptor = (next) => async (req) => {
     const res = await next(req);
     if (!res.stream) return res;
     const message = res.message;
@@ -20,17 +22,26 @@ function setup() {
       ...res,
       message: (async function* () {
         try {
-          yield* message;
+          for await (const m of message) {
+            yield m;
+            pulled.resolve();
+          }
         } finally {
-          markEnded();
+          ended.resolve();
         }
       })(),
     };
   };
   const transport = createRouterTransport((router) => health.register(router), {
-    router: { interceptors: [observeStreamEnd] },
+    router: { interceptors: [observeStream] },
   });
-  return { health, client: createClient(Health, transport), ended };
+  return { health, client: createClient(Health, transport), pulled: pulled.promise, ended: ended.promise };
+}
+
+function deferred(): { promise: Promise<void>; resolve: () => void } {
+  let resolve = (): void => {};
+  const promise = new Promise<void>((r) => (resolve = r));
+  return { promise, resolve };
 }
 
 describe("Health", () => {
@@ -82,12 +93,14 @@ describe("Health", () => {
   });
 
   test("Watch stops on the server when the client cancels", async () => {
-    const { client, ended } = setup();
+    const { client, pulled, ended } = setup();
     const abort = new AbortController();
     const watch = client.watch({ service: "" }, { signal: abort.signal })[Symbol.asyncIterator]();
     expect((await watch.next()).value).toMatchObject({ status: ServingStatus.SERVING });
+    const second = watch.next();
+    await pulled; // the handler is now waiting for a change that never comes
     abort.abort();
-    await expect(watch.next()).rejects.toMatchObject({ code: Code.Canceled });
+    await expect(second).rejects.toMatchObject({ code: Code.Canceled });
     await ended;
   });
 });

@@ -8,7 +8,7 @@ export { ServingStatus };
 export interface HealthService {
   /** Records `service`'s status and tells its watchers. Ignored after shutdown(). */
   setStatus(service: string, status: ServingStatus): void;
-  /** Marks every service NOT_SERVING and ends all Watch streams after they report it. */
+  /** Marks every service NOT_SERVING and ends all Watch streams once they report it. */
   shutdown(): void;
   register(router: ConnectRouter): void;
 }
@@ -20,18 +20,13 @@ export interface HealthService {
 export function createHealth(): HealthService {
   const statuses = new Map<string, ServingStatus>([["", ServingStatus.SERVING]]);
   let shutDown = false;
-  // Bumped on every change so a watcher can tell whether it missed one while
-  // suspended at a yield, before it starts waiting again.
-  let version = 0;
+  // Replaced on every change; watchers await the current one.
   let wake = (): void => {};
   let changed = new Promise<void>((resolve) => (wake = resolve));
   const notify = (): void => {
-    version++;
     wake();
     changed = new Promise<void>((resolve) => (wake = resolve));
   };
-
-  const statusOf = (service: string): ServingStatus => statuses.get(service) ?? ServingStatus.SERVICE_UNKNOWN;
 
   const check = (req: HealthCheckRequest): { status: ServingStatus } => {
     const status = statuses.get(req.service);
@@ -43,14 +38,15 @@ export function createHealth(): HealthService {
   async function* watch(req: HealthCheckRequest, ctx: HandlerContext) {
     let last: ServingStatus | undefined;
     while (!ctx.signal.aborted) {
-      const seen = version;
-      const status = statusOf(req.service);
+      const status = statuses.get(req.service) ?? ServingStatus.SERVICE_UNKNOWN;
       if (status !== last) {
         last = status;
         yield { status };
+        // Read again before waiting: it may have changed while we were suspended.
+        continue;
       }
       if (shutDown) return;
-      if (version === seen) await untilChangedOrAborted(changed, ctx.signal);
+      await untilChangedOrAborted(changed, ctx.signal);
     }
   }
 

@@ -1,7 +1,8 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { fromBinary } from "@bufbuild/protobuf";
 import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
-import { createClient, createRouterTransport } from "@connectrpc/connect";
+import type { Interceptor } from "@connectrpc/connect";
+import { Code, createClient, createRouterTransport } from "@connectrpc/connect";
 import { describe, expect, test } from "vitest";
 import { file_grpc_health_v1_health } from "../gen/grpc/health/v1/health_pb.js";
 import * as v1 from "../gen/grpc/reflection/v1/reflection_pb.js";
@@ -23,36 +24,75 @@ type Ask = RequestInit["messageRequest"];
 
 /**
  * One open ServerReflectionInfo stream: each ask() sends a request and reads its
- * answer, so several asks prove the stream survives between them.
+ * answer, so several asks prove the stream survives between them. `pulled`
+ * settles once the transport asks the handler for a second response, `ended`
+ * once the handler has finished (the in-memory transport pulls lazily).
  */
 function openStream(version: typeof v1 | typeof v1alpha) {
-  const transport = createRouterTransport((router) => registerReflection(router, files));
+  const pulled = deferred();
+  const ended = deferred();
+  const observeStream: Interceptor = (next) => async (req) => {
+    const res = await next(req);
+    if (!res.stream) return res;
+    const message = res.message;
+    return {
+      ...res,
+      message: (async function* () {
+        try {
+          for await (const m of message) {
+            yield m;
+            pulled.resolve();
+          }
+        } finally {
+          ended.resolve();
+        }
+      })(),
+    };
+  };
+  const transport = createRouterTransport((router) => registerReflection(router, files), {
+    router: { interceptors: [observeStream] },
+  });
   // v1alpha mirrors v1 field for field, so one client shape drives both.
   const client = createClient(version.ServerReflection as typeof v1.ServerReflection, transport);
-  const pending: ((req: Ask | undefined) => void)[] = [];
-  const queued: Promise<Ask | undefined>[] = [];
-  const take = (): Promise<Ask | undefined> => queued.shift() ?? new Promise((resolve) => pending.push(resolve));
+
+  const waiting: ((req: Ask | undefined) => void)[] = [];
+  const queued: (Ask | undefined)[] = [];
   const put = (req: Ask | undefined): void => {
-    const waiter = pending.shift();
+    const waiter = waiting.shift();
     if (waiter) waiter(req);
-    else queued.push(Promise.resolve(req));
+    else queued.push(req);
   };
+  const take = (): Promise<Ask | undefined> =>
+    queued.length > 0 ? Promise.resolve(queued.shift()) : new Promise((resolve) => waiting.push(resolve));
   async function* requests(): AsyncGenerator<RequestInit> {
     for (let req = await take(); req; req = await take()) yield { host: "paddock.test", messageRequest: req };
   }
-  const responses = client.serverReflectionInfo(requests())[Symbol.asyncIterator]();
+  const abort = new AbortController();
+  const responses = client.serverReflectionInfo(requests(), { signal: abort.signal })[Symbol.asyncIterator]();
+
   return {
+    responses,
+    abort,
+    pulled: pulled.promise,
+    ended: ended.promise,
     async ask(req: Ask): Promise<v1.ServerReflectionResponse> {
       put(req);
       const res = await responses.next();
       if (res.done) throw new Error("stream ended early");
       return res.value;
     },
+    /** Ends the request stream and returns what follows on the response stream. */
     async close(): Promise<IteratorResult<v1.ServerReflectionResponse>> {
       put(undefined);
       return responses.next();
     },
   };
+}
+
+function deferred(): { promise: Promise<void>; resolve: () => void } {
+  let resolve = (): void => {};
+  const promise = new Promise<void>((r) => (resolve = r));
+  return { promise, resolve };
 }
 
 function fileNames(res: v1.ServerReflectionResponse): string[] {
@@ -135,5 +175,15 @@ describe.each([
     });
     const unknown = await stream.ask({ case: "allExtensionNumbersOfType", value: "paddock.v1.Nope" });
     expect(unknown.messageResponse).toMatchObject({ case: "errorResponse", value: { errorCode: 5 } });
+  });
+
+  test("stops the handler when the client cancels an idle stream", async () => {
+    const stream = openStream(version);
+    await stream.ask({ case: "listServices", value: "" });
+    const next = stream.responses.next();
+    await stream.pulled; // the handler now waits for a request that never comes
+    stream.abort.abort();
+    await expect(next).rejects.toMatchObject({ code: Code.Canceled });
+    await stream.ended;
   });
 });
