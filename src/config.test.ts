@@ -1,0 +1,39 @@
+import { describe, expect, it } from "vitest";
+import { loadConfig, parseDuration } from "./config.js";
+
+describe("config", () => {
+  it("has defaults that work on a plain box", () => {
+    const c = loadConfig({ HOME: "/home/u" }, {});
+    expect(c).toMatchObject({
+      dataDir: "/home/u/.local/share/paddock",
+      listen: { host: "127.0.0.1", port: 7777 },
+      socket: "/home/u/.local/share/paddock/paddock.sock",
+      defaultProvider: "local",
+      defaultTimeout: 3_600_000,
+      maxConcurrentRuns: 4,
+    });
+    expect(Object.isFrozen(c)).toBe(true);
+  });
+
+  it("takes flags over env over file", () => {
+    const c = loadConfig({ PADDOCK_LISTEN: "0.0.0.0:9000", PADDOCK_MAX_CONCURRENT_RUNS: "8" }, { listen: "127.0.0.1:9100" }, { maxConcurrentRuns: 2, defaultTimeout: "90s", dataDir: "/d" });
+    expect(c.listen).toEqual({ host: "127.0.0.1", port: 9100 });
+    expect(c.maxConcurrentRuns).toBe(8);
+    expect(c.defaultTimeout).toBe(90_000);
+    expect(c.dataDir).toBe("/d");
+  });
+
+  it("names the flag or variable at fault", () => {
+    expect(() => loadConfig({ PADDOCK_DEFAULT_TIMEOUT: "soon" }, {})).toThrow(/PADDOCK_DEFAULT_TIMEOUT: "soon" is not a duration/);
+    expect(() => loadConfig({}, { listen: "nowhere" })).toThrow(/--listen: "nowhere" is not host:port/);
+    expect(() => loadConfig({}, { defaultTimeout: "48h" })).toThrow(/--default-timeout: must be more than 0 and at most 24h/);
+    expect(() => loadConfig({}, {}, { colour: "blue" } as never)).toThrow(/colour/);
+  });
+
+  it("parses durations", () => {
+    expect(parseDuration("1h30m")).toBe(5_400_000);
+    expect(parseDuration("250ms")).toBe(250);
+    expect(parseDuration("5000")).toBe(5000);
+    expect(parseDuration("5 minutes")).toBeNull();
+  });
+});

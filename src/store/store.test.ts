@@ -1,0 +1,87 @@
+import { rmSync } from "node:fs";
+import { join } from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { tempDir } from "../../test/fixtures.js";
+import { openDatabase } from "./open-database.js";
+import { MIGRATIONS } from "./migrations.js";
+import { createRunsRepository } from "./runs-repository.js";
+import { createTasksRepository } from "./tasks-repository.js";
+
+const dirs: string[] = [];
+async function freshDb() {
+  const dir = tempDir("store");
+  dirs.push(dir);
+  return { db: await openDatabase(join(dir, "paddock.db")), path: join(dir, "paddock.db") };
+}
+afterEach(() => dirs.splice(0).forEach((d) => rmSync(d, { recursive: true, force: true })));
+
+function seed(db: Awaited<ReturnType<typeof openDatabase>>) {
+  const tasks = createTasksRepository(db);
+  const runs = createRunsRepository(db);
+  const task = tasks.create({ id: "task_1", title: "t", description: "", repository: "/r", repositoryUrl: "/r", origin: "test", createdAt: 1 });
+  const run = runs.create({
+    id: "run_1", taskId: task.id, status: "queued", phase: "queued", provider: "local", branch: "", resultBranch: "paddock/run_1",
+    agentCommand: ["true"], idempotencyKey: null, deadlineAt: 10, createdAt: 1, updatedAt: 1, snapshot: { value: "x" }, machineVersion: 1,
+  });
+  return { tasks, runs, task, run };
+}
+
+describe("the SQLite store", () => {
+  it("opens in WAL with synchronous=NORMAL and applies every migration once", async () => {
+    const { db, path } = await freshDb();
+    expect(db.driver).toBe("better-sqlite3");
+    expect(String(db.pragma("journal_mode"))).toBe("wal");
+    expect(Number(db.pragma("synchronous"))).toBe(1);
+    db.close();
+    const again = await openDatabase(path);
+    const rows = again.prepare<{ version: number }>("SELECT version FROM schema_migrations").all();
+    expect(rows.map((r) => r.version)).toEqual(MIGRATIONS.map((m) => m.version));
+    again.close();
+  });
+
+  it("refuses a database written by a newer paddock", async () => {
+    const { db, path } = await freshDb();
+    db.prepare("INSERT INTO schema_migrations (version, name, applied_at) VALUES (999, 'future', 0)").run();
+    db.close();
+    await expect(openDatabase(path)).rejects.toThrow(/schema version 999 is newer/);
+  });
+
+  it("numbers tasks and runs per daemon and per task", async () => {
+    const { db } = await freshDb();
+    const { tasks, runs, task } = seed(db);
+    expect(task.taskNumber).toBe(1);
+    expect(tasks.create({ ...task, id: "task_2" }).taskNumber).toBe(2);
+    const second = runs.create({ ...runs.get("run_1")!, id: "run_2", idempotencyKey: "k" });
+    expect(second.runNumber).toBe(2);
+    expect(runs.byIdempotencyKey(task.id, "k")?.id).toBe("run_2");
+    expect(() => runs.create({ ...runs.get("run_1")!, id: "run_3", idempotencyKey: "k" })).toThrow(/UNIQUE/);
+    expect(runs.list({ taskId: task.id }, Number.MAX_SAFE_INTEGER, 10).map((r) => r.id)).toEqual(["run_2", "run_1"]);
+    expect(runs.list({ status: "completed" }, Number.MAX_SAFE_INTEGER, 10)).toEqual([]);
+  });
+
+  it("appends log lines with gapless seqs and moves the runner cursor in the same transaction", async () => {
+    const { db } = await freshDb();
+    const { runs } = seed(db);
+    runs.appendLogs("run_1", [{ time: 1, stream: "system", text: "a" }]);
+    const stored = runs.appendLogs("run_1", [{ time: 2, stream: "stdout", text: "b" }, { time: 3, stream: "stderr", text: "c" }], 2);
+    expect(stored.map((l) => l.seq)).toEqual([2, 3]);
+    expect(runs.runnerCursor("run_1")).toBe(2);
+    expect(runs.logsAfter("run_1", 1, 10).map((l) => l.text)).toEqual(["b", "c"]);
+    // A failure inside the batch stores none of it and leaves the cursor where it was.
+    expect(() => runs.appendLogs("run_1", [{ time: 4, stream: "stdout", text: "d" }, { time: 5, stream: "stdout", text: null as unknown as string }], 9)).toThrow();
+    expect(runs.logsAfter("run_1", 0, 10)).toHaveLength(3);
+    expect(runs.runnerCursor("run_1")).toBe(2);
+  });
+
+  it("writes a transition and its snapshot together, and lists only runs not yet cleaned as live", async () => {
+    const { db } = await freshDb();
+    const { runs } = seed(db);
+    expect(runs.live().map((r) => r.id)).toEqual(["run_1"]);
+    runs.transition("run_1", {
+      status: "completed", phase: "cleaned", errorMessage: "", exitCode: 0, startedAt: 2, finishedAt: 3, cleanedAt: 4, updatedAt: 4,
+      snapshot: { value: "cleaned", context: { outcome: "completed" } }, machineVersion: 1,
+    });
+    expect(runs.get("run_1")).toMatchObject({ phase: "cleaned", cleanedAt: 4, snapshot: { value: "cleaned" } });
+    expect(runs.live()).toEqual([]);
+  });
+});
