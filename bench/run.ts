@@ -1,0 +1,192 @@
+/**
+ * paddock benchmarks. Each figure is printed next to a baseline measured in the same
+ * process (or script) on the same machine, as a ratio; medians of several rounds.
+ *
+ *   npm run bench               all three
+ *   npm run bench -- transitions|replay|rss
+ */
+import { createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { spawn } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import pino from "pino";
+import { createApp, runnerCommand } from "../src/app.js";
+import { loadOrCreateSandboxKeys } from "../src/auth/sandbox-token.js";
+import { loadConfig } from "../src/config.js";
+import { TaskRunService } from "../src/gen/paddock/v1/task_run_pb.js";
+import { RunManager } from "../src/runs/run-manager.js";
+import type { SandboxProvider } from "../src/sandbox/provider.js";
+import { openDatabase } from "../src/store/open-database.js";
+import { createRunsRepository } from "../src/store/runs-repository.js";
+import { createTasksRepository } from "../src/store/tasks-repository.js";
+
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+const tmp = (p: string) => mkdtempSync(join(tmpdir(), `paddock-bench-${p}-`));
+const fmt = (n: number) => Math.round(n).toLocaleString("en-US");
+
+/**
+ * A provider whose sandbox is created at once and is gone when supervised: every run walks
+ * queued → provisioning → running → failed → cleaned with no process or git work, so the
+ * figure is the cost of RunManager + XState + persistence alone.
+ */
+const instantProvider: SandboxProvider = {
+  name: "bench",
+  enforcesNetworkPolicy: false,
+  provision: async () => ({ state: "running", endpoint: "http://127.0.0.1:9" }),
+  inspect: async () => ({ state: "stopped" }),
+  destroy: async () => ({}),
+  list: async () => [],
+};
+
+async function transitionsRound(runsPerRound: number): Promise<{ managed: number; raw: number }> {
+  const dir = tmp("tr");
+  try {
+    const db = await openDatabase(join(dir, "m.db"));
+    const tasks = createTasksRepository(db);
+    const repo = createRunsRepository(db);
+    let transitions = 0;
+    const counted = { ...repo, transition: (...a: Parameters<typeof repo.transition>) => (transitions++, repo.transition(...a)) };
+    const manager = new RunManager({
+      tasks,
+      runs: counted,
+      providers: new Map([["bench", instantProvider]]),
+      keys: await loadOrCreateSandboxKeys(dir),
+      logger: pino({ level: "silent" }),
+      settings: { defaultAgentCommand: ["true"], defaultTimeoutMs: 3_600_000, defaultProvider: "bench", maxConcurrentRuns: 100_000, pollWaitMs: 1000 },
+    });
+    tasks.create({ id: "task_b", title: "b", description: "", repository: "/r", repositoryUrl: "/r", origin: "bench", createdAt: 0 });
+    const t0 = performance.now();
+    const ids = [];
+    for (let i = 0; i < runsPerRound; i++) ids.push(manager.start({ taskId: "task_b", branch: "", agentCommand: [], timeoutMs: null, provider: "", idempotencyKey: "" }).id);
+    await Promise.all(ids.map((id) => manager.waitForCleaned(id, AbortSignal.timeout(120_000))));
+    const managedSecs = (performance.now() - t0) / 1000;
+    const managedRate = transitions / managedSecs;
+
+    // Baseline: the same rows (each run row, each transition with its real snapshot, each
+    // log line), written by a bare loop of prepared statements, one transaction each, as
+    // RunManager does.
+    const stored = ids.map((id) => repo.get(id)!);
+    const logs = ids.map((id) => repo.logsAfter(id, 0, 1000));
+    await manager.stop();
+    db.close();
+    const raw = await openDatabase(join(dir, "raw.db"));
+    const rawTasks = createTasksRepository(raw);
+    rawTasks.create({ id: "task_b", title: "b", description: "", repository: "/r", repositoryUrl: "/r", origin: "bench", createdAt: 0 });
+    const insertRun = raw.prepare(`INSERT INTO runs (id, task_id, run_number, status, phase, provider, branch, result_branch, agent_command,
+      deadline_at, created_at, updated_at, snapshot, machine_version) VALUES (?, 'task_b', ?, 'queued', 'queued', 'bench', '', ?, '["true"]', 0, 0, 0, ?, 1)`);
+    const update = raw.prepare(`UPDATE runs SET status = ?, phase = ?, error_message = ?, exit_code = NULL, started_at = 1, finished_at = 1,
+      cleaned_at = NULL, updated_at = ?, snapshot = ?, machine_version = 1 WHERE id = ?`);
+    const insertLog = raw.prepare("INSERT INTO run_logs (run_id, seq, time, stream, text) VALUES (?, ?, ?, ?, ?)");
+    const perRun = transitions / ids.length;
+    const snapshotJson = JSON.stringify(stored[0]!.snapshot);
+    const t1 = performance.now();
+    let rawTransitions = 0;
+    stored.forEach((r, i) => {
+      insertRun.run([r.id, i + 1, r.resultBranch, snapshotJson]);
+      for (let k = 0; k < perRun; k++, rawTransitions++) update.run(["failed", "failed", r.errorMessage, k, snapshotJson, r.id]);
+      for (const l of logs[i]!) insertLog.run([r.id, l.seq, l.time, l.stream, l.text]);
+    });
+    const rawRate = rawTransitions / ((performance.now() - t1) / 1000);
+    raw.close();
+    return { managed: managedRate, raw: rawRate };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+async function benchTransitions() {
+  const runs = Number(process.env.BENCH_RUNS ?? 300);
+  const rounds = [];
+  for (let i = 0; i < ROUNDS; i++) rounds.push(await transitionsRound(runs));
+  const managed = median(rounds.map((r) => r.managed));
+  const raw = median(rounds.map((r) => r.raw));
+  console.log(`transitions: RunManager ${fmt(managed)}/s (durable, with snapshot), raw SQLite loop ${fmt(raw)}/s, ratio ${(managed / raw).toFixed(2)}× (aim ≥ 0.25×; ${runs} runs × ${ROUNDS} rounds, medians)`);
+}
+
+async function benchReplay() {
+  const lines = Number(process.env.BENCH_LINES ?? 100_000);
+  const dataDir = tmp("replay");
+  const config = loadConfig({}, { dataDir, socket: "", listen: "127.0.0.1:0" });
+  const app = await createApp({ config, logger: pino({ level: "silent" }), runnerCommand: runnerCommand(), baseEnv: {} });
+  const listener = await app.start();
+  try {
+    // A finished run with `lines` stored lines, written straight into the store.
+    const db = await openDatabase(join(dataDir, "paddock.db"));
+    const tasks = createTasksRepository(db);
+    const repo = createRunsRepository(db);
+    tasks.create({ id: "task_r", title: "r", description: "", repository: "/r", repositoryUrl: "/r", origin: "bench", createdAt: 0 });
+    repo.create({ id: "run_r", taskId: "task_r", status: "completed", phase: "cleaned", provider: "local", branch: "", resultBranch: "x", agentCommand: ["true"], idempotencyKey: null, deadlineAt: 0, createdAt: 0, updatedAt: 0, snapshot: {}, machineVersion: 1 });
+    for (let i = 0; i < lines; i += 10_000) {
+      repo.appendLogs("run_r", Array.from({ length: Math.min(10_000, lines - i) }, (_, k) => ({ time: Date.now(), stream: "stdout", text: `line ${i + k} of the agent's output, about sixty bytes long ....` })));
+    }
+    const client = createClient(TaskRunService, createGrpcTransport({ baseUrl: `http://127.0.0.1:${listener.port}` }));
+    const read = db.prepare<{ seq: number; text: string }>("SELECT seq, time, stream, text FROM run_logs WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?");
+    const viaApi: number[] = [];
+    const rawRead: number[] = [];
+    for (let r = 0; r < ROUNDS; r++) {
+      let n = 0;
+      const t0 = performance.now();
+      for await (const res of client.streamLogs({ runId: "run_r", follow: false })) n += res.entries.length;
+      viaApi.push(n / ((performance.now() - t0) / 1000));
+      if (n !== lines) throw new Error(`replayed ${n} of ${lines} lines`);
+      // Baseline: the same rows read in the same 1000-row pages from SQLite, in this process.
+      let m = 0;
+      let after = 0;
+      const t1 = performance.now();
+      for (;;) {
+        const page = read.all(["run_r", after, 1000]);
+        if (page.length === 0) break;
+        m += page.length;
+        after = page[page.length - 1]!.seq;
+      }
+      rawRead.push(m / ((performance.now() - t1) / 1000));
+    }
+    db.close();
+    const api = median(viaApi);
+    const raw = median(rawRead);
+    console.log(`replay: StreamLogs over gRPC ${fmt(api)} lines/s, raw SQLite read ${fmt(raw)} lines/s, ratio ${(api / raw).toFixed(2)}× (aim ≥ 0.3×; ${fmt(lines)} lines × ${ROUNDS} rounds, medians)`);
+  } finally {
+    await app.stop();
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+}
+
+async function rssOf(argv: string[], ready: (out: string) => boolean): Promise<number> {
+  const child = spawn(argv[0]!, argv.slice(1), { stdio: ["ignore", "pipe", "pipe"] });
+  let out = "";
+  child.stdout!.on("data", (d: Buffer) => (out += d));
+  child.stderr!.on("data", (d: Buffer) => (out += d));
+  for (let i = 0; i < 200 && !ready(out); i++) await sleep(50);
+  await sleep(2000); // let start-up garbage settle: this is the idle figure
+  const kb = Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${child.pid}/status`, "utf8"))?.[1]);
+  child.kill("SIGTERM");
+  await new Promise((r) => child.once("exit", r));
+  return kb / 1024;
+}
+
+async function benchRss() {
+  const bin = resolve(import.meta.dirname, "..", "dist", "paddock");
+  if (!existsSync(bin)) throw new Error("dist/paddock is missing: npm run build first");
+  const bun = resolve(import.meta.dirname, "..", "node_modules", ".bin", "bun");
+  const daemon: number[] = [];
+  const bare: number[] = [];
+  for (let r = 0; r < ROUNDS; r++) {
+    const dataDir = tmp("rss");
+    daemon.push(await rssOf([bin, "serve", "--data-dir", dataDir, "--listen", "127.0.0.1:0", "--log-format", "json"], (o) => o.includes("paddock listening")));
+    rmSync(dataDir, { recursive: true, force: true });
+    // Baseline: the same Bun runtime doing nothing but an HTTP listener.
+    bare.push(await rssOf([bun, "-e", "require('node:http').createServer().listen(0, () => console.log('ready'))"], (o) => o.includes("ready")));
+  }
+  const d = median(daemon);
+  const b = median(bare);
+  console.log(`idle RSS: paddock serve ${d.toFixed(1)} MiB, bare Bun with one HTTP listener ${b.toFixed(1)} MiB, ratio ${(d / b).toFixed(2)}× (${ROUNDS} rounds, medians)`);
+}
+
+const which = process.argv[2];
+if (!which || which === "transitions") await benchTransitions();
+if (!which || which === "replay") await benchReplay();
+if (!which || which === "rss") await benchRss();
