@@ -72,7 +72,6 @@ async function transitionsRound(runsPerRound: number): Promise<{ managed: number
     const stored = ids.map((id) => repo.get(id)!);
     const logs = ids.map((id) => repo.logsAfter(id, 0, 1000));
     await manager.stop();
-    db.close();
     const raw = await openDatabase(join(dir, "raw.db"));
     const rawTasks = createTasksRepository(raw);
     rawTasks.create({ id: "task_b", title: "b", description: "", repository: "/r", repositoryUrl: "/r", origin: "bench", createdAt: 0 });
@@ -82,7 +81,8 @@ async function transitionsRound(runsPerRound: number): Promise<{ managed: number
       cleaned_at = NULL, updated_at = ?, snapshot = ?, machine_version = 1 WHERE id = ?`);
     const insertLog = raw.prepare("INSERT INTO run_logs (run_id, seq, time, stream, text) VALUES (?, ?, ?, ?, ?)");
     const perRun = transitions / ids.length;
-    const snapshotJson = JSON.stringify(stored[0]!.snapshot);
+    const snapshotJson = db.prepare<{ s: string }>("SELECT snapshot AS s FROM runs LIMIT 1").get()!.s;
+    db.close();
     const t1 = performance.now();
     let rawTransitions = 0;
     stored.forEach((r, i) => {

@@ -47,8 +47,10 @@ describe("a run on the local provider", () => {
 
     const lines = await allLogs(daemon, run!.id);
     expect(lines.map((l) => Number(l.seq))).toEqual(lines.map((_, i) => i + 1));
-    const agentLines = lines.filter((l) => l.stream !== "system").map((l) => `${l.stream}:${l.text}`);
-    expect(agentLines).toEqual(["stdout:prompt: add a file", "stdout:one", "stderr:two", "stdout:three", "stdout:done"]);
+    // Two pipes: order holds within a stream, not across them.
+    const of = (stream: string) => lines.filter((l) => l.stream === stream).map((l) => l.text);
+    expect(of("stdout")).toEqual(["prompt: add a file", "one", "three", "done"]);
+    expect(of("stderr")).toEqual(["two"]);
 
     // The agent's commit is on the result branch of the user's repository; the worktree is gone.
     expect(sh(repo, "git", "rev-parse", final.resultBranch)).toBe(final.resultCommit);

@@ -79,8 +79,22 @@ export function runToProto(r: StoredRun): TaskRun {
   });
 }
 
+/**
+ * Log replay is the hot path (thousands of lines per response), so the message is built
+ * as the plain object protobuf-es v2 messages are, skipping create()'s reflection.
+ */
 export function logToProto(l: LogLine): LogEntry {
-  return create(LogEntrySchema, { seq: BigInt(l.seq), time: ts(l.time), stream: l.stream, text: l.text });
+  return {
+    $typeName: LogEntrySchema.typeName,
+    seq: BigInt(l.seq),
+    time: {
+      $typeName: "google.protobuf.Timestamp",
+      seconds: BigInt(Math.floor(l.time / 1000)),
+      nanos: (l.time % 1000) * 1_000_000,
+    },
+    stream: l.stream,
+    text: l.text,
+  };
 }
 
 function assertNever(x: never): never {

@@ -52,6 +52,17 @@ export interface StartRunParams {
 
 type RunActor = Actor<ReturnType<typeof taskRunMachine.provide>>;
 
+interface LiveRun {
+  run: StoredRun;
+  /** The snapshot JSON last written; an identical one is not written again. */
+  persisted: string;
+  cleaned: Promise<void>;
+  markCleaned: () => void;
+}
+
+/** Lines per StreamLogs message during replay: big enough to amortise per-message costs. */
+const LOG_BATCH = 2000;
+
 const SLOT_PHASES: ReadonlySet<RunPhase> = new Set(["provisioning", "running", "completed", "failed", "cancelled"]);
 
 export function statusOf(phase: RunPhase, outcome: string | null): RunStatusName {
@@ -92,6 +103,10 @@ export class RunManager {
   private readonly notifier = new Notifier();
   private stopping = false;
   private readonly machine;
+  /** One sandbox token per live run: RS256 signing costs about a millisecond. */
+  private readonly tokens = new Map<string, Promise<string>>();
+  /** Per live run: the row as last written, so effects and transitions need no read first. */
+  private readonly live = new Map<string, LiveRun>();
 
   constructor(private readonly deps: RunManagerDeps) {
     this.machine = taskRunMachine.provide({
@@ -158,7 +173,7 @@ export class RunManager {
     }
     this.deps.logger.info({ runId: id, taskId: task.id, provider: providerName }, "run queued");
     this.system(id, `run queued (provider ${providerName}, deadline ${new Date(deadlineAt).toISOString()})`);
-    this.track(id, actor, "queued");
+    this.track(id, actor, "queued", run, JSON.stringify(actor.getPersistedSnapshot()));
     this.pump();
     return this.deps.runs.get(id) ?? run;
   }
@@ -200,7 +215,7 @@ export class RunManager {
     try {
       while (!signal.aborted) {
         sub.arm();
-        const batch = this.deps.runs.logsAfter(id, cursor, 1000);
+        const batch = this.deps.runs.logsAfter(id, cursor, LOG_BATCH);
         if (batch.length > 0) {
           cursor = batch[batch.length - 1]!.seq;
           yield batch;
@@ -259,7 +274,7 @@ export class RunManager {
       if (SLOT_PHASES.has(phase)) this.holding.add(run.id);
       this.deps.logger.info({ runId: run.id, phase }, "restoring run");
       this.system(run.id, `daemon restarted; resuming the run in phase ${phase}`);
-      this.track(run.id, actor, phase);
+      this.track(run.id, actor, phase, run, JSON.stringify(run.snapshot));
     }
     this.pump();
     await this.reapOrphans(new Set(live.map((r) => sandboxName(r.id))));
@@ -272,11 +287,21 @@ export class RunManager {
     this.actors.clear();
   }
 
-  /** Waits until the run is cleaned (for tests and the demo). */
+  /** Resolves when the run is cleaned (in-process callers: benchmarks, tests). */
   async waitForCleaned(id: string, signal: AbortSignal): Promise<StoredRun> {
-    let last: StoredRun | undefined;
-    for await (const run of this.watch(id, signal)) last = run;
-    return last ?? this.get(id);
+    const live = this.live.get(id);
+    if (live) {
+      await new Promise<void>((resolve, reject) => {
+        signal.addEventListener("abort", () => reject(signal.reason), { once: true });
+        void live.cleaned.then(resolve);
+      });
+    }
+    return this.get(id);
+  }
+
+  /** The run's row: from memory while it is live, else from the store. */
+  private current(id: string): StoredRun {
+    return this.live.get(id)?.run ?? this.get(id);
   }
 
   private async reapOrphans(owned: Set<string>): Promise<void> {
@@ -291,8 +316,11 @@ export class RunManager {
     }
   }
 
-  private track(id: string, actor: RunActor, initialPhase: RunPhase): void {
+  private track(id: string, actor: RunActor, initialPhase: RunPhase, stored: StoredRun, persisted: string): void {
     this.actors.set(id, actor);
+    let markCleaned!: () => void;
+    const cleaned = new Promise<void>((r) => (markCleaned = r));
+    this.live.set(id, { run: { ...stored }, persisted, cleaned, markCleaned });
     if (initialPhase === "queued") this.queue.push(id);
     let lastPhase = initialPhase;
     actor.subscribe({
@@ -310,6 +338,9 @@ export class RunManager {
         }
         if (phase === "cleaned") {
           this.actors.delete(id);
+          this.live.get(id)?.markCleaned();
+          this.live.delete(id);
+          this.tokens.delete(id);
           this.holding.delete(id);
           this.pump();
         }
@@ -322,26 +353,27 @@ export class RunManager {
   }
 
   private persist(id: string, actor: RunActor, snapshot: SnapshotFrom<typeof this.machine>): void {
-    const prev = this.deps.runs.get(id);
-    if (!prev) return;
+    const live = this.live.get(id);
+    if (!live) return;
+    const persisted = JSON.stringify(actor.getPersistedSnapshot());
+    if (persisted === live.persisted) return; // e.g. the initial snapshot on start: already stored
+    live.persisted = persisted;
+    const prev = live.run;
     const now = Date.now();
     const phase = phaseOf(snapshot.value);
     const ctx = snapshot.context;
     const active = phase !== "queued";
     const finished = !["queued", "provisioning", "running"].includes(phase);
     const error = [ctx.error, ctx.cleanupError && `cleanup failed: ${ctx.cleanupError}`].filter(Boolean).join("; ");
-    this.deps.runs.transition(id, {
-      status: statusOf(phase, ctx.outcome),
-      phase,
-      errorMessage: ctx.outcome === "completed" ? (ctx.cleanupError ? error : "") : error,
-      exitCode: ctx.exitCode,
-      startedAt: prev.startedAt ?? (active && phase !== "cancelled" ? now : null),
-      finishedAt: prev.finishedAt ?? (finished ? now : null),
-      cleanedAt: phase === "cleaned" ? (prev.cleanedAt ?? now) : null,
-      updatedAt: now,
-      snapshot: actor.getPersistedSnapshot(),
-      machineVersion: MACHINE_VERSION,
-    });
+    prev.startedAt ??= active && phase !== "cancelled" ? now : null;
+    prev.finishedAt ??= finished ? now : null;
+    prev.cleanedAt ??= phase === "cleaned" ? now : null;
+    prev.status = statusOf(phase, ctx.outcome);
+    prev.phase = phase;
+    prev.errorMessage = ctx.outcome === "completed" ? (ctx.cleanupError ? error : "") : error;
+    prev.exitCode = ctx.exitCode;
+    prev.updatedAt = now;
+    this.deps.runs.transition(id, { ...prev, snapshotJson: persisted, machineVersion: MACHINE_VERSION });
     this.notifier.notify(`run:${id}`);
   }
 
@@ -356,8 +388,9 @@ export class RunManager {
   }
 
   /** A note from paddock itself in the run's log. */
-  private system(id: string, text: string): void {
-    this.deps.runs.appendLogs(id, [{ time: Date.now(), stream: "system", text }]);
+  private system(id: string, ...texts: string[]): void {
+    const time = Date.now();
+    this.deps.runs.appendLogs(id, texts.map((text) => ({ time, stream: "system", text })));
     this.notifier.notify(`logs:${id}`);
   }
 
@@ -367,19 +400,31 @@ export class RunManager {
     return provider;
   }
 
+  /** A token valid until an hour past the run's deadline; signed once per run per daemon start. */
+  private tokenFor(run: StoredRun): Promise<string> {
+    let token = this.tokens.get(run.id);
+    if (!token) {
+      const ttl = Math.max(60, Math.ceil((run.deadlineAt - Date.now()) / 1000) + 3600);
+      token = issueSandboxToken(this.deps.keys, run.id, ttl);
+      this.tokens.set(run.id, token);
+    }
+    return token;
+  }
+
   // ── Effects (bound into the machine; each idempotent and abortable) ───────────────
 
   private async provision(id: string, signal: AbortSignal): Promise<void> {
-    const run = this.get(id);
+    const run = this.current(id);
     const task = this.deps.tasks.get(run.taskId);
     if (!task) throw new SandboxError(`task ${run.taskId} of run ${id} is gone`, false);
     const provider = this.providerOf(run.provider);
     const name = sandboxName(id);
-    this.system(id, `provisioning ${provider.name} sandbox ${name}`);
-    if (!provider.enforcesNetworkPolicy) {
-      this.system(id, `note: the ${provider.name} provider runs the agent on the host; network policy is not enforced`);
-    }
-    const token = await issueSandboxToken(this.deps.keys, id);
+    this.system(
+      id,
+      `provisioning ${provider.name} sandbox ${name}`,
+      ...(provider.enforcesNetworkPolicy ? [] : [`note: the ${provider.name} provider runs the agent on the host; network policy is not enforced`]),
+    );
+    const token = await this.tokenFor(run);
     await withRetry(
       () =>
         provider.provision(
@@ -403,10 +448,10 @@ export class RunManager {
   }
 
   private async supervise(id: string, signal: AbortSignal): Promise<AgentExit> {
-    const run = this.get(id);
+    const run = this.current(id);
     const provider = this.providerOf(run.provider);
     const name = sandboxName(id);
-    const token = await issueSandboxToken(this.deps.keys, id);
+    const token = await this.tokenFor(run);
     let cursor = this.deps.runs.runnerCursor(id);
     let endpoint: string | undefined;
     let failures = 0;
@@ -448,7 +493,7 @@ export class RunManager {
   }
 
   private async cleanup(id: string, signal: AbortSignal): Promise<void> {
-    const run = this.get(id);
+    const run = this.current(id);
     const provider = this.providerOf(run.provider);
     const name = sandboxName(id);
     const result = await withRetry(() => provider.destroy(name, signal), signal, { attempts: 5, baseMs: 500 });

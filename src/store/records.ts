@@ -32,7 +32,6 @@ export interface RunRecord {
   finishedAt: number | null;
   updatedAt: number;
   cleanedAt: number | null;
-  snapshot: unknown;
   machineVersion: number;
   runnerCursor: number;
 }

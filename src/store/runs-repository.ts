@@ -22,7 +22,6 @@ interface RunRow {
   finished_at: number | null;
   updated_at: number;
   cleaned_at: number | null;
-  snapshot: string;
   machine_version: number;
   runner_cursor: number;
 }
@@ -48,7 +47,6 @@ const toRun = (r: RunRow): RunRecord & { seq: number } => ({
   finishedAt: r.finished_at,
   updatedAt: r.updated_at,
   cleanedAt: r.cleaned_at,
-  snapshot: JSON.parse(r.snapshot),
   machineVersion: r.machine_version,
   runnerCursor: r.runner_cursor,
 });
@@ -65,7 +63,8 @@ export interface RunTransition {
   finishedAt: number | null;
   cleanedAt: number | null;
   updatedAt: number;
-  snapshot: unknown;
+  /** The XState persisted snapshot, already serialised. */
+  snapshotJson: string;
   machineVersion: number;
 }
 
@@ -73,6 +72,11 @@ export interface RunFilter {
   taskId?: string;
   status?: RunStatusName;
 }
+
+/** Every column but the snapshot: reads for clients never need it, restores do. */
+const COLUMNS = `seq, id, task_id, run_number, status, phase, provider, error_message, exit_code, branch, result_branch,
+  result_commit, agent_command, idempotency_key, deadline_at, created_at, started_at, finished_at, updated_at,
+  cleaned_at, machine_version, runner_cursor`;
 
 export function createRunsRepository(db: Database) {
   const insert = db.prepare(`INSERT INTO runs (id, task_id, run_number, status, phase, provider, branch, result_branch,
@@ -82,15 +86,16 @@ export function createRunsRepository(db: Database) {
   const nextNumber = db.prepare<{ n: number }>(
     "SELECT coalesce(max(run_number), 0) + 1 AS n FROM runs WHERE task_id = ?",
   );
-  const byId = db.prepare<RunRow>("SELECT * FROM runs WHERE id = ?");
-  const byKey = db.prepare<RunRow>("SELECT * FROM runs WHERE task_id = ? AND idempotency_key = ?");
-  const live = db.prepare<RunRow>("SELECT * FROM runs WHERE phase <> 'cleaned' ORDER BY seq");
+  const byId = db.prepare<RunRow>(`SELECT ${COLUMNS} FROM runs WHERE id = ?`);
+  const byKey = db.prepare<RunRow>(`SELECT ${COLUMNS} FROM runs WHERE task_id = ? AND idempotency_key = ?`);
+  const live = db.prepare<RunRow & { snapshot: string }>(`SELECT ${COLUMNS}, snapshot FROM runs WHERE phase <> 'cleaned' ORDER BY seq`);
   const transition = db.prepare(`UPDATE runs SET status = :status, phase = :phase, error_message = :errorMessage,
       exit_code = :exitCode, started_at = :startedAt, finished_at = :finishedAt, cleaned_at = :cleanedAt,
       updated_at = :updatedAt, snapshot = :snapshot, machine_version = :machineVersion
     WHERE id = :id`);
   const result = db.prepare("UPDATE runs SET result_commit = ? WHERE id = ?");
   const cursor = db.prepare("UPDATE runs SET runner_cursor = ? WHERE id = ?");
+  const cursorOf = db.prepare<{ c: number }>("SELECT runner_cursor AS c FROM runs WHERE id = ?");
   const lastLog = db.prepare<{ s: number | null }>("SELECT max(seq) AS s FROM run_logs WHERE run_id = ?");
   const insertLog = db.prepare("INSERT INTO run_logs (run_id, seq, time, stream, text) VALUES (?, ?, ?, ?, ?)");
   const logsAfter = db.prepare<LogLine>(
@@ -98,7 +103,11 @@ export function createRunsRepository(db: Database) {
   );
 
   return {
-    create(run: Omit<RunRecord, "runNumber" | "exitCode" | "resultCommit" | "errorMessage" | "startedAt" | "finishedAt" | "cleanedAt" | "runnerCursor">): StoredRun {
+    create(
+      run: Omit<RunRecord, "runNumber" | "exitCode" | "resultCommit" | "errorMessage" | "startedAt" | "finishedAt" | "cleanedAt" | "runnerCursor"> & {
+        snapshot: unknown;
+      },
+    ): StoredRun {
       return db.transaction(() => {
         const runNumber = nextNumber.get([run.taskId])!.n;
         insert.run({
@@ -143,13 +152,13 @@ export function createRunsRepository(db: Database) {
       }
       params.push(limit);
       return db
-        .prepare<RunRow>(`SELECT * FROM runs WHERE ${where.join(" AND ")} ORDER BY seq DESC LIMIT ?`)
+        .prepare<RunRow>(`SELECT ${COLUMNS} FROM runs WHERE ${where.join(" AND ")} ORDER BY seq DESC LIMIT ?`)
         .all(params)
         .map(toRun);
     },
     /** Every run that has not reached `cleaned`, oldest first: what a restart must restore. */
-    live(): StoredRun[] {
-      return live.all().map(toRun);
+    live(): (StoredRun & { snapshot: unknown })[] {
+      return live.all().map((r) => ({ ...toRun(r), snapshot: JSON.parse(r.snapshot) as unknown }));
     },
     transition(id: string, t: RunTransition): void {
       transition.run({
@@ -162,7 +171,7 @@ export function createRunsRepository(db: Database) {
         finishedAt: t.finishedAt,
         cleanedAt: t.cleanedAt,
         updatedAt: t.updatedAt,
-        snapshot: JSON.stringify(t.snapshot),
+        snapshot: t.snapshotJson,
         machineVersion: t.machineVersion,
       });
     },
@@ -190,7 +199,7 @@ export function createRunsRepository(db: Database) {
       return logsAfter.all([id, afterSeq, limit]);
     },
     runnerCursor(id: string): number {
-      return byId.get([id])?.runner_cursor ?? 0;
+      return cursorOf.get([id])?.c ?? 0;
     },
   };
 }

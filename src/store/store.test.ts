@@ -51,10 +51,10 @@ describe("the SQLite store", () => {
     const { tasks, runs, task } = seed(db);
     expect(task.taskNumber).toBe(1);
     expect(tasks.create({ ...task, id: "task_2" }).taskNumber).toBe(2);
-    const second = runs.create({ ...runs.get("run_1")!, id: "run_2", idempotencyKey: "k" });
+    const second = runs.create({ ...runs.get("run_1")!, id: "run_2", idempotencyKey: "k", snapshot: {} });
     expect(second.runNumber).toBe(2);
     expect(runs.byIdempotencyKey(task.id, "k")?.id).toBe("run_2");
-    expect(() => runs.create({ ...runs.get("run_1")!, id: "run_3", idempotencyKey: "k" })).toThrow(/UNIQUE/);
+    expect(() => runs.create({ ...runs.get("run_1")!, id: "run_3", idempotencyKey: "k", snapshot: {} })).toThrow(/UNIQUE/);
     expect(runs.list({ taskId: task.id }, Number.MAX_SAFE_INTEGER, 10).map((r) => r.id)).toEqual(["run_2", "run_1"]);
     expect(runs.list({ status: "completed" }, Number.MAX_SAFE_INTEGER, 10)).toEqual([]);
   });
@@ -78,10 +78,16 @@ describe("the SQLite store", () => {
     const { runs } = seed(db);
     expect(runs.live().map((r) => r.id)).toEqual(["run_1"]);
     runs.transition("run_1", {
-      status: "completed", phase: "cleaned", errorMessage: "", exitCode: 0, startedAt: 2, finishedAt: 3, cleanedAt: 4, updatedAt: 4,
-      snapshot: { value: "cleaned", context: { outcome: "completed" } }, machineVersion: 1,
+      status: "in_progress", phase: "running", errorMessage: "", exitCode: null, startedAt: 2, finishedAt: null, cleanedAt: null, updatedAt: 3,
+      snapshotJson: JSON.stringify({ value: { active: "running" } }), machineVersion: 1,
     });
-    expect(runs.get("run_1")).toMatchObject({ phase: "cleaned", cleanedAt: 4, snapshot: { value: "cleaned" } });
+    expect(runs.live()).toMatchObject([{ id: "run_1", phase: "running", startedAt: 2, snapshot: { value: { active: "running" } } }]);
+    runs.transition("run_1", {
+      status: "completed", phase: "cleaned", errorMessage: "", exitCode: 0, startedAt: 2, finishedAt: 3, cleanedAt: 4, updatedAt: 4,
+      snapshotJson: JSON.stringify({ value: "cleaned", context: { outcome: "completed" } }), machineVersion: 1,
+    });
+    expect(runs.get("run_1")).toMatchObject({ phase: "cleaned", cleanedAt: 4 });
+    expect(db.prepare<{ snapshot: string }>("SELECT snapshot FROM runs WHERE id = 'run_1'").get()!.snapshot).toContain('"cleaned"');
     expect(runs.live()).toEqual([]);
   });
 });
