@@ -164,7 +164,7 @@ export class RunManager {
         updatedAt: now,
         snapshot: actor.getPersistedSnapshot(),
         machineVersion: MACHINE_VERSION,
-      });
+      }, [{ time: now, stream: "system", text: `run queued (provider ${providerName}, deadline ${new Date(deadlineAt).toISOString()})` }]);
     } catch (error) {
       // Two StartRun calls raced with one key: the loser returns the winner's run.
       const existing = p.idempotencyKey && runs.byIdempotencyKey(p.taskId, p.idempotencyKey);
@@ -172,10 +172,9 @@ export class RunManager {
       throw error;
     }
     this.deps.logger.info({ runId: id, taskId: task.id, provider: providerName }, "run queued");
-    this.system(id, `run queued (provider ${providerName}, deadline ${new Date(deadlineAt).toISOString()})`);
     this.track(id, actor, "queued", run, JSON.stringify(actor.getPersistedSnapshot()));
     this.pump();
-    return this.deps.runs.get(id) ?? run;
+    return { ...this.current(id) };
   }
 
   get(id: string): StoredRun {

@@ -103,10 +103,12 @@ export function createRunsRepository(db: Database) {
   );
 
   return {
+    /** Inserts the run and its first log lines in one transaction. */
     create(
       run: Omit<RunRecord, "runNumber" | "exitCode" | "resultCommit" | "errorMessage" | "startedAt" | "finishedAt" | "cleanedAt" | "runnerCursor"> & {
         snapshot: unknown;
       },
+      firstLines: { time: number; stream: string; text: string }[] = [],
     ): StoredRun {
       return db.transaction(() => {
         const runNumber = nextNumber.get([run.taskId])!.n;
@@ -127,6 +129,7 @@ export function createRunsRepository(db: Database) {
           snapshot: JSON.stringify(run.snapshot),
           machineVersion: run.machineVersion,
         });
+        firstLines.forEach((l, i) => insertLog.run([run.id, i + 1, l.time, l.stream, l.text]));
         return toRun(byId.get([run.id])!);
       });
     },
