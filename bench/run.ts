@@ -6,7 +6,7 @@
  *   npm run bench -- transitions|replay|rss
  */
 import { createClient } from "@connectrpc/connect";
-import { createGrpcTransport } from "@connectrpc/connect-node";
+import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import { spawn } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -123,32 +123,39 @@ async function benchReplay() {
     for (let i = 0; i < lines; i += 10_000) {
       repo.appendLogs("run_r", Array.from({ length: Math.min(10_000, lines - i) }, (_, k) => ({ time: Date.now(), stream: "stdout", text: `line ${i + k} of the agent's output, about sixty bytes long ....` })));
     }
-    const client = createClient(TaskRunService, createGrpcTransport({ baseUrl: `http://127.0.0.1:${listener.port}` }));
     const read = db.prepare<{ seq: number; text: string }>("SELECT seq, time, stream, text FROM run_logs WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?");
-    const viaApi: number[] = [];
-    const rawRead: number[] = [];
+    const base = `http://127.0.0.1:${listener.port}`;
+    const clients = {
+      "gRPC (HTTP/2)": createClient(TaskRunService, createGrpcTransport({ baseUrl: base })),
+      "Connect (HTTP/1.1)": createClient(TaskRunService, createConnectTransport({ baseUrl: base, httpVersion: "1.1" })),
+    };
+    const rates: Record<string, number[]> = { raw: [] };
     for (let r = 0; r < ROUNDS; r++) {
-      let n = 0;
-      const t0 = performance.now();
-      for await (const res of client.streamLogs({ runId: "run_r", follow: false })) n += res.entries.length;
-      viaApi.push(n / ((performance.now() - t0) / 1000));
-      if (n !== lines) throw new Error(`replayed ${n} of ${lines} lines`);
-      // Baseline: the same rows read in the same 1000-row pages from SQLite, in this process.
+      for (const [name, client] of Object.entries(clients)) {
+        let n = 0;
+        const t0 = performance.now();
+        for await (const res of client.streamLogs({ runId: "run_r", follow: false })) n += res.entries.length;
+        (rates[name] ??= []).push(n / ((performance.now() - t0) / 1000));
+        if (n !== lines) throw new Error(`replayed ${n} of ${lines} lines`);
+      }
+      // Baseline: the same rows read in the same pages from SQLite, in this process.
       let m = 0;
       let after = 0;
       const t1 = performance.now();
       for (;;) {
-        const page = read.all(["run_r", after, 1000]);
+        const page = read.all(["run_r", after, 2000]);
         if (page.length === 0) break;
         m += page.length;
         after = page[page.length - 1]!.seq;
       }
-      rawRead.push(m / ((performance.now() - t1) / 1000));
+      rates.raw!.push(m / ((performance.now() - t1) / 1000));
     }
     db.close();
-    const api = median(viaApi);
-    const raw = median(rawRead);
-    console.log(`replay: StreamLogs over gRPC ${fmt(api)} lines/s, raw SQLite read ${fmt(raw)} lines/s, ratio ${(api / raw).toFixed(2)}× (aim ≥ 0.3×; ${fmt(lines)} lines × ${ROUNDS} rounds, medians)`);
+    const raw = median(rates.raw!);
+    for (const name of Object.keys(clients)) {
+      const api = median(rates[name]!);
+      console.log(`replay: StreamLogs over ${name} ${fmt(api)} lines/s, raw SQLite read ${fmt(raw)} lines/s, ratio ${(api / raw).toFixed(2)}× (aim ≥ 0.3×; ${fmt(lines)} lines × ${ROUNDS} rounds, medians)`);
+    }
   } finally {
     await app.stop();
     rmSync(dataDir, { recursive: true, force: true });

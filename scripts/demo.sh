@@ -7,7 +7,9 @@ ROOT=$PWD
 
 command -v git >/dev/null || { echo "paddock needs git (apt-get install git)" >&2; exit 1; }
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  npm ci --no-audit --no-fund
+  # npm install, not npm ci: this npm writes no lock entries for other platforms' optional
+  # packages (buf, bun) and then npm ci refuses the lock it wrote. The lock still pins versions.
+  npm install --no-audit --no-fund
 fi
 npm run --silent build
 PADDOCK="$ROOT/dist/paddock"

@@ -6,7 +6,9 @@ cd "$(dirname "$0")/.."
 
 command -v git >/dev/null || { echo "paddock tests need git (apt-get install git)" >&2; exit 1; }
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  npm ci --no-audit --no-fund
+  # npm install, not npm ci: this npm writes no lock entries for other platforms' optional
+  # packages (buf, bun) and then npm ci refuses the lock it wrote. The lock still pins versions.
+  npm install --no-audit --no-fund
 fi
 export PATH="$PWD/node_modules/.bin:$PATH"
 

@@ -283,6 +283,11 @@ export function clientHelp(): string {
 /** Runs a client command; returns the exit code. Errors are printed, never thrown. */
 export async function runClientCommand(argv: string[], io: CliIo): Promise<number> {
   const name = [`${argv[0]} ${argv[1]}`, String(argv[0])].find((n) => n in commands);
+  const group = Object.entries(commands).filter(([n]) => n.startsWith(`${argv[0]} `));
+  if (!name && group.length > 0 && (argv.length === 1 || argv[1] === "--help" || argv[1] === "-h")) {
+    io.out(`usage: paddock ${argv[0]} <command> [flags]\n\n${group.map(([n, c]) => `  ${n.padEnd(14)} ${c.summary}`).join("\n")}\n\nRun "paddock ${argv[0]} <command> --help" for its flags.`);
+    return argv.length === 1 ? EXIT.usage : EXIT.ok;
+  }
   if (!name) {
     io.err(`paddock: unknown command "${argv.slice(0, 2).join(" ")}"; run "paddock --help"`);
     return EXIT.usage;
