@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { createApp, runnerCommand } from "./app.js";
 import { runRunner } from "./agent/runner.js";
-import { clientHelp, EXIT, runClientCommand } from "./cli/commands.js";
+import { clientHelp, EXIT, isParseArgsError, runClientCommand } from "./cli/commands.js";
 import { ConfigError, defaultDataDir, ENV_NAMES, kebab, loadConfig, parseDuration, type ConfigInput } from "./config.js";
 import { createLogger } from "./logger.js";
 
@@ -158,7 +158,7 @@ main(process.argv.slice(2)).then(
     else process.exit(code);
   },
   (error: unknown) => {
-    if (error instanceof ConfigError || (error as { code?: string }).code?.startsWith("ERR_PARSE_ARGS")) {
+    if (error instanceof ConfigError || isParseArgsError(error)) {
       process.stderr.write(`paddock: ${(error as Error).message}\n`);
       process.exit(EXIT.usage);
     }

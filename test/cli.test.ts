@@ -5,7 +5,10 @@ import { test, type Daemon } from "./fixtures.js";
 async function cli(d: Daemon | null, ...argv: string[]) {
   const out: string[] = [];
   const err: string[] = [];
-  const code = await runClientCommand(d ? [...argv, "--address", d.url] : argv, {
+  // Flags go before "--": what follows it is the agent's command line.
+  const end = argv.includes("--") ? argv.indexOf("--") : argv.length;
+  const args = d ? [...argv.slice(0, end), "--address", d.url, ...argv.slice(end)] : argv;
+  const code = await runClientCommand(args, {
     out: (l) => out.push(l),
     err: (l) => err.push(l),
     env: {},

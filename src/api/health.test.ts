@@ -1,6 +1,6 @@
-import type { Interceptor } from "@connectrpc/connect";
 import { Code, ConnectError, createClient, createRouterTransport } from "@connectrpc/connect";
 import { describe, expect, test } from "vitest";
+import { observeStream } from "../../test/stream-observer.js";
 import { Health } from "../gen/grpc/health/v1/health_pb.js";
 import { createHealth, ServingStatus } from "./health.js";
 
@@ -12,36 +12,11 @@ import { createHealth, ServingStatus } from "./health.js";
  */
 function setup() {
   const health = createHealth();
-  const pulled = deferred();
-  const ended = deferred();
-  const observeStream: Interceptor = (next) => async (req) => {
-    const res = await next(req);
-    if (!res.stream) return res;
-    const message = res.message;
-    return {
-      ...res,
-      message: (async function* () {
-        try {
-          for await (const m of message) {
-            yield m;
-            pulled.resolve();
-          }
-        } finally {
-          ended.resolve();
-        }
-      })(),
-    };
-  };
+  const observed = observeStream();
   const transport = createRouterTransport((router) => health.register(router), {
-    router: { interceptors: [observeStream] },
+    router: { interceptors: [observed.interceptor] },
   });
-  return { health, client: createClient(Health, transport), pulled: pulled.promise, ended: ended.promise };
-}
-
-function deferred(): { promise: Promise<void>; resolve: () => void } {
-  let resolve = (): void => {};
-  const promise = new Promise<void>((r) => (resolve = r));
-  return { promise, resolve };
+  return { health, client: createClient(Health, transport), pulled: observed.pulled, ended: observed.ended };
 }
 
 describe("Health", () => {

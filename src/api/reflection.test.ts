@@ -1,9 +1,9 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { fromBinary } from "@bufbuild/protobuf";
 import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
-import type { Interceptor } from "@connectrpc/connect";
 import { Code, createClient, createRouterTransport } from "@connectrpc/connect";
 import { describe, expect, test } from "vitest";
+import { observeStream } from "../../test/stream-observer.js";
 import { file_grpc_health_v1_health } from "../gen/grpc/health/v1/health_pb.js";
 import * as v1 from "../gen/grpc/reflection/v1/reflection_pb.js";
 import * as v1alpha from "../gen/grpc/reflection/v1alpha/reflection_pb.js";
@@ -29,28 +29,9 @@ type Ask = RequestInit["messageRequest"];
  * once the handler has finished (the in-memory transport pulls lazily).
  */
 function openStream(version: typeof v1 | typeof v1alpha) {
-  const pulled = deferred();
-  const ended = deferred();
-  const observeStream: Interceptor = (next) => async (req) => {
-    const res = await next(req);
-    if (!res.stream) return res;
-    const message = res.message;
-    return {
-      ...res,
-      message: (async function* () {
-        try {
-          for await (const m of message) {
-            yield m;
-            pulled.resolve();
-          }
-        } finally {
-          ended.resolve();
-        }
-      })(),
-    };
-  };
+  const observed = observeStream();
   const transport = createRouterTransport((router) => registerReflection(router, files), {
-    router: { interceptors: [observeStream] },
+    router: { interceptors: [observed.interceptor] },
   });
   // v1alpha mirrors v1 field for field, so one client shape drives both.
   const client = createClient(version.ServerReflection as typeof v1.ServerReflection, transport);
@@ -73,8 +54,8 @@ function openStream(version: typeof v1 | typeof v1alpha) {
   return {
     responses,
     abort,
-    pulled: pulled.promise,
-    ended: ended.promise,
+    pulled: observed.pulled,
+    ended: observed.ended,
     async ask(req: Ask): Promise<v1.ServerReflectionResponse> {
       put(req);
       const res = await responses.next();
@@ -87,12 +68,6 @@ function openStream(version: typeof v1 | typeof v1alpha) {
       return responses.next();
     },
   };
-}
-
-function deferred(): { promise: Promise<void>; resolve: () => void } {
-  let resolve = (): void => {};
-  const promise = new Promise<void>((r) => (resolve = r));
-  return { promise, resolve };
 }
 
 function fileNames(res: v1.ServerReflectionResponse): string[] {

@@ -78,6 +78,19 @@ function showLog(l: LogEntry): string {
   return `${String(l.seq).padStart(5)} ${tag}${l.text}`;
 }
 
+/** Follows page tokens until --limit items (default 50) or the end. */
+async function* paged<T>(limit: unknown, fetch: (pageSize: number, pageToken: string) => Promise<{ items: T[]; next: string }>): AsyncGenerator<T> {
+  let left = Number(limit ?? 50);
+  if (!Number.isInteger(left) || left < 1) throw new UsageError("--limit must be a positive integer");
+  let pageToken = "";
+  do {
+    const page = await fetch(Math.min(left, 1000), pageToken);
+    yield* page.items.slice(0, left);
+    left -= page.items.length;
+    pageToken = page.next;
+  } while (pageToken && left > 0);
+}
+
 function one(positionals: string[], what: string): string {
   if (positionals.length !== 1 || !positionals[0]) throw new UsageError(`expected exactly one ${what}`);
   return positionals[0];
@@ -127,15 +140,11 @@ const commands: Record<string, Command> = {
     help: "  --limit N   how many (default 50); follows pages as needed",
     options: { limit: { type: "string" } },
     async run({ values, c, io, json: asJson }) {
-      let left = Number(values.limit ?? 50);
-      if (!Number.isInteger(left) || left < 1) throw new UsageError("--limit must be a positive integer");
-      let pageToken = "";
-      do {
-        const res = await c.tasks.listTasks({ pageSize: Math.min(left, 1000), pageToken }, { signal: io.signal });
-        for (const t of res.tasks) io.out(asJson ? json(TaskSchema, t) : `${t.id}  #${t.taskNumber}  ${t.title}  (${t.repository})`);
-        left -= res.tasks.length;
-        pageToken = res.nextPageToken;
-      } while (pageToken && left > 0);
+      const pages = paged(values.limit, async (pageSize, pageToken) => {
+        const res = await c.tasks.listTasks({ pageSize, pageToken }, { signal: io.signal });
+        return { items: res.tasks, next: res.nextPageToken };
+      });
+      for await (const t of pages) io.out(asJson ? json(TaskSchema, t) : `${t.id}  #${t.taskNumber}  ${t.title}  (${t.repository})`);
       return EXIT.ok;
     },
   },
@@ -193,17 +202,13 @@ const commands: Record<string, Command> = {
         if (s === undefined || s === RunStatus.UNSPECIFIED) throw new UsageError(`--status: ${values.status} is not one of queued, in_progress, completed, failed, cancelled`);
         status = s;
       }
-      let left = Number(values.limit ?? 50);
-      if (!Number.isInteger(left) || left < 1) throw new UsageError("--limit must be a positive integer");
-      let pageToken = "";
-      do {
-        const res = await c.runs.listRuns({ taskId: String(values.task ?? ""), status, pageSize: Math.min(left, 1000), pageToken }, { signal: io.signal });
-        for (const r of res.runs) {
-          io.out(asJson ? json(TaskRunSchema, r) : `${r.id}  ${statusName(r.status).padEnd(11)} ${r.phase.padEnd(12)} task ${r.taskId}  ${when(r.createTime)}`);
-        }
-        left -= res.runs.length;
-        pageToken = res.nextPageToken;
-      } while (pageToken && left > 0);
+      const pages = paged(values.limit, async (pageSize, pageToken) => {
+        const res = await c.runs.listRuns({ taskId: String(values.task ?? ""), status, pageSize, pageToken }, { signal: io.signal });
+        return { items: res.runs, next: res.nextPageToken };
+      });
+      for await (const r of pages) {
+        io.out(asJson ? json(TaskRunSchema, r) : `${r.id}  ${statusName(r.status).padEnd(11)} ${r.phase.padEnd(12)} task ${r.taskId}  ${when(r.createTime)}`);
+      }
       return EXIT.ok;
     },
   },
@@ -307,8 +312,14 @@ export async function runClientCommand(argv: string[], io: CliIo): Promise<numbe
   }
 }
 
+/** node:util parseArgs rejects unknown flags with an ERR_PARSE_ARGS_* code. */
+export function isParseArgsError(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === "string" && code.startsWith("ERR_PARSE_ARGS");
+}
+
 function reportError(error: unknown, io: CliIo, usage: string): number {
-  if (error instanceof UsageError || (error as { code?: string }).code?.startsWith("ERR_PARSE_ARGS")) {
+  if (error instanceof UsageError || isParseArgsError(error)) {
     io.err(`paddock: ${(error as Error).message}\nusage: ${usage}`);
     return EXIT.usage;
   }
