@@ -107,59 +107,97 @@ async function benchTransitions() {
   console.log(`transitions: RunManager ${fmt(managed)}/s (durable, with snapshot), raw SQLite loop ${fmt(raw)}/s, ratio ${(managed / raw).toFixed(2)}× (aim ≥ 0.25×; ${runs} runs × ${ROUNDS} rounds, medians)`);
 }
 
+/** A data dir holding one finished run with `lines` stored lines, written straight into the store. */
+async function seedReplayData(lines: number): Promise<string> {
+  const dataDir = tmp("replay");
+  const db = await openDatabase(join(dataDir, "paddock.db"));
+  const tasks = createTasksRepository(db);
+  const repo = createRunsRepository(db);
+  tasks.create({ id: "task_r", title: "r", description: "", repository: "/r", repositoryUrl: "/r", origin: "bench", createdAt: 0 });
+  repo.create({ id: "run_r", taskId: "task_r", status: "completed", phase: "cleaned", provider: "local", branch: "", resultBranch: "x", agentCommand: ["true"], idempotencyKey: null, deadlineAt: 0, createdAt: 0, updatedAt: 0, snapshot: {}, machineVersion: 1 });
+  for (let i = 0; i < lines; i += 10_000) {
+    repo.appendLogs("run_r", Array.from({ length: Math.min(10_000, lines - i) }, (_, k) => ({ time: Date.now(), stream: "stdout", text: `line ${i + k} of the agent's output, about sixty bytes long ....` })));
+  }
+  db.close();
+  return dataDir;
+}
+
+/** StreamLogs from `port` over gRPC and Connect, against a raw paged read of the same rows here. */
+async function measureReplay(label: string, port: number, dbPath: string, lines: number) {
+  const db = await openDatabase(dbPath);
+  const read = db.prepare<{ seq: number; text: string }>("SELECT seq, time, stream, text FROM run_logs WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?");
+  const base = `http://127.0.0.1:${port}`;
+  const clients = {
+    "gRPC (HTTP/2)": createClient(TaskRunService, createGrpcTransport({ baseUrl: base })),
+    "Connect (HTTP/1.1)": createClient(TaskRunService, createConnectTransport({ baseUrl: base, httpVersion: "1.1" })),
+  };
+  const rates: Record<string, number[]> = { raw: [] };
+  for (let r = 0; r < ROUNDS; r++) {
+    for (const [name, client] of Object.entries(clients)) {
+      let n = 0;
+      const t0 = performance.now();
+      for await (const res of client.streamLogs({ runId: "run_r", follow: false })) n += res.entries.length;
+      (rates[name] ??= []).push(n / ((performance.now() - t0) / 1000));
+      if (n !== lines) throw new Error(`replayed ${n} of ${lines} lines`);
+    }
+    // Baseline: the same rows read in the same pages from SQLite, in this process.
+    let m = 0;
+    let after = 0;
+    const t1 = performance.now();
+    for (;;) {
+      const page = read.all(["run_r", after, 2000]);
+      if (page.length === 0) break;
+      m += page.length;
+      after = page[page.length - 1]!.seq;
+    }
+    rates.raw!.push(m / ((performance.now() - t1) / 1000));
+  }
+  db.close();
+  const raw = median(rates.raw!);
+  for (const name of Object.keys(clients)) {
+    const api = median(rates[name]!);
+    console.log(`replay, ${label}: StreamLogs over ${name} ${fmt(api)} lines/s, raw SQLite read ${fmt(raw)} lines/s, ratio ${(api / raw).toFixed(2)}× (aim ≥ 0.3×; ${fmt(lines)} lines × ${ROUNDS} rounds, medians)`);
+  }
+}
+
 async function benchReplay() {
   const lines = Number(process.env.BENCH_LINES ?? 100_000);
-  const dataDir = tmp("replay");
+  // (1) The daemon in this Node process: server and client share one thread.
+  let dataDir = await seedReplayData(lines);
   const config = loadConfig({}, { dataDir, socket: "", listen: "127.0.0.1:0" });
   const app = await createApp({ config, logger: pino({ level: "silent" }), runnerCommand: runnerCommand(), baseEnv: {} });
   const listener = await app.start();
   try {
-    // A finished run with `lines` stored lines, written straight into the store.
-    const db = await openDatabase(join(dataDir, "paddock.db"));
-    const tasks = createTasksRepository(db);
-    const repo = createRunsRepository(db);
-    tasks.create({ id: "task_r", title: "r", description: "", repository: "/r", repositoryUrl: "/r", origin: "bench", createdAt: 0 });
-    repo.create({ id: "run_r", taskId: "task_r", status: "completed", phase: "cleaned", provider: "local", branch: "", resultBranch: "x", agentCommand: ["true"], idempotencyKey: null, deadlineAt: 0, createdAt: 0, updatedAt: 0, snapshot: {}, machineVersion: 1 });
-    for (let i = 0; i < lines; i += 10_000) {
-      repo.appendLogs("run_r", Array.from({ length: Math.min(10_000, lines - i) }, (_, k) => ({ time: Date.now(), stream: "stdout", text: `line ${i + k} of the agent's output, about sixty bytes long ....` })));
-    }
-    const read = db.prepare<{ seq: number; text: string }>("SELECT seq, time, stream, text FROM run_logs WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?");
-    const base = `http://127.0.0.1:${listener.port}`;
-    const clients = {
-      "gRPC (HTTP/2)": createClient(TaskRunService, createGrpcTransport({ baseUrl: base })),
-      "Connect (HTTP/1.1)": createClient(TaskRunService, createConnectTransport({ baseUrl: base, httpVersion: "1.1" })),
-    };
-    const rates: Record<string, number[]> = { raw: [] };
-    for (let r = 0; r < ROUNDS; r++) {
-      for (const [name, client] of Object.entries(clients)) {
-        let n = 0;
-        const t0 = performance.now();
-        for await (const res of client.streamLogs({ runId: "run_r", follow: false })) n += res.entries.length;
-        (rates[name] ??= []).push(n / ((performance.now() - t0) / 1000));
-        if (n !== lines) throw new Error(`replayed ${n} of ${lines} lines`);
-      }
-      // Baseline: the same rows read in the same pages from SQLite, in this process.
-      let m = 0;
-      let after = 0;
-      const t1 = performance.now();
-      for (;;) {
-        const page = read.all(["run_r", after, 2000]);
-        if (page.length === 0) break;
-        m += page.length;
-        after = page[page.length - 1]!.seq;
-      }
-      rates.raw!.push(m / ((performance.now() - t1) / 1000));
-    }
-    db.close();
-    const raw = median(rates.raw!);
-    for (const name of Object.keys(clients)) {
-      const api = median(rates[name]!);
-      console.log(`replay: StreamLogs over ${name} ${fmt(api)} lines/s, raw SQLite read ${fmt(raw)} lines/s, ratio ${(api / raw).toFixed(2)}× (aim ≥ 0.3×; ${fmt(lines)} lines × ${ROUNDS} rounds, medians)`);
-    }
+    await measureReplay("daemon in the bench process (Node)", listener.port, join(dataDir, "paddock.db"), lines);
   } finally {
     await app.stop();
     rmSync(dataDir, { recursive: true, force: true });
   }
+  // (2) The shipped binary as its own process, as clients meet it.
+  const bin = resolve(import.meta.dirname, "..", "dist", "paddock");
+  if (!existsSync(bin)) return console.log("replay, dist/paddock: skipped (npm run build first)");
+  dataDir = await seedReplayData(lines);
+  const port = await freePort();
+  const daemon = spawn(bin, ["serve", "--data-dir", dataDir, "--listen", `127.0.0.1:${port}`, "--socket", "", "--log-format", "json"], { stdio: ["ignore", "ignore", "pipe"] });
+  try {
+    let err = "";
+    daemon.stderr!.on("data", (d: Buffer) => (err += d));
+    for (let i = 0; i < 200 && !err.includes("paddock listening"); i++) await sleep(50);
+    await measureReplay("dist/paddock as a separate process", port, join(dataDir, "paddock.db"), lines);
+  } finally {
+    daemon.kill("SIGTERM");
+    await new Promise((r) => daemon.once("exit", r));
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+}
+
+async function freePort(): Promise<number> {
+  const { createServer } = await import("node:net");
+  const s = createServer();
+  await new Promise<void>((r) => s.listen(0, "127.0.0.1", r));
+  const port = (s.address() as import("node:net").AddressInfo).port;
+  await new Promise<void>((r) => s.close(() => r()));
+  return port;
 }
 
 async function rssOf(argv: string[], ready: (out: string) => boolean): Promise<number> {

@@ -76,6 +76,9 @@ export async function createApp(opts: AppOptions): Promise<App> {
     routes: createRoutes({ tasks, runs, health, gitHost: config.gitHost }),
     interceptors: [errorInterceptor(logger)],
     shutdownSignal: shutdown.signal,
+    // No gzip: clients are on this host or a LAN, where compressing every log batch costs
+    // more CPU than the bytes it saves.
+    acceptCompression: [],
     readMaxBytes: 4 * 1024 * 1024,
     writeMaxBytes: 16 * 1024 * 1024,
     // Unary calls get at most a minute; streams (logs -f, WatchRun) may run for the whole run.
