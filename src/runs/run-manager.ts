@@ -17,7 +17,7 @@ import type { SandboxProvider } from "../sandbox/provider.js";
 import { sandboxName } from "../sandbox/provider.js";
 import { createRunnerClient } from "../sandbox/runner-client.js";
 import type { LogLine, RunStatusName } from "../store/records.js";
-import type { RunFilter, RunsRepository, StoredRun } from "../store/runs-repository.js";
+import type { RunFilter, RunsRepository, RunTransition, StoredRun } from "../store/runs-repository.js";
 import type { TasksRepository } from "../store/tasks-repository.js";
 import { Notifier } from "./notifier.js";
 import { withRetry } from "./retry.js";
@@ -103,6 +103,9 @@ export class RunManager {
   private readonly notifier = new Notifier();
   private stopping = false;
   private readonly machine;
+  /** Transitions waiting for the group commit at the end of this event-loop turn. */
+  private readonly pending: { id: string; transition: RunTransition }[] = [];
+  private flushScheduled = false;
   /** One sandbox token per live run: RS256 signing costs about a millisecond. */
   private readonly tokens = new Map<string, Promise<string>>();
   /** Per live run: the row as last written, so effects and transitions need no read first. */
@@ -178,12 +181,14 @@ export class RunManager {
   }
 
   get(id: string): StoredRun {
+    this.flush();
     const run = this.deps.runs.get(id);
     if (!run) throw new NotFoundError("run", id);
     return run;
   }
 
   list(filter: RunFilter, before: number, limit: number): StoredRun[] {
+    this.flush();
     return this.deps.runs.list(filter, before, limit);
   }
 
@@ -222,7 +227,7 @@ export class RunManager {
         }
         if (!follow) return;
         // Lines are stored before the transition to cleaned, so cleaned + empty read = the end.
-        if (this.deps.runs.get(id)?.phase === "cleaned") {
+        if (this.get(id).phase === "cleaned") {
           if (this.deps.runs.logsAfter(id, cursor, 1).length === 0) return;
           continue;
         }
@@ -281,6 +286,7 @@ export class RunManager {
 
   /** Stops the actors without touching stored state: the next start restores them. */
   async stop(): Promise<void> {
+    this.flush();
     this.stopping = true;
     for (const actor of this.actors.values()) actor.stop();
     this.actors.clear();
@@ -372,8 +378,27 @@ export class RunManager {
     prev.errorMessage = ctx.outcome === "completed" ? (ctx.cleanupError ? error : "") : error;
     prev.exitCode = ctx.exitCode;
     prev.updatedAt = now;
-    this.deps.runs.transition(id, { ...prev, snapshotJson: persisted, machineVersion: MACHINE_VERSION });
-    this.notifier.notify(`run:${id}`);
+    this.pending.push({ id, transition: { ...prev, snapshotJson: persisted, machineVersion: MACHINE_VERSION } });
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      // A store that cannot take the write throws here and takes the daemon down: better
+      // than running on with state it cannot keep. The restart restores from what was stored.
+      setImmediate(() => this.flush());
+    }
+  }
+
+  /**
+   * Group commit: the transitions of every run made in one turn of the event loop are
+   * written in one transaction, each row with its own snapshot. Reads flush first, so a
+   * client never sees a state older than one it caused. A crash before the flush loses at
+   * most that turn's transitions; the restore re-runs their idempotent effects.
+   */
+  private flush(): void {
+    this.flushScheduled = false;
+    if (this.pending.length === 0) return;
+    const batch = this.pending.splice(0);
+    this.deps.runs.transitionAll(batch);
+    for (const { id } of batch) this.notifier.notify(`run:${id}`);
   }
 
   private pump(): void {

@@ -178,6 +178,12 @@ export function createRunsRepository(db: Database) {
         machineVersion: t.machineVersion,
       });
     },
+    /** Several transitions (of one run or many) in one transaction. */
+    transitionAll(batch: { id: string; transition: RunTransition }[]): void {
+      db.transaction(() => {
+        for (const { id, transition: t } of batch) this.transition(id, t);
+      });
+    },
     setResultCommit(id: string, commit: string): void {
       result.run([commit, id]);
     },
