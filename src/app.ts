@@ -1,4 +1,6 @@
 import { connectNodeAdapter } from "@connectrpc/connect-node";
+import Docker from "dockerode";
+import { existsSync } from "node:fs";
 import { mkdir } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -10,8 +12,10 @@ import { createRoutes } from "./api/routes.js";
 import { loadOrCreateSandboxKeys } from "./auth/sandbox-token.js";
 import type { Config } from "./config.js";
 import { RunManager } from "./runs/run-manager.js";
+import { DockerProvider } from "./sandbox/docker/docker-provider.js";
 import { LocalProvider } from "./sandbox/local/local-provider.js";
 import type { SandboxProvider } from "./sandbox/provider.js";
+import { instanceId } from "./store/meta.js";
 import { openDatabase } from "./store/open-database.js";
 import { createRunsRepository } from "./store/runs-repository.js";
 import { createTasksRepository } from "./store/tasks-repository.js";
@@ -56,6 +60,22 @@ export async function createApp(opts: AppOptions): Promise<App> {
       }),
     ],
   ]);
+  if (existsSync(config.dockerSocket)) {
+    providers.set(
+      "docker",
+      new DockerProvider({
+        docker: new Docker({ socketPath: config.dockerSocket }),
+        image: config.dockerImage,
+        instanceId: instanceId(db),
+        root: config.dataDir,
+        limits: { cpus: config.dockerCpus, memoryBytes: config.dockerMemory, pids: config.dockerPids, runtime: config.dockerRuntime },
+        graceMs: config.graceTime,
+        runnerStartTimeoutMs: 60_000,
+      }),
+    );
+  } else if (config.defaultProvider === "docker") {
+    throw new Error(`--default-provider docker, but there is no Docker engine socket at ${config.dockerSocket} (--docker-socket)`);
+  }
   const runs = new RunManager({
     tasks,
     runs: runsRepo,

@@ -28,6 +28,24 @@ export function parseDuration(v: number | string): number | null {
   return matched === s.length && matched > 0 ? total : null;
 }
 
+/** "4g", "512m", "1024k" or a number of bytes. */
+export function parseBytes(v: number | string): number | null {
+  if (typeof v === "number") return Number.isInteger(v) && v > 0 ? v : null;
+  const m = /^(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?$/i.exec(v.trim());
+  if (!m) return null;
+  const unit = { "": 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 }[m[2]!.toLowerCase() as "" | "k" | "m" | "g" | "t"];
+  return Math.round(Number(m[1]) * unit);
+}
+
+const bytes = z.union([z.number(), z.string()]).transform((v, ctx) => {
+  const n = parseBytes(v);
+  if (n === null || n < 6 * 1024 * 1024) {
+    ctx.addIssue({ code: "custom", message: `${JSON.stringify(v)} is not a size of at least 6m (examples: 512m, 4g)` });
+    return z.NEVER;
+  }
+  return n;
+});
+
 const listenAddress = z.string().transform((v, ctx) => {
   const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(v);
   const port = m ? Number(m[3]) : NaN;
@@ -45,13 +63,19 @@ export const ConfigSchema = z
     /** Unix socket for local clients; "" turns it off. */
     socket: z.string(),
     agentCommand: z.string(),
-    defaultProvider: z.enum(["local"]),
+    defaultProvider: z.enum(["local", "docker"]),
     defaultTimeout: duration,
     maxConcurrentRuns: z.coerce.number().int().min(1).max(1000),
     gitHost: z.string().url(),
     logLevel: z.enum(["trace", "debug", "info", "warn", "error", "fatal", "silent"]),
     logFormat: z.enum(["auto", "json", "pretty"]),
     graceTime: duration,
+    dockerSocket: z.string().min(1),
+    dockerImage: z.string().min(1),
+    dockerCpus: z.coerce.number().positive().max(1024),
+    dockerMemory: bytes,
+    dockerPids: z.coerce.number().int().min(16).max(1_000_000),
+    dockerRuntime: z.string().regex(/^[a-z0-9._-]+$/, "is not a runtime name (runc, runsc)"),
   })
   .strict()
   .superRefine((c, ctx) => {
@@ -79,6 +103,12 @@ export const ENV_NAMES: Record<keyof ConfigInput, string> = {
   logLevel: "PADDOCK_LOG_LEVEL",
   logFormat: "PADDOCK_LOG_FORMAT",
   graceTime: "PADDOCK_GRACE_TIME",
+  dockerSocket: "PADDOCK_DOCKER_SOCKET",
+  dockerImage: "PADDOCK_DOCKER_IMAGE",
+  dockerCpus: "PADDOCK_DOCKER_CPUS",
+  dockerMemory: "PADDOCK_DOCKER_MEMORY",
+  dockerPids: "PADDOCK_DOCKER_PIDS",
+  dockerRuntime: "PADDOCK_DOCKER_RUNTIME",
 };
 
 export function defaultDataDir(env: Record<string, string | undefined>): string {
@@ -112,6 +142,12 @@ export function loadConfig(env: Record<string, string | undefined>, flags: Confi
     logLevel: "info",
     logFormat: "auto",
     graceTime: "10s",
+    dockerSocket: "/var/run/docker.sock",
+    dockerImage: "paddock-sandbox:latest",
+    dockerCpus: 2,
+    dockerMemory: "4g",
+    dockerPids: 1024,
+    dockerRuntime: "runc",
     ...merged,
     dataDir,
   };

@@ -4,6 +4,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { createApp, runnerCommand } from "./app.js";
+import { checkout } from "./agent/checkout.js";
 import { runRunner } from "./agent/runner.js";
 import { clientHelp, EXIT, isParseArgsError, runClientCommand } from "./cli/commands.js";
 import { ConfigError, defaultDataDir, ENV_NAMES, kebab, loadConfig, parseDuration, type ConfigInput } from "./config.js";
@@ -35,11 +36,20 @@ which wins over the config file.
   --listen HOST:PORT           TCP address (PADDOCK_LISTEN; default 127.0.0.1:7777)
   --socket PATH                unix socket, "" for none (PADDOCK_SOCKET; default DATA_DIR/paddock.sock)
   --agent-command CMD          shell command run as the agent when a run gives none (PADDOCK_AGENT_COMMAND)
-  --default-provider NAME      sandbox provider for runs that name none: local (PADDOCK_DEFAULT_PROVIDER)
+  --default-provider NAME      sandbox provider for runs that name none: local or docker (PADDOCK_DEFAULT_PROVIDER)
   --default-timeout DURATION   run deadline, e.g. 60m (PADDOCK_DEFAULT_TIMEOUT; default 60m)
   --max-concurrent-runs N      runs in progress at once; the rest queue (PADDOCK_MAX_CONCURRENT_RUNS; default 4)
   --git-host URL               where owner/repo repositories live (PADDOCK_GIT_HOST; default https://github.com)
   --grace-time DURATION        SIGTERM → SIGKILL grace for a cancelled agent (PADDOCK_GRACE_TIME; default 10s)
+
+docker provider (registered when the engine's socket exists):
+  --docker-socket PATH         Docker Engine API socket (PADDOCK_DOCKER_SOCKET; default /var/run/docker.sock)
+  --docker-image IMAGE         sandbox image, built by npm run images (PADDOCK_DOCKER_IMAGE; default paddock-sandbox:latest)
+  --docker-cpus N              CPUs per sandbox (PADDOCK_DOCKER_CPUS; default 2)
+  --docker-memory SIZE         memory per sandbox, e.g. 4g (PADDOCK_DOCKER_MEMORY; default 4g)
+  --docker-pids N              process limit per sandbox (PADDOCK_DOCKER_PIDS; default 1024)
+  --docker-runtime NAME        runc, or runsc for gVisor (PADDOCK_DOCKER_RUNTIME; default runc)
+
   --log-level LEVEL            trace…fatal, silent (PADDOCK_LOG_LEVEL; default info)
   --log-format FORMAT          auto (pretty on a terminal), json, pretty (PADDOCK_LOG_FORMAT)`;
 
@@ -104,12 +114,22 @@ async function agent(): Promise<number> {
     throw new ConfigError("paddock agent: PADDOCK_AGENT_COMMAND must be a JSON array of strings");
   }
   const log = (msg: string) => process.stderr.write(`${new Date().toISOString()} ${msg}\n`);
+  const workdir = env.PADDOCK_WORKDIR ?? process.cwd();
+  if (env.PADDOCK_SOURCE) {
+    try {
+      checkout({ source: env.PADDOCK_SOURCE, workdir, branch: env.PADDOCK_BRANCH ?? "", resultBranch: need("PADDOCK_RESULT_BRANCH"), log });
+    } catch (error) {
+      // The provider reads this line from the sandbox's output to say why provisioning failed.
+      process.stderr.write(`paddock agent: checkout failed: ${((error as { stderr?: string }).stderr || (error as Error).message).trim()}\n`);
+      return EXIT.failed;
+    }
+  }
   const stop = new AbortController();
   await runRunner({
     runId: need("PADDOCK_RUN_ID"),
     host: env.PADDOCK_RUNNER_HOST ?? "0.0.0.0",
     port: Number(env.PADDOCK_RUNNER_PORT ?? 47821),
-    workdir: env.PADDOCK_WORKDIR ?? process.cwd(),
+    workdir,
     stateDir: env.PADDOCK_STATE_DIR ?? process.cwd(),
     command,
     prompt: env.PADDOCK_PROMPT ?? "",
@@ -117,7 +137,7 @@ async function agent(): Promise<number> {
     graceMs: parseDuration(env.PADDOCK_GRACE_MS ?? "10000") ?? 10_000,
     idleExitMs: parseDuration(env.PADDOCK_IDLE_EXIT ?? "1h") ?? 3_600_000,
     env: Object.fromEntries(
-      Object.entries(env).filter(([k]) => !["JWT_PUBLIC_KEY", "PADDOCK_AGENT_COMMAND", "PADDOCK_STATE_DIR", "PADDOCK_RUNNER_HOST", "PADDOCK_RUNNER_PORT", "PADDOCK_GRACE_MS"].includes(k)),
+      Object.entries(env).filter(([k]) => !["JWT_PUBLIC_KEY", "PADDOCK_AGENT_COMMAND", "PADDOCK_STATE_DIR", "PADDOCK_RUNNER_HOST", "PADDOCK_RUNNER_PORT", "PADDOCK_GRACE_MS", "PADDOCK_SOURCE"].includes(k)),
     ),
     log,
   });

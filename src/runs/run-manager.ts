@@ -103,6 +103,8 @@ export class RunManager {
   private readonly notifier = new Notifier();
   private stopping = false;
   private readonly machine;
+  /** Provisioning effects still running, by run id, even after their actor was stopped. */
+  private readonly provisioning = new Map<string, Promise<void>>();
   /** Transitions waiting for the group commit at the end of this event-loop turn. */
   private readonly pending: { id: string; transition: RunTransition }[] = [];
   private flushScheduled = false;
@@ -114,7 +116,13 @@ export class RunManager {
   constructor(private readonly deps: RunManagerDeps) {
     this.machine = taskRunMachine.provide({
       actors: {
-        provision: fromPromise(({ input, signal }) => this.provision(input.runId, signal)),
+        provision: fromPromise(({ input, signal }) => {
+          // Kept past an abort: cleanup waits for it, or a sandbox created after the
+          // cancel (a Docker create already in flight) would outlive its run.
+          const provisioning = this.provision(input.runId, signal);
+          this.provisioning.set(input.runId, provisioning);
+          return provisioning;
+        }),
         supervise: fromPromise(({ input, signal }) => this.supervise(input.runId, signal)),
         cleanup: fromPromise(({ input, signal }) => this.cleanup(input.runId, signal)),
         deadline: deadlineTimer({ now: Date.now, setTimeout, clearTimeout: (id) => clearTimeout(id as NodeJS.Timeout) }),
@@ -520,6 +528,8 @@ export class RunManager {
     const run = this.current(id);
     const provider = this.providerOf(run.provider);
     const name = sandboxName(id);
+    await this.provisioning.get(id)?.catch(() => undefined);
+    this.provisioning.delete(id);
     const result = await withRetry(() => provider.destroy(name, signal), signal, { attempts: 5, baseMs: 500 });
     if (result.resultCommit) {
       this.deps.runs.setResultCommit(id, result.resultCommit);

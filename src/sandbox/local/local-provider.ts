@@ -1,14 +1,14 @@
 import { spawn } from "node:child_process";
-import { createHash } from "node:crypto";
 import { existsSync, openSync, closeSync } from "node:fs";
 import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
-import { isAbsolute, join } from "node:path";
+import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { RUNNER_EVENTS_FILE, RUNNER_INFO_FILE, type RunnerInfo } from "../../agent/runner-protocol.js";
 import { SandboxError } from "../../errors.js";
 import type { CleanupResult, SandboxProvider, SandboxSpec, SandboxStatus } from "../provider.js";
 import { createRunnerClient } from "../runner-client.js";
-import { git } from "./git.js";
+import { git } from "../git.js";
+import { keepWork, prepareSource } from "../repository-source.js";
 
 export interface LocalProviderOptions {
   /** Sandboxes live in <root>/sandboxes/<name>, mirrors of remote repositories in <root>/repos. */
@@ -62,7 +62,7 @@ export class LocalProvider implements SandboxProvider {
       throw new SandboxError(`the runner of sandbox ${spec.name} exited before the daemon reattached`, false);
     }
 
-    const source = await this.sourceRepository(spec.repositoryUrl, signal, progress);
+    const source = await prepareSource(this.opts.root, spec.repositoryUrl, signal, progress);
     const record: SandboxRecord = { runId: spec.runId, source, resultBranch: spec.resultBranch, token: spec.token };
     await writeFile(join(state, "sandbox.json"), JSON.stringify(record), { mode: 0o600 });
 
@@ -81,28 +81,6 @@ export class LocalProvider implements SandboxProvider {
 
     await this.startRunner(spec, workspace, state);
     return this.waitForRunner(spec, state, signal);
-  }
-
-  /** A local path is used in place; anything else is cloned once into a bare mirror and fetched after. */
-  private async sourceRepository(url: string, signal: AbortSignal, progress: (line: string) => void): Promise<string> {
-    if (isAbsolute(url)) {
-      if (!existsSync(url)) throw new SandboxError(`repository path ${url} does not exist`, false);
-      return url;
-    }
-    const mirror = join(this.opts.root, "repos", createHash("sha256").update(url).digest("hex").slice(0, 24) + ".git");
-    if (existsSync(join(mirror, "HEAD"))) {
-      progress(`fetching ${url}`);
-      await git(["fetch", "--quiet", "origin", "+refs/heads/*:refs/heads/*"], { cwd: mirror, signal });
-    } else {
-      progress(`cloning ${url}`);
-      await mkdir(join(this.opts.root, "repos"), { recursive: true });
-      const tmp = `${mirror}.tmp-${process.pid}`;
-      await rm(tmp, { recursive: true, force: true });
-      await git(["clone", "--quiet", "--bare", url, tmp], { signal });
-      await rm(mirror, { recursive: true, force: true });
-      await import("node:fs/promises").then((fs) => fs.rename(tmp, mirror));
-    }
-    return mirror;
   }
 
   private async startRunner(spec: SandboxSpec, workspace: string, state: string): Promise<void> {
@@ -188,16 +166,7 @@ export class LocalProvider implements SandboxProvider {
 
     const result: CleanupResult = {};
     if (existsSync(join(workspace, ".git"))) {
-      // Keep the agent's work: whatever it left uncommitted becomes a commit on its branch.
-      await git(["add", "-A"], { cwd: workspace, signal });
-      const dirty = await git(["status", "--porcelain"], { cwd: workspace, signal });
-      if (dirty) {
-        await git(
-          ["-c", "user.name=paddock", "-c", "user.email=paddock@localhost", "commit", "--quiet", "--no-verify", "-m", `paddock: uncommitted work left by run ${record?.runId ?? name}`],
-          { cwd: workspace, signal },
-        );
-      }
-      result.resultCommit = await git(["rev-parse", "HEAD"], { cwd: workspace, signal });
+      result.resultCommit = await keepWork(workspace, record?.runId ?? name, signal);
       if (record) await git(["worktree", "remove", "--force", workspace], { cwd: record.source, signal });
     }
     await rm(dir, { recursive: true, force: true });

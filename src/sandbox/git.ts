@@ -1,5 +1,5 @@
 import { execFile } from "node:child_process";
-import { SandboxError } from "../../errors.js";
+import { SandboxError } from "../errors.js";
 
 /** Runs git and returns trimmed stdout; a failure becomes a SandboxError carrying git's own message. */
 export function git(args: string[], opts: { cwd?: string; signal?: AbortSignal; env?: NodeJS.ProcessEnv } = {}): Promise<string> {
@@ -10,7 +10,7 @@ export function git(args: string[], opts: { cwd?: string; signal?: AbortSignal; 
       {
         cwd: opts.cwd,
         signal: opts.signal,
-        env: { ...opts.env, GIT_TERMINAL_PROMPT: "0" },
+        env: { ...process.env, ...opts.env, GIT_TERMINAL_PROMPT: "0" },
         maxBuffer: 64 * 1024 * 1024,
       },
       (error, stdout, stderr) => {

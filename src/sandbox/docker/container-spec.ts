@@ -1,0 +1,60 @@
+import type { ContainerCreateOptions } from "dockerode";
+import type { SandboxSpec } from "../provider.js";
+
+export const RUNNER_PORT = 47821;
+export const SOURCE_MOUNT = "/paddock/source";
+export const WORKSPACE = "/workspace";
+
+export const LABEL_INSTANCE = "paddock.instance";
+export const LABEL_RUN = "paddock.run";
+export const LABEL_SANDBOX = "paddock.sandbox";
+
+export interface ContainerLimits {
+  /** CPUs, fractional allowed. */
+  cpus: number;
+  memoryBytes: number;
+  pids: number;
+  /** OCI runtime: "runc", or "runsc" for gVisor. */
+  runtime: string;
+}
+
+/**
+ * The container for one sandbox, as a pure function of its inputs: the runner as the
+ * entrypoint, the host's copy of the repository read-only, labels for the reaper, limits.
+ */
+export function containerSpec(spec: SandboxSpec, o: { image: string; instanceId: string; source: string; limits: ContainerLimits }): ContainerCreateOptions {
+  return {
+    name: spec.name,
+    Image: o.image,
+    Labels: { [LABEL_INSTANCE]: o.instanceId, [LABEL_RUN]: spec.runId, [LABEL_SANDBOX]: spec.name },
+    Env: [
+      `PADDOCK_RUN_ID=${spec.runId}`,
+      `PADDOCK_RUNNER_HOST=0.0.0.0`,
+      `PADDOCK_RUNNER_PORT=${RUNNER_PORT}`,
+      `PADDOCK_WORKDIR=${WORKSPACE}`,
+      `PADDOCK_STATE_DIR=/paddock/state`,
+      `PADDOCK_SOURCE=${SOURCE_MOUNT}`,
+      `PADDOCK_BRANCH=${spec.branch}`,
+      `PADDOCK_RESULT_BRANCH=${spec.resultBranch}`,
+      `PADDOCK_AGENT_COMMAND=${JSON.stringify(spec.agentCommand)}`,
+      `PADDOCK_PROMPT=${spec.prompt}`,
+      `PADDOCK_SANDBOX_TOKEN=${spec.token}`,
+      `JWT_PUBLIC_KEY=${spec.publicKeyPem}`,
+    ],
+    WorkingDir: WORKSPACE,
+    ExposedPorts: { [`${RUNNER_PORT}/tcp`]: {} },
+    HostConfig: {
+      Binds: [`${o.source}:${SOURCE_MOUNT}:ro`],
+      NanoCpus: Math.round(o.limits.cpus * 1e9),
+      Memory: o.limits.memoryBytes,
+      PidsLimit: o.limits.pids,
+      Runtime: o.limits.runtime,
+      // The sandbox is ours to remove: never restarted behind our back, never auto-removed
+      // before cleanup has taken the agent's work out of it.
+      RestartPolicy: { Name: "no" },
+      AutoRemove: false,
+      SecurityOpt: ["no-new-privileges"],
+      CapDrop: ["NET_RAW", "SYS_ADMIN", "MKNOD", "SYS_CHROOT", "AUDIT_WRITE"],
+    },
+  };
+}

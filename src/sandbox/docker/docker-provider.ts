@@ -1,0 +1,220 @@
+import { spawn } from "node:child_process";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import type Docker from "dockerode";
+import { SandboxError } from "../../errors.js";
+import { git } from "../git.js";
+import type { CleanupResult, SandboxProvider, SandboxSpec, SandboxStatus } from "../provider.js";
+import { keepWork, prepareSource } from "../repository-source.js";
+import { createRunnerClient } from "../runner-client.js";
+import { containerSpec, LABEL_INSTANCE, LABEL_RUN, RUNNER_PORT, WORKSPACE, type ContainerLimits } from "./container-spec.js";
+
+export interface DockerProviderOptions {
+  docker: Docker;
+  image: string;
+  instanceId: string;
+  /** The daemon's data dir: mirrors of remote repositories live in <root>/repos. */
+  root: string;
+  limits: ContainerLimits;
+  /** Time the runner gives a cancelled agent between SIGTERM and SIGKILL. */
+  graceMs: number;
+  runnerStartTimeoutMs: number;
+}
+
+interface DockerErrorLike {
+  statusCode?: number;
+  message: string;
+}
+const isNotFound = (e: unknown) => (e as DockerErrorLike).statusCode === 404;
+const isConflict = (e: unknown) => (e as DockerErrorLike).statusCode === 409;
+
+/** Docker's own errors: the engine being away or busy may pass; a bad request will not. */
+function dockerError(what: string, error: unknown): SandboxError {
+  const status = (error as DockerErrorLike).statusCode;
+  const retryable = status === undefined || status >= 500;
+  return new SandboxError(`docker: ${what}: ${(error as Error).message}`, retryable, { cause: error });
+}
+
+/**
+ * Sandboxes as containers of the sandbox image, one per run attempt, named
+ * paddock-<run>-<attempt> and labelled with this daemon's instance id. The repository is
+ * cloned inside from the host's copy, mounted read-only; at cleanup the workspace is
+ * copied out of the container (running or not) and the result branch fetched back.
+ */
+export class DockerProvider implements SandboxProvider {
+  readonly name = "docker";
+  readonly enforcesNetworkPolicy = false;
+
+  constructor(private readonly opts: DockerProviderOptions) {}
+
+  async provision(spec: SandboxSpec, signal: AbortSignal, progress: (line: string) => void): Promise<SandboxStatus> {
+    const { docker } = this.opts;
+    const source = await prepareSource(this.opts.root, spec.repositoryUrl, signal, progress);
+    let container = docker.getContainer(spec.name);
+    const info = await container.inspect().catch((e: unknown) => (isNotFound(e) ? null : Promise.reject(dockerError("inspect", e))));
+    if (info && info.Config.Labels?.[LABEL_INSTANCE] !== this.opts.instanceId) {
+      throw new SandboxError(`a container named ${spec.name} exists and is not this daemon's`, false);
+    }
+    if (info?.State.Running) {
+      progress(`re-attached to the running container ${spec.name}`);
+    } else if (info && info.State.Status !== "created") {
+      // It ran and stopped: starting it again would run the agent twice.
+      throw new SandboxError(`container ${spec.name} is ${info.State.Status} (exit code ${info.State.ExitCode})${await this.tail(spec.name)}`, false);
+    } else {
+      if (!info) {
+        progress(`creating container ${spec.name} from ${this.opts.image}`);
+        try {
+          container = await docker.createContainer(containerSpec(spec, { image: this.opts.image, instanceId: this.opts.instanceId, source, limits: this.opts.limits }));
+        } catch (e) {
+          if (!isConflict(e)) {
+            if (isNotFound(e)) throw new SandboxError(`docker: image ${this.opts.image} not found (build it: npm run images)`, false);
+            throw dockerError("create", e);
+          }
+          // Created by a previous attempt of this very call: find, don't create.
+        }
+      }
+      signal.throwIfAborted();
+      await container.start().catch((e: unknown) => ((e as DockerErrorLike).statusCode === 304 ? undefined : Promise.reject(dockerError("start", e))));
+      progress(`container ${spec.name} started`);
+    }
+    return this.waitForRunner(spec, signal);
+  }
+
+  private async waitForRunner(spec: SandboxSpec, signal: AbortSignal): Promise<SandboxStatus> {
+    const until = Date.now() + this.opts.runnerStartTimeoutMs;
+    let last = "not answering yet";
+    while (Date.now() < until) {
+      signal.throwIfAborted();
+      const status = await this.inspect(spec.name);
+      if (status.state !== "running") {
+        throw new SandboxError(`container ${spec.name} stopped before its runner answered${await this.tail(spec.name)}`, false);
+      }
+      try {
+        const health = await createRunnerClient(status.endpoint!, spec.token).health(AbortSignal.any([signal, AbortSignal.timeout(2000)]));
+        if (health.runId === spec.runId) return status;
+        last = `runner answered for ${health.runId}`;
+      } catch (error) {
+        last = (error as Error).message;
+      }
+      await sleep(100, undefined, { signal });
+    }
+    throw new SandboxError(`runner in ${spec.name} did not answer within ${this.opts.runnerStartTimeoutMs} ms (${last})`, false);
+  }
+
+  /** The container's last output lines, for error messages (the runner says why it stopped). */
+  private async tail(name: string): Promise<string> {
+    try {
+      const buf = (await this.opts.docker.getContainer(name).logs({ stdout: true, stderr: true, tail: 5 })) as unknown as Buffer;
+      const text = demux(buf).trim().split("\n").filter(Boolean).slice(-3).join(" | ");
+      return text ? `: ${text}` : "";
+    } catch {
+      return "";
+    }
+  }
+
+  async inspect(name: string): Promise<SandboxStatus> {
+    let info;
+    try {
+      info = await this.opts.docker.getContainer(name).inspect();
+    } catch (e) {
+      if (isNotFound(e)) return { state: "missing" };
+      throw dockerError("inspect", e);
+    }
+    if (!info.State.Running) return { state: "stopped" };
+    const ip = Object.values(info.NetworkSettings.Networks ?? {}).find((n) => n.IPAddress)?.IPAddress;
+    if (!ip) return { state: "stopped" };
+    return { state: "running", endpoint: `http://${ip}:${RUNNER_PORT}` };
+  }
+
+  async destroy(name: string, signal: AbortSignal): Promise<CleanupResult> {
+    const container = this.opts.docker.getContainer(name);
+    let info;
+    try {
+      info = await container.inspect();
+    } catch (e) {
+      if (isNotFound(e)) return {};
+      throw dockerError("inspect", e);
+    }
+    const runId = info.Config.Labels?.[LABEL_RUN] ?? name;
+    const env = Object.fromEntries((info.Config.Env ?? []).map((kv) => [kv.slice(0, kv.indexOf("=")), kv.slice(kv.indexOf("=") + 1)]));
+    if (info.State.Running) {
+      const endpoint = (await this.inspect(name)).endpoint;
+      if (endpoint && env.PADDOCK_SANDBOX_TOKEN) {
+        // Politely first: the runner gives the agent its grace period (SIGTERM, then SIGKILL).
+        await createRunnerClient(endpoint, env.PADDOCK_SANDBOX_TOKEN)
+          .shutdown(AbortSignal.any([signal, AbortSignal.timeout(this.opts.graceMs + 5_000)]))
+          .catch(() => undefined);
+      }
+      await container.stop({ t: 2 }).catch((e: unknown) => ((e as DockerErrorLike).statusCode === 304 || isNotFound(e) ? undefined : Promise.reject(dockerError("stop", e))));
+    }
+    const result = await this.takeWorkOut(name, runId, env.PADDOCK_RESULT_BRANCH, signal);
+    await container.remove({ force: true, v: true }).catch((e: unknown) => (isNotFound(e) ? undefined : Promise.reject(dockerError("remove", e))));
+    return result;
+  }
+
+  /**
+   * Copies /workspace out of the container (works when it has stopped, too), commits what
+   * the agent left uncommitted, and fetches the result branch into the host's repository.
+   */
+  private async takeWorkOut(name: string, runId: string, resultBranch: string | undefined, signal: AbortSignal): Promise<CleanupResult> {
+    if (!resultBranch) return {};
+    const tmp = await mkdtemp(join(tmpdir(), "paddock-export-"));
+    try {
+      let archive: NodeJS.ReadableStream;
+      try {
+        archive = await this.opts.docker.getContainer(name).getArchive({ path: WORKSPACE });
+      } catch (e) {
+        if (isNotFound(e)) return {}; // never cloned: there is no work to keep
+        throw dockerError("copy the workspace out", e);
+      }
+      await untar(archive, tmp, signal);
+      const workspace = join(tmp, "workspace");
+      const head = await git(["rev-parse", "--abbrev-ref", "HEAD"], { cwd: workspace, signal }).catch(() => "");
+      if (head !== resultBranch) return {};
+      const resultCommit = await keepWork(workspace, runId, signal);
+      const source = await this.sourceOf(name);
+      if (source) await git(["fetch", "--quiet", workspace, `+refs/heads/${resultBranch}:refs/heads/${resultBranch}`], { cwd: source, signal });
+      return { resultCommit };
+    } finally {
+      await rm(tmp, { recursive: true, force: true });
+    }
+  }
+
+  private async sourceOf(name: string): Promise<string | undefined> {
+    const info = await this.opts.docker.getContainer(name).inspect();
+    const bind = info.HostConfig.Binds?.find((b) => b.includes(":/paddock/source"));
+    return bind?.slice(0, bind.indexOf(":/paddock/source"));
+  }
+
+  async list(): Promise<string[]> {
+    const containers = await this.opts.docker
+      .listContainers({ all: true, filters: { label: [`${LABEL_INSTANCE}=${this.opts.instanceId}`] } })
+      .catch((e: unknown) => Promise.reject(dockerError("list", e)));
+    return containers.map((c) => (c.Names[0] ?? "").replace(/^\//, "")).filter(Boolean);
+  }
+}
+
+/** Extracts a tar stream with the system tar (Docker hosts have it). */
+function untar(stream: NodeJS.ReadableStream, dir: string, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const tar = spawn("tar", ["-x", "-C", dir], { stdio: ["pipe", "ignore", "pipe"], signal });
+    let err = "";
+    tar.stderr!.on("data", (d: Buffer) => (err += d));
+    tar.on("error", reject);
+    tar.on("close", (code) => (code === 0 ? resolve() : reject(new SandboxError(`tar: ${err.trim() || `exit ${code}`}`, false))));
+    stream.pipe(tar.stdin!);
+  });
+}
+
+/** Docker multiplexes a non-TTY container's stdout and stderr into 8-byte-headed frames. */
+function demux(buf: Buffer): string {
+  let out = "";
+  for (let i = 0; i + 8 <= buf.length; ) {
+    const len = buf.readUInt32BE(i + 4);
+    out += buf.subarray(i + 8, i + 8 + len).toString("utf8");
+    i += 8 + len;
+  }
+  return out;
+}

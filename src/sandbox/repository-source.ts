@@ -1,0 +1,46 @@
+import { createHash } from "node:crypto";
+import { existsSync } from "node:fs";
+import { mkdir, rename, rm } from "node:fs/promises";
+import { isAbsolute, join } from "node:path";
+import { SandboxError } from "../errors.js";
+import { git } from "./git.js";
+
+/**
+ * Where a sandbox takes its repository from, on this host: a local path as it is, anything
+ * else cloned once into a bare mirror under <root>/repos and fetched on later runs. The
+ * agent's result branch comes back into this same repository.
+ */
+export async function prepareSource(root: string, url: string, signal: AbortSignal, progress: (line: string) => void): Promise<string> {
+  if (isAbsolute(url)) {
+    if (!existsSync(url)) throw new SandboxError(`repository path ${url} does not exist`, false);
+    return url;
+  }
+  const mirror = join(root, "repos", createHash("sha256").update(url).digest("hex").slice(0, 24) + ".git");
+  if (existsSync(join(mirror, "HEAD"))) {
+    progress(`fetching ${url}`);
+    await git(["fetch", "--quiet", "origin", "+refs/heads/*:refs/heads/*"], { cwd: mirror, signal });
+  } else {
+    progress(`cloning ${url}`);
+    await mkdir(join(root, "repos"), { recursive: true });
+    const tmp = `${mirror}.tmp-${process.pid}`;
+    await rm(tmp, { recursive: true, force: true });
+    await git(["clone", "--quiet", "--bare", url, tmp], { signal });
+    await rm(mirror, { recursive: true, force: true });
+    await rename(tmp, mirror);
+  }
+  return mirror;
+}
+
+/** Commits whatever the agent left uncommitted to the branch it is on; returns HEAD. */
+export async function keepWork(workspace: string, runId: string, signal: AbortSignal): Promise<string> {
+  const env = { GIT_CONFIG_COUNT: "1", GIT_CONFIG_KEY_0: "safe.directory", GIT_CONFIG_VALUE_0: "*" };
+  await git(["add", "-A"], { cwd: workspace, signal, env });
+  const dirty = await git(["status", "--porcelain"], { cwd: workspace, signal, env });
+  if (dirty) {
+    await git(
+      ["-c", "user.name=paddock", "-c", "user.email=paddock@localhost", "commit", "--quiet", "--no-verify", "-m", `paddock: uncommitted work left by run ${runId}`],
+      { cwd: workspace, signal, env },
+    );
+  }
+  return git(["rev-parse", "HEAD"], { cwd: workspace, signal, env });
+}

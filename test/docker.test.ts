@@ -1,0 +1,98 @@
+import { execFileSync } from "node:child_process";
+import { existsSync } from "node:fs";
+import { resolve } from "node:path";
+import { beforeAll, describe, expect } from "vitest";
+import { RunStatus } from "../src/gen/paddock/v1/task_run_pb.js";
+import { allLogs, sh, test, waitForPhase, watchToEnd, type Daemon } from "./fixtures.js";
+
+/**
+ * The docker provider against a real Docker engine and the sandbox image. Without an
+ * engine these tests are skipped on a laptop and fail under CI=true.
+ */
+const ROOT = resolve(import.meta.dirname, "..");
+const dockerUp = (() => {
+  try {
+    execFileSync("docker", ["info"], { stdio: "ignore" });
+    return true;
+  } catch {
+    return false;
+  }
+})();
+if (!dockerUp && process.env.CI === "true") throw new Error("CI=true and no Docker engine: the docker provider tests must run in CI");
+
+function containersOf(runId: string): string[] {
+  return execFileSync("docker", ["ps", "-aq", "--filter", `label=paddock.run=${runId}`], { encoding: "utf8" }).split("\n").filter(Boolean);
+}
+
+async function dockerTask(d: Daemon, repo: string) {
+  const { task } = await d.tasks.createTask({ title: "docker task", description: "commit a file", repository: repo });
+  return task!;
+}
+
+describe.runIf(dockerUp)("the docker provider", () => {
+  beforeAll(() => {
+    if (!existsSync(resolve(ROOT, "dist/paddock"))) execFileSync("npm", ["run", "--silent", "build"], { cwd: ROOT, stdio: "inherit" });
+    execFileSync("bash", ["scripts/build-images.sh"], { cwd: ROOT, stdio: "inherit" });
+  }, 600_000);
+
+  test("runs a task in a container: logs streamed, work fetched back to its branch, container removed", async ({ daemon, repo }) => {
+    const task = await dockerTask(daemon, repo);
+    const agent = ["sh", "-c", 'read -r p; echo "in $(hostname): $p"; echo made > made.txt; git add made.txt; git -c user.name=a -c user.email=a@x commit -qm made; echo left > uncommitted.txt; echo bye >&2'];
+    const { run } = await daemon.runs.startRun({ taskId: task.id, provider: "docker", agentCommand: agent });
+    expect(run!.provider).toBe("docker");
+    const seen = await watchToEnd(daemon, run!.id, 120_000);
+    const phases = [...new Set(seen.map((r) => r.phase))];
+    expect(phases.slice(-2)).toEqual(["completed", "cleaned"]);
+    const final = seen[seen.length - 1]!;
+    expect(final).toMatchObject({ status: RunStatus.COMPLETED, exitCode: 0 });
+    const lines = await allLogs(daemon, run!.id);
+    expect(lines.find((l) => l.stream === "stdout")?.text).toMatch(/^in [0-9a-f]{12}: docker task$/);
+    expect(lines.filter((l) => l.stream === "stderr").map((l) => l.text)).toEqual(["bye"]);
+    expect(sh(repo, "git", "rev-parse", final.resultBranch)).toBe(final.resultCommit);
+    expect(sh(repo, "git", "show", `${final.resultBranch}:made.txt`)).toBe("made");
+    expect(sh(repo, "git", "show", `${final.resultBranch}:uncommitted.txt`)).toBe("left");
+    expect(containersOf(run!.id)).toEqual([]);
+  });
+
+  test("a cancel while running stops the agent and removes the container", async ({ daemon, repo }) => {
+    const task = await dockerTask(daemon, repo);
+    const { run } = await daemon.runs.startRun({ taskId: task.id, provider: "docker", agentCommand: ["sh", "-c", "echo up; exec sleep 300"] });
+    await waitForPhase(daemon, run!.id, "running", 120_000);
+    expect(containersOf(run!.id)).toHaveLength(1);
+    await daemon.runs.cancelRun({ runId: run!.id });
+    const final = (await watchToEnd(daemon, run!.id, 120_000)).pop()!;
+    expect(final).toMatchObject({ status: RunStatus.CANCELLED, phase: "cleaned" });
+    expect(containersOf(run!.id)).toEqual([]);
+  });
+
+  test("a cancel while provisioning ends cleaned with no container left", async ({ daemon, repo }) => {
+    const task = await dockerTask(daemon, repo);
+    const { run } = await daemon.runs.startRun({ taskId: task.id, provider: "docker", agentCommand: ["true"] });
+    await waitForPhase(daemon, run!.id, "provisioning");
+    await daemon.runs.cancelRun({ runId: run!.id });
+    const final = (await watchToEnd(daemon, run!.id, 120_000)).pop()!;
+    expect(final).toMatchObject({ status: RunStatus.CANCELLED, phase: "cleaned" });
+    expect(containersOf(run!.id)).toEqual([]);
+  });
+
+  test("a container killed from outside fails the run, which is still cleaned", async ({ daemon, repo }) => {
+    const task = await dockerTask(daemon, repo);
+    const { run } = await daemon.runs.startRun({ taskId: task.id, provider: "docker", agentCommand: ["sh", "-c", "echo up; exec sleep 300"] });
+    await waitForPhase(daemon, run!.id, "running", 120_000);
+    const [id] = containersOf(run!.id);
+    execFileSync("docker", ["kill", id!], { stdio: "ignore" });
+    const final = (await watchToEnd(daemon, run!.id, 120_000)).pop()!;
+    expect(final.status).toBe(RunStatus.FAILED);
+    expect(final.errorMessage).toMatch(/^sandbox died: /);
+    expect(containersOf(run!.id)).toEqual([]);
+  });
+
+  test("an unknown branch fails provisioning with git's reason", async ({ daemon, repo }) => {
+    const task = await dockerTask(daemon, repo);
+    const { run } = await daemon.runs.startRun({ taskId: task.id, provider: "docker", branch: "nope", agentCommand: ["true"] });
+    const final = (await watchToEnd(daemon, run!.id, 120_000)).pop()!;
+    expect(final.status).toBe(RunStatus.FAILED);
+    expect(final.errorMessage).toMatch(/^provisioning failed: .*branch "nope" not found/);
+    expect(containersOf(run!.id)).toEqual([]);
+  });
+});
