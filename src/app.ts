@@ -88,6 +88,7 @@ export async function createApp(opts: AppOptions): Promise<App> {
       defaultProvider: config.defaultProvider,
       maxConcurrentRuns: config.maxConcurrentRuns,
       pollWaitMs: opts.pollWaitMs ?? 20_000,
+      reapIntervalMs: 60_000,
     },
   });
   const health = createHealth();

@@ -1,6 +1,7 @@
+import Database from "better-sqlite3";
 import { execFileSync } from "node:child_process";
 import { existsSync } from "node:fs";
-import { resolve } from "node:path";
+import { join, resolve } from "node:path";
 import { beforeAll, describe, expect } from "vitest";
 import { RunStatus } from "../src/gen/paddock/v1/task_run_pb.js";
 import { allLogs, sh, test, waitForPhase, watchToEnd, type Daemon } from "./fixtures.js";
@@ -94,5 +95,27 @@ describe.runIf(dockerUp)("the docker provider", () => {
     expect(final.status).toBe(RunStatus.FAILED);
     expect(final.errorMessage).toMatch(/^provisioning failed: .*branch "nope" not found/);
     expect(containersOf(run!.id)).toEqual([]);
+  });
+
+  test("the reaper removes this daemon's orphans, stuck in created too, and nothing else", async ({ daemon }) => {
+    const db = new Database(join(daemon.dataDir, "paddock.db"), { readonly: true });
+    const instance = (db.prepare("SELECT value FROM meta WHERE key = 'instance_id'").get() as { value: string }).value;
+    db.close();
+    const create = (name: string, labels: string[]) =>
+      execFileSync("docker", ["create", "--name", name, ...labels.flatMap((l) => ["--label", l]), "paddock-sandbox:latest"], { encoding: "utf8" }).trim();
+    const suffix = Date.now().toString(36);
+    const orphan = create(`paddock-run_ghost${suffix}-1`, [`paddock.instance=${instance}`, `paddock.run=run_ghost${suffix}`]);
+    const foreign = create(`paddock-run_other${suffix}-1`, ["paddock.instance=another-daemon", `paddock.run=run_other${suffix}`]);
+    const unlabelled = create(`paddock-unlabelled${suffix}`, []);
+    try {
+      const removed = await daemon.app.runs.reap();
+      expect(removed).toEqual([`paddock-run_ghost${suffix}-1`]);
+      const left = execFileSync("docker", ["ps", "-aq", "--no-trunc"], { encoding: "utf8" });
+      expect(left).not.toContain(orphan);
+      expect(left).toContain(foreign);
+      expect(left).toContain(unlabelled);
+    } finally {
+      execFileSync("docker", ["rm", "-f", foreign, unlabelled], { stdio: "ignore" });
+    }
   });
 });

@@ -30,6 +30,8 @@ export interface RunSettings {
   maxConcurrentRuns: number;
   /** How long the runner's events long-poll waits before answering empty. */
   pollWaitMs: number;
+  /** How often orphaned sandboxes are looked for (and at every start). */
+  reapIntervalMs: number;
 }
 
 export interface RunManagerDeps {
@@ -102,6 +104,8 @@ export class RunManager {
   private readonly holding = new Set<string>();
   private readonly notifier = new Notifier();
   private stopping = false;
+  private reaping = false;
+  private reaper: NodeJS.Timeout | undefined;
   private readonly machine;
   /** Provisioning effects still running, by run id, even after their actor was stopped. */
   private readonly provisioning = new Map<string, Promise<void>>();
@@ -289,13 +293,16 @@ export class RunManager {
       this.track(run.id, actor, phase, run, JSON.stringify(run.snapshot));
     }
     this.pump();
-    await this.reapOrphans(new Set(live.map((r) => sandboxName(r.id))));
+    await this.reap();
+    this.reaper = setInterval(() => void this.reap(), this.deps.settings.reapIntervalMs);
+    this.reaper.unref();
   }
 
   /** Stops the actors without touching stored state: the next start restores them. */
   async stop(): Promise<void> {
     this.flush();
     this.stopping = true;
+    clearInterval(this.reaper);
     for (const actor of this.actors.values()) actor.stop();
     this.actors.clear();
   }
@@ -317,16 +324,38 @@ export class RunManager {
     return this.live.get(id)?.run ?? this.get(id);
   }
 
-  private async reapOrphans(owned: Set<string>): Promise<void> {
-    for (const provider of this.deps.providers.values()) {
-      for (const name of await provider.list().catch(() => [] as string[])) {
-        if (owned.has(name)) continue;
-        this.deps.logger.warn({ sandbox: name, provider: provider.name }, "removing a sandbox no live run owns");
-        await provider.destroy(name, AbortSignal.timeout(60_000)).catch((error: unknown) => {
-          this.deps.logger.error({ err: error, sandbox: name }, "could not remove orphaned sandbox");
+  /**
+   * Removes every sandbox of this daemon that no live run owns: left by a crash, stuck in
+   * "created", or made by a provisioning that outlived its run. Providers list only their
+   * own instance's sandboxes, so another daemon's and unlabelled ones are never touched.
+   */
+  async reap(): Promise<string[]> {
+    if (this.reaping || this.stopping) return [];
+    this.reaping = true;
+    const removed: string[] = [];
+    try {
+      for (const provider of this.deps.providers.values()) {
+        const names = await provider.list().catch((error: unknown) => {
+          this.deps.logger.warn({ err: error, provider: provider.name }, "could not list sandboxes to reap");
+          return [] as string[];
         });
+        // Read after listing: a run started meanwhile is in the map before its sandbox exists.
+        const owned = new Set([...this.actors.keys()].map((id) => sandboxName(id)));
+        for (const name of names) {
+          if (owned.has(name)) continue;
+          this.deps.logger.warn({ sandbox: name, provider: provider.name }, "removing a sandbox no live run owns");
+          try {
+            await provider.destroy(name, AbortSignal.timeout(120_000));
+            removed.push(name);
+          } catch (error) {
+            this.deps.logger.error({ err: error, sandbox: name }, "could not remove orphaned sandbox");
+          }
+        }
       }
+    } finally {
+      this.reaping = false;
     }
+    return removed;
   }
 
   private track(id: string, actor: RunActor, initialPhase: RunPhase, stored: StoredRun, persisted: string): void {
