@@ -124,11 +124,11 @@ describe.runIf(dockerUp)("chaos: SIGKILL the daemon at every phase", () => {
     expect(atKill[1]).toContain("running");
     expect(atKill[2]!.some((p) => ["completed", "failed", "cancelled", "cleaned"].includes(p))).toBe(true);
     for (const id of ids) {
-      expect(execFileSync("docker", ["ps", "-aq", "--filter", `label=paddock.run=${id}`], { encoding: "utf8" }).trim()).toBe("");
+      expect(execFileSync("docker", ["ps", "-aq", "--filter", `label=paddock.run=${id}`], { encoding: "utf8" }).trim(), `containers of ${id}`).toBe("");
     }
-    expect(readdirSync(join(dataDir, "sandboxes"))).toEqual([]);
+    expect(readdirSync(join(dataDir, "sandboxes")), "local sandboxes left").toEqual([]);
     expect(execFileSync("git", ["worktree", "list"], { cwd: repo, encoding: "utf8" }).trim().split("\n")).toHaveLength(1);
-    expect(processesOf(ids)).toEqual([]);
+    expect(processesOf(ids), "processes of the runs").toEqual([]);
 
     daemon.kill("SIGTERM");
     await new Promise((r) => daemon!.once("exit", r));

@@ -1,5 +1,5 @@
 import { spawn } from "node:child_process";
-import { existsSync, openSync, closeSync } from "node:fs";
+import { closeSync, existsSync, openSync, writeFileSync } from "node:fs";
 import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -79,7 +79,10 @@ export class LocalProvider implements SandboxProvider {
       progress(`checked out ${spec.branch || "the default branch"} into a worktree on ${spec.resultBranch}`);
     }
 
-    await this.startRunner(spec, workspace, state);
+    // A runner started before a daemon crash may not have written runner.json yet: wait
+    // for that one rather than start a second, which would run the agent twice.
+    const started = await readPid(state);
+    if (started === null || !alive(started)) await this.startRunner(spec, workspace, state);
     return this.waitForRunner(spec, state, signal);
   }
 
@@ -106,6 +109,7 @@ export class LocalProvider implements SandboxProvider {
       });
       child.on("error", () => {}); // surfaces below as a runner that never answers
       child.unref();
+      if (child.pid) writeFileSync(join(state, RUNNER_PID_FILE), String(child.pid));
     } finally {
       closeSync(logFd);
     }
@@ -163,6 +167,8 @@ export class LocalProvider implements SandboxProvider {
       await killGroup(info.pid, this.opts.graceMs);
     }
     if (info?.agentPid) await killGroup(info.agentPid, 0);
+    const pid = await readPid(state);
+    if (pid !== null && alive(pid)) await killGroup(pid, 0);
 
     const result: CleanupResult = {};
     if (existsSync(join(workspace, ".git"))) {
@@ -178,6 +184,15 @@ export class LocalProvider implements SandboxProvider {
     const names = await readdir(join(this.opts.root, "sandboxes")).catch(() => [] as string[]);
     return names.filter((n) => n.startsWith("paddock-"));
   }
+}
+
+/** The runner's pid as the provider saw it at spawn, before the runner could say anything. */
+const RUNNER_PID_FILE = "runner.pid";
+
+async function readPid(state: string): Promise<number | null> {
+  const text = await readFile(join(state, RUNNER_PID_FILE), "utf8").catch(() => "");
+  const pid = Number(text);
+  return Number.isInteger(pid) && pid > 0 ? pid : null;
 }
 
 async function readInfo(state: string): Promise<RunnerInfo | null> {
