@@ -18,6 +18,7 @@ import type { SandboxProvider } from "./sandbox/provider.js";
 import { instanceId } from "./store/meta.js";
 import { openDatabase } from "./store/open-database.js";
 import { createRunsRepository } from "./store/runs-repository.js";
+import { createSnapshotsRepository } from "./store/snapshots-repository.js";
 import { createTasksRepository } from "./store/tasks-repository.js";
 
 export interface AppOptions {
@@ -71,6 +72,9 @@ export async function createApp(opts: AppOptions): Promise<App> {
         limits: { cpus: config.dockerCpus, memoryBytes: config.dockerMemory, pids: config.dockerPids, runtime: config.dockerRuntime },
         graceMs: config.graceTime,
         runnerStartTimeoutMs: 60_000,
+        snapshots: createSnapshotsRepository(db),
+        snapshotMaxAgeMs: 7 * 24 * 3600_000,
+        snapshotMaxBytes: 20 * 1024 ** 3,
       }),
     );
   } else if (config.defaultProvider === "docker") {

@@ -135,9 +135,10 @@ async function agent(): Promise<number> {
     prompt: env.PADDOCK_PROMPT ?? "",
     publicKeyPem: need("JWT_PUBLIC_KEY"),
     graceMs: parseDuration(env.PADDOCK_GRACE_MS ?? "10000") ?? 10_000,
+    hold: env.PADDOCK_HOLD === "1",
     idleExitMs: parseDuration(env.PADDOCK_IDLE_EXIT ?? "1h") ?? 3_600_000,
     env: Object.fromEntries(
-      Object.entries(env).filter(([k]) => !["JWT_PUBLIC_KEY", "PADDOCK_AGENT_COMMAND", "PADDOCK_STATE_DIR", "PADDOCK_RUNNER_HOST", "PADDOCK_RUNNER_PORT", "PADDOCK_GRACE_MS", "PADDOCK_SOURCE"].includes(k)),
+      Object.entries(env).filter(([k]) => !["JWT_PUBLIC_KEY", "PADDOCK_AGENT_COMMAND", "PADDOCK_STATE_DIR", "PADDOCK_RUNNER_HOST", "PADDOCK_RUNNER_PORT", "PADDOCK_GRACE_MS", "PADDOCK_SOURCE", "PADDOCK_HOLD"].includes(k)),
     ),
     log,
   });

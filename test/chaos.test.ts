@@ -8,7 +8,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TaskService } from "../src/gen/paddock/v1/task_pb.js";
 import { TaskRunService } from "../src/gen/paddock/v1/task_run_pb.js";
-import { gitEnv, makeGitRepo, tempDir } from "./fixtures.js";
+import { gitEnv, makeGitRepo, removeSnapshots, tempDir } from "./fixtures.js";
 
 /**
  * Chaos: runs on both providers while the compiled daemon is SIGKILLed at different
@@ -62,6 +62,7 @@ describe.runIf(dockerUp)("chaos: SIGKILL the daemon at every phase", () => {
   afterAll(() => {
     if (daemon && daemon.exitCode === null && !daemon.signalCode) daemon.kill("SIGKILL");
     rmSync(repo, { recursive: true, force: true });
+    removeSnapshots(dataDir);
     rmSync(dataDir, { recursive: true, force: true });
   });
 

@@ -118,4 +118,29 @@ describe.runIf(dockerUp)("the docker provider", () => {
       execFileSync("docker", ["rm", "-f", foreign, unlabelled], { stdio: "ignore" });
     }
   });
+
+  test("a snapshot is taken after the first clone; the next run starts from it and sees the new commit", async ({ daemon, repo }) => {
+    const task = await dockerTask(daemon, repo);
+    const show = ["sh", "-c", "git log -1 --format=%s"];
+    const first = (await daemon.runs.startRun({ taskId: task.id, provider: "docker", agentCommand: show })).run!;
+    await watchToEnd(daemon, first.id, 120_000);
+    const firstLogs = await allLogs(daemon, first.id);
+    const taken = firstLogs.find((l) => l.text.startsWith("snapshot paddock-snapshot:"))?.text;
+    expect(taken).toBeDefined();
+    const image = /snapshot (paddock-snapshot:\S+) taken/.exec(taken!)![1]!;
+    expect(execFileSync("docker", ["image", "inspect", "-f", "{{.Id}}", image], { encoding: "utf8" }).trim()).toMatch(/^sha256:/);
+
+    sh(repo, "git", "commit", "--allow-empty", "-q", "-m", "a newer commit");
+    const second = (await daemon.runs.startRun({ taskId: task.id, provider: "docker", agentCommand: show })).run!;
+    const final = (await watchToEnd(daemon, second.id, 120_000)).pop()!;
+    expect(final.status).toBe(RunStatus.COMPLETED);
+    const lines = await allLogs(daemon, second.id);
+    expect(lines.some((l) => l.text.includes(`from snapshot ${image}`))).toBe(true);
+    expect(lines.filter((l) => l.stream === "stdout").map((l) => l.text)).toEqual(["a newer commit"]);
+
+    const db = new Database(join(daemon.dataDir, "paddock.db"), { readonly: true });
+    const rows = db.prepare("SELECT status, external_id AS image, commit_sha AS sha FROM sandbox_snapshots").all() as { status: string; image: string; sha: string }[];
+    db.close();
+    expect(rows).toEqual([{ status: "complete", image, sha: sh(repo, "git", "rev-parse", "HEAD~1") }]);
+  });
 });

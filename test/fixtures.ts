@@ -1,5 +1,6 @@
 import { createClient, type Client } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
+import Database from "better-sqlite3";
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -109,5 +110,14 @@ export async function cleanUp(d: Daemon): Promise<void> {
     await watchToEnd(d, r.id);
   }
   await d.app.stop();
+  removeSnapshots(d.dataDir);
   rmSync(d.dataDir, { recursive: true, force: true });
+}
+
+/** Removes the snapshot images a test daemon took (they outlive it in the Docker engine). */
+export function removeSnapshots(dataDir: string): void {
+  const db = new Database(join(dataDir, "paddock.db"), { readonly: true, fileMustExist: true });
+  const images = (db.prepare("SELECT external_id AS image FROM sandbox_snapshots WHERE external_id <> ''").all() as { image: string }[]).map((r) => r.image);
+  db.close();
+  if (images.length > 0) execFileSync("docker", ["rmi", "-f", ...images], { stdio: "ignore" });
 }

@@ -29,6 +29,8 @@ export interface RunnerOptions {
   publicKeyPem: string;
   /** Time between SIGTERM and SIGKILL when the agent is cancelled. */
   graceMs: number;
+  /** Wait for POST /start before starting the agent (so the daemon can snapshot first). */
+  hold: boolean;
   /** Exit this long after the agent ended if the daemon never collects (orphan guard). */
   idleExitMs: number;
   env: Record<string, string | undefined>;
@@ -121,6 +123,10 @@ export async function runRunner(opts: RunnerOptions): Promise<void> {
       }
       return send(res, 200, { events: events.slice(after, after + MAX_EVENTS_PER_RESPONSE) });
     }
+    if (req.method === "POST" && url.pathname === "/start") {
+      startAgent();
+      return send(res, 200, { ok: true, agent: state });
+    }
     if (req.method === "POST" && url.pathname === "/cancel") {
       await terminateAgent();
       return send(res, 200, { ok: true });
@@ -147,7 +153,9 @@ export async function runRunner(opts: RunnerOptions): Promise<void> {
     renameSync(path + ".tmp", path);
   };
 
-  if (state === "starting") {
+  /** Starts the agent once; later calls do nothing. */
+  function startAgent() {
+    if (state !== "starting") return;
     const [file, ...args] = opts.command;
     if (!file) throw new Error("runner: empty agent command");
     agent = spawn(file, args, {
@@ -177,7 +185,9 @@ export async function runRunner(opts: RunnerOptions): Promise<void> {
       state = "exited";
       record({ kind: "exit", exitCode, signal });
     });
+      writeInfo();
   }
+  if (!opts.hold) startAgent();
   writeInfo();
   opts.log(`runner for ${opts.runId} listening on ${opts.host}:${port}`);
 

@@ -351,6 +351,11 @@ export class RunManager {
             this.deps.logger.error({ err: error, sandbox: name }, "could not remove orphaned sandbox");
           }
         }
+        const collected = await provider.collectGarbage?.().catch((error: unknown) => {
+          this.deps.logger.warn({ err: error, provider: provider.name }, "snapshot garbage collection failed");
+          return 0;
+        });
+        if (collected) this.deps.logger.info({ provider: provider.name, removed: collected }, "snapshots collected");
       }
     } finally {
       this.reaping = false;

@@ -45,6 +45,19 @@ export interface SandboxProvider {
   destroy(name: string, signal: AbortSignal): Promise<CleanupResult>;
   /** Names of sandboxes this daemon instance owns, for reaping. */
   list(): Promise<string[]>;
+  /** Removes snapshots past their age or over the size budget; returns how many. */
+  collectGarbage?(): Promise<number>;
+}
+
+/** Where a provider keeps track of its snapshots (the sandbox_snapshots table). */
+export interface SnapshotStore {
+  newestComplete(provider: string, key: string): { id: string; externalId: string; commit: string } | undefined;
+  begin(s: { id: string; provider: string; key: string; repository: string; commit: string; setupHash: string }): { id: string } | null;
+  complete(id: string, externalId: string, sizeBytes: number): void;
+  fail(id: string, error: string): void;
+  touch(id: string): void;
+  list(provider: string): { id: string; externalId: string; status: string; sizeBytes: number; createdAt: number; lastUsedAt: number }[];
+  remove(id: string): void;
 }
 
 export function sandboxName(runId: string, attempt = 1): string {

@@ -21,6 +21,7 @@ export function createRunnerClient(endpoint: string, token: string) {
     health: (signal?: AbortSignal) => call<RunnerHealth>("GET", "/health", signal),
     events: (afterSeq: number, waitMs: number, signal?: AbortSignal) =>
       call<RunnerEventsResponse>("GET", `/events?after_seq=${afterSeq}&wait_ms=${waitMs}`, signal),
+    start: (signal?: AbortSignal) => call<{ ok: boolean }>("POST", "/start", signal),
     cancel: (signal?: AbortSignal) => call<{ ok: boolean }>("POST", "/cancel", signal),
     shutdown: (signal?: AbortSignal) => call<{ ok: boolean }>("POST", "/shutdown", signal),
   };

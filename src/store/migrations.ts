@@ -65,6 +65,28 @@ export const MIGRATIONS: readonly { version: number; name: string; sql: string }
       ) STRICT, WITHOUT ROWID;
     `,
   },
+  {
+    version: 2,
+    name: "sandbox_snapshots",
+    sql: `
+      -- Sandbox images taken after clone (+ setup), reused by later runs of the same key.
+      CREATE TABLE sandbox_snapshots (
+        id           TEXT PRIMARY KEY,
+        provider     TEXT NOT NULL,
+        snapshot_key TEXT NOT NULL,
+        repository   TEXT NOT NULL,
+        commit_sha   TEXT NOT NULL DEFAULT '',
+        setup_hash   TEXT NOT NULL,
+        external_id  TEXT NOT NULL DEFAULT '',
+        status       TEXT NOT NULL CHECK (status IN ('in_progress', 'complete', 'error')),
+        error        TEXT NOT NULL DEFAULT '',
+        size_bytes   INTEGER NOT NULL DEFAULT 0,
+        created_at   INTEGER NOT NULL,
+        last_used_at INTEGER NOT NULL
+      ) STRICT;
+      CREATE INDEX sandbox_snapshots_key ON sandbox_snapshots(provider, snapshot_key, status, created_at);
+    `,
+  },
 ];
 
 export function migrate(db: Database): number {

@@ -39,6 +39,8 @@ export function containerSpec(spec: SandboxSpec, o: { image: string; instanceId:
       `PADDOCK_AGENT_COMMAND=${JSON.stringify(spec.agentCommand)}`,
       `PADDOCK_PROMPT=${spec.prompt}`,
       `PADDOCK_SANDBOX_TOKEN=${spec.token}`,
+      // The runner waits for POST /start, so a snapshot can be taken after the clone.
+      `PADDOCK_HOLD=1`,
       `JWT_PUBLIC_KEY=${spec.publicKeyPem}`,
     ],
     WorkingDir: WORKSPACE,

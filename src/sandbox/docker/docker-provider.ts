@@ -1,4 +1,5 @@
 import { spawn } from "node:child_process";
+import { createHash, randomBytes } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -6,7 +7,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import type Docker from "dockerode";
 import { SandboxError } from "../../errors.js";
 import { git } from "../git.js";
-import type { CleanupResult, SandboxProvider, SandboxSpec, SandboxStatus } from "../provider.js";
+import type { CleanupResult, SandboxProvider, SandboxSpec, SandboxStatus, SnapshotStore } from "../provider.js";
 import { keepWork, prepareSource } from "../repository-source.js";
 import { createRunnerClient } from "../runner-client.js";
 import { containerSpec, LABEL_INSTANCE, LABEL_RUN, RUNNER_PORT, WORKSPACE, type ContainerLimits } from "./container-spec.js";
@@ -21,6 +22,18 @@ export interface DockerProviderOptions {
   /** Time the runner gives a cancelled agent between SIGTERM and SIGKILL. */
   graceMs: number;
   runnerStartTimeoutMs: number;
+  snapshots: SnapshotStore;
+  /** Snapshots unused for longer are removed. */
+  snapshotMaxAgeMs: number;
+  /** Total size kept; least recently used snapshots go first beyond it. */
+  snapshotMaxBytes: number;
+}
+
+const SNAPSHOT_REPO = "paddock-snapshot";
+
+/** Runs of the same repository and setup share a snapshot; setup scripts arrive with environments. */
+export function snapshotKey(repositoryUrl: string, setupHash: string): string {
+  return createHash("sha256").update(`${repositoryUrl}\0${setupHash}`).digest("hex").slice(0, 24);
 }
 
 interface DockerErrorLike {
@@ -52,6 +65,8 @@ export class DockerProvider implements SandboxProvider {
   async provision(spec: SandboxSpec, signal: AbortSignal, progress: (line: string) => void): Promise<SandboxStatus> {
     const { docker } = this.opts;
     const source = await prepareSource(this.opts.root, spec.repositoryUrl, signal, progress);
+    const key = snapshotKey(spec.repositoryUrl, "");
+    const snapshot = this.opts.snapshots.newestComplete(this.name, key);
     let container = docker.getContainer(spec.name);
     const info = await container.inspect().catch((e: unknown) => (isNotFound(e) ? null : Promise.reject(dockerError("inspect", e))));
     if (info && info.Config.Labels?.[LABEL_INSTANCE] !== this.opts.instanceId) {
@@ -64,9 +79,11 @@ export class DockerProvider implements SandboxProvider {
       throw new SandboxError(`container ${spec.name} is ${info.State.Status} (exit code ${info.State.ExitCode})${await this.tail(spec.name)}`, false);
     } else {
       if (!info) {
-        progress(`creating container ${spec.name} from ${this.opts.image}`);
+        const image = snapshot?.externalId ?? this.opts.image;
+        progress(snapshot ? `creating container ${spec.name} from snapshot ${image} (taken at ${snapshot.commit.slice(0, 12)})` : `creating container ${spec.name} from ${image}`);
+        if (snapshot) this.opts.snapshots.touch(snapshot.id);
         try {
-          container = await docker.createContainer(containerSpec(spec, { image: this.opts.image, instanceId: this.opts.instanceId, source, limits: this.opts.limits }));
+          container = await docker.createContainer(containerSpec(spec, { image, instanceId: this.opts.instanceId, source, limits: this.opts.limits }));
         } catch (e) {
           if (!isConflict(e)) {
             if (isNotFound(e)) throw new SandboxError(`docker: image ${this.opts.image} not found (build it: npm run images)`, false);
@@ -79,7 +96,57 @@ export class DockerProvider implements SandboxProvider {
       await container.start().catch((e: unknown) => ((e as DockerErrorLike).statusCode === 304 ? undefined : Promise.reject(dockerError("start", e))));
       progress(`container ${spec.name} started`);
     }
-    return this.waitForRunner(spec, signal);
+    const status = await this.waitForRunner(spec, signal);
+    if (!snapshot && !info?.State.Running) await this.takeSnapshot(spec, key, source, progress, signal);
+    // The runner holds the agent until now; a repeated start (after a restart) is a no-op.
+    await createRunnerClient(status.endpoint!, spec.token).start(signal);
+    return status;
+  }
+
+  /**
+   * Commits the freshly cloned sandbox as an image, keyed by repository and setup, so the
+   * next run of the key starts from it and only fetches. A failure is recorded, not fatal.
+   */
+  private async takeSnapshot(spec: SandboxSpec, key: string, source: string, progress: (line: string) => void, signal: AbortSignal): Promise<void> {
+    const commit = await git(["rev-parse", `${spec.branch || "HEAD"}^{commit}`], { cwd: source, signal }).catch(() => "");
+    const row = this.opts.snapshots.begin({ id: `snap_${randomBytes(8).toString("hex")}`, provider: this.name, key, repository: spec.repositoryUrl, commit, setupHash: "" });
+    if (!row) return; // another run of the key is taking it
+    const tag = `${key}-${row.id.slice(5)}`;
+    try {
+      await this.opts.docker.getContainer(spec.name).commit({ repo: SNAPSHOT_REPO, tag, pause: true, comment: `paddock snapshot of ${spec.repositoryUrl} at ${commit}` });
+      const image = await this.opts.docker.getImage(`${SNAPSHOT_REPO}:${tag}`).inspect();
+      this.opts.snapshots.complete(row.id, `${SNAPSHOT_REPO}:${tag}`, image.Size);
+      progress(`snapshot ${SNAPSHOT_REPO}:${tag} taken for the next runs of this repository`);
+    } catch (error) {
+      this.opts.snapshots.fail(row.id, (error as Error).message);
+      progress(`snapshot failed (runs start cold): ${(error as Error).message}`);
+    }
+  }
+
+  async collectGarbage(): Promise<number> {
+    let kept = 0;
+    let removed = 0;
+    const now = Date.now();
+    for (const s of this.opts.snapshots.list(this.name)) {
+      const stale = s.status === "in_progress" && now - s.createdAt > 3_600_000;
+      const old = now - s.lastUsedAt > this.opts.snapshotMaxAgeMs;
+      const over = s.status === "complete" && kept + s.sizeBytes > this.opts.snapshotMaxBytes;
+      if (s.status === "complete" && !old && !over) {
+        kept += s.sizeBytes;
+        continue;
+      }
+      if (s.status === "in_progress" && !stale) continue;
+      if (s.externalId) {
+        const gone = await this.opts.docker.getImage(s.externalId).remove({ force: true }).then(
+          () => true,
+          (e: unknown) => isNotFound(e),
+        );
+        if (!gone) continue; // in use by a container: try again next time
+      }
+      this.opts.snapshots.remove(s.id);
+      removed++;
+    }
+    return removed;
   }
 
   private async waitForRunner(spec: SandboxSpec, signal: AbortSignal): Promise<SandboxStatus> {

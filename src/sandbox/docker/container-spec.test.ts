@@ -1,0 +1,40 @@
+import { describe, expect, it } from "vitest";
+import { containerSpec } from "./container-spec.js";
+
+describe("containerSpec", () => {
+  const spec = {
+    runId: "run_1",
+    name: "paddock-run_1-1",
+    repositoryUrl: "/srv/repo",
+    branch: "main",
+    resultBranch: "paddock/run_1",
+    agentCommand: ["sh", "-c", "echo 'hi there'"],
+    prompt: "Fix it\n\nplease",
+    publicKeyPem: "-----BEGIN PUBLIC KEY-----\nabc\n-----END PUBLIC KEY-----\n",
+    token: "tok",
+  };
+  const c = containerSpec(spec, { image: "img:1", instanceId: "inst", source: "/data/repos/x.git", limits: { cpus: 1.5, memoryBytes: 512 * 1024 ** 2, pids: 256, runtime: "runc" } });
+
+  it("names, labels and limits the container for the reaper and the operator", () => {
+    expect(c.name).toBe("paddock-run_1-1");
+    expect(c.Image).toBe("img:1");
+    expect(c.Labels).toEqual({ "paddock.instance": "inst", "paddock.run": "run_1", "paddock.sandbox": "paddock-run_1-1" });
+    expect(c.HostConfig).toMatchObject({ NanoCpus: 1_500_000_000, Memory: 536_870_912, PidsLimit: 256, Runtime: "runc", AutoRemove: false });
+    expect(c.HostConfig?.RestartPolicy).toEqual({ Name: "no" });
+  });
+
+  it("mounts only the repository, read-only, and passes the run to the runner through its environment", () => {
+    expect(c.HostConfig?.Binds).toEqual(["/data/repos/x.git:/paddock/source:ro"]);
+    const env = Object.fromEntries(c.Env!.map((kv) => [kv.slice(0, kv.indexOf("=")), kv.slice(kv.indexOf("=") + 1)]));
+    expect(env).toMatchObject({
+      PADDOCK_RUN_ID: "run_1",
+      PADDOCK_BRANCH: "main",
+      PADDOCK_RESULT_BRANCH: "paddock/run_1",
+      PADDOCK_PROMPT: "Fix it\n\nplease",
+      PADDOCK_HOLD: "1",
+      JWT_PUBLIC_KEY: spec.publicKeyPem,
+      PADDOCK_SANDBOX_TOKEN: "tok",
+    });
+    expect(JSON.parse(env.PADDOCK_AGENT_COMMAND!)).toEqual(spec.agentCommand);
+  });
+});
