@@ -3,18 +3,18 @@
  * process (or script) on the same machine, as a ratio; medians of several rounds.
  *
  *   npm run bench               all three
- *   npm run bench -- transitions|replay|rss
+ *   npm run bench -- transitions|replay|rss|docker
  */
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
-import { spawn } from "node:child_process";
+import { execSync, spawn } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import pino from "pino";
 import { createApp, runnerCommand } from "../src/app.js";
-import { loadOrCreateSandboxKeys } from "../src/auth/sandbox-token.js";
+import { issueSandboxToken, loadOrCreateSandboxKeys } from "../src/auth/sandbox-token.js";
 import { loadConfig } from "../src/config.js";
 import { TaskRunService } from "../src/gen/paddock/v1/task_run_pb.js";
 import { RunManager } from "../src/runs/run-manager.js";
@@ -231,7 +231,110 @@ async function benchRss() {
   console.log(`idle RSS: paddock serve ${d.toFixed(1)} MiB, bare Bun with one HTTP listener ${b.toFixed(1)} MiB, ratio ${(d / b).toFixed(2)}× (${ROUNDS} rounds, medians)`);
 }
 
+const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * p))]!;
+
+/** Waits until `test(run)` holds, polling the manager (no sleeps beyond 5 ms). */
+async function until(app: Awaited<ReturnType<typeof createApp>>, runId: string, test: (phase: string) => boolean): Promise<void> {
+  for (;;) {
+    if (test(app.runs.get(runId).phase)) return;
+    await sleep(5);
+  }
+}
+
+async function benchDocker() {
+  const Docker = (await import("dockerode")).default;
+  const docker = new Docker();
+  try {
+    await docker.ping();
+  } catch {
+    return console.log("docker: skipped (no Docker engine)");
+  }
+  // The image must hold the runner of this checkout.
+  execSync("npm run --silent build && bash scripts/build-images.sh", { cwd: resolve(import.meta.dirname, ".."), stdio: "ignore" });
+  const n = Number(process.env.BENCH_DOCKER_RUNS ?? 10);
+  const dataDir = tmp("docker");
+  const repo = join(dataDir, "repo");
+  // A repository with some weight, so a clone costs what clones cost: 2,000 files, ~16 MB.
+  execSync(`git init -q -b main ${repo} && cd ${repo} && for d in $(seq 20); do mkdir -p d$d; for f in $(seq 100); do head -c 8192 /dev/urandom > d$d/f$f; done; done && git add . && git -c user.name=b -c user.email=b@b commit -qm bench`, { shell: "/bin/bash" });
+  const config = loadConfig({}, { dataDir, socket: "", listen: "127.0.0.1:0", graceTime: "1s" });
+  const app = await createApp({ config, logger: pino({ level: "silent" }), runnerCommand: runnerCommand(), baseEnv: {} });
+  await app.start();
+  const tasks = createTasksRepository(await openDatabase(join(dataDir, "paddock.db")));
+  const start = async (taskId: string) => app.runs.start({ taskId, branch: "", agentCommand: ["sleep", "300"], timeoutMs: null, provider: "docker", idempotencyKey: "" }).id;
+  const timeToRunning = async (taskId: string) => {
+    const t0 = performance.now();
+    const id = await start(taskId);
+    await until(app, id, (p) => p === "running");
+    const ms = performance.now() - t0;
+    const t1 = performance.now();
+    app.runs.cancel(id);
+    const name = `paddock-${id}-1`;
+    for (;;) {
+      if (!(await docker.getContainer(name).inspect().then(() => true, () => false))) break;
+      await sleep(5);
+    }
+    const cancelMs = performance.now() - t1;
+    await until(app, id, (p) => p === "cleaned");
+    return { ms, cancelMs };
+  };
+  try {
+    // Cold: the first run of each new repository (clone + snapshot). Warm: later runs of one.
+    const cold: number[] = [];
+    const warm: number[] = [];
+    const cancel: number[] = [];
+    for (let i = 0; i < Math.min(n, 5); i++) {
+      execSync(`cp -r ${repo} ${repo}${i}`); // a repository the daemon has not seen: no snapshot yet
+      const t = tasks.create({ id: `task_cold${i}`, title: "b", description: "", repository: `${repo}${i}`, repositoryUrl: `${repo}${i}`, origin: "bench", createdAt: 0 });
+      cold.push((await timeToRunning(t.id)).ms);
+    }
+    const t = tasks.create({ id: "task_warm", title: "b", description: "", repository: repo, repositoryUrl: repo, origin: "bench", createdAt: 0 });
+    await timeToRunning(t.id); // takes the snapshot
+    for (let i = 0; i < n; i++) {
+      const r = await timeToRunning(t.id);
+      warm.push(r.ms);
+      cancel.push(r.cancelMs);
+    }
+
+    // Baselines: the same image through the bare Engine API.
+    const keys = await loadOrCreateSandboxKeys(tmp("keys"));
+    const bare: number[] = [];
+    const bareRm: number[] = [];
+    for (let i = 0; i < n; i++) {
+      const runId = `run_bare${i}`;
+      const token = await issueSandboxToken(keys, runId);
+      const t0 = performance.now();
+      const c = await docker.createContainer({ Image: config.dockerImage, Env: [`PADDOCK_RUN_ID=${runId}`, `JWT_PUBLIC_KEY=${keys.publicKeyPem}`, `PADDOCK_AGENT_COMMAND=["sleep","300"]`], Labels: { "paddock.bench": "1" } });
+      await c.start();
+      const ip = Object.values((await c.inspect()).NetworkSettings.Networks)[0]!.IPAddress;
+      for (;;) {
+        const ok = await fetch(`http://${ip}:47821/health`, { headers: { authorization: `Bearer ${token}` } }).then((r) => r.ok, () => false);
+        if (ok) break;
+        await sleep(5);
+      }
+      bare.push(performance.now() - t0);
+      const t1 = performance.now();
+      await c.remove({ force: true });
+      bareRm.push(performance.now() - t1);
+    }
+    const line = (label: string, xs: number[], base: number[], baseLabel: string) =>
+      console.log(`docker ${label}: p50 ${median(xs).toFixed(0)} ms, p95 ${pct(xs, 0.95).toFixed(0)} ms; ${baseLabel} p50 ${median(base).toFixed(0)} ms, p95 ${pct(base, 0.95).toFixed(0)} ms; ratio p50 ${(median(xs) / median(base)).toFixed(2)}×`);
+    line("StartRun → runner healthy (from snapshot)", warm, bare, "bare create+start+health");
+    line("cold start (clone + snapshot)", cold, warm, "snapshot start");
+    line("CancelRun → container gone", cancel, bareRm, "bare docker rm -f");
+  } finally {
+    await app.stop();
+    for (const c of await docker.listContainers({ all: true, filters: { label: ["paddock.bench=1"] } })) await docker.getContainer(c.Id).remove({ force: true });
+    const db = await openDatabase(join(dataDir, "paddock.db"));
+    for (const r of db.prepare<{ image: string }>("SELECT external_id AS image FROM sandbox_snapshots WHERE external_id <> ''").all()) {
+      await docker.getImage(r.image).remove({ force: true }).catch(() => undefined);
+    }
+    db.close();
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+}
+
 const which = process.argv[2];
 if (!which || which === "transitions") await benchTransitions();
 if (!which || which === "replay") await benchReplay();
 if (!which || which === "rss") await benchRss();
+if (!which || which === "docker") await benchDocker();

@@ -5,6 +5,7 @@ import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { createSandboxTokenVerifier } from "../auth/sandbox-token.js";
+import { exportWork } from "./export-work.js";
 import {
   MAX_EVENTS_PER_RESPONSE,
   RUNNER_EVENTS_FILE,
@@ -126,6 +127,14 @@ export async function runRunner(opts: RunnerOptions): Promise<void> {
     if (req.method === "POST" && url.pathname === "/start") {
       startAgent();
       return send(res, 200, { ok: true, agent: state });
+    }
+    if (req.method === "POST" && url.pathname === "/export") {
+      // The agent must not write while its work is taken.
+      await terminateAgent();
+      const work = exportWork(opts.workdir, opts.runId);
+      res.writeHead(200, { "content-type": "application/octet-stream", "x-paddock-branch": work.branch, "x-paddock-head": work.head });
+      res.end(work.bundle ?? Buffer.alloc(0));
+      return;
     }
     if (req.method === "POST" && url.pathname === "/cancel") {
       await terminateAgent();

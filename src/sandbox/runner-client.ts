@@ -17,7 +17,19 @@ export function createRunnerClient(endpoint: string, token: string) {
     }
     return (await res.json()) as T;
   }
+  /** The agent's work as a git bundle (empty when it made no commits) and its branch head. */
+  async function exportWork(signal?: AbortSignal): Promise<{ branch: string; head: string; bundle: Buffer }> {
+    let res: Response;
+    try {
+      res = await fetch(endpoint + "/export", { method: "POST", headers: { authorization: `Bearer ${token}` }, signal });
+    } catch (error) {
+      throw new SandboxError(`runner at ${endpoint} unreachable: ${(error as Error).message}`, true, { cause: error });
+    }
+    if (!res.ok) throw new SandboxError(`runner POST /export: HTTP ${res.status}`, res.status >= 500);
+    return { branch: res.headers.get("x-paddock-branch") ?? "", head: res.headers.get("x-paddock-head") ?? "", bundle: Buffer.from(await res.arrayBuffer()) };
+  }
   return {
+    exportWork,
     health: (signal?: AbortSignal) => call<RunnerHealth>("GET", "/health", signal),
     events: (afterSeq: number, waitMs: number, signal?: AbortSignal) =>
       call<RunnerEventsResponse>("GET", `/events?after_seq=${afterSeq}&wait_ms=${waitMs}`, signal),

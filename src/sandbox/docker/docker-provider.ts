@@ -1,6 +1,6 @@
 import { spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -9,7 +9,7 @@ import { SandboxError } from "../../errors.js";
 import { git } from "../git.js";
 import type { CleanupResult, SandboxProvider, SandboxSpec, SandboxStatus, SnapshotStore } from "../provider.js";
 import { keepWork, prepareSource } from "../repository-source.js";
-import { createRunnerClient } from "../runner-client.js";
+import { createRunnerClient, type RunnerClient } from "../runner-client.js";
 import { containerSpec, LABEL_INSTANCE, LABEL_RUN, RUNNER_PORT, WORKSPACE, type ContainerLimits } from "./container-spec.js";
 
 export interface DockerProviderOptions {
@@ -165,7 +165,7 @@ export class DockerProvider implements SandboxProvider {
       } catch (error) {
         last = (error as Error).message;
       }
-      await sleep(100, undefined, { signal });
+      await sleep(20, undefined, { signal }); // start-up latency is what this loop adds
     }
     throw new SandboxError(`runner in ${spec.name} did not answer within ${this.opts.runnerStartTimeoutMs} ms (${last})`, false);
   }
@@ -206,17 +206,20 @@ export class DockerProvider implements SandboxProvider {
     }
     const runId = info.Config.Labels?.[LABEL_RUN] ?? name;
     const env = Object.fromEntries((info.Config.Env ?? []).map((kv) => [kv.slice(0, kv.indexOf("=")), kv.slice(kv.indexOf("=") + 1)]));
+    let result: CleanupResult | null = null;
     if (info.State.Running) {
       const endpoint = (await this.inspect(name)).endpoint;
       if (endpoint && env.PADDOCK_SANDBOX_TOKEN) {
-        // Politely first: the runner gives the agent its grace period (SIGTERM, then SIGKILL).
-        await createRunnerClient(endpoint, env.PADDOCK_SANDBOX_TOKEN)
-          .shutdown(AbortSignal.any([signal, AbortSignal.timeout(this.opts.graceMs + 5_000)]))
-          .catch(() => undefined);
+        const runner = createRunnerClient(endpoint, env.PADDOCK_SANDBOX_TOKEN);
+        const timeout = AbortSignal.any([signal, AbortSignal.timeout(this.opts.graceMs + 30_000)]);
+        // The runner stops the agent (SIGTERM, grace, SIGKILL) and hands over only the new
+        // commits; the slow path below copies the whole workspace out.
+        result = await this.fetchExport(runner, name, signal, timeout).catch(() => null);
+        await runner.shutdown(timeout).catch(() => undefined);
       }
       await container.stop({ t: 2 }).catch((e: unknown) => ((e as DockerErrorLike).statusCode === 304 || isNotFound(e) ? undefined : Promise.reject(dockerError("stop", e))));
     }
-    const result = await this.takeWorkOut(name, runId, env.PADDOCK_RESULT_BRANCH, signal);
+    result ??= await this.takeWorkOut(name, runId, env.PADDOCK_RESULT_BRANCH, signal);
     await container.remove({ force: true, v: true }).catch((e: unknown) => (isNotFound(e) ? undefined : Promise.reject(dockerError("remove", e))));
     return result;
   }
@@ -247,6 +250,24 @@ export class DockerProvider implements SandboxProvider {
     } finally {
       await rm(tmp, { recursive: true, force: true });
     }
+  }
+
+  private async fetchExport(runner: RunnerClient, name: string, signal: AbortSignal, timeout: AbortSignal): Promise<CleanupResult> {
+    const work = await runner.exportWork(timeout);
+    const source = await this.sourceOf(name);
+    if (!source || !work.branch || !work.head) throw new SandboxError("export incomplete", false);
+    if (work.bundle.length === 0) {
+      await git(["update-ref", `refs/heads/${work.branch}`, work.head], { cwd: source, signal });
+    } else {
+      const dir = await mkdtemp(join(tmpdir(), "paddock-bundle-"));
+      try {
+        await writeFile(join(dir, "work.bundle"), work.bundle);
+        await git(["fetch", "--quiet", join(dir, "work.bundle"), `+refs/heads/${work.branch}:refs/heads/${work.branch}`], { cwd: source, signal });
+      } finally {
+        await rm(dir, { recursive: true, force: true });
+      }
+    }
+    return { resultCommit: work.head };
   }
 
   private async sourceOf(name: string): Promise<string | undefined> {

@@ -132,7 +132,7 @@ export class LocalProvider implements SandboxProvider {
           last = (error as Error).message;
         }
       }
-      await sleep(50, undefined, { signal });
+      await sleep(20, undefined, { signal });
     }
     const log = await readFile(join(state, "runner.log"), "utf8").catch(() => "");
     const tail = log.trim().split("\n").slice(-5).join(" | ");
