@@ -9,6 +9,10 @@ BASE=debian:bookworm-slim
 IMAGE=${PADDOCK_DOCKER_IMAGE:-paddock-sandbox:latest}
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 
+# One build at a time: test files running in parallel may each ask for the images.
+exec 9>/tmp/paddock-build-images.lock
+flock 9
+
 docker info >/dev/null 2>&1 || { echo "build-images: no Docker engine reachable (is dockerd running?)" >&2; exit 1; }
 [ -x dist/paddock ] || npm run --silent build
 
@@ -26,4 +30,6 @@ if ! docker image inspect "$BASE" >/dev/null 2>&1; then
 fi
 
 docker build --quiet --build-arg "BASE=$BASE" -t "$IMAGE" -f sandbox-images/base/Dockerfile dist/ >/dev/null
+# Each rebuild leaves the previous image untagged; drop those (tagged snapshots stay).
+docker image prune --force --filter label=paddock.image=sandbox >/dev/null
 echo "build-images: $IMAGE ($(docker image inspect -f '{{.Size}}' "$IMAGE" | awk '{printf "%.0f MB", $1/1e6}'))"

@@ -31,5 +31,10 @@ fi
 echo "== build dist/paddock"
 npm run --silent build
 
+if docker info >/dev/null 2>&1; then
+  echo "== sandbox images (for the docker provider's tests)"
+  bash scripts/build-images.sh
+fi
+
 echo "== tests"
 vitest run "$@"
