@@ -61,7 +61,7 @@ async function transitionsRound(runsPerRound: number): Promise<{ managed: number
     tasks.create({ id: "task_b", title: "b", description: "", repository: "/r", repositoryUrl: "/r", origin: "bench", createdAt: 0 });
     const t0 = performance.now();
     const ids = [];
-    for (let i = 0; i < runsPerRound; i++) ids.push(manager.start({ taskId: "task_b", branch: "", agentCommand: [], timeoutMs: null, provider: "", idempotencyKey: "" }).id);
+    for (let i = 0; i < runsPerRound; i++) ids.push(manager.start({ taskId: "task_b", branch: "", agentCommand: [], timeoutMs: null, provider: "", idempotencyKey: "", limits: {} }).id);
     await Promise.all(ids.map((id) => manager.waitForCleaned(id, AbortSignal.timeout(120_000))));
     const managedSecs = (performance.now() - t0) / 1000;
     const managedRate = transitions / managedSecs;
@@ -114,7 +114,7 @@ async function seedReplayData(lines: number): Promise<string> {
   const tasks = createTasksRepository(db);
   const repo = createRunsRepository(db);
   tasks.create({ id: "task_r", title: "r", description: "", repository: "/r", repositoryUrl: "/r", origin: "bench", createdAt: 0 });
-  repo.create({ id: "run_r", taskId: "task_r", status: "completed", phase: "cleaned", provider: "local", branch: "", resultBranch: "x", agentCommand: ["true"], idempotencyKey: null, deadlineAt: 0, createdAt: 0, updatedAt: 0, snapshot: {}, machineVersion: 1 });
+  repo.create({ id: "run_r", taskId: "task_r", status: "completed", phase: "cleaned", provider: "local", branch: "", resultBranch: "x", agentCommand: ["true"], limits: {}, idempotencyKey: null, deadlineAt: 0, createdAt: 0, updatedAt: 0, snapshot: {}, machineVersion: 1 });
   for (let i = 0; i < lines; i += 10_000) {
     repo.appendLogs("run_r", Array.from({ length: Math.min(10_000, lines - i) }, (_, k) => ({ time: Date.now(), stream: "stdout", text: `line ${i + k} of the agent's output, about sixty bytes long ....` })));
   }
@@ -260,7 +260,7 @@ async function benchDocker() {
   const app = await createApp({ config, logger: pino({ level: "silent" }), runnerCommand: runnerCommand(), baseEnv: {} });
   await app.start();
   const tasks = createTasksRepository(await openDatabase(join(dataDir, "paddock.db")));
-  const start = async (taskId: string) => app.runs.start({ taskId, branch: "", agentCommand: ["sleep", "300"], timeoutMs: null, provider: "docker", idempotencyKey: "" }).id;
+  const start = async (taskId: string) => app.runs.start({ taskId, branch: "", agentCommand: ["sleep", "300"], timeoutMs: null, provider: "docker", idempotencyKey: "", limits: {} }).id;
   const timeToRunning = async (taskId: string) => {
     const t0 = performance.now();
     const id = await start(taskId);

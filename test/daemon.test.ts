@@ -198,6 +198,9 @@ describe("the API", () => {
       [daemon.runs.startRun({ taskId: task.id, agentCommand: ["true"], provider: "kubernetes" }), /^provider: unknown provider "kubernetes"/],
       [daemon.runs.startRun({ taskId: task.id, agentCommand: ["true"], branch: "bad..name" }), /^branch: /],
       [daemon.runs.startRun({ taskId: task.id, agentCommand: ["true"], timeout: durationFromMs(25 * 3600_000) }), /^timeout: /],
+      [daemon.runs.startRun({ taskId: task.id, agentCommand: ["true"], limits: { cpus: -1 } }), /^limits.cpus: /],
+      [daemon.runs.startRun({ taskId: task.id, agentCommand: ["true"], limits: { pids: 4 } }), /^limits.pids: /],
+      [daemon.runs.startRun({ taskId: task.id, agentCommand: ["true"], limits: { cpus: 1 } }), /^limits: the local provider .* cannot apply sandbox limits/],
     ];
     for (const [call, message] of more) {
       const e = await codeOf(call);

@@ -143,4 +143,23 @@ describe.runIf(dockerUp)("the docker provider", () => {
     db.close();
     expect(rows).toEqual([{ status: "complete", image, sha: sh(repo, "git", "rev-parse", "HEAD~1") }]);
   });
+
+  test("per-run limits reach the container; a runtime the engine lacks fails provisioning clearly", async ({ daemon, repo }) => {
+    const task = await dockerTask(daemon, repo);
+    const limits = { cpus: 0.5, memoryBytes: 256n * 1024n * 1024n, pids: 64 };
+    const { run } = await daemon.runs.startRun({ taskId: task.id, provider: "docker", limits, agentCommand: ["sh", "-c", "echo up; exec sleep 300"] });
+    expect(run!.limits).toMatchObject(limits);
+    await waitForPhase(daemon, run!.id, "running", 120_000);
+    const [id] = containersOf(run!.id);
+    const host = JSON.parse(execFileSync("docker", ["inspect", "-f", "{{json .HostConfig}}", id!], { encoding: "utf8" })) as { NanoCpus: number; Memory: number; PidsLimit: number };
+    expect(host).toMatchObject({ NanoCpus: 500_000_000, Memory: 268_435_456, PidsLimit: 64 });
+    await daemon.runs.cancelRun({ runId: run!.id });
+    await watchToEnd(daemon, run!.id, 120_000);
+
+    const gvisor = (await daemon.runs.startRun({ taskId: task.id, provider: "docker", limits: { runtime: "no-such-runtime" }, agentCommand: ["true"] })).run!;
+    const final = (await watchToEnd(daemon, gvisor.id, 120_000)).pop()!;
+    expect(final.status).toBe(RunStatus.FAILED);
+    expect(final.errorMessage).toMatch(/^provisioning failed: runtime no-such-runtime is not installed in the Docker engine \(it has: .*runc/);
+    expect(containersOf(gvisor.id)).toEqual([]);
+  });
 });

@@ -1,6 +1,6 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs, type Timestamp } from "@bufbuild/protobuf/wkt";
-import { LogEntrySchema, RunStatus, TaskRunSchema, type LogEntry, type TaskRun } from "../gen/paddock/v1/task_run_pb.js";
+import { LogEntrySchema, RunStatus, SandboxLimitsSchema, TaskRunSchema, type LogEntry, type TaskRun } from "../gen/paddock/v1/task_run_pb.js";
 import { TaskSchema, type Task } from "../gen/paddock/v1/task_pb.js";
 import type { LogLine, RunStatusName, TaskRecord } from "../store/records.js";
 import type { StoredRun } from "../store/runs-repository.js";
@@ -76,6 +76,15 @@ export function runToProto(r: StoredRun): TaskRun {
     resultCommit: r.resultCommit,
     agentCommand: r.agentCommand,
     exitCode: r.exitCode ?? undefined,
+    limits:
+      Object.keys(r.limits).length > 0
+        ? create(SandboxLimitsSchema, {
+            cpus: r.limits.cpus,
+            memoryBytes: r.limits.memoryBytes === undefined ? undefined : BigInt(r.limits.memoryBytes),
+            pids: r.limits.pids,
+            runtime: r.limits.runtime ?? "",
+          })
+        : undefined,
   });
 }
 

@@ -2,6 +2,7 @@ import type { ServiceImpl } from "@connectrpc/connect";
 import { TaskRunService } from "../gen/paddock/v1/task_run_pb.js";
 import { InvalidArgumentError } from "../errors.js";
 import type { RunManager } from "../runs/run-manager.js";
+import type { RunLimits } from "../store/records.js";
 import { logToProto, runToProto, statusFromProto } from "./mapping.js";
 import { decodePageToken, pageSize, paginate } from "./page-token.js";
 
@@ -31,6 +32,18 @@ export function createTaskRunService(runs: RunManager): ServiceImpl<typeof TaskR
         }
       }
       if (req.idempotencyKey.length > 200) throw new InvalidArgumentError("idempotency_key", "is longer than 200 characters");
+      const limits: RunLimits = {};
+      if (req.limits) {
+        const l = req.limits;
+        if (l.cpus !== undefined && !(l.cpus > 0 && l.cpus <= 1024)) throw new InvalidArgumentError("limits.cpus", "must be more than 0 and at most 1024");
+        if (l.memoryBytes !== undefined && !(l.memoryBytes >= 6n * 1024n * 1024n)) throw new InvalidArgumentError("limits.memory_bytes", "must be at least 6 MiB");
+        if (l.pids !== undefined && !(l.pids >= 16)) throw new InvalidArgumentError("limits.pids", "must be at least 16");
+        if (l.runtime && !/^[a-z0-9._-]+$/.test(l.runtime)) throw new InvalidArgumentError("limits.runtime", `${JSON.stringify(l.runtime)} is not a runtime name (runc, runsc)`);
+        if (l.cpus !== undefined) limits.cpus = l.cpus;
+        if (l.memoryBytes !== undefined) limits.memoryBytes = Number(l.memoryBytes);
+        if (l.pids !== undefined) limits.pids = l.pids;
+        if (l.runtime) limits.runtime = l.runtime;
+      }
       const run = runs.start({
         taskId: req.taskId,
         branch: req.branch,
@@ -38,6 +51,7 @@ export function createTaskRunService(runs: RunManager): ServiceImpl<typeof TaskR
         timeoutMs,
         provider: req.provider,
         idempotencyKey: req.idempotencyKey,
+        limits,
       });
       return { run: runToProto(run) };
     },

@@ -16,7 +16,7 @@ import { FailedPreconditionError, InvalidArgumentError, isRetryable, NotFoundErr
 import type { SandboxProvider } from "../sandbox/provider.js";
 import { sandboxName } from "../sandbox/provider.js";
 import { createRunnerClient } from "../sandbox/runner-client.js";
-import type { LogLine, RunStatusName } from "../store/records.js";
+import type { LogLine, RunLimits, RunStatusName } from "../store/records.js";
 import type { RunFilter, RunsRepository, RunTransition, StoredRun } from "../store/runs-repository.js";
 import type { TasksRepository } from "../store/tasks-repository.js";
 import { Notifier } from "./notifier.js";
@@ -50,6 +50,7 @@ export interface StartRunParams {
   timeoutMs: number | null;
   provider: string;
   idempotencyKey: string;
+  limits: RunLimits;
 }
 
 type RunActor = Actor<ReturnType<typeof taskRunMachine.provide>>;
@@ -151,6 +152,9 @@ export class RunManager {
         `unknown provider ${JSON.stringify(providerName)}; this daemon has: ${[...providers.keys()].join(", ")}`,
       );
     }
+    if (Object.keys(p.limits).length > 0 && providerName === "local") {
+      throw new InvalidArgumentError("limits", "the local provider runs the agent as a plain process and cannot apply sandbox limits; use provider docker");
+    }
     const agentCommand = p.agentCommand.length > 0 ? p.agentCommand : settings.defaultAgentCommand;
     if (!agentCommand) {
       throw new InvalidArgumentError(
@@ -173,6 +177,7 @@ export class RunManager {
         branch: p.branch,
         resultBranch: `paddock/${id}`,
         agentCommand,
+        limits: p.limits,
         idempotencyKey: p.idempotencyKey || null,
         deadlineAt,
         createdAt: now,
@@ -504,6 +509,7 @@ export class RunManager {
             prompt: task.description ? `${task.title}\n\n${task.description}` : task.title,
             publicKeyPem: this.deps.keys.publicKeyPem,
             token,
+            limits: run.limits,
           },
           signal,
           (line) => this.system(id, line),

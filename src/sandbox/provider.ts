@@ -19,6 +19,8 @@ export interface SandboxSpec {
   publicKeyPem: string;
   /** A sandbox token for this run, for the provider's own health checks. */
   token: string;
+  /** This run's overrides of the provider's resource limits and runtime. */
+  limits: { cpus?: number; memoryBytes?: number; pids?: number; runtime?: string };
 }
 
 export type SandboxState = "running" | "stopped" | "missing";

@@ -87,6 +87,11 @@ export const MIGRATIONS: readonly { version: number; name: string; sql: string }
       CREATE INDEX sandbox_snapshots_key ON sandbox_snapshots(provider, snapshot_key, status, created_at);
     `,
   },
+  {
+    version: 3,
+    name: "runs.limits",
+    sql: `ALTER TABLE runs ADD COLUMN limits TEXT NOT NULL DEFAULT '{}';`,
+  },
 ];
 
 export function migrate(db: Database): number {

@@ -10,6 +10,14 @@ export interface TaskRecord {
   createdAt: number;
 }
 
+/** Per-run sandbox limits; unset fields take the daemon's settings. */
+export interface RunLimits {
+  cpus?: number;
+  memoryBytes?: number;
+  pids?: number;
+  runtime?: string;
+}
+
 export type RunStatusName = "queued" | "in_progress" | "completed" | "failed" | "cancelled";
 
 export interface RunRecord {
@@ -25,6 +33,7 @@ export interface RunRecord {
   resultBranch: string;
   resultCommit: string;
   agentCommand: string[];
+  limits: RunLimits;
   idempotencyKey: string | null;
   deadlineAt: number;
   createdAt: number;

@@ -1,5 +1,5 @@
 import type { Database } from "./database.js";
-import type { LogLine, RunRecord, RunStatusName } from "./records.js";
+import type { LogLine, RunLimits, RunRecord, RunStatusName } from "./records.js";
 
 interface RunRow {
   seq: number;
@@ -15,6 +15,7 @@ interface RunRow {
   result_branch: string;
   result_commit: string;
   agent_command: string;
+  limits: string;
   idempotency_key: string | null;
   deadline_at: number;
   created_at: number;
@@ -40,6 +41,7 @@ const toRun = (r: RunRow): RunRecord & { seq: number } => ({
   resultBranch: r.result_branch,
   resultCommit: r.result_commit,
   agentCommand: JSON.parse(r.agent_command) as string[],
+  limits: JSON.parse(r.limits) as RunLimits,
   idempotencyKey: r.idempotency_key,
   deadlineAt: r.deadline_at,
   createdAt: r.created_at,
@@ -75,14 +77,14 @@ export interface RunFilter {
 
 /** Every column but the snapshot: reads for clients never need it, restores do. */
 const COLUMNS = `seq, id, task_id, run_number, status, phase, provider, error_message, exit_code, branch, result_branch,
-  result_commit, agent_command, idempotency_key, deadline_at, created_at, started_at, finished_at, updated_at,
+  result_commit, agent_command, limits, idempotency_key, deadline_at, created_at, started_at, finished_at, updated_at,
   cleaned_at, machine_version, runner_cursor`;
 
 export function createRunsRepository(db: Database) {
   const insert = db.prepare(`INSERT INTO runs (id, task_id, run_number, status, phase, provider, branch, result_branch,
-      agent_command, idempotency_key, deadline_at, created_at, updated_at, snapshot, machine_version)
+      agent_command, limits, idempotency_key, deadline_at, created_at, updated_at, snapshot, machine_version)
     VALUES (:id, :taskId, :runNumber, :status, :phase, :provider, :branch, :resultBranch,
-      :agentCommand, :idempotencyKey, :deadlineAt, :createdAt, :updatedAt, :snapshot, :machineVersion)`);
+      :agentCommand, :limits, :idempotencyKey, :deadlineAt, :createdAt, :updatedAt, :snapshot, :machineVersion)`);
   const nextNumber = db.prepare<{ n: number }>(
     "SELECT coalesce(max(run_number), 0) + 1 AS n FROM runs WHERE task_id = ?",
   );
@@ -122,6 +124,7 @@ export function createRunsRepository(db: Database) {
           branch: run.branch,
           resultBranch: run.resultBranch,
           agentCommand: JSON.stringify(run.agentCommand),
+          limits: JSON.stringify(run.limits),
           idempotencyKey: run.idempotencyKey,
           deadlineAt: run.deadlineAt,
           createdAt: run.createdAt,

@@ -12,6 +12,7 @@ describe("containerSpec", () => {
     prompt: "Fix it\n\nplease",
     publicKeyPem: "-----BEGIN PUBLIC KEY-----\nabc\n-----END PUBLIC KEY-----\n",
     token: "tok",
+    limits: {},
   };
   const c = containerSpec(spec, { image: "img:1", instanceId: "inst", source: "/data/repos/x.git", limits: { cpus: 1.5, memoryBytes: 512 * 1024 ** 2, pids: 256, runtime: "runc" } });
 

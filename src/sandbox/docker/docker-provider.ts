@@ -82,8 +82,9 @@ export class DockerProvider implements SandboxProvider {
         const image = snapshot?.externalId ?? this.opts.image;
         progress(snapshot ? `creating container ${spec.name} from snapshot ${image} (taken at ${snapshot.commit.slice(0, 12)})` : `creating container ${spec.name} from ${image}`);
         if (snapshot) this.opts.snapshots.touch(snapshot.id);
+        const limits = await this.limitsFor(spec);
         try {
-          container = await docker.createContainer(containerSpec(spec, { image, instanceId: this.opts.instanceId, source, limits: this.opts.limits }));
+          container = await docker.createContainer(containerSpec(spec, { image, instanceId: this.opts.instanceId, source, limits }));
         } catch (e) {
           if (!isConflict(e)) {
             if (isNotFound(e)) throw new SandboxError(`docker: image ${this.opts.image} not found (build it: npm run images)`, false);
@@ -168,6 +169,19 @@ export class DockerProvider implements SandboxProvider {
       await sleep(20, undefined, { signal }); // start-up latency is what this loop adds
     }
     throw new SandboxError(`runner in ${spec.name} did not answer within ${this.opts.runnerStartTimeoutMs} ms (${last})`, false);
+  }
+
+  /** The daemon's limits with the run's overrides; a runtime the engine lacks is refused. */
+  private async limitsFor(spec: SandboxSpec): Promise<ContainerLimits> {
+    const defined = Object.fromEntries(Object.entries(spec.limits).filter(([, v]) => v !== undefined && v !== ""));
+    const limits: ContainerLimits = { ...this.opts.limits, ...defined };
+    if (limits.runtime !== "runc") {
+      const info = (await this.opts.docker.info().catch((e: unknown) => Promise.reject(dockerError("info", e)))) as { Runtimes?: Record<string, unknown> };
+      if (!info.Runtimes?.[limits.runtime]) {
+        throw new SandboxError(`runtime ${limits.runtime} is not installed in the Docker engine (it has: ${Object.keys(info.Runtimes ?? {}).join(", ")})`, false);
+      }
+    }
+    return limits;
   }
 
   /** The container's last output lines, for error messages (the runner says why it stopped). */

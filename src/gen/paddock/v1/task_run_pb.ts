@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file paddock/v1/task_run.proto.
  */
 export const file_paddock_v1_task_run: GenFile = /*@__PURE__*/
-  fileDesc("ChlwYWRkb2NrL3YxL3Rhc2tfcnVuLnByb3RvEgpwYWRkb2NrLnYxIrUECgdUYXNrUnVuEgoKAmlkGAEgASgJEg8KB3Rhc2tfaWQYAiABKAkSJQoGc3RhdHVzGAMgASgOMhUucGFkZG9jay52MS5SdW5TdGF0dXMSDQoFcGhhc2UYBCABKAkSEAoIcHJvdmlkZXIYBSABKAkSFQoNZXJyb3JfbWVzc2FnZRgGIAEoCRIsCghkZWFkbGluZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKY2xlYW5lZF9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLY3JlYXRlX3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0X3RpbWUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2ZpbmlzaF90aW1lGAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGYnJhbmNoGA0gASgJEhUKDXJlc3VsdF9icmFuY2gYDiABKAkSFQoNcmVzdWx0X2NvbW1pdBgPIAEoCRIVCg1hZ2VudF9jb21tYW5kGBAgAygJEhYKCWV4aXRfY29kZRgRIAEoBUgAiAEBEhIKCnJ1bl9udW1iZXIYEiABKANCDAoKX2V4aXRfY29kZSJfCghMb2dFbnRyeRILCgNzZXEYASABKAMSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGc3RyZWFtGAMgASgJEgwKBHRleHQYBCABKAkioAEKD1N0YXJ0UnVuUmVxdWVzdBIPCgd0YXNrX2lkGAEgASgJEg4KBmJyYW5jaBgCIAEoCRIVCg1hZ2VudF9jb21tYW5kGAMgAygJEioKB3RpbWVvdXQYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SEAoIcHJvdmlkZXIYBSABKAkSFwoPaWRlbXBvdGVuY3lfa2V5GAYgASgJIjQKEFN0YXJ0UnVuUmVzcG9uc2USIAoDcnVuGAEgASgLMhMucGFkZG9jay52MS5UYXNrUnVuIh8KDUdldFJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJIjIKDkdldFJ1blJlc3BvbnNlEiAKA3J1bhgBIAEoCzITLnBhZGRvY2sudjEuVGFza1J1biJwCg9MaXN0UnVuc1JlcXVlc3QSDwoHdGFza19pZBgBIAEoCRIlCgZzdGF0dXMYAiABKA4yFS5wYWRkb2NrLnYxLlJ1blN0YXR1cxIRCglwYWdlX3NpemUYAyABKAUSEgoKcGFnZV90b2tlbhgEIAEoCSJOChBMaXN0UnVuc1Jlc3BvbnNlEiEKBHJ1bnMYASADKAsyEy5wYWRkb2NrLnYxLlRhc2tSdW4SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIiIKEENhbmNlbFJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJIjUKEUNhbmNlbFJ1blJlc3BvbnNlEiAKA3J1bhgBIAEoCzITLnBhZGRvY2sudjEuVGFza1J1biJiChJDb21wbGV0ZVJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJEiUKBnN0YXR1cxgCIAEoDjIVLnBhZGRvY2sudjEuUnVuU3RhdHVzEhUKDWVycm9yX21lc3NhZ2UYAyABKAkiNwoTQ29tcGxldGVSdW5SZXNwb25zZRIgCgNydW4YASABKAsyEy5wYWRkb2NrLnYxLlRhc2tSdW4iRgoRU3RyZWFtTG9nc1JlcXVlc3QSDgoGcnVuX2lkGAEgASgJEhEKCWFmdGVyX3NlcRgCIAEoAxIOCgZmb2xsb3cYAyABKAgiOwoSU3RyZWFtTG9nc1Jlc3BvbnNlEiUKB2VudHJpZXMYASADKAsyFC5wYWRkb2NrLnYxLkxvZ0VudHJ5IiEKD1dhdGNoUnVuUmVxdWVzdBIOCgZydW5faWQYASABKAkiNAoQV2F0Y2hSdW5SZXNwb25zZRIgCgNydW4YASABKAsyEy5wYWRkb2NrLnYxLlRhc2tSdW4qpQEKCVJ1blN0YXR1cxIaChZSVU5fU1RBVFVTX1VOU1BFQ0lGSUVEEAASFQoRUlVOX1NUQVRVU19RVUVVRUQQARIaChZSVU5fU1RBVFVTX0lOX1BST0dSRVNTEAISGAoUUlVOX1NUQVRVU19DT01QTEVURUQQAxIVChFSVU5fU1RBVFVTX0ZBSUxFRBAEEhgKFFJVTl9TVEFUVVNfQ0FOQ0VMTEVEEAUykQQKDlRhc2tSdW5TZXJ2aWNlEkUKCFN0YXJ0UnVuEhsucGFkZG9jay52MS5TdGFydFJ1blJlcXVlc3QaHC5wYWRkb2NrLnYxLlN0YXJ0UnVuUmVzcG9uc2USPwoGR2V0UnVuEhkucGFkZG9jay52MS5HZXRSdW5SZXF1ZXN0GhoucGFkZG9jay52MS5HZXRSdW5SZXNwb25zZRJFCghMaXN0UnVucxIbLnBhZGRvY2sudjEuTGlzdFJ1bnNSZXF1ZXN0GhwucGFkZG9jay52MS5MaXN0UnVuc1Jlc3BvbnNlEkgKCUNhbmNlbFJ1bhIcLnBhZGRvY2sudjEuQ2FuY2VsUnVuUmVxdWVzdBodLnBhZGRvY2sudjEuQ2FuY2VsUnVuUmVzcG9uc2USTgoLQ29tcGxldGVSdW4SHi5wYWRkb2NrLnYxLkNvbXBsZXRlUnVuUmVxdWVzdBofLnBhZGRvY2sudjEuQ29tcGxldGVSdW5SZXNwb25zZRJNCgpTdHJlYW1Mb2dzEh0ucGFkZG9jay52MS5TdHJlYW1Mb2dzUmVxdWVzdBoeLnBhZGRvY2sudjEuU3RyZWFtTG9nc1Jlc3BvbnNlMAESRwoIV2F0Y2hSdW4SGy5wYWRkb2NrLnYxLldhdGNoUnVuUmVxdWVzdBocLnBhZGRvY2sudjEuV2F0Y2hSdW5SZXNwb25zZTABYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("ChlwYWRkb2NrL3YxL3Rhc2tfcnVuLnByb3RvEgpwYWRkb2NrLnYxIuAECgdUYXNrUnVuEgoKAmlkGAEgASgJEg8KB3Rhc2tfaWQYAiABKAkSJQoGc3RhdHVzGAMgASgOMhUucGFkZG9jay52MS5SdW5TdGF0dXMSDQoFcGhhc2UYBCABKAkSEAoIcHJvdmlkZXIYBSABKAkSFQoNZXJyb3JfbWVzc2FnZRgGIAEoCRIsCghkZWFkbGluZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKY2xlYW5lZF9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLY3JlYXRlX3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0X3RpbWUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2ZpbmlzaF90aW1lGAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGYnJhbmNoGA0gASgJEhUKDXJlc3VsdF9icmFuY2gYDiABKAkSFQoNcmVzdWx0X2NvbW1pdBgPIAEoCRIVCg1hZ2VudF9jb21tYW5kGBAgAygJEhYKCWV4aXRfY29kZRgRIAEoBUgAiAEBEhIKCnJ1bl9udW1iZXIYEiABKAMSKQoGbGltaXRzGBMgASgLMhkucGFkZG9jay52MS5TYW5kYm94TGltaXRzQgwKCl9leGl0X2NvZGUiXwoITG9nRW50cnkSCwoDc2VxGAEgASgDEigKBHRpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg4KBnN0cmVhbRgDIAEoCRIMCgR0ZXh0GAQgASgJIssBCg9TdGFydFJ1blJlcXVlc3QSDwoHdGFza19pZBgBIAEoCRIOCgZicmFuY2gYAiABKAkSFQoNYWdlbnRfY29tbWFuZBgDIAMoCRIqCgd0aW1lb3V0GAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhAKCHByb3ZpZGVyGAUgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgGIAEoCRIpCgZsaW1pdHMYByABKAsyGS5wYWRkb2NrLnYxLlNhbmRib3hMaW1pdHMihAEKDVNhbmRib3hMaW1pdHMSEQoEY3B1cxgBIAEoAUgAiAEBEhkKDG1lbW9yeV9ieXRlcxgCIAEoA0gBiAEBEhEKBHBpZHMYAyABKAVIAogBARIPCgdydW50aW1lGAQgASgJQgcKBV9jcHVzQg8KDV9tZW1vcnlfYnl0ZXNCBwoFX3BpZHMiNAoQU3RhcnRSdW5SZXNwb25zZRIgCgNydW4YASABKAsyEy5wYWRkb2NrLnYxLlRhc2tSdW4iHwoNR2V0UnVuUmVxdWVzdBIOCgZydW5faWQYASABKAkiMgoOR2V0UnVuUmVzcG9uc2USIAoDcnVuGAEgASgLMhMucGFkZG9jay52MS5UYXNrUnVuInAKD0xpc3RSdW5zUmVxdWVzdBIPCgd0YXNrX2lkGAEgASgJEiUKBnN0YXR1cxgCIAEoDjIVLnBhZGRvY2sudjEuUnVuU3RhdHVzEhEKCXBhZ2Vfc2l6ZRgDIAEoBRISCgpwYWdlX3Rva2VuGAQgASgJIk4KEExpc3RSdW5zUmVzcG9uc2USIQoEcnVucxgBIAMoCzITLnBhZGRvY2sudjEuVGFza1J1bhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiIgoQQ2FuY2VsUnVuUmVxdWVzdBIOCgZydW5faWQYASABKAkiNQoRQ2FuY2VsUnVuUmVzcG9uc2USIAoDcnVuGAEgASgLMhMucGFkZG9jay52MS5UYXNrUnVuImIKEkNvbXBsZXRlUnVuUmVxdWVzdBIOCgZydW5faWQYASABKAkSJQoGc3RhdHVzGAIgASgOMhUucGFkZG9jay52MS5SdW5TdGF0dXMSFQoNZXJyb3JfbWVzc2FnZRgDIAEoCSI3ChNDb21wbGV0ZVJ1blJlc3BvbnNlEiAKA3J1bhgBIAEoCzITLnBhZGRvY2sudjEuVGFza1J1biJGChFTdHJlYW1Mb2dzUmVxdWVzdBIOCgZydW5faWQYASABKAkSEQoJYWZ0ZXJfc2VxGAIgASgDEg4KBmZvbGxvdxgDIAEoCCI7ChJTdHJlYW1Mb2dzUmVzcG9uc2USJQoHZW50cmllcxgBIAMoCzIULnBhZGRvY2sudjEuTG9nRW50cnkiIQoPV2F0Y2hSdW5SZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCSI0ChBXYXRjaFJ1blJlc3BvbnNlEiAKA3J1bhgBIAEoCzITLnBhZGRvY2sudjEuVGFza1J1biqlAQoJUnVuU3RhdHVzEhoKFlJVTl9TVEFUVVNfVU5TUEVDSUZJRUQQABIVChFSVU5fU1RBVFVTX1FVRVVFRBABEhoKFlJVTl9TVEFUVVNfSU5fUFJPR1JFU1MQAhIYChRSVU5fU1RBVFVTX0NPTVBMRVRFRBADEhUKEVJVTl9TVEFUVVNfRkFJTEVEEAQSGAoUUlVOX1NUQVRVU19DQU5DRUxMRUQQBTKRBAoOVGFza1J1blNlcnZpY2USRQoIU3RhcnRSdW4SGy5wYWRkb2NrLnYxLlN0YXJ0UnVuUmVxdWVzdBocLnBhZGRvY2sudjEuU3RhcnRSdW5SZXNwb25zZRI/CgZHZXRSdW4SGS5wYWRkb2NrLnYxLkdldFJ1blJlcXVlc3QaGi5wYWRkb2NrLnYxLkdldFJ1blJlc3BvbnNlEkUKCExpc3RSdW5zEhsucGFkZG9jay52MS5MaXN0UnVuc1JlcXVlc3QaHC5wYWRkb2NrLnYxLkxpc3RSdW5zUmVzcG9uc2USSAoJQ2FuY2VsUnVuEhwucGFkZG9jay52MS5DYW5jZWxSdW5SZXF1ZXN0Gh0ucGFkZG9jay52MS5DYW5jZWxSdW5SZXNwb25zZRJOCgtDb21wbGV0ZVJ1bhIeLnBhZGRvY2sudjEuQ29tcGxldGVSdW5SZXF1ZXN0Gh8ucGFkZG9jay52MS5Db21wbGV0ZVJ1blJlc3BvbnNlEk0KClN0cmVhbUxvZ3MSHS5wYWRkb2NrLnYxLlN0cmVhbUxvZ3NSZXF1ZXN0Gh4ucGFkZG9jay52MS5TdHJlYW1Mb2dzUmVzcG9uc2UwARJHCghXYXRjaFJ1bhIbLnBhZGRvY2sudjEuV2F0Y2hSdW5SZXF1ZXN0GhwucGFkZG9jay52MS5XYXRjaFJ1blJlc3BvbnNlMAFiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * One attempt at a task, in one sandbox.
@@ -131,6 +131,13 @@ export type TaskRun = Message<"paddock.v1.TaskRun"> & {
    * @generated from field: int64 run_number = 18;
    */
   runNumber: bigint;
+
+  /**
+   * The limits the run asked for (unset fields: the daemon's).
+   *
+   * @generated from field: paddock.v1.SandboxLimits limits = 19;
+   */
+  limits?: SandboxLimits | undefined;
 };
 
 /**
@@ -219,6 +226,13 @@ export type StartRunRequest = Message<"paddock.v1.StartRunRequest"> & {
    * @generated from field: string idempotency_key = 6;
    */
   idempotencyKey: string;
+
+  /**
+   * Overrides the daemon's sandbox limits for this run (docker provider).
+   *
+   * @generated from field: paddock.v1.SandboxLimits limits = 7;
+   */
+  limits?: SandboxLimits | undefined;
 };
 
 /**
@@ -227,6 +241,44 @@ export type StartRunRequest = Message<"paddock.v1.StartRunRequest"> & {
  */
 export const StartRunRequestSchema: GenMessage<StartRunRequest> = /*@__PURE__*/
   messageDesc(file_paddock_v1_task_run, 2);
+
+/**
+ * Resources and isolation of one sandbox. Unset fields take the daemon's settings.
+ *
+ * @generated from message paddock.v1.SandboxLimits
+ */
+export type SandboxLimits = Message<"paddock.v1.SandboxLimits"> & {
+  /**
+   * CPUs, fractions allowed (0.5).
+   *
+   * @generated from field: optional double cpus = 1;
+   */
+  cpus?: number | undefined;
+
+  /**
+   * @generated from field: optional int64 memory_bytes = 2;
+   */
+  memoryBytes?: bigint | undefined;
+
+  /**
+   * @generated from field: optional int32 pids = 3;
+   */
+  pids?: number | undefined;
+
+  /**
+   * OCI runtime: "runc", or "runsc" (gVisor) where the engine has it.
+   *
+   * @generated from field: string runtime = 4;
+   */
+  runtime: string;
+};
+
+/**
+ * Describes the message paddock.v1.SandboxLimits.
+ * Use `create(SandboxLimitsSchema)` to create a new message.
+ */
+export const SandboxLimitsSchema: GenMessage<SandboxLimits> = /*@__PURE__*/
+  messageDesc(file_paddock_v1_task_run, 3);
 
 /**
  * @generated from message paddock.v1.StartRunResponse
@@ -243,7 +295,7 @@ export type StartRunResponse = Message<"paddock.v1.StartRunResponse"> & {
  * Use `create(StartRunResponseSchema)` to create a new message.
  */
 export const StartRunResponseSchema: GenMessage<StartRunResponse> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 3);
+  messageDesc(file_paddock_v1_task_run, 4);
 
 /**
  * @generated from message paddock.v1.GetRunRequest
@@ -260,7 +312,7 @@ export type GetRunRequest = Message<"paddock.v1.GetRunRequest"> & {
  * Use `create(GetRunRequestSchema)` to create a new message.
  */
 export const GetRunRequestSchema: GenMessage<GetRunRequest> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 4);
+  messageDesc(file_paddock_v1_task_run, 5);
 
 /**
  * @generated from message paddock.v1.GetRunResponse
@@ -277,7 +329,7 @@ export type GetRunResponse = Message<"paddock.v1.GetRunResponse"> & {
  * Use `create(GetRunResponseSchema)` to create a new message.
  */
 export const GetRunResponseSchema: GenMessage<GetRunResponse> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 5);
+  messageDesc(file_paddock_v1_task_run, 6);
 
 /**
  * @generated from message paddock.v1.ListRunsRequest
@@ -315,7 +367,7 @@ export type ListRunsRequest = Message<"paddock.v1.ListRunsRequest"> & {
  * Use `create(ListRunsRequestSchema)` to create a new message.
  */
 export const ListRunsRequestSchema: GenMessage<ListRunsRequest> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 6);
+  messageDesc(file_paddock_v1_task_run, 7);
 
 /**
  * @generated from message paddock.v1.ListRunsResponse
@@ -337,7 +389,7 @@ export type ListRunsResponse = Message<"paddock.v1.ListRunsResponse"> & {
  * Use `create(ListRunsResponseSchema)` to create a new message.
  */
 export const ListRunsResponseSchema: GenMessage<ListRunsResponse> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 7);
+  messageDesc(file_paddock_v1_task_run, 8);
 
 /**
  * @generated from message paddock.v1.CancelRunRequest
@@ -354,7 +406,7 @@ export type CancelRunRequest = Message<"paddock.v1.CancelRunRequest"> & {
  * Use `create(CancelRunRequestSchema)` to create a new message.
  */
 export const CancelRunRequestSchema: GenMessage<CancelRunRequest> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 8);
+  messageDesc(file_paddock_v1_task_run, 9);
 
 /**
  * @generated from message paddock.v1.CancelRunResponse
@@ -371,7 +423,7 @@ export type CancelRunResponse = Message<"paddock.v1.CancelRunResponse"> & {
  * Use `create(CancelRunResponseSchema)` to create a new message.
  */
 export const CancelRunResponseSchema: GenMessage<CancelRunResponse> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 9);
+  messageDesc(file_paddock_v1_task_run, 10);
 
 /**
  * @generated from message paddock.v1.CompleteRunRequest
@@ -400,7 +452,7 @@ export type CompleteRunRequest = Message<"paddock.v1.CompleteRunRequest"> & {
  * Use `create(CompleteRunRequestSchema)` to create a new message.
  */
 export const CompleteRunRequestSchema: GenMessage<CompleteRunRequest> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 10);
+  messageDesc(file_paddock_v1_task_run, 11);
 
 /**
  * @generated from message paddock.v1.CompleteRunResponse
@@ -417,7 +469,7 @@ export type CompleteRunResponse = Message<"paddock.v1.CompleteRunResponse"> & {
  * Use `create(CompleteRunResponseSchema)` to create a new message.
  */
 export const CompleteRunResponseSchema: GenMessage<CompleteRunResponse> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 11);
+  messageDesc(file_paddock_v1_task_run, 12);
 
 /**
  * @generated from message paddock.v1.StreamLogsRequest
@@ -448,7 +500,7 @@ export type StreamLogsRequest = Message<"paddock.v1.StreamLogsRequest"> & {
  * Use `create(StreamLogsRequestSchema)` to create a new message.
  */
 export const StreamLogsRequestSchema: GenMessage<StreamLogsRequest> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 12);
+  messageDesc(file_paddock_v1_task_run, 13);
 
 /**
  * @generated from message paddock.v1.StreamLogsResponse
@@ -467,7 +519,7 @@ export type StreamLogsResponse = Message<"paddock.v1.StreamLogsResponse"> & {
  * Use `create(StreamLogsResponseSchema)` to create a new message.
  */
 export const StreamLogsResponseSchema: GenMessage<StreamLogsResponse> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 13);
+  messageDesc(file_paddock_v1_task_run, 14);
 
 /**
  * @generated from message paddock.v1.WatchRunRequest
@@ -484,7 +536,7 @@ export type WatchRunRequest = Message<"paddock.v1.WatchRunRequest"> & {
  * Use `create(WatchRunRequestSchema)` to create a new message.
  */
 export const WatchRunRequestSchema: GenMessage<WatchRunRequest> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 14);
+  messageDesc(file_paddock_v1_task_run, 15);
 
 /**
  * @generated from message paddock.v1.WatchRunResponse
@@ -501,7 +553,7 @@ export type WatchRunResponse = Message<"paddock.v1.WatchRunResponse"> & {
  * Use `create(WatchRunResponseSchema)` to create a new message.
  */
 export const WatchRunResponseSchema: GenMessage<WatchRunResponse> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 15);
+  messageDesc(file_paddock_v1_task_run, 16);
 
 /**
  * @generated from enum paddock.v1.RunStatus
