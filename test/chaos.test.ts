@@ -1,14 +1,13 @@
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
-import { existsSync, readdirSync, readFileSync, rmSync } from "node:fs";
-import { createServer, type AddressInfo } from "node:net";
+import { existsSync, readdirSync, rmSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TaskService } from "../src/gen/paddock/v1/task_pb.js";
 import { TaskRunService } from "../src/gen/paddock/v1/task_run_pb.js";
-import { gitEnv, makeGitRepo, removeSnapshots, tempDir } from "./fixtures.js";
+import { dockerAvailable, freePort, gitEnv, makeGitRepo, processesOf, removeSnapshots, tempDir } from "./fixtures.js";
 
 /**
  * Chaos: runs on both providers while the compiled daemon is SIGKILLed at different
@@ -17,36 +16,7 @@ import { gitEnv, makeGitRepo, removeSnapshots, tempDir } from "./fixtures.js";
  */
 const ROOT = resolve(import.meta.dirname, "..");
 const BIN = join(ROOT, "dist", "paddock");
-const dockerUp = (() => {
-  try {
-    execFileSync("docker", ["info"], { stdio: "ignore" });
-    return true;
-  } catch {
-    return false;
-  }
-})();
-if (!dockerUp && process.env.CI === "true") throw new Error("CI=true and no Docker engine: the chaos test must run in CI");
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, "127.0.0.1", r));
-  const port = (s.address() as AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
-
-function processesOf(runIds: string[]): string[] {
-  const found: string[] = [];
-  for (const p of readdirSync("/proc").filter((d) => /^\d+$/.test(d))) {
-    try {
-      const env = readFileSync(`/proc/${p}/environ`, "latin1").split("\0");
-      for (const id of runIds) if (env.includes(`PADDOCK_RUN_ID=${id}`)) found.push(`${p} (${id})`);
-    } catch {
-      /* gone, or not readable */
-    }
-  }
-  return found;
-}
+const dockerUp = dockerAvailable();
 
 describe.runIf(dockerUp)("chaos: SIGKILL the daemon at every phase", () => {
   let repo: string;

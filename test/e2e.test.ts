@@ -1,8 +1,7 @@
 import { fromBinary, toBinary, type DescMessage, type MessageShape, create } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
-import { existsSync, readdirSync, readFileSync, rmSync } from "node:fs";
-import { createServer, type AddressInfo } from "node:net";
+import { existsSync, readdirSync, rmSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
@@ -10,7 +9,7 @@ import {
   StreamLogsResponseSchema,
   type LogEntry,
 } from "../src/gen/paddock/v1/task_run_pb.js";
-import { gitEnv, makeGitRepo, sh, tempDir } from "./fixtures.js";
+import { freePort, gitEnv, makeGitRepo, processesOf, sh, tempDir } from "./fixtures.js";
 
 /**
  * The compiled binary, end to end: driven with `buf curl` through reflection and with a
@@ -19,14 +18,6 @@ import { gitEnv, makeGitRepo, sh, tempDir } from "./fixtures.js";
 const ROOT = resolve(import.meta.dirname, "..");
 const BIN = join(ROOT, "dist", "paddock");
 const BUF = join(ROOT, "node_modules", ".bin", "buf");
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, "127.0.0.1", r));
-  const port = (s.address() as AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
 
 function startBinary(dataDir: string, port: number): Promise<ChildProcess> {
   const child = spawn(BIN, ["serve", "--data-dir", dataDir, "--listen", `127.0.0.1:${port}`, "--log-format", "json"], {
@@ -84,18 +75,6 @@ function followWithGrpc(port: number, runId: string, afterSeq: bigint, onLine: (
   });
 }
 
-function processesOf(runId: string): number[] {
-  const pids: number[] = [];
-  for (const p of readdirSync("/proc").filter((d) => /^\d+$/.test(d))) {
-    try {
-      if (readFileSync(`/proc/${p}/environ`, "latin1").split("\0").includes(`PADDOCK_RUN_ID=${runId}`)) pids.push(Number(p));
-    } catch {
-      /* gone or not ours */
-    }
-  }
-  return pids;
-}
-
 describe("dist/paddock end to end", () => {
   let repo: string;
   let dataDir: string;
@@ -151,7 +130,7 @@ describe("dist/paddock end to end", () => {
     expect(got.run).toMatchObject({ status: "RUN_STATUS_COMPLETED", phase: "cleaned" });
     expect(got.run.cleanedAt).toBeDefined();
     expect(sh(repo, "git", "show", `${got.run.resultBranch}:e2e.txt`)).toBe("e2e");
-    expect(processesOf(run.id)).toEqual([]);
+    expect(processesOf([run.id])).toEqual([]);
     expect(readdirSync(join(dataDir, "sandboxes"))).toEqual([]);
 
     // The CLI of the same binary, over the unix socket, agrees.

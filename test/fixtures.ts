@@ -2,7 +2,8 @@ import { createClient, type Client } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import Database from "better-sqlite3";
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createServer, type AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pino from "pino";
@@ -120,4 +121,40 @@ export function removeSnapshots(dataDir: string): void {
   const images = (db.prepare("SELECT external_id AS image FROM sandbox_snapshots WHERE external_id <> ''").all() as { image: string }[]).map((r) => r.image);
   db.close();
   if (images.length > 0) execFileSync("docker", ["rmi", "-f", ...images], { stdio: "ignore" });
+}
+
+/**
+ * Whether a Docker engine answers. Under CI=true its absence is an error, never a skip:
+ * the Docker tests must run there.
+ */
+export function dockerAvailable(): boolean {
+  try {
+    execFileSync("docker", ["info"], { stdio: "ignore" });
+    return true;
+  } catch {
+    if (process.env.CI === "true") throw new Error("CI=true and no Docker engine: the Docker tests must run in CI");
+    return false;
+  }
+}
+
+export async function freePort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((r) => s.listen(0, "127.0.0.1", r));
+  const port = (s.address() as AddressInfo).port;
+  await new Promise<void>((r) => s.close(() => r()));
+  return port;
+}
+
+/** Processes (on the host or in containers) that carry a run's id in their environment. */
+export function processesOf(runIds: string[]): string[] {
+  const found: string[] = [];
+  for (const p of readdirSync("/proc").filter((d) => /^\d+$/.test(d))) {
+    try {
+      const env = readFileSync(`/proc/${p}/environ`, "latin1").split("\0");
+      for (const id of runIds) if (env.includes(`PADDOCK_RUN_ID=${id}`)) found.push(`${p} (${id})`);
+    } catch {
+      /* gone, or not readable */
+    }
+  }
+  return found;
 }
