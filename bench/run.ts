@@ -5,7 +5,7 @@
  *   npm run bench               all three
  *   npm run bench -- transitions|replay|rss|docker
  */
-import { createClient } from "@connectrpc/connect";
+import { createClient, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import { execSync, spawn } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
@@ -22,6 +22,14 @@ import type { SandboxProvider } from "../src/sandbox/provider.js";
 import { openDatabase } from "../src/store/open-database.js";
 import { createRunsRepository } from "../src/store/runs-repository.js";
 import { createTasksRepository } from "../src/store/tasks-repository.js";
+
+const bearer =
+  (token: string): Interceptor =>
+  (next) =>
+  (req) => {
+    req.header.set("authorization", `Bearer ${token}`);
+    return next(req);
+  };
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
@@ -58,10 +66,10 @@ async function transitionsRound(runsPerRound: number): Promise<{ managed: number
       logger: pino({ level: "silent" }),
       settings: { defaultAgentCommand: ["true"], defaultTimeoutMs: 3_600_000, defaultProvider: "bench", maxConcurrentRuns: 100_000, pollWaitMs: 1000, reapIntervalMs: 3_600_000 },
     });
-    tasks.create({ id: "task_b", title: "b", description: "", repository: "/r", repositoryUrl: "/r", origin: "bench", createdAt: 0 });
+    tasks.create({ team: "default", id: "task_b", title: "b", description: "", repository: "/r", repositoryUrl: "/r", origin: "bench", createdAt: 0 });
     const t0 = performance.now();
     const ids = [];
-    for (let i = 0; i < runsPerRound; i++) ids.push(manager.start({ taskId: "task_b", branch: "", agentCommand: [], timeoutMs: null, provider: "", idempotencyKey: "", limits: {} }).id);
+    for (let i = 0; i < runsPerRound; i++) ids.push(manager.start({ team: "default", taskId: "task_b", branch: "", agentCommand: [], timeoutMs: null, provider: "", idempotencyKey: "", limits: {} }).id);
     await Promise.all(ids.map((id) => manager.waitForCleaned(id, AbortSignal.timeout(120_000))));
     const managedSecs = (performance.now() - t0) / 1000;
     const managedRate = transitions / managedSecs;
@@ -74,7 +82,7 @@ async function transitionsRound(runsPerRound: number): Promise<{ managed: number
     await manager.stop();
     const raw = await openDatabase(join(dir, "raw.db"));
     const rawTasks = createTasksRepository(raw);
-    rawTasks.create({ id: "task_b", title: "b", description: "", repository: "/r", repositoryUrl: "/r", origin: "bench", createdAt: 0 });
+    rawTasks.create({ team: "default", id: "task_b", title: "b", description: "", repository: "/r", repositoryUrl: "/r", origin: "bench", createdAt: 0 });
     const insertRun = raw.prepare(`INSERT INTO runs (id, task_id, run_number, status, phase, provider, branch, result_branch, agent_command,
       deadline_at, created_at, updated_at, snapshot, machine_version) VALUES (?, 'task_b', ?, 'queued', 'queued', 'bench', '', ?, '["true"]', 0, 0, 0, ?, 1)`);
     const update = raw.prepare(`UPDATE runs SET status = ?, phase = ?, error_message = ?, exit_code = NULL, started_at = 1, finished_at = 1,
@@ -113,8 +121,8 @@ async function seedReplayData(lines: number): Promise<string> {
   const db = await openDatabase(join(dataDir, "paddock.db"));
   const tasks = createTasksRepository(db);
   const repo = createRunsRepository(db);
-  tasks.create({ id: "task_r", title: "r", description: "", repository: "/r", repositoryUrl: "/r", origin: "bench", createdAt: 0 });
-  repo.create({ id: "run_r", taskId: "task_r", status: "completed", phase: "cleaned", provider: "local", branch: "", resultBranch: "x", agentCommand: ["true"], limits: {}, idempotencyKey: null, deadlineAt: 0, createdAt: 0, updatedAt: 0, snapshot: {}, machineVersion: 1 });
+  tasks.create({ team: "default", id: "task_r", title: "r", description: "", repository: "/r", repositoryUrl: "/r", origin: "bench", createdAt: 0 });
+  repo.create({ team: "default", id: "run_r", taskId: "task_r", status: "completed", phase: "cleaned", provider: "local", branch: "", resultBranch: "x", agentCommand: ["true"], limits: {}, idempotencyKey: null, deadlineAt: 0, createdAt: 0, updatedAt: 0, snapshot: {}, machineVersion: 1 });
   for (let i = 0; i < lines; i += 10_000) {
     repo.appendLogs("run_r", Array.from({ length: Math.min(10_000, lines - i) }, (_, k) => ({ time: Date.now(), stream: "stdout", text: `line ${i + k} of the agent's output, about sixty bytes long ....` })));
   }
@@ -127,9 +135,11 @@ async function measureReplay(label: string, port: number, dbPath: string, lines:
   const db = await openDatabase(dbPath);
   const read = db.prepare<{ seq: number; text: string }>("SELECT seq, time, stream, text FROM run_logs WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?");
   const base = `http://127.0.0.1:${port}`;
+  const token = readFileSync(join(dbPath, "..", "admin-token"), "utf8").trim();
+  const interceptors = [bearer(token)];
   const clients = {
-    "gRPC (HTTP/2)": createClient(TaskRunService, createGrpcTransport({ baseUrl: base })),
-    "Connect (HTTP/1.1)": createClient(TaskRunService, createConnectTransport({ baseUrl: base, httpVersion: "1.1" })),
+    "gRPC (HTTP/2)": createClient(TaskRunService, createGrpcTransport({ baseUrl: base, interceptors })),
+    "Connect (HTTP/1.1)": createClient(TaskRunService, createConnectTransport({ baseUrl: base, httpVersion: "1.1", interceptors })),
   };
   const rates: Record<string, number[]> = { raw: [] };
   for (let r = 0; r < ROUNDS; r++) {
@@ -260,7 +270,7 @@ async function benchDocker() {
   const app = await createApp({ config, logger: pino({ level: "silent" }), runnerCommand: runnerCommand(), baseEnv: {} });
   await app.start();
   const tasks = createTasksRepository(await openDatabase(join(dataDir, "paddock.db")));
-  const start = async (taskId: string) => app.runs.start({ taskId, branch: "", agentCommand: ["sleep", "300"], timeoutMs: null, provider: "docker", idempotencyKey: "", limits: {} }).id;
+  const start = async (taskId: string) => app.runs.start({ team: "default", taskId, branch: "", agentCommand: ["sleep", "300"], timeoutMs: null, provider: "docker", idempotencyKey: "", limits: {} }).id;
   const timeToRunning = async (taskId: string) => {
     const t0 = performance.now();
     const id = await start(taskId);
@@ -284,10 +294,10 @@ async function benchDocker() {
     const cancel: number[] = [];
     for (let i = 0; i < Math.min(n, 5); i++) {
       execSync(`cp -r ${repo} ${repo}${i}`); // a repository the daemon has not seen: no snapshot yet
-      const t = tasks.create({ id: `task_cold${i}`, title: "b", description: "", repository: `${repo}${i}`, repositoryUrl: `${repo}${i}`, origin: "bench", createdAt: 0 });
+      const t = tasks.create({ team: "default", id: `task_cold${i}`, title: "b", description: "", repository: `${repo}${i}`, repositoryUrl: `${repo}${i}`, origin: "bench", createdAt: 0 });
       cold.push((await timeToRunning(t.id)).ms);
     }
-    const t = tasks.create({ id: "task_warm", title: "b", description: "", repository: repo, repositoryUrl: repo, origin: "bench", createdAt: 0 });
+    const t = tasks.create({ team: "default", id: "task_warm", title: "b", description: "", repository: repo, repositoryUrl: repo, origin: "bench", createdAt: 0 });
     await timeToRunning(t.id); // takes the snapshot
     for (let i = 0; i < n; i++) {
       const r = await timeToRunning(t.id);

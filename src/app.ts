@@ -1,3 +1,4 @@
+import { createContextValues } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import Docker from "dockerode";
 import { existsSync } from "node:fs";
@@ -5,7 +6,10 @@ import { mkdir } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Logger } from "pino";
+import { authInterceptor, kTrustedTransport } from "./api/auth.js";
 import { errorInterceptor } from "./api/error-interceptor.js";
+import { createApiTokens } from "./auth/api-tokens.js";
+import { createTokensRepository } from "./store/tokens-repository.js";
 import { createHealth } from "./api/health.js";
 import { listen, type Listener } from "./api/listener.js";
 import { createRoutes } from "./api/routes.js";
@@ -34,7 +38,7 @@ export interface AppOptions {
 
 export interface App {
   runs: RunManager;
-  handler: ReturnType<typeof connectNodeAdapter>;
+  handlers: { tcp: ReturnType<typeof connectNodeAdapter>; unix: ReturnType<typeof connectNodeAdapter> };
   /** Restores live runs, then listens on the configured TCP address and unix socket. */
   start(listenOverride?: { host: string; port: number; socketPath?: string }): Promise<Listener>;
   /** Stops listening and stops the actors; runs stay stored and resume at the next start. */
@@ -97,25 +101,34 @@ export async function createApp(opts: AppOptions): Promise<App> {
   });
   const health = createHealth();
   const shutdown = new AbortController();
-  const handler = connectNodeAdapter({
-    routes: createRoutes({ tasks, runs, health, gitHost: config.gitHost }),
-    interceptors: [errorInterceptor(logger)],
-    shutdownSignal: shutdown.signal,
-    // No gzip: clients are on this host or a LAN, where compressing every log batch costs
-    // more CPU than the bytes it saves.
-    acceptCompression: [],
-    readMaxBytes: 4 * 1024 * 1024,
-    writeMaxBytes: 16 * 1024 * 1024,
-    // Unary calls get at most a minute; streams (logs -f, WatchRun) may run for the whole run.
-    maxTimeoutMs: 25 * 3600_000,
-  });
+  const tokens = createTokensRepository(db);
+  const apiTokens = createApiTokens(tokens);
+  const adminTokenFile = await apiTokens.bootstrapAdmin(config.dataDir);
+  if (adminTokenFile) logger.warn({ file: adminTokenFile }, "first start: an admin API token was written to this file (0600); keep it safe");
+  const routes = createRoutes({ tasks, runs, health, gitHost: config.gitHost, tokens, apiTokens });
+  const makeHandler = (trusted: boolean) =>
+    connectNodeAdapter({
+      routes,
+      // Auth inside the error boundary: its ConnectErrors pass through unchanged.
+      interceptors: [errorInterceptor(logger), authInterceptor(apiTokens)],
+      contextValues: () => createContextValues().set(kTrustedTransport, trusted),
+      shutdownSignal: shutdown.signal,
+      // No gzip: clients are on this host or a LAN, where compressing every log batch
+      // costs more CPU than the bytes it saves.
+      acceptCompression: [],
+      readMaxBytes: 4 * 1024 * 1024,
+      writeMaxBytes: 16 * 1024 * 1024,
+      // The longest deadline a client may ask for: a follow of a run's whole life.
+      maxTimeoutMs: 25 * 3600_000,
+    });
+  const handlers = { tcp: makeHandler(false), unix: makeHandler(true) };
   let listener: Listener | undefined;
   return {
     runs,
-    handler,
+    handlers,
     async start(override) {
       await runs.restore();
-      listener = await listen(handler, override ?? { ...config.listen, socketPath: config.socket || undefined });
+      listener = await listen(handlers, override ?? { ...config.listen, socketPath: config.socket || undefined });
       logger.info({ address: `${listener.host}:${listener.port}`, socket: listener.socketPath, dataDir: config.dataDir }, "paddock listening");
       return listener;
     },

@@ -1,13 +1,13 @@
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
-import { existsSync, readdirSync, rmSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TaskService } from "../src/gen/paddock/v1/task_pb.js";
 import { TaskRunService } from "../src/gen/paddock/v1/task_run_pb.js";
-import { dockerAvailable, freePort, gitEnv, makeGitRepo, processesOf, removeSnapshots, tempDir } from "./fixtures.js";
+import { bearer, dockerAvailable, freePort, gitEnv, makeGitRepo, processesOf, removeSnapshots, tempDir } from "./fixtures.js";
 
 /**
  * Chaos: runs on both providers while the compiled daemon is SIGKILLed at different
@@ -53,12 +53,13 @@ describe.runIf(dockerUp)("chaos: SIGKILL the daemon at every phase", () => {
       daemon!.kill("SIGKILL");
       await new Promise((r) => (daemon!.exitCode !== null || daemon!.signalCode ? r(null) : daemon!.once("exit", r)));
     };
-    const transport = createConnectTransport({ baseUrl: `http://127.0.0.1:${port}`, httpVersion: "1.1" });
+    daemon = await start();
+    const token = readFileSync(join(dataDir, "admin-token"), "utf8").trim();
+    const transport = createConnectTransport({ baseUrl: `http://127.0.0.1:${port}`, httpVersion: "1.1", interceptors: [bearer(token)] });
     const tasks = createClient(TaskService, transport);
     const runs = createClient(TaskRunService, transport);
     const phases = async (ids: string[]) => Promise.all(ids.map(async (id) => (await runs.getRun({ runId: id })).run!.phase));
 
-    daemon = await start();
     const { task } = await tasks.createTask({ title: "chaos", repository: repo });
     const agent = ["sh", "-c", "i=0; while [ $i -lt 30 ]; do echo tick-$i; i=$((i+1)); sleep 0.1; done"];
     const ids: string[] = [];

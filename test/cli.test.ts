@@ -11,7 +11,7 @@ async function cli(d: Daemon | null, ...argv: string[]) {
   const code = await runClientCommand(args, {
     out: (l) => out.push(l),
     err: (l) => err.push(l),
-    env: {},
+    env: d ? { PADDOCK_TOKEN: d.adminToken } : {},
     cwd: "/",
     defaultSocket: "/nonexistent/paddock.sock",
     signal: new AbortController().signal,

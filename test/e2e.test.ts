@@ -1,7 +1,7 @@
 import { fromBinary, toBinary, type DescMessage, type MessageShape, create } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
-import { existsSync, readdirSync, rmSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
@@ -35,8 +35,11 @@ function startBinary(dataDir: string, port: number): Promise<ChildProcess> {
   });
 }
 
+let token = "";
+
 function bufCurl(url: string, method: string, body: unknown): Record<string, unknown> {
-  const out = execFileSync(BUF, ["curl", "--http2-prior-knowledge", "--data", JSON.stringify(body), `${url}/${method}`], { encoding: "utf8" });
+  const auth = token ? ["-H", `Authorization: Bearer ${token}`] : [];
+  const out = execFileSync(BUF, ["curl", "--http2-prior-knowledge", ...auth, "--data", JSON.stringify(body), `${url}/${method}`], { encoding: "utf8" });
   return JSON.parse(out) as Record<string, unknown>;
 }
 
@@ -62,7 +65,9 @@ function grpcLogsClient(port: number) {
 function followWithGrpc(port: number, runId: string, afterSeq: bigint, onLine: (l: LogEntry) => void): Promise<"ended" | "dropped"> {
   const client = grpcLogsClient(port);
   return new Promise((done) => {
-    const call = client.streamLogs!(create(StreamLogsRequestSchema, { runId, afterSeq, follow: true }));
+    const metadata = new grpc.Metadata();
+    metadata.set("authorization", `Bearer ${token}`);
+    const call = client.streamLogs!(create(StreamLogsRequestSchema, { runId, afterSeq, follow: true }), metadata);
     call.on("data", (res: MessageShape<typeof StreamLogsResponseSchema>) => res.entries.forEach(onLine));
     call.on("end", () => {
       client.close();
@@ -100,6 +105,9 @@ describe("dist/paddock end to end", () => {
     expect(methods).toContain("paddock.v1.TaskRunService/StreamLogs");
     expect(methods).toContain("grpc.health.v1.Health/Check");
     expect(bufCurl(url, "grpc.health.v1.Health/Check", {})).toEqual({ status: "SERVING" });
+    // Without a token the API refuses; health and reflection above needed none.
+    expect(() => bufCurl(url, "paddock.v1.TaskService/ListTasks", {})).toThrow(/unauthenticated/);
+    token = readFileSync(join(dataDir, "admin-token"), "utf8").trim();
 
     const { task } = bufCurl(url, "paddock.v1.TaskService/CreateTask", { title: "count and commit", description: "print lines, then commit", repository: repo, origin: "e2e" }) as { task: { id: string; taskNumber: string } };
     expect(task.taskNumber).toBe("1");

@@ -1,4 +1,4 @@
-import { createClient, type Client } from "@connectrpc/connect";
+import { createClient, type Client, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import Database from "better-sqlite3";
 import { execFileSync } from "node:child_process";
@@ -35,11 +35,21 @@ export function makeGitRepo(): string {
   return dir;
 }
 
+/** Sends `token` as the bearer on every call. */
+export function bearer(token: string): Interceptor {
+  return (next) => (req) => {
+    req.header.set("authorization", `Bearer ${token}`);
+    return next(req);
+  };
+}
+
 export interface Daemon {
   app: App;
   listener: Listener;
   url: string;
   dataDir: string;
+  /** The admin token the daemon wrote on first start (team "default"). */
+  adminToken: string;
   tasks: Client<typeof TaskService>;
   runs: Client<typeof TaskRunService>;
   grpcRuns: Client<typeof TaskRunService>;
@@ -56,13 +66,16 @@ export async function startDaemon(opts: { dataDir?: string; config?: ConfigInput
   const app = await createApp({ config, logger, runnerCommand: runnerCommand(), baseEnv: gitEnv, pollWaitMs: 1_000 });
   const listener = await app.start();
   const url = `http://127.0.0.1:${listener.port}`;
-  const connect = createConnectTransport({ baseUrl: url, httpVersion: "1.1" });
-  const grpc = createGrpcTransport({ baseUrl: url });
+  const adminToken = readFileSync(join(dataDir, "admin-token"), "utf8").trim();
+  const interceptors = [bearer(adminToken)];
+  const connect = createConnectTransport({ baseUrl: url, httpVersion: "1.1", interceptors });
+  const grpc = createGrpcTransport({ baseUrl: url, interceptors });
   return {
     app,
     listener,
     url,
     dataDir,
+    adminToken,
     logs,
     tasks: createClient(TaskService, connect),
     runs: createClient(TaskRunService, connect),

@@ -29,16 +29,21 @@ const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n");
  * Connect and gRPC-Web also come over HTTP/1.1. Node's cleartext http2 server cannot fall
  * back to HTTP/1.1, so we read the first bytes and hand the connection to the right server.
  */
-export async function listen(handler: RequestHandler, opts: ListenOptions): Promise<Listener> {
-  const h1 = http.createServer(handler as http.RequestListener);
-  const h2 = http2.createServer(handler as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void);
-  // Long-lived streams (logs -f, WatchRun) must not be cut by idle timeouts.
-  h1.requestTimeout = 0;
-  h1.headersTimeout = 60_000;
-  h1.keepAliveTimeout = 65_000;
+export async function listen(handlers: { tcp: RequestHandler; unix: RequestHandler }, opts: ListenOptions): Promise<Listener> {
+  const servers = (handler: RequestHandler) => {
+    const h1 = http.createServer(handler as http.RequestListener);
+    // Long-lived streams (logs -f, WatchRun) must not be cut by idle timeouts.
+    h1.requestTimeout = 0;
+    h1.headersTimeout = 60_000;
+    h1.keepAliveTimeout = 65_000;
+    return { h1, h2: http2.createServer(handler as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void) };
+  };
+  // Each listener has its own servers: the unix socket's handler trusts its callers.
+  const tcpServers = servers(handlers.tcp);
+  const unixServers = servers(handlers.unix);
   const sockets = new Set<net.Socket>();
 
-  const route = (socket: net.Socket) => {
+  const route = ({ h1, h2 }: ReturnType<typeof servers>) => (socket: net.Socket) => {
     // The http2 server cannot set this through the wrapper below; without it, stream
     // frames wait on delayed ACKs (a 25x slower log replay, measured).
     socket.setNoDelay(true);
@@ -58,7 +63,7 @@ export async function listen(handler: RequestHandler, opts: ListenOptions): Prom
     });
   };
 
-  const tcp = net.createServer(route);
+  const tcp = net.createServer(route(tcpServers));
   await new Promise<void>((resolve, reject) => {
     tcp.once("error", reject);
     tcp.listen(opts.port, opts.host, () => resolve());
@@ -68,7 +73,7 @@ export async function listen(handler: RequestHandler, opts: ListenOptions): Prom
   let unix: net.Server | undefined;
   if (opts.socketPath) {
     await rm(opts.socketPath, { force: true });
-    unix = net.createServer(route);
+    unix = net.createServer(route(unixServers));
     const server = unix;
     await new Promise<void>((resolve, reject) => {
       server.once("error", reject);
@@ -84,7 +89,8 @@ export async function listen(handler: RequestHandler, opts: ListenOptions): Prom
     async close() {
       const closed = [tcp, unix].filter((s): s is net.Server => !!s).map((s) => new Promise<void>((r) => s.close(() => r())));
       for (const s of sockets) s.destroy();
-      h1.closeAllConnections();
+      tcpServers.h1.closeAllConnections();
+      unixServers.h1.closeAllConnections();
       await Promise.all(closed);
       if (opts.socketPath) await rm(opts.socketPath, { force: true });
     },

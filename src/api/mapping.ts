@@ -10,6 +10,7 @@ const ts = (ms: number | null): Timestamp | undefined => (ms === null ? undefine
 export function taskToProto(t: TaskRecord): Task {
   return create(TaskSchema, {
     id: t.id,
+    team: t.team,
     taskNumber: BigInt(t.taskNumber),
     title: t.title,
     description: t.description,
@@ -59,6 +60,7 @@ export function statusFromProto(s: RunStatus): RunStatusName | undefined {
 export function runToProto(r: StoredRun): TaskRun {
   return create(TaskRunSchema, {
     id: r.id,
+    team: r.team,
     taskId: r.taskId,
     runNumber: BigInt(r.runNumber),
     status: statusToProto(r.status),

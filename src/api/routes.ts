@@ -4,6 +4,10 @@ import { file_grpc_reflection_v1_reflection } from "../gen/grpc/reflection/v1/re
 import { file_grpc_reflection_v1alpha_reflection } from "../gen/grpc/reflection/v1alpha/reflection_pb.js";
 import { file_paddock_v1_task, TaskService } from "../gen/paddock/v1/task_pb.js";
 import { file_paddock_v1_task_run, TaskRunService } from "../gen/paddock/v1/task_run_pb.js";
+import { file_paddock_v1_token, TokenService } from "../gen/paddock/v1/token_pb.js";
+import type { ApiTokens } from "../auth/api-tokens.js";
+import type { TokensRepository } from "../store/tokens-repository.js";
+import { createTokenService } from "./token-service.js";
 import type { RunManager } from "../runs/run-manager.js";
 import type { TasksRepository } from "../store/tasks-repository.js";
 import { ServingStatus, type HealthService } from "./health.js";
@@ -16,6 +20,8 @@ export interface RoutesDeps {
   runs: RunManager;
   health: HealthService;
   gitHost: string;
+  tokens: TokensRepository;
+  apiTokens: ApiTokens;
 }
 
 /** Every service on the listener: the API, health and reflection (so buf curl needs no protos). */
@@ -23,12 +29,14 @@ export function createRoutes(deps: RoutesDeps) {
   return (router: ConnectRouter) => {
     router.service(TaskService, createTaskService({ tasks: deps.tasks, gitHost: deps.gitHost }));
     router.service(TaskRunService, createTaskRunService(deps.runs));
+    router.service(TokenService, createTokenService({ tokens: deps.tokens, apiTokens: deps.apiTokens }));
     deps.health.setStatus(TaskService.typeName, ServingStatus.SERVING);
     deps.health.setStatus(TaskRunService.typeName, ServingStatus.SERVING);
     deps.health.register(router);
     registerReflection(router, [
       file_paddock_v1_task,
       file_paddock_v1_task_run,
+      file_paddock_v1_token,
       file_grpc_health_v1_health,
       file_grpc_reflection_v1_reflection,
       file_grpc_reflection_v1alpha_reflection,

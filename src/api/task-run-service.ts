@@ -1,6 +1,7 @@
-import type { ServiceImpl } from "@connectrpc/connect";
+import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import { TaskRunService } from "../gen/paddock/v1/task_run_pb.js";
-import { InvalidArgumentError } from "../errors.js";
+import { InvalidArgumentError, NotFoundError } from "../errors.js";
+import { principalOf } from "./auth.js";
 import type { RunManager } from "../runs/run-manager.js";
 import type { RunLimits } from "../store/records.js";
 import { logToProto, runToProto, statusFromProto } from "./mapping.js";
@@ -15,8 +16,15 @@ function required(field: string, value: string): string {
 }
 
 export function createTaskRunService(runs: RunManager): ServiceImpl<typeof TaskRunService> {
+  /** The run, if the caller's team owns it; another team's run does not exist for them. */
+  const owned = (runId: string, ctx: HandlerContext) => {
+    required("run_id", runId);
+    const run = runs.get(runId);
+    if (run.team !== principalOf(ctx).team) throw new NotFoundError("run", runId);
+    return run;
+  };
   return {
-    startRun(req) {
+    startRun(req, ctx) {
       required("task_id", req.taskId);
       if (req.branch && !BRANCH.test(req.branch)) {
         throw new InvalidArgumentError("branch", `${JSON.stringify(req.branch)} is not a valid git branch name`);
@@ -45,6 +53,7 @@ export function createTaskRunService(runs: RunManager): ServiceImpl<typeof TaskR
         if (l.runtime) limits.runtime = l.runtime;
       }
       const run = runs.start({
+        team: principalOf(ctx).team,
         taskId: req.taskId,
         branch: req.branch,
         agentCommand: req.agentCommand,
@@ -55,24 +64,24 @@ export function createTaskRunService(runs: RunManager): ServiceImpl<typeof TaskR
       });
       return { run: runToProto(run) };
     },
-    getRun(req) {
-      return { run: runToProto(runs.get(required("run_id", req.runId))) };
+    getRun(req, ctx) {
+      return { run: runToProto(owned(req.runId, ctx)) };
     },
-    listRuns(req) {
+    listRuns(req, ctx) {
       const size = pageSize(req.pageSize);
       const rows = runs.list(
-        { taskId: req.taskId || undefined, status: statusFromProto(req.status) },
+        { team: principalOf(ctx).team, taskId: req.taskId || undefined, status: statusFromProto(req.status) },
         decodePageToken(req.pageToken),
         size + 1,
       );
       const page = paginate(rows, size, (r) => r.seq);
       return { runs: page.items.map(runToProto), nextPageToken: page.nextPageToken };
     },
-    cancelRun(req) {
-      return { run: runToProto(runs.cancel(required("run_id", req.runId))) };
+    cancelRun(req, ctx) {
+      return { run: runToProto(runs.cancel(owned(req.runId, ctx).id)) };
     },
-    completeRun(req) {
-      required("run_id", req.runId);
+    completeRun(req, ctx) {
+      owned(req.runId, ctx);
       const status = statusFromProto(req.status);
       if (status !== "completed" && status !== "failed") {
         throw new InvalidArgumentError("status", "must be RUN_STATUS_COMPLETED or RUN_STATUS_FAILED");
@@ -80,14 +89,14 @@ export function createTaskRunService(runs: RunManager): ServiceImpl<typeof TaskR
       return { run: runToProto(runs.complete(req.runId, status, req.errorMessage)) };
     },
     async *streamLogs(req, ctx) {
-      required("run_id", req.runId);
+      owned(req.runId, ctx);
       if (req.afterSeq < 0n) throw new InvalidArgumentError("after_seq", "must not be negative");
       for await (const batch of runs.logs(req.runId, Number(req.afterSeq), req.follow, ctx.signal)) {
         yield { entries: batch.map(logToProto) };
       }
     },
     async *watchRun(req, ctx) {
-      required("run_id", req.runId);
+      owned(req.runId, ctx);
       for await (const run of runs.watch(req.runId, ctx.signal)) yield { run: runToProto(run) };
     },
   };

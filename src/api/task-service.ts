@@ -4,6 +4,7 @@ import { InvalidArgumentError, NotFoundError } from "../errors.js";
 import { newId } from "../runs/run-manager.js";
 import { resolveRepository } from "../runs/repository-ref.js";
 import type { TasksRepository } from "../store/tasks-repository.js";
+import { principalOf } from "./auth.js";
 import { taskToProto } from "./mapping.js";
 import { decodePageToken, pageSize, paginate } from "./page-token.js";
 
@@ -20,7 +21,7 @@ function bounded(field: string, value: string, max: number, required = false): s
 
 export function createTaskService(deps: TaskServiceDeps): ServiceImpl<typeof TaskService> {
   return {
-    createTask(req) {
+    createTask(req, ctx) {
       const title = bounded("title", req.title, 200, true).trim();
       if (/[\r\n]/.test(title)) throw new InvalidArgumentError("title", "must be one line");
       const description = bounded("description", req.description, 64 * 1024);
@@ -29,6 +30,7 @@ export function createTaskService(deps: TaskServiceDeps): ServiceImpl<typeof Tas
       const repositoryUrl = resolveRepository(req.repository, deps.gitHost);
       const task = deps.tasks.create({
         id: newId("task"),
+        team: principalOf(ctx).team,
         title,
         description,
         repository: req.repository.trim(),
@@ -38,15 +40,16 @@ export function createTaskService(deps: TaskServiceDeps): ServiceImpl<typeof Tas
       });
       return { task: taskToProto(task) };
     },
-    getTask(req) {
+    getTask(req, ctx) {
       if (!req.taskId) throw new InvalidArgumentError("task_id", "is required");
       const task = deps.tasks.get(req.taskId);
-      if (!task) throw new NotFoundError("task", req.taskId);
+      // Another team's task does not exist for this caller.
+      if (!task || task.team !== principalOf(ctx).team) throw new NotFoundError("task", req.taskId);
       return { task: taskToProto(task) };
     },
-    listTasks(req) {
+    listTasks(req, ctx) {
       const size = pageSize(req.pageSize);
-      const rows = deps.tasks.list(decodePageToken(req.pageToken), size + 1);
+      const rows = deps.tasks.list(principalOf(ctx).team, decodePageToken(req.pageToken), size + 1);
       const page = paginate(rows, size, (t) => t.taskNumber);
       return { tasks: page.items.map(taskToProto), nextPageToken: page.nextPageToken };
     },

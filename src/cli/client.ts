@@ -1,4 +1,4 @@
-import { createClient, type Client } from "@connectrpc/connect";
+import { createClient, type Client, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { existsSync } from "node:fs";
 import { TaskService } from "../gen/paddock/v1/task_pb.js";
@@ -14,10 +14,19 @@ export interface Clients {
  * The address is "unix:/path/to/paddock.sock" or "http://host:port". Without one, the
  * daemon's socket in the data dir is used when it exists, else http://127.0.0.1:7777.
  */
-export function connect(address: string | undefined, defaultSocket: string): Clients {
+export function connect(address: string | undefined, defaultSocket: string, token?: string): Clients {
   const addr = address || (existsSync(defaultSocket) ? `unix:${defaultSocket}` : "http://127.0.0.1:7777");
+  // The unix socket is trusted as admin; over TCP the daemon wants an API token.
+  const interceptors: Interceptor[] = token
+    ? [
+        (next) => (req) => {
+          req.header.set("authorization", `Bearer ${token}`);
+          return next(req);
+        },
+      ]
+    : [];
   const transport = addr.startsWith("unix:")
-    ? createConnectTransport({ baseUrl: "http://localhost", httpVersion: "1.1", nodeOptions: { socketPath: addr.slice(5) } })
-    : createConnectTransport({ baseUrl: addr, httpVersion: "1.1" });
+    ? createConnectTransport({ baseUrl: "http://localhost", httpVersion: "1.1", nodeOptions: { socketPath: addr.slice(5) }, interceptors })
+    : createConnectTransport({ baseUrl: addr, httpVersion: "1.1", interceptors });
   return { tasks: createClient(TaskService, transport), runs: createClient(TaskRunService, transport), address: addr };
 }

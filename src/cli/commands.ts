@@ -37,11 +37,13 @@ interface Command {
 
 const common: Options = {
   address: { type: "string" },
+  token: { type: "string" },
   json: { type: "boolean" },
   help: { type: "boolean", short: "h" },
 };
 const COMMON_HELP = `  --address ADDR   daemon address: http://host:port or unix:/path (env PADDOCK_ADDRESS;
                    default: the data dir's socket if present, else http://127.0.0.1:7777)
+  --token TOKEN    API token for TCP addresses (env PADDOCK_TOKEN; the unix socket needs none)
   --json           print JSON (one object per line for streams)
   -h, --help       this help`;
 
@@ -305,7 +307,7 @@ export async function runClientCommand(argv: string[], io: CliIo): Promise<numbe
       io.out(`usage: ${cmd.usage}\n\n${cmd.summary}\n${cmd.help ? `\n${cmd.help}\n` : ""}\n${COMMON_HELP}`);
       return EXIT.ok;
     }
-    const c = connect(String(values.address ?? io.env.PADDOCK_ADDRESS ?? ""), io.defaultSocket);
+    const c = connect(String(values.address ?? io.env.PADDOCK_ADDRESS ?? ""), io.defaultSocket, String(values.token ?? io.env.PADDOCK_TOKEN ?? "") || undefined);
     return await cmd.run({ values: values as Record<string, string | boolean | undefined>, positionals, c, io, json: !!values.json });
   } catch (error) {
     return reportError(error, io, cmd.usage);

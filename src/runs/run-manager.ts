@@ -44,6 +44,8 @@ export interface RunManagerDeps {
 }
 
 export interface StartRunParams {
+  /** The caller's team: a task of another team is not found. */
+  team: string;
   taskId: string;
   branch: string;
   agentCommand: string[];
@@ -140,9 +142,9 @@ export class RunManager {
   start(p: StartRunParams): StoredRun {
     const { tasks, runs, settings, providers } = this.deps;
     const task = tasks.get(p.taskId);
-    if (!task) throw new NotFoundError("task", p.taskId);
+    if (!task || task.team !== p.team) throw new NotFoundError("task", p.taskId);
     if (p.idempotencyKey) {
-      const existing = runs.byIdempotencyKey(p.taskId, p.idempotencyKey);
+      const existing = runs.byIdempotencyKey(task.id, p.idempotencyKey);
       if (existing) return existing;
     }
     const providerName = p.provider || settings.defaultProvider;
@@ -170,6 +172,7 @@ export class RunManager {
     try {
       run = runs.create({
         id,
+        team: task.team,
         taskId: task.id,
         status: "queued",
         phase: "queued",

@@ -92,6 +92,28 @@ export const MIGRATIONS: readonly { version: number; name: string; sql: string }
     name: "runs.limits",
     sql: `ALTER TABLE runs ADD COLUMN limits TEXT NOT NULL DEFAULT '{}';`,
   },
+  {
+    version: 4,
+    name: "teams and api_tokens",
+    sql: `
+      ALTER TABLE tasks ADD COLUMN team TEXT NOT NULL DEFAULT 'default';
+      ALTER TABLE runs ADD COLUMN team TEXT NOT NULL DEFAULT 'default';
+      CREATE INDEX tasks_team ON tasks(team, task_number);
+      CREATE INDEX runs_team ON runs(team, seq);
+      -- Opaque bearer tokens: only a SHA-256 of the secret is kept.
+      CREATE TABLE api_tokens (
+        seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+        id           TEXT NOT NULL UNIQUE,
+        team         TEXT NOT NULL,
+        name         TEXT NOT NULL,
+        scopes       TEXT NOT NULL,
+        secret_hash  TEXT NOT NULL,
+        created_at   INTEGER NOT NULL,
+        last_used_at INTEGER,
+        revoked_at   INTEGER
+      ) STRICT;
+    `,
+  },
 ];
 
 export function migrate(db: Database): number {

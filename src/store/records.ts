@@ -1,6 +1,7 @@
 /** Stored shapes, in domain terms (epoch milliseconds, parsed JSON). */
 export interface TaskRecord {
   id: string;
+  team: string;
   taskNumber: number;
   title: string;
   description: string;
@@ -22,6 +23,7 @@ export type RunStatusName = "queued" | "in_progress" | "completed" | "failed" | 
 
 export interface RunRecord {
   id: string;
+  team: string;
   taskId: string;
   runNumber: number;
   status: RunStatusName;

@@ -4,6 +4,7 @@ import type { LogLine, RunLimits, RunRecord, RunStatusName } from "./records.js"
 interface RunRow {
   seq: number;
   id: string;
+  team: string;
   task_id: string;
   run_number: number;
   status: string;
@@ -30,6 +31,7 @@ interface RunRow {
 const toRun = (r: RunRow): RunRecord & { seq: number } => ({
   seq: r.seq,
   id: r.id,
+  team: r.team,
   taskId: r.task_id,
   runNumber: r.run_number,
   status: r.status as RunStatusName,
@@ -71,19 +73,20 @@ export interface RunTransition {
 }
 
 export interface RunFilter {
+  team: string;
   taskId?: string;
   status?: RunStatusName;
 }
 
 /** Every column but the snapshot: reads for clients never need it, restores do. */
-const COLUMNS = `seq, id, task_id, run_number, status, phase, provider, error_message, exit_code, branch, result_branch,
+const COLUMNS = `seq, id, team, task_id, run_number, status, phase, provider, error_message, exit_code, branch, result_branch,
   result_commit, agent_command, limits, idempotency_key, deadline_at, created_at, started_at, finished_at, updated_at,
   cleaned_at, machine_version, runner_cursor`;
 
 export function createRunsRepository(db: Database) {
-  const insert = db.prepare(`INSERT INTO runs (id, task_id, run_number, status, phase, provider, branch, result_branch,
+  const insert = db.prepare(`INSERT INTO runs (id, team, task_id, run_number, status, phase, provider, branch, result_branch,
       agent_command, limits, idempotency_key, deadline_at, created_at, updated_at, snapshot, machine_version)
-    VALUES (:id, :taskId, :runNumber, :status, :phase, :provider, :branch, :resultBranch,
+    VALUES (:id, :team, :taskId, :runNumber, :status, :phase, :provider, :branch, :resultBranch,
       :agentCommand, :limits, :idempotencyKey, :deadlineAt, :createdAt, :updatedAt, :snapshot, :machineVersion)`);
   const nextNumber = db.prepare<{ n: number }>(
     "SELECT coalesce(max(run_number), 0) + 1 AS n FROM runs WHERE task_id = ?",
@@ -116,6 +119,7 @@ export function createRunsRepository(db: Database) {
         const runNumber = nextNumber.get([run.taskId])!.n;
         insert.run({
           id: run.id,
+          team: run.team,
           taskId: run.taskId,
           runNumber,
           status: run.status,
@@ -146,8 +150,8 @@ export function createRunsRepository(db: Database) {
     },
     /** Newest first, seq below `before`. */
     list(filter: RunFilter, before: number, limit: number): StoredRun[] {
-      const where = ["seq < ?"];
-      const params: (string | number)[] = [before];
+      const where = ["team = ?", "seq < ?"];
+      const params: (string | number)[] = [filter.team, before];
       if (filter.taskId) {
         where.push("task_id = ?");
         params.push(filter.taskId);

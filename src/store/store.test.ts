@@ -18,9 +18,9 @@ afterEach(() => dirs.splice(0).forEach((d) => rmSync(d, { recursive: true, force
 function seed(db: Awaited<ReturnType<typeof openDatabase>>) {
   const tasks = createTasksRepository(db);
   const runs = createRunsRepository(db);
-  const task = tasks.create({ id: "task_1", title: "t", description: "", repository: "/r", repositoryUrl: "/r", origin: "test", createdAt: 1 });
+  const task = tasks.create({ team: "default", id: "task_1", title: "t", description: "", repository: "/r", repositoryUrl: "/r", origin: "test", createdAt: 1 });
   const run = runs.create({
-    id: "run_1", taskId: task.id, status: "queued", phase: "queued", provider: "local", branch: "", resultBranch: "paddock/run_1",
+    team: "default", id: "run_1", taskId: task.id, status: "queued", phase: "queued", provider: "local", branch: "", resultBranch: "paddock/run_1",
     agentCommand: ["true"], limits: {}, idempotencyKey: null, deadlineAt: 10, createdAt: 1, updatedAt: 1, snapshot: { value: "x" }, machineVersion: 1,
   });
   return { tasks, runs, task, run };
@@ -55,8 +55,8 @@ describe("the SQLite store", () => {
     expect(second.runNumber).toBe(2);
     expect(runs.byIdempotencyKey(task.id, "k")?.id).toBe("run_2");
     expect(() => runs.create({ ...runs.get("run_1")!, id: "run_3", idempotencyKey: "k", snapshot: {} })).toThrow(/UNIQUE/);
-    expect(runs.list({ taskId: task.id }, Number.MAX_SAFE_INTEGER, 10).map((r) => r.id)).toEqual(["run_2", "run_1"]);
-    expect(runs.list({ status: "completed" }, Number.MAX_SAFE_INTEGER, 10)).toEqual([]);
+    expect(runs.list({ team: "default", taskId: task.id }, Number.MAX_SAFE_INTEGER, 10).map((r) => r.id)).toEqual(["run_2", "run_1"]);
+    expect(runs.list({ team: "default", status: "completed" }, Number.MAX_SAFE_INTEGER, 10)).toEqual([]);
   });
 
   it("appends log lines with gapless seqs and moves the runner cursor in the same transaction", async () => {

@@ -4,6 +4,7 @@ import type { TaskRecord } from "./records.js";
 interface TaskRow {
   task_number: number;
   id: string;
+  team: string;
   title: string;
   description: string;
   repository: string;
@@ -14,6 +15,7 @@ interface TaskRow {
 
 const toTask = (r: TaskRow): TaskRecord => ({
   id: r.id,
+  team: r.team,
   taskNumber: r.task_number,
   title: r.title,
   description: r.description,
@@ -26,10 +28,10 @@ const toTask = (r: TaskRow): TaskRecord => ({
 export type NewTask = Omit<TaskRecord, "taskNumber">;
 
 export function createTasksRepository(db: Database) {
-  const insert = db.prepare(`INSERT INTO tasks (id, title, description, repository, repository_url, origin, created_at)
-    VALUES (:id, :title, :description, :repository, :repositoryUrl, :origin, :createdAt)`);
+  const insert = db.prepare(`INSERT INTO tasks (id, team, title, description, repository, repository_url, origin, created_at)
+    VALUES (:id, :team, :title, :description, :repository, :repositoryUrl, :origin, :createdAt)`);
   const byId = db.prepare<TaskRow>("SELECT * FROM tasks WHERE id = ?");
-  const page = db.prepare<TaskRow>("SELECT * FROM tasks WHERE task_number < ? ORDER BY task_number DESC LIMIT ?");
+  const page = db.prepare<TaskRow>("SELECT * FROM tasks WHERE team = ? AND task_number < ? ORDER BY task_number DESC LIMIT ?");
   return {
     create(task: NewTask): TaskRecord {
       const r = insert.run({ ...task });
@@ -39,9 +41,9 @@ export function createTasksRepository(db: Database) {
       const row = byId.get([id]);
       return row && toTask(row);
     },
-    /** Newest first, task_number below `before`. */
-    list(before: number, limit: number): TaskRecord[] {
-      return page.all([before, limit]).map(toTask);
+    /** The team's tasks, newest first, task_number below `before`. */
+    list(team: string, before: number, limit: number): TaskRecord[] {
+      return page.all([team, before, limit]).map(toTask);
     },
   };
 }

@@ -1,0 +1,98 @@
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
+import { statSync } from "node:fs";
+import { join } from "node:path";
+import { describe, expect } from "vitest";
+import { Health } from "../src/gen/grpc/health/v1/health_pb.js";
+import { TaskService } from "../src/gen/paddock/v1/task_pb.js";
+import { TaskRunService } from "../src/gen/paddock/v1/task_run_pb.js";
+import { TokenService } from "../src/gen/paddock/v1/token_pb.js";
+import { bearer, test, watchToEnd, type Daemon } from "./fixtures.js";
+
+async function failure(p: Promise<unknown>): Promise<ConnectError> {
+  try {
+    await p;
+  } catch (error) {
+    return ConnectError.from(error);
+  }
+  throw new Error("expected the call to fail");
+}
+
+function clientsWith(d: Daemon, token: string | null) {
+  const transport = createConnectTransport({ baseUrl: d.url, httpVersion: "1.1", interceptors: token ? [bearer(token)] : [] });
+  return { tasks: createClient(TaskService, transport), runs: createClient(TaskRunService, transport), tokens: createClient(TokenService, transport) };
+}
+
+async function tokenFor(d: Daemon, team: string, scopes: string[]) {
+  const admin = createClient(TokenService, createConnectTransport({ baseUrl: d.url, httpVersion: "1.1", interceptors: [bearer(d.adminToken)] }));
+  const res = await admin.createToken({ team, name: `${team} ${scopes.join(" ")}`, scopes });
+  return { secret: res.secret, id: res.token!.id };
+}
+
+describe("API authentication", () => {
+  test("the first start writes an admin token to a 0600 file; TCP calls without a valid token are UNAUTHENTICATED", async ({ daemon }) => {
+    expect(statSync(join(daemon.dataDir, "admin-token")).mode & 0o777).toBe(0o600);
+    for (const token of [null, "nonsense", `pdk_${"0".repeat(16)}_${"a".repeat(32)}`, daemon.adminToken.slice(0, -1) + (daemon.adminToken.endsWith("A") ? "B" : "A")]) {
+      const e = await failure(clientsWith(daemon, token).tasks.listTasks({}));
+      expect(e.code).toBe(Code.Unauthenticated);
+    }
+    // Health stays open.
+    const health = createClient(Health, createGrpcTransport({ baseUrl: daemon.url }));
+    expect((await health.check({})).status).toBe(1);
+  });
+
+  test("each scope opens only its methods: PERMISSION_DENIED outside it", async ({ daemon, repo }) => {
+    const reader = clientsWith(daemon, (await tokenFor(daemon, "default", ["tasks:read", "runs:read"])).secret);
+    const writer = clientsWith(daemon, (await tokenFor(daemon, "default", ["tasks:write", "runs:write"])).secret);
+    expect((await failure(reader.tasks.createTask({ title: "t", repository: repo }))).code).toBe(Code.PermissionDenied);
+    const { task } = await writer.tasks.createTask({ title: "t", repository: repo });
+    expect(task!.team).toBe("default");
+    expect((await reader.tasks.getTask({ taskId: task!.id })).task!.id).toBe(task!.id);
+    expect((await failure(writer.tasks.getTask({ taskId: task!.id }))).code).toBe(Code.PermissionDenied);
+    const { run } = await writer.runs.startRun({ taskId: task!.id, agentCommand: ["true"] });
+    expect((await failure(reader.runs.cancelRun({ runId: run!.id }))).code).toBe(Code.PermissionDenied);
+    expect((await failure(writer.tokens.listTokens({}))).message).toMatch(/lacks the scope admin/);
+    await watchToEnd(daemon, run!.id);
+  });
+
+  test("a team never sees another team's tasks, runs or logs: NOT_FOUND, as if they did not exist", async ({ daemon, repo }) => {
+    const red = clientsWith(daemon, (await tokenFor(daemon, "red", ["tasks:read", "tasks:write", "runs:read", "runs:write"])).secret);
+    const blue = clientsWith(daemon, (await tokenFor(daemon, "blue", ["tasks:read", "tasks:write", "runs:read", "runs:write"])).secret);
+    const { task } = await red.tasks.createTask({ title: "red's", repository: repo });
+    const { run } = await red.runs.startRun({ taskId: task!.id, agentCommand: ["sh", "-c", "echo secret-ish output"] });
+    for await (const _ of red.runs.watchRun({ runId: run!.id })) void _; // until cleaned
+    const notFound = async (p: Promise<unknown>) => expect((await failure(p)).code).toBe(Code.NotFound);
+    await notFound(blue.tasks.getTask({ taskId: task!.id }));
+    await notFound(blue.runs.getRun({ runId: run!.id }));
+    await notFound(blue.runs.startRun({ taskId: task!.id, agentCommand: ["true"] }));
+    await notFound(blue.runs.cancelRun({ runId: run!.id }));
+    await notFound((async () => { for await (const _ of blue.runs.streamLogs({ runId: run!.id })) void _; })());
+    await notFound((async () => { for await (const _ of blue.runs.watchRun({ runId: run!.id })) void _; })());
+    expect((await blue.tasks.listTasks({})).tasks).toEqual([]);
+    expect((await blue.runs.listRuns({})).runs).toEqual([]);
+    expect((await red.runs.listRuns({})).runs.map((r) => r.id)).toEqual([run!.id]);
+    // The admin token belongs to team "default": it does not see red's either.
+    expect((await daemon.tasks.listTasks({})).tasks).toEqual([]);
+  });
+
+  test("a revoked token is refused; listed tokens never show a secret", async ({ daemon }) => {
+    const { secret, id } = await tokenFor(daemon, "default", ["tasks:read"]);
+    const c = clientsWith(daemon, secret);
+    await c.tasks.listTasks({});
+    const admin = clientsWith(daemon, daemon.adminToken);
+    const listed = await admin.tokens.listTokens({});
+    expect(JSON.stringify(listed, (_, v: unknown) => (typeof v === "bigint" ? String(v) : v))).not.toContain(secret.slice(-32));
+    expect(listed.tokens.find((t) => t.id === id)?.lastUsedTime).toBeDefined();
+    await admin.tokens.revokeToken({ tokenId: id });
+    expect((await failure(c.tasks.listTasks({}))).code).toBe(Code.Unauthenticated);
+    const bad = await failure(admin.tokens.createToken({ team: "x", scopes: ["root"] }));
+    expect(bad.code).toBe(Code.InvalidArgument);
+    expect(bad.rawMessage).toMatch(/^scopes: unknown scope "root"/);
+  });
+
+  test("the unix socket is trusted as admin of the default team", async ({ daemon }) => {
+    const local = createConnectTransport({ baseUrl: "http://localhost", httpVersion: "1.1", nodeOptions: { socketPath: join(daemon.dataDir, "p.sock") } });
+    expect((await createClient(TokenService, local).listTokens({})).tokens.length).toBeGreaterThan(0);
+    expect(statSync(join(daemon.dataDir, "p.sock")).mode & 0o777).toBe(0o660);
+  });
+});
