@@ -8,6 +8,8 @@
 import { createClient, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import { execSync, spawn } from "node:child_process";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -41,10 +43,11 @@ const fmt = (n: number) => Math.round(n).toLocaleString("en-US");
  * queued → provisioning → running → failed → cleaned with no process or git work, so the
  * figure is the cost of RunManager + XState + persistence alone.
  */
+let instantRunnerEndpoint = "";
 const instantProvider: SandboxProvider = {
   name: "bench",
   enforcesNetworkPolicy: false,
-  provision: async () => ({ state: "running", endpoint: "http://127.0.0.1:9" }),
+  provision: async () => ({ state: "running", endpoint: instantRunnerEndpoint }),
   inspect: async () => ({ state: "stopped" }),
   destroy: async () => ({}),
   list: async () => [],
@@ -58,18 +61,23 @@ async function transitionsRound(runsPerRound: number): Promise<{ managed: number
     const repo = createRunsRepository(db);
     let transitions = 0;
     const counted = { ...repo, transition: (...a: Parameters<typeof repo.transition>) => (transitions++, repo.transition(...a)) };
+    // Every run's runner answers POST /start at once, from this process.
+    const fakeRunner = createServer((_req, res) => res.end("{}"));
+    await new Promise<void>((r) => fakeRunner.listen(0, "127.0.0.1", r));
+    instantRunnerEndpoint = `http://127.0.0.1:${(fakeRunner.address() as AddressInfo).port}`;
     const manager = new RunManager({
       tasks,
+      environments: { get: () => undefined, secretValues: () => [] },
       runs: counted,
       providers: new Map([["bench", instantProvider]]),
       keys: await loadOrCreateSandboxKeys(dir),
       logger: pino({ level: "silent" }),
       settings: { defaultAgentCommand: ["true"], defaultTimeoutMs: 3_600_000, defaultProvider: "bench", maxConcurrentRuns: 100_000, pollWaitMs: 1000, reapIntervalMs: 3_600_000 },
     });
-    tasks.create({ team: "default", id: "task_b", title: "b", description: "", repository: "/r", repositoryUrl: "/r", origin: "bench", createdAt: 0 });
+    tasks.create({ team: "default", environmentId: "", id: "task_b", title: "b", description: "", repository: "/r", repositoryUrl: "/r", origin: "bench", createdAt: 0 });
     const t0 = performance.now();
     const ids = [];
-    for (let i = 0; i < runsPerRound; i++) ids.push(manager.start({ team: "default", taskId: "task_b", branch: "", agentCommand: [], timeoutMs: null, provider: "", idempotencyKey: "", limits: {} }).id);
+    for (let i = 0; i < runsPerRound; i++) ids.push(manager.start({ team: "default", taskId: "task_b", branch: "", agentCommand: [], timeoutMs: null, provider: "", idempotencyKey: "", limits: {}, environmentId: "" }).id);
     await Promise.all(ids.map((id) => manager.waitForCleaned(id, AbortSignal.timeout(120_000))));
     const managedSecs = (performance.now() - t0) / 1000;
     const managedRate = transitions / managedSecs;
@@ -80,9 +88,10 @@ async function transitionsRound(runsPerRound: number): Promise<{ managed: number
     const stored = ids.map((id) => repo.get(id)!);
     const logs = ids.map((id) => repo.logsAfter(id, 0, 1000));
     await manager.stop();
+    fakeRunner.close();
     const raw = await openDatabase(join(dir, "raw.db"));
     const rawTasks = createTasksRepository(raw);
-    rawTasks.create({ team: "default", id: "task_b", title: "b", description: "", repository: "/r", repositoryUrl: "/r", origin: "bench", createdAt: 0 });
+    rawTasks.create({ team: "default", environmentId: "", id: "task_b", title: "b", description: "", repository: "/r", repositoryUrl: "/r", origin: "bench", createdAt: 0 });
     const insertRun = raw.prepare(`INSERT INTO runs (id, task_id, run_number, status, phase, provider, branch, result_branch, agent_command,
       deadline_at, created_at, updated_at, snapshot, machine_version) VALUES (?, 'task_b', ?, 'queued', 'queued', 'bench', '', ?, '["true"]', 0, 0, 0, ?, 1)`);
     const update = raw.prepare(`UPDATE runs SET status = ?, phase = ?, error_message = ?, exit_code = NULL, started_at = 1, finished_at = 1,
@@ -121,8 +130,8 @@ async function seedReplayData(lines: number): Promise<string> {
   const db = await openDatabase(join(dataDir, "paddock.db"));
   const tasks = createTasksRepository(db);
   const repo = createRunsRepository(db);
-  tasks.create({ team: "default", id: "task_r", title: "r", description: "", repository: "/r", repositoryUrl: "/r", origin: "bench", createdAt: 0 });
-  repo.create({ team: "default", id: "run_r", taskId: "task_r", status: "completed", phase: "cleaned", provider: "local", branch: "", resultBranch: "x", agentCommand: ["true"], limits: {}, idempotencyKey: null, deadlineAt: 0, createdAt: 0, updatedAt: 0, snapshot: {}, machineVersion: 1 });
+  tasks.create({ team: "default", environmentId: "", id: "task_r", title: "r", description: "", repository: "/r", repositoryUrl: "/r", origin: "bench", createdAt: 0 });
+  repo.create({ team: "default", environmentId: "", networkPolicyEnforced: false, id: "run_r", taskId: "task_r", status: "completed", phase: "cleaned", provider: "local", branch: "", resultBranch: "x", agentCommand: ["true"], limits: {}, idempotencyKey: null, deadlineAt: 0, createdAt: 0, updatedAt: 0, snapshot: {}, machineVersion: 1 });
   for (let i = 0; i < lines; i += 10_000) {
     repo.appendLogs("run_r", Array.from({ length: Math.min(10_000, lines - i) }, (_, k) => ({ time: Date.now(), stream: "stdout", text: `line ${i + k} of the agent's output, about sixty bytes long ....` })));
   }
@@ -270,7 +279,7 @@ async function benchDocker() {
   const app = await createApp({ config, logger: pino({ level: "silent" }), runnerCommand: runnerCommand(), baseEnv: {} });
   await app.start();
   const tasks = createTasksRepository(await openDatabase(join(dataDir, "paddock.db")));
-  const start = async (taskId: string) => app.runs.start({ team: "default", taskId, branch: "", agentCommand: ["sleep", "300"], timeoutMs: null, provider: "docker", idempotencyKey: "", limits: {} }).id;
+  const start = async (taskId: string) => app.runs.start({ team: "default", taskId, branch: "", agentCommand: ["sleep", "300"], timeoutMs: null, provider: "docker", idempotencyKey: "", limits: {}, environmentId: "" }).id;
   const timeToRunning = async (taskId: string) => {
     const t0 = performance.now();
     const id = await start(taskId);
@@ -294,10 +303,10 @@ async function benchDocker() {
     const cancel: number[] = [];
     for (let i = 0; i < Math.min(n, 5); i++) {
       execSync(`cp -r ${repo} ${repo}${i}`); // a repository the daemon has not seen: no snapshot yet
-      const t = tasks.create({ team: "default", id: `task_cold${i}`, title: "b", description: "", repository: `${repo}${i}`, repositoryUrl: `${repo}${i}`, origin: "bench", createdAt: 0 });
+      const t = tasks.create({ team: "default", environmentId: "", id: `task_cold${i}`, title: "b", description: "", repository: `${repo}${i}`, repositoryUrl: `${repo}${i}`, origin: "bench", createdAt: 0 });
       cold.push((await timeToRunning(t.id)).ms);
     }
-    const t = tasks.create({ team: "default", id: "task_warm", title: "b", description: "", repository: repo, repositoryUrl: repo, origin: "bench", createdAt: 0 });
+    const t = tasks.create({ team: "default", environmentId: "", id: "task_warm", title: "b", description: "", repository: repo, repositoryUrl: repo, origin: "bench", createdAt: 0 });
     await timeToRunning(t.id); // takes the snapshot
     for (let i = 0; i < n; i++) {
       const r = await timeToRunning(t.id);

@@ -80,6 +80,17 @@ describe("task-run machine", () => {
     expect(s.context).toMatchObject({ outcome: "failed", exitCode: 3, error: "agent exited with code 3" });
   });
 
+  it("fails with the setup script's exit code when setup fails", async () => {
+    const h = harness();
+    const run = h.start();
+    run.send({ type: "ADMIT" });
+    h.provision.resolve();
+    await waitFor(run, (s) => phaseOf(s.value) === "running");
+    h.supervise.resolve({ exitCode: 7, stage: "setup" });
+    const s = await waitFor(run, (s) => phaseOf(s.value) === "failed");
+    expect(s.context).toMatchObject({ outcome: "failed", exitCode: 7, error: "setup script exited with code 7" });
+  });
+
   it("cleans up when cancelled while provisioning, and aborts the provisioning", async () => {
     const h = harness();
     const run = h.start();

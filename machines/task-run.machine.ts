@@ -36,6 +36,8 @@ export interface SuperviseInput {
 /** How the agent ended, as its runner reported it. */
 export interface AgentExit {
   exitCode: number;
+  /** "setup": the environment's setup script failed, and the agent never started. */
+  stage?: "setup" | "agent";
 }
 export interface CleanupInput {
   runId: string;
@@ -161,7 +163,10 @@ export const taskRunMachine = setup({
                 target: "#taskRun.terminal.failed",
                 actions: assign({
                   exitCode: ({ event }) => event.output.exitCode,
-                  error: ({ event }) => `agent exited with code ${event.output.exitCode}`,
+                  error: ({ event }) =>
+                    event.output.stage === "setup"
+                      ? `setup script exited with code ${event.output.exitCode}`
+                      : `agent exited with code ${event.output.exitCode}`,
                 }),
               },
             ],

@@ -9,6 +9,9 @@ import type { Logger } from "pino";
 import { authInterceptor, kTrustedTransport } from "./api/auth.js";
 import { errorInterceptor } from "./api/error-interceptor.js";
 import { createApiTokens } from "./auth/api-tokens.js";
+import { loadOrCreateSecretBox } from "./auth/secret-box.js";
+import { createEnvironments } from "./runs/environments.js";
+import { createEnvironmentsRepository } from "./store/environments-repository.js";
 import { createTokensRepository } from "./store/tokens-repository.js";
 import { createHealth } from "./api/health.js";
 import { listen, type Listener } from "./api/listener.js";
@@ -84,8 +87,12 @@ export async function createApp(opts: AppOptions): Promise<App> {
   } else if (config.defaultProvider === "docker") {
     throw new Error(`--default-provider docker, but there is no Docker engine socket at ${config.dockerSocket} (--docker-socket)`);
   }
+  const secretBox = await loadOrCreateSecretBox(config.dataDir);
+  const environmentsRepo = createEnvironmentsRepository(db);
+  const environments = createEnvironments(environmentsRepo, secretBox);
   const runs = new RunManager({
     tasks,
+    environments,
     runs: runsRepo,
     providers,
     keys,
@@ -105,7 +112,18 @@ export async function createApp(opts: AppOptions): Promise<App> {
   const apiTokens = createApiTokens(tokens);
   const adminTokenFile = await apiTokens.bootstrapAdmin(config.dataDir);
   if (adminTokenFile) logger.warn({ file: adminTokenFile }, "first start: an admin API token was written to this file (0600); keep it safe");
-  const routes = createRoutes({ tasks, runs, health, gitHost: config.gitHost, tokens, apiTokens });
+  const routes = createRoutes({
+    tasks,
+    runs,
+    health,
+    gitHost: config.gitHost,
+    tokens,
+    apiTokens,
+    environments,
+    environmentsRepo,
+    secretBox,
+    providers: new Set(providers.keys()),
+  });
   const makeHandler = (trusted: boolean) =>
     connectNodeAdapter({
       routes,

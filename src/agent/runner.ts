@@ -13,7 +13,17 @@ import {
   type RunnerEvent,
   type RunnerHealth,
   type RunnerInfo,
+  type RunnerLogStream,
+  type StartRequest,
 } from "./runner-protocol.js";
+
+
+async function readJson<T>(req: IncomingMessage): Promise<T> {
+  const chunks: Buffer[] = [];
+  for await (const c of req) chunks.push(c as Buffer);
+  const text = Buffer.concat(chunks).toString("utf8");
+  return (text ? JSON.parse(text) : {}) as T;
+}
 
 type NewEvent = RunnerEvent extends infer E ? (E extends RunnerEvent ? Omit<E, "seq" | "time"> : never) : never;
 
@@ -74,9 +84,11 @@ export async function runRunner(opts: RunnerOptions): Promise<void> {
     }
   };
   const terminateAgent = async () => {
-    if (state !== "running") return;
+    if (state === "starting") state = "exited"; // held and never started: nothing will start now
+    const child = agent;
+    if (state !== "running" || !child || child.exitCode !== null || child.signalCode !== null) return;
     killAgent("SIGTERM");
-    const ended = new Promise<void>((r) => agent!.once("exit", () => r()));
+    const ended = new Promise<void>((r) => child.once("exit", () => r()));
     const timer = setTimeout(() => killAgent("SIGKILL"), opts.graceMs);
     await ended;
     clearTimeout(timer);
@@ -125,7 +137,7 @@ export async function runRunner(opts: RunnerOptions): Promise<void> {
       return send(res, 200, { events: events.slice(after, after + MAX_EVENTS_PER_RESPONSE) });
     }
     if (req.method === "POST" && url.pathname === "/start") {
-      startAgent();
+      startAgent(await readJson<StartRequest>(req));
       return send(res, 200, { ok: true, agent: state });
     }
     if (req.method === "POST" && url.pathname === "/export") {
@@ -162,39 +174,58 @@ export async function runRunner(opts: RunnerOptions): Promise<void> {
     renameSync(path + ".tmp", path);
   };
 
-  /** Starts the agent once; later calls do nothing. */
-  function startAgent() {
-    if (state !== "starting") return;
-    const [file, ...args] = opts.command;
-    if (!file) throw new Error("runner: empty agent command");
-    agent = spawn(file, args, {
-      cwd: opts.workdir,
-      env: { ...opts.env, PADDOCK_RUN_ID: opts.runId, PADDOCK_PROMPT: opts.prompt },
-      stdio: ["pipe", "pipe", "pipe"],
-      detached: true,
-    });
-    state = "running";
-    agent.stdin?.on("error", () => {}); // an agent that never reads stdin closes it early
-    agent.stdin?.end(opts.prompt + "\n");
+  /** Runs one child to its end, every output line an event; `agent` is whatever runs now. */
+  function runChild(argv: string[], env: Record<string, string | undefined>, stdin: string, streams: (s: "stdout" | "stderr") => RunnerLogStream) {
+    const [file, ...args] = argv;
+    const child = spawn(file!, args, { cwd: opts.workdir, env, stdio: ["pipe", "pipe", "pipe"], detached: true });
+    agent = child;
+    writeInfo();
+    child.stdin?.on("error", () => {}); // a child that never reads stdin closes it early
+    child.stdin?.end(stdin);
     const lines = (stream: "stdout" | "stderr", src: NodeJS.ReadableStream | null) => {
       if (!src) return Promise.resolve();
       const rl = createInterface({ input: src, crlfDelay: Infinity });
-      rl.on("line", (text) => record({ kind: "log", stream, text }));
+      rl.on("line", (text) => record({ kind: "log", stream: streams(stream), text }));
       return new Promise<void>((r) => rl.once("close", () => r()));
     };
-    const outputsDone = Promise.all([lines("stdout", agent.stdout), lines("stderr", agent.stderr)]);
-    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null; error?: Error }>((resolve) => {
-      agent!.once("exit", (code, signal) => resolve({ code, signal }));
-      agent!.once("error", (error) => resolve({ code: 127, signal: null, error }));
+    const outputsDone = Promise.all([lines("stdout", child.stdout), lines("stderr", child.stderr)]);
+    return new Promise<{ exitCode: number; signal: NodeJS.Signals | null }>((resolve) => {
+      child.once("error", (error) => {
+        record({ kind: "log", stream: "stderr", text: `paddock: could not start ${file}: ${error.message}` });
+        resolve({ exitCode: 127, signal: null });
+      });
+      child.once("exit", (code, signal) => {
+        // Every line before the exit event.
+        void outputsDone.then(() => resolve({ exitCode: code ?? 128 + signalNumber(signal), signal }));
+      });
     });
-    void exited.then(async ({ code, signal, error }) => {
-      if (error) record({ kind: "log", stream: "stderr", text: `paddock: could not start agent: ${error.message}` });
-      else await outputsDone; // every line before the exit event
-      exitCode = code ?? 128 + signalNumber(signal);
+  }
+
+  /**
+   * Starts the run once (later calls do nothing): the setup script, if any, with the
+   * setup-only environment, then — if it succeeded — the agent without it.
+   */
+  function startAgent(start: StartRequest = {}) {
+    if (state !== "starting") return;
+    state = "running";
+    const base = { ...opts.env, ...start.env, PADDOCK_RUN_ID: opts.runId, PADDOCK_PROMPT: opts.prompt };
+    void (async () => {
+      if (start.setupScript) {
+        const setup = await runChild(["sh", "-c", start.setupScript], { ...base, ...start.setupEnv }, "", () => "setup");
+        if (setup.exitCode !== 0) {
+          exitCode = setup.exitCode;
+          state = "exited";
+          record({ kind: "exit", exitCode, signal: setup.signal, stage: "setup" });
+          return;
+        }
+      }
+      if (state !== "running") return; // cancelled during setup
+      if (!opts.command[0]) throw new Error("runner: empty agent command");
+      const done = await runChild(opts.command, base, opts.prompt + "\n", (s) => s);
+      exitCode = done.exitCode;
       state = "exited";
-      record({ kind: "exit", exitCode, signal });
-    });
-      writeInfo();
+      record({ kind: "exit", exitCode, signal: done.signal, stage: "agent" });
+    })();
   }
   if (!opts.hold) startAgent();
   writeInfo();

@@ -21,6 +21,12 @@ const REQUIRED: Record<string, Scope> = {
   "paddock.v1.TaskRunService/ListRuns": "runs:read",
   "paddock.v1.TaskRunService/StreamLogs": "runs:read",
   "paddock.v1.TaskRunService/WatchRun": "runs:read",
+  "paddock.v1.EnvironmentService/CreateEnvironment": "environments:write",
+  "paddock.v1.EnvironmentService/UpdateEnvironment": "environments:write",
+  "paddock.v1.EnvironmentService/DeleteEnvironment": "environments:write",
+  // Reading an environment shows no secret value: whoever may read tasks may see it.
+  "paddock.v1.EnvironmentService/GetEnvironment": "tasks:read",
+  "paddock.v1.EnvironmentService/ListEnvironments": "tasks:read",
   "paddock.v1.TokenService/CreateToken": "admin",
   "paddock.v1.TokenService/ListTokens": "admin",
   "paddock.v1.TokenService/RevokeToken": "admin",

@@ -11,6 +11,7 @@ export function taskToProto(t: TaskRecord): Task {
   return create(TaskSchema, {
     id: t.id,
     team: t.team,
+    environmentId: t.environmentId,
     taskNumber: BigInt(t.taskNumber),
     title: t.title,
     description: t.description,
@@ -61,6 +62,8 @@ export function runToProto(r: StoredRun): TaskRun {
   return create(TaskRunSchema, {
     id: r.id,
     team: r.team,
+    environmentId: r.environmentId,
+    networkPolicyEnforced: r.networkPolicyEnforced,
     taskId: r.taskId,
     runNumber: BigInt(r.runNumber),
     status: statusToProto(r.status),

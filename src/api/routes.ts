@@ -6,6 +6,11 @@ import { file_paddock_v1_task, TaskService } from "../gen/paddock/v1/task_pb.js"
 import { file_paddock_v1_task_run, TaskRunService } from "../gen/paddock/v1/task_run_pb.js";
 import { file_paddock_v1_token, TokenService } from "../gen/paddock/v1/token_pb.js";
 import type { ApiTokens } from "../auth/api-tokens.js";
+import type { SecretBox } from "../auth/secret-box.js";
+import { EnvironmentService, file_paddock_v1_environment } from "../gen/paddock/v1/environment_pb.js";
+import type { Environments } from "../runs/environments.js";
+import type { EnvironmentsRepository } from "../store/environments-repository.js";
+import { createEnvironmentService } from "./environment-service.js";
 import type { TokensRepository } from "../store/tokens-repository.js";
 import { createTokenService } from "./token-service.js";
 import type { RunManager } from "../runs/run-manager.js";
@@ -17,6 +22,10 @@ import { createTaskService } from "./task-service.js";
 
 export interface RoutesDeps {
   tasks: TasksRepository;
+  environments: Environments;
+  environmentsRepo: EnvironmentsRepository;
+  secretBox: SecretBox;
+  providers: ReadonlySet<string>;
   runs: RunManager;
   health: HealthService;
   gitHost: string;
@@ -27,7 +36,8 @@ export interface RoutesDeps {
 /** Every service on the listener: the API, health and reflection (so buf curl needs no protos). */
 export function createRoutes(deps: RoutesDeps) {
   return (router: ConnectRouter) => {
-    router.service(TaskService, createTaskService({ tasks: deps.tasks, gitHost: deps.gitHost }));
+    router.service(TaskService, createTaskService({ tasks: deps.tasks, environments: deps.environments, gitHost: deps.gitHost }));
+    router.service(EnvironmentService, createEnvironmentService({ environments: deps.environmentsRepo, secretBox: deps.secretBox, providers: deps.providers }));
     router.service(TaskRunService, createTaskRunService(deps.runs));
     router.service(TokenService, createTokenService({ tokens: deps.tokens, apiTokens: deps.apiTokens }));
     deps.health.setStatus(TaskService.typeName, ServingStatus.SERVING);
@@ -37,6 +47,7 @@ export function createRoutes(deps: RoutesDeps) {
       file_paddock_v1_task,
       file_paddock_v1_task_run,
       file_paddock_v1_token,
+      file_paddock_v1_environment,
       file_grpc_health_v1_health,
       file_grpc_reflection_v1_reflection,
       file_grpc_reflection_v1alpha_reflection,

@@ -61,6 +61,7 @@ export function createTaskRunService(runs: RunManager): ServiceImpl<typeof TaskR
         provider: req.provider,
         idempotencyKey: req.idempotencyKey,
         limits,
+        environmentId: req.environmentId,
       });
       return { run: runToProto(run) };
     },

@@ -2,6 +2,7 @@ import type { ServiceImpl } from "@connectrpc/connect";
 import { TaskService } from "../gen/paddock/v1/task_pb.js";
 import { InvalidArgumentError, NotFoundError } from "../errors.js";
 import { newId } from "../runs/run-manager.js";
+import { usableEnvironment, type Environments } from "../runs/environments.js";
 import { resolveRepository } from "../runs/repository-ref.js";
 import type { TasksRepository } from "../store/tasks-repository.js";
 import { principalOf } from "./auth.js";
@@ -10,6 +11,7 @@ import { decodePageToken, pageSize, paginate } from "./page-token.js";
 
 export interface TaskServiceDeps {
   tasks: TasksRepository;
+  environments: Environments;
   gitHost: string;
 }
 
@@ -28,9 +30,12 @@ export function createTaskService(deps: TaskServiceDeps): ServiceImpl<typeof Tas
       const origin = bounded("origin", req.origin, 100);
       bounded("repository", req.repository, 2048);
       const repositoryUrl = resolveRepository(req.repository, deps.gitHost);
+      const team = principalOf(ctx).team;
+      if (req.environmentId) usableEnvironment(deps.environments, req.environmentId, team, req.repository.trim(), "environment_id");
       const task = deps.tasks.create({
         id: newId("task"),
-        team: principalOf(ctx).team,
+        team,
+        environmentId: req.environmentId,
         title,
         description,
         repository: req.repository.trim(),

@@ -19,6 +19,8 @@ import { createRunnerClient } from "../sandbox/runner-client.js";
 import type { LogLine, RunLimits, RunStatusName } from "../store/records.js";
 import type { RunFilter, RunsRepository, RunTransition, StoredRun } from "../store/runs-repository.js";
 import type { TasksRepository } from "../store/tasks-repository.js";
+import type { StartRequest } from "../agent/runner-protocol.js";
+import { redactor, usableEnvironment, type Environments } from "./environments.js";
 import { Notifier } from "./notifier.js";
 import { withRetry } from "./retry.js";
 
@@ -36,6 +38,7 @@ export interface RunSettings {
 
 export interface RunManagerDeps {
   tasks: TasksRepository;
+  environments: Environments;
   runs: RunsRepository;
   providers: ReadonlyMap<string, SandboxProvider>;
   keys: SandboxKeys;
@@ -53,6 +56,8 @@ export interface StartRunParams {
   provider: string;
   idempotencyKey: string;
   limits: RunLimits;
+  /** Overrides the task's environment; "" for the task's. */
+  environmentId: string;
 }
 
 type RunActor = Actor<ReturnType<typeof taskRunMachine.provide>>;
@@ -147,7 +152,9 @@ export class RunManager {
       const existing = runs.byIdempotencyKey(task.id, p.idempotencyKey);
       if (existing) return existing;
     }
-    const providerName = p.provider || settings.defaultProvider;
+    const environmentId = p.environmentId || task.environmentId;
+    const env = environmentId ? usableEnvironment(this.deps.environments, environmentId, p.team, task.repository, "environment_id") : undefined;
+    const providerName = p.provider || env?.defaultProvider || settings.defaultProvider;
     if (!providers.has(providerName)) {
       throw new InvalidArgumentError(
         "provider",
@@ -166,13 +173,15 @@ export class RunManager {
     }
     const id = newId("run");
     const now = Date.now();
-    const deadlineAt = now + (p.timeoutMs ?? settings.defaultTimeoutMs);
+    const deadlineAt = now + (p.timeoutMs ?? env?.timeoutMs ?? settings.defaultTimeoutMs);
     const actor = createActor(this.machine, { input: { runId: id, deadlineAt } });
     let run: StoredRun;
     try {
       run = runs.create({
         id,
         team: task.team,
+        environmentId,
+        networkPolicyEnforced: providers.get(providerName)!.enforcesNetworkPolicy,
         taskId: task.id,
         status: "queued",
         phase: "queued",
@@ -499,7 +508,7 @@ export class RunManager {
       ...(provider.enforcesNetworkPolicy ? [] : [`note: the ${provider.name} provider runs the agent on the host; network policy is not enforced`]),
     );
     const token = await this.tokenFor(run);
-    await withRetry(
+    const status = await withRetry(
       () =>
         provider.provision(
           {
@@ -519,11 +528,26 @@ export class RunManager {
         ),
       signal,
     );
-    this.system(id, `agent started: ${run.agentCommand.join(" ")}`);
+    // The runner holds the agent until now: the environment is handed over at the last moment.
+    const start = this.startRequest(run);
+    await withRetry(() => createRunnerClient(status.endpoint!, token).start(start, signal), signal);
+    if (start.setupScript) this.system(id, "setup script started");
+    this.system(id, `agent ${start.setupScript ? "to start after setup" : "started"}: ${run.agentCommand.join(" ")}`);
+  }
+
+  /** Env vars and secrets of the run's environment; setup-only secrets go to setup alone. */
+  private startRequest(run: StoredRun): StartRequest {
+    if (!run.environmentId) return {};
+    const env = this.deps.environments.get(run.environmentId);
+    if (!env) throw new SandboxError(`environment ${run.environmentId} no longer exists`, false);
+    const secrets = this.deps.environments.secretValues(env.id);
+    const pick = (setupOnly: boolean) => Object.fromEntries(secrets.filter((s) => s.setupOnly === setupOnly).map((s) => [s.name, s.value]));
+    return { env: { ...env.envVars, ...pick(false) }, setupEnv: pick(true), setupScript: env.setupScript || undefined };
   }
 
   private async supervise(id: string, signal: AbortSignal): Promise<AgentExit> {
     const run = this.current(id);
+    const redact = run.environmentId ? redactor(this.deps.environments.secretValues(run.environmentId)) : (t: string) => t;
     const provider = this.providerOf(run.provider);
     const name = sandboxName(id);
     const token = await this.tokenFor(run);
@@ -554,10 +578,11 @@ export class RunManager {
       const lines: { time: number; stream: string; text: string }[] = [];
       let exit: AgentExit | null = null;
       for (const e of events) {
-        if (e.kind === "log") lines.push({ time: e.time, stream: e.stream, text: e.text });
+        if (e.kind === "log") lines.push({ time: e.time, stream: e.stream, text: redact(e.text) });
         else {
-          exit = { exitCode: e.exitCode };
-          lines.push({ time: e.time, stream: "system", text: `agent exited with code ${e.exitCode}${e.signal ? ` (${e.signal})` : ""}` });
+          exit = { exitCode: e.exitCode, stage: e.stage };
+          const who = e.stage === "setup" ? "setup script" : "agent";
+          lines.push({ time: e.time, stream: "system", text: `${who} exited with code ${e.exitCode}${e.signal ? ` (${e.signal})` : ""}` });
         }
       }
       cursor = events[events.length - 1]!.seq;

@@ -40,7 +40,10 @@ export interface SandboxProvider {
   readonly name: string;
   /** Whether network policy is enforced (false on local: the agent runs on the host). */
   readonly enforcesNetworkPolicy: boolean;
-  /** Finds the sandbox `spec.name` or creates it, and starts its runner. */
+  /**
+   * Finds the sandbox `spec.name` or creates it, and starts its runner, which holds the
+   * agent until the daemon's POST /start. Resolves once the runner answers.
+   */
   provision(spec: SandboxSpec, signal: AbortSignal, progress: (line: string) => void): Promise<SandboxStatus>;
   inspect(name: string): Promise<SandboxStatus>;
   /** Stops everything in the sandbox and removes it, keeping the agent's work. */

@@ -1,12 +1,17 @@
-import type { RunnerEventsResponse, RunnerHealth } from "../agent/runner-protocol.js";
+import type { RunnerEventsResponse, RunnerHealth, StartRequest } from "../agent/runner-protocol.js";
 import { SandboxError } from "../errors.js";
 
 /** The daemon's side of the runner API. Network failures surface as retryable SandboxErrors. */
 export function createRunnerClient(endpoint: string, token: string) {
-  async function call<T>(method: "GET" | "POST", path: string, signal?: AbortSignal): Promise<T> {
+  async function call<T>(method: "GET" | "POST", path: string, signal?: AbortSignal, body?: unknown): Promise<T> {
     let res: Response;
     try {
-      res = await fetch(endpoint + path, { method, headers: { authorization: `Bearer ${token}` }, signal });
+      res = await fetch(endpoint + path, {
+        method,
+        headers: { authorization: `Bearer ${token}`, ...(body ? { "content-type": "application/json" } : {}) },
+        body: body ? JSON.stringify(body) : undefined,
+        signal,
+      });
     } catch (error) {
       if (signal?.aborted) throw error;
       throw new SandboxError(`runner at ${endpoint} unreachable: ${(error as Error).message}`, true, { cause: error });
@@ -33,7 +38,7 @@ export function createRunnerClient(endpoint: string, token: string) {
     health: (signal?: AbortSignal) => call<RunnerHealth>("GET", "/health", signal),
     events: (afterSeq: number, waitMs: number, signal?: AbortSignal) =>
       call<RunnerEventsResponse>("GET", `/events?after_seq=${afterSeq}&wait_ms=${waitMs}`, signal),
-    start: (signal?: AbortSignal) => call<{ ok: boolean }>("POST", "/start", signal),
+    start: (body: StartRequest, signal?: AbortSignal) => call<{ ok: boolean }>("POST", "/start", signal, body),
     cancel: (signal?: AbortSignal) => call<{ ok: boolean }>("POST", "/cancel", signal),
     shutdown: (signal?: AbortSignal) => call<{ ok: boolean }>("POST", "/shutdown", signal),
   };

@@ -114,6 +114,35 @@ export const MIGRATIONS: readonly { version: number; name: string; sql: string }
       ) STRICT;
     `,
   },
+  {
+    version: 5,
+    name: "environments",
+    sql: `
+      CREATE TABLE environments (
+        seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+        id         TEXT NOT NULL UNIQUE,
+        team       TEXT NOT NULL,
+        name       TEXT NOT NULL,
+        -- Everything but secrets, as JSON (network policy, env vars, setup, scope, defaults).
+        spec       TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        UNIQUE (team, name)
+      ) STRICT;
+      -- Values sealed with AES-256-GCM; the key is a file next to the database, not in it.
+      CREATE TABLE environment_secrets (
+        environment_id TEXT NOT NULL REFERENCES environments(id) ON DELETE CASCADE,
+        name           TEXT NOT NULL,
+        sealed         TEXT NOT NULL,
+        setup_only     INTEGER NOT NULL,
+        updated_at     INTEGER NOT NULL,
+        PRIMARY KEY (environment_id, name)
+      ) STRICT;
+      ALTER TABLE tasks ADD COLUMN environment_id TEXT NOT NULL DEFAULT '';
+      ALTER TABLE runs ADD COLUMN environment_id TEXT NOT NULL DEFAULT '';
+      ALTER TABLE runs ADD COLUMN network_policy_enforced INTEGER NOT NULL DEFAULT 0;
+    `,
+  },
 ];
 
 export function migrate(db: Database): number {

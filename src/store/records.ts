@@ -2,6 +2,8 @@
 export interface TaskRecord {
   id: string;
   team: string;
+  /** "" for none. */
+  environmentId: string;
   taskNumber: number;
   title: string;
   description: string;
@@ -24,6 +26,8 @@ export type RunStatusName = "queued" | "in_progress" | "completed" | "failed" | 
 export interface RunRecord {
   id: string;
   team: string;
+  environmentId: string;
+  networkPolicyEnforced: boolean;
   taskId: string;
   runNumber: number;
   status: RunStatusName;

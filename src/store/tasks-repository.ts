@@ -5,6 +5,7 @@ interface TaskRow {
   task_number: number;
   id: string;
   team: string;
+  environment_id: string;
   title: string;
   description: string;
   repository: string;
@@ -16,6 +17,7 @@ interface TaskRow {
 const toTask = (r: TaskRow): TaskRecord => ({
   id: r.id,
   team: r.team,
+  environmentId: r.environment_id,
   taskNumber: r.task_number,
   title: r.title,
   description: r.description,
@@ -28,8 +30,8 @@ const toTask = (r: TaskRow): TaskRecord => ({
 export type NewTask = Omit<TaskRecord, "taskNumber">;
 
 export function createTasksRepository(db: Database) {
-  const insert = db.prepare(`INSERT INTO tasks (id, team, title, description, repository, repository_url, origin, created_at)
-    VALUES (:id, :team, :title, :description, :repository, :repositoryUrl, :origin, :createdAt)`);
+  const insert = db.prepare(`INSERT INTO tasks (id, team, environment_id, title, description, repository, repository_url, origin, created_at)
+    VALUES (:id, :team, :environmentId, :title, :description, :repository, :repositoryUrl, :origin, :createdAt)`);
   const byId = db.prepare<TaskRow>("SELECT * FROM tasks WHERE id = ?");
   const page = db.prepare<TaskRow>("SELECT * FROM tasks WHERE team = ? AND task_number < ? ORDER BY task_number DESC LIMIT ?");
   return {

@@ -99,8 +99,6 @@ export class DockerProvider implements SandboxProvider {
     }
     const status = await this.waitForRunner(spec, signal);
     if (!snapshot && !info?.State.Running) await this.takeSnapshot(spec, key, source, progress, signal);
-    // The runner holds the agent until now; a repeated start (after a restart) is a no-op.
-    await createRunnerClient(status.endpoint!, spec.token).start(signal);
     return status;
   }
 

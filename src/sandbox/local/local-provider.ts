@@ -104,6 +104,8 @@ export class LocalProvider implements SandboxProvider {
           PADDOCK_AGENT_COMMAND: JSON.stringify(spec.agentCommand),
           PADDOCK_PROMPT: spec.prompt,
           PADDOCK_GRACE_MS: String(this.opts.graceMs),
+          // The daemon starts the agent with POST /start, handing over the environment then.
+          PADDOCK_HOLD: "1",
           JWT_PUBLIC_KEY: spec.publicKeyPem,
         },
       });

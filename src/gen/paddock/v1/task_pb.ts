@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file paddock/v1/task.proto.
  */
 export const file_paddock_v1_task: GenFile = /*@__PURE__*/
-  fileDesc("ChVwYWRkb2NrL3YxL3Rhc2sucHJvdG8SCnBhZGRvY2sudjEixgEKBFRhc2sSCgoCaWQYASABKAkSEwoLdGFza19udW1iZXIYAiABKAMSDQoFdGl0bGUYAyABKAkSEwoLZGVzY3JpcHRpb24YBCABKAkSEgoKcmVwb3NpdG9yeRgFIAEoCRIOCgZvcmlnaW4YBiABKAkSLwoLY3JlYXRlX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhYKDnJlcG9zaXRvcnlfdXJsGAggASgJEgwKBHRlYW0YCSABKAkiWwoRQ3JlYXRlVGFza1JlcXVlc3QSDQoFdGl0bGUYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkSEgoKcmVwb3NpdG9yeRgDIAEoCRIOCgZvcmlnaW4YBCABKAkiNAoSQ3JlYXRlVGFza1Jlc3BvbnNlEh4KBHRhc2sYASABKAsyEC5wYWRkb2NrLnYxLlRhc2siIQoOR2V0VGFza1JlcXVlc3QSDwoHdGFza19pZBgBIAEoCSIxCg9HZXRUYXNrUmVzcG9uc2USHgoEdGFzaxgBIAEoCzIQLnBhZGRvY2sudjEuVGFzayI5ChBMaXN0VGFza3NSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJIk0KEUxpc3RUYXNrc1Jlc3BvbnNlEh8KBXRhc2tzGAEgAygLMhAucGFkZG9jay52MS5UYXNrEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCTLoAQoLVGFza1NlcnZpY2USSwoKQ3JlYXRlVGFzaxIdLnBhZGRvY2sudjEuQ3JlYXRlVGFza1JlcXVlc3QaHi5wYWRkb2NrLnYxLkNyZWF0ZVRhc2tSZXNwb25zZRJCCgdHZXRUYXNrEhoucGFkZG9jay52MS5HZXRUYXNrUmVxdWVzdBobLnBhZGRvY2sudjEuR2V0VGFza1Jlc3BvbnNlEkgKCUxpc3RUYXNrcxIcLnBhZGRvY2sudjEuTGlzdFRhc2tzUmVxdWVzdBodLnBhZGRvY2sudjEuTGlzdFRhc2tzUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp]);
+  fileDesc("ChVwYWRkb2NrL3YxL3Rhc2sucHJvdG8SCnBhZGRvY2sudjEi3gEKBFRhc2sSCgoCaWQYASABKAkSEwoLdGFza19udW1iZXIYAiABKAMSDQoFdGl0bGUYAyABKAkSEwoLZGVzY3JpcHRpb24YBCABKAkSEgoKcmVwb3NpdG9yeRgFIAEoCRIOCgZvcmlnaW4YBiABKAkSLwoLY3JlYXRlX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhYKDnJlcG9zaXRvcnlfdXJsGAggASgJEgwKBHRlYW0YCSABKAkSFgoOZW52aXJvbm1lbnRfaWQYCiABKAkicwoRQ3JlYXRlVGFza1JlcXVlc3QSDQoFdGl0bGUYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkSEgoKcmVwb3NpdG9yeRgDIAEoCRIOCgZvcmlnaW4YBCABKAkSFgoOZW52aXJvbm1lbnRfaWQYBSABKAkiNAoSQ3JlYXRlVGFza1Jlc3BvbnNlEh4KBHRhc2sYASABKAsyEC5wYWRkb2NrLnYxLlRhc2siIQoOR2V0VGFza1JlcXVlc3QSDwoHdGFza19pZBgBIAEoCSIxCg9HZXRUYXNrUmVzcG9uc2USHgoEdGFzaxgBIAEoCzIQLnBhZGRvY2sudjEuVGFzayI5ChBMaXN0VGFza3NSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJIk0KEUxpc3RUYXNrc1Jlc3BvbnNlEh8KBXRhc2tzGAEgAygLMhAucGFkZG9jay52MS5UYXNrEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCTLoAQoLVGFza1NlcnZpY2USSwoKQ3JlYXRlVGFzaxIdLnBhZGRvY2sudjEuQ3JlYXRlVGFza1JlcXVlc3QaHi5wYWRkb2NrLnYxLkNyZWF0ZVRhc2tSZXNwb25zZRJCCgdHZXRUYXNrEhoucGFkZG9jay52MS5HZXRUYXNrUmVxdWVzdBobLnBhZGRvY2sudjEuR2V0VGFza1Jlc3BvbnNlEkgKCUxpc3RUYXNrcxIcLnBhZGRvY2sudjEuTGlzdFRhc2tzUmVxdWVzdBodLnBhZGRvY2sudjEuTGlzdFRhc2tzUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp]);
 
 /**
  * A unit of work for a coding agent: what to do (title, description) and where (repository).
@@ -76,6 +76,13 @@ export type Task = Message<"paddock.v1.Task"> & {
    * @generated from field: string team = 9;
    */
   team: string;
+
+  /**
+   * The environment its runs use unless a run names another; empty for none.
+   *
+   * @generated from field: string environment_id = 10;
+   */
+  environmentId: string;
 };
 
 /**
@@ -114,6 +121,13 @@ export type CreateTaskRequest = Message<"paddock.v1.CreateTaskRequest"> & {
    * @generated from field: string origin = 4;
    */
   origin: string;
+
+  /**
+   * An environment of the caller's team that allows this repository; empty for none.
+   *
+   * @generated from field: string environment_id = 5;
+   */
+  environmentId: string;
 };
 
 /**

@@ -1,0 +1,194 @@
+import { create } from "@bufbuild/protobuf";
+import { timestampFromMs, durationFromMs } from "@bufbuild/protobuf/wkt";
+import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
+import type { SecretBox } from "../auth/secret-box.js";
+import { InvalidArgumentError, NotFoundError } from "../errors.js";
+import {
+  EnvironmentSchema,
+  EnvironmentService,
+  NetworkAccess,
+  SecretInfoSchema,
+  type Environment,
+  type SecretInput,
+} from "../gen/paddock/v1/environment_pb.js";
+import { newId } from "../runs/run-manager.js";
+import type { EnvironmentRecord, EnvironmentsRepository, EnvironmentSpec, NetworkAccessName } from "../store/environments-repository.js";
+import { principalOf } from "./auth.js";
+import { decodePageToken, pageSize, paginate } from "./page-token.js";
+
+const NAME = /^[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}$/;
+const VAR = /^[A-Za-z_][A-Za-z0-9_]{0,127}$/;
+const DOMAIN = /^(\*\.)?(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$/;
+const MAX_TIMEOUT_MS = 24 * 3600_000;
+
+function accessName(field: string, a: NetworkAccess, fallback: NetworkAccessName): NetworkAccessName {
+  switch (a) {
+    case NetworkAccess.UNSPECIFIED:
+      return fallback;
+    case NetworkAccess.TRUSTED:
+      return "trusted";
+    case NetworkAccess.FULL:
+      return "full";
+    case NetworkAccess.CUSTOM:
+      return "custom";
+    default:
+      throw new InvalidArgumentError(field, `unknown value ${String(a)}`);
+  }
+}
+
+function accessProto(a: NetworkAccessName): NetworkAccess {
+  switch (a) {
+    case "trusted":
+      return NetworkAccess.TRUSTED;
+    case "full":
+      return NetworkAccess.FULL;
+    case "custom":
+      return NetworkAccess.CUSTOM;
+    default: {
+      const never: never = a;
+      throw new Error(`unexpected network access ${String(never)}`);
+    }
+  }
+}
+
+/** Never a secret's value: names, scope and times only. */
+export function environmentToProto(e: EnvironmentRecord): Environment {
+  return create(EnvironmentSchema, {
+    id: e.id,
+    team: e.team,
+    name: e.name,
+    networkAccess: accessProto(e.networkAccess),
+    allowedDomains: e.allowedDomains,
+    includeTrusted: e.includeTrusted,
+    envVars: e.envVars,
+    secrets: e.secrets.map((s) => create(SecretInfoSchema, { name: s.name, setupOnly: s.setupOnly, updateTime: timestampFromMs(s.updatedAt) })),
+    setupScript: e.setupScript,
+    setupNetworkAccess: accessProto(e.setupNetworkAccess),
+    repositories: e.repositories,
+    defaultProvider: e.defaultProvider,
+    timeout: e.timeoutMs === null ? undefined : durationFromMs(e.timeoutMs),
+    createTime: timestampFromMs(e.createdAt),
+    updateTime: timestampFromMs(e.updatedAt),
+  });
+}
+
+function specFrom(env: Environment, providers: ReadonlySet<string>): { name: string; spec: EnvironmentSpec } {
+  const name = env.name.trim();
+  if (!NAME.test(name)) throw new InvalidArgumentError("environment.name", `${JSON.stringify(env.name)}: letters, digits, space, ".", "_", "-"; at most 64`);
+  const networkAccess = accessName("environment.network_access", env.networkAccess, "trusted");
+  const allowedDomains = env.allowedDomains.map((d) => d.trim().toLowerCase());
+  allowedDomains.forEach((d, i) => {
+    if (!DOMAIN.test(d)) throw new InvalidArgumentError(`environment.allowed_domains[${i}]`, `${JSON.stringify(d)} is not a domain (example.com or *.example.com)`);
+  });
+  if (networkAccess === "custom" && allowedDomains.length === 0 && !env.includeTrusted) {
+    throw new InvalidArgumentError("environment.allowed_domains", "custom network access needs at least one domain, or include_trusted");
+  }
+  for (const [k, v] of Object.entries(env.envVars)) {
+    if (!VAR.test(k)) throw new InvalidArgumentError("environment.env_vars", `${JSON.stringify(k)} is not an environment variable name`);
+    if (k.startsWith("PADDOCK_")) throw new InvalidArgumentError("environment.env_vars", `${k}: the PADDOCK_ prefix is paddock's own`);
+    if (v.length > 32 * 1024) throw new InvalidArgumentError("environment.env_vars", `${k}: value longer than 32 KiB`);
+  }
+  if (env.setupScript.length > 64 * 1024) throw new InvalidArgumentError("environment.setup_script", "is longer than 64 KiB");
+  if (env.defaultProvider && !providers.has(env.defaultProvider)) {
+    throw new InvalidArgumentError("environment.default_provider", `unknown provider ${JSON.stringify(env.defaultProvider)}; this daemon has: ${[...providers].join(", ")}`);
+  }
+  let timeoutMs: number | null = null;
+  if (env.timeout) {
+    timeoutMs = Number(env.timeout.seconds) * 1000 + Math.floor(env.timeout.nanos / 1e6);
+    if (!(timeoutMs > 0) || timeoutMs > MAX_TIMEOUT_MS) throw new InvalidArgumentError("environment.timeout", "must be more than 0 and at most 24h");
+  }
+  return {
+    name,
+    spec: {
+      networkAccess,
+      allowedDomains,
+      includeTrusted: env.includeTrusted,
+      envVars: { ...env.envVars },
+      setupScript: env.setupScript,
+      setupNetworkAccess: accessName("environment.setup_network_access", env.setupNetworkAccess, "trusted"),
+      repositories: env.repositories.map((r) => r.trim()).filter(Boolean),
+      defaultProvider: env.defaultProvider,
+      timeoutMs,
+    },
+  };
+}
+
+export interface EnvironmentServiceDeps {
+  environments: EnvironmentsRepository;
+  secretBox: SecretBox;
+  providers: ReadonlySet<string>;
+}
+
+export function createEnvironmentService(deps: EnvironmentServiceDeps): ServiceImpl<typeof EnvironmentService> {
+  const owned = (id: string, ctx: HandlerContext) => {
+    if (!id) throw new InvalidArgumentError("environment_id", "is required");
+    const e = deps.environments.get(id);
+    if (!e || e.team !== principalOf(ctx).team) throw new NotFoundError("environment", id);
+    return e;
+  };
+  const sealAll = (envId: string, secrets: SecretInput[], envVars: Record<string, string>, field: string) =>
+    secrets.map((s, i) => {
+      if (!VAR.test(s.name)) throw new InvalidArgumentError(`${field}[${i}].name`, `${JSON.stringify(s.name)} is not an environment variable name`);
+      if (s.name in envVars) throw new InvalidArgumentError(`${field}[${i}].name`, `${s.name} is also a plain env var`);
+      // Never echo a value back, even in an error.
+      if (s.value.length < 4 || s.value.length > 32 * 1024) throw new InvalidArgumentError(`${field}[${i}].value`, "must be 4 bytes to 32 KiB (shorter values cannot be told apart in logs to redact them)");
+      return { name: s.name, sealed: deps.secretBox.seal(s.value, `${envId}/${s.name}`), setupOnly: s.setupOnly };
+    });
+  const unique = (names: string[], field: string) => {
+    const seen = new Set<string>();
+    for (const n of names) {
+      if (seen.has(n)) throw new InvalidArgumentError(field, `${n} is given twice`);
+      seen.add(n);
+    }
+  };
+
+  return {
+    createEnvironment(req, ctx) {
+      if (!req.environment) throw new InvalidArgumentError("environment", "is required");
+      const { name, spec } = specFrom(req.environment, deps.providers);
+      unique(req.secrets.map((s) => s.name), "secrets");
+      const id = newId("env");
+      const sealed = sealAll(id, req.secrets, spec.envVars, "secrets");
+      try {
+        const e = deps.environments.save({ id, team: principalOf(ctx).team, name, spec, now: Date.now(), create: true }, sealed, []);
+        return { environment: environmentToProto(e) };
+      } catch (error) {
+        if (/UNIQUE/.test((error as Error).message)) throw new InvalidArgumentError("environment.name", `the team already has an environment named ${JSON.stringify(name)}`);
+        throw error;
+      }
+    },
+    getEnvironment(req, ctx) {
+      return { environment: environmentToProto(owned(req.environmentId, ctx)) };
+    },
+    listEnvironments(req, ctx) {
+      const size = pageSize(req.pageSize);
+      const page = paginate(deps.environments.list(principalOf(ctx).team, decodePageToken(req.pageToken), size + 1), size, (e) => e.seq);
+      return { environments: page.items.map(environmentToProto), nextPageToken: page.nextPageToken };
+    },
+    updateEnvironment(req, ctx) {
+      if (!req.environment) throw new InvalidArgumentError("environment", "is required");
+      const current = owned(req.environment.id, ctx);
+      const { name, spec } = specFrom(req.environment, deps.providers);
+      unique(req.setSecrets.map((s) => s.name), "set_secrets");
+      const sealed = sealAll(current.id, req.setSecrets, spec.envVars, "set_secrets");
+      for (const n of req.removeSecrets) {
+        if (!current.secrets.some((s) => s.name === n)) throw new InvalidArgumentError("remove_secrets", `the environment has no secret ${n}`);
+      }
+      const kept = current.secrets.filter((s) => !req.removeSecrets.includes(s.name)).map((s) => s.name);
+      for (const k of Object.keys(spec.envVars)) {
+        if (kept.includes(k) && !req.setSecrets.some((s) => s.name === k)) throw new InvalidArgumentError("environment.env_vars", `${k} is also a secret`);
+      }
+      try {
+        const e = deps.environments.save({ id: current.id, team: current.team, name, spec, now: Date.now(), create: false }, sealed, req.removeSecrets);
+        return { environment: environmentToProto(e) };
+      } catch (error) {
+        if (/UNIQUE/.test((error as Error).message)) throw new InvalidArgumentError("environment.name", `the team already has an environment named ${JSON.stringify(name)}`);
+        throw error;
+      }
+    },
+    deleteEnvironment(req, ctx) {
+      deps.environments.remove(owned(req.environmentId, ctx).id);
+      return {};
+    },
+  };
+}

@@ -1,0 +1,46 @@
+import type { SecretBox } from "../auth/secret-box.js";
+import { InvalidArgumentError } from "../errors.js";
+import type { EnvironmentRecord, EnvironmentsRepository } from "../store/environments-repository.js";
+
+export interface SecretValue {
+  name: string;
+  value: string;
+  setupOnly: boolean;
+}
+
+/** The run layer's view of environments: their settings, and their secrets decrypted on demand. */
+export interface Environments {
+  get(id: string): EnvironmentRecord | undefined;
+  secretValues(id: string): SecretValue[];
+}
+
+export function createEnvironments(repo: EnvironmentsRepository, box: SecretBox): Environments {
+  return {
+    get: (id) => repo.get(id),
+    secretValues: (id) => repo.sealedSecrets(id).map((s) => ({ name: s.name, value: box.open(s.sealed, `${id}/${s.name}`), setupOnly: s.setupOnly })),
+  };
+}
+
+/**
+ * The environment a task or run may use: the caller's team's, and one that allows the
+ * repository. `field` names the request field in the error.
+ */
+export function usableEnvironment(envs: Environments, id: string, team: string, repository: string, field: string): EnvironmentRecord {
+  const env = envs.get(id);
+  if (!env || env.team !== team) throw new InvalidArgumentError(field, `no environment ${JSON.stringify(id)} in your team`);
+  if (env.repositories.length > 0 && !env.repositories.includes(repository)) {
+    throw new InvalidArgumentError(field, `environment ${env.name} does not allow the repository ${repository} (it allows: ${env.repositories.join(", ")})`);
+  }
+  return env;
+}
+
+/** Replaces every secret value in a log line: no secret reaches stored or streamed logs. */
+export function redactor(secrets: SecretValue[]): (text: string) => string {
+  const values = secrets.filter((s) => s.value.length > 0).sort((a, b) => b.value.length - a.value.length);
+  if (values.length === 0) return (t) => t;
+  return (text) => {
+    let out = text;
+    for (const s of values) if (out.includes(s.value)) out = out.split(s.value).join(`[secret:${s.name}]`);
+    return out;
+  };
+}

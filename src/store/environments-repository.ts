@@ -1,0 +1,96 @@
+import type { Database } from "./database.js";
+
+export type NetworkAccessName = "trusted" | "full" | "custom";
+
+/** An environment without its secrets' values. */
+export interface EnvironmentSpec {
+  networkAccess: NetworkAccessName;
+  allowedDomains: string[];
+  includeTrusted: boolean;
+  envVars: Record<string, string>;
+  setupScript: string;
+  setupNetworkAccess: NetworkAccessName;
+  repositories: string[];
+  defaultProvider: string;
+  timeoutMs: number | null;
+}
+
+export interface EnvironmentRecord extends EnvironmentSpec {
+  seq: number;
+  id: string;
+  team: string;
+  name: string;
+  createdAt: number;
+  updatedAt: number;
+  secrets: { name: string; setupOnly: boolean; updatedAt: number }[];
+}
+
+interface Row {
+  seq: number;
+  id: string;
+  team: string;
+  name: string;
+  spec: string;
+  created_at: number;
+  updated_at: number;
+}
+
+export function createEnvironmentsRepository(db: Database) {
+  const byId = db.prepare<Row>("SELECT * FROM environments WHERE id = ?");
+  const secretsOf = db.prepare<{ name: string; setup_only: number; updated_at: number; sealed: string }>(
+    "SELECT name, setup_only, updated_at, sealed FROM environment_secrets WHERE environment_id = ? ORDER BY name",
+  );
+  const insert = db.prepare("INSERT INTO environments (id, team, name, spec, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)");
+  const update = db.prepare("UPDATE environments SET name = ?, spec = ?, updated_at = ? WHERE id = ?");
+  const putSecret = db.prepare(`INSERT INTO environment_secrets (environment_id, name, sealed, setup_only, updated_at) VALUES (?, ?, ?, ?, ?)
+    ON CONFLICT (environment_id, name) DO UPDATE SET sealed = excluded.sealed, setup_only = excluded.setup_only, updated_at = excluded.updated_at`);
+  const dropSecret = db.prepare("DELETE FROM environment_secrets WHERE environment_id = ? AND name = ?");
+  const remove = db.prepare("DELETE FROM environments WHERE id = ?");
+  const page = db.prepare<Row>("SELECT * FROM environments WHERE team = ? AND seq < ? ORDER BY seq DESC LIMIT ?");
+
+  const toRecord = (r: Row): EnvironmentRecord => ({
+    ...(JSON.parse(r.spec) as EnvironmentSpec),
+    seq: r.seq,
+    id: r.id,
+    team: r.team,
+    name: r.name,
+    createdAt: r.created_at,
+    updatedAt: r.updated_at,
+    secrets: secretsOf.all([r.id]).map((s) => ({ name: s.name, setupOnly: s.setup_only === 1, updatedAt: s.updated_at })),
+  });
+
+  return {
+    get(id: string): EnvironmentRecord | undefined {
+      const r = byId.get([id]);
+      return r && toRecord(r);
+    },
+    list(team: string, before: number, limit: number): EnvironmentRecord[] {
+      return page.all([team, before, limit]).map(toRecord);
+    },
+    /** Creates or replaces the environment and applies the secret changes, all or nothing. */
+    save(
+      e: { id: string; team: string; name: string; spec: EnvironmentSpec; now: number; create: boolean },
+      setSecrets: { name: string; sealed: string; setupOnly: boolean }[],
+      removeSecrets: string[],
+    ): EnvironmentRecord {
+      return db.transaction(() => {
+        if (e.create) insert.run([e.id, e.team, e.name, JSON.stringify(e.spec), e.now, e.now]);
+        else update.run([e.name, JSON.stringify(e.spec), e.now, e.id]);
+        for (const s of setSecrets) putSecret.run([e.id, s.name, s.sealed, s.setupOnly ? 1 : 0, e.now]);
+        for (const n of removeSecrets) dropSecret.run([e.id, n]);
+        return toRecord(byId.get([e.id])!);
+      });
+    },
+    /** Sealed values, for the daemon only (decrypted just before a sandbox starts). */
+    sealedSecrets(id: string): { name: string; sealed: string; setupOnly: boolean }[] {
+      return secretsOf.all([id]).map((s) => ({ name: s.name, sealed: s.sealed, setupOnly: s.setup_only === 1 }));
+    },
+    remove(id: string): void {
+      db.transaction(() => {
+        db.prepare("DELETE FROM environment_secrets WHERE environment_id = ?").run([id]);
+        remove.run([id]);
+      });
+    },
+  };
+}
+export type EnvironmentsRepository = ReturnType<typeof createEnvironmentsRepository>;
