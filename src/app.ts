@@ -9,8 +9,9 @@ import type { Logger } from "pino";
 import { authInterceptor, kTrustedTransport } from "./api/auth.js";
 import { errorInterceptor } from "./api/error-interceptor.js";
 import { createApiTokens } from "./auth/api-tokens.js";
-import { loadOrCreateSecretBox } from "./auth/secret-box.js";
-import { createEnvironments } from "./runs/environments.js";
+import { loadOrCreateKey, loadOrCreateSecretBox } from "./auth/secret-box.js";
+import { createEnvironments, networkOf } from "./runs/environments.js";
+import { createEgressAuditRepository } from "./store/egress-audit-repository.js";
 import { createEnvironmentsRepository } from "./store/environments-repository.js";
 import { createTokensRepository } from "./store/tokens-repository.js";
 import { createHealth } from "./api/health.js";
@@ -56,6 +57,10 @@ export async function createApp(opts: AppOptions): Promise<App> {
   const keys = await loadOrCreateSandboxKeys(config.dataDir);
   const tasks = createTasksRepository(db);
   const runsRepo = createRunsRepository(db);
+  const secretBox = await loadOrCreateSecretBox(config.dataDir);
+  const environmentsRepo = createEnvironmentsRepository(db);
+  const environments = createEnvironments(environmentsRepo, secretBox);
+  const egressAudit = createEgressAuditRepository(db);
   const providers = new Map<string, SandboxProvider>([
     [
       "local",
@@ -82,14 +87,24 @@ export async function createApp(opts: AppOptions): Promise<App> {
         snapshots: createSnapshotsRepository(db),
         snapshotMaxAgeMs: 7 * 24 * 3600_000,
         snapshotMaxBytes: 20 * 1024 ** 3,
+        egress: {
+          port: config.egressProxyPort,
+          key: await loadOrCreateKey(join(config.dataDir, "egress.key")),
+          hostMap: config.egressHostMap,
+          // Asked per request: a run's policy is its environment's now, and nothing once cleaned.
+          policyFor: (runId, stage) => {
+            const run = runsRepo.get(runId);
+            if (!run || run.phase === "cleaned" || !run.environmentId) return null;
+            return networkOf(environments.get(run.environmentId))?.[stage] ?? null;
+          },
+          audit: (runId, host, port, verdict) => egressAudit.record(runId, host, port, verdict),
+          log: (msg, fields) => logger.info(fields ?? {}, msg),
+        },
       }),
     );
   } else if (config.defaultProvider === "docker") {
     throw new Error(`--default-provider docker, but there is no Docker engine socket at ${config.dockerSocket} (--docker-socket)`);
   }
-  const secretBox = await loadOrCreateSecretBox(config.dataDir);
-  const environmentsRepo = createEnvironmentsRepository(db);
-  const environments = createEnvironments(environmentsRepo, secretBox);
   const runs = new RunManager({
     tasks,
     environments,
@@ -123,6 +138,7 @@ export async function createApp(opts: AppOptions): Promise<App> {
     environmentsRepo,
     secretBox,
     providers: new Set(providers.keys()),
+    egressAudit,
   });
   const makeHandler = (trusted: boolean) =>
     connectNodeAdapter({
@@ -145,6 +161,10 @@ export async function createApp(opts: AppOptions): Promise<App> {
     runs,
     handlers,
     async start(override) {
+      for (const provider of providers.values()) {
+        const problem = await provider.init?.();
+        if (problem) logger.warn({ provider: provider.name, problem }, "provider can run unrestricted sandboxes only");
+      }
       await runs.restore();
       listener = await listen(handlers, override ?? { ...config.listen, socketPath: config.socket || undefined });
       logger.info({ address: `${listener.host}:${listener.port}`, socket: listener.socketPath, dataDir: config.dataDir }, "paddock listening");
@@ -155,6 +175,7 @@ export async function createApp(opts: AppOptions): Promise<App> {
       shutdown.abort();
       await listener?.close();
       await runs.stop();
+      for (const provider of providers.values()) await provider.close?.();
       db.close();
     },
   };

@@ -76,6 +76,19 @@ export const ConfigSchema = z
     dockerMemory: bytes,
     dockerPids: z.coerce.number().int().min(16).max(1_000_000),
     dockerRuntime: z.string().regex(/^[a-z0-9._-]+$/, "is not a runtime name (runc, runsc)"),
+    egressProxyPort: z.coerce.number().int().min(1).max(65535),
+    egressHostMap: z.string().transform((v, ctx) => {
+      const map: Record<string, string> = {};
+      for (const pair of v.split(",").map((p) => p.trim()).filter(Boolean)) {
+        const m = /^([a-z0-9.-]+)=(\d{1,3}(?:\.\d{1,3}){3})$/i.exec(pair);
+        if (!m) {
+          ctx.addIssue({ code: "custom", message: `${JSON.stringify(pair)} is not name=IPv4 (example: git.internal=10.0.0.5)` });
+          return z.NEVER;
+        }
+        map[m[1]!.toLowerCase()] = m[2]!;
+      }
+      return map;
+    }),
   })
   .strict()
   .superRefine((c, ctx) => {
@@ -109,6 +122,8 @@ export const ENV_NAMES: Record<keyof ConfigInput, string> = {
   dockerMemory: "PADDOCK_DOCKER_MEMORY",
   dockerPids: "PADDOCK_DOCKER_PIDS",
   dockerRuntime: "PADDOCK_DOCKER_RUNTIME",
+  egressProxyPort: "PADDOCK_EGRESS_PROXY_PORT",
+  egressHostMap: "PADDOCK_EGRESS_HOST_MAP",
 };
 
 export function defaultDataDir(env: Record<string, string | undefined>): string {
@@ -148,6 +163,8 @@ export function loadConfig(env: Record<string, string | undefined>, flags: Confi
     dockerMemory: "4g",
     dockerPids: 1024,
     dockerRuntime: "runc",
+    egressProxyPort: 47830,
+    egressHostMap: "",
     ...merged,
     dataDir,
   };

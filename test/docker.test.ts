@@ -4,7 +4,12 @@ import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { beforeAll, describe, expect } from "vitest";
 import { RunStatus } from "../src/gen/paddock/v1/task_run_pb.js";
-import { allLogs, dockerAvailable, sh, test, waitForPhase, watchToEnd, type Daemon } from "./fixtures.js";
+import { createClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
+import { EnvironmentService, NetworkAccess } from "../src/gen/paddock/v1/environment_pb.js";
+import { allLogs, bearer, cleanUp, dockerAvailable, sh, startDaemon, test, waitForPhase, watchToEnd, type Daemon } from "./fixtures.js";
 
 /**
  * The docker provider against a real Docker engine and the sandbox image. Without an
@@ -153,5 +158,60 @@ describe.runIf(dockerUp)("the docker provider", () => {
     expect(final.status).toBe(RunStatus.FAILED);
     expect(final.errorMessage).toMatch(/^provisioning failed: runtime no-such-runtime is not installed in the Docker engine \(it has: .*runc/);
     expect(containersOf(gvisor.id)).toEqual([]);
+  });
+
+  test("network policy is enforced: allowed names through the proxy, others refused, the host unreachable, all audited", async ({ repo }) => {
+    const hits: string[] = [];
+    const listener = createServer((req, res) => {
+      hits.push(`${req.headers.host} ${req.url}`);
+      res.end("hello from the allowed host\n");
+    });
+    await new Promise<void>((r) => listener.listen(0, "0.0.0.0", r));
+    const port = (listener.address() as AddressInfo).port;
+    const daemon = await startDaemon({ config: { egressHostMap: "allowed.test=127.0.0.1,blocked.test=127.0.0.1" } });
+    try {
+      const envs = createClient(EnvironmentService, createConnectTransport({ baseUrl: daemon.url, httpVersion: "1.1", interceptors: [bearer(daemon.adminToken)] }));
+      const custom = (await envs.createEnvironment({ environment: { name: "custom", networkAccess: NetworkAccess.CUSTOM, allowedDomains: ["allowed.test"] } })).environment!;
+      const full = (await envs.createEnvironment({ environment: { name: "full", networkAccess: NetworkAccess.FULL } })).environment!;
+      // bash and coreutils only: the sandbox image has no curl.
+      const probe = [
+        "bash",
+        "-c",
+        `set -u
+p=\${HTTP_PROXY:-}
+get() { # get HOST: a plain HTTP GET through the proxy; prints the status line
+  local hp=\${p##*@}; hp=\${hp%/}; local auth; auth=$(printf %s "\${p#http://}" | sed 's/@.*//' | base64 -w0)
+  exec 3<>/dev/tcp/\${hp%%:*}/\${hp##*:}
+  printf 'GET http://%s:${port}/probe HTTP/1.1\\r\\nHost: %s\\r\\nProxy-Authorization: Basic %s\\r\\nConnection: close\\r\\n\\r\\n' "$1" "$1" "$auth" >&3
+  head -1 <&3 | tr -d '\\r'; exec 3<&-
+}
+direct() { timeout 3 bash -c "exec 3<>/dev/tcp/$1/${port}" 2>/dev/null && echo "direct $1: open" || echo "direct $1: closed"; }
+if [ -n "$p" ]; then echo "allowed: $(get allowed.test)"; echo "blocked: $(get blocked.test)"; gw=\${p##*@}; direct \${gw%%:*}; else direct 172.17.0.1; fi`,
+      ];
+      const run = async (environmentId: string) => {
+        const { task } = await daemon.tasks.createTask({ title: "net", repository: repo, environmentId });
+        const { run } = await daemon.runs.startRun({ taskId: task!.id, provider: "docker", agentCommand: probe });
+        const final = (await watchToEnd(daemon, run!.id, 120_000)).pop()!;
+        const out = (await allLogs(daemon, run!.id)).filter((l) => l.stream !== "system").map((l) => l.text);
+        return { final, out };
+      };
+
+      const restricted = await run(custom.id);
+      expect(restricted.final).toMatchObject({ status: RunStatus.COMPLETED, networkPolicyEnforced: true });
+      expect(restricted.out).toEqual(["allowed: HTTP/1.1 200 OK", "blocked: HTTP/1.1 403 Forbidden", expect.stringMatching(/^direct [\d.]+: closed$/)]);
+      expect(hits).toEqual(["allowed.test /probe"]);
+      const { attempts } = await daemon.runs.listRunEgress({ runId: restricted.final.id });
+      expect(attempts.map((a) => [a.host, a.port, a.verdict, Number(a.count)])).toEqual([
+        ["allowed.test", port, "allowed", 1],
+        ["blocked.test", port, "refused", 1],
+      ]);
+
+      const open = await run(full.id);
+      expect(open.final.status).toBe(RunStatus.COMPLETED);
+      expect(open.out).toEqual(["direct 172.17.0.1: open"]);
+    } finally {
+      listener.close();
+      await cleanUp(daemon);
+    }
   });
 });

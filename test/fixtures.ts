@@ -2,7 +2,9 @@ import { createClient, type Client, type Interceptor } from "@connectrpc/connect
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import Database from "better-sqlite3";
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import Docker from "dockerode";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { removeEgressNetwork } from "../src/sandbox/docker/egress-network.js";
 import { createServer, type AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -125,7 +127,16 @@ export async function cleanUp(d: Daemon): Promise<void> {
   }
   await d.app.stop();
   removeSnapshots(d.dataDir);
+  await removeEgress(d.dataDir);
   rmSync(d.dataDir, { recursive: true, force: true });
+}
+
+/** Removes a test daemon's egress network and firewall chain, if it made them. */
+export async function removeEgress(dataDir: string): Promise<void> {
+  const db = new Database(join(dataDir, "paddock.db"), { readonly: true, fileMustExist: true });
+  const row = db.prepare("SELECT value FROM meta WHERE key = 'instance_id'").get() as { value: string } | undefined;
+  db.close();
+  if (row && existsSync("/var/run/docker.sock")) await removeEgressNetwork(new Docker(), row.value);
 }
 
 /** Removes the snapshot images a test daemon took (they outlive it in the Docker engine). */

@@ -21,6 +21,7 @@ const REQUIRED: Record<string, Scope> = {
   "paddock.v1.TaskRunService/ListRuns": "runs:read",
   "paddock.v1.TaskRunService/StreamLogs": "runs:read",
   "paddock.v1.TaskRunService/WatchRun": "runs:read",
+  "paddock.v1.TaskRunService/ListRunEgress": "runs:read",
   "paddock.v1.EnvironmentService/CreateEnvironment": "environments:write",
   "paddock.v1.EnvironmentService/UpdateEnvironment": "environments:write",
   "paddock.v1.EnvironmentService/DeleteEnvironment": "environments:write",

@@ -12,6 +12,7 @@ import type { Environments } from "../runs/environments.js";
 import type { EnvironmentsRepository } from "../store/environments-repository.js";
 import { createEnvironmentService } from "./environment-service.js";
 import type { TokensRepository } from "../store/tokens-repository.js";
+import type { EgressAuditRepository } from "../store/egress-audit-repository.js";
 import { createTokenService } from "./token-service.js";
 import type { RunManager } from "../runs/run-manager.js";
 import type { TasksRepository } from "../store/tasks-repository.js";
@@ -31,6 +32,7 @@ export interface RoutesDeps {
   gitHost: string;
   tokens: TokensRepository;
   apiTokens: ApiTokens;
+  egressAudit: EgressAuditRepository;
 }
 
 /** Every service on the listener: the API, health and reflection (so buf curl needs no protos). */
@@ -38,7 +40,7 @@ export function createRoutes(deps: RoutesDeps) {
   return (router: ConnectRouter) => {
     router.service(TaskService, createTaskService({ tasks: deps.tasks, environments: deps.environments, gitHost: deps.gitHost }));
     router.service(EnvironmentService, createEnvironmentService({ environments: deps.environmentsRepo, secretBox: deps.secretBox, providers: deps.providers }));
-    router.service(TaskRunService, createTaskRunService(deps.runs));
+    router.service(TaskRunService, createTaskRunService(deps.runs, deps.egressAudit));
     router.service(TokenService, createTokenService({ tokens: deps.tokens, apiTokens: deps.apiTokens }));
     deps.health.setStatus(TaskService.typeName, ServingStatus.SERVING);
     deps.health.setStatus(TaskRunService.typeName, ServingStatus.SERVING);

@@ -1,5 +1,8 @@
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
-import { TaskRunService } from "../gen/paddock/v1/task_run_pb.js";
+import { create } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { EgressAttemptSchema, TaskRunService } from "../gen/paddock/v1/task_run_pb.js";
+import type { EgressAuditRepository } from "../store/egress-audit-repository.js";
 import { InvalidArgumentError, NotFoundError } from "../errors.js";
 import { principalOf } from "./auth.js";
 import type { RunManager } from "../runs/run-manager.js";
@@ -15,7 +18,7 @@ function required(field: string, value: string): string {
   return value;
 }
 
-export function createTaskRunService(runs: RunManager): ServiceImpl<typeof TaskRunService> {
+export function createTaskRunService(runs: RunManager, egress: EgressAuditRepository): ServiceImpl<typeof TaskRunService> {
   /** The run, if the caller's team owns it; another team's run does not exist for them. */
   const owned = (runId: string, ctx: HandlerContext) => {
     required("run_id", runId);
@@ -95,6 +98,14 @@ export function createTaskRunService(runs: RunManager): ServiceImpl<typeof TaskR
       for await (const batch of runs.logs(req.runId, Number(req.afterSeq), req.follow, ctx.signal)) {
         yield { entries: batch.map(logToProto) };
       }
+    },
+    listRunEgress(req, ctx) {
+      const run = owned(req.runId, ctx);
+      return {
+        attempts: egress.list(run.id).map((a) =>
+          create(EgressAttemptSchema, { host: a.host, port: a.port, verdict: a.verdict, count: BigInt(a.count), firstTime: timestampFromMs(a.firstAt), lastTime: timestampFromMs(a.lastAt) }),
+        ),
+      };
     },
     async *watchRun(req, ctx) {
       owned(req.runId, ctx);

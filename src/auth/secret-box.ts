@@ -8,17 +8,7 @@ import { join } from "node:path";
  * binds each ciphertext to its environment and name, so a value cannot be moved.
  */
 export async function loadOrCreateSecretBox(dataDir: string) {
-  const path = join(dataDir, "secrets.key");
-  let key: Buffer;
-  try {
-    key = Buffer.from((await readFile(path, "utf8")).trim(), "base64");
-    if (key.length !== 32) throw new Error(`${path} does not hold a 32-byte key`);
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
-    key = randomBytes(32);
-    await writeFile(path, key.toString("base64") + "\n", { mode: 0o600, flag: "wx" });
-    await chmod(path, 0o600);
-  }
+  const key = await loadOrCreateKey(join(dataDir, "secrets.key"));
   return {
     seal(plaintext: string, aad: string): string {
       const iv = randomBytes(12);
@@ -37,4 +27,19 @@ export async function loadOrCreateSecretBox(dataDir: string) {
     },
   };
 }
+/** A 32-byte key kept base64 in a 0600 file, made when missing. */
+export async function loadOrCreateKey(path: string): Promise<Buffer> {
+  try {
+    const key = Buffer.from((await readFile(path, "utf8")).trim(), "base64");
+    if (key.length !== 32) throw new Error(`${path} does not hold a 32-byte key`);
+    return key;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
+    const key = randomBytes(32);
+    await writeFile(path, key.toString("base64") + "\n", { mode: 0o600, flag: "wx" });
+    await chmod(path, 0o600);
+    return key;
+  }
+}
+
 export type SecretBox = Awaited<ReturnType<typeof loadOrCreateSecretBox>>;

@@ -1,4 +1,5 @@
 import type { SecretBox } from "../auth/secret-box.js";
+import type { NetworkPolicy } from "../sandbox/egress-policy.js";
 import { InvalidArgumentError } from "../errors.js";
 import type { EnvironmentRecord, EnvironmentsRepository } from "../store/environments-repository.js";
 
@@ -12,6 +13,15 @@ export interface SecretValue {
 export interface Environments {
   get(id: string): EnvironmentRecord | undefined;
   secretValues(id: string): SecretValue[];
+}
+
+/** The network policy of each stage of a run in this environment; null without one. */
+export function networkOf(env: EnvironmentRecord | undefined): { setup: NetworkPolicy; agent: NetworkPolicy } | null {
+  if (!env) return null;
+  const base = { allowedDomains: env.allowedDomains, includeTrusted: env.includeTrusted };
+  const agent: NetworkPolicy = { access: env.networkAccess, ...base };
+  // Without a setup script there is no setup stage, and its policy must not restrict the sandbox.
+  return { setup: env.setupScript ? { access: env.setupNetworkAccess, ...base } : agent, agent };
 }
 
 export function createEnvironments(repo: EnvironmentsRepository, box: SecretBox): Environments {

@@ -20,7 +20,7 @@ import type { LogLine, RunLimits, RunStatusName } from "../store/records.js";
 import type { RunFilter, RunsRepository, RunTransition, StoredRun } from "../store/runs-repository.js";
 import type { TasksRepository } from "../store/tasks-repository.js";
 import type { StartRequest } from "../agent/runner-protocol.js";
-import { redactor, usableEnvironment, type Environments } from "./environments.js";
+import { networkOf, redactor, usableEnvironment, type Environments } from "./environments.js";
 import { Notifier } from "./notifier.js";
 import { withRetry } from "./retry.js";
 
@@ -181,7 +181,7 @@ export class RunManager {
         id,
         team: task.team,
         environmentId,
-        networkPolicyEnforced: providers.get(providerName)!.enforcesNetworkPolicy,
+        networkPolicyEnforced: !!env && providers.get(providerName)!.enforcesNetworkPolicy,
         taskId: task.id,
         status: "queued",
         phase: "queued",
@@ -522,6 +522,7 @@ export class RunManager {
             publicKeyPem: this.deps.keys.publicKeyPem,
             token,
             limits: run.limits,
+            network: this.networkOf(run),
           },
           signal,
           (line) => this.system(id, line),
@@ -529,20 +530,25 @@ export class RunManager {
       signal,
     );
     // The runner holds the agent until now: the environment is handed over at the last moment.
-    const start = this.startRequest(run);
+    const start = this.startRequest(run, provider);
     await withRetry(() => createRunnerClient(status.endpoint!, token).start(start, signal), signal);
     if (start.setupScript) this.system(id, "setup script started");
     this.system(id, `agent ${start.setupScript ? "to start after setup" : "started"}: ${run.agentCommand.join(" ")}`);
   }
 
   /** Env vars and secrets of the run's environment; setup-only secrets go to setup alone. */
-  private startRequest(run: StoredRun): StartRequest {
+  private startRequest(run: StoredRun, provider: SandboxProvider): StartRequest {
     if (!run.environmentId) return {};
     const env = this.deps.environments.get(run.environmentId);
     if (!env) throw new SandboxError(`environment ${run.environmentId} no longer exists`, false);
     const secrets = this.deps.environments.secretValues(env.id);
     const pick = (setupOnly: boolean) => Object.fromEntries(secrets.filter((s) => s.setupOnly === setupOnly).map((s) => [s.name, s.value]));
-    return { env: { ...env.envVars, ...pick(false) }, setupEnv: pick(true), setupScript: env.setupScript || undefined };
+    const stage = provider.stageEnv?.(run.id, networkOf(env)) ?? { setup: {}, agent: {} };
+    return { env: { ...env.envVars, ...pick(false), ...stage.agent }, setupEnv: { ...pick(true), ...stage.setup }, setupScript: env.setupScript || undefined };
+  }
+
+  private networkOf(run: StoredRun) {
+    return run.environmentId ? networkOf(this.deps.environments.get(run.environmentId)) : null;
   }
 
   private async supervise(id: string, signal: AbortSignal): Promise<AgentExit> {

@@ -1,3 +1,5 @@
+import type { NetworkPolicy } from "./egress-policy.js";
+
 /**
  * One interface for every place a run's sandbox can live. Implementations take their
  * options in the constructor, reject on failure with SandboxError, and make every method
@@ -19,6 +21,8 @@ export interface SandboxSpec {
   publicKeyPem: string;
   /** A sandbox token for this run, for the provider's own health checks. */
   token: string;
+  /** Network policy per stage; null for a run without an environment (unrestricted). */
+  network: { setup: NetworkPolicy; agent: NetworkPolicy } | null;
   /** This run's overrides of the provider's resource limits and runtime. */
   limits: { cpus?: number; memoryBytes?: number; pids?: number; runtime?: string };
 }
@@ -40,6 +44,9 @@ export interface SandboxProvider {
   readonly name: string;
   /** Whether network policy is enforced (false on local: the agent runs on the host). */
   readonly enforcesNetworkPolicy: boolean;
+  /** Prepares what the provider needs before its first sandbox; returns a problem, or null. */
+  init?(): Promise<string | null>;
+  close?(): Promise<void>;
   /**
    * Finds the sandbox `spec.name` or creates it, and starts its runner, which holds the
    * agent until the daemon's POST /start. Resolves once the runner answers.
@@ -52,6 +59,8 @@ export interface SandboxProvider {
   list(): Promise<string[]>;
   /** Removes snapshots past their age or over the size budget; returns how many. */
   collectGarbage?(): Promise<number>;
+  /** Environment the setup script and the agent need from the provider (an egress proxy). */
+  stageEnv?(runId: string, network: SandboxSpec["network"]): { setup: Record<string, string>; agent: Record<string, string> };
 }
 
 /** Where a provider keeps track of its snapshots (the sandbox_snapshots table). */

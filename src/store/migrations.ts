@@ -143,6 +143,23 @@ export const MIGRATIONS: readonly { version: number; name: string; sql: string }
       ALTER TABLE runs ADD COLUMN network_policy_enforced INTEGER NOT NULL DEFAULT 0;
     `,
   },
+  {
+    version: 6,
+    name: "egress_audit",
+    sql: `
+      -- Every destination a sandbox asked the egress proxy for, allowed or refused.
+      CREATE TABLE egress_audit (
+        run_id   TEXT NOT NULL,
+        host     TEXT NOT NULL,
+        port     INTEGER NOT NULL,
+        verdict  TEXT NOT NULL CHECK (verdict IN ('allowed', 'refused')),
+        count    INTEGER NOT NULL,
+        first_at INTEGER NOT NULL,
+        last_at  INTEGER NOT NULL,
+        PRIMARY KEY (run_id, host, port, verdict)
+      ) STRICT, WITHOUT ROWID;
+    `,
+  },
 ];
 
 export function migrate(db: Database): number {

@@ -13,6 +13,7 @@ describe("containerSpec", () => {
     publicKeyPem: "-----BEGIN PUBLIC KEY-----\nabc\n-----END PUBLIC KEY-----\n",
     token: "tok",
     limits: {},
+    network: null,
   };
   const c = containerSpec(spec, { image: "img:1", instanceId: "inst", source: "/data/repos/x.git", limits: { cpus: 1.5, memoryBytes: 512 * 1024 ** 2, pids: 256, runtime: "runc" } });
 

@@ -22,7 +22,10 @@ export interface ContainerLimits {
  * The container for one sandbox, as a pure function of its inputs: the runner as the
  * entrypoint, the host's copy of the repository read-only, labels for the reaper, limits.
  */
-export function containerSpec(spec: SandboxSpec, o: { image: string; instanceId: string; source: string; limits: ContainerLimits }): ContainerCreateOptions {
+export function containerSpec(
+  spec: SandboxSpec,
+  o: { image: string; instanceId: string; source: string; limits: ContainerLimits; networkMode?: string },
+): ContainerCreateOptions {
   return {
     name: spec.name,
     Image: o.image,
@@ -47,6 +50,8 @@ export function containerSpec(spec: SandboxSpec, o: { image: string; instanceId:
     ExposedPorts: { [`${RUNNER_PORT}/tcp`]: {} },
     HostConfig: {
       Binds: [`${o.source}:${SOURCE_MOUNT}:ro`],
+      // A restricted sandbox lives on the internal egress network: out only via the proxy.
+      ...(o.networkMode ? { NetworkMode: o.networkMode } : {}),
       NanoCpus: Math.round(o.limits.cpus * 1e9),
       Memory: o.limits.memoryBytes,
       PidsLimit: o.limits.pids,

@@ -6,7 +6,9 @@ import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import type Docker from "dockerode";
 import { SandboxError } from "../../errors.js";
+import { EgressProxy, type EgressProxyOptions } from "../egress-proxy.js";
 import { git } from "../git.js";
+import { ensureEgressNetwork, firewallEgressNetwork, type EgressNetwork } from "./egress-network.js";
 import type { CleanupResult, SandboxProvider, SandboxSpec, SandboxStatus, SnapshotStore } from "../provider.js";
 import { keepWork, prepareSource } from "../repository-source.js";
 import { createRunnerClient, type RunnerClient } from "../runner-client.js";
@@ -27,6 +29,8 @@ export interface DockerProviderOptions {
   snapshotMaxAgeMs: number;
   /** Total size kept; least recently used snapshots go first beyond it. */
   snapshotMaxBytes: number;
+  /** Network policy enforcement; without it, restricted runs are refused. */
+  egress: Omit<EgressProxyOptions, "host"> | null;
 }
 
 const SNAPSHOT_REPO = "paddock-snapshot";
@@ -58,9 +62,71 @@ function dockerError(what: string, error: unknown): SandboxError {
  */
 export class DockerProvider implements SandboxProvider {
   readonly name = "docker";
-  readonly enforcesNetworkPolicy = false;
+  private egress: { proxy: EgressProxy; network: EgressNetwork } | null = null;
+  private egressSetup: Promise<void> | null = null;
+  private egressProblem: string | null = null;
 
-  constructor(private readonly opts: DockerProviderOptions) {}
+  constructor(private readonly opts: DockerProviderOptions) {
+    if (!opts.egress) this.egressProblem = "egress enforcement is not configured";
+  }
+
+  get enforcesNetworkPolicy(): boolean {
+    return this.egressProblem === null;
+  }
+
+  /**
+   * Sets up enforcement on first need: the internal network, the proxy on its gateway,
+   * the firewall. When a step fails, restricted runs are refused (never let through).
+   */
+  private ensureEgress(): Promise<void> {
+    this.egressSetup ??= this.setUpEgress();
+    return this.egressSetup;
+  }
+
+  private async setUpEgress(): Promise<void> {
+    if (!this.opts.egress) return;
+    try {
+      const network = await ensureEgressNetwork(this.opts.docker, this.opts.instanceId);
+      const proxy = new EgressProxy({ ...this.opts.egress, host: network.gateway });
+      await proxy.start();
+      try {
+        await firewallEgressNetwork(network, proxy.port, this.opts.instanceId);
+      } catch (error) {
+        await proxy.stop();
+        throw error;
+      }
+      this.egress = { proxy, network };
+    } catch (error) {
+      this.egressProblem = `network policy cannot be enforced: ${(error as Error).message}`;
+    }
+  }
+
+  /** After a restart, restricted sandboxes still running need their proxy back at once. */
+  async init(): Promise<string | null> {
+    const names = await this.list().catch(() => [] as string[]);
+    if (names.length > 0 && this.opts.egress) {
+      const network = `paddock-egress-${this.opts.instanceId}`;
+      const onIt = await this.opts.docker
+        .listContainers({ all: true, filters: { label: [`${LABEL_INSTANCE}=${this.opts.instanceId}`], network: [network] } })
+        .catch(() => []);
+      if (onIt.length > 0) await this.ensureEgress();
+    }
+    return this.egressProblem;
+  }
+
+  async close(): Promise<void> {
+    await this.egress?.proxy.stop();
+  }
+
+  private restricted(network: SandboxSpec["network"]): boolean {
+    return !!network && (network.setup.access !== "full" || network.agent.access !== "full");
+  }
+
+  stageEnv(runId: string, network: SandboxSpec["network"]): { setup: Record<string, string>; agent: Record<string, string> } {
+    if (!this.restricted(network) || !this.egress) return { setup: {}, agent: {} };
+    const proxyEnv = (url: string) => ({ HTTP_PROXY: url, HTTPS_PROXY: url, http_proxy: url, https_proxy: url, NO_PROXY: "", no_proxy: "" });
+    return { setup: proxyEnv(this.egress.proxy.urlFor(runId, "setup")), agent: proxyEnv(this.egress.proxy.urlFor(runId, "agent")) };
+  }
 
   async provision(spec: SandboxSpec, signal: AbortSignal, progress: (line: string) => void): Promise<SandboxStatus> {
     const { docker } = this.opts;
@@ -83,8 +149,11 @@ export class DockerProvider implements SandboxProvider {
         progress(snapshot ? `creating container ${spec.name} from snapshot ${image} (taken at ${snapshot.commit.slice(0, 12)})` : `creating container ${spec.name} from ${image}`);
         if (snapshot) this.opts.snapshots.touch(snapshot.id);
         const limits = await this.limitsFor(spec);
+        if (this.restricted(spec.network)) await this.ensureEgress();
+        if (this.restricted(spec.network) && !this.egress) throw new SandboxError(this.egressProblem ?? "egress is not ready", false);
+        const networkMode = this.restricted(spec.network) ? this.egress!.network.name : undefined;
         try {
-          container = await docker.createContainer(containerSpec(spec, { image, instanceId: this.opts.instanceId, source, limits }));
+          container = await docker.createContainer(containerSpec(spec, { image, instanceId: this.opts.instanceId, source, limits, networkMode }));
         } catch (e) {
           if (!isConflict(e)) {
             if (isNotFound(e)) throw new SandboxError(`docker: image ${this.opts.image} not found (build it: npm run images)`, false);

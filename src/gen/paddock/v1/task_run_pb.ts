@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file paddock/v1/task_run.proto.
  */
 export const file_paddock_v1_task_run: GenFile = /*@__PURE__*/
-  fileDesc("ChlwYWRkb2NrL3YxL3Rhc2tfcnVuLnByb3RvEgpwYWRkb2NrLnYxIqcFCgdUYXNrUnVuEgoKAmlkGAEgASgJEg8KB3Rhc2tfaWQYAiABKAkSJQoGc3RhdHVzGAMgASgOMhUucGFkZG9jay52MS5SdW5TdGF0dXMSDQoFcGhhc2UYBCABKAkSEAoIcHJvdmlkZXIYBSABKAkSFQoNZXJyb3JfbWVzc2FnZRgGIAEoCRIsCghkZWFkbGluZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKY2xlYW5lZF9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLY3JlYXRlX3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0X3RpbWUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2ZpbmlzaF90aW1lGAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGYnJhbmNoGA0gASgJEhUKDXJlc3VsdF9icmFuY2gYDiABKAkSFQoNcmVzdWx0X2NvbW1pdBgPIAEoCRIVCg1hZ2VudF9jb21tYW5kGBAgAygJEhYKCWV4aXRfY29kZRgRIAEoBUgAiAEBEhIKCnJ1bl9udW1iZXIYEiABKAMSKQoGbGltaXRzGBMgASgLMhkucGFkZG9jay52MS5TYW5kYm94TGltaXRzEgwKBHRlYW0YFCABKAkSFgoOZW52aXJvbm1lbnRfaWQYFSABKAkSHwoXbmV0d29ya19wb2xpY3lfZW5mb3JjZWQYFiABKAhCDAoKX2V4aXRfY29kZSJfCghMb2dFbnRyeRILCgNzZXEYASABKAMSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGc3RyZWFtGAMgASgJEgwKBHRleHQYBCABKAki4wEKD1N0YXJ0UnVuUmVxdWVzdBIPCgd0YXNrX2lkGAEgASgJEg4KBmJyYW5jaBgCIAEoCRIVCg1hZ2VudF9jb21tYW5kGAMgAygJEioKB3RpbWVvdXQYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SEAoIcHJvdmlkZXIYBSABKAkSFwoPaWRlbXBvdGVuY3lfa2V5GAYgASgJEikKBmxpbWl0cxgHIAEoCzIZLnBhZGRvY2sudjEuU2FuZGJveExpbWl0cxIWCg5lbnZpcm9ubWVudF9pZBgIIAEoCSKEAQoNU2FuZGJveExpbWl0cxIRCgRjcHVzGAEgASgBSACIAQESGQoMbWVtb3J5X2J5dGVzGAIgASgDSAGIAQESEQoEcGlkcxgDIAEoBUgCiAEBEg8KB3J1bnRpbWUYBCABKAlCBwoFX2NwdXNCDwoNX21lbW9yeV9ieXRlc0IHCgVfcGlkcyI0ChBTdGFydFJ1blJlc3BvbnNlEiAKA3J1bhgBIAEoCzITLnBhZGRvY2sudjEuVGFza1J1biIfCg1HZXRSdW5SZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCSIyCg5HZXRSdW5SZXNwb25zZRIgCgNydW4YASABKAsyEy5wYWRkb2NrLnYxLlRhc2tSdW4icAoPTGlzdFJ1bnNSZXF1ZXN0Eg8KB3Rhc2tfaWQYASABKAkSJQoGc3RhdHVzGAIgASgOMhUucGFkZG9jay52MS5SdW5TdGF0dXMSEQoJcGFnZV9zaXplGAMgASgFEhIKCnBhZ2VfdG9rZW4YBCABKAkiTgoQTGlzdFJ1bnNSZXNwb25zZRIhCgRydW5zGAEgAygLMhMucGFkZG9jay52MS5UYXNrUnVuEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIiChBDYW5jZWxSdW5SZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCSI1ChFDYW5jZWxSdW5SZXNwb25zZRIgCgNydW4YASABKAsyEy5wYWRkb2NrLnYxLlRhc2tSdW4iYgoSQ29tcGxldGVSdW5SZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCRIlCgZzdGF0dXMYAiABKA4yFS5wYWRkb2NrLnYxLlJ1blN0YXR1cxIVCg1lcnJvcl9tZXNzYWdlGAMgASgJIjcKE0NvbXBsZXRlUnVuUmVzcG9uc2USIAoDcnVuGAEgASgLMhMucGFkZG9jay52MS5UYXNrUnVuIkYKEVN0cmVhbUxvZ3NSZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCRIRCglhZnRlcl9zZXEYAiABKAMSDgoGZm9sbG93GAMgASgIIjsKElN0cmVhbUxvZ3NSZXNwb25zZRIlCgdlbnRyaWVzGAEgAygLMhQucGFkZG9jay52MS5Mb2dFbnRyeSIhCg9XYXRjaFJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJIjQKEFdhdGNoUnVuUmVzcG9uc2USIAoDcnVuGAEgASgLMhMucGFkZG9jay52MS5UYXNrUnVuKqUBCglSdW5TdGF0dXMSGgoWUlVOX1NUQVRVU19VTlNQRUNJRklFRBAAEhUKEVJVTl9TVEFUVVNfUVVFVUVEEAESGgoWUlVOX1NUQVRVU19JTl9QUk9HUkVTUxACEhgKFFJVTl9TVEFUVVNfQ09NUExFVEVEEAMSFQoRUlVOX1NUQVRVU19GQUlMRUQQBBIYChRSVU5fU1RBVFVTX0NBTkNFTExFRBAFMpEECg5UYXNrUnVuU2VydmljZRJFCghTdGFydFJ1bhIbLnBhZGRvY2sudjEuU3RhcnRSdW5SZXF1ZXN0GhwucGFkZG9jay52MS5TdGFydFJ1blJlc3BvbnNlEj8KBkdldFJ1bhIZLnBhZGRvY2sudjEuR2V0UnVuUmVxdWVzdBoaLnBhZGRvY2sudjEuR2V0UnVuUmVzcG9uc2USRQoITGlzdFJ1bnMSGy5wYWRkb2NrLnYxLkxpc3RSdW5zUmVxdWVzdBocLnBhZGRvY2sudjEuTGlzdFJ1bnNSZXNwb25zZRJICglDYW5jZWxSdW4SHC5wYWRkb2NrLnYxLkNhbmNlbFJ1blJlcXVlc3QaHS5wYWRkb2NrLnYxLkNhbmNlbFJ1blJlc3BvbnNlEk4KC0NvbXBsZXRlUnVuEh4ucGFkZG9jay52MS5Db21wbGV0ZVJ1blJlcXVlc3QaHy5wYWRkb2NrLnYxLkNvbXBsZXRlUnVuUmVzcG9uc2USTQoKU3RyZWFtTG9ncxIdLnBhZGRvY2sudjEuU3RyZWFtTG9nc1JlcXVlc3QaHi5wYWRkb2NrLnYxLlN0cmVhbUxvZ3NSZXNwb25zZTABEkcKCFdhdGNoUnVuEhsucGFkZG9jay52MS5XYXRjaFJ1blJlcXVlc3QaHC5wYWRkb2NrLnYxLldhdGNoUnVuUmVzcG9uc2UwAWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("ChlwYWRkb2NrL3YxL3Rhc2tfcnVuLnByb3RvEgpwYWRkb2NrLnYxIqcFCgdUYXNrUnVuEgoKAmlkGAEgASgJEg8KB3Rhc2tfaWQYAiABKAkSJQoGc3RhdHVzGAMgASgOMhUucGFkZG9jay52MS5SdW5TdGF0dXMSDQoFcGhhc2UYBCABKAkSEAoIcHJvdmlkZXIYBSABKAkSFQoNZXJyb3JfbWVzc2FnZRgGIAEoCRIsCghkZWFkbGluZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKY2xlYW5lZF9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLY3JlYXRlX3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0X3RpbWUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2ZpbmlzaF90aW1lGAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGYnJhbmNoGA0gASgJEhUKDXJlc3VsdF9icmFuY2gYDiABKAkSFQoNcmVzdWx0X2NvbW1pdBgPIAEoCRIVCg1hZ2VudF9jb21tYW5kGBAgAygJEhYKCWV4aXRfY29kZRgRIAEoBUgAiAEBEhIKCnJ1bl9udW1iZXIYEiABKAMSKQoGbGltaXRzGBMgASgLMhkucGFkZG9jay52MS5TYW5kYm94TGltaXRzEgwKBHRlYW0YFCABKAkSFgoOZW52aXJvbm1lbnRfaWQYFSABKAkSHwoXbmV0d29ya19wb2xpY3lfZW5mb3JjZWQYFiABKAhCDAoKX2V4aXRfY29kZSJfCghMb2dFbnRyeRILCgNzZXEYASABKAMSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGc3RyZWFtGAMgASgJEgwKBHRleHQYBCABKAkiJgoUTGlzdFJ1bkVncmVzc1JlcXVlc3QSDgoGcnVuX2lkGAEgASgJIqoBCg1FZ3Jlc3NBdHRlbXB0EgwKBGhvc3QYASABKAkSDAoEcG9ydBgCIAEoBRIPCgd2ZXJkaWN0GAMgASgJEg0KBWNvdW50GAQgASgDEi4KCmZpcnN0X3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi0KCWxhc3RfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiRAoVTGlzdFJ1bkVncmVzc1Jlc3BvbnNlEisKCGF0dGVtcHRzGAEgAygLMhkucGFkZG9jay52MS5FZ3Jlc3NBdHRlbXB0IuMBCg9TdGFydFJ1blJlcXVlc3QSDwoHdGFza19pZBgBIAEoCRIOCgZicmFuY2gYAiABKAkSFQoNYWdlbnRfY29tbWFuZBgDIAMoCRIqCgd0aW1lb3V0GAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhAKCHByb3ZpZGVyGAUgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgGIAEoCRIpCgZsaW1pdHMYByABKAsyGS5wYWRkb2NrLnYxLlNhbmRib3hMaW1pdHMSFgoOZW52aXJvbm1lbnRfaWQYCCABKAkihAEKDVNhbmRib3hMaW1pdHMSEQoEY3B1cxgBIAEoAUgAiAEBEhkKDG1lbW9yeV9ieXRlcxgCIAEoA0gBiAEBEhEKBHBpZHMYAyABKAVIAogBARIPCgdydW50aW1lGAQgASgJQgcKBV9jcHVzQg8KDV9tZW1vcnlfYnl0ZXNCBwoFX3BpZHMiNAoQU3RhcnRSdW5SZXNwb25zZRIgCgNydW4YASABKAsyEy5wYWRkb2NrLnYxLlRhc2tSdW4iHwoNR2V0UnVuUmVxdWVzdBIOCgZydW5faWQYASABKAkiMgoOR2V0UnVuUmVzcG9uc2USIAoDcnVuGAEgASgLMhMucGFkZG9jay52MS5UYXNrUnVuInAKD0xpc3RSdW5zUmVxdWVzdBIPCgd0YXNrX2lkGAEgASgJEiUKBnN0YXR1cxgCIAEoDjIVLnBhZGRvY2sudjEuUnVuU3RhdHVzEhEKCXBhZ2Vfc2l6ZRgDIAEoBRISCgpwYWdlX3Rva2VuGAQgASgJIk4KEExpc3RSdW5zUmVzcG9uc2USIQoEcnVucxgBIAMoCzITLnBhZGRvY2sudjEuVGFza1J1bhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiIgoQQ2FuY2VsUnVuUmVxdWVzdBIOCgZydW5faWQYASABKAkiNQoRQ2FuY2VsUnVuUmVzcG9uc2USIAoDcnVuGAEgASgLMhMucGFkZG9jay52MS5UYXNrUnVuImIKEkNvbXBsZXRlUnVuUmVxdWVzdBIOCgZydW5faWQYASABKAkSJQoGc3RhdHVzGAIgASgOMhUucGFkZG9jay52MS5SdW5TdGF0dXMSFQoNZXJyb3JfbWVzc2FnZRgDIAEoCSI3ChNDb21wbGV0ZVJ1blJlc3BvbnNlEiAKA3J1bhgBIAEoCzITLnBhZGRvY2sudjEuVGFza1J1biJGChFTdHJlYW1Mb2dzUmVxdWVzdBIOCgZydW5faWQYASABKAkSEQoJYWZ0ZXJfc2VxGAIgASgDEg4KBmZvbGxvdxgDIAEoCCI7ChJTdHJlYW1Mb2dzUmVzcG9uc2USJQoHZW50cmllcxgBIAMoCzIULnBhZGRvY2sudjEuTG9nRW50cnkiIQoPV2F0Y2hSdW5SZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCSI0ChBXYXRjaFJ1blJlc3BvbnNlEiAKA3J1bhgBIAEoCzITLnBhZGRvY2sudjEuVGFza1J1biqlAQoJUnVuU3RhdHVzEhoKFlJVTl9TVEFUVVNfVU5TUEVDSUZJRUQQABIVChFSVU5fU1RBVFVTX1FVRVVFRBABEhoKFlJVTl9TVEFUVVNfSU5fUFJPR1JFU1MQAhIYChRSVU5fU1RBVFVTX0NPTVBMRVRFRBADEhUKEVJVTl9TVEFUVVNfRkFJTEVEEAQSGAoUUlVOX1NUQVRVU19DQU5DRUxMRUQQBTLnBAoOVGFza1J1blNlcnZpY2USRQoIU3RhcnRSdW4SGy5wYWRkb2NrLnYxLlN0YXJ0UnVuUmVxdWVzdBocLnBhZGRvY2sudjEuU3RhcnRSdW5SZXNwb25zZRI/CgZHZXRSdW4SGS5wYWRkb2NrLnYxLkdldFJ1blJlcXVlc3QaGi5wYWRkb2NrLnYxLkdldFJ1blJlc3BvbnNlEkUKCExpc3RSdW5zEhsucGFkZG9jay52MS5MaXN0UnVuc1JlcXVlc3QaHC5wYWRkb2NrLnYxLkxpc3RSdW5zUmVzcG9uc2USSAoJQ2FuY2VsUnVuEhwucGFkZG9jay52MS5DYW5jZWxSdW5SZXF1ZXN0Gh0ucGFkZG9jay52MS5DYW5jZWxSdW5SZXNwb25zZRJOCgtDb21wbGV0ZVJ1bhIeLnBhZGRvY2sudjEuQ29tcGxldGVSdW5SZXF1ZXN0Gh8ucGFkZG9jay52MS5Db21wbGV0ZVJ1blJlc3BvbnNlEk0KClN0cmVhbUxvZ3MSHS5wYWRkb2NrLnYxLlN0cmVhbUxvZ3NSZXF1ZXN0Gh4ucGFkZG9jay52MS5TdHJlYW1Mb2dzUmVzcG9uc2UwARJHCghXYXRjaFJ1bhIbLnBhZGRvY2sudjEuV2F0Y2hSdW5SZXF1ZXN0GhwucGFkZG9jay52MS5XYXRjaFJ1blJlc3BvbnNlMAESVAoNTGlzdFJ1bkVncmVzcxIgLnBhZGRvY2sudjEuTGlzdFJ1bkVncmVzc1JlcXVlc3QaIS5wYWRkb2NrLnYxLkxpc3RSdW5FZ3Jlc3NSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * One attempt at a task, in one sandbox.
@@ -206,6 +206,84 @@ export const LogEntrySchema: GenMessage<LogEntry> = /*@__PURE__*/
   messageDesc(file_paddock_v1_task_run, 1);
 
 /**
+ * @generated from message paddock.v1.ListRunEgressRequest
+ */
+export type ListRunEgressRequest = Message<"paddock.v1.ListRunEgressRequest"> & {
+  /**
+   * @generated from field: string run_id = 1;
+   */
+  runId: string;
+};
+
+/**
+ * Describes the message paddock.v1.ListRunEgressRequest.
+ * Use `create(ListRunEgressRequestSchema)` to create a new message.
+ */
+export const ListRunEgressRequestSchema: GenMessage<ListRunEgressRequest> = /*@__PURE__*/
+  messageDesc(file_paddock_v1_task_run, 2);
+
+/**
+ * @generated from message paddock.v1.EgressAttempt
+ */
+export type EgressAttempt = Message<"paddock.v1.EgressAttempt"> & {
+  /**
+   * @generated from field: string host = 1;
+   */
+  host: string;
+
+  /**
+   * @generated from field: int32 port = 2;
+   */
+  port: number;
+
+  /**
+   * "allowed" or "refused".
+   *
+   * @generated from field: string verdict = 3;
+   */
+  verdict: string;
+
+  /**
+   * @generated from field: int64 count = 4;
+   */
+  count: bigint;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp first_time = 5;
+   */
+  firstTime?: Timestamp | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp last_time = 6;
+   */
+  lastTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message paddock.v1.EgressAttempt.
+ * Use `create(EgressAttemptSchema)` to create a new message.
+ */
+export const EgressAttemptSchema: GenMessage<EgressAttempt> = /*@__PURE__*/
+  messageDesc(file_paddock_v1_task_run, 3);
+
+/**
+ * @generated from message paddock.v1.ListRunEgressResponse
+ */
+export type ListRunEgressResponse = Message<"paddock.v1.ListRunEgressResponse"> & {
+  /**
+   * @generated from field: repeated paddock.v1.EgressAttempt attempts = 1;
+   */
+  attempts: EgressAttempt[];
+};
+
+/**
+ * Describes the message paddock.v1.ListRunEgressResponse.
+ * Use `create(ListRunEgressResponseSchema)` to create a new message.
+ */
+export const ListRunEgressResponseSchema: GenMessage<ListRunEgressResponse> = /*@__PURE__*/
+  messageDesc(file_paddock_v1_task_run, 4);
+
+/**
  * @generated from message paddock.v1.StartRunRequest
  */
 export type StartRunRequest = Message<"paddock.v1.StartRunRequest"> & {
@@ -269,7 +347,7 @@ export type StartRunRequest = Message<"paddock.v1.StartRunRequest"> & {
  * Use `create(StartRunRequestSchema)` to create a new message.
  */
 export const StartRunRequestSchema: GenMessage<StartRunRequest> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 2);
+  messageDesc(file_paddock_v1_task_run, 5);
 
 /**
  * Resources and isolation of one sandbox. Unset fields take the daemon's settings.
@@ -307,7 +385,7 @@ export type SandboxLimits = Message<"paddock.v1.SandboxLimits"> & {
  * Use `create(SandboxLimitsSchema)` to create a new message.
  */
 export const SandboxLimitsSchema: GenMessage<SandboxLimits> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 3);
+  messageDesc(file_paddock_v1_task_run, 6);
 
 /**
  * @generated from message paddock.v1.StartRunResponse
@@ -324,7 +402,7 @@ export type StartRunResponse = Message<"paddock.v1.StartRunResponse"> & {
  * Use `create(StartRunResponseSchema)` to create a new message.
  */
 export const StartRunResponseSchema: GenMessage<StartRunResponse> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 4);
+  messageDesc(file_paddock_v1_task_run, 7);
 
 /**
  * @generated from message paddock.v1.GetRunRequest
@@ -341,7 +419,7 @@ export type GetRunRequest = Message<"paddock.v1.GetRunRequest"> & {
  * Use `create(GetRunRequestSchema)` to create a new message.
  */
 export const GetRunRequestSchema: GenMessage<GetRunRequest> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 5);
+  messageDesc(file_paddock_v1_task_run, 8);
 
 /**
  * @generated from message paddock.v1.GetRunResponse
@@ -358,7 +436,7 @@ export type GetRunResponse = Message<"paddock.v1.GetRunResponse"> & {
  * Use `create(GetRunResponseSchema)` to create a new message.
  */
 export const GetRunResponseSchema: GenMessage<GetRunResponse> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 6);
+  messageDesc(file_paddock_v1_task_run, 9);
 
 /**
  * @generated from message paddock.v1.ListRunsRequest
@@ -396,7 +474,7 @@ export type ListRunsRequest = Message<"paddock.v1.ListRunsRequest"> & {
  * Use `create(ListRunsRequestSchema)` to create a new message.
  */
 export const ListRunsRequestSchema: GenMessage<ListRunsRequest> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 7);
+  messageDesc(file_paddock_v1_task_run, 10);
 
 /**
  * @generated from message paddock.v1.ListRunsResponse
@@ -418,7 +496,7 @@ export type ListRunsResponse = Message<"paddock.v1.ListRunsResponse"> & {
  * Use `create(ListRunsResponseSchema)` to create a new message.
  */
 export const ListRunsResponseSchema: GenMessage<ListRunsResponse> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 8);
+  messageDesc(file_paddock_v1_task_run, 11);
 
 /**
  * @generated from message paddock.v1.CancelRunRequest
@@ -435,7 +513,7 @@ export type CancelRunRequest = Message<"paddock.v1.CancelRunRequest"> & {
  * Use `create(CancelRunRequestSchema)` to create a new message.
  */
 export const CancelRunRequestSchema: GenMessage<CancelRunRequest> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 9);
+  messageDesc(file_paddock_v1_task_run, 12);
 
 /**
  * @generated from message paddock.v1.CancelRunResponse
@@ -452,7 +530,7 @@ export type CancelRunResponse = Message<"paddock.v1.CancelRunResponse"> & {
  * Use `create(CancelRunResponseSchema)` to create a new message.
  */
 export const CancelRunResponseSchema: GenMessage<CancelRunResponse> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 10);
+  messageDesc(file_paddock_v1_task_run, 13);
 
 /**
  * @generated from message paddock.v1.CompleteRunRequest
@@ -481,7 +559,7 @@ export type CompleteRunRequest = Message<"paddock.v1.CompleteRunRequest"> & {
  * Use `create(CompleteRunRequestSchema)` to create a new message.
  */
 export const CompleteRunRequestSchema: GenMessage<CompleteRunRequest> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 11);
+  messageDesc(file_paddock_v1_task_run, 14);
 
 /**
  * @generated from message paddock.v1.CompleteRunResponse
@@ -498,7 +576,7 @@ export type CompleteRunResponse = Message<"paddock.v1.CompleteRunResponse"> & {
  * Use `create(CompleteRunResponseSchema)` to create a new message.
  */
 export const CompleteRunResponseSchema: GenMessage<CompleteRunResponse> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 12);
+  messageDesc(file_paddock_v1_task_run, 15);
 
 /**
  * @generated from message paddock.v1.StreamLogsRequest
@@ -529,7 +607,7 @@ export type StreamLogsRequest = Message<"paddock.v1.StreamLogsRequest"> & {
  * Use `create(StreamLogsRequestSchema)` to create a new message.
  */
 export const StreamLogsRequestSchema: GenMessage<StreamLogsRequest> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 13);
+  messageDesc(file_paddock_v1_task_run, 16);
 
 /**
  * @generated from message paddock.v1.StreamLogsResponse
@@ -548,7 +626,7 @@ export type StreamLogsResponse = Message<"paddock.v1.StreamLogsResponse"> & {
  * Use `create(StreamLogsResponseSchema)` to create a new message.
  */
 export const StreamLogsResponseSchema: GenMessage<StreamLogsResponse> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 14);
+  messageDesc(file_paddock_v1_task_run, 17);
 
 /**
  * @generated from message paddock.v1.WatchRunRequest
@@ -565,7 +643,7 @@ export type WatchRunRequest = Message<"paddock.v1.WatchRunRequest"> & {
  * Use `create(WatchRunRequestSchema)` to create a new message.
  */
 export const WatchRunRequestSchema: GenMessage<WatchRunRequest> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 15);
+  messageDesc(file_paddock_v1_task_run, 18);
 
 /**
  * @generated from message paddock.v1.WatchRunResponse
@@ -582,7 +660,7 @@ export type WatchRunResponse = Message<"paddock.v1.WatchRunResponse"> & {
  * Use `create(WatchRunResponseSchema)` to create a new message.
  */
 export const WatchRunResponseSchema: GenMessage<WatchRunResponse> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 16);
+  messageDesc(file_paddock_v1_task_run, 19);
 
 /**
  * @generated from enum paddock.v1.RunStatus
@@ -696,6 +774,16 @@ export const TaskRunService: GenService<{
     methodKind: "server_streaming";
     input: typeof WatchRunRequestSchema;
     output: typeof WatchRunResponseSchema;
+  },
+  /**
+   * Every destination the run's sandbox asked the egress proxy for, allowed or refused.
+   *
+   * @generated from rpc paddock.v1.TaskRunService.ListRunEgress
+   */
+  listRunEgress: {
+    methodKind: "unary";
+    input: typeof ListRunEgressRequestSchema;
+    output: typeof ListRunEgressResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_paddock_v1_task_run, 0);

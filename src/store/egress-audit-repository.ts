@@ -1,0 +1,28 @@
+import type { Database } from "./database.js";
+
+export interface EgressAuditRow {
+  host: string;
+  port: number;
+  verdict: "allowed" | "refused";
+  count: number;
+  firstAt: number;
+  lastAt: number;
+}
+
+export function createEgressAuditRepository(db: Database) {
+  const upsert = db.prepare(`INSERT INTO egress_audit (run_id, host, port, verdict, count, first_at, last_at) VALUES (?, ?, ?, ?, 1, ?, ?)
+    ON CONFLICT (run_id, host, port, verdict) DO UPDATE SET count = count + 1, last_at = excluded.last_at`);
+  const of = db.prepare<{ host: string; port: number; verdict: "allowed" | "refused"; count: number; first_at: number; last_at: number }>(
+    "SELECT host, port, verdict, count, first_at, last_at FROM egress_audit WHERE run_id = ? ORDER BY first_at, host, port",
+  );
+  return {
+    record(runId: string, host: string, port: number, verdict: "allowed" | "refused"): void {
+      const now = Date.now();
+      upsert.run([runId, host.toLowerCase(), port, verdict, now, now]);
+    },
+    list(runId: string): EgressAuditRow[] {
+      return of.all([runId]).map((r) => ({ host: r.host, port: r.port, verdict: r.verdict, count: r.count, firstAt: r.first_at, lastAt: r.last_at }));
+    },
+  };
+}
+export type EgressAuditRepository = ReturnType<typeof createEgressAuditRepository>;
