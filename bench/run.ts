@@ -3,7 +3,7 @@
  * process (or script) on the same machine, as a ratio; medians of several rounds.
  *
  *   npm run bench               all three
- *   npm run bench -- transitions|replay|rss|docker
+ *   npm run bench -- transitions|replay|rss|auth|proxy|docker
  */
 import { createClient, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
@@ -352,8 +352,117 @@ async function benchDocker() {
   }
 }
 
+/** (a) Unary calls through the token-checking API handler vs the same handler trusted (no token check). */
+async function benchAuth() {
+  const dataDir = tmp("auth");
+  const config = loadConfig({}, { dataDir, socket: "", listen: "127.0.0.1:0" });
+  const app = await createApp({ config, logger: pino({ level: "silent" }), runnerCommand: runnerCommand(), baseEnv: {} });
+  const { listen } = await import("../src/api/listener.js");
+  const withAuth = await listen({ tcp: app.handlers.tcp, unix: app.handlers.unix }, { host: "127.0.0.1", port: 0 });
+  const trusted = await listen({ tcp: app.handlers.unix, unix: app.handlers.unix }, { host: "127.0.0.1", port: 0 });
+  const token = readFileSync(join(dataDir, "admin-token"), "utf8").trim();
+  const { TaskService } = await import("../src/gen/paddock/v1/task_pb.js");
+  try {
+    const measure = async (port: number) => {
+      const c = createClient(TaskService, createConnectTransport({ baseUrl: `http://127.0.0.1:${port}`, httpVersion: "1.1", interceptors: [bearer(token)] }));
+      const n = 4000;
+      const t0 = performance.now();
+      let next = 0;
+      await Promise.all(Array.from({ length: 16 }, async () => {
+        while (next++ < n) await c.listTasks({ pageSize: 1 });
+      }));
+      return n / ((performance.now() - t0) / 1000);
+    };
+    const a: number[] = [];
+    const b: number[] = [];
+    for (let r = 0; r < ROUNDS; r++) {
+      a.push(await measure(withAuth.port));
+      b.push(await measure(trusted.port));
+    }
+    console.log(`auth: ListTasks through the token check ${fmt(median(a))} req/s, same calls trusted (no token check) ${fmt(median(b))} req/s, ratio ${(median(a) / median(b)).toFixed(2)}× (4,000 calls, 16 in flight, ${ROUNDS} rounds, medians)`);
+  } finally {
+    await withAuth.close();
+    await trusted.close();
+    await app.stop();
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+}
+
+/** (b) 100 MB from a local listener: through the egress proxy (CONNECT) vs directly. */
+async function benchProxy() {
+  const { EgressProxy } = await import("../src/sandbox/egress-proxy.js");
+  const { connect } = await import("node:net");
+  const size = 100 * 1024 * 1024;
+  const chunk = Buffer.alloc(1024 * 1024, 120);
+  const source = createServer((_req, res) => {
+    res.writeHead(200, { "content-length": String(size) });
+    let sent = 0;
+    const pump = () => {
+      while (sent < size) {
+        sent += chunk.length;
+        if (!res.write(chunk)) return void res.once("drain", pump);
+      }
+      res.end();
+    };
+    pump();
+  });
+  await new Promise<void>((r) => source.listen(0, "127.0.0.1", r));
+  const port = (source.address() as AddressInfo).port;
+  const proxy = new EgressProxy({
+    host: "127.0.0.1",
+    port: 0,
+    key: Buffer.alloc(32, 1),
+    hostMap: { "source.test": "127.0.0.1" },
+    policyFor: () => ({ access: "custom", allowedDomains: ["source.test"], includeTrusted: false }),
+    audit: () => undefined,
+    log: () => undefined,
+  });
+  await proxy.start();
+  const proxyUrl = new URL(proxy.urlFor("run_bench", "agent"));
+  const auth = Buffer.from(`${decodeURIComponent(proxyUrl.username)}:${decodeURIComponent(proxyUrl.password)}`).toString("base64");
+  // Reads the raw response to its end and returns the bytes read (headers included).
+  const drain = (via: "proxy" | "direct") =>
+    new Promise<number>((resolve, reject) => {
+      const s = via === "proxy" ? connect(proxy.port, "127.0.0.1") : connect(port, "127.0.0.1");
+      let bytes = 0;
+      let tunneled = via === "direct";
+      s.on("data", (d: Buffer) => {
+        if (!tunneled) {
+          tunneled = true; // the "200 Connection Established" reply
+          s.write(`GET / HTTP/1.1\r\nHost: source.test\r\nConnection: close\r\n\r\n`);
+          return;
+        }
+        bytes += d.length;
+      });
+      s.on("end", () => resolve(bytes));
+      s.on("error", reject);
+      s.once("connect", () => {
+        if (via === "proxy") s.write(`CONNECT source.test:${port} HTTP/1.1\r\nHost: source.test:${port}\r\nProxy-Authorization: Basic ${auth}\r\n\r\n`);
+        else s.write(`GET / HTTP/1.1\r\nHost: source.test\r\nConnection: close\r\n\r\n`);
+      });
+    });
+  const p: number[] = [];
+  const d: number[] = [];
+  try {
+    for (let r = 0; r < ROUNDS; r++) {
+      for (const [via, out] of [["proxy", p], ["direct", d]] as const) {
+        const t0 = performance.now();
+        const bytes = await drain(via);
+        if (bytes < size) throw new Error(`${via}: got ${bytes} of ${size} bytes`);
+        out.push(size / 1024 / 1024 / ((performance.now() - t0) / 1000));
+      }
+    }
+    console.log(`egress: 100 MB through the proxy (CONNECT) ${median(p).toFixed(0)} MB/s, direct ${median(d).toFixed(0)} MB/s, ratio ${(median(p) / median(d)).toFixed(2)}× (${ROUNDS} rounds, medians)`);
+  } finally {
+    await proxy.stop();
+    source.close();
+  }
+}
+
 const which = process.argv[2];
 if (!which || which === "transitions") await benchTransitions();
 if (!which || which === "replay") await benchReplay();
 if (!which || which === "rss") await benchRss();
+if (!which || which === "auth") await benchAuth();
+if (!which || which === "proxy") await benchProxy();
 if (!which || which === "docker") await benchDocker();

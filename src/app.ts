@@ -2,7 +2,7 @@ import { createContextValues } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import Docker from "dockerode";
 import { existsSync } from "node:fs";
-import { mkdir } from "node:fs/promises";
+import { mkdir, readFile } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Logger } from "pino";
@@ -166,7 +166,8 @@ export async function createApp(opts: AppOptions): Promise<App> {
         if (problem) logger.warn({ provider: provider.name, problem }, "provider can run unrestricted sandboxes only");
       }
       await runs.restore();
-      listener = await listen(handlers, override ?? { ...config.listen, socketPath: config.socket || undefined });
+      const tls = config.tlsCert ? { cert: await readFile(config.tlsCert), key: await readFile(config.tlsKey) } : undefined;
+      listener = await listen(handlers, { ...(override ?? { ...config.listen, socketPath: config.socket || undefined }), tls });
       logger.info({ address: `${listener.host}:${listener.port}`, socket: listener.socketPath, dataDir: config.dataDir }, "paddock listening");
       return listener;
     },

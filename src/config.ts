@@ -77,6 +77,8 @@ export const ConfigSchema = z
     dockerPids: z.coerce.number().int().min(16).max(1_000_000),
     dockerRuntime: z.string().regex(/^[a-z0-9._-]+$/, "is not a runtime name (runc, runsc)"),
     egressProxyPort: z.coerce.number().int().min(1).max(65535),
+    tlsCert: z.string(),
+    tlsKey: z.string(),
     egressHostMap: z.string().transform((v, ctx) => {
       const map: Record<string, string> = {};
       for (const pair of v.split(",").map((p) => p.trim()).filter(Boolean)) {
@@ -94,6 +96,9 @@ export const ConfigSchema = z
   .superRefine((c, ctx) => {
     if (c.defaultTimeout <= 0 || c.defaultTimeout > 24 * 3_600_000) {
       ctx.addIssue({ code: "custom", path: ["defaultTimeout"], message: "must be more than 0 and at most 24h" });
+    }
+    if (!!c.tlsCert !== !!c.tlsKey) {
+      ctx.addIssue({ code: "custom", path: [c.tlsCert ? "tlsKey" : "tlsCert"], message: "TLS needs both --tls-cert and --tls-key" });
     }
     if (c.socket && c.socket.length > 100) {
       ctx.addIssue({ code: "custom", path: ["socket"], message: "unix socket paths are limited to about 100 characters" });
@@ -124,6 +129,8 @@ export const ENV_NAMES: Record<keyof ConfigInput, string> = {
   dockerRuntime: "PADDOCK_DOCKER_RUNTIME",
   egressProxyPort: "PADDOCK_EGRESS_PROXY_PORT",
   egressHostMap: "PADDOCK_EGRESS_HOST_MAP",
+  tlsCert: "PADDOCK_TLS_CERT",
+  tlsKey: "PADDOCK_TLS_KEY",
 };
 
 export function defaultDataDir(env: Record<string, string | undefined>): string {
@@ -165,6 +172,8 @@ export function loadConfig(env: Record<string, string | undefined>, flags: Confi
     dockerRuntime: "runc",
     egressProxyPort: 47830,
     egressHostMap: "",
+    tlsCert: "",
+    tlsKey: "",
     ...merged,
     dataDir,
   };

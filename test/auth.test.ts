@@ -7,7 +7,9 @@ import { Health } from "../src/gen/grpc/health/v1/health_pb.js";
 import { TaskService } from "../src/gen/paddock/v1/task_pb.js";
 import { TaskRunService } from "../src/gen/paddock/v1/task_run_pb.js";
 import { TokenService } from "../src/gen/paddock/v1/token_pb.js";
-import { bearer, test, watchToEnd, type Daemon } from "./fixtures.js";
+import { execFileSync } from "node:child_process";
+import { rmSync } from "node:fs";
+import { bearer, cleanUp, startDaemon, tempDir, test, watchToEnd, type Daemon } from "./fixtures.js";
 
 async function failure(p: Promise<unknown>): Promise<ConnectError> {
   try {
@@ -94,5 +96,22 @@ describe("API authentication", () => {
     const local = createConnectTransport({ baseUrl: "http://localhost", httpVersion: "1.1", nodeOptions: { socketPath: join(daemon.dataDir, "p.sock") } });
     expect((await createClient(TokenService, local).listTokens({})).tokens.length).toBeGreaterThan(0);
     expect(statSync(join(daemon.dataDir, "p.sock")).mode & 0o777).toBe(0o660);
+  });
+
+  test("with --tls-cert and --tls-key the TCP listener speaks TLS, gRPC and Connect alike", async ({ repo }) => {
+    const dir = tempDir("tls");
+    execFileSync("openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", join(dir, "key.pem"), "-out", join(dir, "cert.pem"), "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"], { stdio: "ignore" });
+    const d = await startDaemon({ config: { tlsCert: join(dir, "cert.pem"), tlsKey: join(dir, "key.pem") } });
+    try {
+      expect(d.url.startsWith("https://")).toBe(true);
+      const { task } = await d.tasks.createTask({ title: "over tls", repository: repo });
+      expect((await d.grpcRuns.listRuns({ taskId: task!.id })).runs).toEqual([]);
+      // Plain HTTP to the TLS port gets nowhere.
+      const plain = createClient(TaskService, createConnectTransport({ baseUrl: d.url.replace("https", "http"), httpVersion: "1.1", interceptors: [bearer(d.adminToken)] }));
+      await failure(plain.listTasks({}, { timeoutMs: 5000 }));
+    } finally {
+      await cleanUp(d);
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -67,11 +67,12 @@ export async function startDaemon(opts: { dataDir?: string; config?: ConfigInput
   const config = loadConfig({}, { dataDir, socket: join(dataDir, "p.sock"), listen: "127.0.0.1:0", ...opts.config });
   const app = await createApp({ config, logger, runnerCommand: runnerCommand(), baseEnv: gitEnv, pollWaitMs: 1_000 });
   const listener = await app.start();
-  const url = `http://127.0.0.1:${listener.port}`;
+  const tls = typeof opts.config?.tlsCert === "string" ? { ca: readFileSync(opts.config.tlsCert) } : undefined;
+  const url = `${tls ? "https" : "http"}://127.0.0.1:${listener.port}`;
   const adminToken = readFileSync(join(dataDir, "admin-token"), "utf8").trim();
   const interceptors = [bearer(adminToken)];
-  const connect = createConnectTransport({ baseUrl: url, httpVersion: "1.1", interceptors });
-  const grpc = createGrpcTransport({ baseUrl: url, interceptors });
+  const connect = createConnectTransport({ baseUrl: url, httpVersion: "1.1", interceptors, nodeOptions: tls });
+  const grpc = createGrpcTransport({ baseUrl: url, interceptors, nodeOptions: tls });
   return {
     app,
     listener,

@@ -12,6 +12,8 @@ export interface ListenOptions {
   port: number;
   /** Also serve on this unix socket (mode 0660) when set. */
   socketPath?: string;
+  /** TLS for the TCP listener: HTTP/2 and HTTP/1.1 chosen by ALPN. */
+  tls?: { cert: Buffer; key: Buffer };
 }
 
 export interface Listener {
@@ -63,7 +65,17 @@ export async function listen(handlers: { tcp: RequestHandler; unix: RequestHandl
     });
   };
 
-  const tcp = net.createServer(route(tcpServers));
+  // With TLS, ALPN picks the protocol, so the secure server takes connections itself.
+  const tcp: net.Server = opts.tls
+    ? http2.createSecureServer({ cert: opts.tls.cert, key: opts.tls.key, allowHTTP1: true }, handlers.tcp as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void)
+    : net.createServer(route(tcpServers));
+  if (opts.tls) {
+    tcp.on("secureConnection", (s: net.Socket) => {
+      s.setNoDelay(true);
+      sockets.add(s);
+      s.once("close", () => sockets.delete(s));
+    });
+  }
   await new Promise<void>((resolve, reject) => {
     tcp.once("error", reject);
     tcp.listen(opts.port, opts.host, () => resolve());

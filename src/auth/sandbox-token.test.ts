@@ -26,6 +26,14 @@ describe("sandbox tokens", () => {
     const other = await generateKeyPair("RS256");
     const foreign = await new SignJWT({}).setProtectedHeader({ alg: "RS256" }).setIssuer("paddock").setAudience("paddock:sandbox").setSubject("run_a").setExpirationTime("1h").sign(other.privateKey);
     expect(await verify(foreign)).toBe(false);
+    // HS256 "signed" with the public key as the HMAC secret: the classic algorithm confusion.
+    const confused = await new SignJWT({}).setProtectedHeader({ alg: "HS256" }).setIssuer("paddock").setAudience("paddock:sandbox").setSubject("run_a").setExpirationTime("1h").sign(new TextEncoder().encode(keys.publicKeyPem));
+    expect(await verify(confused)).toBe(false);
+    const claims = (aud: string, iss: string) =>
+      new SignJWT({}).setProtectedHeader({ alg: "RS256" }).setIssuer(iss).setAudience(aud).setSubject("run_a").setExpirationTime("1h").sign(keys.privateKey);
+    expect(await verify(await claims("paddock:api", "paddock"))).toBe(false);
+    expect(await verify(await claims("paddock:sandbox", "someone-else"))).toBe(false);
+    expect(await verify(await claims("paddock:sandbox", "paddock"))).toBe(true);
     const good = await issueSandboxToken(keys, "run_a");
     const [h, , s] = good.split(".");
     const tampered = `${h}.${Buffer.from(JSON.stringify({ sub: "run_a", iss: "paddock", aud: "paddock:sandbox", exp: 9e9 })).toString("base64url")}.${s}`;
