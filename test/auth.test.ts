@@ -1,4 +1,4 @@
-import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { Code, createClient } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import { statSync } from "node:fs";
 import { join } from "node:path";
@@ -9,16 +9,7 @@ import { TaskRunService } from "../src/gen/paddock/v1/task_run_pb.js";
 import { TokenService } from "../src/gen/paddock/v1/token_pb.js";
 import { execFileSync } from "node:child_process";
 import { rmSync } from "node:fs";
-import { bearer, cleanUp, startDaemon, tempDir, test, watchToEnd, type Daemon } from "./fixtures.js";
-
-async function failure(p: Promise<unknown>): Promise<ConnectError> {
-  try {
-    await p;
-  } catch (error) {
-    return ConnectError.from(error);
-  }
-  throw new Error("expected the call to fail");
-}
+import { bearer, cleanUp, failureOf, startDaemon, tempDir, test, watchToEnd, type Daemon } from "./fixtures.js";
 
 function clientsWith(d: Daemon, token: string | null) {
   const transport = createConnectTransport({ baseUrl: d.url, httpVersion: "1.1", interceptors: token ? [bearer(token)] : [] });
@@ -35,7 +26,7 @@ describe("API authentication", () => {
   test("the first start writes an admin token to a 0600 file; TCP calls without a valid token are UNAUTHENTICATED", async ({ daemon }) => {
     expect(statSync(join(daemon.dataDir, "admin-token")).mode & 0o777).toBe(0o600);
     for (const token of [null, "nonsense", `pdk_${"0".repeat(16)}_${"a".repeat(32)}`, daemon.adminToken.slice(0, -1) + (daemon.adminToken.endsWith("A") ? "B" : "A")]) {
-      const e = await failure(clientsWith(daemon, token).tasks.listTasks({}));
+      const e = await failureOf(clientsWith(daemon, token).tasks.listTasks({}));
       expect(e.code).toBe(Code.Unauthenticated);
     }
     // Health stays open.
@@ -46,14 +37,14 @@ describe("API authentication", () => {
   test("each scope opens only its methods: PERMISSION_DENIED outside it", async ({ daemon, repo }) => {
     const reader = clientsWith(daemon, (await tokenFor(daemon, "default", ["tasks:read", "runs:read"])).secret);
     const writer = clientsWith(daemon, (await tokenFor(daemon, "default", ["tasks:write", "runs:write"])).secret);
-    expect((await failure(reader.tasks.createTask({ title: "t", repository: repo }))).code).toBe(Code.PermissionDenied);
+    expect((await failureOf(reader.tasks.createTask({ title: "t", repository: repo }))).code).toBe(Code.PermissionDenied);
     const { task } = await writer.tasks.createTask({ title: "t", repository: repo });
     expect(task!.team).toBe("default");
     expect((await reader.tasks.getTask({ taskId: task!.id })).task!.id).toBe(task!.id);
-    expect((await failure(writer.tasks.getTask({ taskId: task!.id }))).code).toBe(Code.PermissionDenied);
+    expect((await failureOf(writer.tasks.getTask({ taskId: task!.id }))).code).toBe(Code.PermissionDenied);
     const { run } = await writer.runs.startRun({ taskId: task!.id, agentCommand: ["true"] });
-    expect((await failure(reader.runs.cancelRun({ runId: run!.id }))).code).toBe(Code.PermissionDenied);
-    expect((await failure(writer.tokens.listTokens({}))).message).toMatch(/lacks the scope admin/);
+    expect((await failureOf(reader.runs.cancelRun({ runId: run!.id }))).code).toBe(Code.PermissionDenied);
+    expect((await failureOf(writer.tokens.listTokens({}))).message).toMatch(/lacks the scope admin/);
     await watchToEnd(daemon, run!.id);
   });
 
@@ -63,7 +54,7 @@ describe("API authentication", () => {
     const { task } = await red.tasks.createTask({ title: "red's", repository: repo });
     const { run } = await red.runs.startRun({ taskId: task!.id, agentCommand: ["sh", "-c", "echo secret-ish output"] });
     for await (const _ of red.runs.watchRun({ runId: run!.id })) void _; // until cleaned
-    const notFound = async (p: Promise<unknown>) => expect((await failure(p)).code).toBe(Code.NotFound);
+    const notFound = async (p: Promise<unknown>) => expect((await failureOf(p)).code).toBe(Code.NotFound);
     await notFound(blue.tasks.getTask({ taskId: task!.id }));
     await notFound(blue.runs.getRun({ runId: run!.id }));
     await notFound(blue.runs.startRun({ taskId: task!.id, agentCommand: ["true"] }));
@@ -86,8 +77,8 @@ describe("API authentication", () => {
     expect(JSON.stringify(listed, (_, v: unknown) => (typeof v === "bigint" ? String(v) : v))).not.toContain(secret.slice(-32));
     expect(listed.tokens.find((t) => t.id === id)?.lastUsedTime).toBeDefined();
     await admin.tokens.revokeToken({ tokenId: id });
-    expect((await failure(c.tasks.listTasks({}))).code).toBe(Code.Unauthenticated);
-    const bad = await failure(admin.tokens.createToken({ team: "x", scopes: ["root"] }));
+    expect((await failureOf(c.tasks.listTasks({}))).code).toBe(Code.Unauthenticated);
+    const bad = await failureOf(admin.tokens.createToken({ team: "x", scopes: ["root"] }));
     expect(bad.code).toBe(Code.InvalidArgument);
     expect(bad.rawMessage).toMatch(/^scopes: unknown scope "root"/);
   });
@@ -108,7 +99,7 @@ describe("API authentication", () => {
       expect((await d.grpcRuns.listRuns({ taskId: task!.id })).runs).toEqual([]);
       // Plain HTTP to the TLS port gets nowhere.
       const plain = createClient(TaskService, createConnectTransport({ baseUrl: d.url.replace("https", "http"), httpVersion: "1.1", interceptors: [bearer(d.adminToken)] }));
-      await failure(plain.listTasks({}, { timeoutMs: 5000 }));
+      await failureOf(plain.listTasks({}, { timeoutMs: 5000 }));
     } finally {
       await cleanUp(d);
       rmSync(dir, { recursive: true, force: true });

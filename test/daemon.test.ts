@@ -1,21 +1,12 @@
 import { durationFromMs } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError } from "@connectrpc/connect";
+import { Code } from "@connectrpc/connect";
 import Database from "better-sqlite3";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { createServer, type Server } from "node:net";
 import { join } from "node:path";
 import { describe, expect } from "vitest";
 import { RunStatus } from "../src/gen/paddock/v1/task_run_pb.js";
-import { allLogs, sh, startDaemon, test, waitForPhase, watchToEnd, cleanUp, type Daemon } from "./fixtures.js";
-
-async function codeOf(p: Promise<unknown>): Promise<ConnectError> {
-  try {
-    await p;
-  } catch (error) {
-    return ConnectError.from(error);
-  }
-  throw new Error("expected the call to fail");
-}
+import { allLogs, cleanUp, failureOf, sh, startDaemon, test, waitForPhase, watchToEnd, type Daemon } from "./fixtures.js";
 
 async function newTask(d: Daemon, repo: string, title = "add a file") {
   const { task } = await d.tasks.createTask({ title, description: "write f.txt and commit it", repository: repo, origin: "test" });
@@ -120,16 +111,16 @@ describe("a run on the local provider", () => {
     const task = await newTask(daemon, repo);
     const { run } = await daemon.runs.startRun({ taskId: task.id, agentCommand: ["sh", "-c", "echo up; exec sleep 300"] });
     await waitForLine(daemon, run!.id, "up");
-    const bad = await codeOf(daemon.runs.completeRun({ runId: run!.id, status: RunStatus.CANCELLED }));
+    const bad = await failureOf(daemon.runs.completeRun({ runId: run!.id, status: RunStatus.CANCELLED }));
     expect(bad.code).toBe(Code.InvalidArgument);
     expect(bad.rawMessage).toMatch(/^status: /);
     await daemon.runs.completeRun({ runId: run!.id, status: RunStatus.FAILED, errorMessage: "reviewer said no" });
     const final = (await watchToEnd(daemon, run!.id)).pop()!;
     expect(final).toMatchObject({ status: RunStatus.FAILED, errorMessage: "reviewer said no" });
-    const again = await codeOf(daemon.runs.completeRun({ runId: run!.id, status: RunStatus.COMPLETED }));
+    const again = await failureOf(daemon.runs.completeRun({ runId: run!.id, status: RunStatus.COMPLETED }));
     expect(again.code).toBe(Code.FailedPrecondition);
     expect(again.rawMessage).toContain("cleaned");
-    expect((await codeOf(daemon.runs.cancelRun({ runId: run!.id }))).code).toBe(Code.FailedPrecondition);
+    expect((await failureOf(daemon.runs.cancelRun({ runId: run!.id }))).code).toBe(Code.FailedPrecondition);
   });
 
   test("queues beyond the concurrency limit and returns the same run for a repeated idempotency key", async ({ repo }) => {
@@ -189,7 +180,7 @@ describe("the API", () => {
       [daemon.tasks.listTasks({ pageSize: 5000 }), Code.InvalidArgument, /^page_size: /],
     ];
     for (const [call, code, message] of cases) {
-      const e = await codeOf(call);
+      const e = await failureOf(call);
       expect({ code: Code[e.code], message: e.rawMessage }).toMatchObject({ code: Code[code], message: expect.stringMatching(message) });
     }
     const task = await newTask(daemon, repo);
@@ -203,7 +194,7 @@ describe("the API", () => {
       [daemon.runs.startRun({ taskId: task.id, agentCommand: ["true"], limits: { cpus: 1 } }), /^limits: the local provider .* cannot apply sandbox limits/],
     ];
     for (const [call, message] of more) {
-      const e = await codeOf(call);
+      const e = await failureOf(call);
       expect(e.code).toBe(Code.InvalidArgument);
       expect(e.rawMessage).toMatch(message);
     }
@@ -232,7 +223,7 @@ describe("the API", () => {
     const db = new Database(join(daemon.dataDir, "paddock.db"));
     db.exec("ALTER TABLE tasks RENAME TO tasks_moved");
     db.close();
-    const e = await codeOf(daemon.tasks.listTasks({}));
+    const e = await failureOf(daemon.tasks.listTasks({}));
     expect(e.code).toBe(Code.Internal);
     expect(e.rawMessage).toBe("internal error");
     expect(JSON.stringify(e)).not.toMatch(/tasks|sqlite|SELECT/i);

@@ -1,4 +1,4 @@
-import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { Code, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import Database from "better-sqlite3";
 import { createDecipheriv } from "node:crypto";
@@ -8,22 +8,13 @@ import { describe, expect } from "vitest";
 import { EnvironmentService, NetworkAccess } from "../src/gen/paddock/v1/environment_pb.js";
 import { RunStatus } from "../src/gen/paddock/v1/task_run_pb.js";
 import { TokenService } from "../src/gen/paddock/v1/token_pb.js";
-import { allLogs, bearer, test, watchToEnd, type Daemon } from "./fixtures.js";
+import { allLogs, bearer, failureOf, test, watchToEnd, type Daemon } from "./fixtures.js";
 
 const SECRET = "s3cr3t-value-for-the-agent";
 const SETUP_SECRET = "setup-only-registry-password";
 
 const envClient = (d: Daemon, token = d.adminToken) =>
   createClient(EnvironmentService, createConnectTransport({ baseUrl: d.url, httpVersion: "1.1", interceptors: [bearer(token)] }));
-
-async function failure(p: Promise<unknown>): Promise<ConnectError> {
-  try {
-    await p;
-  } catch (error) {
-    return ConnectError.from(error);
-  }
-  throw new Error("expected the call to fail");
-}
 
 const stringify = (x: unknown) => JSON.stringify(x, (_, v: unknown) => (typeof v === "bigint" ? String(v) : v));
 
@@ -52,7 +43,7 @@ describe("environments", () => {
     expect(updated.environment!.secrets.map((s) => s.name)).toEqual(["OTHER", "REGISTRY_PASSWORD"]);
     expect(updated.environment!.envVars).toEqual({ GREETING: "hi" });
     await c.deleteEnvironment({ environmentId: env.id });
-    expect((await failure(c.getEnvironment({ environmentId: env.id }))).code).toBe(Code.NotFound);
+    expect((await failureOf(c.getEnvironment({ environmentId: env.id }))).code).toBe(Code.NotFound);
   });
 
   test("reject bad input naming the field, and leave what is stored intact", async ({ daemon }) => {
@@ -67,7 +58,7 @@ describe("environments", () => {
       [{ environment: { name: "x", envVars: { K: "v" } }, secrets: [{ name: "K", value: "abcd" }] }, /^secrets\[0\]\.name: K is also a plain env var/],
     ];
     for (const [req, message] of cases) {
-      const e = await failure(c.createEnvironment(req));
+      const e = await failureOf(c.createEnvironment(req));
       expect(e.code).toBe(Code.InvalidArgument);
       expect(e.rawMessage).toMatch(message);
       expect(e.rawMessage).not.toContain("abcd");
@@ -80,10 +71,14 @@ describe("environments", () => {
     const admin = createClient(TokenService, createConnectTransport({ baseUrl: daemon.url, httpVersion: "1.1", interceptors: [bearer(daemon.adminToken)] }));
     const { secret } = await admin.createToken({ team: "other", name: "o", scopes: ["tasks:read", "tasks:write", "environments:write"] });
     const other = envClient(daemon, secret);
-    expect((await failure(other.getEnvironment({ environmentId: env.id }))).code).toBe(Code.NotFound);
+    // environments:write is needed to change environments; reading takes tasks:read.
+    const reader = (await admin.createToken({ team: "default", name: "r", scopes: ["tasks:read"] })).secret;
+    expect((await failureOf(envClient(daemon, reader).createEnvironment({ environment: { name: "nope" } }))).code).toBe(Code.PermissionDenied);
+    expect((await envClient(daemon, reader).getEnvironment({ environmentId: env.id })).environment!.id).toBe(env.id);
+    expect((await failureOf(other.getEnvironment({ environmentId: env.id }))).code).toBe(Code.NotFound);
     expect((await other.listEnvironments({})).environments).toEqual([]);
     const tasks = createClient((await import("../src/gen/paddock/v1/task_pb.js")).TaskService, createConnectTransport({ baseUrl: daemon.url, httpVersion: "1.1", interceptors: [bearer(secret)] }));
-    const e = await failure(tasks.createTask({ title: "t", repository: repo, environmentId: env.id }));
+    const e = await failureOf(tasks.createTask({ title: "t", repository: repo, environmentId: env.id }));
     expect(e.code).toBe(Code.InvalidArgument);
     expect(e.rawMessage).toMatch(/^environment_id: no environment/);
   });
@@ -120,7 +115,7 @@ describe("environments", () => {
 
   test("an environment limited to other repositories is refused for a task", async ({ daemon, repo }) => {
     const env = await makeEnv(daemon, { repositories: ["/somewhere/else"] });
-    const e = await failure(daemon.tasks.createTask({ title: "t", repository: repo, environmentId: env.id }));
+    const e = await failureOf(daemon.tasks.createTask({ title: "t", repository: repo, environmentId: env.id }));
     expect(e.code).toBe(Code.InvalidArgument);
     expect(e.rawMessage).toMatch(/^environment_id: environment .* does not allow the repository/);
   });

@@ -1,4 +1,4 @@
-import { createClient, type Client, type Interceptor } from "@connectrpc/connect";
+import { ConnectError, createClient, type Client, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import Database from "better-sqlite3";
 import { execFileSync } from "node:child_process";
@@ -176,10 +176,22 @@ export function processesOf(runIds: string[]): string[] {
   for (const p of readdirSync("/proc").filter((d) => /^\d+$/.test(d))) {
     try {
       const env = readFileSync(`/proc/${p}/environ`, "latin1").split("\0");
-      for (const id of runIds) if (env.includes(`PADDOCK_RUN_ID=${id}`)) found.push(`${p} (${id})`);
+      for (const id of runIds) {
+        if (env.includes(`PADDOCK_RUN_ID=${id}`)) found.push(`${p} (${id}): ${readFileSync(`/proc/${p}/cmdline`, "latin1").split("\0").join(" ").trim()}`);
+      }
     } catch {
       /* gone, or not readable */
     }
   }
   return found;
+}
+
+/** The ConnectError a call failed with; fails the test when it succeeds. */
+export async function failureOf(p: Promise<unknown>): Promise<ConnectError> {
+  try {
+    await p;
+  } catch (error) {
+    return ConnectError.from(error);
+  }
+  throw new Error("expected the call to fail");
 }
