@@ -1,6 +1,6 @@
 import Database from "better-sqlite3";
 import { execFileSync } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { beforeAll, describe, expect } from "vitest";
 import { RunStatus } from "../src/gen/paddock/v1/task_run_pb.js";
@@ -209,6 +209,41 @@ if [ -n "$p" ]; then echo "allowed: $(get allowed.test)"; echo "blocked: $(get b
       const open = await run(full.id);
       expect(open.final.status).toBe(RunStatus.COMPLETED);
       expect(open.out).toEqual(["direct 172.17.0.1: open"]);
+    } finally {
+      listener.close();
+      await cleanUp(daemon);
+    }
+  });
+
+  test("the setup script and the agent each get their own network policy", async ({ repo }) => {
+    const listener = createServer((_req, res) => res.end("ok\n"));
+    await new Promise<void>((r) => listener.listen(0, "127.0.0.1", r));
+    const port = (listener.address() as AddressInfo).port;
+    // The probe lives in the repository, so setup (run by sh) and the agent can both run it with bash.
+    writeFileSync(
+      join(repo, "probe.sh"),
+      `p=$HTTP_PROXY; hp=\${p##*@}; hp=\${hp%/}; auth=$(printf %s "\${p#http://}" | sed 's/@.*//' | base64 -w0)
+exec 3<>/dev/tcp/\${hp%%:*}/\${hp##*:}
+printf 'GET http://allowed.test:${port}/ HTTP/1.1\\r\\nHost: allowed.test\\r\\nProxy-Authorization: Basic %s\\r\\nConnection: close\\r\\n\\r\\n' "$auth" >&3
+echo "$1: $(head -1 <&3 | tr -d '\\r')"
+`,
+    );
+    sh(repo, "git", "add", "probe.sh");
+    sh(repo, "git", "commit", "-q", "-m", "probe");
+    const daemon = await startDaemon({ config: { egressHostMap: "allowed.test=127.0.0.1" } });
+    try {
+      const envs = createClient(EnvironmentService, createConnectTransport({ baseUrl: daemon.url, httpVersion: "1.1", interceptors: [bearer(daemon.adminToken)] }));
+      const env = (
+        await envs.createEnvironment({
+          environment: { name: "staged", networkAccess: NetworkAccess.CUSTOM, allowedDomains: ["allowed.test"], setupNetworkAccess: NetworkAccess.TRUSTED, setupScript: "bash probe.sh setup" },
+        })
+      ).environment!;
+      const { task } = await daemon.tasks.createTask({ title: "staged", repository: repo, environmentId: env.id });
+      const { run } = await daemon.runs.startRun({ taskId: task!.id, provider: "docker", agentCommand: ["bash", "probe.sh", "agent"] });
+      const final = (await watchToEnd(daemon, run!.id, 120_000)).pop()!;
+      expect(final.status).toBe(RunStatus.COMPLETED);
+      const out = (await allLogs(daemon, run!.id)).filter((l) => l.stream !== "system").map((l) => l.text);
+      expect(out).toEqual(["setup: HTTP/1.1 403 Forbidden", "agent: HTTP/1.1 200 OK"]);
     } finally {
       listener.close();
       await cleanUp(daemon);
