@@ -3,7 +3,7 @@ import pretty from "pino-pretty";
 
 /**
  * JSON lines on stdout, or pretty lines formatted in process when stdout is a terminal.
- * Never a pino transport: transports run in worker threads that crash inside the binary.
+ * Never a pino transport (they run in worker threads, which crash inside the binary).
  */
 export function createLogger(opts: { level: string; format: "auto" | "json" | "pretty"; isTty: boolean; destination?: NodeJS.WritableStream }): Logger {
   const usePretty = opts.format === "pretty" || (opts.format === "auto" && opts.isTty);
