@@ -61,10 +61,11 @@ async function transitionsRound(runsPerRound: number): Promise<{ managed: number
     const repo = createRunsRepository(db);
     let transitions = 0;
     const counted = { ...repo, transition: (...a: Parameters<typeof repo.transition>) => (transitions++, repo.transition(...a)) };
-    // Every run's runner answers POST /start at once, from this process.
-    const fakeRunner = createServer((_req, res) => res.end("{}"));
-    await new Promise<void>((r) => fakeRunner.listen(0, "127.0.0.1", r));
-    instantRunnerEndpoint = `http://127.0.0.1:${(fakeRunner.address() as AddressInfo).port}`;
+    // Every run's "runner" answers POST /start at once — from its own process, as real
+    // runners do, so only the daemon's side of the handshake is measured here.
+    const fakeRunner = spawn(process.execPath, ["-e", "const s = require('node:http').createServer((q, r) => { q.resume(); r.end('{}'); }); s.listen(0, '127.0.0.1', () => console.log(s.address().port));"], { stdio: ["ignore", "pipe", "inherit"] });
+    const fakePort = await new Promise<string>((r) => fakeRunner.stdout!.once("data", (d: Buffer) => r(d.toString().trim())));
+    instantRunnerEndpoint = `http://127.0.0.1:${fakePort}`;
     const manager = new RunManager({
       tasks,
       environments: { get: () => undefined, secretValues: () => [] },
@@ -88,7 +89,7 @@ async function transitionsRound(runsPerRound: number): Promise<{ managed: number
     const stored = ids.map((id) => repo.get(id)!);
     const logs = ids.map((id) => repo.logsAfter(id, 0, 1000));
     await manager.stop();
-    fakeRunner.close();
+    fakeRunner.kill();
     const raw = await openDatabase(join(dir, "raw.db"));
     const rawTasks = createTasksRepository(raw);
     rawTasks.create({ team: "default", environmentId: "", id: "task_b", title: "b", description: "", repository: "/r", repositoryUrl: "/r", origin: "bench", createdAt: 0 });
