@@ -5,7 +5,8 @@
  *   npm run bench               all three
  *   npm run bench -- transitions|replay|rss|auth|proxy|docker
  */
-import { createClient, type Interceptor } from "@connectrpc/connect";
+import { createClient } from "@connectrpc/connect";
+import { bearer } from "../src/cli/client.js";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import { execSync, spawn } from "node:child_process";
 import { createServer } from "node:http";
@@ -24,14 +25,6 @@ import type { SandboxProvider } from "../src/sandbox/provider.js";
 import { openDatabase } from "../src/store/open-database.js";
 import { createRunsRepository } from "../src/store/runs-repository.js";
 import { createTasksRepository } from "../src/store/tasks-repository.js";
-
-const bearer =
-  (token: string): Interceptor =>
-  (next) =>
-  (req) => {
-    req.header.set("authorization", `Bearer ${token}`);
-    return next(req);
-  };
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;

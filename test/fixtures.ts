@@ -1,9 +1,10 @@
-import { ConnectError, createClient, type Client, type Interceptor } from "@connectrpc/connect";
+import { ConnectError, createClient, type Client } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import Database from "better-sqlite3";
 import { execFileSync } from "node:child_process";
 import Docker from "dockerode";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { bearer } from "../src/cli/client.js";
 import { removeEgressNetwork } from "../src/sandbox/docker/egress-network.js";
 import { createServer, type AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
@@ -37,13 +38,7 @@ export function makeGitRepo(): string {
   return dir;
 }
 
-/** Sends `token` as the bearer on every call. */
-export function bearer(token: string): Interceptor {
-  return (next) => (req) => {
-    req.header.set("authorization", `Bearer ${token}`);
-    return next(req);
-  };
-}
+export { bearer };
 
 export interface Daemon {
   app: App;

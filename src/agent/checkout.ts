@@ -2,6 +2,14 @@ import { execFileSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 
+/**
+ * Git's environment in a sandbox: the mounted source and a workspace copied out are owned
+ * by another uid than ours, which git refuses without safe.directory; and never a prompt.
+ */
+export function sandboxGitEnv(): NodeJS.ProcessEnv {
+  return { ...process.env, GIT_CONFIG_COUNT: "1", GIT_CONFIG_KEY_0: "safe.directory", GIT_CONFIG_VALUE_0: "*", GIT_TERMINAL_PROMPT: "0" };
+}
+
 export interface CheckoutOptions {
   /** A git repository the sandbox can read (bind-mounted read-only by the docker provider). */
   source: string;
@@ -18,8 +26,7 @@ export interface CheckoutOptions {
  * fetch of what changed since. Throws with git's message when it cannot.
  */
 export function checkout(opts: CheckoutOptions): void {
-  // The source is owned by another uid than ours; git refuses it without this.
-  const env = { ...process.env, GIT_CONFIG_COUNT: "1", GIT_CONFIG_KEY_0: "safe.directory", GIT_CONFIG_VALUE_0: "*", GIT_TERMINAL_PROMPT: "0" };
+  const env = sandboxGitEnv();
   const git = (...args: string[]) => execFileSync("git", args, { cwd: opts.workdir, env, encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] }).trim();
   if (existsSync(join(opts.workdir, ".git"))) {
     if (git("branch", "--list", opts.resultBranch)) {

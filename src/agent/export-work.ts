@@ -2,6 +2,7 @@ import { execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { sandboxGitEnv } from "./checkout.js";
 
 export interface ExportedWork {
   branch: string;
@@ -15,7 +16,7 @@ export interface ExportedWork {
  * commit on its branch, and only the objects the source lacks go into the bundle.
  */
 export function exportWork(workdir: string, runId: string): ExportedWork {
-  const env = { ...process.env, GIT_CONFIG_COUNT: "1", GIT_CONFIG_KEY_0: "safe.directory", GIT_CONFIG_VALUE_0: "*" };
+  const env = sandboxGitEnv();
   const git = (...args: string[]) => execFileSync("git", args, { cwd: workdir, env, encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] }).trim();
   git("add", "-A");
   if (git("status", "--porcelain")) {

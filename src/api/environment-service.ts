@@ -15,11 +15,11 @@ import { newId } from "../runs/run-manager.js";
 import type { EnvironmentRecord, EnvironmentsRepository, EnvironmentSpec, NetworkAccessName } from "../store/environments-repository.js";
 import { principalOf } from "./auth.js";
 import { decodePageToken, pageSize, paginate } from "./page-token.js";
+import { runTimeoutMs } from "./run-timeout.js";
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}$/;
 const VAR = /^[A-Za-z_][A-Za-z0-9_]{0,127}$/;
 const DOMAIN = /^(\*\.)?(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$/;
-const MAX_TIMEOUT_MS = 24 * 3600_000;
 
 function accessName(field: string, a: NetworkAccess, fallback: NetworkAccessName): NetworkAccessName {
   switch (a) {
@@ -92,11 +92,7 @@ function specFrom(env: Environment, providers: ReadonlySet<string>): { name: str
   if (env.defaultProvider && !providers.has(env.defaultProvider)) {
     throw new InvalidArgumentError("environment.default_provider", `unknown provider ${JSON.stringify(env.defaultProvider)}; this daemon has: ${[...providers].join(", ")}`);
   }
-  let timeoutMs: number | null = null;
-  if (env.timeout) {
-    timeoutMs = Number(env.timeout.seconds) * 1000 + Math.floor(env.timeout.nanos / 1e6);
-    if (!(timeoutMs > 0) || timeoutMs > MAX_TIMEOUT_MS) throw new InvalidArgumentError("environment.timeout", "must be more than 0 and at most 24h");
-  }
+  const timeoutMs = runTimeoutMs("environment.timeout", env.timeout);
   return {
     name,
     spec: {

@@ -5,12 +5,12 @@ import { EgressAttemptSchema, TaskRunService } from "../gen/paddock/v1/task_run_
 import type { EgressAuditRepository } from "../store/egress-audit-repository.js";
 import { InvalidArgumentError, NotFoundError } from "../errors.js";
 import { principalOf } from "./auth.js";
+import { runTimeoutMs } from "./run-timeout.js";
 import type { RunManager } from "../runs/run-manager.js";
 import type { RunLimits } from "../store/records.js";
 import { logToProto, runToProto, statusFromProto } from "./mapping.js";
 import { decodePageToken, pageSize, paginate } from "./page-token.js";
 
-const MAX_TIMEOUT_MS = 24 * 3600_000;
 const BRANCH = /^(?!-)(?!.*\.\.)(?!.*\/\/)(?!.*@\{)[^\s~^:?*[\\\x00-\x1f\x7f]+(?<![./]|\.lock)$/;
 
 function required(field: string, value: string): string {
@@ -35,13 +35,7 @@ export function createTaskRunService(runs: RunManager, egress: EgressAuditReposi
       req.agentCommand.forEach((arg, i) => {
         if (i === 0 && !arg.trim()) throw new InvalidArgumentError("agent_command", "the program (first element) is empty");
       });
-      let timeoutMs: number | null = null;
-      if (req.timeout) {
-        timeoutMs = Number(req.timeout.seconds) * 1000 + Math.floor(req.timeout.nanos / 1e6);
-        if (!(timeoutMs > 0) || timeoutMs > MAX_TIMEOUT_MS) {
-          throw new InvalidArgumentError("timeout", "must be more than 0 and at most 24h");
-        }
-      }
+      const timeoutMs = runTimeoutMs("timeout", req.timeout);
       if (req.idempotencyKey.length > 200) throw new InvalidArgumentError("idempotency_key", "is longer than 200 characters");
       const limits: RunLimits = {};
       if (req.limits) {

@@ -4,6 +4,14 @@ import { existsSync } from "node:fs";
 import { TaskService } from "../gen/paddock/v1/task_pb.js";
 import { TaskRunService } from "../gen/paddock/v1/task_run_pb.js";
 
+/** Sends `token` as the bearer of every call. */
+export function bearer(token: string): Interceptor {
+  return (next) => (req) => {
+    req.header.set("authorization", `Bearer ${token}`);
+    return next(req);
+  };
+}
+
 export interface Clients {
   tasks: Client<typeof TaskService>;
   runs: Client<typeof TaskRunService>;
@@ -17,14 +25,7 @@ export interface Clients {
 export function connect(address: string | undefined, defaultSocket: string, token?: string): Clients {
   const addr = address || (existsSync(defaultSocket) ? `unix:${defaultSocket}` : "http://127.0.0.1:7777");
   // The unix socket is trusted as admin; over TCP the daemon wants an API token.
-  const interceptors: Interceptor[] = token
-    ? [
-        (next) => (req) => {
-          req.header.set("authorization", `Bearer ${token}`);
-          return next(req);
-        },
-      ]
-    : [];
+  const interceptors: Interceptor[] = token ? [bearer(token)] : [];
   const transport = addr.startsWith("unix:")
     ? createConnectTransport({ baseUrl: "http://localhost", httpVersion: "1.1", nodeOptions: { socketPath: addr.slice(5) }, interceptors })
     : createConnectTransport({ baseUrl: addr, httpVersion: "1.1", interceptors });

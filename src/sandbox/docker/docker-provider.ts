@@ -12,7 +12,7 @@ import { ensureEgressNetwork, firewallEgressNetwork, type EgressNetwork } from "
 import type { CleanupResult, SandboxProvider, SandboxSpec, SandboxStatus, SnapshotStore } from "../provider.js";
 import { keepWork, prepareSource } from "../repository-source.js";
 import { createRunnerClient, type RunnerClient } from "../runner-client.js";
-import { containerSpec, LABEL_INSTANCE, LABEL_RUN, RUNNER_PORT, WORKSPACE, type ContainerLimits } from "./container-spec.js";
+import { containerSpec, LABEL_INSTANCE, LABEL_RUN, RUNNER_PORT, SOURCE_MOUNT, WORKSPACE, type ContainerLimits } from "./container-spec.js";
 
 export interface DockerProviderOptions {
   docker: Docker;
@@ -270,10 +270,8 @@ export class DockerProvider implements SandboxProvider {
       if (isNotFound(e)) return { state: "missing" };
       throw dockerError("inspect", e);
     }
-    if (!info.State.Running) return { state: "stopped" };
-    const ip = Object.values(info.NetworkSettings.Networks ?? {}).find((n) => n.IPAddress)?.IPAddress;
-    if (!ip) return { state: "stopped" };
-    return { state: "running", endpoint: `http://${ip}:${RUNNER_PORT}` };
+    const endpoint = endpointOf(info);
+    return endpoint ? { state: "running", endpoint } : { state: "stopped" };
   }
 
   async destroy(name: string, signal: AbortSignal): Promise<CleanupResult> {
@@ -287,20 +285,21 @@ export class DockerProvider implements SandboxProvider {
     }
     const runId = info.Config.Labels?.[LABEL_RUN] ?? name;
     const env = Object.fromEntries((info.Config.Env ?? []).map((kv) => [kv.slice(0, kv.indexOf("=")), kv.slice(kv.indexOf("=") + 1)]));
+    const source = sourceOf(info);
     let result: CleanupResult | null = null;
     if (info.State.Running) {
-      const endpoint = (await this.inspect(name)).endpoint;
-      if (endpoint && env.PADDOCK_SANDBOX_TOKEN) {
+      const endpoint = endpointOf(info);
+      if (endpoint && source && env.PADDOCK_SANDBOX_TOKEN) {
         const runner = createRunnerClient(endpoint, env.PADDOCK_SANDBOX_TOKEN);
         const timeout = AbortSignal.any([signal, AbortSignal.timeout(this.opts.graceMs + 30_000)]);
         // The runner stops the agent (SIGTERM, grace, SIGKILL) and hands over only the new
         // commits; the slow path below copies the whole workspace out.
-        result = await this.fetchExport(runner, name, signal, timeout).catch(() => null);
+        result = await this.fetchExport(runner, source, signal, timeout).catch(() => null);
         await runner.shutdown(timeout).catch(() => undefined);
       }
       await container.stop({ t: 2 }).catch((e: unknown) => ((e as DockerErrorLike).statusCode === 304 || isNotFound(e) ? undefined : Promise.reject(dockerError("stop", e))));
     }
-    result ??= await this.takeWorkOut(name, runId, env.PADDOCK_RESULT_BRANCH, signal);
+    result ??= source ? await this.takeWorkOut(name, source, runId, env.PADDOCK_RESULT_BRANCH, signal) : {};
     await container.remove({ force: true, v: true }).catch((e: unknown) => (isNotFound(e) ? undefined : Promise.reject(dockerError("remove", e))));
     return result;
   }
@@ -309,7 +308,7 @@ export class DockerProvider implements SandboxProvider {
    * Copies /workspace out of the container (works when it has stopped, too), commits what
    * the agent left uncommitted, and fetches the result branch into the host's repository.
    */
-  private async takeWorkOut(name: string, runId: string, resultBranch: string | undefined, signal: AbortSignal): Promise<CleanupResult> {
+  private async takeWorkOut(name: string, source: string, runId: string, resultBranch: string | undefined, signal: AbortSignal): Promise<CleanupResult> {
     if (!resultBranch) return {};
     const tmp = await mkdtemp(join(tmpdir(), "paddock-export-"));
     try {
@@ -325,18 +324,16 @@ export class DockerProvider implements SandboxProvider {
       const head = await git(["rev-parse", "--abbrev-ref", "HEAD"], { cwd: workspace, signal }).catch(() => "");
       if (head !== resultBranch) return {};
       const resultCommit = await keepWork(workspace, runId, signal);
-      const source = await this.sourceOf(name);
-      if (source) await git(["fetch", "--quiet", workspace, `+refs/heads/${resultBranch}:refs/heads/${resultBranch}`], { cwd: source, signal });
+      await git(["fetch", "--quiet", workspace, `+refs/heads/${resultBranch}:refs/heads/${resultBranch}`], { cwd: source, signal });
       return { resultCommit };
     } finally {
       await rm(tmp, { recursive: true, force: true });
     }
   }
 
-  private async fetchExport(runner: RunnerClient, name: string, signal: AbortSignal, timeout: AbortSignal): Promise<CleanupResult> {
+  private async fetchExport(runner: RunnerClient, source: string, signal: AbortSignal, timeout: AbortSignal): Promise<CleanupResult> {
     const work = await runner.exportWork(timeout);
-    const source = await this.sourceOf(name);
-    if (!source || !work.branch || !work.head) throw new SandboxError("export incomplete", false);
+    if (!work.branch || !work.head) throw new SandboxError("export incomplete", false);
     if (work.bundle.length === 0) {
       await git(["update-ref", `refs/heads/${work.branch}`, work.head], { cwd: source, signal });
     } else {
@@ -351,18 +348,27 @@ export class DockerProvider implements SandboxProvider {
     return { resultCommit: work.head };
   }
 
-  private async sourceOf(name: string): Promise<string | undefined> {
-    const info = await this.opts.docker.getContainer(name).inspect();
-    const bind = info.HostConfig.Binds?.find((b) => b.includes(":/paddock/source"));
-    return bind?.slice(0, bind.indexOf(":/paddock/source"));
-  }
-
   async list(): Promise<string[]> {
     const containers = await this.opts.docker
       .listContainers({ all: true, filters: { label: [`${LABEL_INSTANCE}=${this.opts.instanceId}`] } })
       .catch((e: unknown) => Promise.reject(dockerError("list", e)));
     return containers.map((c) => (c.Names[0] ?? "").replace(/^\//, "")).filter(Boolean);
   }
+}
+
+type ContainerInfo = Awaited<ReturnType<Docker.Container["inspect"]>>;
+
+/** The runner's address when the container runs and has an address. */
+function endpointOf(info: ContainerInfo): string | undefined {
+  if (!info.State.Running) return undefined;
+  const ip = Object.values(info.NetworkSettings.Networks ?? {}).find((n) => n.IPAddress)?.IPAddress;
+  return ip ? `http://${ip}:${RUNNER_PORT}` : undefined;
+}
+
+/** The host repository the container's source mount points at: where the work goes back. */
+function sourceOf(info: ContainerInfo): string | undefined {
+  const bind = info.HostConfig.Binds?.find((b) => b.endsWith(`:${SOURCE_MOUNT}:ro`));
+  return bind?.slice(0, bind.length - `:${SOURCE_MOUNT}:ro`.length);
 }
 
 /** Extracts a tar stream with the system tar (Docker hosts have it). */
