@@ -17,7 +17,7 @@ import { createTokensRepository } from "./store/tokens-repository.js";
 import { createHealth } from "./api/health.js";
 import { listen, type Listener } from "./api/listener.js";
 import { createRoutes } from "./api/routes.js";
-import { loadOrCreateSandboxKeys } from "./auth/sandbox-token.js";
+import { issueSandboxToken, loadOrCreateSandboxKeys } from "./auth/sandbox-token.js";
 import type { Config } from "./config.js";
 import { RunManager } from "./runs/run-manager.js";
 import { DockerProvider } from "./sandbox/docker/docker-provider.js";
@@ -61,11 +61,16 @@ export async function createApp(opts: AppOptions): Promise<App> {
   const environmentsRepo = createEnvironmentsRepository(db);
   const environments = createEnvironments(environmentsRepo, secretBox);
   const egressAudit = createEgressAuditRepository(db);
+  const instance = instanceId(db);
+  const isRoot = process.getuid?.() === 0;
   const providers = new Map<string, SandboxProvider>([
     [
       "local",
       new LocalProvider({
         root: config.dataDir,
+        // Only root can give agents uids of their own; otherwise runs say they are not isolated.
+        agentUids: isRoot ? config.localAgentUids : null,
+        workRoot: config.localWorkDir || join("/var/lib/paddock-work", instance),
         runnerCommand: opts.runnerCommand,
         baseEnv: opts.baseEnv,
         graceMs: config.graceTime,
@@ -79,7 +84,8 @@ export async function createApp(opts: AppOptions): Promise<App> {
       new DockerProvider({
         docker: new Docker({ socketPath: config.dockerSocket }),
         image: config.dockerImage,
-        instanceId: instanceId(db),
+        instanceId: instance,
+        tokenFor: (runId) => issueSandboxToken(keys, runId, 3600),
         root: config.dataDir,
         limits: { cpus: config.dockerCpus, memoryBytes: config.dockerMemory, pids: config.dockerPids, runtime: config.dockerRuntime },
         graceMs: config.graceTime,

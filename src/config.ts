@@ -79,6 +79,21 @@ export const ConfigSchema = z
     egressProxyPort: z.coerce.number().int().min(1).max(65535),
     tlsCert: z.string(),
     tlsKey: z.string(),
+    /** Uids for local agents when the daemon is root: "auto", "off" or FIRST-LAST. */
+    localAgentUids: z.string().transform((v, ctx) => {
+      if (v === "off") return null;
+      if (v === "auto") return { first: 600_000, count: 100_000 };
+      const m = /^(\d+)-(\d+)$/.exec(v);
+      const first = Number(m?.[1]);
+      const last = Number(m?.[2]);
+      if (!m || first < 1000 || last < first || last > 4_000_000_000) {
+        ctx.addIssue({ code: "custom", message: `${JSON.stringify(v)} is not auto, off or a uid range FIRST-LAST above 999 (example: 600000-699999)` });
+        return z.NEVER;
+      }
+      return { first, count: last - first + 1 };
+    }),
+    /** Where local agents' workspaces live when they have their own uids; "" for /var/lib/paddock-work/<instance>. */
+    localWorkDir: z.string(),
     egressHostMap: z.string().transform((v, ctx) => {
       const map: Record<string, string> = {};
       for (const pair of v.split(",").map((p) => p.trim()).filter(Boolean)) {
@@ -131,6 +146,8 @@ export const ENV_NAMES: Record<keyof ConfigInput, string> = {
   egressHostMap: "PADDOCK_EGRESS_HOST_MAP",
   tlsCert: "PADDOCK_TLS_CERT",
   tlsKey: "PADDOCK_TLS_KEY",
+  localAgentUids: "PADDOCK_LOCAL_AGENT_UIDS",
+  localWorkDir: "PADDOCK_LOCAL_WORK_DIR",
 };
 
 export function defaultDataDir(env: Record<string, string | undefined>): string {
@@ -174,6 +191,8 @@ export function loadConfig(env: Record<string, string | undefined>, flags: Confi
     egressHostMap: "",
     tlsCert: "",
     tlsKey: "",
+    localAgentUids: "auto",
+    localWorkDir: "",
     ...merged,
     dataDir,
   };

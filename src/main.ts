@@ -7,7 +7,8 @@ import { createApp, runnerCommand } from "./app.js";
 import { checkout } from "./agent/checkout.js";
 import { runRunner } from "./agent/runner.js";
 import { clientHelp, EXIT, isParseArgsError, runClientCommand } from "./cli/commands.js";
-import { ConfigError, defaultDataDir, ENV_NAMES, kebab, loadConfig, parseDuration, type ConfigInput } from "./config.js";
+import { ConfigError, defaultDataDir, ENV_NAMES, kebab, loadConfig, type ConfigInput } from "./config.js";
+import { readRunnerEnvironment, RunnerEnvError } from "./agent/runner-env.js";
 import { createLogger } from "./logger.js";
 
 const VERSION = "0.1.0";
@@ -39,6 +40,10 @@ which wins over the config file.
   --egress-proxy-port PORT     port of the egress proxy on the sandbox network (PADDOCK_EGRESS_PROXY_PORT; 47830)
   --egress-host-map LIST       name=IPv4,… resolved by the egress proxy itself (PADDOCK_EGRESS_HOST_MAP)
   --agent-command CMD          shell command run as the agent when a run gives none (PADDOCK_AGENT_COMMAND)
+  --local-agent-uids RANGE     uids for local agents when the daemon is root, one per run: auto (600000-699999),
+                               off (agents run as the daemon's user), or FIRST-LAST (PADDOCK_LOCAL_AGENT_UIDS)
+  --local-work-dir DIR         local agents' workspaces when they have their own uids (PADDOCK_LOCAL_WORK_DIR;
+                               default /var/lib/paddock-work/<instance>; the data dir itself stays 0700)
   --default-provider NAME      sandbox provider for runs that name none: local or docker (PADDOCK_DEFAULT_PROVIDER)
   --default-timeout DURATION   run deadline, e.g. 60m (PADDOCK_DEFAULT_TIMEOUT; default 60m)
   --max-concurrent-runs N      runs in progress at once; the rest queue (PADDOCK_MAX_CONCURRENT_RUNS; default 4)
@@ -104,48 +109,29 @@ function runnerEnv(env: NodeJS.ProcessEnv): Record<string, string | undefined> {
 }
 
 async function agent(): Promise<number> {
-  const env = process.env;
-  const need = (name: string): string => {
-    const v = env[name];
-    if (!v) throw new ConfigError(`paddock agent: ${name} is not set (the daemon sets it when it starts a sandbox)`);
-    return v;
-  };
-  let command: string[];
-  try {
-    command = JSON.parse(need("PADDOCK_AGENT_COMMAND")) as string[];
-  } catch {
-    throw new ConfigError("paddock agent: PADDOCK_AGENT_COMMAND must be a JSON array of strings");
-  }
+  const settings = readRunnerEnvironment(process.env);
   const log = (msg: string) => process.stderr.write(`${new Date().toISOString()} ${msg}\n`);
-  const workdir = env.PADDOCK_WORKDIR ?? process.cwd();
-  if (env.PADDOCK_SOURCE) {
+  const user = settings.PADDOCK_AGENT_UID !== undefined ? { uid: settings.PADDOCK_AGENT_UID, gid: settings.PADDOCK_AGENT_GID! } : null;
+  if (settings.PADDOCK_SOURCE) {
     try {
-      checkout({ source: env.PADDOCK_SOURCE, workdir, branch: env.PADDOCK_BRANCH ?? "", resultBranch: need("PADDOCK_RESULT_BRANCH"), log });
+      checkout({
+        runId: settings.PADDOCK_RUN_ID,
+        source: settings.PADDOCK_SOURCE,
+        workdir: settings.PADDOCK_WORKDIR,
+        stateDir: settings.PADDOCK_STATE_DIR,
+        branch: settings.PADDOCK_BRANCH,
+        resultBranch: settings.PADDOCK_RESULT_BRANCH,
+        user,
+        home: settings.PADDOCK_AGENT_HOME,
+        log,
+      });
     } catch (error) {
       // The provider reads this line from the sandbox's output to say why provisioning failed.
       process.stderr.write(`paddock agent: checkout failed: ${((error as { stderr?: string }).stderr || (error as Error).message).trim()}\n`);
       return EXIT.failed;
     }
   }
-  const stop = new AbortController();
-  await runRunner({
-    runId: need("PADDOCK_RUN_ID"),
-    host: env.PADDOCK_RUNNER_HOST ?? "0.0.0.0",
-    port: Number(env.PADDOCK_RUNNER_PORT ?? 47821),
-    workdir,
-    stateDir: env.PADDOCK_STATE_DIR ?? process.cwd(),
-    command,
-    prompt: env.PADDOCK_PROMPT ?? "",
-    publicKeyPem: need("JWT_PUBLIC_KEY"),
-    graceMs: parseDuration(env.PADDOCK_GRACE_MS ?? "10000") ?? 10_000,
-    hold: env.PADDOCK_HOLD === "1",
-    idleExitMs: parseDuration(env.PADDOCK_IDLE_EXIT ?? "1h") ?? 3_600_000,
-    env: Object.fromEntries(
-      Object.entries(env).filter(([k]) => !["JWT_PUBLIC_KEY", "PADDOCK_AGENT_COMMAND", "PADDOCK_STATE_DIR", "PADDOCK_RUNNER_HOST", "PADDOCK_RUNNER_PORT", "PADDOCK_GRACE_MS", "PADDOCK_SOURCE", "PADDOCK_HOLD"].includes(k)),
-    ),
-    log,
-  });
-  stop.abort();
+  await runRunner({ settings, env: process.env, log });
   return EXIT.ok;
 }
 
@@ -182,7 +168,7 @@ main(process.argv.slice(2)).then(
     else process.exit(code);
   },
   (error: unknown) => {
-    if (error instanceof ConfigError || isParseArgsError(error)) {
+    if (error instanceof ConfigError || error instanceof RunnerEnvError || isParseArgsError(error)) {
       process.stderr.write(`paddock: ${(error as Error).message}\n`);
       process.exit(EXIT.usage);
     }

@@ -1,51 +1,58 @@
 import { execFileSync } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-
-/**
- * Git's environment in a sandbox: the mounted source and a workspace copied out are owned
- * by another uid than ours, which git refuses without safe.directory; and never a prompt.
- */
-export function sandboxGitEnv(): NodeJS.ProcessEnv {
-  return { ...process.env, GIT_CONFIG_COUNT: "1", GIT_CONFIG_KEY_0: "safe.directory", GIT_CONFIG_VALUE_0: "*", GIT_TERMINAL_PROMPT: "0" };
-}
+import type { AgentUser } from "./agent-user.js";
+import { HARDENED_GIT_CONFIG, hardenedGitEnv } from "./sandbox-git.js";
 
 export interface CheckoutOptions {
-  /** A git repository the sandbox can read (bind-mounted read-only by the docker provider). */
+  runId: string;
+  /** A git repository the runner can read (bind-mounted read-only by the docker provider). */
   source: string;
   workdir: string;
+  /** The runner's own directory: the marker saying this run's checkout is done lives here. */
+  stateDir: string;
   /** Branch to start from; empty for the source's HEAD. */
   branch: string;
   resultBranch: string;
+  user: AgentUser;
+  home: string;
   log: (line: string) => void;
 }
 
+const MARKER = "checked-out";
+
 /**
- * Puts the repository in the workdir on the result branch before the runner listens:
- * a fresh clone, or — in a sandbox started from a snapshot, which already has one — a
- * fetch of what changed since. Throws with git's message when it cannot.
+ * Puts the repository in the workdir on the result branch before the runner listens: a
+ * fresh clone, or — in a sandbox started from a snapshot, which has one already — a fetch of
+ * what changed since. The workdir is then handed to the agent's user. Once done for this
+ * run (the marker, in the runner's state, says so), a restarted runner never runs git in
+ * the workdir again: by then the agent may have written to it. Throws with git's message.
  */
-export function checkout(opts: CheckoutOptions): void {
-  const env = sandboxGitEnv();
-  const git = (...args: string[]) => execFileSync("git", args, { cwd: opts.workdir, env, encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] }).trim();
-  if (existsSync(join(opts.workdir, ".git"))) {
-    if (git("branch", "--list", opts.resultBranch)) {
-      opts.log(`workspace already on ${opts.resultBranch}`);
-      return; // a restarted runner: the agent's work is here already
-    }
-    opts.log("workspace from a snapshot: fetching what changed");
-    git("fetch", "--quiet", "--prune", opts.source, "+refs/heads/*:refs/remotes/origin/*");
-  } else {
-    opts.log("cloning the repository into the sandbox");
-    execFileSync("git", ["clone", "--quiet", "--no-hardlinks", opts.source, opts.workdir], { env, stdio: ["ignore", "pipe", "pipe"] });
-    git("remote", "set-url", "origin", opts.source);
+export function checkout(o: CheckoutOptions): void {
+  const marker = join(o.stateDir, MARKER);
+  if (existsSync(marker) && readFileSync(marker, "utf8") === o.runId) {
+    o.log(`workspace already checked out on ${o.resultBranch}`);
+    return;
   }
-  const start = opts.branch ? `origin/${opts.branch}` : "origin/HEAD";
+  const env = hardenedGitEnv(o.home);
+  const git = (...args: string[]) => execFileSync("git", [...HARDENED_GIT_CONFIG, ...args], { cwd: o.workdir, env, encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] }).trim();
+  if (existsSync(join(o.workdir, ".git"))) {
+    // A snapshot's workspace: made by this runner before any agent ran in it.
+    o.log("workspace from a snapshot: fetching what changed");
+    git("fetch", "--quiet", "--prune", o.source, "+refs/heads/*:refs/remotes/origin/*");
+  } else {
+    o.log("cloning the repository into the sandbox");
+    execFileSync("git", [...HARDENED_GIT_CONFIG, "clone", "--quiet", "--no-hardlinks", o.source, o.workdir], { env, stdio: ["ignore", "pipe", "pipe"] });
+  }
+  const start = o.branch ? `origin/${o.branch}` : "origin/HEAD";
   try {
     git("rev-parse", "--verify", "--quiet", `${start}^{commit}`);
   } catch {
-    throw new Error(`branch ${JSON.stringify(opts.branch)} not found in the repository`);
+    throw new Error(`branch ${JSON.stringify(o.branch)} not found in the repository`);
   }
-  git("checkout", "--quiet", "-B", opts.resultBranch, start);
-  opts.log(`checked out ${opts.branch || "the default branch"} on ${opts.resultBranch}`);
+  git("checkout", "--quiet", "-B", o.resultBranch, start);
+  // Not hardlinked (--no-hardlinks), so handing every file over touches nothing of the source's.
+  if (o.user) execFileSync("chown", ["-R", `${o.user.uid}:${o.user.gid}`, o.workdir], { stdio: ["ignore", "ignore", "pipe"] });
+  writeFileSync(marker, o.runId, { mode: 0o600 });
+  o.log(`checked out ${o.branch || "the default branch"} on ${o.resultBranch}`);
 }

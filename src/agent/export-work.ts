@@ -1,39 +1,41 @@
-import { execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { sandboxGitEnv } from "./checkout.js";
+import { closeSync, openSync } from "node:fs";
+import type { AgentUser } from "./agent-user.js";
+import { sandboxGit } from "./sandbox-git.js";
 
 export interface ExportedWork {
+  /** The branch the agent's HEAD was on at the end; "" for a detached HEAD. */
   branch: string;
+  /** The commit that is the agent's work: HEAD, after any uncommitted work was committed. */
   head: string;
-  /** A git bundle of what the branch has beyond the source's branches; null when nothing. */
-  bundle: Buffer | null;
+  /** Whether `bundleFile` now holds a bundle (false: HEAD adds nothing to the source). */
+  bundled: boolean;
 }
 
+/** The ref the bundle carries the work under; the host maps it onto the run's branch. */
+export const EXPORT_REF = "refs/paddock/export";
+
 /**
- * The agent's work, ready to leave the sandbox: whatever it left uncommitted becomes a
- * commit on its branch, and only the objects the source lacks go into the bundle.
+ * The agent's work, ready to leave the sandbox, made inside the sandbox as the agent's
+ * user with hardened git: whatever it left uncommitted becomes a commit on top of its HEAD
+ * (whichever branch that is on), and the commits the source lacks go into a git bundle.
  */
-export function exportWork(workdir: string, runId: string): ExportedWork {
-  const env = sandboxGitEnv();
-  const git = (...args: string[]) => execFileSync("git", args, { cwd: workdir, env, encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] }).trim();
-  git("add", "-A");
-  if (git("status", "--porcelain")) {
-    git("-c", "user.name=paddock", "-c", "user.email=paddock@localhost", "commit", "--quiet", "--no-verify", "-m", `paddock: uncommitted work left by run ${runId}`);
+export async function exportWork(o: { workdir: string; user: AgentUser; home: string; runId: string; bundleFile: string }): Promise<ExportedWork> {
+  const git = (...args: string[]) => sandboxGit(args, { cwd: o.workdir, user: o.user, home: o.home });
+  await git("add", "-A");
+  if (await git("status", "--porcelain")) {
+    await git("-c", "user.name=paddock", "-c", "user.email=paddock@localhost", "commit", "--quiet", "--no-verify", "-m", `paddock: uncommitted work left by run ${o.runId}`);
   }
-  const branch = git("rev-parse", "--abbrev-ref", "HEAD");
-  const head = git("rev-parse", "HEAD");
-  const dir = mkdtempSync(join(tmpdir(), "paddock-bundle-"));
+  const head = await git("rev-parse", "--verify", "HEAD^{commit}");
+  const branch = await git("symbolic-ref", "--quiet", "--short", "HEAD").catch(() => "");
+  await git("update-ref", EXPORT_REF, head);
+  const ahead = Number(await git("rev-list", "--count", EXPORT_REF, "--not", "--remotes=origin"));
+  if (!ahead) return { branch, head, bundled: false };
+  // The bundle goes to a file of the runner's, which the agent's user cannot write.
+  const fd = openSync(o.bundleFile, "w", 0o600);
   try {
-    const file = join(dir, "work.bundle");
-    try {
-      git("bundle", "create", "--quiet", file, `refs/heads/${branch}`, "--not", "--remotes=origin");
-    } catch {
-      return { branch, head, bundle: null }; // no commits beyond the source: nothing to carry
-    }
-    return { branch, head, bundle: readFileSync(file) };
+    await sandboxGit(["bundle", "create", "--quiet", "-", EXPORT_REF, "--not", "--remotes=origin"], { cwd: o.workdir, user: o.user, home: o.home, stdoutFd: fd });
   } finally {
-    rmSync(dir, { recursive: true, force: true });
+    closeSync(fd);
   }
+  return { branch, head, bundled: true };
 }

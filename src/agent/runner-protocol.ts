@@ -24,6 +24,8 @@ export interface StartRequest {
   /** Only the setup script sees these. */
   setupEnv?: Record<string, string>;
   setupScript?: string;
+  /** Values the runner replaces in output before it is recorded: no secret is ever on disk. */
+  redact?: { name: string; value: string }[];
 }
 
 /** Written by the runner once it listens, read by providers to find it. */
@@ -33,6 +35,14 @@ export interface RunnerInfo {
   agentPid: number | null;
 }
 
+/** Headers of POST /export's answer; the body is a git bundle, or empty. */
+export const EXPORT_BRANCH_HEADER = "x-paddock-branch";
+export const EXPORT_HEAD_HEADER = "x-paddock-head";
+
 export const RUNNER_INFO_FILE = "runner.json";
 export const RUNNER_EVENTS_FILE = "events.jsonl";
 export const MAX_EVENTS_PER_RESPONSE = 2000;
+/** Bytes of events per response: a flood of long lines still answers in bounded pieces. */
+export const MAX_EVENT_BYTES_PER_RESPONSE = 4 * 1024 * 1024;
+/** Longer output lines are cut here, with a note saying how much was dropped. */
+export const MAX_LINE_BYTES = 1024 * 1024;

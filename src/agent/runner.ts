@@ -1,106 +1,110 @@
 import { spawn, type ChildProcess } from "node:child_process";
-import { appendFileSync, existsSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, createReadStream, existsSync, mkdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
-import { createInterface } from "node:readline";
+import type { Readable } from "node:stream";
+import { setTimeout as sleep } from "node:timers/promises";
 import { createSandboxTokenVerifier } from "../auth/sandbox-token.js";
+import { redactor } from "../redaction.js";
+import { asUser, killAllOf, type AgentUser } from "./agent-user.js";
+import { EventLog } from "./event-log.js";
 import { exportWork } from "./export-work.js";
+import { readLines } from "./output-lines.js";
+import { agentEnvironment, type RunnerSettings } from "./runner-env.js";
 import {
-  MAX_EVENTS_PER_RESPONSE,
+  EXPORT_BRANCH_HEADER,
+  EXPORT_HEAD_HEADER,
   RUNNER_EVENTS_FILE,
   RUNNER_INFO_FILE,
-  type RunnerEvent,
   type RunnerHealth,
   type RunnerInfo,
   type RunnerLogStream,
   type StartRequest,
 } from "./runner-protocol.js";
 
-
 async function readJson<T>(req: IncomingMessage): Promise<T> {
   const chunks: Buffer[] = [];
-  for await (const c of req) chunks.push(c as Buffer);
+  let size = 0;
+  for await (const c of req) {
+    size += (c as Buffer).length;
+    if (size > 8 * 1024 * 1024) throw new Error("request body too large");
+    chunks.push(c as Buffer);
+  }
   const text = Buffer.concat(chunks).toString("utf8");
   return (text ? JSON.parse(text) : {}) as T;
 }
 
-type NewEvent = RunnerEvent extends infer E ? (E extends RunnerEvent ? Omit<E, "seq" | "time"> : never) : never;
-
 export interface RunnerOptions {
-  runId: string;
-  host: string;
-  port: number;
-  /** The checked-out repository; the agent's working directory. */
-  workdir: string;
-  /** Where the runner keeps its events file and runner.json. */
-  stateDir: string;
-  command: string[];
-  prompt: string;
-  publicKeyPem: string;
-  /** Time between SIGTERM and SIGKILL when the agent is cancelled. */
-  graceMs: number;
-  /** Wait for POST /start before starting the agent (so the daemon can snapshot first). */
-  hold: boolean;
-  /** Exit this long after the agent ended if the daemon never collects (orphan guard). */
-  idleExitMs: number;
+  settings: RunnerSettings;
+  /** The runner's own environment: the agent's is built from an allowlist of it. */
   env: Record<string, string | undefined>;
   log: (msg: string) => void;
 }
 
+/** Output waiting to be written beyond which the agent's pipes are no longer read. */
+const BACKLOG_BYTES = 4 * 1024 * 1024;
+/** After the agent exits, how long output still held open by its children is read. */
+const DRAIN_AFTER_EXIT_MS = 1000;
+
 /**
- * `paddock agent`: runs the agent command in the sandbox, records every output line as a
- * numbered event in a file, and serves health, events (resumable by seq), cancel and
- * shutdown to the daemon. Resolves when the runner has shut down.
+ * `paddock agent`: runs the agent command in the sandbox as the agent's own user, records
+ * every output line (redacted) as a numbered event in a file only the runner can read, and
+ * serves health, events (resumable by seq), start, cancel, export and shutdown to the
+ * daemon. Resolves when the runner has shut down.
  */
 export async function runRunner(opts: RunnerOptions): Promise<void> {
-  const verify = await createSandboxTokenVerifier(opts.publicKeyPem, opts.runId);
-  const eventsPath = join(opts.stateDir, RUNNER_EVENTS_FILE);
-  const events: RunnerEvent[] = existsSync(eventsPath)
-    ? readFileSync(eventsPath, "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l) as RunnerEvent)
-    : [];
-  const waiters = new Set<() => void>();
+  const s = opts.settings;
+  const user: AgentUser = s.PADDOCK_AGENT_UID !== undefined ? { uid: s.PADDOCK_AGENT_UID, gid: s.PADDOCK_AGENT_GID! } : null;
+  const verify = await createSandboxTokenVerifier(s.JWT_PUBLIC_KEY, s.PADDOCK_RUN_ID);
+  mkdirSync(s.PADDOCK_STATE_DIR, { recursive: true, mode: 0o700 });
+  chmodSync(s.PADDOCK_STATE_DIR, 0o700);
+  prepareHome(s.PADDOCK_AGENT_HOME, user);
+  const log = new EventLog(join(s.PADDOCK_STATE_DIR, RUNNER_EVENTS_FILE));
+  let redact = (t: string) => t;
   let agent: ChildProcess | null = null;
-  let state: RunnerHealth["agent"] = events.some((e) => e.kind === "exit") ? "exited" : "starting";
-  let exitCode: number | null = null;
+  let state: RunnerHealth["agent"] = log.lastExit ? "exited" : "starting";
+  let exitCode: number | null = log.lastExit?.exitCode ?? null;
   let lastContact = Date.now();
+  if (!log.lastExit && log.lastSeq > 0) {
+    // Events but no exit: the sandbox died under a running agent. Never start it again.
+    log.append({ kind: "log", stream: "stderr", text: "paddock: the runner restarted; the agent it was running is gone" });
+    exitCode = 137;
+    state = "exited";
+    log.append({ kind: "exit", exitCode, signal: null, stage: "agent" });
+  }
+  const record = (stream: RunnerLogStream, text: string) => log.append({ kind: "log", stream, text: redact(text) });
 
-  const record = (e: NewEvent) => {
-    const event = { ...e, seq: events.length + 1, time: Date.now() } as RunnerEvent;
-    // One synchronous append per line: the file is the record of truth if we are killed.
-    appendFileSync(eventsPath, JSON.stringify(event) + "\n");
-    events.push(event);
-    for (const w of waiters) w();
-    waiters.clear();
+  /** Ends every process the agent started: its user's, or its process group without one. */
+  const killRest = async (child: ChildProcess | null) => {
+    if (user) await killAllOf(user);
+    else if (child?.pid) signalGroup(child.pid, "SIGKILL");
   };
-
-  const killAgent = (signal: NodeJS.Signals) => {
-    if (agent?.pid && state === "running") {
-      try {
-        process.kill(-agent.pid, signal); // the agent leads its own process group
-      } catch {
-        /* already gone */
-      }
-    }
-  };
+  let stopping = false;
   const terminateAgent = async () => {
+    stopping = true;
     if (state === "starting") state = "exited"; // held and never started: nothing will start now
     const child = agent;
-    if (state !== "running" || !child || child.exitCode !== null || child.signalCode !== null) return;
-    killAgent("SIGTERM");
-    const ended = new Promise<void>((r) => child.once("exit", () => r()));
-    const timer = setTimeout(() => killAgent("SIGKILL"), opts.graceMs);
-    await ended;
-    clearTimeout(timer);
+    if (state === "running" && child && child.exitCode === null && child.signalCode === null) {
+      signalGroup(child.pid!, "SIGTERM");
+      const ended = new Promise<void>((r) => child.once("exit", () => r()));
+      const timer = setTimeout(() => void killRest(child), s.PADDOCK_GRACE_MS);
+      await ended;
+      clearTimeout(timer);
+    }
+    await killRest(child);
   };
 
   const server = createServer((req, res) => {
     lastContact = Date.now();
     handle(req, res).catch((error: unknown) => {
       opts.log(`request failed: ${String(error)}`);
-      if (!res.headersSent) send(res, 500, { error: "internal error" });
+      if (!res.headersSent) send(res, 500, { error: redact((error as Error).message ?? "internal error") });
+      else res.destroy();
     });
   });
+  server.headersTimeout = 30_000;
+  server.requestTimeout = 0; // long polls and exports take their time
 
   const send = (res: ServerResponse, status: number, body: unknown) => {
     res.writeHead(status, { "content-type": "application/json" });
@@ -116,25 +120,20 @@ export async function runRunner(opts: RunnerOptions): Promise<void> {
     if (!token || !(await verify(token))) return send(res, 401, { error: "unauthenticated" });
     const url = new URL(req.url ?? "/", "http://runner");
     if (req.method === "GET" && url.pathname === "/health") {
-      const body: RunnerHealth = { runId: opts.runId, agent: state, exitCode, lastSeq: events.length };
+      const body: RunnerHealth = { runId: s.PADDOCK_RUN_ID, agent: state, exitCode, lastSeq: log.lastSeq };
       return send(res, 200, body);
     }
     if (req.method === "GET" && url.pathname === "/events") {
       const after = Math.max(0, Number(url.searchParams.get("after_seq") ?? 0) || 0);
       const waitMs = Math.min(60_000, Math.max(0, Number(url.searchParams.get("wait_ms") ?? 0) || 0));
-      if (events.length <= after && waitMs > 0) {
-        await new Promise<void>((resolve) => {
-          const timer = setTimeout(done, waitMs);
-          function done() {
-            clearTimeout(timer);
-            waiters.delete(done);
-            resolve();
-          }
-          waiters.add(done);
-          req.once("close", done);
-        });
+      if (log.lastSeq <= after && waitMs > 0) {
+        const next = log.nextAppend();
+        const timer = setTimeout(next.cancel, waitMs);
+        req.once("close", next.cancel);
+        await next.promise;
+        clearTimeout(timer);
       }
-      return send(res, 200, { events: events.slice(after, after + MAX_EVENTS_PER_RESPONSE) });
+      return send(res, 200, { events: log.after(after) });
     }
     if (req.method === "POST" && url.pathname === "/start") {
       startAgent(await readJson<StartRequest>(req));
@@ -143,9 +142,12 @@ export async function runRunner(opts: RunnerOptions): Promise<void> {
     if (req.method === "POST" && url.pathname === "/export") {
       // The agent must not write while its work is taken.
       await terminateAgent();
-      const work = exportWork(opts.workdir, opts.runId);
-      res.writeHead(200, { "content-type": "application/octet-stream", "x-paddock-branch": work.branch, "x-paddock-head": work.head });
-      res.end(work.bundle ?? Buffer.alloc(0));
+      const bundleFile = join(s.PADDOCK_STATE_DIR, "work.bundle");
+      rmSync(bundleFile, { force: true });
+      const work = await exportWork({ workdir: s.PADDOCK_WORKDIR, user, home: s.PADDOCK_AGENT_HOME, runId: s.PADDOCK_RUN_ID, bundleFile });
+      res.writeHead(200, { "content-type": "application/octet-stream", [EXPORT_BRANCH_HEADER]: encodeURIComponent(work.branch), [EXPORT_HEAD_HEADER]: work.head });
+      if (!work.bundled) return void res.end();
+      createReadStream(bundleFile).pipe(res);
       return;
     }
     if (req.method === "POST" && url.pathname === "/cancel") {
@@ -163,40 +165,45 @@ export async function runRunner(opts: RunnerOptions): Promise<void> {
 
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
-    server.listen(opts.port, opts.host, resolve);
+    server.listen(s.PADDOCK_RUNNER_PORT, s.PADDOCK_RUNNER_HOST, resolve);
   });
   const port = (server.address() as AddressInfo).port;
 
   const writeInfo = () => {
     const info: RunnerInfo = { pid: process.pid, port, agentPid: agent?.pid ?? null };
-    const path = join(opts.stateDir, RUNNER_INFO_FILE);
-    writeFileSync(path + ".tmp", JSON.stringify(info));
+    const path = join(s.PADDOCK_STATE_DIR, RUNNER_INFO_FILE);
+    writeFileSync(path + ".tmp", JSON.stringify(info), { mode: 0o600 });
     renameSync(path + ".tmp", path);
   };
 
-  /** Runs one child to its end, every output line an event; `agent` is whatever runs now. */
-  function runChild(argv: string[], env: Record<string, string | undefined>, stdin: string, streams: (s: "stdout" | "stderr") => RunnerLogStream) {
+  /**
+   * Runs one child to its end as the agent's user, every output line an event. The exit
+   * ends it even when children it left behind hold its pipes: they get a moment to flush,
+   * then the pipes are closed.
+   */
+  function runChild(argv: string[], env: Record<string, string>, stdin: string, streams: (s: "stdout" | "stderr") => RunnerLogStream) {
     const [file, ...args] = argv;
-    const child = spawn(file!, args, { cwd: opts.workdir, env, stdio: ["pipe", "pipe", "pipe"], detached: true });
+    const child = spawn(file!, args, { cwd: s.PADDOCK_WORKDIR, env, stdio: ["pipe", "pipe", "pipe"], detached: true, ...asUser(user) });
     agent = child;
     writeInfo();
     child.stdin?.on("error", () => {}); // a child that never reads stdin closes it early
     child.stdin?.end(stdin);
-    const lines = (stream: "stdout" | "stderr", src: NodeJS.ReadableStream | null) => {
-      if (!src) return Promise.resolve();
-      const rl = createInterface({ input: src, crlfDelay: Infinity });
-      rl.on("line", (text) => record({ kind: "log", stream: streams(stream), text }));
-      return new Promise<void>((r) => rl.once("close", () => r()));
-    };
+    const ready = () => (log.backlog > BACKLOG_BYTES ? log.whenDrained() : null);
+    const lines = (stream: "stdout" | "stderr", src: Readable | null) =>
+      src ? readLines(src, (text) => record(streams(stream), text), ready).catch(() => undefined) : Promise.resolve();
     const outputsDone = Promise.all([lines("stdout", child.stdout), lines("stderr", child.stderr)]);
     return new Promise<{ exitCode: number; signal: NodeJS.Signals | null }>((resolve) => {
       child.once("error", (error) => {
-        record({ kind: "log", stream: "stderr", text: `paddock: could not start ${file}: ${error.message}` });
+        record("stderr", `paddock: could not start ${file}: ${error.message}`);
         resolve({ exitCode: 127, signal: null });
       });
       child.once("exit", (code, signal) => {
-        // Every line before the exit event.
-        void outputsDone.then(() => resolve({ exitCode: code ?? 128 + signalNumber(signal), signal }));
+        const drained = Promise.race([outputsDone, sleep(DRAIN_AFTER_EXIT_MS)]);
+        void drained.then(() => {
+          child.stdout?.destroy();
+          child.stderr?.destroy();
+          return outputsDone;
+        }).then(() => resolve({ exitCode: code ?? 128 + signalNumber(signal), signal }));
       });
     });
   }
@@ -208,41 +215,60 @@ export async function runRunner(opts: RunnerOptions): Promise<void> {
   function startAgent(start: StartRequest = {}) {
     if (state !== "starting") return;
     state = "running";
-    const base = { ...opts.env, ...start.env, PADDOCK_RUN_ID: opts.runId, PADDOCK_PROMPT: opts.prompt };
+    redact = redactor(start.redact ?? []);
+    const base = agentEnvironment(opts.env, s, start.env ?? {});
     void (async () => {
       if (start.setupScript) {
         const setup = await runChild(["sh", "-c", start.setupScript], { ...base, ...start.setupEnv }, "", () => "setup");
         if (setup.exitCode !== 0) {
           exitCode = setup.exitCode;
           state = "exited";
-          record({ kind: "exit", exitCode, signal: setup.signal, stage: "setup" });
+          await killRest(agent);
+          log.append({ kind: "exit", exitCode, signal: setup.signal, stage: "setup" });
           return;
         }
       }
-      if (state !== "running") return; // cancelled during setup
-      if (!opts.command[0]) throw new Error("runner: empty agent command");
-      const done = await runChild(opts.command, base, opts.prompt + "\n", (s) => s);
+      if (stopping) return; // cancelled during setup
+      const done = await runChild(s.PADDOCK_AGENT_COMMAND, base, s.PADDOCK_PROMPT + "\n", (st) => st);
+      // Whatever the agent left running dies with it, before anyone hears it finished.
+      await killRest(agent);
       exitCode = done.exitCode;
       state = "exited";
-      record({ kind: "exit", exitCode, signal: done.signal, stage: "agent" });
+      log.append({ kind: "exit", exitCode, signal: done.signal, stage: "agent" });
     })();
   }
-  if (!opts.hold) startAgent();
+  if (s.PADDOCK_HOLD !== "1") startAgent();
   writeInfo();
-  opts.log(`runner for ${opts.runId} listening on ${opts.host}:${port}`);
+  opts.log(`runner for ${s.PADDOCK_RUN_ID} listening on ${s.PADDOCK_RUNNER_HOST}:${port}`);
 
+  const idleCheck = Math.min(s.PADDOCK_IDLE_EXIT_MS, 60_000);
   const idle = setInterval(() => {
-    if (state === "exited" && Date.now() - lastContact > opts.idleExitMs) {
+    if (state === "exited" && Date.now() - lastContact > s.PADDOCK_IDLE_EXIT_MS) {
       opts.log("agent ended and nobody collected its events; exiting");
       shutdown();
     }
-  }, Math.min(opts.idleExitMs, 60_000));
+  }, idleCheck);
   idle.unref();
 
   await stopped;
   clearInterval(idle);
+  log.close();
   server.closeAllConnections();
   await new Promise<void>((r) => server.close(() => r()));
+}
+
+/** The agent's HOME: made for it, owned by it, readable by nobody else. */
+function prepareHome(home: string, user: AgentUser): void {
+  if (!existsSync(home)) mkdirSync(home, { recursive: true, mode: 0o700 });
+  if (user) chownSync(home, user.uid, user.gid);
+}
+
+function signalGroup(pid: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(-pid, signal); // the child leads its own process group
+  } catch {
+    /* already gone */
+  }
 }
 
 const SIGNALS: Record<string, number> = { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGKILL: 9, SIGTERM: 15 };

@@ -544,7 +544,13 @@ export class RunManager {
     const secrets = this.deps.environments.secretValues(env.id);
     const pick = (setupOnly: boolean) => Object.fromEntries(secrets.filter((s) => s.setupOnly === setupOnly).map((s) => [s.name, s.value]));
     const stage = provider.stageEnv?.(run.id, networkOf(env)) ?? { setup: {}, agent: {} };
-    return { env: { ...env.envVars, ...pick(false), ...stage.agent }, setupEnv: { ...pick(true), ...stage.setup }, setupScript: env.setupScript || undefined };
+    return {
+      env: { ...env.envVars, ...pick(false), ...stage.agent },
+      setupEnv: { ...pick(true), ...stage.setup },
+      setupScript: env.setupScript || undefined,
+      // The runner redacts before anything is written: no secret is ever on its disk.
+      redact: secrets.map(({ name, value }) => ({ name, value })),
+    };
   }
 
   private networkOf(run: StoredRun) {
@@ -605,6 +611,7 @@ export class RunManager {
     await this.provisioning.get(id)?.catch(() => undefined);
     this.provisioning.delete(id);
     const result = await withRetry(() => provider.destroy(name, signal), signal, { attempts: 5, baseMs: 500 });
+    if (result.notes?.length) this.system(id, ...result.notes);
     if (result.resultCommit) {
       this.deps.runs.setResultCommit(id, result.resultCommit);
       this.system(id, `the agent's work is on branch ${run.resultBranch} at ${result.resultCommit}`);

@@ -38,6 +38,8 @@ export interface SandboxStatus {
 export interface CleanupResult {
   /** The last commit on the result branch, when the sandbox still had a workspace. */
   resultCommit?: string;
+  /** Lines for the run's log about how the work came out. */
+  notes?: string[];
 }
 
 export interface SandboxProvider {

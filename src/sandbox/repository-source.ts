@@ -30,17 +30,3 @@ export async function prepareSource(root: string, url: string, signal: AbortSign
   }
   return mirror;
 }
-
-/** Commits whatever the agent left uncommitted to the branch it is on; returns HEAD. */
-export async function keepWork(workspace: string, runId: string, signal: AbortSignal): Promise<string> {
-  const env = { GIT_CONFIG_COUNT: "1", GIT_CONFIG_KEY_0: "safe.directory", GIT_CONFIG_VALUE_0: "*" };
-  await git(["add", "-A"], { cwd: workspace, signal, env });
-  const dirty = await git(["status", "--porcelain"], { cwd: workspace, signal, env });
-  if (dirty) {
-    await git(
-      ["-c", "user.name=paddock", "-c", "user.email=paddock@localhost", "commit", "--quiet", "--no-verify", "-m", `paddock: uncommitted work left by run ${runId}`],
-      { cwd: workspace, signal, env },
-    );
-  }
-  return git(["rev-parse", "HEAD"], { cwd: workspace, signal, env });
-}

@@ -1,5 +1,6 @@
 import { Agent, request } from "node:http";
-import type { RunnerEventsResponse, RunnerHealth, StartRequest } from "../agent/runner-protocol.js";
+import type { IncomingMessage } from "node:http";
+import { EXPORT_BRANCH_HEADER, EXPORT_HEAD_HEADER, type RunnerEventsResponse, type RunnerHealth, type StartRequest } from "../agent/runner-protocol.js";
 import { SandboxError } from "../errors.js";
 
 // node:http with keep-alive rather than fetch: under Node, fetch costs about a millisecond
@@ -25,6 +26,20 @@ function send(url: URL, method: string, headers: Record<string, string>, body: s
   });
 }
 
+function stream(url: URL, headers: Record<string, string>, signal?: AbortSignal): Promise<IncomingMessage> {
+  return new Promise((resolve, reject) => {
+    const req = request(url, { method: "POST", headers, agent, signal }, resolve);
+    req.on("error", reject);
+    req.end();
+  });
+}
+
+async function readAll(res: IncomingMessage): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const c of res) chunks.push(c as Buffer);
+  return Buffer.concat(chunks).toString("utf8").slice(0, 4096);
+}
+
 /** The daemon's side of the runner API. Network failures surface as retryable SandboxErrors. */
 export function createRunnerClient(endpoint: string, token: string) {
   async function raw(method: "GET" | "POST", path: string, signal?: AbortSignal, body?: unknown): Promise<RawResponse> {
@@ -45,10 +60,35 @@ export function createRunnerClient(endpoint: string, token: string) {
     JSON.parse((await raw(method, path, signal, body)).body.toString("utf8")) as T;
 
   return {
-    /** The agent's work as a git bundle (empty when it made no commits) and its branch head. */
-    async exportWork(signal?: AbortSignal): Promise<{ branch: string; head: string; bundle: Buffer }> {
-      const res = await raw("POST", "/export", signal);
-      return { branch: String(res.headers["x-paddock-branch"] ?? ""), head: String(res.headers["x-paddock-head"] ?? ""), bundle: res.body };
+    /**
+     * The agent's work: its HEAD and branch, and a git bundle (empty when it made no
+     * commits) streamed to `sink`, never held in memory.
+     */
+    async exportWork(sink: (body: IncomingMessage) => Promise<void>, signal?: AbortSignal): Promise<{ branch: string; head: string }> {
+      const res = await stream(new URL(endpoint + "/export"), { authorization: `Bearer ${token}` }, signal).catch((error: unknown) => {
+        if (signal?.aborted) throw error;
+        throw new SandboxError(`runner at ${endpoint} unreachable: ${(error as Error).message}`, true, { cause: error });
+      });
+      if (res.statusCode !== 200) {
+        const text = await readAll(res);
+        const detail = (() => {
+          try {
+            return String((JSON.parse(text) as { error?: string }).error ?? "");
+          } catch {
+            return "";
+          }
+        })();
+        throw new SandboxError(`runner POST /export: HTTP ${res.statusCode}${detail ? `: ${detail.slice(0, 300)}` : ""}`, (res.statusCode ?? 0) >= 500 && !detail);
+      }
+      const header = (name: string) => String(res.headers[name] ?? "");
+      let branch = "";
+      try {
+        branch = decodeURIComponent(header(EXPORT_BRANCH_HEADER));
+      } catch {
+        branch = header(EXPORT_BRANCH_HEADER);
+      }
+      await sink(res);
+      return { branch, head: header(EXPORT_HEAD_HEADER) };
     },
     health: (signal?: AbortSignal) => call<RunnerHealth>("GET", "/health", signal),
     events: (afterSeq: number, waitMs: number, signal?: AbortSignal) =>

@@ -1,9 +1,14 @@
 import type { ContainerCreateOptions } from "dockerode";
+import { runnerEnvironment } from "../../agent/runner-env.js";
 import type { SandboxSpec } from "../provider.js";
 
 export const RUNNER_PORT = 47821;
 export const SOURCE_MOUNT = "/paddock/source";
 export const WORKSPACE = "/workspace";
+export const STATE_DIR = "/paddock/state";
+/** The agent's user in the sandbox image; the runner is root and the agent is not. */
+export const AGENT_UID = 1000;
+export const AGENT_HOME = "/home/agent";
 
 export const LABEL_INSTANCE = "paddock.instance";
 export const LABEL_RUN = "paddock.run";
@@ -30,22 +35,27 @@ export function containerSpec(
     name: spec.name,
     Image: o.image,
     Labels: { [LABEL_INSTANCE]: o.instanceId, [LABEL_RUN]: spec.runId, [LABEL_SANDBOX]: spec.name },
-    Env: [
-      `PADDOCK_RUN_ID=${spec.runId}`,
-      `PADDOCK_RUNNER_HOST=0.0.0.0`,
-      `PADDOCK_RUNNER_PORT=${RUNNER_PORT}`,
-      `PADDOCK_WORKDIR=${WORKSPACE}`,
-      `PADDOCK_STATE_DIR=/paddock/state`,
-      `PADDOCK_SOURCE=${SOURCE_MOUNT}`,
-      `PADDOCK_BRANCH=${spec.branch}`,
-      `PADDOCK_RESULT_BRANCH=${spec.resultBranch}`,
-      `PADDOCK_AGENT_COMMAND=${JSON.stringify(spec.agentCommand)}`,
-      `PADDOCK_PROMPT=${spec.prompt}`,
-      `PADDOCK_SANDBOX_TOKEN=${spec.token}`,
-      // The runner waits for POST /start, so a snapshot can be taken after the clone.
-      `PADDOCK_HOLD=1`,
-      `JWT_PUBLIC_KEY=${spec.publicKeyPem}`,
-    ],
+    // No token here: the runner needs only the public key, and the daemon mints tokens itself.
+    Env: Object.entries(
+      runnerEnvironment({
+        PADDOCK_RUN_ID: spec.runId,
+        PADDOCK_RUNNER_HOST: "0.0.0.0",
+        PADDOCK_RUNNER_PORT: RUNNER_PORT,
+        PADDOCK_WORKDIR: WORKSPACE,
+        PADDOCK_STATE_DIR: STATE_DIR,
+        PADDOCK_SOURCE: SOURCE_MOUNT,
+        PADDOCK_BRANCH: spec.branch,
+        PADDOCK_RESULT_BRANCH: spec.resultBranch,
+        PADDOCK_AGENT_COMMAND: JSON.stringify(spec.agentCommand),
+        PADDOCK_PROMPT: spec.prompt,
+        // The runner waits for POST /start, so a snapshot can be taken after the clone.
+        PADDOCK_HOLD: "1",
+        PADDOCK_AGENT_UID: AGENT_UID,
+        PADDOCK_AGENT_GID: AGENT_UID,
+        PADDOCK_AGENT_HOME: AGENT_HOME,
+        JWT_PUBLIC_KEY: spec.publicKeyPem,
+      }),
+    ).map(([k, v]) => `${k}=${v}`),
     WorkingDir: WORKSPACE,
     ExposedPorts: { [`${RUNNER_PORT}/tcp`]: {} },
     HostConfig: {

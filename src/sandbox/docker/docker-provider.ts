@@ -1,8 +1,4 @@
-import { spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import type Docker from "dockerode";
 import { SandboxError } from "../../errors.js";
@@ -10,9 +6,10 @@ import { EgressProxy, type EgressProxyOptions } from "../egress-proxy.js";
 import { git } from "../git.js";
 import { ensureEgressNetwork, firewallEgressNetwork, type EgressNetwork } from "./egress-network.js";
 import type { CleanupResult, SandboxProvider, SandboxSpec, SandboxStatus, SnapshotStore } from "../provider.js";
-import { keepWork, prepareSource } from "../repository-source.js";
-import { createRunnerClient, type RunnerClient } from "../runner-client.js";
-import { containerSpec, LABEL_INSTANCE, LABEL_RUN, RUNNER_PORT, SOURCE_MOUNT, WORKSPACE, type ContainerLimits } from "./container-spec.js";
+import { collectWork } from "../import-work.js";
+import { prepareSource } from "../repository-source.js";
+import { createRunnerClient } from "../runner-client.js";
+import { containerSpec, LABEL_INSTANCE, LABEL_RUN, RUNNER_PORT, SOURCE_MOUNT, type ContainerLimits } from "./container-spec.js";
 
 export interface DockerProviderOptions {
   docker: Docker;
@@ -29,6 +26,8 @@ export interface DockerProviderOptions {
   snapshotMaxAgeMs: number;
   /** Total size kept; least recently used snapshots go first beyond it. */
   snapshotMaxBytes: number;
+  /** A sandbox token for a run: cleanup after a restart needs one, and none is kept in the container. */
+  tokenFor: (runId: string) => Promise<string>;
   /** Network policy enforcement; without it, restricted runs are refused. */
   egress: Omit<EgressProxyOptions, "host"> | null;
 }
@@ -57,8 +56,8 @@ function dockerError(what: string, error: unknown): SandboxError {
 /**
  * Sandboxes as containers of the sandbox image, one per run attempt, named
  * paddock-<run>-<attempt> and labelled with this daemon's instance id. The repository is
- * cloned inside from the host's copy, mounted read-only; at cleanup the workspace is
- * copied out of the container (running or not) and the result branch fetched back.
+ * cloned inside from the host's copy, mounted read-only; at cleanup the runner bundles the
+ * agent's work inside the container and only the run's branch is fetched back.
  */
 export class DockerProvider implements SandboxProvider {
   readonly name = "docker";
@@ -218,24 +217,7 @@ export class DockerProvider implements SandboxProvider {
   }
 
   private async waitForRunner(spec: SandboxSpec, signal: AbortSignal): Promise<SandboxStatus> {
-    const until = Date.now() + this.opts.runnerStartTimeoutMs;
-    let last = "not answering yet";
-    while (Date.now() < until) {
-      signal.throwIfAborted();
-      const status = await this.inspect(spec.name);
-      if (status.state !== "running") {
-        throw new SandboxError(`container ${spec.name} stopped before its runner answered${await this.tail(spec.name)}`, false);
-      }
-      try {
-        const health = await createRunnerClient(status.endpoint!, spec.token).health(AbortSignal.any([signal, AbortSignal.timeout(2000)]));
-        if (health.runId === spec.runId) return status;
-        last = `runner answered for ${health.runId}`;
-      } catch (error) {
-        last = (error as Error).message;
-      }
-      await sleep(20, undefined, { signal }); // start-up latency is what this loop adds
-    }
-    throw new SandboxError(`runner in ${spec.name} did not answer within ${this.opts.runnerStartTimeoutMs} ms (${last})`, false);
+    return { state: "running", endpoint: await this.waitForEndpoint(spec.name, spec.runId, spec.token, signal) };
   }
 
   /** The daemon's limits with the run's overrides; a runtime the engine lacks is refused. */
@@ -274,6 +256,11 @@ export class DockerProvider implements SandboxProvider {
     return endpoint ? { state: "running", endpoint } : { state: "stopped" };
   }
 
+  /**
+   * Takes the agent's work out and removes the container. The work leaves only as a bundle
+   * the runner makes inside the sandbox; a container that stopped is started again for
+   * that (its entrypoint is our runner, which never runs the agent a second time).
+   */
   async destroy(name: string, signal: AbortSignal): Promise<CleanupResult> {
     const container = this.opts.docker.getContainer(name);
     let info;
@@ -283,69 +270,50 @@ export class DockerProvider implements SandboxProvider {
       if (isNotFound(e)) return {};
       throw dockerError("inspect", e);
     }
-    const runId = info.Config.Labels?.[LABEL_RUN] ?? name;
+    const runId = info.Config.Labels?.[LABEL_RUN];
     const env = Object.fromEntries((info.Config.Env ?? []).map((kv) => [kv.slice(0, kv.indexOf("=")), kv.slice(kv.indexOf("=") + 1)]));
     const source = sourceOf(info);
-    let result: CleanupResult | null = null;
-    if (info.State.Running) {
-      const endpoint = endpointOf(info);
-      if (endpoint && source && env.PADDOCK_SANDBOX_TOKEN) {
-        const runner = createRunnerClient(endpoint, env.PADDOCK_SANDBOX_TOKEN);
-        const timeout = AbortSignal.any([signal, AbortSignal.timeout(this.opts.graceMs + 30_000)]);
-        // The runner stops the agent (SIGTERM, grace, SIGKILL) and hands over only the new
-        // commits; the slow path below copies the whole workspace out.
-        result = await this.fetchExport(runner, source, signal, timeout).catch(() => null);
+    const result: CleanupResult = {};
+    // A container that never started has no work (the clone happens at its start).
+    if (runId && source && env.PADDOCK_RESULT_BRANCH && info.State.Status !== "created") {
+      try {
+        if (!info.State.Running) {
+          await container.start().catch((e: unknown) => ((e as DockerErrorLike).statusCode === 304 ? undefined : Promise.reject(dockerError("start", e))));
+        }
+        const token = await this.opts.tokenFor(runId);
+        const endpoint = await this.waitForEndpoint(name, runId, token, signal);
+        const runner = createRunnerClient(endpoint, token);
+        const timeout = AbortSignal.any([signal, AbortSignal.timeout(this.opts.graceMs + 60_000)]);
+        Object.assign(result, await collectWork(runner, { source, resultBranch: env.PADDOCK_RESULT_BRANCH, signal, timeout }));
         await runner.shutdown(timeout).catch(() => undefined);
+      } catch (error) {
+        if (signal.aborted) throw error;
+        result.notes = [`the agent's work could not be taken out: ${(error as Error).message}`];
       }
-      await container.stop({ t: 2 }).catch((e: unknown) => ((e as DockerErrorLike).statusCode === 304 || isNotFound(e) ? undefined : Promise.reject(dockerError("stop", e))));
     }
-    result ??= source ? await this.takeWorkOut(name, source, runId, env.PADDOCK_RESULT_BRANCH, signal) : {};
+    await container.stop({ t: 2 }).catch((e: unknown) => ((e as DockerErrorLike).statusCode === 304 || isNotFound(e) ? undefined : Promise.reject(dockerError("stop", e))));
     await container.remove({ force: true, v: true }).catch((e: unknown) => (isNotFound(e) ? undefined : Promise.reject(dockerError("remove", e))));
     return result;
   }
 
-  /**
-   * Copies /workspace out of the container (works when it has stopped, too), commits what
-   * the agent left uncommitted, and fetches the result branch into the host's repository.
-   */
-  private async takeWorkOut(name: string, source: string, runId: string, resultBranch: string | undefined, signal: AbortSignal): Promise<CleanupResult> {
-    if (!resultBranch) return {};
-    const tmp = await mkdtemp(join(tmpdir(), "paddock-export-"));
-    try {
-      let archive: NodeJS.ReadableStream;
+  /** The runner's endpoint once it answers for the run; for a restarted container, too. */
+  private async waitForEndpoint(name: string, runId: string, token: string, signal: AbortSignal): Promise<string> {
+    const until = Date.now() + this.opts.runnerStartTimeoutMs;
+    let last = "not answering yet";
+    while (Date.now() < until) {
+      signal.throwIfAborted();
+      const status = await this.inspect(name);
+      if (status.state !== "running") throw new SandboxError(`container ${name} stopped before its runner answered${await this.tail(name)}`, false);
       try {
-        archive = await this.opts.docker.getContainer(name).getArchive({ path: WORKSPACE });
-      } catch (e) {
-        if (isNotFound(e)) return {}; // never cloned: there is no work to keep
-        throw dockerError("copy the workspace out", e);
+        const health = await createRunnerClient(status.endpoint!, token).health(AbortSignal.any([signal, AbortSignal.timeout(2000)]));
+        if (health.runId === runId) return status.endpoint!;
+        last = `runner answered for ${health.runId}`;
+      } catch (error) {
+        last = (error as Error).message;
       }
-      await untar(archive, tmp, signal);
-      const workspace = join(tmp, "workspace");
-      const head = await git(["rev-parse", "--abbrev-ref", "HEAD"], { cwd: workspace, signal }).catch(() => "");
-      if (head !== resultBranch) return {};
-      const resultCommit = await keepWork(workspace, runId, signal);
-      await git(["fetch", "--quiet", workspace, `+refs/heads/${resultBranch}:refs/heads/${resultBranch}`], { cwd: source, signal });
-      return { resultCommit };
-    } finally {
-      await rm(tmp, { recursive: true, force: true });
+      await sleep(20, undefined, { signal }); // start-up latency is what this loop adds
     }
-  }
-
-  private async fetchExport(runner: RunnerClient, source: string, signal: AbortSignal, timeout: AbortSignal): Promise<CleanupResult> {
-    const work = await runner.exportWork(timeout);
-    if (!work.branch || !work.head) throw new SandboxError("export incomplete", false);
-    if (work.bundle.length === 0) {
-      await git(["update-ref", `refs/heads/${work.branch}`, work.head], { cwd: source, signal });
-    } else {
-      const dir = await mkdtemp(join(tmpdir(), "paddock-bundle-"));
-      try {
-        await writeFile(join(dir, "work.bundle"), work.bundle);
-        await git(["fetch", "--quiet", join(dir, "work.bundle"), `+refs/heads/${work.branch}:refs/heads/${work.branch}`], { cwd: source, signal });
-      } finally {
-        await rm(dir, { recursive: true, force: true });
-      }
-    }
-    return { resultCommit: work.head };
+    throw new SandboxError(`runner in ${name} did not answer within ${this.opts.runnerStartTimeoutMs} ms (${last})`, false);
   }
 
   async list(): Promise<string[]> {
@@ -369,18 +337,6 @@ function endpointOf(info: ContainerInfo): string | undefined {
 function sourceOf(info: ContainerInfo): string | undefined {
   const bind = info.HostConfig.Binds?.find((b) => b.endsWith(`:${SOURCE_MOUNT}:ro`));
   return bind?.slice(0, bind.length - `:${SOURCE_MOUNT}:ro`.length);
-}
-
-/** Extracts a tar stream with the system tar (Docker hosts have it). */
-function untar(stream: NodeJS.ReadableStream, dir: string, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const tar = spawn("tar", ["-x", "-C", dir], { stdio: ["pipe", "ignore", "pipe"], signal });
-    let err = "";
-    tar.stderr!.on("data", (d: Buffer) => (err += d));
-    tar.on("error", reject);
-    tar.on("close", (code) => (code === 0 ? resolve() : reject(new SandboxError(`tar: ${err.trim() || `exit ${code}`}`, false))));
-    stream.pipe(tar.stdin!);
-  });
 }
 
 /** Docker multiplexes a non-TTY container's stdout and stderr into 8-byte-headed frames. */

@@ -1,21 +1,32 @@
 import { spawn } from "node:child_process";
+import { randomInt } from "node:crypto";
 import { closeSync, existsSync, openSync, writeFileSync } from "node:fs";
-import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { chmod, mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import { killAllOf, processesOf } from "../../agent/agent-user.js";
+import { runnerEnvironment } from "../../agent/runner-env.js";
 import { RUNNER_EVENTS_FILE, RUNNER_INFO_FILE, type RunnerInfo } from "../../agent/runner-protocol.js";
 import { SandboxError } from "../../errors.js";
+import { collectWork } from "../import-work.js";
 import type { CleanupResult, SandboxProvider, SandboxSpec, SandboxStatus } from "../provider.js";
+import { prepareSource } from "../repository-source.js";
 import { createRunnerClient } from "../runner-client.js";
-import { git } from "../git.js";
-import { keepWork, prepareSource } from "../repository-source.js";
 
 export interface LocalProviderOptions {
-  /** Sandboxes live in <root>/sandboxes/<name>, mirrors of remote repositories in <root>/repos. */
+  /** Runner state lives in <root>/sandboxes/<name>/state, mirrors of remote repositories in <root>/repos. */
   root: string;
+  /**
+   * Uids for agents, one per run, when the daemon is root: the agent cannot read the data
+   * dir, other runs or the runner's state, and every process it starts can be found and
+   * killed by its uid. null: agents run as the daemon's own user.
+   */
+  agentUids: { first: number; count: number } | null;
+  /** Where workspaces and agents' homes live when agents have their own uids: a tree they can traverse. */
+  workRoot: string;
   /** argv that starts `paddock agent` (the binary itself, or node + main.ts in development). */
   runnerCommand: string[];
-  /** Environment the runner and the agent start from (PATH, HOME…). */
+  /** Environment the runner starts from (PATH, HOME…); the agent sees only an allowlist of it. */
   baseEnv: Record<string, string | undefined>;
   /** How long the runner gives the agent between SIGTERM and SIGKILL. */
   graceMs: number;
@@ -26,15 +37,23 @@ export interface LocalProviderOptions {
 /** What provisioning remembers about a sandbox, for cleanup after a restart. */
 interface SandboxRecord {
   runId: string;
-  /** The git repository the worktree belongs to: the user's local repo or our mirror. */
+  /** The git repository the work comes back to: the user's local repo or our mirror. */
   source: string;
+  branch: string;
   resultBranch: string;
+  agentCommand: string[];
+  prompt: string;
+  publicKeyPem: string;
   token: string;
+  /** The agent's own uid and gid, or absent when it runs as the daemon's user. */
+  agentUid?: number;
 }
 
 /**
- * The embedded default: a git worktree and a child process on this host. No isolation and
- * no network policy — the agent runs as the daemon's user — which the API says on the run.
+ * The embedded default: a clone and a child process on this host. When the daemon is root
+ * each run's agent has a uid of its own; the network policy is not enforced (the API says so
+ * on the run). The work comes back as a bundle made by the runner, never by running git in
+ * the agent's tree as the daemon.
  */
 export class LocalProvider implements SandboxProvider {
   readonly name = "local";
@@ -42,15 +61,23 @@ export class LocalProvider implements SandboxProvider {
 
   constructor(private readonly opts: LocalProviderOptions) {}
 
-  private dir(name: string) {
-    return join(this.opts.root, "sandboxes", name);
+  private stateDir(name: string) {
+    return join(this.opts.root, "sandboxes", name, "state");
+  }
+
+  private workDir(name: string) {
+    return this.opts.agentUids ? join(this.opts.workRoot, name) : join(this.opts.root, "sandboxes", name);
+  }
+
+  /** Whether agents are kept from the daemon's data; said on every local run. */
+  get isolatesAgents(): boolean {
+    return this.opts.agentUids !== null;
   }
 
   async provision(spec: SandboxSpec, signal: AbortSignal, progress: (line: string) => void): Promise<SandboxStatus> {
-    const dir = this.dir(spec.name);
-    const state = join(dir, "state");
-    const workspace = join(dir, "workspace");
-    await mkdir(state, { recursive: true });
+    const state = this.stateDir(spec.name);
+    await mkdir(state, { recursive: true, mode: 0o700 });
+    await chmod(join(this.opts.root, "sandboxes"), 0o700);
 
     const found = await this.inspect(spec.name);
     if (found.state === "running") {
@@ -63,72 +90,113 @@ export class LocalProvider implements SandboxProvider {
     }
 
     const source = await prepareSource(this.opts.root, spec.repositoryUrl, signal, progress);
-    const record: SandboxRecord = { runId: spec.runId, source, resultBranch: spec.resultBranch, token: spec.token };
-    await writeFile(join(state, "sandbox.json"), JSON.stringify(record), { mode: 0o600 });
-
-    if (!existsSync(join(workspace, ".git"))) {
-      const start = spec.branch || "HEAD";
-      try {
-        await git(["rev-parse", "--verify", "--quiet", `${start}^{commit}`], { cwd: source, signal });
-      } catch {
-        throw new SandboxError(`branch ${JSON.stringify(spec.branch)} not found in ${spec.repositoryUrl}`, false);
-      }
-      await git(["worktree", "prune"], { cwd: source, signal });
-      // -B: a retry after a crash between branch and worktree creation resets our own branch.
-      await git(["worktree", "add", "--quiet", "-B", spec.resultBranch, workspace, start], { cwd: source, signal });
-      progress(`checked out ${spec.branch || "the default branch"} into a worktree on ${spec.resultBranch}`);
+    let record = await readRecord(state);
+    if (!record) {
+      record = {
+        runId: spec.runId,
+        source,
+        branch: spec.branch,
+        resultBranch: spec.resultBranch,
+        agentCommand: spec.agentCommand,
+        prompt: spec.prompt,
+        publicKeyPem: spec.publicKeyPem,
+        token: spec.token,
+        agentUid: await this.allocateUid(),
+      };
+      await writeFile(join(state, "sandbox.json"), JSON.stringify(record), { mode: 0o600 });
     }
+    progress(
+      record.agentUid !== undefined
+        ? `the agent runs as uid ${record.agentUid}, with no access to the daemon's data`
+        : "note: the daemon is not root, so the agent runs as the daemon's own user and can read its data dir",
+    );
 
     // A runner started before a daemon crash may not have written runner.json yet: wait
     // for that one rather than start a second, which would run the agent twice.
     const started = await readPid(state);
-    if (started === null || !alive(started)) await this.startRunner(spec, workspace, state);
-    return this.waitForRunner(spec, state, signal);
+    if (started === null || !alive(started)) await this.startRunner(spec.name, record);
+    return this.waitForRunner(spec.name, record, signal);
   }
 
-  private async startRunner(spec: SandboxSpec, workspace: string, state: string): Promise<void> {
+  /** A uid of the range that no sandbox of ours holds and no process runs as. */
+  private async allocateUid(): Promise<number | undefined> {
+    const range = this.opts.agentUids;
+    if (!range) return undefined;
+    const taken = new Set<number>();
+    for (const name of await this.list()) {
+      const r = await readRecord(this.stateDir(name));
+      if (r?.agentUid !== undefined) taken.add(r.agentUid);
+    }
+    for (let i = 0; i < 64; i++) {
+      const uid = range.first + randomInt(range.count);
+      if (!taken.has(uid) && (await processesOf(uid)).length === 0) return uid;
+    }
+    throw new SandboxError(`no free agent uid in ${range.first}-${range.first + range.count - 1}`, true);
+  }
+
+  private async startRunner(name: string, record: SandboxRecord): Promise<void> {
+    const state = this.stateDir(name);
+    const work = this.workDir(name);
+    const uid = record.agentUid;
+    if (uid !== undefined) {
+      // Traversable (not listable) down to the workspace; the workspace and home are the agent's.
+      await mkdir(this.opts.workRoot, { recursive: true, mode: 0o711 });
+      await chmod(this.opts.workRoot, 0o711);
+    }
+    await mkdir(work, { recursive: true, mode: uid !== undefined ? 0o711 : 0o700 });
     const [file, ...args] = this.opts.runnerCommand;
-    const logFd = openSync(join(state, "runner.log"), "a");
+    const logFd = openSync(join(state, "runner.log"), "a", 0o600);
     try {
       const child = spawn(file!, args, {
-        cwd: workspace,
+        cwd: state,
         detached: true, // own process group: survives a daemon SIGKILL, killable as a group
         stdio: ["ignore", logFd, logFd],
         env: {
           ...this.opts.baseEnv,
-          PADDOCK_RUN_ID: spec.runId,
-          PADDOCK_RUNNER_HOST: "127.0.0.1",
-          PADDOCK_RUNNER_PORT: "0",
-          PADDOCK_WORKDIR: workspace,
-          PADDOCK_STATE_DIR: state,
-          PADDOCK_AGENT_COMMAND: JSON.stringify(spec.agentCommand),
-          PADDOCK_PROMPT: spec.prompt,
-          PADDOCK_GRACE_MS: String(this.opts.graceMs),
-          // The daemon starts the agent with POST /start, handing over the environment then.
-          PADDOCK_HOLD: "1",
-          JWT_PUBLIC_KEY: spec.publicKeyPem,
+          ...runnerEnvironment({
+            PADDOCK_RUN_ID: record.runId,
+            PADDOCK_RUNNER_HOST: "127.0.0.1",
+            PADDOCK_RUNNER_PORT: 0,
+            PADDOCK_WORKDIR: join(work, "workspace"),
+            PADDOCK_STATE_DIR: state,
+            PADDOCK_SOURCE: record.source,
+            PADDOCK_BRANCH: record.branch,
+            PADDOCK_RESULT_BRANCH: record.resultBranch,
+            PADDOCK_AGENT_COMMAND: JSON.stringify(record.agentCommand),
+            PADDOCK_PROMPT: record.prompt,
+            PADDOCK_GRACE_MS: this.opts.graceMs,
+            // The daemon starts the agent with POST /start, handing over the environment then.
+            PADDOCK_HOLD: "1",
+            PADDOCK_AGENT_UID: uid,
+            PADDOCK_AGENT_GID: uid,
+            PADDOCK_AGENT_HOME: join(work, "home"),
+            PADDOCK_AGENT_PATH: this.opts.baseEnv.PATH ?? "/usr/local/bin:/usr/bin:/bin",
+            JWT_PUBLIC_KEY: record.publicKeyPem,
+          }),
         },
       });
       child.on("error", () => {}); // surfaces below as a runner that never answers
       child.unref();
-      if (child.pid) writeFileSync(join(state, RUNNER_PID_FILE), String(child.pid));
+      if (child.pid) writeFileSync(join(state, RUNNER_PID_FILE), String(child.pid), { mode: 0o600 });
     } finally {
       closeSync(logFd);
     }
   }
 
-  private async waitForRunner(spec: SandboxSpec, state: string, signal: AbortSignal): Promise<SandboxStatus> {
+  private async waitForRunner(name: string, record: SandboxRecord, signal: AbortSignal): Promise<SandboxStatus> {
+    const state = this.stateDir(name);
     const until = Date.now() + this.opts.runnerStartTimeoutMs;
     let last = "no runner.json yet";
     while (Date.now() < until) {
       signal.throwIfAborted();
       const info = await readInfo(state);
+      const pid = info?.pid ?? (await readPid(state));
+      if (pid !== null && !alive(pid)) break;
       if (info) {
-        if (!alive(info.pid)) break;
         const endpoint = `http://127.0.0.1:${info.port}`;
         try {
-          const health = await createRunnerClient(endpoint, spec.token).health(signal);
-          if (health.runId === spec.runId) return { state: "running", endpoint };
+          const health = await createRunnerClient(endpoint, record.token).health(signal);
+          if (health.runId === record.runId) return { state: "running", endpoint };
           last = `runner answered for ${health.runId}`;
         } catch (error) {
           last = (error as Error).message;
@@ -137,48 +205,53 @@ export class LocalProvider implements SandboxProvider {
       await sleep(20, undefined, { signal });
     }
     const log = await readFile(join(state, "runner.log"), "utf8").catch(() => "");
+    const checkout = /paddock agent: checkout failed: (.*)$/m.exec(log);
+    if (checkout) throw new SandboxError(checkout[1]!, false);
     const tail = log.trim().split("\n").slice(-5).join(" | ");
     throw new SandboxError(`runner did not start (${last})${tail ? `: ${tail}` : ""}`, false);
   }
 
   async inspect(name: string): Promise<SandboxStatus> {
-    const dir = this.dir(name);
-    if (!existsSync(dir)) return { state: "missing" };
-    const info = await readInfo(join(dir, "state"));
+    const state = this.stateDir(name);
+    if (!existsSync(state)) return { state: "missing" };
+    const info = await readInfo(state);
     if (!info || !alive(info.pid)) return { state: "stopped" };
     return { state: "running", endpoint: `http://127.0.0.1:${info.port}` };
   }
 
   async destroy(name: string, signal: AbortSignal): Promise<CleanupResult> {
-    const dir = this.dir(name);
-    if (!existsSync(dir)) return {};
-    const state = join(dir, "state");
-    const workspace = join(dir, "workspace");
-    const info = await readInfo(state);
-    const record = await readFile(join(state, "sandbox.json"), "utf8")
-      .then((t) => JSON.parse(t) as SandboxRecord)
-      .catch(() => null);
-
-    if (info && alive(info.pid)) {
-      if (record) {
-        // Politely first: the runner gives the agent its grace period, then exits.
-        await createRunnerClient(`http://127.0.0.1:${info.port}`, record.token)
-          .shutdown(AbortSignal.any([signal, AbortSignal.timeout(this.opts.graceMs + 5_000)]))
-          .catch(() => undefined);
+    const state = this.stateDir(name);
+    if (!existsSync(join(this.opts.root, "sandboxes", name))) return {};
+    const record = await readRecord(state);
+    const result: CleanupResult = {};
+    if (record && existsSync(join(this.workDir(name), "workspace", ".git"))) {
+      let status = await this.inspect(name);
+      if (status.state !== "running") {
+        // The runner is gone: a new one, which never runs the agent again, makes the export.
+        await this.startRunner(name, record);
+        status = await this.waitForRunner(name, record, signal).catch(() => status);
       }
-      await killGroup(info.pid, this.opts.graceMs);
+      if (status.endpoint) {
+        const runner = createRunnerClient(status.endpoint, record.token);
+        const timeout = AbortSignal.any([signal, AbortSignal.timeout(this.opts.graceMs + 60_000)]);
+        try {
+          Object.assign(result, await collectWork(runner, { source: record.source, resultBranch: record.resultBranch, signal, timeout }));
+        } catch (error) {
+          if (signal.aborted) throw error;
+          result.notes = [`the agent's work could not be taken out: ${(error as Error).message}`];
+        }
+        await runner.shutdown(AbortSignal.any([signal, AbortSignal.timeout(this.opts.graceMs + 5_000)])).catch(() => undefined);
+      }
     }
+    const info = await readInfo(state);
+    if (info) await killGroup(info.pid, this.opts.graceMs);
     if (info?.agentPid) await killGroup(info.agentPid, 0);
     const pid = await readPid(state);
     if (pid !== null && alive(pid)) await killGroup(pid, 0);
+    if (record?.agentUid !== undefined) await killAllOf({ uid: record.agentUid, gid: record.agentUid });
 
-    const result: CleanupResult = {};
-    if (existsSync(join(workspace, ".git"))) {
-      result.resultCommit = await keepWork(workspace, record?.runId ?? name, signal);
-      if (record) await git(["worktree", "remove", "--force", workspace], { cwd: record.source, signal });
-    }
-    await rm(dir, { recursive: true, force: true });
-    if (record) await git(["worktree", "prune"], { cwd: record.source, signal }).catch(() => undefined);
+    if (this.opts.agentUids) await rm(this.workDir(name), { recursive: true, force: true });
+    await rm(join(this.opts.root, "sandboxes", name), { recursive: true, force: true });
     return result;
   }
 
@@ -190,6 +263,14 @@ export class LocalProvider implements SandboxProvider {
 
 /** The runner's pid as the provider saw it at spawn, before the runner could say anything. */
 const RUNNER_PID_FILE = "runner.pid";
+
+async function readRecord(state: string): Promise<SandboxRecord | null> {
+  try {
+    return JSON.parse(await readFile(join(state, "sandbox.json"), "utf8")) as SandboxRecord;
+  } catch {
+    return null;
+  }
+}
 
 async function readPid(state: string): Promise<number | null> {
   const text = await readFile(join(state, RUNNER_PID_FILE), "utf8").catch(() => "");
@@ -223,7 +304,7 @@ async function killGroup(pid: number, graceMs: number): Promise<void> {
       /* gone */
     }
   };
-  if (graceMs > 0) {
+  if (graceMs > 0 && alive(pid)) {
     signalGroup("SIGTERM");
     const until = Date.now() + graceMs;
     while (alive(pid) && Date.now() < until) await sleep(25);

@@ -1,0 +1,179 @@
+import { closeSync, existsSync, fchmodSync, fstatSync, openSync, readSync, writeSync } from "node:fs";
+import { MAX_EVENT_BYTES_PER_RESPONSE, MAX_EVENTS_PER_RESPONSE, type RunnerEvent } from "./runner-protocol.js";
+
+type NewEvent = RunnerEvent extends infer E ? (E extends RunnerEvent ? Omit<E, "seq" | "time"> : never) : never;
+export type { NewEvent };
+
+/** Every this many events the file offset is remembered: memory stays small at any volume. */
+const INDEX_EVERY = 256;
+/** Events kept in memory for the daemon's usual read, the newest ones. */
+const TAIL = 512;
+
+/**
+ * The runner's numbered events, in an append-only JSON-lines file that is the record of
+ * truth (it survives the runner). Memory holds a sparse offset index and the newest events
+ * only; older ones are read back from the file. Appends are batched per event-loop turn,
+ * and `backlog` tells producers when to pause (back-pressure instead of growing memory).
+ */
+export class EventLog {
+  private readonly fd: number;
+  private count = 0;
+  private size = 0;
+  /** offsets[i] = byte offset of event i*INDEX_EVERY+1. */
+  private readonly offsets: number[] = [];
+  private readonly tail: RunnerEvent[] = [];
+  private pending: string[] = [];
+  private pendingBytes = 0;
+  private flushScheduled = false;
+  private readonly drained = new Set<() => void>();
+  private readonly appended = new Set<() => void>();
+  lastExit: Extract<RunnerEvent, { kind: "exit" }> | null = null;
+
+  constructor(path: string) {
+    const existed = existsSync(path);
+    this.fd = openSync(path, "a+", 0o600);
+    fchmodSync(this.fd, 0o600);
+    if (existed) this.scan();
+  }
+
+  get lastSeq(): number {
+    return this.count;
+  }
+
+  /** Bytes waiting to be written; producers pause above a threshold. */
+  get backlog(): number {
+    return this.pendingBytes;
+  }
+
+  append(e: NewEvent): RunnerEvent {
+    const event = { ...e, seq: this.count + 1, time: Date.now() } as RunnerEvent;
+    const line = JSON.stringify(event) + "\n";
+    if ((event.seq - 1) % INDEX_EVERY === 0) this.offsets.push(this.size + this.pendingBytes);
+    this.count = event.seq;
+    this.pending.push(line);
+    this.pendingBytes += Buffer.byteLength(line);
+    this.tail.push(event);
+    if (this.tail.length > TAIL) this.tail.splice(0, this.tail.length - TAIL);
+    if (event.kind === "exit") {
+      this.lastExit = event;
+      this.flush(); // an exit is written before anyone is told of it
+    } else if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(() => this.flush());
+    }
+    for (const w of this.appended) w();
+    this.appended.clear();
+    return event;
+  }
+
+  flush(): void {
+    this.flushScheduled = false;
+    if (this.pending.length === 0) return;
+    const buf = Buffer.from(this.pending.join(""));
+    this.pending = [];
+    let off = 0;
+    while (off < buf.length) off += writeSync(this.fd, buf, off, buf.length - off);
+    this.size += buf.length;
+    this.pendingBytes = 0;
+    for (const d of this.drained) d();
+    this.drained.clear();
+  }
+
+  /** Resolves once what is pending has been written. */
+  whenDrained(): Promise<void> {
+    if (this.pendingBytes === 0) return Promise.resolve();
+    return new Promise((r) => this.drained.add(r));
+  }
+
+  /** Resolves at the next append (or never, if none comes: race it with a timer). */
+  nextAppend(): { promise: Promise<void>; cancel: () => void } {
+    let done!: () => void;
+    const promise = new Promise<void>((r) => (done = r));
+    this.appended.add(done);
+    return { promise, cancel: () => (this.appended.delete(done), done()) };
+  }
+
+  /** Events after `afterSeq`, at most a response's worth by count and bytes. */
+  after(afterSeq: number): RunnerEvent[] {
+    if (afterSeq >= this.count) return [];
+    const first = this.tail[0];
+    if (first && afterSeq + 1 >= first.seq) return this.bounded(this.tail.slice(afterSeq + 1 - first.seq));
+    this.flush();
+    const slot = Math.floor(afterSeq / INDEX_EVERY);
+    const out: RunnerEvent[] = [];
+    let bytes = 0;
+    let offset = this.offsets[slot] ?? 0;
+    let carry = "";
+    const buf = Buffer.alloc(1024 * 1024);
+    while (offset < this.size && out.length < MAX_EVENTS_PER_RESPONSE && bytes < MAX_EVENT_BYTES_PER_RESPONSE) {
+      const n = readSync(this.fd, buf, 0, buf.length, offset);
+      if (n <= 0) break;
+      offset += n;
+      const lines = (carry + buf.subarray(0, n).toString("utf8")).split("\n");
+      carry = lines.pop() ?? "";
+      for (const line of lines) {
+        if (!line) continue;
+        const e = JSON.parse(line) as RunnerEvent;
+        if (e.seq <= afterSeq) continue;
+        out.push(e);
+        bytes += line.length;
+        if (out.length >= MAX_EVENTS_PER_RESPONSE || bytes >= MAX_EVENT_BYTES_PER_RESPONSE) break;
+      }
+    }
+    return out;
+  }
+
+  private bounded(events: RunnerEvent[]): RunnerEvent[] {
+    let bytes = 0;
+    let n = 0;
+    for (const e of events) {
+      if (n >= MAX_EVENTS_PER_RESPONSE || (n > 0 && bytes >= MAX_EVENT_BYTES_PER_RESPONSE)) break;
+      bytes += e.kind === "log" ? e.text.length + 64 : 64;
+      n++;
+    }
+    return events.slice(0, n);
+  }
+
+  /** A restarted runner: rebuild the index and tail from the file, a block at a time. */
+  private scan(): void {
+    const total = fstatSync(this.fd).size;
+    const buf = Buffer.alloc(1024 * 1024);
+    let offset = 0;
+    let lineStart = 0;
+    let carry = Buffer.alloc(0);
+    while (offset < total) {
+      const n = readSync(this.fd, buf, 0, buf.length, offset);
+      if (n <= 0) break;
+      let chunk = Buffer.concat([carry, buf.subarray(0, n)]);
+      let nl: number;
+      while ((nl = chunk.indexOf(10)) >= 0) {
+        const line = chunk.subarray(0, nl).toString("utf8");
+        chunk = chunk.subarray(nl + 1);
+        const start = lineStart;
+        lineStart += nl + 1;
+        let e: RunnerEvent;
+        try {
+          e = JSON.parse(line) as RunnerEvent;
+        } catch {
+          continue; // a line cut by a crash mid-write
+        }
+        if (e.seq !== this.count + 1) continue;
+        if ((e.seq - 1) % INDEX_EVERY === 0) this.offsets.push(start);
+        this.count = e.seq;
+        this.tail.push(e);
+        if (this.tail.length > TAIL) this.tail.shift();
+        if (e.kind === "exit") this.lastExit = e;
+      }
+      carry = chunk;
+      offset += n;
+    }
+    this.size = total;
+    // A line cut by a crash mid-write: end it, so the next event starts a line of its own.
+    if (carry.length > 0) this.size += writeSync(this.fd, "\n");
+  }
+
+  close(): void {
+    this.flush();
+    closeSync(this.fd);
+  }
+}

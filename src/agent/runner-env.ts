@@ -1,0 +1,103 @@
+import { z } from "zod";
+
+/**
+ * The one contract between the daemon and `paddock agent`: the environment a provider
+ * starts the runner with. Providers build it with runnerEnvironment(); the runner reads it
+ * with readRunnerEnvironment(). The agent's own environment is a different thing, built
+ * from an allowlist by agentEnvironment() — nothing here leaks into it by default.
+ */
+const jsonArgv = z.string().transform((v, ctx) => {
+  try {
+    const argv: unknown = JSON.parse(v);
+    if (Array.isArray(argv) && argv.length > 0 && argv.every((a) => typeof a === "string")) return argv as string[];
+  } catch {
+    /* reported below */
+  }
+  ctx.addIssue({ code: "custom", message: "must be a non-empty JSON array of strings" });
+  return z.NEVER;
+});
+
+const id = z.coerce.number().int().min(0).max(4_294_967_294);
+
+export const RunnerEnvSchema = z.object({
+  PADDOCK_RUN_ID: z.string().regex(/^run_[a-z0-9]+$/, "is not a run id"),
+  PADDOCK_RUNNER_HOST: z.string().min(1).default("0.0.0.0"),
+  PADDOCK_RUNNER_PORT: z.coerce.number().int().min(0).max(65535).default(47821),
+  /** The checked-out repository; the agent's working directory. */
+  PADDOCK_WORKDIR: z.string().min(1),
+  /** The runner's own files (events, runner.json): never readable by the agent. */
+  PADDOCK_STATE_DIR: z.string().min(1),
+  /** A git repository to clone into the workdir before the runner listens; "" for none. */
+  PADDOCK_SOURCE: z.string().default(""),
+  PADDOCK_BRANCH: z.string().default(""),
+  PADDOCK_RESULT_BRANCH: z.string().min(1),
+  PADDOCK_AGENT_COMMAND: jsonArgv,
+  PADDOCK_PROMPT: z.string().default(""),
+  PADDOCK_GRACE_MS: z.coerce.number().int().min(0).default(10_000),
+  /** "1": wait for POST /start before starting anything (the daemon may snapshot first). */
+  PADDOCK_HOLD: z.enum(["0", "1"]).default("1"),
+  PADDOCK_IDLE_EXIT_MS: z.coerce.number().int().min(1000).default(3_600_000),
+  /** The agent's user; unset: the runner's own (a daemon that is not root). */
+  PADDOCK_AGENT_UID: id.optional(),
+  PADDOCK_AGENT_GID: id.optional(),
+  /** The agent's HOME, owned by the agent's user. */
+  PADDOCK_AGENT_HOME: z.string().min(1),
+  /** PATH the agent gets. */
+  PADDOCK_AGENT_PATH: z.string().default("/usr/local/bin:/usr/bin:/bin"),
+  JWT_PUBLIC_KEY: z.string().includes("BEGIN PUBLIC KEY", { message: "is not a PEM public key" }),
+});
+
+export type RunnerEnv = z.input<typeof RunnerEnvSchema>;
+export type RunnerSettings = z.output<typeof RunnerEnvSchema>;
+
+/** What a provider knows when it starts a runner; the result is the runner's whole environment. */
+export function runnerEnvironment(s: RunnerEnv): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries(s)) if (v !== undefined) env[k] = String(v);
+  return env;
+}
+
+export class RunnerEnvError extends Error {
+  override name = "RunnerEnvError";
+}
+
+/** Parses the runner's environment; the error names each bad variable. */
+export function readRunnerEnvironment(env: Record<string, string | undefined>): RunnerSettings {
+  const parsed = RunnerEnvSchema.safeParse(env);
+  if (parsed.success) {
+    const s = parsed.data;
+    if ((s.PADDOCK_AGENT_UID === undefined) !== (s.PADDOCK_AGENT_GID === undefined)) {
+      throw new RunnerEnvError("paddock agent: PADDOCK_AGENT_UID and PADDOCK_AGENT_GID go together");
+    }
+    return s;
+  }
+  const lines = parsed.error.issues.map((i) => `${String(i.path[0])}: ${i.message}`);
+  throw new RunnerEnvError(`paddock agent: bad environment (the daemon sets it when it starts a sandbox):\n  ${lines.join("\n  ")}`);
+}
+
+/** Variables of the runner's own environment an agent may see; everything else stays out. */
+const PASSED_THROUGH = new Set(["LANG", "LANGUAGE", "TZ", "TERM"]);
+const PASSED_PREFIXES = ["LC_"];
+
+/**
+ * The agent's environment, built up from an allowlist (never by stripping the runner's):
+ * locale and terminal settings, a fixed PATH and HOME, the run's id and prompt, and what the
+ * daemon hands over at start (the environment's variables and secrets, proxy settings).
+ */
+export function agentEnvironment(
+  runner: Record<string, string | undefined>,
+  s: Pick<RunnerSettings, "PADDOCK_RUN_ID" | "PADDOCK_PROMPT" | "PADDOCK_AGENT_HOME" | "PADDOCK_AGENT_PATH">,
+  extra: Record<string, string> = {},
+): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries(runner)) {
+    if (v !== undefined && (PASSED_THROUGH.has(k) || PASSED_PREFIXES.some((p) => k.startsWith(p)))) env[k] = v;
+  }
+  Object.assign(env, {
+    PATH: s.PADDOCK_AGENT_PATH,
+    HOME: s.PADDOCK_AGENT_HOME,
+    PADDOCK_RUN_ID: s.PADDOCK_RUN_ID,
+    PADDOCK_PROMPT: s.PADDOCK_PROMPT,
+  });
+  return { ...env, ...extra };
+}
