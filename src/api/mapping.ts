@@ -96,8 +96,9 @@ export function runToProto(r: StoredRun): TaskRun {
 /**
  * Log replay is the hot path (thousands of lines per response), so the message is built
  * as the plain object protobuf-es v2 messages are, skipping create()'s reflection.
+ * `text` and `continued` are set for one piece of a line sent in pieces.
  */
-export function logToProto(l: LogLine): LogEntry {
+export function logToProto(l: LogLine, text = l.text, continued = false): LogEntry {
   return {
     $typeName: LogEntrySchema.typeName,
     seq: BigInt(l.seq),
@@ -107,8 +108,50 @@ export function logToProto(l: LogLine): LogEntry {
       nanos: (l.time % 1000) * 1_000_000,
     },
     stream: l.stream,
-    text: l.text,
+    text,
+    continued,
   };
+}
+
+/**
+ * Bytes of log text per StreamLogs message: far under the server's writeMaxBytes and the
+ * 4 MiB a gRPC client accepts by default, even when JSON escaping swells the text.
+ */
+export const LOG_MESSAGE_BYTES = 1024 * 1024;
+/** Room for an entry's seq, time, stream and field tags. */
+const ENTRY_OVERHEAD = 64;
+
+/**
+ * Packs stored lines into StreamLogs messages of at most `maxBytes`. A line that does not
+ * fit one message is sent in pieces, each alone in its message, all but the last marked
+ * continued, so that any line can be read by a client with any message limit above it.
+ */
+export function* logMessages(lines: readonly LogLine[], maxBytes = LOG_MESSAGE_BYTES): Generator<LogEntry[]> {
+  let batch: LogEntry[] = [];
+  let size = 0;
+  for (const l of lines) {
+    const bytes = Buffer.byteLength(l.text) + ENTRY_OVERHEAD;
+    if (batch.length > 0 && size + bytes > maxBytes) {
+      yield batch;
+      batch = [];
+      size = 0;
+    }
+    if (bytes <= maxBytes) {
+      batch.push(logToProto(l));
+      size += bytes;
+      continue;
+    }
+    const text = Buffer.from(l.text);
+    const pieceBytes = maxBytes - ENTRY_OVERHEAD;
+    for (let start = 0; start < text.length; ) {
+      let end = Math.min(start + pieceBytes, text.length);
+      // Never cut inside a UTF-8 sequence: each piece must decode to the same characters.
+      while (end < text.length && (text[end]! & 0xc0) === 0x80) end--;
+      yield [logToProto(l, text.toString("utf8", start, end), end < text.length)];
+      start = end;
+    }
+  }
+  if (batch.length > 0) yield batch;
 }
 
 function assertNever(x: never): never {

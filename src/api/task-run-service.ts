@@ -8,7 +8,7 @@ import { principalOf } from "./auth.js";
 import { runTimeoutMs } from "./run-timeout.js";
 import type { RunManager } from "../runs/run-manager.js";
 import type { RunLimits } from "../store/records.js";
-import { logToProto, runToProto, statusFromProto } from "./mapping.js";
+import { logMessages, runToProto, statusFromProto } from "./mapping.js";
 import { decodePageToken, pageSize, paginate } from "./page-token.js";
 
 const BRANCH = /^(?!-)(?!.*\.\.)(?!.*\/\/)(?!.*@\{)[^\s~^:?*[\\\x00-\x1f\x7f]+(?<![./]|\.lock)$/;
@@ -90,7 +90,7 @@ export function createTaskRunService(runs: RunManager, egress: EgressAuditReposi
       owned(req.runId, ctx);
       if (req.afterSeq < 0n) throw new InvalidArgumentError("after_seq", "must not be negative");
       for await (const batch of runs.logs(req.runId, Number(req.afterSeq), req.follow, ctx.signal)) {
-        yield { entries: batch.map(logToProto) };
+        for (const entries of logMessages(batch)) yield { entries };
       }
     },
     listRunEgress(req, ctx) {

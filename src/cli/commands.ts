@@ -5,7 +5,7 @@ import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { TaskSchema, type Task } from "../gen/paddock/v1/task_pb.js";
-import { LogEntrySchema, RunStatus, TaskRunSchema, type LogEntry, type TaskRun } from "../gen/paddock/v1/task_run_pb.js";
+import { LogEntrySchema, RunStatus, TaskRunSchema, type LogEntry, type StreamLogsResponse, type TaskRun } from "../gen/paddock/v1/task_run_pb.js";
 import { parseDuration } from "../config.js";
 import { connect, type Clients } from "./client.js";
 
@@ -248,8 +248,8 @@ const commands: Record<string, Command> = {
       const runId = one(positionals, "run id");
       const after = BigInt(String(values["after-seq"] ?? "0"));
       if (!values.follow) {
-        for await (const res of c.runs.streamLogs({ runId, afterSeq: after, follow: false }, { signal: io.signal })) {
-          for (const l of res.entries) io.out(asJson ? json(LogEntrySchema, l) : showLog(l));
+        for await (const l of wholeLines(c.runs.streamLogs({ runId, afterSeq: after, follow: false }, { signal: io.signal }))) {
+          io.out(asJson ? json(LogEntrySchema, l) : showLog(l));
         }
         return EXIT.ok;
       }
@@ -258,16 +258,34 @@ const commands: Record<string, Command> = {
   },
 };
 
+/** Whole log lines from StreamLogs: a line the daemon sent in pieces (continued) is joined. */
+async function* wholeLines(responses: AsyncIterable<StreamLogsResponse>): AsyncGenerator<LogEntry> {
+  let pieces: LogEntry[] = [];
+  for await (const res of responses) {
+    for (const l of res.entries) {
+      // A piece whose line never went on (a lost connection mid-line) is dropped, never shown as the line.
+      if (pieces.length > 0 && pieces[0]!.seq !== l.seq) pieces = [];
+      if (l.continued) {
+        pieces.push(l);
+        continue;
+      }
+      if (pieces.length > 0) {
+        l.text = pieces.map((p) => p.text).join("") + l.text;
+        pieces = [];
+      }
+      yield l;
+    }
+  }
+}
+
 async function followLogs(c: Clients, io: CliIo, runId: string, after: bigint, asJson: boolean): Promise<number> {
   let seq = after;
   // Reconnect and resume from the last seen line if the connection drops (a daemon restart).
   for (let attempt = 0; ; attempt++) {
     try {
-      for await (const res of c.runs.streamLogs({ runId, afterSeq: seq, follow: true }, { signal: io.signal, timeoutMs: 0 })) {
-        for (const l of res.entries) {
-          io.out(asJson ? json(LogEntrySchema, l) : showLog(l));
-          seq = l.seq;
-        }
+      for await (const l of wholeLines(c.runs.streamLogs({ runId, afterSeq: seq, follow: true }, { signal: io.signal, timeoutMs: 0 }))) {
+        io.out(asJson ? json(LogEntrySchema, l) : showLog(l));
+        seq = l.seq;
         attempt = 0;
       }
       break;

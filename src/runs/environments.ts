@@ -3,6 +3,9 @@ import type { NetworkPolicy } from "../sandbox/egress-policy.js";
 import { InvalidArgumentError } from "../errors.js";
 import type { EnvironmentRecord, EnvironmentsRepository } from "../store/environments-repository.js";
 
+/** Replaces every secret (and its encodings) in a log line: no secret reaches stored or streamed logs. */
+export { redactor } from "../redaction.js";
+
 export interface SecretValue {
   name: string;
   value: string;
@@ -42,15 +45,4 @@ export function usableEnvironment(envs: Environments, id: string, team: string, 
     throw new InvalidArgumentError(field, `environment ${env.name} does not allow the repository ${repository} (it allows: ${env.repositories.join(", ")})`);
   }
   return env;
-}
-
-/** Replaces every secret value in a log line: no secret reaches stored or streamed logs. */
-export function redactor(secrets: SecretValue[]): (text: string) => string {
-  const values = secrets.filter((s) => s.value.length > 0).sort((a, b) => b.value.length - a.value.length);
-  if (values.length === 0) return (t) => t;
-  return (text) => {
-    let out = text;
-    for (const s of values) if (out.includes(s.value)) out = out.split(s.value).join(`[secret:${s.name}]`);
-    return out;
-  };
 }

@@ -70,8 +70,10 @@ interface LiveRun {
   markCleaned: () => void;
 }
 
-/** Lines per StreamLogs message during replay: big enough to amortise per-message costs. */
+/** Lines read per replay batch at most: big enough to amortise per-query costs. */
 const LOG_BATCH = 2000;
+/** Text a replay batch aims to stay under, so that huge lines are not read 2,000 at a time. */
+const LOG_BATCH_CHARS = 8 * 1024 * 1024;
 
 const SLOT_PHASES: ReadonlySet<RunPhase> = new Set(["provisioning", "running", "completed", "failed", "cancelled"]);
 
@@ -245,12 +247,16 @@ export class RunManager {
     this.get(id);
     const sub = this.notifier.subscribe([`logs:${id}`, `run:${id}`]);
     let cursor = afterSeq;
+    let limit = LOG_BATCH;
     try {
       while (!signal.aborted) {
         sub.arm();
-        const batch = this.deps.runs.logsAfter(id, cursor, LOG_BATCH);
+        const batch = this.deps.runs.logsAfter(id, cursor, limit);
         if (batch.length > 0) {
           cursor = batch[batch.length - 1]!.seq;
+          // The next read takes as many lines as fit LOG_BATCH_CHARS at this batch's mean size.
+          const chars = batch.reduce((n, l) => n + l.text.length, 0);
+          limit = Math.max(1, Math.min(LOG_BATCH, Math.floor((LOG_BATCH_CHARS * batch.length) / Math.max(chars, 1))));
           yield batch;
           continue;
         }
