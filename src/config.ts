@@ -1,6 +1,8 @@
+import { isIPv4 } from "node:net";
 import { homedir } from "node:os";
 import { join, resolve } from "node:path";
 import { z } from "zod";
+import { normalizeHost } from "./sandbox/host-name.js";
 
 const duration = z
   .union([z.number(), z.string()])
@@ -97,12 +99,14 @@ export const ConfigSchema = z
     egressHostMap: z.string().transform((v, ctx) => {
       const map: Record<string, string> = {};
       for (const pair of v.split(",").map((p) => p.trim()).filter(Boolean)) {
-        const m = /^([a-z0-9.-]+)=(\d{1,3}(?:\.\d{1,3}){3})$/i.exec(pair);
-        if (!m) {
+        const m = /^([^=]+)=(.+)$/.exec(pair);
+        // Keyed by the proxy's own spelling of a name, so "Git.Internal." maps git.internal.
+        const name = m ? normalizeHost(m[1]!.trim()) : null;
+        if (!m || name === null || !isIPv4(m[2]!.trim())) {
           ctx.addIssue({ code: "custom", message: `${JSON.stringify(pair)} is not name=IPv4 (example: git.internal=10.0.0.5)` });
           return z.NEVER;
         }
-        map[m[1]!.toLowerCase()] = m[2]!;
+        map[name] = m[2]!.trim();
       }
       return map;
     }),

@@ -171,7 +171,7 @@ describe.runIf(dockerUp)("the docker provider", () => {
     const daemon = await startDaemon({ config: { egressHostMap: "allowed.test=127.0.0.1,blocked.test=127.0.0.1" } });
     try {
       const envs = createClient(EnvironmentService, createConnectTransport({ baseUrl: daemon.url, httpVersion: "1.1", interceptors: [bearer(daemon.adminToken)] }));
-      const custom = (await envs.createEnvironment({ environment: { name: "custom", networkAccess: NetworkAccess.CUSTOM, allowedDomains: ["allowed.test"] } })).environment!;
+      const custom = (await envs.createEnvironment({ environment: { name: "custom", networkAccess: NetworkAccess.CUSTOM, allowedDomains: [`allowed.test:${port}`] } })).environment!;
       const full = (await envs.createEnvironment({ environment: { name: "full", networkAccess: NetworkAccess.FULL } })).environment!;
       // bash and coreutils only: the sandbox image has no curl.
       const probe = [
@@ -182,7 +182,7 @@ p=\${HTTP_PROXY:-}
 get() { # get HOST: a plain HTTP GET through the proxy; prints the status line
   local hp=\${p##*@}; hp=\${hp%/}; local auth; auth=$(printf %s "\${p#http://}" | sed 's/@.*//' | base64 -w0)
   exec 3<>/dev/tcp/\${hp%%:*}/\${hp##*:}
-  printf 'GET http://%s:${port}/probe HTTP/1.1\\r\\nHost: %s\\r\\nProxy-Authorization: Basic %s\\r\\nConnection: close\\r\\n\\r\\n' "$1" "$1" "$auth" >&3
+  printf 'GET http://%s:${port}/probe HTTP/1.1\\r\\nHost: %s:${port}\\r\\nProxy-Authorization: Basic %s\\r\\nConnection: close\\r\\n\\r\\n' "$1" "$1" "$auth" >&3
   head -1 <&3 | tr -d '\\r'; exec 3<&-
 }
 direct() { timeout 3 bash -c "exec 3<>/dev/tcp/$1/${port}" 2>/dev/null && echo "direct $1: open" || echo "direct $1: closed"; }
@@ -199,7 +199,7 @@ if [ -n "$p" ]; then echo "allowed: $(get allowed.test)"; echo "blocked: $(get b
       const restricted = await run(custom.id);
       expect(restricted.final).toMatchObject({ status: RunStatus.COMPLETED, networkPolicyEnforced: true });
       expect(restricted.out).toEqual(["allowed: HTTP/1.1 200 OK", "blocked: HTTP/1.1 403 Forbidden", expect.stringMatching(/^direct [\d.]+: closed$/)]);
-      expect(hits).toEqual(["allowed.test /probe"]);
+      expect(hits).toEqual([`allowed.test:${port} /probe`]);
       const { attempts } = await daemon.runs.listRunEgress({ runId: restricted.final.id });
       expect(attempts.map((a) => [a.host, a.port, a.verdict, Number(a.count)])).toEqual([
         ["allowed.test", port, "allowed", 1],
@@ -224,7 +224,7 @@ if [ -n "$p" ]; then echo "allowed: $(get allowed.test)"; echo "blocked: $(get b
       join(repo, "probe.sh"),
       `p=$HTTP_PROXY; hp=\${p##*@}; hp=\${hp%/}; auth=$(printf %s "\${p#http://}" | sed 's/@.*//' | base64 -w0)
 exec 3<>/dev/tcp/\${hp%%:*}/\${hp##*:}
-printf 'GET http://allowed.test:${port}/ HTTP/1.1\\r\\nHost: allowed.test\\r\\nProxy-Authorization: Basic %s\\r\\nConnection: close\\r\\n\\r\\n' "$auth" >&3
+printf 'GET http://allowed.test:${port}/ HTTP/1.1\\r\\nHost: allowed.test:${port}\\r\\nProxy-Authorization: Basic %s\\r\\nConnection: close\\r\\n\\r\\n' "$auth" >&3
 echo "$1: $(head -1 <&3 | tr -d '\\r')"
 `,
     );
@@ -235,7 +235,7 @@ echo "$1: $(head -1 <&3 | tr -d '\\r')"
       const envs = createClient(EnvironmentService, createConnectTransport({ baseUrl: daemon.url, httpVersion: "1.1", interceptors: [bearer(daemon.adminToken)] }));
       const env = (
         await envs.createEnvironment({
-          environment: { name: "staged", networkAccess: NetworkAccess.CUSTOM, allowedDomains: ["allowed.test"], setupNetworkAccess: NetworkAccess.TRUSTED, setupScript: "bash probe.sh setup" },
+          environment: { name: "staged", networkAccess: NetworkAccess.CUSTOM, allowedDomains: [`allowed.test:${port}`], setupNetworkAccess: NetworkAccess.TRUSTED, setupScript: "bash probe.sh setup" },
         })
       ).environment!;
       const { task } = await daemon.tasks.createTask({ title: "staged", repository: repo, environmentId: env.id });

@@ -39,6 +39,9 @@ describe("environments", () => {
     expect(seen).not.toContain(SECRET);
     expect(seen).not.toContain(SETUP_SECRET);
 
+    const ports = ["git.example.com:8443", "*.corp.test:8080"];
+    expect((await c.updateEnvironment({ environment: { ...env, allowedDomains: ports } })).environment!.allowedDomains).toEqual(ports);
+
     const updated = await c.updateEnvironment({ environment: { ...env, envVars: { GREETING: "hi" } }, setSecrets: [{ name: "OTHER", value: "another-secret" }], removeSecrets: ["API_KEY"] });
     expect(updated.environment!.secrets.map((s) => s.name)).toEqual(["OTHER", "REGISTRY_PASSWORD"]);
     expect(updated.environment!.envVars).toEqual({ GREETING: "hi" });
@@ -52,6 +55,9 @@ describe("environments", () => {
       [{ environment: { name: "" } }, /^environment\.name: /],
       [{ environment: { name: "x", networkAccess: NetworkAccess.CUSTOM } }, /^environment\.allowed_domains: custom network access needs/],
       [{ environment: { name: "x", networkAccess: NetworkAccess.CUSTOM, allowedDomains: ["not a domain"] } }, /^environment\.allowed_domains\[0\]: /],
+      [{ environment: { name: "x", networkAccess: NetworkAccess.CUSTOM, allowedDomains: ["ok.example", "git.example.com:70000"] } }, /^environment\.allowed_domains\[1\]: "git\.example\.com:70000": the port must be a number from 1 to 65535/],
+      [{ environment: { name: "x", networkAccess: NetworkAccess.CUSTOM, allowedDomains: ["git.example.com:0"] } }, /^environment\.allowed_domains\[0\]: .*port must be/],
+      [{ environment: { name: "x", networkAccess: NetworkAccess.CUSTOM, allowedDomains: ["git.example.com:ssh"] } }, /^environment\.allowed_domains\[0\]: .*port must be/],
       [{ environment: { name: "x", envVars: { "1BAD": "v" } } }, /^environment\.env_vars: /],
       [{ environment: { name: "x", defaultProvider: "k8s" } }, /^environment\.default_provider: unknown provider/],
       [{ environment: { name: "x" }, secrets: [{ name: "K", value: "abc" }] }, /^secrets\[0\]\.value: must be 4 bytes/],

@@ -12,6 +12,7 @@ import {
   type SecretInput,
 } from "../gen/paddock/v1/environment_pb.js";
 import { newId } from "../runs/run-manager.js";
+import { parseAllowedDomain } from "../sandbox/egress-policy.js";
 import type { EnvironmentRecord, EnvironmentsRepository, EnvironmentSpec, NetworkAccessName } from "../store/environments-repository.js";
 import { principalOf } from "./auth.js";
 import { decodePageToken, pageSize, paginate } from "./page-token.js";
@@ -19,7 +20,6 @@ import { runTimeoutMs } from "./run-timeout.js";
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}$/;
 const VAR = /^[A-Za-z_][A-Za-z0-9_]{0,127}$/;
-const DOMAIN = /^(\*\.)?(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$/;
 
 function accessName(field: string, a: NetworkAccess, fallback: NetworkAccessName): NetworkAccessName {
   switch (a) {
@@ -78,7 +78,8 @@ function specFrom(env: Environment, providers: ReadonlySet<string>): { name: str
   const networkAccess = accessName("environment.network_access", env.networkAccess, "trusted");
   const allowedDomains = env.allowedDomains.map((d) => d.trim().toLowerCase());
   allowedDomains.forEach((d, i) => {
-    if (!DOMAIN.test(d)) throw new InvalidArgumentError(`environment.allowed_domains[${i}]`, `${JSON.stringify(d)} is not a domain (example.com or *.example.com)`);
+    const parsed = parseAllowedDomain(d);
+    if (typeof parsed === "string") throw new InvalidArgumentError(`environment.allowed_domains[${i}]`, parsed);
   });
   if (networkAccess === "custom" && allowedDomains.length === 0 && !env.includeTrusted) {
     throw new InvalidArgumentError("environment.allowed_domains", "custom network access needs at least one domain, or include_trusted");

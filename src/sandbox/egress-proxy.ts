@@ -1,8 +1,10 @@
 import { createHmac, timingSafeEqual } from "node:crypto";
 import { lookup } from "node:dns/promises";
-import { createServer, request, type IncomingMessage, type Server, type ServerResponse } from "node:http";
-import { connect, type AddressInfo, type Socket } from "node:net";
+import { createServer, request, STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { connect, isIP, type AddressInfo, type Socket } from "node:net";
+import { addressClass, type AddressClass } from "./address-class.js";
 import { allowedBy, type NetworkPolicy } from "./egress-policy.js";
+import { formatHostPort, normalizeHost, parseHostPort, type HostPort } from "./host-name.js";
 
 export type EgressVerdict = "allowed" | "refused";
 
@@ -17,8 +19,13 @@ export interface EgressProxyOptions {
   key: Buffer;
   /** The policy of a run's stage now; null for a run that is not live. */
   policyFor: (runId: string, stage: EgressStage) => NetworkPolicy | null;
-  /** Names resolved here instead of by DNS ("name" → "ip"), e.g. for a split-horizon host. */
+  /**
+   * Names resolved here instead of by DNS ("name" → "ip"), e.g. for a split-horizon host.
+   * Trusted: the only way a sandbox reaches a loopback, private or link-local address.
+   */
   hostMap: Readonly<Record<string, string>>;
+  /** Resolves a name to the one address the proxy connects to; default: the system resolver. */
+  resolve?: (host: string) => Promise<string>;
   audit: (runId: string, host: string, port: number, verdict: EgressVerdict) => void;
   log: (msg: string, fields?: Record<string, unknown>) => void;
 }
@@ -29,17 +36,42 @@ interface Grant {
   policy: NetworkPolicy;
 }
 
+interface Admitted extends HostPort {
+  grant: Grant;
+  /** Checked, and the one connected to: no second lookup that could answer differently. */
+  address: string;
+}
+
+interface Refusal {
+  status: 400 | 403 | 407 | 502;
+  message: string;
+}
+
+async function systemLookup(host: string): Promise<string> {
+  return (await lookup(host)).address;
+}
+
 /**
  * The only way out of a restricted sandbox: an HTTP proxy (CONNECT and plain HTTP) that
- * lets a request through when its host name is allowed by the policy of the sandbox stage
- * it authenticates as. Every destination is audited, allowed or refused.
+ * lets a request through when its host name and port are allowed by the policy of the
+ * sandbox stage it authenticates as, and the name leads to the internet (or is mapped by
+ * the operator). Every destination is audited, allowed or refused.
  */
 export class EgressProxy {
   private server: Server | undefined;
   private readonly sockets = new Set<Socket>();
+  private readonly hostMap = new Map<string, string>();
+  private readonly lookup: (host: string) => Promise<string>;
   port = 0;
 
-  constructor(private readonly opts: EgressProxyOptions) {}
+  constructor(private readonly opts: EgressProxyOptions) {
+    for (const [name, ip] of Object.entries(opts.hostMap)) {
+      const host = normalizeHost(name);
+      if (host === null) throw new Error(`egress host map: ${JSON.stringify(name)} is not a host name`);
+      this.hostMap.set(host, ip);
+    }
+    this.lookup = opts.resolve ?? systemLookup;
+  }
 
   async start(): Promise<void> {
     const server = createServer((req, res) => void this.forward(req, res));
@@ -88,74 +120,102 @@ export class EgressProxy {
     return policy ? { runId, stage, policy } : null;
   }
 
-  private async resolve(host: string): Promise<string> {
-    return this.opts.hostMap[host.toLowerCase()] ?? (await lookup(host)).address;
+  /**
+   * Decides one request, in an order that leaks nothing: who asks, what it asks for, the
+   * policy (a refused name is never looked up), then where the name leads. Audits the
+   * verdict of every authenticated request that names a valid target.
+   */
+  private async admit(req: IncomingMessage, target: HostPort | null, hostHeader?: string): Promise<Admitted | Refusal> {
+    const grant = this.grantOf(req);
+    if (!grant) return { status: 407, message: "proxy authentication required" };
+    if (!target) return { status: 400, message: "the request's target is not a valid host name and port" };
+    if (hostHeader !== undefined) {
+      const named = parseHostPort(hostHeader, 80);
+      if (!named || named.host !== target.host || named.port !== target.port) {
+        return { status: 400, message: `the Host header must name the request's target, ${formatHostPort(target)}` };
+      }
+    }
+    const { host, port } = target;
+    if (!allowedBy(grant.policy, host, port)) {
+      return this.refuse(grant, target, `${formatHostPort(target)} is not allowed by the environment's network policy (ports other than 80 and 443 must be listed as name:port)`);
+    }
+    // The operator's host map is trusted: it is how internal hosts are allowed at all.
+    let address = this.hostMap.get(host);
+    if (address === undefined) {
+      let cls: AddressClass;
+      try {
+        address = isIP(host) ? host : await this.lookup(host);
+        cls = addressClass(address);
+      } catch {
+        this.verdict(grant, target, "allowed");
+        return { status: 502, message: `cannot resolve ${host}` };
+      }
+      if (cls !== "public") {
+        const what = isIP(host) ? `${host} is a ${cls} address` : `${host} resolves to a ${cls} address`;
+        return this.refuse(grant, target, `${what}, which sandboxes may not reach (an operator can map a name to it with --egress-host-map)`);
+      }
+    }
+    this.verdict(grant, target, "allowed");
+    return { grant, host, port, address };
   }
 
-  private decide(req: IncomingMessage, host: string, port: number): Grant | string {
-    const grant = this.grantOf(req);
-    if (!grant) return "proxy authentication required";
-    const ok = allowedBy(grant.policy, host);
-    this.opts.audit(grant.runId, host, port, ok ? "allowed" : "refused");
-    this.opts.log(ok ? "egress allowed" : "egress refused", { runId: grant.runId, stage: grant.stage, host, port });
-    return ok ? grant : `${host} is not allowed by the environment's network policy`;
+  private refuse(grant: Grant, target: HostPort, message: string): Refusal {
+    this.verdict(grant, target, "refused", message);
+    return { status: 403, message };
+  }
+
+  private verdict(grant: Grant, { host, port }: HostPort, verdict: EgressVerdict, reason?: string): void {
+    this.opts.audit(grant.runId, host, port, verdict);
+    this.opts.log(verdict === "allowed" ? "egress allowed" : "egress refused", { runId: grant.runId, stage: grant.stage, host, port, ...(reason ? { reason } : {}) });
   }
 
   private async tunnel(req: IncomingMessage, client: Socket, head: Buffer): Promise<void> {
-    const [host = "", portText = "443"] = (req.url ?? "").split(/:(?=\d+$)/);
-    const port = Number(portText);
-    const verdict = this.decide(req, host, port);
-    if (typeof verdict === "string") {
-      const status = verdict.startsWith("proxy auth") ? "407 Proxy Authentication Required" : "403 Forbidden";
-      client.end(`HTTP/1.1 ${status}\r\ncontent-type: text/plain\r\n\r\npaddock egress: ${verdict}\n`);
+    client.on("error", () => client.destroy());
+    const admitted = await this.admit(req, parseHostPort(req.url ?? "", 443));
+    if ("status" in admitted) {
+      client.end(`HTTP/1.1 ${admitted.status} ${STATUS_CODES[admitted.status]}\r\ncontent-type: text/plain\r\n\r\npaddock egress: ${admitted.message}\n`);
       return;
     }
-    try {
-      const upstream = connect(port, await this.resolve(host));
-      upstream.once("connect", () => {
-        client.write("HTTP/1.1 200 Connection Established\r\n\r\n");
-        if (head.length) upstream.write(head);
-        upstream.pipe(client);
-        client.pipe(upstream);
-      });
-      const close = () => {
-        upstream.destroy();
-        client.destroy();
-      };
-      upstream.once("error", () => client.end("HTTP/1.1 502 Bad Gateway\r\n\r\n"));
-      client.once("error", close);
-      client.once("close", close);
-    } catch (error) {
-      client.end(`HTTP/1.1 502 Bad Gateway\r\n\r\npaddock egress: ${(error as Error).message}\n`);
-    }
+    const upstream = connect(admitted.port, admitted.address);
+    upstream.once("connect", () => {
+      client.write("HTTP/1.1 200 Connection Established\r\n\r\n");
+      if (head.length) upstream.write(head);
+      upstream.pipe(client);
+      client.pipe(upstream);
+    });
+    const close = () => {
+      upstream.destroy();
+      client.destroy();
+    };
+    upstream.once("error", () => client.end("HTTP/1.1 502 Bad Gateway\r\n\r\n"));
+    client.once("error", close);
+    client.once("close", close);
   }
 
   private async forward(req: IncomingMessage, res: ServerResponse): Promise<void> {
     let url: URL;
     try {
       url = new URL(req.url ?? "");
+      if (url.protocol !== "http:") throw new Error("not http");
     } catch {
-      res.writeHead(400).end("paddock egress: requests must use an absolute http:// URL\n");
+      res.writeHead(400, { "content-type": "text/plain" }).end("paddock egress: requests must use an absolute http:// URL\n");
       return;
     }
-    const port = Number(url.port || 80);
-    const verdict = this.decide(req, url.hostname, port);
-    if (typeof verdict === "string") {
-      res.writeHead(verdict.startsWith("proxy auth") ? 407 : 403, { "content-type": "text/plain" }).end(`paddock egress: ${verdict}\n`);
+    const target = parseHostPort(url.host, 80);
+    // Node keeps the first Host header of a request and drops the rest, as does the upstream request below.
+    const admitted = await this.admit(req, target, req.headers.host ?? "");
+    if ("status" in admitted) {
+      res.writeHead(admitted.status, { "content-type": "text/plain" }).end(`paddock egress: ${admitted.message}\n`);
       return;
     }
-    try {
-      const headers = { ...req.headers };
-      delete headers["proxy-authorization"];
-      delete headers["proxy-connection"];
-      const upstream = request({ host: await this.resolve(url.hostname), port, method: req.method, path: url.pathname + url.search, headers, setHost: false }, (up) => {
-        res.writeHead(up.statusCode ?? 502, up.headers);
-        up.pipe(res);
-      });
-      upstream.once("error", (e) => (res.headersSent ? res.destroy() : res.writeHead(502).end(`paddock egress: ${e.message}\n`)));
-      req.pipe(upstream);
-    } catch (error) {
-      res.writeHead(502).end(`paddock egress: ${(error as Error).message}\n`);
-    }
+    const headers = { ...req.headers };
+    delete headers["proxy-authorization"];
+    delete headers["proxy-connection"];
+    const upstream = request({ host: admitted.address, port: admitted.port, method: req.method, path: url.pathname + url.search, headers, setHost: false }, (up) => {
+      res.writeHead(up.statusCode ?? 502, up.headers);
+      up.pipe(res);
+    });
+    upstream.once("error", (e) => (res.headersSent ? res.destroy() : res.writeHead(502).end(`paddock egress: ${e.message}\n`)));
+    req.pipe(upstream);
   }
 }

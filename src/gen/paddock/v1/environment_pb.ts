@@ -45,6 +45,9 @@ export type Environment = Message<"paddock.v1.Environment"> & {
   networkAccess: NetworkAccess;
 
   /**
+   * "example.com" or "*.example.com" (its subdomains) open ports 80 and 443;
+   * "example.com:8443" opens that port instead.
+   *
    * @generated from field: repeated string allowed_domains = 5;
    */
   allowedDomains: string[];
