@@ -124,6 +124,7 @@ export async function cleanUp(d: Daemon): Promise<void> {
   await d.app.stop();
   removeSnapshots(d.dataDir);
   await removeEgress(d.dataDir);
+  removeLocalWork(d.dataDir);
   rmSync(d.dataDir, { recursive: true, force: true });
 }
 
@@ -133,6 +134,14 @@ export async function removeEgress(dataDir: string): Promise<void> {
   const row = db.prepare("SELECT value FROM meta WHERE key = 'instance_id'").get() as { value: string } | undefined;
   db.close();
   if (row && existsSync("/var/run/docker.sock")) await removeEgressNetwork(new Docker(), row.value);
+}
+
+/** Removes the (empty, by now) tree where a root daemon's local agents had their workspaces. */
+export function removeLocalWork(dataDir: string): void {
+  const db = new Database(join(dataDir, "paddock.db"), { readonly: true, fileMustExist: true });
+  const row = db.prepare("SELECT value FROM meta WHERE key = 'instance_id'").get() as { value: string } | undefined;
+  db.close();
+  if (row) rmSync(join("/var/lib/paddock-work", row.value), { recursive: true, force: true });
 }
 
 /** Removes the snapshot images a test daemon took (they outlive it in the Docker engine). */
