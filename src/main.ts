@@ -9,6 +9,7 @@ import { runRunner } from "./agent/runner.js";
 import { clientHelp, EXIT, isParseArgsError, runClientCommand } from "./cli/commands.js";
 import { ConfigError, defaultDataDir, ENV_NAMES, kebab, loadConfig, parseDuration, type ConfigInput } from "./config.js";
 import { createLogger } from "./logger.js";
+import { DataDirLockedError } from "./store/data-dir-lock.js";
 
 const VERSION = "0.1.0";
 
@@ -185,6 +186,11 @@ main(process.argv.slice(2)).then(
     if (error instanceof ConfigError || isParseArgsError(error)) {
       process.stderr.write(`paddock: ${(error as Error).message}\n`);
       process.exit(EXIT.usage);
+    }
+    // Not our bug but the operator's situation: the message says it all.
+    if (error instanceof DataDirLockedError) {
+      process.stderr.write(`paddock: ${error.message}\n`);
+      process.exit(EXIT.failed);
     }
     process.stderr.write(`paddock: ${(error as Error).stack ?? String(error)}\n`);
     process.exit(EXIT.failed);
