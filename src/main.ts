@@ -86,8 +86,8 @@ async function serve(argv: string[]): Promise<number> {
   const logger = createLogger({ level: config.logLevel, format: config.logFormat, isTty: !!process.stdout.isTTY });
   const app = await createApp({ config, logger, runnerCommand: runnerCommand(), baseEnv: runnerEnv(process.env) });
   const listener = await app.start();
-  process.stderr.write(`paddock listening on http://${listener.host}:${listener.port}${listener.socketPath ? ` and unix:${listener.socketPath}` : ""}\n`);
-  await new Promise<void>((resolve) => {
+  // Handlers before the "listening" line: whoever waits for that line may signal at once.
+  const stopped = new Promise<void>((resolve) => {
     const stop = (signal: string) => {
       logger.info({ signal }, "shutting down; live runs resume at the next start");
       resolve();
@@ -95,6 +95,8 @@ async function serve(argv: string[]): Promise<number> {
     process.once("SIGINT", () => stop("SIGINT"));
     process.once("SIGTERM", () => stop("SIGTERM"));
   });
+  process.stderr.write(`paddock listening on http://${listener.host}:${listener.port}${listener.socketPath ? ` and unix:${listener.socketPath}` : ""}\n`);
+  await stopped;
   await app.stop();
   return EXIT.ok;
 }
