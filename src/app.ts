@@ -23,8 +23,10 @@ import { RunManager } from "./runs/run-manager.js";
 import { DockerProvider } from "./sandbox/docker/docker-provider.js";
 import { LocalProvider } from "./sandbox/local/local-provider.js";
 import type { SandboxProvider } from "./sandbox/provider.js";
+import { lockDataDir } from "./store/data-dir-lock.js";
 import { instanceId } from "./store/meta.js";
 import { openDatabase } from "./store/open-database.js";
+import { restrictDataDir } from "./store/restrict-data-dir.js";
 import { createRunsRepository } from "./store/runs-repository.js";
 import { createSnapshotsRepository } from "./store/snapshots-repository.js";
 import { createTasksRepository } from "./store/tasks-repository.js";
@@ -53,6 +55,9 @@ export interface App {
 export async function createApp(opts: AppOptions): Promise<App> {
   const { config, logger } = opts;
   await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
+  // First: a second daemon must stop here, before it touches the socket or the database.
+  const dataDirLock = await lockDataDir(config.dataDir);
+  await restrictDataDir(config.dataDir);
   const db = await openDatabase(join(config.dataDir, "paddock.db"));
   const keys = await loadOrCreateSandboxKeys(config.dataDir);
   const tasks = createTasksRepository(db);
@@ -184,6 +189,7 @@ export async function createApp(opts: AppOptions): Promise<App> {
       await runs.stop();
       for (const provider of providers.values()) await provider.close?.();
       db.close();
+      dataDirLock.release();
     },
   };
 }

@@ -24,6 +24,11 @@ export class NotFoundError extends DomainError {
   }
 }
 
+/** The caller is known but may not do this (another team's tokens, a scope it cannot grant). */
+export class PermissionDeniedError extends DomainError {
+  override name = "PermissionDeniedError";
+}
+
 /** The thing exists but is in a state where this cannot happen (complete a cleaned run). */
 export class FailedPreconditionError extends DomainError {
   override name = "FailedPreconditionError";

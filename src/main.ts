@@ -10,6 +10,7 @@ import { clientHelp, EXIT, isParseArgsError, runClientCommand } from "./cli/comm
 import { ConfigError, defaultDataDir, ENV_NAMES, kebab, loadConfig, type ConfigInput } from "./config.js";
 import { readRunnerEnvironment, RunnerEnvError } from "./agent/runner-env.js";
 import { createLogger } from "./logger.js";
+import { DataDirLockedError } from "./store/data-dir-lock.js";
 
 const VERSION = "0.1.0";
 
@@ -90,8 +91,8 @@ async function serve(argv: string[]): Promise<number> {
   const logger = createLogger({ level: config.logLevel, format: config.logFormat, isTty: !!process.stdout.isTTY });
   const app = await createApp({ config, logger, runnerCommand: runnerCommand(), baseEnv: runnerEnv(process.env) });
   const listener = await app.start();
-  process.stderr.write(`paddock listening on http://${listener.host}:${listener.port}${listener.socketPath ? ` and unix:${listener.socketPath}` : ""}\n`);
-  await new Promise<void>((resolve) => {
+  // Handlers before the "listening" line: whoever waits for that line may signal at once.
+  const stopped = new Promise<void>((resolve) => {
     const stop = (signal: string) => {
       logger.info({ signal }, "shutting down; live runs resume at the next start");
       resolve();
@@ -99,6 +100,8 @@ async function serve(argv: string[]): Promise<number> {
     process.once("SIGINT", () => stop("SIGINT"));
     process.once("SIGTERM", () => stop("SIGTERM"));
   });
+  process.stderr.write(`paddock listening on http://${listener.host}:${listener.port}${listener.socketPath ? ` and unix:${listener.socketPath}` : ""}\n`);
+  await stopped;
   await app.stop();
   return EXIT.ok;
 }
@@ -171,6 +174,11 @@ main(process.argv.slice(2)).then(
     if (error instanceof ConfigError || error instanceof RunnerEnvError || isParseArgsError(error)) {
       process.stderr.write(`paddock: ${(error as Error).message}\n`);
       process.exit(EXIT.usage);
+    }
+    // Not our bug but the operator's situation: the message says it all.
+    if (error instanceof DataDirLockedError) {
+      process.stderr.write(`paddock: ${error.message}\n`);
+      process.exit(EXIT.failed);
     }
     process.stderr.write(`paddock: ${(error as Error).stack ?? String(error)}\n`);
     process.exit(EXIT.failed);

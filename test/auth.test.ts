@@ -7,6 +7,7 @@ import { Health } from "../src/gen/grpc/health/v1/health_pb.js";
 import { TaskService } from "../src/gen/paddock/v1/task_pb.js";
 import { TaskRunService } from "../src/gen/paddock/v1/task_run_pb.js";
 import { TokenService } from "../src/gen/paddock/v1/token_pb.js";
+import Database from "better-sqlite3";
 import { execFileSync } from "node:child_process";
 import { rmSync } from "node:fs";
 import { bearer, cleanUp, failureOf, startDaemon, tempDir, test, watchToEnd, type Daemon } from "./fixtures.js";
@@ -83,7 +84,74 @@ describe("API authentication", () => {
     expect(bad.rawMessage).toMatch(/^scopes: unknown scope "root"/);
   });
 
-  test("the unix socket is trusted as admin of the default team", async ({ daemon }) => {
+  test("admin is per team: a team's admin cannot mint, list or revoke another team's tokens, nor grant instance:admin", async ({ daemon }) => {
+    const webSecret = (await tokenFor(daemon, "web", ["admin"])).secret;
+    const web = clientsWith(daemon, webSecret);
+    const ops = await tokenFor(daemon, "ops", ["tasks:read"]);
+    const denied = async (p: Promise<unknown>, message: RegExp) => {
+      const e = await failureOf(p);
+      expect(e.code).toBe(Code.PermissionDenied);
+      expect(e.rawMessage).toMatch(message);
+    };
+    await denied(web.tokens.createToken({ team: "ops", name: "x", scopes: ["admin"] }), /team "ops": this token administers team "web" only; other teams need the scope instance:admin/);
+    await denied(web.tokens.createToken({ team: "web", name: "x", scopes: ["instance:admin"] }), /only a holder of instance:admin may grant instance:admin/);
+    await denied(web.tokens.listTokens({}), /listing every team's tokens needs the scope instance:admin; set team to "web"/);
+    // The same refusal over gRPC.
+    const webGrpc = createClient(TokenService, createGrpcTransport({ baseUrl: daemon.url, interceptors: [bearer(webSecret)] }));
+    await denied(webGrpc.createToken({ team: "ops", name: "x", scopes: ["admin"] }), /team "ops"/);
+    await denied(web.tokens.listTokens({ team: "ops" }), /team "ops"/);
+    await denied(web.tokens.revokeToken({ tokenId: ops.id }), /revoking a token of team "ops"/);
+    // ops' token still works; nothing was minted for ops.
+    await clientsWith(daemon, ops.secret).tasks.listTasks({});
+    const all = await clientsWith(daemon, daemon.adminToken).tokens.listTokens({});
+    expect(all.tokens.filter((t) => t.team === "ops").map((t) => t.id)).toEqual([ops.id]);
+
+    // Within its own team it is a full admin.
+    const minted = await web.tokens.createToken({ team: "web", name: "ci", scopes: ["admin", "runs:write"] });
+    expect((await web.tokens.listTokens({ team: "web" })).tokens.every((t) => t.team === "web")).toBe(true);
+    await web.tokens.revokeToken({ tokenId: minted.token!.id });
+    expect((await failureOf(clientsWith(daemon, minted.secret).tasks.listTasks({}))).code).toBe(Code.Unauthenticated);
+
+    // An admin of "default" cannot revoke the instance's admin token, which lives in that team.
+    const defaultAdmin = clientsWith(daemon, (await tokenFor(daemon, "default", ["admin"])).secret);
+    const bootstrap = all.tokens.find((t) => t.name === "admin (made on first start)")!;
+    expect(bootstrap.scopes).toEqual(["admin", "instance:admin"]);
+    await denied(defaultAdmin.tokens.revokeToken({ tokenId: bootstrap.id }), /needs that scope/);
+    await denied(defaultAdmin.tokens.listTokens({}), /needs the scope instance:admin/);
+  });
+
+  test("instance:admin (the first-start token, the unix socket) manages every team, and only it can grant instance:admin", async ({ daemon }) => {
+    const instance = clientsWith(daemon, daemon.adminToken);
+    const opsAdmin = await instance.tokens.createToken({ team: "ops", name: "ops admin", scopes: ["admin"] });
+    expect((await instance.tokens.listTokens({ team: "ops" })).tokens.map((t) => t.id)).toEqual([opsAdmin.token!.id]);
+    await instance.tokens.revokeToken({ tokenId: opsAdmin.token!.id });
+    const local = createConnectTransport({ baseUrl: "http://localhost", httpVersion: "1.1", nodeOptions: { socketPath: join(daemon.dataDir, "p.sock") } });
+    const second = await createClient(TokenService, local).createToken({ team: "default", name: "second operator", scopes: ["instance:admin"] });
+    const teams = new Set((await clientsWith(daemon, second.secret).tokens.listTokens({})).tokens.map((t) => t.team));
+    expect(teams).toEqual(new Set(["default", "ops"]));
+  });
+
+  test("an install from before per-team admin keeps its first-start token's instance powers", async () => {
+    const first = await startDaemon();
+    const other = await clientsWith(first, first.adminToken).tokens.createToken({ team: "web", name: "admin (made on first start)", scopes: ["admin"] });
+    await first.app.stop();
+    // Back to how the previous paddock left it: migration 7 not applied, plain admin.
+    const db = new Database(join(first.dataDir, "paddock.db"));
+    db.exec(`DELETE FROM schema_migrations WHERE version = 7; UPDATE api_tokens SET scopes = '["admin"]'`);
+    db.close();
+    const d = await first.restart();
+    try {
+      const c = clientsWith(d, d.adminToken);
+      expect((await c.tokens.listTokens({ team: "web" })).tokens.map((t) => t.id)).toEqual([other.token!.id]);
+      await c.tokens.createToken({ team: "ops", name: "x", scopes: ["tasks:read"] });
+      // Only the first-start row was promoted, not a later one with the same name.
+      expect((await c.tokens.listTokens({ team: "web" })).tokens[0]!.scopes).toEqual(["admin"]);
+    } finally {
+      await cleanUp(d);
+    }
+  });
+
+  test("the unix socket is trusted as admin of the default team and instance admin", async ({ daemon }) => {
     const local = createConnectTransport({ baseUrl: "http://localhost", httpVersion: "1.1", nodeOptions: { socketPath: join(daemon.dataDir, "p.sock") } });
     expect((await createClient(TokenService, local).listTokens({})).tokens.length).toBeGreaterThan(0);
     expect(statSync(join(daemon.dataDir, "p.sock")).mode & 0o777).toBe(0o660);

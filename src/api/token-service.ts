@@ -1,11 +1,20 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
-import { validTeam, type ApiTokens } from "../auth/api-tokens.js";
-import { InvalidArgumentError, NotFoundError } from "../errors.js";
+import { INSTANCE_ADMIN, mayManageTeam, validTeam, type ApiTokens, type Principal } from "../auth/api-tokens.js";
+import { InvalidArgumentError, NotFoundError, PermissionDeniedError } from "../errors.js";
 import { TokenSchema, TokenService, type Token } from "../gen/paddock/v1/token_pb.js";
 import type { TokenRecord, TokensRepository } from "../store/tokens-repository.js";
+import { principalOf } from "./auth.js";
 import { decodePageToken, pageSize, paginate } from "./page-token.js";
+
+/** Team admins manage their own team; the rest needs instance:admin, said in the refusal. */
+function checkTeam(p: Principal, team: string, doing: string): void {
+  if (mayManageTeam(p, team)) return;
+  throw new PermissionDeniedError(
+    `${doing} of team ${JSON.stringify(team)}: this token administers team ${JSON.stringify(p.team)} only; other teams need the scope ${INSTANCE_ADMIN}`,
+  );
+}
 
 /** Never the secret or its hash: a token's public face. */
 function tokenToProto(t: TokenRecord): Token {
@@ -22,20 +31,36 @@ function tokenToProto(t: TokenRecord): Token {
 
 export function createTokenService(deps: { tokens: TokensRepository; apiTokens: ApiTokens }): ServiceImpl<typeof TokenService> {
   return {
-    createToken(req) {
+    createToken(req, ctx) {
       if (!req.team) throw new InvalidArgumentError("team", "is required");
+      const p = principalOf(ctx);
+      checkTeam(p, validTeam("team", req.team), "creating a token");
+      if (req.scopes.includes(INSTANCE_ADMIN) && !p.scopes.has(INSTANCE_ADMIN)) {
+        throw new PermissionDeniedError(`scopes: only a holder of ${INSTANCE_ADMIN} may grant ${INSTANCE_ADMIN}`);
+      }
       const { record, secret } = deps.apiTokens.create(req.team, req.name, req.scopes);
       return { token: tokenToProto(record), secret };
     },
-    listTokens(req) {
-      if (req.team) validTeam("team", req.team);
+    listTokens(req, ctx) {
+      const p = principalOf(ctx);
+      if (req.team) checkTeam(p, validTeam("team", req.team), "listing the tokens");
+      else if (!p.scopes.has(INSTANCE_ADMIN)) {
+        throw new PermissionDeniedError(`listing every team's tokens needs the scope ${INSTANCE_ADMIN}; set team to ${JSON.stringify(p.team)} for this token's own`);
+      }
       const size = pageSize(req.pageSize);
       const page = paginate(deps.tokens.list(req.team, decodePageToken(req.pageToken), size + 1), size, (t) => t.seq);
       return { tokens: page.items.map(tokenToProto), nextPageToken: page.nextPageToken };
     },
-    revokeToken(req) {
+    revokeToken(req, ctx) {
       if (!req.tokenId) throw new InvalidArgumentError("token_id", "is required");
-      if (!deps.tokens.get(req.tokenId)) throw new NotFoundError("token", req.tokenId);
+      const target = deps.tokens.get(req.tokenId);
+      if (!target) throw new NotFoundError("token", req.tokenId);
+      const p = principalOf(ctx);
+      checkTeam(p, target.team, "revoking a token");
+      // Else a team admin of "default" could lock the instance's admin out.
+      if (target.scopes.includes(INSTANCE_ADMIN) && !p.scopes.has(INSTANCE_ADMIN)) {
+        throw new PermissionDeniedError(`revoking a token with the scope ${INSTANCE_ADMIN} needs that scope`);
+      }
       deps.tokens.revoke(req.tokenId, Date.now());
       return { token: tokenToProto(deps.tokens.get(req.tokenId)!) };
     },

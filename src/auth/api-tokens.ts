@@ -4,8 +4,13 @@ import { join } from "node:path";
 import { InvalidArgumentError } from "../errors.js";
 import type { TokenRecord, TokensRepository } from "../store/tokens-repository.js";
 
-export const SCOPES = ["tasks:read", "tasks:write", "runs:read", "runs:write", "environments:write", "admin"] as const;
+/**
+ * `admin` is everything within its own team, token management included; `instance:admin`
+ * adds the other teams' tokens and the power to grant instance:admin itself.
+ */
+export const SCOPES = ["tasks:read", "tasks:write", "runs:read", "runs:write", "environments:write", "admin", "instance:admin"] as const;
 export type Scope = (typeof SCOPES)[number];
+export const INSTANCE_ADMIN = "instance:admin" satisfies Scope;
 
 /** Who is calling: a token's team and scopes, or the trusted local socket. */
 export interface Principal {
@@ -14,10 +19,15 @@ export interface Principal {
   tokenId: string | null;
 }
 
-export const LOCAL_ADMIN: Principal = { team: "default", scopes: new Set(["admin"]), tokenId: null };
+export const LOCAL_ADMIN: Principal = { team: "default", scopes: new Set(["admin", INSTANCE_ADMIN]), tokenId: null };
 
 export function allows(p: Principal, scope: Scope): boolean {
-  return p.scopes.has("admin") || p.scopes.has(scope);
+  return p.scopes.has(INSTANCE_ADMIN) || p.scopes.has("admin") || p.scopes.has(scope);
+}
+
+/** Token management of `team`: one's own team with admin, any team with instance:admin. */
+export function mayManageTeam(p: Principal, team: string): boolean {
+  return p.scopes.has(INSTANCE_ADMIN) || (p.team === team && allows(p, "admin"));
 }
 
 const TEAM = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/;
@@ -63,12 +73,13 @@ export function createApiTokens(tokens: TokensRepository) {
   }
 
   /**
-   * On a daemon's first start: an admin token for the team "default", written to a 0600
-   * file in the data dir. Returns the file's path, or null when tokens exist already.
+   * On a daemon's first start: the instance's admin token (team "default", admin and
+   * instance:admin), written to a 0600 file in the data dir. Returns the file's path, or
+   * null when tokens exist already.
    */
   async function bootstrapAdmin(dataDir: string): Promise<string | null> {
     if (tokens.count() > 0) return null;
-    const { secret } = create("default", "admin (made on first start)", ["admin"]);
+    const { secret } = create("default", "admin (made on first start)", ["admin", INSTANCE_ADMIN]);
     const path = join(dataDir, "admin-token");
     await writeFile(path, secret + "\n", { mode: 0o600 });
     await chmod(path, 0o600);

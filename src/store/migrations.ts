@@ -160,6 +160,17 @@ export const MIGRATIONS: readonly { version: number; name: string; sql: string }
       ) STRICT, WITHOUT ROWID;
     `,
   },
+  {
+    version: 7,
+    name: "instance admin",
+    sql: `
+      -- admin became per team; the token made on first start (the oldest row, as the
+      -- daemon wrote it) keeps the instance-wide powers it had, now as instance:admin.
+      UPDATE api_tokens SET scopes = '["admin","instance:admin"]'
+       WHERE seq = (SELECT min(seq) FROM api_tokens)
+         AND team = 'default' AND name = 'admin (made on first start)' AND scopes = '["admin"]';
+    `,
+  },
 ];
 
 export function migrate(db: Database): number {

@@ -40,7 +40,9 @@ export type Token = Message<"paddock.v1.Token"> & {
   name: string;
 
   /**
-   * Any of: tasks:read, tasks:write, runs:read, runs:write, environments:write, admin.
+   * Any of: tasks:read, tasks:write, runs:read, runs:write, environments:write, admin
+   * (everything within the token's team, its tokens included), instance:admin (every
+   * team's tokens; only a holder may grant it).
    *
    * @generated from field: repeated string scopes = 4;
    */
@@ -131,7 +133,7 @@ export const CreateTokenResponseSchema: GenMessage<CreateTokenResponse> = /*@__P
  */
 export type ListTokensRequest = Message<"paddock.v1.ListTokensRequest"> & {
   /**
-   * Only this team's tokens; empty for all.
+   * Only this team's tokens; empty for all teams (needs instance:admin).
    *
    * @generated from field: string team = 1;
    */
@@ -212,7 +214,8 @@ export const RevokeTokenResponseSchema: GenMessage<RevokeTokenResponse> = /*@__P
   messageDesc(file_paddock_v1_token, 6);
 
 /**
- * Managing tokens needs the admin scope.
+ * Managing tokens needs the admin scope, and stays within the caller's team;
+ * other teams' tokens (and listing every team's) need instance:admin.
  *
  * @generated from service paddock.v1.TokenService
  */
