@@ -68,7 +68,7 @@ export interface OpenNetwork {
 }
 
 /** Ranges no unrestricted sandbox may reach unless the operator allows them. */
-export const PRIVATE_RANGES = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16", "127.0.0.0/8"];
+const PRIVATE_RANGES = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16", "127.0.0.0/8"];
 
 const openName = (instanceId: string) => `paddock-open-${instanceId}`;
 // Interface names are at most 15 characters.
@@ -98,7 +98,10 @@ export async function ensureOpenNetwork(docker: Docker, instanceId: string): Pro
       .catch((e: unknown) => ((e as { statusCode?: number }).statusCode === 409 ? undefined : Promise.reject(e))); // made meanwhile
     info = await docker.getNetwork(name).inspect();
   }
-  const gateway = (info as { IPAM?: { Config?: { Gateway?: string }[] } }).IPAM?.Config?.[0]?.Gateway;
+  const { IPAM, Options } = info as { IPAM?: { Config?: { Gateway?: string }[] }; Options?: Record<string, string> };
+  // The firewall matches the bridge by name: a network made otherwise would go unfenced.
+  if (Options?.["com.docker.network.bridge.name"] !== bridge) throw new SandboxError(`docker network ${name} does not use the bridge ${bridge}; remove it and restart`, false);
+  const gateway = IPAM?.Config?.[0]?.Gateway;
   if (!gateway) throw new SandboxError(`docker network ${name} has no gateway`, false);
   return { name, bridge, gateway };
 }
