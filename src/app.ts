@@ -111,6 +111,8 @@ export async function createApp(opts: AppOptions): Promise<App> {
           audit: (runId, host, port, verdict) => egressAudit.record(runId, host, port, verdict),
           log: (msg, fields) => logger.info(fields ?? {}, msg),
         },
+        allowCidrs: config.sandboxAllowCidrs,
+        warn: (msg) => logger.warn({ provider: "docker" }, msg),
       }),
     );
   } else if (config.defaultProvider === "docker") {

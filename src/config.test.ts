@@ -30,6 +30,13 @@ describe("config", () => {
     expect(() => loadConfig({}, {}, { colour: "blue" } as never)).toThrow(/colour/);
   });
 
+  it("reads the sandbox allow list as CIDRs and names a bad entry", () => {
+    expect(loadConfig({ PADDOCK_SANDBOX_ALLOW_CIDRS: "172.17.0.1, 10.20.0.0/16" }, {}).sandboxAllowCidrs).toEqual(["172.17.0.1/32", "10.20.0.0/16"]);
+    expect(loadConfig({}, {}).sandboxAllowCidrs).toEqual([]);
+    expect(() => loadConfig({}, { sandboxAllowCidrs: "10.0.0.0/8,10.0.0.300" })).toThrow(/--sandbox-allow-cidrs: "10.0.0.300" is not an IPv4 address or CIDR/);
+    expect(() => loadConfig({ PADDOCK_SANDBOX_ALLOW_CIDRS: "10.0.0.0/33" }, {})).toThrow(/PADDOCK_SANDBOX_ALLOW_CIDRS: "10.0.0.0\/33"/);
+  });
+
   it("parses durations", () => {
     expect(parseDuration("1h30m")).toBe(5_400_000);
     expect(parseDuration("250ms")).toBe(250);

@@ -39,6 +39,16 @@ export function parseBytes(v: number | string): number | null {
   return Math.round(Number(m[1]) * unit);
 }
 
+/** "10.1.2.3" or "10.0.0.0/8" as a CIDR ("10.1.2.3/32"); null when it is neither. */
+export function parseCidr(v: string): string | null {
+  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})(?:\/(\d{1,2}))?$/.exec(v);
+  if (!m) return null;
+  const octets = m.slice(1, 5).map(Number);
+  const prefix = m[5] === undefined ? 32 : Number(m[5]);
+  if (octets.some((o) => o > 255) || prefix > 32) return null;
+  return `${octets.join(".")}/${prefix}`;
+}
+
 const bytes = z.union([z.number(), z.string()]).transform((v, ctx) => {
   const n = parseBytes(v);
   if (n === null || n < 6 * 1024 * 1024) {
@@ -110,6 +120,19 @@ export const ConfigSchema = z
       }
       return map;
     }),
+    /** Addresses unrestricted docker sandboxes may reach despite host isolation (IPv4 CIDRs). */
+    sandboxAllowCidrs: z.string().transform((v, ctx) => {
+      const cidrs: string[] = [];
+      for (const item of v.split(",").map((p) => p.trim()).filter(Boolean)) {
+        const cidr = parseCidr(item);
+        if (!cidr) {
+          ctx.addIssue({ code: "custom", message: `${JSON.stringify(item)} is not an IPv4 address or CIDR (example: 172.17.0.1,10.20.0.0/16)` });
+          return z.NEVER;
+        }
+        cidrs.push(cidr);
+      }
+      return cidrs;
+    }),
   })
   .strict()
   .superRefine((c, ctx) => {
@@ -152,6 +175,7 @@ export const ENV_NAMES: Record<keyof ConfigInput, string> = {
   tlsKey: "PADDOCK_TLS_KEY",
   localAgentUids: "PADDOCK_LOCAL_AGENT_UIDS",
   localWorkDir: "PADDOCK_LOCAL_WORK_DIR",
+  sandboxAllowCidrs: "PADDOCK_SANDBOX_ALLOW_CIDRS",
 };
 
 export function defaultDataDir(env: Record<string, string | undefined>): string {
@@ -193,6 +217,7 @@ export function loadConfig(env: Record<string, string | undefined>, flags: Confi
     dockerRuntime: "runc",
     egressProxyPort: 47830,
     egressHostMap: "",
+    sandboxAllowCidrs: "",
     tlsCert: "",
     tlsKey: "",
     localAgentUids: "auto",

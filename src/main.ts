@@ -58,6 +58,8 @@ docker provider (registered when the engine's socket exists):
   --docker-memory SIZE         memory per sandbox, e.g. 4g (PADDOCK_DOCKER_MEMORY; default 4g)
   --docker-pids N              process limit per sandbox (PADDOCK_DOCKER_PIDS; default 1024)
   --docker-runtime NAME        runc, or runsc for gVisor (PADDOCK_DOCKER_RUNTIME; default runc)
+  --sandbox-allow-cidrs LIST   IPv4 addresses/CIDRs, comma-separated, that unrestricted sandboxes may reach
+                               although private, link-local or the host's own (PADDOCK_SANDBOX_ALLOW_CIDRS)
 
   --log-level LEVEL            trace…fatal, silent (PADDOCK_LOG_LEVEL; default info)
   --log-format FORMAT          auto (pretty on a terminal), json, pretty (PADDOCK_LOG_FORMAT)`;

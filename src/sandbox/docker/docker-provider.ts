@@ -4,7 +4,7 @@ import type Docker from "dockerode";
 import { SandboxError } from "../../errors.js";
 import { EgressProxy, type EgressProxyOptions } from "../egress-proxy.js";
 import { git } from "../git.js";
-import { ensureEgressNetwork, firewallEgressNetwork, type EgressNetwork } from "./egress-network.js";
+import { ensureEgressNetwork, ensureOpenNetwork, firewallEgressNetwork, firewallOpenNetwork, firewallProblem, type EgressNetwork } from "./egress-network.js";
 import type { CleanupResult, SandboxProvider, SandboxSpec, SandboxStatus, SnapshotStore } from "../provider.js";
 import { collectWork } from "../import-work.js";
 import { prepareSource } from "../repository-source.js";
@@ -30,6 +30,10 @@ export interface DockerProviderOptions {
   tokenFor: (runId: string) => Promise<string>;
   /** Network policy enforcement; without it, restricted runs are refused. */
   egress: Omit<EgressProxyOptions, "host"> | null;
+  /** Addresses unrestricted sandboxes may reach although private or the host's own. */
+  allowCidrs: readonly string[];
+  /** Problems the operator must hear about at start, before any run meets them. */
+  warn: (message: string) => void;
 }
 
 const SNAPSHOT_REPO = "paddock-snapshot";
@@ -64,6 +68,7 @@ export class DockerProvider implements SandboxProvider {
   private egress: { proxy: EgressProxy; network: EgressNetwork } | null = null;
   private egressSetup: Promise<void> | null = null;
   private egressProblem: string | null = null;
+  private openSetup: Promise<{ name: string | undefined; problem: string | null }> | null = null;
 
   constructor(private readonly opts: DockerProviderOptions) {
     if (!opts.egress) this.egressProblem = "egress enforcement is not configured";
@@ -100,8 +105,45 @@ export class DockerProvider implements SandboxProvider {
     }
   }
 
+  /**
+   * The network for sandboxes without a restricted policy, fenced off the host, private
+   * ranges and other sandboxes. When the fence cannot be built they still run (on that
+   * network, or Docker's default one) and the problem is returned for the run to say.
+   * A failure is retried at the next run.
+   */
+  private ensureOpen(): Promise<{ name: string | undefined; problem: string | null }> {
+    this.openSetup ??= (async () => {
+      let name: string | undefined;
+      try {
+        const network = await ensureOpenNetwork(this.opts.docker, this.opts.instanceId);
+        name = network.name;
+        await firewallOpenNetwork(network, this.opts.instanceId, this.opts.allowCidrs);
+        return { name, problem: null };
+      } catch (error) {
+        this.openSetup = null;
+        return { name, problem: notIsolated((error as Error).message) };
+      }
+    })();
+    return this.openSetup;
+  }
+
+  /** The open network's name (undefined: Docker's default); the run hears when it is not fenced. */
+  private async openNetwork(progress: (line: string) => void): Promise<string | undefined> {
+    const open = await this.ensureOpen();
+    if (open.problem) progress(open.problem);
+    return open.name;
+  }
+
   /** After a restart, restricted sandboxes still running need their proxy back at once. */
   async init(): Promise<string | null> {
+    // The fence is rebuilt at each start (a reboot loses it); it is only probed while the
+    // open network does not exist yet, so a daemon that never runs docker makes none.
+    const openExists = await this.opts.docker
+      .getNetwork(`paddock-open-${this.opts.instanceId}`)
+      .inspect()
+      .then(() => true, () => false);
+    const isolation = openExists ? (await this.ensureOpen()).problem : await firewallProblem().then((p) => p && notIsolated(p));
+    if (isolation) this.opts.warn(isolation);
     const names = await this.list().catch(() => [] as string[]);
     if (names.length > 0 && this.opts.egress) {
       const network = `paddock-egress-${this.opts.instanceId}`;
@@ -150,7 +192,7 @@ export class DockerProvider implements SandboxProvider {
         const limits = await this.limitsFor(spec);
         if (this.restricted(spec.network)) await this.ensureEgress();
         if (this.restricted(spec.network) && !this.egress) throw new SandboxError(this.egressProblem ?? "egress is not ready", false);
-        const networkMode = this.restricted(spec.network) ? this.egress!.network.name : undefined;
+        const networkMode = this.restricted(spec.network) ? this.egress!.network.name : await this.openNetwork(progress);
         try {
           container = await docker.createContainer(containerSpec(spec, { image, instanceId: this.opts.instanceId, source, limits, networkMode }));
         } catch (e) {
@@ -322,6 +364,10 @@ export class DockerProvider implements SandboxProvider {
       .catch((e: unknown) => Promise.reject(dockerError("list", e)));
     return containers.map((c) => (c.Names[0] ?? "").replace(/^\//, "")).filter(Boolean);
   }
+}
+
+function notIsolated(reason: string): string {
+  return `host isolation is not enforced: unrestricted docker sandboxes can reach the host, private networks and other sandboxes (${reason})`;
 }
 
 type ContainerInfo = Awaited<ReturnType<Docker.Container["inspect"]>>;
