@@ -20,6 +20,8 @@ export interface CheckoutOptions {
 }
 
 const MARKER = "checked-out";
+/** The source's commits at checkout, one per line. */
+export const BASES_FILE = "base-commits";
 
 /**
  * Puts the repository in the workdir on the result branch before the runner listens: a
@@ -51,6 +53,10 @@ export function checkout(o: CheckoutOptions): void {
     throw new Error(`branch ${JSON.stringify(o.branch)} not found in the repository`);
   }
   git("checkout", "--quiet", "-B", o.resultBranch, start);
+  // What the source had, kept where the agent cannot write: the export leaves these out of
+  // the bundle, whatever the agent does to its remote-tracking refs.
+  const bases = [...new Set(git("for-each-ref", "--format=%(objectname)", "refs/remotes/origin").split("\n").filter(Boolean))];
+  writeFileSync(join(o.stateDir, BASES_FILE), bases.slice(0, 5000).join("\n"), { mode: 0o600 });
   // Not hardlinked (--no-hardlinks), so handing every file over touches nothing of the source's.
   if (o.user) execFileSync("chown", ["-R", `${o.user.uid}:${o.user.gid}`, o.workdir], { stdio: ["ignore", "ignore", "pipe"] });
   writeFileSync(marker, o.runId, { mode: 0o600 });

@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from "node:child_process";
-import { chmodSync, chownSync, createReadStream, existsSync, mkdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, createReadStream, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
@@ -9,6 +9,7 @@ import { createSandboxTokenVerifier } from "../auth/sandbox-token.js";
 import { redactor } from "../redaction.js";
 import { asUser, killAllOf, type AgentUser } from "./agent-user.js";
 import { EventLog } from "./event-log.js";
+import { BASES_FILE } from "./checkout.js";
 import { exportWork } from "./export-work.js";
 import { readLines } from "./output-lines.js";
 import { agentEnvironment, type RunnerSettings } from "./runner-env.js";
@@ -144,7 +145,8 @@ export async function runRunner(opts: RunnerOptions): Promise<void> {
       await terminateAgent();
       const bundleFile = join(s.PADDOCK_STATE_DIR, "work.bundle");
       rmSync(bundleFile, { force: true });
-      const work = await exportWork({ workdir: s.PADDOCK_WORKDIR, user, home: s.PADDOCK_AGENT_HOME, runId: s.PADDOCK_RUN_ID, bundleFile });
+      const bases = existsSync(join(s.PADDOCK_STATE_DIR, BASES_FILE)) ? readFileSync(join(s.PADDOCK_STATE_DIR, BASES_FILE), "utf8").split("\n").filter((l) => /^[0-9a-f]{40,64}$/.test(l)) : [];
+      const work = await exportWork({ workdir: s.PADDOCK_WORKDIR, user, home: s.PADDOCK_AGENT_HOME, runId: s.PADDOCK_RUN_ID, bundleFile, bases });
       res.writeHead(200, { "content-type": "application/octet-stream", [EXPORT_BRANCH_HEADER]: encodeURIComponent(work.branch), [EXPORT_HEAD_HEADER]: work.head });
       if (!work.bundled) return void res.end();
       createReadStream(bundleFile).pipe(res);
