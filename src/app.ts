@@ -132,6 +132,7 @@ export async function createApp(opts: AppOptions): Promise<App> {
       maxConcurrentRuns: config.maxConcurrentRuns,
       pollWaitMs: opts.pollWaitMs ?? 20_000,
       reapIntervalMs: 60_000,
+      logBudget: { maxBytes: config.logMaxBytes, maxLines: config.logMaxLines },
     },
   });
   const health = createHealth();

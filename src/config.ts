@@ -104,6 +104,9 @@ export const ConfigSchema = z
       }
       return { first, count: last - first + 1 };
     }),
+    /** A run's log budget; lines past it are dropped with a note saying how many. */
+    logMaxBytes: bytes,
+    logMaxLines: z.coerce.number().int().min(10).max(1e12),
     /** Where local agents' workspaces live when they have their own uids; "" for /var/lib/paddock-work/<instance>. */
     localWorkDir: z.string(),
     egressHostMap: z.string().transform((v, ctx) => {
@@ -174,6 +177,8 @@ export const ENV_NAMES: Record<keyof ConfigInput, string> = {
   tlsCert: "PADDOCK_TLS_CERT",
   tlsKey: "PADDOCK_TLS_KEY",
   localAgentUids: "PADDOCK_LOCAL_AGENT_UIDS",
+  logMaxBytes: "PADDOCK_LOG_MAX_BYTES",
+  logMaxLines: "PADDOCK_LOG_MAX_LINES",
   localWorkDir: "PADDOCK_LOCAL_WORK_DIR",
   sandboxAllowCidrs: "PADDOCK_SANDBOX_ALLOW_CIDRS",
 };
@@ -221,6 +226,8 @@ export function loadConfig(env: Record<string, string | undefined>, flags: Confi
     tlsCert: "",
     tlsKey: "",
     localAgentUids: "auto",
+    logMaxBytes: "1g",
+    logMaxLines: 10_000_000,
     localWorkDir: "",
     ...merged,
     dataDir,

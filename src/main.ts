@@ -45,6 +45,9 @@ which wins over the config file.
                                off (agents run as the daemon's user), or FIRST-LAST (PADDOCK_LOCAL_AGENT_UIDS)
   --local-work-dir DIR         local agents' workspaces when they have their own uids (PADDOCK_LOCAL_WORK_DIR;
                                default /var/lib/paddock-work/<instance>; the data dir itself stays 0700)
+  --log-max-bytes SIZE         a run's log budget in bytes (PADDOCK_LOG_MAX_BYTES; default 1g) and
+  --log-max-lines N            in lines (PADDOCK_LOG_MAX_LINES; default 10000000): past it lines are dropped,
+                               and the log says exactly how many
   --default-provider NAME      sandbox provider for runs that name none: local or docker (PADDOCK_DEFAULT_PROVIDER)
   --default-timeout DURATION   run deadline, e.g. 60m (PADDOCK_DEFAULT_TIMEOUT; default 60m)
   --max-concurrent-runs N      runs in progress at once; the rest queue (PADDOCK_MAX_CONCURRENT_RUNS; default 4)

@@ -6,8 +6,9 @@ export type { NewEvent };
 
 /** Every this many events the file offset is remembered: memory stays small at any volume. */
 const INDEX_EVERY = 256;
-/** Events kept in memory for the daemon's usual read, the newest ones. */
+/** Events kept in memory for the daemon's usual read, the newest ones, by count and bytes. */
 const TAIL = 512;
+const TAIL_BYTES = 4 * 1024 * 1024;
 
 /**
  * The runner's numbered events, in an append-only JSON-lines file that is the record of
@@ -22,6 +23,7 @@ export class EventLog {
   /** offsets[i] = byte offset of event i*INDEX_EVERY+1. */
   private readonly offsets: number[] = [];
   private readonly tail: RunnerEvent[] = [];
+  private tailBytes = 0;
   private pending: string[] = [];
   private pendingBytes = 0;
   private flushScheduled = false;
@@ -52,8 +54,7 @@ export class EventLog {
     this.count = event.seq;
     this.pending.push(line);
     this.pendingBytes += Buffer.byteLength(line);
-    this.tail.push(event);
-    if (this.tail.length > TAIL) this.tail.splice(0, this.tail.length - TAIL);
+    this.keep(event, line.length);
     if (event.kind === "exit") {
       this.lastExit = event;
       this.flush(); // an exit is written before anyone is told of it
@@ -64,6 +65,17 @@ export class EventLog {
     for (const w of this.appended) w();
     this.appended.clear();
     return event;
+  }
+
+  private readonly tailSizes: number[] = [];
+  private keep(e: RunnerEvent, bytes: number): void {
+    this.tail.push(e);
+    this.tailSizes.push(bytes);
+    this.tailBytes += bytes;
+    while (this.tail.length > 1 && (this.tail.length > TAIL || this.tailBytes > TAIL_BYTES)) {
+      this.tail.shift();
+      this.tailBytes -= this.tailSizes.shift()!;
+    }
   }
 
   flush(): void {
@@ -113,7 +125,12 @@ export class EventLog {
       carry = lines.pop() ?? "";
       for (const line of lines) {
         if (!line) continue;
-        const e = JSON.parse(line) as RunnerEvent;
+        let e: RunnerEvent;
+        try {
+          e = JSON.parse(line) as RunnerEvent;
+        } catch {
+          continue; // a line cut by a crash mid-write, ended at the restart
+        }
         if (e.seq <= afterSeq) continue;
         out.push(e);
         bytes += line.length;
@@ -160,8 +177,7 @@ export class EventLog {
         if (e.seq !== this.count + 1) continue;
         if ((e.seq - 1) % INDEX_EVERY === 0) this.offsets.push(start);
         this.count = e.seq;
-        this.tail.push(e);
-        if (this.tail.length > TAIL) this.tail.shift();
+        this.keep(e, line.length);
         if (e.kind === "exit") this.lastExit = e;
       }
       carry = chunk;

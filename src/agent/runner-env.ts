@@ -37,6 +37,9 @@ export const RunnerEnvSchema = z.object({
   /** "1": wait for POST /start before starting anything (the daemon may snapshot first). */
   PADDOCK_HOLD: z.enum(["0", "1"]).default("1"),
   PADDOCK_IDLE_EXIT_MS: z.coerce.number().int().min(1000).default(3_600_000),
+  /** The run's log budget: past either, lines are counted and dropped, with a note saying how many. */
+  PADDOCK_LOG_MAX_BYTES: z.coerce.number().int().min(1024).default(1024 ** 3),
+  PADDOCK_LOG_MAX_LINES: z.coerce.number().int().min(10).default(10_000_000),
   /** The agent's user; unset: the runner's own (a daemon that is not root). */
   PADDOCK_AGENT_UID: id.optional(),
   PADDOCK_AGENT_GID: id.optional(),

@@ -74,7 +74,30 @@ export async function runRunner(opts: RunnerOptions): Promise<void> {
     state = "exited";
     log.append({ kind: "exit", exitCode, signal: null, stage: "agent" });
   }
-  const record = (stream: RunnerLogStream, text: string) => log.append({ kind: "log", stream, text: redact(text) });
+  // The log budget: lines past it are read (the agent is not blocked) but only counted.
+  let keptBytes = 0;
+  let keptLines = 0;
+  const dropped = { lines: 0, bytes: 0 };
+  const record = (stream: RunnerLogStream, text: string) => {
+    if (keptLines >= s.PADDOCK_LOG_MAX_LINES || keptBytes + text.length > s.PADDOCK_LOG_MAX_BYTES) {
+      if (dropped.lines === 0) {
+        log.append({ kind: "log", stream: "stderr", text: `paddock: the log budget (${s.PADDOCK_LOG_MAX_LINES} lines, ${s.PADDOCK_LOG_MAX_BYTES} bytes) is used up; further lines are dropped and counted` });
+      }
+      dropped.lines++;
+      dropped.bytes += Buffer.byteLength(text);
+      return;
+    }
+    keptLines++;
+    keptBytes += text.length;
+    log.append({ kind: "log", stream, text: redact(text) });
+  };
+  /** Before an exit is recorded: how much the budget dropped, exactly. */
+  const noteDropped = () => {
+    if (dropped.lines === 0) return;
+    log.append({ kind: "log", stream: "stderr", text: `paddock: ${dropped.lines} lines (${dropped.bytes} bytes) were dropped past the log budget` });
+    dropped.lines = 0;
+    dropped.bytes = 0;
+  };
 
   /** Ends every process the agent started: its user's, or its process group without one. */
   const killRest = async (child: ChildProcess | null) => {
@@ -226,6 +249,7 @@ export async function runRunner(opts: RunnerOptions): Promise<void> {
           exitCode = setup.exitCode;
           state = "exited";
           await killRest(agent);
+          noteDropped();
           log.append({ kind: "exit", exitCode, signal: setup.signal, stage: "setup" });
           return;
         }
@@ -236,6 +260,7 @@ export async function runRunner(opts: RunnerOptions): Promise<void> {
       await killRest(agent);
       exitCode = done.exitCode;
       state = "exited";
+      noteDropped();
       log.append({ kind: "exit", exitCode, signal: done.signal, stage: "agent" });
     })();
   }

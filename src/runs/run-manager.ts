@@ -19,7 +19,7 @@ import { createRunnerClient } from "../sandbox/runner-client.js";
 import type { LogLine, RunLimits, RunStatusName } from "../store/records.js";
 import type { RunFilter, RunsRepository, RunTransition, StoredRun } from "../store/runs-repository.js";
 import type { TasksRepository } from "../store/tasks-repository.js";
-import type { StartRequest } from "../agent/runner-protocol.js";
+import type { RunnerEvent, StartRequest } from "../agent/runner-protocol.js";
 import { networkOf, redactor, usableEnvironment, type Environments } from "./environments.js";
 import { Notifier } from "./notifier.js";
 import { withRetry } from "./retry.js";
@@ -34,6 +34,8 @@ export interface RunSettings {
   pollWaitMs: number;
   /** How often orphaned sandboxes are looked for (and at every start). */
   reapIntervalMs: number;
+  /** A run's log budget, enforced by its runner. */
+  logBudget: { maxBytes: number; maxLines: number };
 }
 
 export interface RunManagerDeps {
@@ -528,6 +530,7 @@ export class RunManager {
             publicKeyPem: this.deps.keys.publicKeyPem,
             token,
             limits: run.limits,
+            logBudget: this.deps.settings.logBudget,
             network: this.networkOf(run),
           },
           signal,
@@ -565,7 +568,7 @@ export class RunManager {
 
   private async supervise(id: string, signal: AbortSignal): Promise<AgentExit> {
     const run = this.current(id);
-    const redact = run.environmentId ? redactor(this.deps.environments.secretValues(run.environmentId)) : (t: string) => t;
+    const redact = this.redactorOf(run);
     const provider = this.providerOf(run.provider);
     const name = sandboxName(id);
     const token = await this.tokenFor(run);
@@ -593,21 +596,53 @@ export class RunManager {
         continue;
       }
       if (events.length === 0) continue;
-      const lines: { time: number; stream: string; text: string }[] = [];
-      let exit: AgentExit | null = null;
-      for (const e of events) {
-        if (e.kind === "log") lines.push({ time: e.time, stream: e.stream, text: redact(e.text) });
-        else {
-          exit = { exitCode: e.exitCode, stage: e.stage };
-          const who = e.stage === "setup" ? "setup script" : "agent";
-          lines.push({ time: e.time, stream: "system", text: `${who} exited with code ${e.exitCode}${e.signal ? ` (${e.signal})` : ""}` });
-        }
-      }
+      const exit = this.ingest(id, events, redact);
       cursor = events[events.length - 1]!.seq;
-      this.deps.runs.appendLogs(id, lines, cursor);
-      this.notifier.notify(`logs:${id}`);
       if (exit) return exit;
     }
+  }
+
+  /** Stores a batch of the runner's events as log lines; returns the exit among them. */
+  private ingest(id: string, events: RunnerEvent[], redact: (t: string) => string): AgentExit | null {
+    const lines: { time: number; stream: string; text: string }[] = [];
+    let exit: AgentExit | null = null;
+    for (const e of events) {
+      if (e.kind === "log") lines.push({ time: e.time, stream: e.stream, text: redact(e.text) });
+      else {
+        exit = { exitCode: e.exitCode, stage: e.stage };
+        const who = e.stage === "setup" ? "setup script" : "agent";
+        lines.push({ time: e.time, stream: "system", text: `${who} exited with code ${e.exitCode}${e.signal ? ` (${e.signal})` : ""}` });
+      }
+    }
+    this.deps.runs.appendLogs(id, lines, events[events.length - 1]!.seq);
+    this.notifier.notify(`logs:${id}`);
+    return exit;
+  }
+
+  /**
+   * Everything the runner recorded that is not stored yet: after a cancel, a deadline or
+   * the sandbox's death (its runner brought back for this), nothing it wrote down is lost.
+   */
+  private async drain(id: string, provider: SandboxProvider, signal: AbortSignal): Promise<void> {
+    const run = this.current(id);
+    const name = sandboxName(id);
+    const token = await this.tokenFor(run);
+    const endpoint = (await provider.inspect(name)).endpoint ?? (await provider.revive?.(name, id, signal).catch(() => null));
+    if (!endpoint) return;
+    const redact = this.redactorOf(run);
+    const runner = createRunnerClient(endpoint, token);
+    await runner.cancel(signal).catch(() => undefined); // a still-running agent stops writing first
+    let cursor = this.deps.runs.runnerCursor(id);
+    for (;;) {
+      const { events } = await runner.events(cursor, 0, signal);
+      if (events.length === 0) return;
+      this.ingest(id, events, redact);
+      cursor = events[events.length - 1]!.seq;
+    }
+  }
+
+  private redactorOf(run: StoredRun): (t: string) => string {
+    return run.environmentId ? redactor(this.deps.environments.secretValues(run.environmentId)) : (t: string) => t;
   }
 
   private async cleanup(id: string, signal: AbortSignal): Promise<void> {
@@ -616,6 +651,10 @@ export class RunManager {
     const name = sandboxName(id);
     await this.provisioning.get(id)?.catch(() => undefined);
     this.provisioning.delete(id);
+    await this.drain(id, provider, signal).catch((error: unknown) => {
+      if (signal.aborted) throw error;
+      this.deps.logger.warn({ err: error, runId: id }, "could not read the runner's last events");
+    });
     const result = await withRetry(() => provider.destroy(name, signal), signal, { attempts: 5, baseMs: 500 });
     if (result.notes?.length) this.system(id, ...result.notes);
     if (result.resultCommit) {

@@ -23,6 +23,8 @@ export interface SandboxSpec {
   token: string;
   /** Network policy per stage; null for a run without an environment (unrestricted). */
   network: { setup: NetworkPolicy; agent: NetworkPolicy } | null;
+  /** Past this much output the runner drops lines, counting them. */
+  logBudget: { maxBytes: number; maxLines: number };
   /** This run's overrides of the provider's resource limits and runtime. */
   limits: { cpus?: number; memoryBytes?: number; pids?: number; runtime?: string };
 }
@@ -55,6 +57,12 @@ export interface SandboxProvider {
    */
   provision(spec: SandboxSpec, signal: AbortSignal, progress: (line: string) => void): Promise<SandboxStatus>;
   inspect(name: string): Promise<SandboxStatus>;
+  /**
+   * Brings back the runner of a sandbox that stopped (its records are still there), so the
+   * daemon can read what it recorded before the stop. It never runs the agent again.
+   * Resolves with the runner's endpoint, or null when there is nothing to bring back.
+   */
+  revive?(name: string, runId: string, signal: AbortSignal): Promise<string | null>;
   /** Stops everything in the sandbox and removes it, keeping the agent's work. */
   destroy(name: string, signal: AbortSignal): Promise<CleanupResult>;
   /** Names of sandboxes this daemon instance owns, for reaping. */

@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { readRunnerEnvironment } from "../../agent/runner-env.js";
 import { containerSpec } from "./container-spec.js";
 
 describe("containerSpec", () => {
@@ -13,6 +14,7 @@ describe("containerSpec", () => {
     publicKeyPem: "-----BEGIN PUBLIC KEY-----\nabc\n-----END PUBLIC KEY-----\n",
     token: "tok",
     limits: {},
+    logBudget: { maxBytes: 2048, maxLines: 100 },
     network: null,
   };
   const c = containerSpec(spec, { image: "img:1", instanceId: "inst", source: "/data/repos/x.git", limits: { cpus: 1.5, memoryBytes: 512 * 1024 ** 2, pids: 256, runtime: "runc" } });
@@ -35,8 +37,16 @@ describe("containerSpec", () => {
       PADDOCK_PROMPT: "Fix it\n\nplease",
       PADDOCK_HOLD: "1",
       JWT_PUBLIC_KEY: spec.publicKeyPem,
-      PADDOCK_SANDBOX_TOKEN: "tok",
+      PADDOCK_LOG_MAX_LINES: "100",
     });
     expect(JSON.parse(env.PADDOCK_AGENT_COMMAND!)).toEqual(spec.agentCommand);
+    // No credential in the container's config: `docker inspect` must not hand one out.
+    expect(Object.values(env).join("\n")).not.toContain("tok");
+    expect(Object.keys(env).filter((k) => /TOKEN/.test(k))).toEqual([]);
+  });
+
+  it("is read back by the runner through the one contract, and the agent runs as uid 1000", () => {
+    const settings = readRunnerEnvironment(Object.fromEntries(c.Env!.map((kv) => [kv.slice(0, kv.indexOf("=")), kv.slice(kv.indexOf("=") + 1)])));
+    expect(settings).toMatchObject({ PADDOCK_RUN_ID: "run_1", PADDOCK_AGENT_UID: 1000, PADDOCK_AGENT_GID: 1000, PADDOCK_AGENT_COMMAND: spec.agentCommand, PADDOCK_LOG_MAX_BYTES: 2048 });
   });
 });

@@ -53,6 +53,8 @@ export function containerSpec(
         PADDOCK_AGENT_UID: AGENT_UID,
         PADDOCK_AGENT_GID: AGENT_UID,
         PADDOCK_AGENT_HOME: AGENT_HOME,
+        PADDOCK_LOG_MAX_BYTES: spec.logBudget.maxBytes,
+        PADDOCK_LOG_MAX_LINES: spec.logBudget.maxLines,
         JWT_PUBLIC_KEY: spec.publicKeyPem,
       }),
     ).map(([k, v]) => `${k}=${v}`),

@@ -338,6 +338,16 @@ export class DockerProvider implements SandboxProvider {
     return result;
   }
 
+  async revive(name: string, runId: string, signal: AbortSignal): Promise<string | null> {
+    const container = this.opts.docker.getContainer(name);
+    const info = await container.inspect().catch((e: unknown) => (isNotFound(e) ? null : Promise.reject(dockerError("inspect", e))));
+    if (!info || info.State.Status === "created") return null;
+    if (!info.State.Running) {
+      await container.start().catch((e: unknown) => ((e as DockerErrorLike).statusCode === 304 ? undefined : Promise.reject(dockerError("start", e))));
+    }
+    return this.waitForEndpoint(name, runId, await this.opts.tokenFor(runId), signal);
+  }
+
   /** The runner's endpoint once it answers for the run; for a restarted container, too. */
   private async waitForEndpoint(name: string, runId: string, token: string, signal: AbortSignal): Promise<string> {
     const until = Date.now() + this.opts.runnerStartTimeoutMs;

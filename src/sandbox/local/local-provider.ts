@@ -43,6 +43,7 @@ interface SandboxRecord {
   resultBranch: string;
   agentCommand: string[];
   prompt: string;
+  logBudget?: { maxBytes: number; maxLines: number };
   publicKeyPem: string;
   token: string;
   /** The agent's own uid and gid, or absent when it runs as the daemon's user. */
@@ -99,6 +100,7 @@ export class LocalProvider implements SandboxProvider {
         resultBranch: spec.resultBranch,
         agentCommand: spec.agentCommand,
         prompt: spec.prompt,
+        logBudget: spec.logBudget,
         publicKeyPem: spec.publicKeyPem,
         token: spec.token,
         agentUid: await this.allocateUid(),
@@ -171,6 +173,8 @@ export class LocalProvider implements SandboxProvider {
             PADDOCK_AGENT_GID: uid,
             PADDOCK_AGENT_HOME: join(work, "home"),
             PADDOCK_AGENT_PATH: this.opts.baseEnv.PATH ?? "/usr/local/bin:/usr/bin:/bin",
+            PADDOCK_LOG_MAX_BYTES: record.logBudget?.maxBytes,
+            PADDOCK_LOG_MAX_LINES: record.logBudget?.maxLines,
             JWT_PUBLIC_KEY: record.publicKeyPem,
           }),
         },
@@ -217,6 +221,16 @@ export class LocalProvider implements SandboxProvider {
     const info = await readInfo(state);
     if (!info || !alive(info.pid)) return { state: "stopped" };
     return { state: "running", endpoint: `http://127.0.0.1:${info.port}` };
+  }
+
+  async revive(name: string, _runId: string, signal: AbortSignal): Promise<string | null> {
+    const record = await readRecord(this.stateDir(name));
+    if (!record) return null;
+    const status = await this.inspect(name);
+    if (status.endpoint) return status.endpoint;
+    if (!existsSync(join(this.stateDir(name), RUNNER_EVENTS_FILE))) return null;
+    await this.startRunner(name, record);
+    return (await this.waitForRunner(name, record, signal)).endpoint ?? null;
   }
 
   async destroy(name: string, signal: AbortSignal): Promise<CleanupResult> {
