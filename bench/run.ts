@@ -66,7 +66,7 @@ async function transitionsRound(runsPerRound: number): Promise<{ managed: number
       providers: new Map([["bench", instantProvider]]),
       keys: await loadOrCreateSandboxKeys(dir),
       logger: pino({ level: "silent" }),
-      settings: { defaultAgentCommand: ["true"], defaultTimeoutMs: 3_600_000, defaultProvider: "bench", maxConcurrentRuns: 100_000, pollWaitMs: 1000, logBudget: { maxBytes: 1024 ** 3, maxLines: 10_000_000 }, reapIntervalMs: 3_600_000 },
+      settings: { defaultAgentCommand: ["true"], defaultTimeoutMs: 3_600_000, defaultProvider: "bench", maxConcurrentRuns: 100_000, pollWaitMs: 1000, logBudget: { maxBytes: 1024 ** 3, maxLines: 10_000_000 }, reapIntervalMs: 3_600_000, sandboxImages: [] },
     });
     tasks.create({ team: "default", environmentId: "", id: "task_b", title: "b", description: "", repository: "/r", repositoryUrl: "/r", origin: "bench", createdAt: 0 });
     const t0 = performance.now();

@@ -18,7 +18,7 @@ import { createHealth } from "./api/health.js";
 import { listen, type Listener } from "./api/listener.js";
 import { createRoutes } from "./api/routes.js";
 import { issueSandboxToken, loadOrCreateSandboxKeys } from "./auth/sandbox-token.js";
-import type { Config } from "./config.js";
+import { ConfigError, type Config } from "./config.js";
 import { RunManager } from "./runs/run-manager.js";
 import { DockerProvider } from "./sandbox/docker/docker-provider.js";
 import { LocalProvider } from "./sandbox/local/local-provider.js";
@@ -68,6 +68,8 @@ export async function createApp(opts: AppOptions): Promise<App> {
   const egressAudit = createEgressAuditRepository(db);
   const instance = instanceId(db);
   const isRoot = process.getuid?.() === 0;
+  const sandboxImages = [...new Set([config.dockerImage, ...config.sandboxImages])];
+  if (config.sandboxCaFile) await checkCaFile(config.sandboxCaFile);
   const providers = new Map<string, SandboxProvider>([
     [
       "local",
@@ -113,6 +115,7 @@ export async function createApp(opts: AppOptions): Promise<App> {
         },
         allowCidrs: config.sandboxAllowCidrs,
         warn: (msg) => logger.warn({ provider: "docker" }, msg),
+        caFile: config.sandboxCaFile ? resolve(config.sandboxCaFile) : "",
       }),
     );
   } else if (config.defaultProvider === "docker") {
@@ -133,6 +136,7 @@ export async function createApp(opts: AppOptions): Promise<App> {
       pollWaitMs: opts.pollWaitMs ?? 20_000,
       reapIntervalMs: 60_000,
       logBudget: { maxBytes: config.logMaxBytes, maxLines: config.logMaxLines },
+      sandboxImages,
     },
   });
   const health = createHealth();
@@ -152,6 +156,7 @@ export async function createApp(opts: AppOptions): Promise<App> {
     environmentsRepo,
     secretBox,
     providers: new Set(providers.keys()),
+    sandboxImages,
     egressAudit,
   });
   const makeHandler = (trusted: boolean) =>
@@ -195,6 +200,14 @@ export async function createApp(opts: AppOptions): Promise<App> {
       dataDirLock.release();
     },
   };
+}
+
+/** The operator's CA file must hold PEM certificates: a typo is found at start, not in every run. */
+async function checkCaFile(path: string): Promise<void> {
+  const text = await readFile(path, "utf8").catch((error: unknown) => {
+    throw new ConfigError(`--sandbox-ca-file: cannot read ${path}: ${(error as Error).message}`);
+  });
+  if (!text.includes("-----BEGIN CERTIFICATE-----")) throw new ConfigError(`--sandbox-ca-file: ${path} holds no PEM certificate`);
 }
 
 /** How to start `paddock agent` from this process: the binary itself, or Node + tsx in development. */

@@ -123,6 +123,10 @@ export const ConfigSchema = z
       }
       return map;
     }),
+    /** Images runs and environments may ask for, besides dockerImage (always allowed). */
+    sandboxImages: z.string().transform((v) => [...new Set(v.split(",").map((p) => p.trim()).filter(Boolean))]),
+    /** PEM CA certificates every docker sandbox trusts (a corporate TLS proxy); "" for none. */
+    sandboxCaFile: z.string(),
     /** Addresses unrestricted docker sandboxes may reach despite host isolation (IPv4 CIDRs). */
     sandboxAllowCidrs: z.string().transform((v, ctx) => {
       const cidrs: string[] = [];
@@ -181,6 +185,8 @@ export const ENV_NAMES: Record<keyof ConfigInput, string> = {
   logMaxLines: "PADDOCK_LOG_MAX_LINES",
   localWorkDir: "PADDOCK_LOCAL_WORK_DIR",
   sandboxAllowCidrs: "PADDOCK_SANDBOX_ALLOW_CIDRS",
+  sandboxImages: "PADDOCK_SANDBOX_IMAGES",
+  sandboxCaFile: "PADDOCK_SANDBOX_CA_FILE",
 };
 
 export function defaultDataDir(env: Record<string, string | undefined>): string {
@@ -223,6 +229,8 @@ export function loadConfig(env: Record<string, string | undefined>, flags: Confi
     egressProxyPort: 47830,
     egressHostMap: "",
     sandboxAllowCidrs: "",
+    sandboxImages: "",
+    sandboxCaFile: "",
     tlsCert: "",
     tlsKey: "",
     localAgentUids: "auto",

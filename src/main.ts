@@ -11,8 +11,9 @@ import { ConfigError, defaultDataDir, ENV_NAMES, kebab, loadConfig, type ConfigI
 import { readRunnerEnvironment, RunnerEnvError } from "./agent/runner-env.js";
 import { createLogger } from "./logger.js";
 import { DataDirLockedError } from "./store/data-dir-lock.js";
+import { PADDOCK_VERSION } from "./version.js";
 
-const VERSION = "0.1.0";
+const VERSION = PADDOCK_VERSION;
 
 const HELP = `paddock ${VERSION} — runs coding-agent task runs in sandboxes
 
@@ -63,6 +64,10 @@ docker provider (registered when the engine's socket exists):
   --docker-runtime NAME        runc, or runsc for gVisor (PADDOCK_DOCKER_RUNTIME; default runc)
   --sandbox-allow-cidrs LIST   IPv4 addresses/CIDRs, comma-separated, that unrestricted sandboxes may reach
                                although private, link-local or the host's own (PADDOCK_SANDBOX_ALLOW_CIDRS)
+  --sandbox-images LIST        images, comma-separated, that runs and environments may ask for besides
+                               --docker-image (PADDOCK_SANDBOX_IMAGES; default: only --docker-image)
+  --sandbox-ca-file FILE       PEM CA certificates every sandbox trusts, e.g. a TLS-inspecting proxy's
+                               (PADDOCK_SANDBOX_CA_FILE)
 
   --log-level LEVEL            trace…fatal, silent (PADDOCK_LOG_LEVEL; default info)
   --log-format FORMAT          auto (pretty on a terminal), json, pretty (PADDOCK_LOG_FORMAT)`;

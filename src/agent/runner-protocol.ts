@@ -9,7 +9,8 @@ export type RunnerEvent =
 
 export interface RunnerHealth {
   runId: string;
-  agent: "starting" | "running" | "exited";
+  /** "ready": setup succeeded and the agent waits for POST /continue (StartRequest.holdAfterSetup). */
+  agent: "starting" | "running" | "ready" | "exited";
   exitCode: number | null;
   lastSeq: number;
 }
@@ -26,6 +27,13 @@ export interface StartRequest {
   setupScript?: string;
   /** Values the runner replaces in output before it is recorded: no secret is ever on disk. */
   redact?: { name: string; value: string }[];
+  /**
+   * After a successful setup, wait for POST /continue before starting the agent: the
+   * daemon snapshots the sandbox meanwhile, so later runs skip setup.
+   */
+  holdAfterSetup?: boolean;
+  /** PEM CA certificates (a path in the sandbox) that setup and the agent must trust. */
+  caFile?: string;
 }
 
 /** Written by the runner once it listens, read by providers to find it. */

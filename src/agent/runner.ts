@@ -12,6 +12,7 @@ import { EventLog } from "./event-log.js";
 import { BASES_FILE } from "./checkout.js";
 import { exportWork } from "./export-work.js";
 import { readLines } from "./output-lines.js";
+import { trustCaFile } from "./trust-ca.js";
 import { agentEnvironment, type RunnerSettings } from "./runner-env.js";
 import {
   EXPORT_BRANCH_HEADER,
@@ -105,9 +106,12 @@ export async function runRunner(opts: RunnerOptions): Promise<void> {
     else if (child?.pid) signalGroup(child.pid, "SIGKILL");
   };
   let stopping = false;
+  /** Lets a run held after setup go on (POST /continue, or a cancel: then nothing starts). */
+  let releaseHold: (() => void) | null = null;
   const terminateAgent = async () => {
     stopping = true;
-    if (state === "starting") state = "exited"; // held and never started: nothing will start now
+    releaseHold?.();
+    if (state === "starting" || state === "ready") state = "exited"; // held and never started: nothing will start now
     const child = agent;
     if (state === "running" && child && child.exitCode === null && child.signalCode === null) {
       signalGroup(child.pid!, "SIGTERM");
@@ -161,6 +165,10 @@ export async function runRunner(opts: RunnerOptions): Promise<void> {
     }
     if (req.method === "POST" && url.pathname === "/start") {
       startAgent(await readJson<StartRequest>(req));
+      return send(res, 200, { ok: true, agent: state });
+    }
+    if (req.method === "POST" && url.pathname === "/continue") {
+      releaseHold?.();
       return send(res, 200, { ok: true, agent: state });
     }
     if (req.method === "POST" && url.pathname === "/export") {
@@ -241,7 +249,15 @@ export async function runRunner(opts: RunnerOptions): Promise<void> {
     if (state !== "starting") return;
     state = "running";
     redact = redactor(start.redact ?? []);
-    const base = agentEnvironment(opts.env, s, start.env ?? {});
+    let caEnv: Record<string, string> = {};
+    if (start.caFile) {
+      try {
+        caEnv = trustCaFile(start.caFile);
+      } catch (error) {
+        record("stderr", `paddock: the operator's CA certificates could not be added: ${(error as Error).message}`);
+      }
+    }
+    const base = agentEnvironment(opts.env, s, { ...caEnv, ...start.env });
     void (async () => {
       if (start.setupScript) {
         const setup = await runChild(["sh", "-c", start.setupScript], { ...base, ...start.setupEnv }, "", () => "setup");
@@ -254,7 +270,13 @@ export async function runRunner(opts: RunnerOptions): Promise<void> {
           return;
         }
       }
-      if (stopping) return; // cancelled during setup
+      if (start.holdAfterSetup && !stopping) {
+        state = "ready";
+        await new Promise<void>((resolve) => (releaseHold = resolve));
+        releaseHold = null;
+        if (state === "ready") state = "running";
+      }
+      if (stopping) return; // cancelled during setup or while held
       const done = await runChild(s.PADDOCK_AGENT_COMMAND, base, s.PADDOCK_PROMPT + "\n", (st) => st);
       // Whatever the agent left running dies with it, before anyone hears it finished.
       await killRest(agent);

@@ -67,12 +67,13 @@ export function environmentToProto(e: EnvironmentRecord): Environment {
     repositories: e.repositories,
     defaultProvider: e.defaultProvider,
     timeout: e.timeoutMs === null ? undefined : durationFromMs(e.timeoutMs),
+    image: e.image,
     createTime: timestampFromMs(e.createdAt),
     updateTime: timestampFromMs(e.updatedAt),
   });
 }
 
-function specFrom(env: Environment, providers: ReadonlySet<string>): { name: string; spec: EnvironmentSpec } {
+function specFrom(env: Environment, providers: ReadonlySet<string>, images: readonly string[]): { name: string; spec: EnvironmentSpec } {
   const name = env.name.trim();
   if (!NAME.test(name)) throw new InvalidArgumentError("environment.name", `${JSON.stringify(env.name)}: letters, digits, space, ".", "_", "-"; at most 64`);
   const networkAccess = accessName("environment.network_access", env.networkAccess, "trusted");
@@ -94,6 +95,10 @@ function specFrom(env: Environment, providers: ReadonlySet<string>): { name: str
     throw new InvalidArgumentError("environment.default_provider", `unknown provider ${JSON.stringify(env.defaultProvider)}; this daemon has: ${[...providers].join(", ")}`);
   }
   const timeoutMs = runTimeoutMs("environment.timeout", env.timeout);
+  const image = env.image.trim();
+  if (image && !images.includes(image)) {
+    throw new InvalidArgumentError("environment.image", `image ${JSON.stringify(image)} is not allowed on this daemon (--sandbox-images: ${images.join(", ")})`);
+  }
   return {
     name,
     spec: {
@@ -106,6 +111,7 @@ function specFrom(env: Environment, providers: ReadonlySet<string>): { name: str
       repositories: env.repositories.map((r) => r.trim()).filter(Boolean),
       defaultProvider: env.defaultProvider,
       timeoutMs,
+      image,
     },
   };
 }
@@ -114,6 +120,7 @@ export interface EnvironmentServiceDeps {
   environments: EnvironmentsRepository;
   secretBox: SecretBox;
   providers: ReadonlySet<string>;
+  sandboxImages: readonly string[];
 }
 
 export function createEnvironmentService(deps: EnvironmentServiceDeps): ServiceImpl<typeof EnvironmentService> {
@@ -142,7 +149,7 @@ export function createEnvironmentService(deps: EnvironmentServiceDeps): ServiceI
   return {
     createEnvironment(req, ctx) {
       if (!req.environment) throw new InvalidArgumentError("environment", "is required");
-      const { name, spec } = specFrom(req.environment, deps.providers);
+      const { name, spec } = specFrom(req.environment, deps.providers, deps.sandboxImages);
       unique(req.secrets.map((s) => s.name), "secrets");
       const id = newId("env");
       const sealed = sealAll(id, req.secrets, spec.envVars, "secrets");
@@ -165,7 +172,7 @@ export function createEnvironmentService(deps: EnvironmentServiceDeps): ServiceI
     updateEnvironment(req, ctx) {
       if (!req.environment) throw new InvalidArgumentError("environment", "is required");
       const current = owned(req.environment.id, ctx);
-      const { name, spec } = specFrom(req.environment, deps.providers);
+      const { name, spec } = specFrom(req.environment, deps.providers, deps.sandboxImages);
       unique(req.setSecrets.map((s) => s.name), "set_secrets");
       const sealed = sealAll(current.id, req.setSecrets, spec.envVars, "set_secrets");
       for (const n of req.removeSecrets) {

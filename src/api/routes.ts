@@ -27,6 +27,8 @@ export interface RoutesDeps {
   environmentsRepo: EnvironmentsRepository;
   secretBox: SecretBox;
   providers: ReadonlySet<string>;
+  /** Images environments may name (--docker-image and --sandbox-images). */
+  sandboxImages: readonly string[];
   runs: RunManager;
   health: HealthService;
   gitHost: string;
@@ -39,7 +41,7 @@ export interface RoutesDeps {
 export function createRoutes(deps: RoutesDeps) {
   return (router: ConnectRouter) => {
     router.service(TaskService, createTaskService({ tasks: deps.tasks, environments: deps.environments, gitHost: deps.gitHost }));
-    router.service(EnvironmentService, createEnvironmentService({ environments: deps.environmentsRepo, secretBox: deps.secretBox, providers: deps.providers }));
+    router.service(EnvironmentService, createEnvironmentService({ environments: deps.environmentsRepo, secretBox: deps.secretBox, providers: deps.providers, sandboxImages: deps.sandboxImages }));
     router.service(TaskRunService, createTaskRunService(deps.runs, deps.egressAudit));
     router.service(TokenService, createTokenService({ tokens: deps.tokens, apiTokens: deps.apiTokens }));
     deps.health.setStatus(TaskService.typeName, ServingStatus.SERVING);

@@ -59,6 +59,7 @@ export function createTaskRunService(runs: RunManager, egress: EgressAuditReposi
         idempotencyKey: req.idempotencyKey,
         limits,
         environmentId: req.environmentId,
+        image: req.image.trim(),
       });
       return { run: runToProto(run) };
     },

@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import type { SecretBox } from "../auth/secret-box.js";
 import type { NetworkPolicy } from "../sandbox/egress-policy.js";
 import { InvalidArgumentError } from "../errors.js";
@@ -25,6 +26,16 @@ export function networkOf(env: EnvironmentRecord | undefined): { setup: NetworkP
   const agent: NetworkPolicy = { access: env.networkAccess, ...base };
   // Without a setup script there is no setup stage, and its policy must not restrict the sandbox.
   return { setup: env.setupScript ? { access: env.setupNetworkAccess, ...base } : agent, agent };
+}
+
+/**
+ * What the setup script depends on, for snapshot keys: the script, the variables and each
+ * secret's name and version (never its value). "" without an environment or a setup script.
+ */
+export function setupHash(env: EnvironmentRecord | undefined): string {
+  if (!env?.setupScript) return "";
+  const secrets = env.secrets.map((s) => [s.name, s.setupOnly, s.updatedAt]);
+  return createHash("sha256").update(JSON.stringify([env.setupScript, env.envVars, secrets])).digest("hex");
 }
 
 export function createEnvironments(repo: EnvironmentsRepository, box: SecretBox): Environments {

@@ -13,14 +13,14 @@ import {
 } from "../../machines/task-run.machine.js";
 import { issueSandboxToken, type SandboxKeys } from "../auth/sandbox-token.js";
 import { FailedPreconditionError, InvalidArgumentError, isRetryable, NotFoundError, SandboxError } from "../errors.js";
-import type { SandboxProvider } from "../sandbox/provider.js";
+import type { SandboxProvider, SandboxSpec } from "../sandbox/provider.js";
 import { sandboxName } from "../sandbox/provider.js";
 import { createRunnerClient } from "../sandbox/runner-client.js";
 import type { LogLine, RunLimits, RunStatusName } from "../store/records.js";
 import type { RunFilter, RunsRepository, RunTransition, StoredRun } from "../store/runs-repository.js";
 import type { TasksRepository } from "../store/tasks-repository.js";
 import type { RunnerEvent, StartRequest } from "../agent/runner-protocol.js";
-import { networkOf, redactor, usableEnvironment, type Environments } from "./environments.js";
+import { networkOf, redactor, setupHash, usableEnvironment, type Environments } from "./environments.js";
 import { Notifier } from "./notifier.js";
 import { withRetry } from "./retry.js";
 
@@ -36,6 +36,8 @@ export interface RunSettings {
   reapIntervalMs: number;
   /** A run's log budget, enforced by its runner. */
   logBudget: { maxBytes: number; maxLines: number };
+  /** Sandbox images runs and environments may ask for (--sandbox-images). */
+  sandboxImages: readonly string[];
 }
 
 export interface RunManagerDeps {
@@ -60,6 +62,8 @@ export interface StartRunParams {
   limits: RunLimits;
   /** Overrides the task's environment; "" for the task's. */
   environmentId: string;
+  /** Sandbox image; "" for the environment's or the provider's. */
+  image?: string;
 }
 
 type RunActor = Actor<ReturnType<typeof taskRunMachine.provide>>;
@@ -168,6 +172,7 @@ export class RunManager {
     if (Object.keys(p.limits).length > 0 && providerName === "local") {
       throw new InvalidArgumentError("limits", "the local provider runs the agent as a plain process and cannot apply sandbox limits; use provider docker");
     }
+    const image = this.imageFor(p, env?.image ?? "", providerName);
     const agentCommand = p.agentCommand.length > 0 ? p.agentCommand : settings.defaultAgentCommand;
     if (!agentCommand) {
       throw new InvalidArgumentError(
@@ -194,6 +199,7 @@ export class RunManager {
         resultBranch: `paddock/${id}`,
         agentCommand,
         limits: p.limits,
+        image,
         idempotencyKey: p.idempotencyKey || null,
         deadlineAt,
         createdAt: now,
@@ -211,6 +217,19 @@ export class RunManager {
     this.track(id, actor, "queued", run, JSON.stringify(actor.getPersistedSnapshot()));
     this.pump();
     return { ...this.current(id) };
+  }
+
+  /** The run's image (its own, else its environment's), checked against the operator's allowlist. */
+  private imageFor(p: StartRunParams, envImage: string, providerName: string): string {
+    if (p.image && providerName === "local") throw new InvalidArgumentError("image", "the local provider runs the agent on the host, with no image; use provider docker");
+    const image = p.image || (providerName === "local" ? "" : envImage);
+    if (image && !this.deps.settings.sandboxImages.includes(image)) {
+      throw new InvalidArgumentError(
+        p.image ? "image" : "environment_id",
+        `image ${JSON.stringify(image)}${p.image ? "" : " (the environment's)"} is not allowed on this daemon (--sandbox-images: ${this.deps.settings.sandboxImages.join(", ")})`,
+      );
+    }
+    return image;
   }
 
   get(id: string): StoredRun {
@@ -516,32 +535,37 @@ export class RunManager {
       ...(provider.enforcesNetworkPolicy ? [] : [`note: the ${provider.name} provider runs the agent on the host; network policy is not enforced`]),
     );
     const token = await this.tokenFor(run);
-    const status = await withRetry(
-      () =>
-        provider.provision(
-          {
-            runId: id,
-            name,
-            repositoryUrl: task.repositoryUrl,
-            branch: run.branch,
-            resultBranch: run.resultBranch,
-            agentCommand: run.agentCommand,
-            prompt: task.description ? `${task.title}\n\n${task.description}` : task.title,
-            publicKeyPem: this.deps.keys.publicKeyPem,
-            token,
-            limits: run.limits,
-            logBudget: this.deps.settings.logBudget,
-            network: this.networkOf(run),
-          },
-          signal,
-          (line) => this.system(id, line),
-        ),
-      signal,
-    );
+    const env = run.environmentId ? this.deps.environments.get(run.environmentId) : undefined;
+    const spec: SandboxSpec = {
+      runId: id,
+      name,
+      repositoryUrl: task.repositoryUrl,
+      branch: run.branch,
+      resultBranch: run.resultBranch,
+      agentCommand: run.agentCommand,
+      prompt: task.description ? `${task.title}\n\n${task.description}` : task.title,
+      publicKeyPem: this.deps.keys.publicKeyPem,
+      token,
+      limits: run.limits,
+      logBudget: this.deps.settings.logBudget,
+      network: this.networkOf(run),
+      environmentId: run.environmentId,
+      setupHash: setupHash(env),
+      image: run.image,
+    };
+    const status = await withRetry(() => provider.provision(spec, signal, (line) => this.system(id, line)), signal);
     // The runner holds the agent until now: the environment is handed over at the last moment.
     const start = this.startRequest(run, provider);
-    await withRetry(() => createRunnerClient(status.endpoint!, token).start(start, signal), signal);
+    if (status.setupDone) delete start.setupScript; // the sandbox's snapshot was taken after it (the provider said so)
+    const hold = !!status.holdAfterSetup && !!provider.afterSetup;
+    Object.assign(start, { holdAfterSetup: hold || undefined, caFile: status.caFile });
+    const runner = createRunnerClient(status.endpoint!, token);
+    await withRetry(() => runner.start(start, signal), signal);
     if (start.setupScript) this.system(id, "setup script started");
+    if (hold) {
+      await provider.afterSetup!(spec, signal, (line) => this.system(id, line));
+      await withRetry(() => runner.continueAfterSetup(signal), signal);
+    }
     this.system(id, `agent ${start.setupScript ? "to start after setup" : "started"}: ${run.agentCommand.join(" ")}`);
   }
 

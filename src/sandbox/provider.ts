@@ -25,6 +25,12 @@ export interface SandboxSpec {
   network: { setup: NetworkPolicy; agent: NetworkPolicy } | null;
   /** Past this much output the runner drops lines, counting them. */
   logBudget: { maxBytes: number; maxLines: number };
+  /** The run's environment ("" for none): setup may leave its secrets on disk, so snapshots never cross it. */
+  environmentId?: string;
+  /** What setup depends on (script, variables, secrets' versions); "" without setup. */
+  setupHash?: string;
+  /** The sandbox image the run asked for (its own, or its environment's); "" for the provider's. */
+  image?: string;
   /** This run's overrides of the provider's resource limits and runtime. */
   limits: { cpus?: number; memoryBytes?: number; pids?: number; runtime?: string };
 }
@@ -35,6 +41,12 @@ export interface SandboxStatus {
   state: SandboxState;
   /** Base URL of the runner's API, when it is reachable. */
   endpoint?: string;
+  /** provision() only: setup already ran in the snapshot this sandbox started from; skip it. */
+  setupDone?: boolean;
+  /** provision() only: hold the agent after setup, call afterSetup(), then POST /continue. */
+  holdAfterSetup?: boolean;
+  /** provision() only: CA certificates (a path in the sandbox) setup and the agent must trust. */
+  caFile?: string;
 }
 
 export interface CleanupResult {
@@ -56,6 +68,12 @@ export interface SandboxProvider {
    * agent until the daemon's POST /start. Resolves once the runner answers.
    */
   provision(spec: SandboxSpec, signal: AbortSignal, progress: (line: string) => void): Promise<SandboxStatus>;
+  /**
+   * Called between the runner's start and its continue when provision() asked for a hold:
+   * waits until setup is over and, if it succeeded, snapshots the sandbox. Idempotent (after
+   * a restart it may run again for a sandbox already going on); never fails the run.
+   */
+  afterSetup?(spec: SandboxSpec, signal: AbortSignal, progress: (line: string) => void): Promise<void>;
   inspect(name: string): Promise<SandboxStatus>;
   /**
    * Brings back the runner of a sandbox that stopped (its records are still there), so the
@@ -75,13 +93,27 @@ export interface SandboxProvider {
 
 /** Where a provider keeps track of its snapshots (the sandbox_snapshots table). */
 export interface SnapshotStore {
-  newestComplete(provider: string, key: string): { id: string; externalId: string; commit: string } | undefined;
-  begin(s: { id: string; provider: string; key: string; repository: string; commit: string; setupHash: string }): { id: string } | null;
+  newestComplete(provider: string, key: string): { id: string; externalId: string; commit: string; createdAt: number } | undefined;
+  begin(s: SnapshotStart): { id: string } | null;
+  get(id: string): { status: string } | undefined;
   complete(id: string, externalId: string, sizeBytes: number): void;
   fail(id: string, error: string): void;
   touch(id: string): void;
   list(provider: string): { id: string; externalId: string; status: string; sizeBytes: number; createdAt: number; lastUsedAt: number }[];
   remove(id: string): void;
+}
+
+/** What a snapshot is made from: its key, and the parts of the key kept for people to read. */
+export interface SnapshotStart {
+  id: string;
+  provider: string;
+  key: string;
+  repository: string;
+  commit: string;
+  setupHash: string;
+  baseImageId: string;
+  paddockVersion: string;
+  environmentId: string;
 }
 
 export function sandboxName(runId: string, attempt = 1): string {

@@ -94,6 +94,8 @@ export function createRunnerClient(endpoint: string, token: string) {
     events: (afterSeq: number, waitMs: number, signal?: AbortSignal) =>
       call<RunnerEventsResponse>("GET", `/events?after_seq=${afterSeq}&wait_ms=${waitMs}`, signal),
     start: (body: StartRequest, signal?: AbortSignal) => call<{ ok: boolean }>("POST", "/start", signal, body),
+    /** Lets a run held after setup start its agent. */
+    continueAfterSetup: (signal?: AbortSignal) => call<{ ok: boolean }>("POST", "/continue", signal),
     cancel: (signal?: AbortSignal) => call<{ ok: boolean }>("POST", "/cancel", signal),
     shutdown: (signal?: AbortSignal) => call<{ ok: boolean }>("POST", "/shutdown", signal),
   };

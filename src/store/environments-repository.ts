@@ -13,6 +13,8 @@ export interface EnvironmentSpec {
   repositories: string[];
   defaultProvider: string;
   timeoutMs: number | null;
+  /** Sandbox image for its runs (on the operator's allowlist); "" for the daemon's. */
+  image: string;
 }
 
 export interface EnvironmentRecord extends EnvironmentSpec {
@@ -35,6 +37,9 @@ interface Row {
   updated_at: number;
 }
 
+/** Fields added since an environment was saved take their defaults. */
+const withDefaults = (spec: Partial<EnvironmentSpec>): EnvironmentSpec => ({ ...spec, image: spec.image ?? "" }) as EnvironmentSpec;
+
 export function createEnvironmentsRepository(db: Database) {
   const byId = db.prepare<Row>("SELECT * FROM environments WHERE id = ?");
   const secretsOf = db.prepare<{ name: string; setup_only: number; updated_at: number; sealed: string }>(
@@ -49,7 +54,7 @@ export function createEnvironmentsRepository(db: Database) {
   const page = db.prepare<Row>("SELECT * FROM environments WHERE team = ? AND seq < ? ORDER BY seq DESC LIMIT ?");
 
   const toRecord = (r: Row): EnvironmentRecord => ({
-    ...(JSON.parse(r.spec) as EnvironmentSpec),
+    ...withDefaults(JSON.parse(r.spec) as Partial<EnvironmentSpec>),
     seq: r.seq,
     id: r.id,
     team: r.team,

@@ -171,6 +171,23 @@ export const MIGRATIONS: readonly { version: number; name: string; sql: string }
          AND team = 'default' AND name = 'admin (made on first start)' AND scopes = '["admin"]';
     `,
   },
+  {
+    version: 8,
+    name: "snapshot keys and run images",
+    sql: `
+      -- Snapshot keys now cover the base image id, paddock's version, the repository, setup
+      -- and the environment; these columns say what a key was made of.
+      ALTER TABLE sandbox_snapshots ADD COLUMN base_image_id TEXT NOT NULL DEFAULT '';
+      ALTER TABLE sandbox_snapshots ADD COLUMN paddock_version TEXT NOT NULL DEFAULT '';
+      ALTER TABLE sandbox_snapshots ADD COLUMN environment_id TEXT NOT NULL DEFAULT '';
+      -- Older snapshots were keyed by repository alone and are never looked up again:
+      -- marked so that garbage collection removes them and their images.
+      UPDATE sandbox_snapshots SET status = 'error', error = 'made before snapshots were keyed by image and setup'
+       WHERE status = 'complete';
+      -- The image a run asked for (its own or its environment's); '' for the daemon's.
+      ALTER TABLE runs ADD COLUMN image TEXT NOT NULL DEFAULT '';
+    `,
+  },
 ];
 
 export function migrate(db: Database): number {

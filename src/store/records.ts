@@ -40,6 +40,8 @@ export interface RunRecord {
   resultCommit: string;
   agentCommand: string[];
   limits: RunLimits;
+  /** The sandbox image the run asked for (its own or its environment's); "" for the provider's. */
+  image: string;
   idempotencyKey: string | null;
   deadlineAt: number;
   createdAt: number;

@@ -19,6 +19,7 @@ interface RunRow {
   result_commit: string;
   agent_command: string;
   limits: string;
+  image: string;
   idempotency_key: string | null;
   deadline_at: number;
   created_at: number;
@@ -48,6 +49,7 @@ const toRun = (r: RunRow): RunRecord & { seq: number } => ({
   resultCommit: r.result_commit,
   agentCommand: JSON.parse(r.agent_command) as string[],
   limits: JSON.parse(r.limits) as RunLimits,
+  image: r.image,
   idempotencyKey: r.idempotency_key,
   deadlineAt: r.deadline_at,
   createdAt: r.created_at,
@@ -84,14 +86,14 @@ export interface RunFilter {
 
 /** Every column but the snapshot: reads for clients never need it, restores do. */
 const COLUMNS = `seq, id, team, environment_id, network_policy_enforced, task_id, run_number, status, phase, provider, error_message, exit_code, branch, result_branch,
-  result_commit, agent_command, limits, idempotency_key, deadline_at, created_at, started_at, finished_at, updated_at,
+  result_commit, agent_command, limits, image, idempotency_key, deadline_at, created_at, started_at, finished_at, updated_at,
   cleaned_at, machine_version, runner_cursor`;
 
 export function createRunsRepository(db: Database) {
   const insert = db.prepare(`INSERT INTO runs (id, team, environment_id, network_policy_enforced, task_id, run_number, status, phase, provider, branch, result_branch,
-      agent_command, limits, idempotency_key, deadline_at, created_at, updated_at, snapshot, machine_version)
+      agent_command, limits, image, idempotency_key, deadline_at, created_at, updated_at, snapshot, machine_version)
     VALUES (:id, :team, :environmentId, :networkPolicyEnforced, :taskId, :runNumber, :status, :phase, :provider, :branch, :resultBranch,
-      :agentCommand, :limits, :idempotencyKey, :deadlineAt, :createdAt, :updatedAt, :snapshot, :machineVersion)`);
+      :agentCommand, :limits, :image, :idempotencyKey, :deadlineAt, :createdAt, :updatedAt, :snapshot, :machineVersion)`);
   const nextNumber = db.prepare<{ n: number }>(
     "SELECT coalesce(max(run_number), 0) + 1 AS n FROM runs WHERE task_id = ?",
   );
@@ -114,8 +116,9 @@ export function createRunsRepository(db: Database) {
   return {
     /** Inserts the run and its first log lines in one transaction. */
     create(
-      run: Omit<RunRecord, "runNumber" | "exitCode" | "resultCommit" | "errorMessage" | "startedAt" | "finishedAt" | "cleanedAt" | "runnerCursor"> & {
+      run: Omit<RunRecord, "runNumber" | "exitCode" | "resultCommit" | "errorMessage" | "startedAt" | "finishedAt" | "cleanedAt" | "runnerCursor" | "image"> & {
         snapshot: unknown;
+        image?: string;
       },
       firstLines: { time: number; stream: string; text: string }[] = [],
     ): StoredRun {
@@ -135,6 +138,7 @@ export function createRunsRepository(db: Database) {
           resultBranch: run.resultBranch,
           agentCommand: JSON.stringify(run.agentCommand),
           limits: JSON.stringify(run.limits),
+          image: run.image ?? "",
           idempotencyKey: run.idempotencyKey,
           deadlineAt: run.deadlineAt,
           createdAt: run.createdAt,

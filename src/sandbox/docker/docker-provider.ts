@@ -1,4 +1,5 @@
 import { createHash, randomBytes } from "node:crypto";
+import { readFileSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
 import type Docker from "dockerode";
 import { SandboxError } from "../../errors.js";
@@ -6,6 +7,7 @@ import { EgressProxy, type EgressProxyOptions } from "../egress-proxy.js";
 import { git } from "../git.js";
 import { ensureEgressNetwork, ensureOpenNetwork, firewallEgressNetwork, firewallOpenNetwork, firewallProblem, type EgressNetwork } from "./egress-network.js";
 import type { CleanupResult, SandboxProvider, SandboxSpec, SandboxStatus, SnapshotStore } from "../provider.js";
+import { PADDOCK_VERSION } from "../../version.js";
 import { collectWork } from "../import-work.js";
 import { prepareSource } from "../repository-source.js";
 import { createRunnerClient } from "../runner-client.js";
@@ -34,13 +36,32 @@ export interface DockerProviderOptions {
   allowCidrs: readonly string[];
   /** Problems the operator must hear about at start, before any run meets them. */
   warn: (message: string) => void;
+  /** PEM CA certificates (a host file) every sandbox trusts; "" for none. */
+  caFile?: string;
 }
 
 const SNAPSHOT_REPO = "paddock-snapshot";
+/** On snapshot images: the sandbox_snapshots row they belong to (with LABEL_INSTANCE, this daemon's). */
+export const LABEL_SNAPSHOT = "paddock.snapshot";
+/** Where the operator's CA certificates appear in a sandbox (read-only). */
+const CA_MOUNT = "/paddock/ca-certificates.pem";
 
-/** Runs of the same repository and setup share a snapshot; setup scripts arrive with environments. */
-export function snapshotKey(repositoryUrl: string, setupHash: string): string {
-  return createHash("sha256").update(`${repositoryUrl}\0${setupHash}`).digest("hex").slice(0, 24);
+export interface SnapshotKeyParts {
+  /** The base image's id (sha256:…), not its tag: a rebuilt image under the same tag is another. */
+  baseImageId: string;
+  paddockVersion: string;
+  repositoryUrl: string;
+  setupHash: string;
+  /** Setup may write the environment's secrets to disk: a snapshot never crosses environments. */
+  environmentId: string;
+  /** The operator's CA certificates, which setup may have built into the sandbox; "" for none. */
+  caHash: string;
+}
+
+/** Runs share a snapshot only when everything it was made from is the same. */
+export function snapshotKey(k: SnapshotKeyParts): string {
+  const parts = [k.baseImageId, k.paddockVersion, k.repositoryUrl, k.setupHash, k.environmentId, k.caHash];
+  return createHash("sha256").update(parts.join("\0")).digest("hex").slice(0, 24);
 }
 
 interface DockerErrorLike {
@@ -70,8 +91,11 @@ export class DockerProvider implements SandboxProvider {
   private egressProblem: string | null = null;
   private openSetup: Promise<{ name: string | undefined; problem: string | null }> | null = null;
 
+  private readonly caHash: string;
+
   constructor(private readonly opts: DockerProviderOptions) {
     if (!opts.egress) this.egressProblem = "egress enforcement is not configured";
+    this.caHash = opts.caFile ? createHash("sha256").update(readFileSync(opts.caFile)).digest("hex") : "";
   }
 
   get enforcesNetworkPolicy(): boolean {
@@ -134,8 +158,12 @@ export class DockerProvider implements SandboxProvider {
     return open.name;
   }
 
-  /** After a restart, restricted sandboxes still running need their proxy back at once. */
+  /**
+   * After a restart, restricted sandboxes still running need their proxy back at once, and
+   * snapshots a crash interrupted are finished or forgotten.
+   */
   async init(): Promise<string | null> {
+    await this.recoverSnapshots().catch((error: unknown) => this.opts.warn(`snapshots interrupted by a crash were not recovered: ${(error as Error).message}`));
     // The fence is rebuilt at each start (a reboot loses it); it is only probed while the
     // open network does not exist yet, so a daemon that never runs docker makes none.
     const openExists = await this.opts.docker
@@ -172,8 +200,6 @@ export class DockerProvider implements SandboxProvider {
   async provision(spec: SandboxSpec, signal: AbortSignal, progress: (line: string) => void): Promise<SandboxStatus> {
     const { docker } = this.opts;
     const source = await prepareSource(this.opts.root, spec.repositoryUrl, signal, progress);
-    const key = snapshotKey(spec.repositoryUrl, "");
-    const snapshot = this.opts.snapshots.newestComplete(this.name, key);
     let container = docker.getContainer(spec.name);
     const info = await container.inspect().catch((e: unknown) => (isNotFound(e) ? null : Promise.reject(dockerError("inspect", e))));
     if (info && info.Config.Labels?.[LABEL_INSTANCE] !== this.opts.instanceId) {
@@ -185,77 +211,210 @@ export class DockerProvider implements SandboxProvider {
       // It ran and stopped: starting it again would run the agent twice.
       throw new SandboxError(`container ${spec.name} is ${info.State.Status} (exit code ${info.State.ExitCode})${await this.tail(spec.name)}`, false);
     } else {
-      if (!info) {
-        const image = snapshot?.externalId ?? this.opts.image;
-        progress(snapshot ? `creating container ${spec.name} from snapshot ${image} (taken at ${snapshot.commit.slice(0, 12)})` : `creating container ${spec.name} from ${image}`);
-        if (snapshot) this.opts.snapshots.touch(snapshot.id);
-        const limits = await this.limitsFor(spec);
-        if (this.restricted(spec.network)) await this.ensureEgress();
-        if (this.restricted(spec.network) && !this.egress) throw new SandboxError(this.egressProblem ?? "egress is not ready", false);
-        const networkMode = this.restricted(spec.network) ? this.egress!.network.name : await this.openNetwork(progress);
-        try {
-          container = await docker.createContainer(containerSpec(spec, { image, instanceId: this.opts.instanceId, source, limits, networkMode }));
-        } catch (e) {
-          if (!isConflict(e)) {
-            if (isNotFound(e)) throw new SandboxError(`docker: image ${this.opts.image} not found (build it: npm run images)`, false);
-            throw dockerError("create", e);
-          }
-          // Created by a previous attempt of this very call: find, don't create.
-        }
-      }
+      if (!info) container = await this.create(spec, source, signal, progress);
       signal.throwIfAborted();
       await container.start().catch((e: unknown) => ((e as DockerErrorLike).statusCode === 304 ? undefined : Promise.reject(dockerError("start", e))));
       progress(`container ${spec.name} started`);
     }
     const status = await this.waitForRunner(spec, signal);
-    if (!snapshot && !info?.State.Running) await this.takeSnapshot(spec, key, source, progress, signal);
-    return status;
+    // A sandbox made from a snapshot has its image's label: setup already ran in it.
+    const fromSnapshot = !!(await container.inspect().catch((e: unknown) => Promise.reject(dockerError("inspect", e)))).Config.Labels?.[LABEL_SNAPSHOT];
+    return { ...status, setupDone: fromSnapshot, holdAfterSetup: !fromSnapshot, caFile: this.opts.caFile ? CA_MOUNT : undefined };
   }
 
   /**
-   * Commits the freshly cloned sandbox as an image, keyed by repository and setup, so the
-   * next run of the key starts from it and only fetches. A failure is recorded, not fatal.
+   * Creates the sandbox's container from the newest snapshot of its key, else from the
+   * base image. A snapshot whose image is gone is marked (GC removes the row) and skipped.
    */
-  private async takeSnapshot(spec: SandboxSpec, key: string, source: string, progress: (line: string) => void, signal: AbortSignal): Promise<void> {
-    const commit = await git(["rev-parse", `${spec.branch || "HEAD"}^{commit}`], { cwd: source, signal }).catch(() => "");
-    const row = this.opts.snapshots.begin({ id: `snap_${randomBytes(8).toString("hex")}`, provider: this.name, key, repository: spec.repositoryUrl, commit, setupHash: "" });
+  private async create(spec: SandboxSpec, source: string, signal: AbortSignal, progress: (line: string) => void): Promise<Docker.Container> {
+    const { docker } = this.opts;
+    const base = spec.image || this.opts.image;
+    const baseImage = await docker.getImage(base).inspect().catch((e: unknown) => {
+      if (!isNotFound(e)) throw dockerError("inspect image", e);
+      throw new SandboxError(`docker: image ${base} not found (${base === this.opts.image ? "build it: npm run images" : "pull or build it on the daemon's host"})`, false);
+    });
+    let snapshot = this.opts.snapshots.newestComplete(this.name, this.keyFor(spec, baseImage.Id));
+    if (snapshot && !(await this.imageExists(snapshot.externalId))) {
+      this.opts.snapshots.fail(snapshot.id, `its image ${snapshot.externalId} is gone (removed outside paddock)`);
+      progress(`snapshot ${snapshot.externalId} is gone (removed outside paddock); starting cold from ${base}`);
+      snapshot = undefined;
+    }
+    const image = snapshot?.externalId ?? base;
+    progress(
+      snapshot
+        ? `creating container ${spec.name} from snapshot ${image} (taken ${new Date(snapshot.createdAt).toISOString()} at ${snapshot.commit.slice(0, 12)})${spec.setupHash ? "; setup already ran in it and is skipped" : ""}`
+        : `creating container ${spec.name} from ${image}`,
+    );
+    if (snapshot) this.opts.snapshots.touch(snapshot.id);
+    const limits = await this.limitsFor(spec);
+    if (this.restricted(spec.network)) await this.ensureEgress();
+    if (this.restricted(spec.network) && !this.egress) throw new SandboxError(this.egressProblem ?? "egress is not ready", false);
+    const networkMode = this.restricted(spec.network) ? this.egress!.network.name : await this.openNetwork(progress);
+    const create = containerSpec(spec, { image, instanceId: this.opts.instanceId, source, limits, networkMode });
+    if (this.opts.caFile) create.HostConfig = { ...create.HostConfig, Binds: [...(create.HostConfig?.Binds ?? []), `${this.opts.caFile}:${CA_MOUNT}:ro`] };
+    signal.throwIfAborted();
+    try {
+      return await docker.createContainer(create);
+    } catch (e) {
+      if (isConflict(e)) return docker.getContainer(spec.name); // created by a previous attempt of this very call
+      if (isNotFound(e) && snapshot) {
+        // Removed between the check and the create: the retry starts cold.
+        this.opts.snapshots.fail(snapshot.id, `its image ${image} is gone (removed outside paddock)`);
+        throw new SandboxError(`snapshot ${image} was removed while the sandbox was being created`, true);
+      }
+      if (isNotFound(e)) throw new SandboxError(`docker: image ${base} not found`, false);
+      throw dockerError("create", e);
+    }
+  }
+
+  private keyFor(spec: SandboxSpec, baseImageId: string): string {
+    return snapshotKey({
+      baseImageId,
+      paddockVersion: PADDOCK_VERSION,
+      repositoryUrl: spec.repositoryUrl,
+      setupHash: spec.setupHash ?? "",
+      environmentId: spec.environmentId ?? "",
+      caHash: this.caHash,
+    });
+  }
+
+  private imageExists(ref: string): Promise<boolean> {
+    return this.opts.docker.getImage(ref).inspect().then(
+      () => true,
+      (e: unknown) => (isNotFound(e) ? false : Promise.reject(dockerError("inspect image", e))),
+    );
+  }
+
+  /**
+   * Waits for the held runner to finish setup; when setup succeeded, snapshots the sandbox
+   * (unless it came from one, or the key has one by now). The daemon continues it after.
+   */
+  async afterSetup(spec: SandboxSpec, signal: AbortSignal, progress: (line: string) => void): Promise<void> {
+    for (;;) {
+      signal.throwIfAborted();
+      const status = await this.inspect(spec.name);
+      if (status.state !== "running") return; // died: supervision says so
+      const health = await createRunnerClient(status.endpoint!, spec.token)
+        .health(AbortSignal.any([signal, AbortSignal.timeout(5000)]))
+        .catch(() => null);
+      if (health?.agent === "ready") break;
+      if (health?.agent === "running" || health?.agent === "exited") return; // continued already, or setup failed
+      await sleep(250, undefined, { signal }); // setup takes seconds to minutes: a poll costs nothing here
+    }
+    const info = await this.opts.docker.getContainer(spec.name).inspect().catch((e: unknown) => Promise.reject(dockerError("inspect", e)));
+    if (info.Config.Labels?.[LABEL_SNAPSHOT]) return;
+    // The container's own image id: the base it was made from, even if the tag moved since.
+    await this.takeSnapshot(spec, this.keyFor(spec, info.Image), info.Image, sourceOf(info), progress, signal);
+  }
+
+  /**
+   * Commits the sandbox after clone and setup as an image, labelled with this daemon and
+   * its row, so the next run of the key starts from it and skips setup. A failure is
+   * recorded, not fatal; a crash mid-commit is repaired at the next start by the labels.
+   */
+  private async takeSnapshot(
+    spec: SandboxSpec,
+    key: string,
+    baseImageId: string,
+    source: string | undefined,
+    progress: (line: string) => void,
+    signal: AbortSignal,
+  ): Promise<void> {
+    if (this.opts.snapshots.newestComplete(this.name, key)) return; // another run of the key took one meanwhile
+    const commit = source ? await git(["rev-parse", `${spec.branch || "HEAD"}^{commit}`], { cwd: source, signal }).catch(() => "") : "";
+    const row = this.opts.snapshots.begin({
+      id: `snap_${randomBytes(8).toString("hex")}`,
+      provider: this.name,
+      key,
+      repository: spec.repositoryUrl,
+      commit,
+      setupHash: spec.setupHash ?? "",
+      baseImageId,
+      paddockVersion: PADDOCK_VERSION,
+      environmentId: spec.environmentId ?? "",
+    });
     if (!row) return; // another run of the key is taking it
     const tag = `${key}-${row.id.slice(5)}`;
     try {
-      await this.opts.docker.getContainer(spec.name).commit({ repo: SNAPSHOT_REPO, tag, pause: true, comment: `paddock snapshot of ${spec.repositoryUrl} at ${commit}` });
+      await this.opts.docker.getContainer(spec.name).commit({
+        repo: SNAPSHOT_REPO,
+        tag,
+        pause: true,
+        comment: `paddock snapshot of ${spec.repositoryUrl} at ${commit} after setup`,
+        changes: [`LABEL ${LABEL_SNAPSHOT}=${row.id} ${LABEL_INSTANCE}=${this.opts.instanceId}`],
+        abortSignal: signal,
+      });
       const image = await this.opts.docker.getImage(`${SNAPSHOT_REPO}:${tag}`).inspect();
       this.opts.snapshots.complete(row.id, `${SNAPSHOT_REPO}:${tag}`, image.Size);
-      progress(`snapshot ${SNAPSHOT_REPO}:${tag} taken for the next runs of this repository`);
+      progress(`snapshot ${SNAPSHOT_REPO}:${tag} taken after setup for the next runs of this repository`);
     } catch (error) {
       this.opts.snapshots.fail(row.id, (error as Error).message);
+      if (signal.aborted) throw error;
       progress(`snapshot failed (runs start cold): ${(error as Error).message}`);
     }
   }
 
+  /**
+   * Rows a crash left in progress (this daemon holds the data dir, so none is being taken):
+   * finished when the labelled image exists, else removed.
+   */
+  private async recoverSnapshots(): Promise<void> {
+    const pending = this.opts.snapshots.list(this.name).filter((s) => s.status === "in_progress");
+    if (pending.length === 0) return;
+    const images = await this.snapshotImages();
+    for (const s of pending) {
+      const image = images.find((i) => i.Labels?.[LABEL_SNAPSHOT] === s.id);
+      const tag = image?.RepoTags?.find((t) => t.startsWith(`${SNAPSHOT_REPO}:`));
+      if (image && tag) this.opts.snapshots.complete(s.id, tag, image.Size);
+      else this.opts.snapshots.remove(s.id);
+    }
+  }
+
+  /** This daemon's snapshot images, found by their labels. */
+  private snapshotImages(): Promise<Docker.ImageInfo[]> {
+    return this.opts.docker
+      .listImages({ filters: { label: [`${LABEL_INSTANCE}=${this.opts.instanceId}`, LABEL_SNAPSHOT] } })
+      .catch((e: unknown) => Promise.reject(dockerError("list images", e)));
+  }
+
+  /**
+   * Removes snapshots past their age or the size budget, rows whose image is gone, and —
+   * from the engine's labels — images of this daemon that no complete row owns.
+   */
   async collectGarbage(): Promise<number> {
     let kept = 0;
     let removed = 0;
     const now = Date.now();
+    const images = await this.snapshotImages();
+    const tags = new Set(images.flatMap((i) => i.RepoTags ?? []));
     for (const s of this.opts.snapshots.list(this.name)) {
       const stale = s.status === "in_progress" && now - s.createdAt > 3_600_000;
       const old = now - s.lastUsedAt > this.opts.snapshotMaxAgeMs;
       const over = s.status === "complete" && kept + s.sizeBytes > this.opts.snapshotMaxBytes;
-      if (s.status === "complete" && !old && !over) {
+      const gone = s.status === "complete" && !tags.has(s.externalId) && !(await this.imageExists(s.externalId));
+      if (s.status === "complete" && !old && !over && !gone) {
         kept += s.sizeBytes;
         continue;
       }
       if (s.status === "in_progress" && !stale) continue;
-      if (s.externalId) {
-        const gone = await this.opts.docker.getImage(s.externalId).remove({ force: true }).then(
-          () => true,
-          (e: unknown) => isNotFound(e),
-        );
-        if (!gone) continue; // in use by a container: try again next time
-      }
+      if (s.externalId && !(await this.removeImage(s.externalId))) continue; // in use by a container: next time
       this.opts.snapshots.remove(s.id);
       removed++;
     }
+    for (const image of await this.snapshotImages()) {
+      const row = this.opts.snapshots.get(image.Labels![LABEL_SNAPSHOT]!);
+      if (row && (row.status === "complete" || row.status === "in_progress")) continue;
+      if (await this.removeImage(image.RepoTags?.find((t) => t.startsWith(`${SNAPSHOT_REPO}:`)) ?? image.Id)) removed++;
+    }
     return removed;
+  }
+
+  /** Whether the image is gone now; false while a container still uses it. */
+  private removeImage(ref: string): Promise<boolean> {
+    return this.opts.docker.getImage(ref).remove().then(
+      () => true,
+      (e: unknown) => isNotFound(e),
+    );
   }
 
   private async waitForRunner(spec: SandboxSpec, signal: AbortSignal): Promise<SandboxStatus> {
