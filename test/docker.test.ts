@@ -29,6 +29,7 @@ async function dockerTask(d: Daemon, repo: string) {
 
 describe.runIf(dockerUp)("the docker provider", () => {
   beforeAll(() => {
+    if (process.env.PADDOCK_TEST_IMAGE) return; // built already, under its own tag
     if (!existsSync(resolve(ROOT, "dist/paddock"))) execFileSync("npm", ["run", "--silent", "build"], { cwd: ROOT, stdio: "inherit" });
     execFileSync("bash", ["scripts/build-images.sh"], { cwd: ROOT, stdio: "inherit" });
   }, 600_000);
@@ -99,7 +100,7 @@ describe.runIf(dockerUp)("the docker provider", () => {
     const instance = (db.prepare("SELECT value FROM meta WHERE key = 'instance_id'").get() as { value: string }).value;
     db.close();
     const create = (name: string, labels: string[]) =>
-      execFileSync("docker", ["create", "--name", name, ...labels.flatMap((l) => ["--label", l]), "paddock-sandbox:latest"], { encoding: "utf8" }).trim();
+      execFileSync("docker", ["create", "--name", name, ...labels.flatMap((l) => ["--label", l]), process.env.PADDOCK_TEST_IMAGE || "paddock-sandbox:latest"], { encoding: "utf8" }).trim();
     const suffix = Date.now().toString(36);
     const orphan = create(`paddock-run_ghost${suffix}-1`, [`paddock.instance=${instance}`, `paddock.run=run_ghost${suffix}`]);
     const foreign = create(`paddock-run_other${suffix}-1`, ["paddock.instance=another-daemon", `paddock.run=run_other${suffix}`]);
@@ -112,7 +113,7 @@ describe.runIf(dockerUp)("the docker provider", () => {
       expect(left).toContain(foreign);
       expect(left).toContain(unlabelled);
     } finally {
-      execFileSync("docker", ["rm", "-f", foreign, unlabelled], { stdio: "ignore" });
+      execFileSync("docker", ["rm", "-fv", foreign, unlabelled], { stdio: "ignore" });
     }
   });
 

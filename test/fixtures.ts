@@ -59,7 +59,8 @@ export async function startDaemon(opts: { dataDir?: string; config?: ConfigInput
   const dataDir = opts.dataDir ?? tempDir("data");
   const logs: string[] = [];
   const logger = pino({ level: "debug" }, { write: (l: string) => void logs.push(l) });
-  const config = loadConfig({}, { dataDir, socket: join(dataDir, "p.sock"), listen: "127.0.0.1:0", ...opts.config });
+  // PADDOCK_TEST_IMAGE: the docker tests run against an image built under another tag.
+  const config = loadConfig({}, { dataDir, socket: join(dataDir, "p.sock"), listen: "127.0.0.1:0", dockerImage: process.env.PADDOCK_TEST_IMAGE || undefined, ...opts.config });
   const app = await createApp({ config, logger, runnerCommand: runnerCommand(), baseEnv: gitEnv, pollWaitMs: 1_000 });
   const listener = await app.start();
   const tls = typeof opts.config?.tlsCert === "string" ? { ca: readFileSync(opts.config.tlsCert) } : undefined;
@@ -144,12 +145,21 @@ export function removeLocalWork(dataDir: string): void {
   if (row) rmSync(join("/var/lib/paddock-work", row.value), { recursive: true, force: true });
 }
 
-/** Removes the snapshot images a test daemon took (they outlive it in the Docker engine). */
+/** Removes the snapshot images a test daemon took (they outlive it in the Docker engine), by row and by label. */
 export function removeSnapshots(dataDir: string): void {
   const db = new Database(join(dataDir, "paddock.db"), { readonly: true, fileMustExist: true });
   const images = (db.prepare("SELECT external_id AS image FROM sandbox_snapshots WHERE external_id <> ''").all() as { image: string }[]).map((r) => r.image);
+  const instance = (db.prepare("SELECT value FROM meta WHERE key = 'instance_id'").get() as { value: string } | undefined)?.value;
   db.close();
-  if (images.length > 0) execFileSync("docker", ["rmi", "-f", ...images], { stdio: "ignore" });
+  if (instance && existsSync("/var/run/docker.sock")) {
+    const labelled = execFileSync("docker", ["images", "-q", "--filter", `label=paddock.instance=${instance}`], { encoding: "utf8" }).split("\n").filter(Boolean);
+    images.push(...new Set(labelled));
+  }
+  try {
+    if (images.length > 0) execFileSync("docker", ["rmi", "-f", ...new Set(images)], { stdio: "ignore" });
+  } catch {
+    /* some were gone already (a test removed them); the rest are removed */
+  }
 }
 
 /**

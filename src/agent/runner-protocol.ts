@@ -11,6 +11,8 @@ export interface RunnerHealth {
   runId: string;
   /** "ready": setup succeeded and the agent waits for POST /continue (StartRequest.holdAfterSetup). */
   agent: "starting" | "running" | "ready" | "exited";
+  /** While running: whether the setup script or the agent is. */
+  stage?: "setup" | "agent";
   exitCode: number | null;
   lastSeq: number;
 }

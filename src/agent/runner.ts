@@ -108,6 +108,7 @@ export async function runRunner(opts: RunnerOptions): Promise<void> {
   let stopping = false;
   /** Lets a run held after setup go on (POST /continue, or a cancel: then nothing starts). */
   let releaseHold: (() => void) | null = null;
+  let stage: RunnerHealth["stage"];
   const terminateAgent = async () => {
     stopping = true;
     releaseHold?.();
@@ -148,7 +149,7 @@ export async function runRunner(opts: RunnerOptions): Promise<void> {
     if (!token || !(await verify(token))) return send(res, 401, { error: "unauthenticated" });
     const url = new URL(req.url ?? "/", "http://runner");
     if (req.method === "GET" && url.pathname === "/health") {
-      const body: RunnerHealth = { runId: s.PADDOCK_RUN_ID, agent: state, exitCode, lastSeq: log.lastSeq };
+      const body: RunnerHealth = { runId: s.PADDOCK_RUN_ID, agent: state, stage, exitCode, lastSeq: log.lastSeq };
       return send(res, 200, body);
     }
     if (req.method === "GET" && url.pathname === "/events") {
@@ -260,6 +261,7 @@ export async function runRunner(opts: RunnerOptions): Promise<void> {
     const base = agentEnvironment(opts.env, s, { ...caEnv, ...start.env });
     void (async () => {
       if (start.setupScript) {
+        stage = "setup";
         const setup = await runChild(["sh", "-c", start.setupScript], { ...base, ...start.setupEnv }, "", () => "setup");
         if (setup.exitCode !== 0) {
           exitCode = setup.exitCode;
@@ -277,6 +279,7 @@ export async function runRunner(opts: RunnerOptions): Promise<void> {
         if (state === "ready") state = "running";
       }
       if (stopping) return; // cancelled during setup or while held
+      stage = "agent";
       const done = await runChild(s.PADDOCK_AGENT_COMMAND, base, s.PADDOCK_PROMPT + "\n", (st) => st);
       // Whatever the agent left running dies with it, before anyone hears it finished.
       await killRest(agent);

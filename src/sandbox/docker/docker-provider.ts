@@ -298,7 +298,8 @@ export class DockerProvider implements SandboxProvider {
         .health(AbortSignal.any([signal, AbortSignal.timeout(5000)]))
         .catch(() => null);
       if (health?.agent === "ready") break;
-      if (health?.agent === "running" || health?.agent === "exited") return; // continued already, or setup failed
+      // The agent runs already (continued before a restart), or setup failed.
+      if ((health?.agent === "running" && health.stage !== "setup") || health?.agent === "exited") return;
       await sleep(250, undefined, { signal }); // setup takes seconds to minutes: a poll costs nothing here
     }
     const info = await this.opts.docker.getContainer(spec.name).inspect().catch((e: unknown) => Promise.reject(dockerError("inspect", e)));
