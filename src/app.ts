@@ -175,7 +175,14 @@ export async function createApp(opts: AppOptions): Promise<App> {
       }
       await runs.restore();
       const tls = config.tlsCert ? { cert: await readFile(config.tlsCert), key: await readFile(config.tlsKey) } : undefined;
-      listener = await listen(handlers, { ...(override ?? { ...config.listen, socketPath: config.socket || undefined }), tls });
+      const connections = {
+        idleTimeoutMs: config.idleTimeout,
+        headersTimeoutMs: config.headersTimeout,
+        maxConnections: config.maxConnections,
+        maxConnectionsPerAddress: config.maxConnectionsPerAddress,
+        keepAliveIntervalMs: config.keepaliveInterval,
+      };
+      listener = await listen(handlers, { ...(override ?? { ...config.listen, socketPath: config.socket || undefined }), tls, connections });
       logger.info({ address: `${listener.host}:${listener.port}`, socket: listener.socketPath, dataDir: config.dataDir }, "paddock listening");
       return listener;
     },

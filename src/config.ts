@@ -79,6 +79,11 @@ export const ConfigSchema = z
     egressProxyPort: z.coerce.number().int().min(1).max(65535),
     tlsCert: z.string(),
     tlsKey: z.string(),
+    idleTimeout: duration,
+    headersTimeout: duration,
+    maxConnections: z.coerce.number().int().min(1).max(1_000_000),
+    maxConnectionsPerAddress: z.coerce.number().int().min(1).max(1_000_000),
+    keepaliveInterval: duration,
     egressHostMap: z.string().transform((v, ctx) => {
       const map: Record<string, string> = {};
       for (const pair of v.split(",").map((p) => p.trim()).filter(Boolean)) {
@@ -99,6 +104,12 @@ export const ConfigSchema = z
     }
     if (!!c.tlsCert !== !!c.tlsKey) {
       ctx.addIssue({ code: "custom", path: [c.tlsCert ? "tlsKey" : "tlsCert"], message: "TLS needs both --tls-cert and --tls-key" });
+    }
+    for (const key of ["idleTimeout", "headersTimeout", "keepaliveInterval"] as const) {
+      if (c[key] <= 0) ctx.addIssue({ code: "custom", path: [key], message: "must be more than 0" });
+    }
+    if (c.maxConnectionsPerAddress > c.maxConnections) {
+      ctx.addIssue({ code: "custom", path: ["maxConnectionsPerAddress"], message: `must be at most --max-connections (${c.maxConnections})` });
     }
     if (c.socket && c.socket.length > 100) {
       ctx.addIssue({ code: "custom", path: ["socket"], message: "unix socket paths are limited to about 100 characters" });
@@ -131,6 +142,11 @@ export const ENV_NAMES: Record<keyof ConfigInput, string> = {
   egressHostMap: "PADDOCK_EGRESS_HOST_MAP",
   tlsCert: "PADDOCK_TLS_CERT",
   tlsKey: "PADDOCK_TLS_KEY",
+  idleTimeout: "PADDOCK_IDLE_TIMEOUT",
+  headersTimeout: "PADDOCK_HEADERS_TIMEOUT",
+  maxConnections: "PADDOCK_MAX_CONNECTIONS",
+  maxConnectionsPerAddress: "PADDOCK_MAX_CONNECTIONS_PER_ADDRESS",
+  keepaliveInterval: "PADDOCK_KEEPALIVE_INTERVAL",
 };
 
 export function defaultDataDir(env: Record<string, string | undefined>): string {
@@ -174,6 +190,11 @@ export function loadConfig(env: Record<string, string | undefined>, flags: Confi
     egressHostMap: "",
     tlsCert: "",
     tlsKey: "",
+    idleTimeout: "30s",
+    headersTimeout: "10s",
+    maxConnections: 1000,
+    maxConnectionsPerAddress: 100,
+    keepaliveInterval: "30s",
     ...merged,
     dataDir,
   };
