@@ -3,7 +3,7 @@
  * process (or script) on the same machine, as a ratio; medians of several rounds.
  *
  *   npm run bench               all three
- *   npm run bench -- transitions|replay|rss|auth|proxy|docker
+ *   npm run bench -- transitions|replay|rss|auth|proxy|docker|flood
  */
 import { createClient } from "@connectrpc/connect";
 import { bearer } from "../src/cli/client.js";
@@ -453,6 +453,64 @@ async function benchProxy() {
   }
 }
 
+/**
+ * A flood of output: an agent prints 2,000,000 lines of 100 bytes (200 MB) as fast as it
+ * can, on the local provider with the compiled runner. Figures: lines stored per second
+ * (start to cleaned, every line in SQLite) and the runner's peak RSS, against the raw
+ * rate of the same command writing the same lines to a file.
+ */
+async function benchFlood() {
+  const bin = resolve(import.meta.dirname, "..", "dist", "paddock");
+  if (!existsSync(bin)) throw new Error("dist/paddock is missing: npm run build first");
+  const LINES = 2_000_000;
+  const script = `awk 'BEGIN { s = sprintf("%090d", 0); for (i = 1; i <= ${LINES}; i++) printf "%09d %s\\n", i, s }'`;
+  const stored: number[] = [];
+  const raw: number[] = [];
+  const peaks: number[] = [];
+  const rounds = Math.min(ROUNDS, 3);
+  for (let r = 0; r < rounds; r++) {
+    const dir = tmp("flood");
+    const t0 = performance.now();
+    execSync(`sh -c ${JSON.stringify(script)} > ${join(dir, "raw.txt")}`);
+    raw.push(LINES / ((performance.now() - t0) / 1000));
+
+    const repo = join(dir, "repo");
+    execSync(`git init -q -b main ${repo} && git -C ${repo} -c user.name=b -c user.email=b@x commit -q --allow-empty -m init`);
+    const dataDir = join(dir, "data");
+    const config = loadConfig({}, { dataDir, socket: "", listen: "127.0.0.1:0", logLevel: "silent" });
+    const app = await createApp({ config, logger: pino({ level: "silent" }), runnerCommand: [bin, "agent"], baseEnv: { PATH: process.env.PATH } });
+    await app.start();
+    try {
+      const tasks = createTasksRepository(await openDatabase(join(dataDir, "paddock.db")));
+      tasks.create({ team: "default", environmentId: "", id: "task_flood", title: "flood", description: "", repository: repo, repositoryUrl: repo, origin: "bench", createdAt: 0 });
+      const t1 = performance.now();
+      const id = app.runs.start({ team: "default", taskId: "task_flood", branch: "", agentCommand: ["sh", "-c", script], timeoutMs: null, provider: "local", idempotencyKey: "", limits: {}, environmentId: "" }).id;
+      const state = join(dataDir, "sandboxes", `paddock-${id}-1`, "state", "runner.json");
+      let peak = 0;
+      let runnerPid = 0;
+      for (;;) {
+        const phase = app.runs.get(id).phase;
+        if (!runnerPid && existsSync(state)) runnerPid = (JSON.parse(readFileSync(state, "utf8")) as { pid: number }).pid;
+        if (runnerPid) {
+          // VmHWM: the process's own peak, so a 50 ms poll misses nothing. Gone once it exits.
+          const status = existsSync(`/proc/${runnerPid}/status`) ? readFileSync(`/proc/${runnerPid}/status`, "utf8") : "";
+          peak = Math.max(peak, Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024);
+        }
+        if (phase === "cleaned") break;
+        await sleep(50);
+      }
+      stored.push(LINES / ((performance.now() - t1) / 1000));
+      peaks.push(peak);
+    } finally {
+      await app.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+  const st = median(stored);
+  const rw = median(raw);
+  console.log(`flood: 2,000,000 × 100-byte lines stored at ${fmt(st)} lines/s (start to cleaned), raw write of the same lines to a file ${fmt(rw)} lines/s, ratio ${(st / rw).toFixed(2)}×; runner peak RSS ${median(peaks).toFixed(1)} MiB (${rounds} rounds, medians)`);
+}
+
 const which = process.argv[2];
 if (!which || which === "transitions") await benchTransitions();
 if (!which || which === "replay") await benchReplay();
@@ -460,3 +518,4 @@ if (!which || which === "rss") await benchRss();
 if (!which || which === "auth") await benchAuth();
 if (!which || which === "proxy") await benchProxy();
 if (!which || which === "docker") await benchDocker();
+if (!which || which === "flood") await benchFlood();

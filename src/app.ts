@@ -8,6 +8,7 @@ import { fileURLToPath } from "node:url";
 import type { Logger } from "pino";
 import { authInterceptor, kTrustedTransport } from "./api/auth.js";
 import { errorInterceptor } from "./api/error-interceptor.js";
+import { decodeUnaryBodiesFirst, requestChecks } from "./api/request-checks.js";
 import { createApiTokens } from "./auth/api-tokens.js";
 import { loadOrCreateKey, loadOrCreateSecretBox } from "./auth/secret-box.js";
 import { createEnvironments, networkOf } from "./runs/environments.js";
@@ -50,6 +51,9 @@ export interface App {
   /** Stops listening and stops the actors; runs stay stored and resume at the next start. */
   stop(): Promise<void>;
 }
+
+/** The largest request message accepted. */
+const READ_MAX_BYTES = 4 * 1024 * 1024;
 
 /** The composition root: builds the concrete parts; listening is start()'s job. */
 export async function createApp(opts: AppOptions): Promise<App> {
@@ -161,15 +165,19 @@ export async function createApp(opts: AppOptions): Promise<App> {
   });
   const makeHandler = (trusted: boolean) =>
     connectNodeAdapter({
-      routes,
-      // Auth inside the error boundary: its ConnectErrors pass through unchanged.
-      interceptors: [errorInterceptor(logger), authInterceptor(apiTokens)],
+      routes: (router) => {
+        routes(router);
+        decodeUnaryBodiesFirst(router, READ_MAX_BYTES);
+      },
+      // Auth inside the error boundary: its ConnectErrors pass through unchanged. Request
+      // checks after auth: a caller without a token learns nothing about bodies.
+      interceptors: [errorInterceptor(logger), authInterceptor(apiTokens), requestChecks()],
       contextValues: () => createContextValues().set(kTrustedTransport, trusted),
       shutdownSignal: shutdown.signal,
       // No gzip: clients are on this host or a LAN, where compressing every log batch
       // costs more CPU than the bytes it saves.
       acceptCompression: [],
-      readMaxBytes: 4 * 1024 * 1024,
+      readMaxBytes: READ_MAX_BYTES,
       writeMaxBytes: 16 * 1024 * 1024,
       // The longest deadline a client may ask for: a follow of a run's whole life.
       maxTimeoutMs: 25 * 3600_000,
@@ -186,7 +194,14 @@ export async function createApp(opts: AppOptions): Promise<App> {
       }
       await runs.restore();
       const tls = config.tlsCert ? { cert: await readFile(config.tlsCert), key: await readFile(config.tlsKey) } : undefined;
-      listener = await listen(handlers, { ...(override ?? { ...config.listen, socketPath: config.socket || undefined }), tls });
+      const connections = {
+        idleTimeoutMs: config.idleTimeout,
+        headersTimeoutMs: config.headersTimeout,
+        maxConnections: config.maxConnections,
+        maxConnectionsPerAddress: config.maxConnectionsPerAddress,
+        keepAliveIntervalMs: config.keepaliveInterval,
+      };
+      listener = await listen(handlers, { ...(override ?? { ...config.listen, socketPath: config.socket || undefined }), tls, connections });
       logger.info({ address: `${listener.host}:${listener.port}`, socket: listener.socketPath, dataDir: config.dataDir }, "paddock listening");
       return listener;
     },

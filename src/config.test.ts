@@ -11,6 +11,11 @@ describe("config", () => {
       defaultProvider: "local",
       defaultTimeout: 3_600_000,
       maxConcurrentRuns: 4,
+      idleTimeout: 30_000,
+      headersTimeout: 10_000,
+      maxConnections: 1000,
+      maxConnectionsPerAddress: 100,
+      keepaliveInterval: 30_000,
     });
     expect(Object.isFrozen(c)).toBe(true);
   });
@@ -28,6 +33,8 @@ describe("config", () => {
     expect(() => loadConfig({}, { listen: "nowhere" })).toThrow(/--listen: "nowhere" is not host:port/);
     expect(() => loadConfig({}, { defaultTimeout: "48h" })).toThrow(/--default-timeout: must be more than 0 and at most 24h/);
     expect(() => loadConfig({}, {}, { colour: "blue" } as never)).toThrow(/colour/);
+    expect(() => loadConfig({}, { idleTimeout: "0s" })).toThrow(/--idle-timeout: must be more than 0/);
+    expect(() => loadConfig({ PADDOCK_MAX_CONNECTIONS: "50" }, { maxConnectionsPerAddress: 100 })).toThrow(/--max-connections-per-address: must be at most --max-connections \(50\)/);
   });
 
   it("reads the sandbox allow list as CIDRs and names a bad entry", () => {

@@ -109,6 +109,11 @@ export const ConfigSchema = z
     logMaxLines: z.coerce.number().int().min(10).max(1e12),
     /** Where local agents' workspaces live when they have their own uids; "" for /var/lib/paddock-work/<instance>. */
     localWorkDir: z.string(),
+    idleTimeout: duration,
+    headersTimeout: duration,
+    maxConnections: z.coerce.number().int().min(1).max(1_000_000),
+    maxConnectionsPerAddress: z.coerce.number().int().min(1).max(1_000_000),
+    keepaliveInterval: duration,
     egressHostMap: z.string().transform((v, ctx) => {
       const map: Record<string, string> = {};
       for (const pair of v.split(",").map((p) => p.trim()).filter(Boolean)) {
@@ -149,6 +154,12 @@ export const ConfigSchema = z
     if (!!c.tlsCert !== !!c.tlsKey) {
       ctx.addIssue({ code: "custom", path: [c.tlsCert ? "tlsKey" : "tlsCert"], message: "TLS needs both --tls-cert and --tls-key" });
     }
+    for (const key of ["idleTimeout", "headersTimeout", "keepaliveInterval"] as const) {
+      if (c[key] <= 0) ctx.addIssue({ code: "custom", path: [key], message: "must be more than 0" });
+    }
+    if (c.maxConnectionsPerAddress > c.maxConnections) {
+      ctx.addIssue({ code: "custom", path: ["maxConnectionsPerAddress"], message: `must be at most --max-connections (${c.maxConnections})` });
+    }
     if (c.socket && c.socket.length > 100) {
       ctx.addIssue({ code: "custom", path: ["socket"], message: "unix socket paths are limited to about 100 characters" });
     }
@@ -187,6 +198,11 @@ export const ENV_NAMES: Record<keyof ConfigInput, string> = {
   sandboxAllowCidrs: "PADDOCK_SANDBOX_ALLOW_CIDRS",
   sandboxImages: "PADDOCK_SANDBOX_IMAGES",
   sandboxCaFile: "PADDOCK_SANDBOX_CA_FILE",
+  idleTimeout: "PADDOCK_IDLE_TIMEOUT",
+  headersTimeout: "PADDOCK_HEADERS_TIMEOUT",
+  maxConnections: "PADDOCK_MAX_CONNECTIONS",
+  maxConnectionsPerAddress: "PADDOCK_MAX_CONNECTIONS_PER_ADDRESS",
+  keepaliveInterval: "PADDOCK_KEEPALIVE_INTERVAL",
 };
 
 export function defaultDataDir(env: Record<string, string | undefined>): string {
@@ -237,6 +253,11 @@ export function loadConfig(env: Record<string, string | undefined>, flags: Confi
     logMaxBytes: "1g",
     logMaxLines: 10_000_000,
     localWorkDir: "",
+    idleTimeout: "30s",
+    headersTimeout: "10s",
+    maxConnections: 1000,
+    maxConnectionsPerAddress: 100,
+    keepaliveInterval: "30s",
     ...merged,
     dataDir,
   };

@@ -39,6 +39,16 @@ which wins over the config file.
   --listen HOST:PORT           TCP address (PADDOCK_LISTEN; default 127.0.0.1:7777)
   --socket PATH                unix socket, "" for none (PADDOCK_SOCKET; default DATA_DIR/paddock.sock)
   --tls-cert FILE, --tls-key FILE   TLS for the TCP listener, PEM (PADDOCK_TLS_CERT, PADDOCK_TLS_KEY)
+  --idle-timeout DURATION      close a connection with no request in flight after this; open streams
+                               are never cut (PADDOCK_IDLE_TIMEOUT; default 30s)
+  --headers-timeout DURATION   a new connection must finish TLS and start a request within this
+                               (PADDOCK_HEADERS_TIMEOUT; default 10s)
+  --max-connections N          TCP connections at once; beyond it a small reserve serves health checks
+                               only, the rest are refused (PADDOCK_MAX_CONNECTIONS; default 1000)
+  --max-connections-per-address N   TCP connections at once from one address
+                               (PADDOCK_MAX_CONNECTIONS_PER_ADDRESS; default 100)
+  --keepalive-interval DURATION   HTTP/2 ping interval on connections with open streams; a peer that
+                               misses one is dropped (PADDOCK_KEEPALIVE_INTERVAL; default 30s)
   --egress-proxy-port PORT     port of the egress proxy on the sandbox network (PADDOCK_EGRESS_PROXY_PORT; 47830)
   --egress-host-map LIST       name=IPv4,… resolved by the egress proxy itself (PADDOCK_EGRESS_HOST_MAP)
   --agent-command CMD          shell command run as the agent when a run gives none (PADDOCK_AGENT_COMMAND)

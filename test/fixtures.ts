@@ -131,18 +131,22 @@ export async function cleanUp(d: Daemon): Promise<void> {
 
 /** Removes a test daemon's egress network and firewall chain, if it made them. */
 export async function removeEgress(dataDir: string): Promise<void> {
-  const db = new Database(join(dataDir, "paddock.db"), { readonly: true, fileMustExist: true });
-  const row = db.prepare("SELECT value FROM meta WHERE key = 'instance_id'").get() as { value: string } | undefined;
-  db.close();
-  if (row && existsSync("/var/run/docker.sock")) await removeEgressNetwork(new Docker(), row.value);
+  const instance = instanceOf(dataDir);
+  if (instance && existsSync("/var/run/docker.sock")) await removeEgressNetwork(new Docker(), instance);
 }
 
 /** Removes the (empty, by now) tree where a root daemon's local agents had their workspaces. */
 export function removeLocalWork(dataDir: string): void {
+  const instance = instanceOf(dataDir);
+  if (instance) rmSync(join("/var/lib/paddock-work", instance), { recursive: true, force: true });
+}
+
+/** A test daemon's instance id, from its database. */
+export function instanceOf(dataDir: string): string {
   const db = new Database(join(dataDir, "paddock.db"), { readonly: true, fileMustExist: true });
   const row = db.prepare("SELECT value FROM meta WHERE key = 'instance_id'").get() as { value: string } | undefined;
   db.close();
-  if (row) rmSync(join("/var/lib/paddock-work", row.value), { recursive: true, force: true });
+  return row?.value ?? "";
 }
 
 /** Removes the snapshot images a test daemon took (they outlive it in the Docker engine), by row and by label. */

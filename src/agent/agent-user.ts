@@ -10,14 +10,17 @@ export function asUser(user: AgentUser): { uid?: number; gid?: number } {
   return user ? { uid: user.uid, gid: user.gid } : {};
 }
 
-/** Pids of every process whose real uid is `uid`, from /proc. */
+/**
+ * Pids of every live process whose real uid is `uid`, from /proc. Zombies are left out:
+ * they are dead already, and one whose parent does not reap it stays in /proc for good.
+ */
 export async function processesOf(uid: number): Promise<number[]> {
   const pids: number[] = [];
   for (const name of await readdir("/proc").catch(() => [] as string[])) {
     if (!/^\d+$/.test(name)) continue;
     const status = await readFile(`/proc/${name}/status`, "utf8").catch(() => "");
     const m = /^Uid:\s+(\d+)/m.exec(status);
-    if (m && Number(m[1]) === uid) pids.push(Number(name));
+    if (m && Number(m[1]) === uid && !/^State:\s+Z/m.test(status)) pids.push(Number(name));
   }
   return pids;
 }

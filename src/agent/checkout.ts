@@ -1,5 +1,5 @@
 import { execFileSync } from "node:child_process";
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { AgentUser } from "./agent-user.js";
 import { HARDENED_GIT_CONFIG, hardenedGitEnv } from "./sandbox-git.js";
@@ -31,6 +31,7 @@ export const BASES_FILE = "base-commits";
  * the workdir again: by then the agent may have written to it. Throws with git's message.
  */
 export function checkout(o: CheckoutOptions): void {
+  mkdirSync(o.stateDir, { recursive: true, mode: 0o700 });
   const marker = join(o.stateDir, MARKER);
   if (existsSync(marker) && readFileSync(marker, "utf8") === o.runId) {
     o.log(`workspace already checked out on ${o.resultBranch}`);

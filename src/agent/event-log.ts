@@ -1,8 +1,18 @@
-import { closeSync, existsSync, fchmodSync, fstatSync, openSync, readSync, writeSync } from "node:fs";
+import { closeSync, existsSync, fchmodSync, fstatSync, ftruncateSync, openSync, readSync, writeSync } from "node:fs";
 import { MAX_EVENT_BYTES_PER_RESPONSE, MAX_EVENTS_PER_RESPONSE, type RunnerEvent } from "./runner-protocol.js";
 
 type NewEvent = RunnerEvent extends infer E ? (E extends RunnerEvent ? Omit<E, "seq" | "time"> : never) : never;
 export type { NewEvent };
+
+/**
+ * Bun's collector lets a flood's short-lived strings pile up to hundreds of MiB before it
+ * runs; a cheap collection every so many bytes written keeps the runner small.
+ */
+const GC_EVERY_BYTES = 8 * 1024 * 1024;
+const bunGc = (globalThis as { Bun?: { gc(force: boolean): void } }).Bun?.gc;
+function collectGarbage(): void {
+  bunGc?.(true);
+}
 
 /** Every this many events the file offset is remembered: memory stays small at any volume. */
 const INDEX_EVERY = 256;
@@ -16,6 +26,17 @@ const TAIL_BYTES = 4 * 1024 * 1024;
  * only; older ones are read back from the file. Appends are batched per event-loop turn,
  * and `backlog` tells producers when to pause (back-pressure instead of growing memory).
  */
+/** A stored line's seq: read off its start, or by parsing a line an older runner wrote. */
+function seqOf(line: string): number | null {
+  const m = /^\{"seq":(\d+),/.exec(line);
+  if (m) return Number(m[1]);
+  try {
+    return (JSON.parse(line) as RunnerEvent).seq;
+  } catch {
+    return null;
+  }
+}
+
 export class EventLog {
   private readonly fd: number;
   private count = 0;
@@ -27,6 +48,7 @@ export class EventLog {
   private pending: string[] = [];
   private pendingBytes = 0;
   private flushScheduled = false;
+  private sinceGc = 0;
   private readonly drained = new Set<() => void>();
   private readonly appended = new Set<() => void>();
   lastExit: Extract<RunnerEvent, { kind: "exit" }> | null = null;
@@ -48,7 +70,8 @@ export class EventLog {
   }
 
   append(e: NewEvent): RunnerEvent {
-    const event = { ...e, seq: this.count + 1, time: Date.now() } as RunnerEvent;
+    // seq first in every line: a read from the file finds it without parsing the line.
+    const event = { seq: this.count + 1, time: Date.now(), ...e } as RunnerEvent;
     const line = JSON.stringify(event) + "\n";
     if ((event.seq - 1) % INDEX_EVERY === 0) this.offsets.push(this.size + this.pendingBytes);
     this.count = event.seq;
@@ -87,6 +110,11 @@ export class EventLog {
     while (off < buf.length) off += writeSync(this.fd, buf, off, buf.length - off);
     this.size += buf.length;
     this.pendingBytes = 0;
+    this.sinceGc += buf.length;
+    if (this.sinceGc > GC_EVERY_BYTES) {
+      this.sinceGc = 0;
+      collectGarbage();
+    }
     for (const d of this.drained) d();
     this.drained.clear();
   }
@@ -107,12 +135,20 @@ export class EventLog {
 
   /** Events after `afterSeq`, at most a response's worth by count and bytes. */
   after(afterSeq: number): RunnerEvent[] {
-    if (afterSeq >= this.count) return [];
+    return JSON.parse(this.afterJson(afterSeq)) as RunnerEvent[];
+  }
+
+  /**
+   * The same as a JSON array's text: from the file, lines go out as they are (a daemon
+   * catching up with a flood costs the runner no parse and no re-serialisation).
+   */
+  afterJson(afterSeq: number): string {
+    if (afterSeq >= this.count) return "[]";
     const first = this.tail[0];
-    if (first && afterSeq + 1 >= first.seq) return this.bounded(this.tail.slice(afterSeq + 1 - first.seq));
+    if (first && afterSeq + 1 >= first.seq) return JSON.stringify(this.bounded(this.tail.slice(afterSeq + 1 - first.seq)));
     this.flush();
     const slot = Math.floor(afterSeq / INDEX_EVERY);
-    const out: RunnerEvent[] = [];
+    const out: string[] = [];
     let bytes = 0;
     let offset = this.offsets[slot] ?? 0;
     let carry = "";
@@ -125,19 +161,14 @@ export class EventLog {
       carry = lines.pop() ?? "";
       for (const line of lines) {
         if (!line) continue;
-        let e: RunnerEvent;
-        try {
-          e = JSON.parse(line) as RunnerEvent;
-        } catch {
-          continue; // a line cut by a crash mid-write, ended at the restart
-        }
-        if (e.seq <= afterSeq) continue;
-        out.push(e);
+        const seq = seqOf(line);
+        if (seq === null || seq <= afterSeq) continue; // null: a line cut by a crash mid-write
+        out.push(line);
         bytes += line.length;
         if (out.length >= MAX_EVENTS_PER_RESPONSE || bytes >= MAX_EVENT_BYTES_PER_RESPONSE) break;
       }
     }
-    return out;
+    return `[${out.join(",")}]`;
   }
 
   private bounded(events: RunnerEvent[]): RunnerEvent[] {
@@ -184,8 +215,12 @@ export class EventLog {
       offset += n;
     }
     this.size = total;
-    // A line cut by a crash mid-write: end it, so the next event starts a line of its own.
-    if (carry.length > 0) this.size += writeSync(this.fd, "\n");
+    // A line cut by a crash mid-write is dropped, so the next event starts a line of its own
+    // and every line in the file is whole.
+    if (carry.length > 0) {
+      ftruncateSync(this.fd, lineStart);
+      this.size = lineStart;
+    }
   }
 
   close(): void {

@@ -162,7 +162,9 @@ export async function runRunner(opts: RunnerOptions): Promise<void> {
         await next.promise;
         clearTimeout(timer);
       }
-      return send(res, 200, { events: log.after(after) });
+      res.writeHead(200, { "content-type": "application/json" });
+      res.end(`{"events":${log.afterJson(after)}}`);
+      return;
     }
     if (req.method === "POST" && url.pathname === "/start") {
       startAgent(await readJson<StartRequest>(req));

@@ -3,6 +3,8 @@ import * as http from "node:http";
 import * as http2 from "node:http2";
 import * as net from "node:net";
 import { Duplex } from "node:stream";
+import type * as tls from "node:tls";
+import { createConnectionGuard, DEFAULT_CONNECTION_OPTIONS, kAdmission, type Admission, type ConnectionOptions, type Tagged } from "./connection-guard.js";
 
 export type RequestHandler = (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) => void;
 
@@ -14,6 +16,8 @@ export interface ListenOptions {
   socketPath?: string;
   /** TLS for the TCP listener: HTTP/2 and HTTP/1.1 chosen by ALPN. */
   tls?: { cert: Buffer; key: Buffer };
+  /** Timeouts, caps and keep-alive; defaults in DEFAULT_CONNECTION_OPTIONS. */
+  connections?: Partial<ConnectionOptions>;
 }
 
 export interface Listener {
@@ -26,26 +30,37 @@ export interface Listener {
 
 const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n");
 
+type Http2Handler = (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void;
+
 /**
  * One port for every protocol: gRPC needs HTTP/2 without TLS (h2c, "prior knowledge"),
  * Connect and gRPC-Web also come over HTTP/1.1. Node's cleartext http2 server cannot fall
  * back to HTTP/1.1, so we read the first bytes and hand the connection to the right server.
+ * The TCP side is capped and every connection is timed out when idle (connection-guard.ts);
+ * the unix socket has the timeouts but no caps, so local tools always get in.
  */
 export async function listen(handlers: { tcp: RequestHandler; unix: RequestHandler }, opts: ListenOptions): Promise<Listener> {
+  const limits = { ...DEFAULT_CONNECTION_OPTIONS, ...opts.connections };
+  const guard = createConnectionGuard(limits);
   const servers = (handler: RequestHandler) => {
-    const h1 = http.createServer(handler as http.RequestListener);
-    // Long-lived streams (logs -f, WatchRun) must not be cut by idle timeouts.
+    const h1 = http.createServer(guard.handler(handler) as http.RequestListener);
+    // Long-lived streams (logs -f, WatchRun) must not be cut: the guard times out only
+    // connections with no request in flight, and Node's own per-request timeouts are off.
     h1.requestTimeout = 0;
-    h1.headersTimeout = 60_000;
-    h1.keepAliveTimeout = 65_000;
-    return { h1, h2: http2.createServer(handler as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void) };
+    h1.headersTimeout = limits.headersTimeoutMs;
+    h1.keepAliveTimeout = limits.idleTimeoutMs;
+    const h2 = http2.createServer(guard.handler(handler) as Http2Handler);
+    h2.on("session", (session: http2.ServerHttp2Session) => guard.http2(session));
+    return { h1, h2 };
   };
   // Each listener has its own servers: the unix socket's handler trusts its callers.
   const tcpServers = servers(handlers.tcp);
   const unixServers = servers(handlers.unix);
   const sockets = new Set<net.Socket>();
 
-  const route = ({ h1, h2 }: ReturnType<typeof servers>) => (socket: net.Socket) => {
+  const route = ({ h1, h2 }: ReturnType<typeof servers>, capped: boolean) => (socket: net.Socket) => {
+    const admitted = guard.admit(socket, capped);
+    if (!admitted) return;
     // The http2 server cannot set this through the wrapper below; without it, stream
     // frames wait on delayed ACKs (a 25x slower log replay, measured).
     socket.setNoDelay(true);
@@ -53,11 +68,15 @@ export async function listen(handlers: { tcp: RequestHandler; unix: RequestHandl
     socket.once("close", () => sockets.delete(socket));
     socket.once("error", () => socket.destroy());
     socket.once("data", (first: Buffer) => {
+      admitted.talking();
       socket.pause();
       const isH2 = first.subarray(0, Math.min(first.length, H2_PREFACE.length)).equals(H2_PREFACE.subarray(0, Math.min(first.length, H2_PREFACE.length)));
       if (isH2) {
-        h2.emit("connection", replay(socket, first));
+        const stream = replay(socket, first);
+        (stream as Duplex & Tagged)[kAdmission] = admitted;
+        h2.emit("connection", stream);
       } else {
+        guard.http1(socket, admitted);
         socket.unshift(first);
         h1.emit("connection", socket);
         socket.resume();
@@ -66,15 +85,34 @@ export async function listen(handlers: { tcp: RequestHandler; unix: RequestHandl
   };
 
   // With TLS, ALPN picks the protocol, so the secure server takes connections itself.
-  const tcp: net.Server = opts.tls
-    ? http2.createSecureServer({ cert: opts.tls.cert, key: opts.tls.key, allowHTTP1: true }, handlers.tcp as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void)
-    : net.createServer(route(tcpServers));
+  let tcp: net.Server;
   if (opts.tls) {
-    tcp.on("secureConnection", (s: net.Socket) => {
+    const handler = guard.handler(handlers.tcp) as Http2Handler;
+    const secure = http2.createSecureServer({ cert: opts.tls.cert, key: opts.tls.key, allowHTTP1: true, handshakeTimeout: limits.headersTimeoutMs }, handler);
+    // The TLS socket is made from the raw one out of sight; the remote address and port tie them.
+    const admissions = new Map<string, Admission>();
+    secure.prependListener("connection", (socket: net.Socket) => {
+      const admitted = guard.admit(socket, true);
+      if (!admitted) return;
+      const key = `${socket.remoteAddress}|${socket.remotePort}`;
+      admissions.set(key, admitted);
+      socket.once("close", () => admissions.delete(key));
+    });
+    // Before the server's own listener, which starts the HTTP/2 session or HTTP/1.1 parser.
+    secure.prependListener("secureConnection", (s: tls.TLSSocket) => {
       s.setNoDelay(true);
       sockets.add(s);
       s.once("close", () => sockets.delete(s));
+      const admitted = admissions.get(`${s.remoteAddress}|${s.remotePort}`);
+      if (!admitted) return void s.destroy();
+      admitted.talking();
+      if (s.alpnProtocol === "h2") (s as tls.TLSSocket & Tagged)[kAdmission] = admitted;
+      else guard.http1(s, admitted);
     });
+    secure.on("session", (session: http2.ServerHttp2Session) => guard.http2(session));
+    tcp = secure;
+  } else {
+    tcp = net.createServer(route(tcpServers, true));
   }
   await new Promise<void>((resolve, reject) => {
     tcp.once("error", reject);
@@ -85,7 +123,7 @@ export async function listen(handlers: { tcp: RequestHandler; unix: RequestHandl
   let unix: net.Server | undefined;
   if (opts.socketPath) {
     await rm(opts.socketPath, { force: true });
-    unix = net.createServer(route(unixServers));
+    unix = net.createServer(route(unixServers, false));
     const server = unix;
     await new Promise<void>((resolve, reject) => {
       server.once("error", reject);

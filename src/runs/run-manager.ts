@@ -599,6 +599,8 @@ export class RunManager {
     let cursor = this.deps.runs.runnerCursor(id);
     let endpoint: string | undefined;
     let failures = 0;
+    /** The next batch, asked for while the last one is being stored (a flood keeps both busy). */
+    let next: Promise<RunnerEvent[]> | null = null;
     for (;;) {
       signal.throwIfAborted();
       if (!endpoint) {
@@ -608,11 +610,13 @@ export class RunManager {
         }
         endpoint = status.endpoint;
       }
-      let events;
+      let events: RunnerEvent[];
       try {
-        ({ events } = await createRunnerClient(endpoint, token).events(cursor, this.deps.settings.pollWaitMs, signal));
+        events = await (next ?? createRunnerClient(endpoint, token).events(cursor, this.deps.settings.pollWaitMs, signal).then((r) => r.events));
+        next = null;
         failures = 0;
       } catch (error) {
+        next = null;
         if (signal.aborted) throw error;
         if (!isRetryable(error) || ++failures > 5) throw error;
         endpoint = undefined; // look the sandbox up again: it may have died
@@ -620,8 +624,13 @@ export class RunManager {
         continue;
       }
       if (events.length === 0) continue;
+      const last = events[events.length - 1]!;
+      cursor = last.seq;
+      if (last.kind !== "exit") {
+        next = createRunnerClient(endpoint, token).events(cursor, this.deps.settings.pollWaitMs, signal).then((r) => r.events);
+        next.catch(() => undefined); // handled when awaited
+      }
       const exit = this.ingest(id, events, redact);
-      cursor = events[events.length - 1]!.seq;
       if (exit) return exit;
     }
   }

@@ -109,6 +109,9 @@ export function createRunsRepository(db: Database) {
   const cursorOf = db.prepare<{ c: number }>("SELECT runner_cursor AS c FROM runs WHERE id = ?");
   const lastLog = db.prepare<{ s: number | null }>("SELECT max(seq) AS s FROM run_logs WHERE run_id = ?");
   const insertLog = db.prepare("INSERT INTO run_logs (run_id, seq, time, stream, text) VALUES (?, ?, ?, ?, ?)");
+  // Many rows per statement: a flood's lines cost one statement step per LOG_ROWS lines.
+  const LOG_ROWS = 64;
+  const insertLogs = db.prepare(`INSERT INTO run_logs (run_id, seq, time, stream, text) VALUES ${Array(LOG_ROWS).fill("(?, ?, ?, ?, ?)").join(", ")}`);
   const logsAfter = db.prepare<LogLine>(
     "SELECT seq, time, stream, text FROM run_logs WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?",
   );
@@ -212,7 +215,19 @@ export function createRunsRepository(db: Database) {
       return db.transaction(() => {
         let seq = lastLog.get([id])?.s ?? 0;
         const stored: LogLine[] = [];
-        for (const l of lines) {
+        let i = 0;
+        for (; i + LOG_ROWS <= lines.length; i += LOG_ROWS) {
+          const params: (string | number)[] = [];
+          for (let j = i; j < i + LOG_ROWS; j++) {
+            const l = lines[j]!;
+            seq += 1;
+            params.push(id, seq, l.time, l.stream, l.text);
+            stored.push({ seq, time: l.time, stream: l.stream, text: l.text });
+          }
+          insertLogs.run(params);
+        }
+        for (; i < lines.length; i++) {
+          const l = lines[i]!;
           seq += 1;
           insertLog.run([id, seq, l.time, l.stream, l.text]);
           stored.push({ seq, time: l.time, stream: l.stream, text: l.text });

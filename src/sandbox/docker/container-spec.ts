@@ -72,6 +72,8 @@ export function containerSpec(
       // before cleanup has taken the agent's work out of it.
       RestartPolicy: { Name: "no" },
       AutoRemove: false,
+      // An init as PID 1 reaps what the agent orphans; the runner is not built to.
+      Init: true,
       SecurityOpt: ["no-new-privileges"],
       CapDrop: ["NET_RAW", "SYS_ADMIN", "MKNOD", "SYS_CHROOT", "AUDIT_WRITE"],
     },
