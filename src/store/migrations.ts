@@ -171,6 +171,14 @@ export const MIGRATIONS: readonly { version: number; name: string; sql: string }
          AND team = 'default' AND name = 'admin (made on first start)' AND scopes = '["admin"]';
     `,
   },
+  {
+    version: 8,
+    name: "agent isolation",
+    sql: `
+      -- Whether the run's agent had a user of its own (earlier runs: unknown, so false).
+      ALTER TABLE runs ADD COLUMN agent_isolated INTEGER NOT NULL DEFAULT 0;
+    `,
+  },
 ];
 
 export function migrate(db: Database): number {
