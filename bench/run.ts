@@ -40,6 +40,7 @@ let instantRunnerEndpoint = "";
 const instantProvider: SandboxProvider = {
   name: "bench",
   enforcesNetworkPolicy: false,
+  isolatesAgents: false,
   provision: async () => ({ state: "running", endpoint: instantRunnerEndpoint }),
   inspect: async () => ({ state: "stopped" }),
   destroy: async () => ({}),
@@ -125,7 +126,7 @@ async function seedReplayData(lines: number): Promise<string> {
   const tasks = createTasksRepository(db);
   const repo = createRunsRepository(db);
   tasks.create({ team: "default", environmentId: "", id: "task_r", title: "r", description: "", repository: "/r", repositoryUrl: "/r", origin: "bench", createdAt: 0 });
-  repo.create({ team: "default", environmentId: "", networkPolicyEnforced: false, id: "run_r", taskId: "task_r", status: "completed", phase: "cleaned", provider: "local", branch: "", resultBranch: "x", agentCommand: ["true"], limits: {}, idempotencyKey: null, deadlineAt: 0, createdAt: 0, updatedAt: 0, snapshot: {}, machineVersion: 1 });
+  repo.create({ team: "default", environmentId: "", networkPolicyEnforced: false, agentIsolated: false, id: "run_r", taskId: "task_r", status: "completed", phase: "cleaned", provider: "local", branch: "", resultBranch: "x", agentCommand: ["true"], limits: {}, idempotencyKey: null, deadlineAt: 0, createdAt: 0, updatedAt: 0, snapshot: {}, machineVersion: 1 });
   for (let i = 0; i < lines; i += 10_000) {
     repo.appendLogs("run_r", Array.from({ length: Math.min(10_000, lines - i) }, (_, k) => ({ time: Date.now(), stream: "stdout", text: `line ${i + k} of the agent's output, about sixty bytes long ....` })));
   }

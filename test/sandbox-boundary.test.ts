@@ -190,6 +190,7 @@ describe.runIf(isRoot)("local runs as root", () => {
   test("the agent cannot read the daemon's data dir: not the admin token, not the database", async ({ daemon, repo }) => {
     const script = `cat ${daemon.dataDir}/admin-token 2>&1; ls ${daemon.dataDir} 2>&1; head -c 100 ${daemon.dataDir}/paddock.db | base64 2>&1; echo end`;
     const run = await startRun(daemon, repo, "local", script);
+    expect(run.agentIsolated).toBe(true); // the run says so
     await watchToEnd(daemon, run.id);
     const lines = (await allLogs(daemon, run.id)).filter((l) => l.stream !== "system").map((l) => l.text);
     const text = lines.join("\n");

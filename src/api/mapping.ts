@@ -64,6 +64,7 @@ export function runToProto(r: StoredRun): TaskRun {
     team: r.team,
     environmentId: r.environmentId,
     networkPolicyEnforced: r.networkPolicyEnforced,
+    agentIsolated: r.agentIsolated,
     image: r.image,
     taskId: r.taskId,
     runNumber: BigInt(r.runNumber),

@@ -191,6 +191,7 @@ export class RunManager {
         team: task.team,
         environmentId,
         networkPolicyEnforced: !!env && providers.get(providerName)!.enforcesNetworkPolicy,
+        agentIsolated: providers.get(providerName)!.isolatesAgents,
         taskId: task.id,
         status: "queued",
         phase: "queued",

@@ -60,6 +60,8 @@ export interface SandboxProvider {
   readonly name: string;
   /** Whether network policy is enforced (false on local: the agent runs on the host). */
   readonly enforcesNetworkPolicy: boolean;
+  /** Whether the agent runs as a user of its own, out of reach of the daemon's data. */
+  readonly isolatesAgents: boolean;
   /** Prepares what the provider needs before its first sandbox; returns a problem, or null. */
   init?(): Promise<string | null>;
   close?(): Promise<void>;

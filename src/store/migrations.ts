@@ -173,6 +173,14 @@ export const MIGRATIONS: readonly { version: number; name: string; sql: string }
   },
   {
     version: 8,
+    name: "agent isolation",
+    sql: `
+      -- Whether the run's agent had a user of its own (earlier runs: unknown, so false).
+      ALTER TABLE runs ADD COLUMN agent_isolated INTEGER NOT NULL DEFAULT 0;
+    `,
+  },
+  {
+    version: 9,
     name: "snapshot keys and run images",
     sql: `
       -- Snapshot keys now cover the base image id, paddock's version, the repository, setup

@@ -28,6 +28,8 @@ export interface RunRecord {
   team: string;
   environmentId: string;
   networkPolicyEnforced: boolean;
+  /** Whether the agent ran as a user of its own, out of reach of the daemon's data. */
+  agentIsolated: boolean;
   taskId: string;
   runNumber: number;
   status: RunStatusName;

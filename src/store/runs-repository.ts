@@ -7,6 +7,7 @@ interface RunRow {
   team: string;
   environment_id: string;
   network_policy_enforced: number;
+  agent_isolated: number;
   task_id: string;
   run_number: number;
   status: string;
@@ -37,6 +38,7 @@ const toRun = (r: RunRow): RunRecord & { seq: number } => ({
   team: r.team,
   environmentId: r.environment_id,
   networkPolicyEnforced: r.network_policy_enforced === 1,
+  agentIsolated: r.agent_isolated === 1,
   taskId: r.task_id,
   runNumber: r.run_number,
   status: r.status as RunStatusName,
@@ -85,14 +87,14 @@ export interface RunFilter {
 }
 
 /** Every column but the snapshot: reads for clients never need it, restores do. */
-const COLUMNS = `seq, id, team, environment_id, network_policy_enforced, task_id, run_number, status, phase, provider, error_message, exit_code, branch, result_branch,
+const COLUMNS = `seq, id, team, environment_id, network_policy_enforced, agent_isolated, task_id, run_number, status, phase, provider, error_message, exit_code, branch, result_branch,
   result_commit, agent_command, limits, image, idempotency_key, deadline_at, created_at, started_at, finished_at, updated_at,
   cleaned_at, machine_version, runner_cursor`;
 
 export function createRunsRepository(db: Database) {
-  const insert = db.prepare(`INSERT INTO runs (id, team, environment_id, network_policy_enforced, task_id, run_number, status, phase, provider, branch, result_branch,
+  const insert = db.prepare(`INSERT INTO runs (id, team, environment_id, network_policy_enforced, agent_isolated, task_id, run_number, status, phase, provider, branch, result_branch,
       agent_command, limits, image, idempotency_key, deadline_at, created_at, updated_at, snapshot, machine_version)
-    VALUES (:id, :team, :environmentId, :networkPolicyEnforced, :taskId, :runNumber, :status, :phase, :provider, :branch, :resultBranch,
+    VALUES (:id, :team, :environmentId, :networkPolicyEnforced, :agentIsolated, :taskId, :runNumber, :status, :phase, :provider, :branch, :resultBranch,
       :agentCommand, :limits, :image, :idempotencyKey, :deadlineAt, :createdAt, :updatedAt, :snapshot, :machineVersion)`);
   const nextNumber = db.prepare<{ n: number }>(
     "SELECT coalesce(max(run_number), 0) + 1 AS n FROM runs WHERE task_id = ?",
@@ -132,6 +134,7 @@ export function createRunsRepository(db: Database) {
           team: run.team,
           environmentId: run.environmentId,
           networkPolicyEnforced: run.networkPolicyEnforced ? 1 : 0,
+          agentIsolated: run.agentIsolated ? 1 : 0,
           taskId: run.taskId,
           runNumber,
           status: run.status,

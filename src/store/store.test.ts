@@ -20,7 +20,7 @@ function seed(db: Awaited<ReturnType<typeof openDatabase>>) {
   const runs = createRunsRepository(db);
   const task = tasks.create({ team: "default", environmentId: "", id: "task_1", title: "t", description: "", repository: "/r", repositoryUrl: "/r", origin: "test", createdAt: 1 });
   const run = runs.create({
-    team: "default", environmentId: "", networkPolicyEnforced: false, id: "run_1", taskId: task.id, status: "queued", phase: "queued", provider: "local", branch: "", resultBranch: "paddock/run_1",
+    team: "default", environmentId: "", networkPolicyEnforced: false, agentIsolated: false, id: "run_1", taskId: task.id, status: "queued", phase: "queued", provider: "local", branch: "", resultBranch: "paddock/run_1",
     agentCommand: ["true"], limits: {}, idempotencyKey: null, deadlineAt: 10, createdAt: 1, updatedAt: 1, snapshot: { value: "x" }, machineVersion: 1,
   });
   return { tasks, runs, task, run };

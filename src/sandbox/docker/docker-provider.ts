@@ -86,6 +86,7 @@ function dockerError(what: string, error: unknown): SandboxError {
  */
 export class DockerProvider implements SandboxProvider {
   readonly name = "docker";
+  readonly isolatesAgents = true;
   private egress: { proxy: EgressProxy; network: EgressNetwork } | null = null;
   private egressSetup: Promise<void> | null = null;
   private egressProblem: string | null = null;
