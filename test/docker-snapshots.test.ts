@@ -127,6 +127,30 @@ describe.runIf(dockerUp)("docker snapshots", () => {
     }
   });
 
+  test("a cancel while setup runs (the run still provisioning) ends cleaned: no container, no snapshot", async ({ repo }) => {
+    const daemon = await startDaemon({ config: { dockerImage: IMAGE } });
+    try {
+      const env = (
+        await envClient(daemon).createEnvironment({
+          environment: { name: "slow", networkAccess: NetworkAccess.FULL, setupNetworkAccess: NetworkAccess.FULL, setupScript: "echo installing; exec sleep 300" },
+        })
+      ).environment!;
+      const { task } = await daemon.tasks.createTask({ title: "slow", repository: repo, environmentId: env.id });
+      const { run } = await daemon.runs.startRun({ taskId: task!.id, provider: "docker", agentCommand: ["echo", "never"] });
+      for await (const res of daemon.runs.streamLogs({ runId: run!.id, follow: true }, { timeoutMs: 120_000 })) {
+        if (res.entries.some((l) => l.text === "setup script started")) break;
+      }
+      await daemon.runs.cancelRun({ runId: run!.id });
+      const final = (await watchToEnd(daemon, run!.id, 120_000)).pop()!;
+      expect(final).toMatchObject({ status: RunStatus.CANCELLED, phase: "cleaned" });
+      expect(docker("ps", "-aq", "--filter", `label=paddock.run=${run!.id}`)).toBe("");
+      expect(snapshotRows(daemon.dataDir)).toEqual([]);
+      expect((await allLogs(daemon, run!.id)).some((l) => l.text === "never")).toBe(false);
+    } finally {
+      await cleanUp(daemon);
+    }
+  });
+
   test("a snapshot whose image was removed behind paddock's back: one line, a cold start, the run completes; GC drops the row", async ({ repo }) => {
     const daemon = await startDaemon({ config: { dockerImage: IMAGE } });
     try {
