@@ -127,6 +127,7 @@ describe.each(providers)("the sandbox boundary on %s", (provider) => {
       "env | cut -d= -f1 | sort | sed 's/^/env:/'",
       "for f in $(ls -d /proc/[0-9]*); do cat $f/environ 2>/dev/null | tr '\\0' '\\n' | grep -q BEGIN && echo read-foreign-environ; done",
       'cat "$PADDOCK_STATE_PROBE"/runner.json 2>/dev/null && echo read-runner-json || true',
+      "for p in /proc/[0-9]*; do kill -0 ${p#/proc/} 2>/dev/null && echo can-signal-$(cat $p/comm 2>/dev/null); done",
       "true",
     ].join("; ");
     const run = await startRun(daemon, repo, provider, script);
@@ -139,6 +140,10 @@ describe.each(providers)("the sandbox boundary on %s", (provider) => {
     for (const n of names) expect(n).not.toMatch(/TOKEN|JWT|PADDOCK_(STATE|AGENT_COMMAND|SOURCE|RUNNER|HOLD|GRACE)/);
     expect(out).not.toContain("read-foreign-environ");
     expect(out).not.toContain("read-runner-json");
+    // The runner (paddock in docker, node under the tests) is not among what the agent may signal.
+    const signalable = out.filter((l) => l.startsWith("can-signal-"));
+    expect(signalable.length).toBeGreaterThan(0); // its own processes, at least
+    expect(signalable.filter((l) => /can-signal-(paddock|node|docker-init|bun)/.test(l))).toEqual([]);
   });
 
   test("secrets are redacted before the runner writes them: its event file never holds one", { timeout }, async ({ daemon, repo }) => {
