@@ -53,7 +53,9 @@ export function checkout(o: CheckoutOptions): void {
   } catch {
     throw new Error(`branch ${JSON.stringify(o.branch)} not found in the repository`);
   }
-  git("checkout", "--quiet", "-B", o.resultBranch, start);
+  // --force: a snapshot's workspace may hold the setup script's edits to tracked files;
+  // the run starts from the commit, keeping what setup left untracked (dependencies…).
+  git("checkout", "--quiet", "--force", "-B", o.resultBranch, start);
   // What the source had, kept where the agent cannot write: the export leaves these out of
   // the bundle, whatever the agent does to its remote-tracking refs.
   const bases = [...new Set(git("for-each-ref", "--format=%(objectname)", "refs/remotes/origin").split("\n").filter(Boolean))];
