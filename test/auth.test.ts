@@ -9,7 +9,11 @@ import { TaskRunService } from "../src/gen/paddock/v1/task_run_pb.js";
 import { TokenService } from "../src/gen/paddock/v1/token_pb.js";
 import Database from "better-sqlite3";
 import { execFileSync } from "node:child_process";
-import { rmSync } from "node:fs";
+import { rmSync, writeFileSync } from "node:fs";
+import { createApiTokens } from "../src/auth/api-tokens.js";
+import { migrate } from "../src/store/migrations.js";
+import { openNodeSqlite } from "../src/store/sqlite-node.js";
+import { createTokensRepository } from "../src/store/tokens-repository.js";
 import { bearer, cleanUp, failureOf, startDaemon, tempDir, test, watchToEnd, type Daemon } from "./fixtures.js";
 
 function clientsWith(d: Daemon, token: string | null) {
@@ -132,17 +136,20 @@ describe("API authentication", () => {
   });
 
   test("an install from before per-team admin keeps its first-start token's instance powers", async () => {
-    const first = await startDaemon();
-    const other = await clientsWith(first, first.adminToken).tokens.createToken({ team: "web", name: "admin (made on first start)", scopes: ["admin"] });
-    await first.app.stop();
-    // Back to how the previous paddock left it: migration 7 not applied, plain admin.
-    const db = new Database(join(first.dataDir, "paddock.db"));
-    db.exec(`DELETE FROM schema_migrations WHERE version = 7; UPDATE api_tokens SET scopes = '["admin"]'`);
+    // The data dir as paddock at schema 6 left it: a first-start admin token, then another
+    // team's token of the same name, both plain "admin".
+    const dataDir = tempDir("old");
+    const db = openNodeSqlite(join(dataDir, "paddock.db"));
+    migrate(db, 6);
+    const tokens = createApiTokens(createTokensRepository(db));
+    const firstStart = tokens.create("default", "admin (made on first start)", ["admin"]);
+    const other = tokens.create("web", "admin (made on first start)", ["admin"]);
     db.close();
-    const d = await first.restart();
+    writeFileSync(join(dataDir, "admin-token"), firstStart.secret + "\n", { mode: 0o600 });
+    const d = await startDaemon({ dataDir });
     try {
       const c = clientsWith(d, d.adminToken);
-      expect((await c.tokens.listTokens({ team: "web" })).tokens.map((t) => t.id)).toEqual([other.token!.id]);
+      expect((await c.tokens.listTokens({ team: "web" })).tokens.map((t) => t.id)).toEqual([other.record.id]);
       await c.tokens.createToken({ team: "ops", name: "x", scopes: ["tasks:read"] });
       // Only the first-start row was promoted, not a later one with the same name.
       expect((await c.tokens.listTokens({ team: "web" })).tokens[0]!.scopes).toEqual(["admin"]);

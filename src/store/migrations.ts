@@ -198,7 +198,8 @@ export const MIGRATIONS: readonly { version: number; name: string; sql: string }
   },
 ];
 
-export function migrate(db: Database): number {
+/** Brings the schema to the newest version (or to `upTo`, for tests that make an older install). */
+export function migrate(db: Database, upTo = Infinity): number {
   db.exec(`CREATE TABLE IF NOT EXISTS schema_migrations (
     version    INTEGER PRIMARY KEY,
     name       TEXT NOT NULL,
@@ -213,7 +214,7 @@ export function migrate(db: Database): number {
     );
   }
   for (const m of MIGRATIONS) {
-    if (m.version <= current) continue;
+    if (m.version <= current || m.version > upTo) continue;
     db.transaction(() => {
       db.exec(m.sql);
       db.prepare("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)").run([
