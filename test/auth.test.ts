@@ -7,7 +7,6 @@ import { Health } from "../src/gen/grpc/health/v1/health_pb.js";
 import { TaskService } from "../src/gen/paddock/v1/task_pb.js";
 import { TaskRunService } from "../src/gen/paddock/v1/task_run_pb.js";
 import { TokenService } from "../src/gen/paddock/v1/token_pb.js";
-import Database from "better-sqlite3";
 import { execFileSync } from "node:child_process";
 import { rmSync, writeFileSync } from "node:fs";
 import { createApiTokens } from "../src/auth/api-tokens.js";
