@@ -408,7 +408,8 @@ async function benchProxy() {
     port: 0,
     key: Buffer.alloc(32, 1),
     hostMap: { "source.test": "127.0.0.1" },
-    policyFor: () => ({ access: "custom", allowedDomains: ["source.test"], includeTrusted: false }),
+    // Ports are part of the policy: the source listens on a port of its own.
+    policyFor: () => ({ access: "custom", allowedDomains: [`source.test:${port}`], includeTrusted: false }),
     audit: () => undefined,
     log: () => undefined,
   });
