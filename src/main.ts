@@ -3,19 +3,16 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { createApp, runnerCommand } from "./app.js";
-import { checkout } from "./agent/checkout.js";
-import { runRunner } from "./agent/runner.js";
-import { clientHelp, EXIT, isParseArgsError, runClientCommand } from "./cli/commands.js";
+// Only what every role needs is imported here; each role loads its own modules, so the
+// runner in a sandbox carries none of the daemon's (measured: its idle RSS).
+import { EXIT, isParseArgsError } from "./cli/exit.js";
 import { ConfigError, defaultDataDir, ENV_NAMES, kebab, loadConfig, type ConfigInput } from "./config.js";
 import { readRunnerEnvironment, RunnerEnvError } from "./agent/runner-env.js";
-import { createLogger } from "./logger.js";
-import { DataDirLockedError } from "./store/data-dir-lock.js";
 import { PADDOCK_VERSION } from "./version.js";
 
 const VERSION = PADDOCK_VERSION;
 
-const HELP = `paddock ${VERSION} — runs coding-agent task runs in sandboxes
+const help = (clientHelp: () => string) => `paddock ${VERSION} — runs coding-agent task runs in sandboxes
 
 usage: paddock <command> [flags]      (paddock <command> --help for its flags)
 
@@ -28,6 +25,7 @@ ${clientHelp()}
 
 exit codes: 0 ok · 1 failed (for logs -f: the run did not complete) · 2 bad usage or argument
             3 not found · 4 not possible in the run's state · 5 daemon unreachable`;
+
 
 const SERVE_HELP = `usage: paddock serve [flags]
 
@@ -108,6 +106,8 @@ async function serve(argv: string[]): Promise<number> {
     }
   }
   const config = loadConfig(process.env, flags, file);
+  const { createApp, runnerCommand } = await import("./app.js");
+  const { createLogger } = await import("./logger.js");
   const logger = createLogger({ level: config.logLevel, format: config.logFormat, isTty: !!process.stdout.isTTY });
   const app = await createApp({ config, logger, runnerCommand: runnerCommand(), baseEnv: runnerEnv(process.env) });
   const listener = await app.start();
@@ -133,6 +133,8 @@ function runnerEnv(env: NodeJS.ProcessEnv): Record<string, string | undefined> {
 
 async function agent(): Promise<number> {
   const settings = readRunnerEnvironment(process.env);
+  const { checkout } = await import("./agent/checkout.js");
+  const { runRunner } = await import("./agent/runner.js");
   const log = (msg: string) => process.stderr.write(`${new Date().toISOString()} ${msg}\n`);
   const user = settings.PADDOCK_AGENT_UID !== undefined ? { uid: settings.PADDOCK_AGENT_UID, gid: settings.PADDOCK_AGENT_GID! } : null;
   if (settings.PADDOCK_SOURCE) {
@@ -161,7 +163,7 @@ async function agent(): Promise<number> {
 async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
   if (!cmd || cmd === "--help" || cmd === "-h" || cmd === "help") {
-    process.stdout.write(HELP + "\n");
+    process.stdout.write(help((await import("./cli/commands.js")).clientHelp) + "\n");
     return cmd ? EXIT.ok : EXIT.usage;
   }
   if (cmd === "--version" || cmd === "version") {
@@ -173,6 +175,7 @@ async function main(argv: string[]): Promise<number> {
   const controller = new AbortController();
   process.once("SIGINT", () => controller.abort());
   const dataDir = process.env.PADDOCK_DATA_DIR || defaultDataDir(process.env);
+  const { runClientCommand } = await import("./cli/commands.js");
   return runClientCommand(argv, {
     out: (l) => process.stdout.write(l + "\n"),
     err: (l) => process.stderr.write(l + "\n"),
@@ -196,8 +199,8 @@ main(process.argv.slice(2)).then(
       process.exit(EXIT.usage);
     }
     // Not our bug but the operator's situation: the message says it all.
-    if (error instanceof DataDirLockedError) {
-      process.stderr.write(`paddock: ${error.message}\n`);
+    if ((error as Error | null)?.name === "DataDirLockedError") {
+      process.stderr.write(`paddock: ${(error as Error).message}\n`);
       process.exit(EXIT.failed);
     }
     process.stderr.write(`paddock: ${(error as Error).stack ?? String(error)}\n`);

@@ -1,4 +1,5 @@
 import { toJson, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
+import { EXIT, isParseArgsError } from "./exit.js";
 import { durationFromMs, timestampDate, type Timestamp } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { readFileSync } from "node:fs";
@@ -20,7 +21,7 @@ export interface CliIo {
 }
 
 /** Exit codes, documented in `paddock --help`. */
-export const EXIT = { ok: 0, failed: 1, usage: 2, notFound: 3, precondition: 4, unavailable: 5 } as const;
+export { EXIT, isParseArgsError };
 
 export class UsageError extends Error {
   override name = "UsageError";
@@ -333,11 +334,6 @@ export async function runClientCommand(argv: string[], io: CliIo): Promise<numbe
 }
 
 /** node:util parseArgs rejects unknown flags with an ERR_PARSE_ARGS_* code. */
-export function isParseArgsError(error: unknown): boolean {
-  const code = (error as { code?: unknown } | null)?.code;
-  return typeof code === "string" && code.startsWith("ERR_PARSE_ARGS");
-}
-
 function reportError(error: unknown, io: CliIo, usage: string): number {
   if (error instanceof UsageError || isParseArgsError(error)) {
     io.err(`paddock: ${(error as Error).message}\nusage: ${usage}`);
