@@ -1,11 +1,54 @@
 /** What the in-sandbox runner serves and the daemon reads. Both sides import this file. */
 
-export type RunnerLogStream = "stdout" | "stderr" | "setup";
+/** "agent": readable lines projected from an ACP agent's updates (coalesced message chunks, one line per tool call). */
+export type RunnerLogStream = "stdout" | "stderr" | "setup" | "agent";
+
+/** An ACP content block or update, as the agent sent it: JSON, kept whole. */
+export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
+
+export interface PermissionOptionInfo {
+  optionId: string;
+  name: string;
+  /** allow_once | allow_always | reject_once | reject_always */
+  kind: string;
+}
 
 export type RunnerEvent =
   | { seq: number; time: number; kind: "log"; stream: RunnerLogStream; text: string }
   /** stage "setup": the setup script failed and the agent never started. */
-  | { seq: number; time: number; kind: "exit"; exitCode: number; signal: string | null; stage?: "setup" | "agent" };
+  | { seq: number; time: number; kind: "exit"; exitCode: number; signal: string | null; stage?: "setup" | "agent"; reason?: string }
+  /** An ACP session/update, whole; `replayed` while a session/load replays history. */
+  | { seq: number; time: number; kind: "acp"; sessionId: string; updateKind: string; update: Json; replayed?: boolean }
+  /** A prompt sent to the agent: the task's at the start, then each SendPrompt. `by` names who sent it. */
+  | { seq: number; time: number; kind: "prompt"; promptId: string; content: Json[]; by: string }
+  /** The agent asks to run a tool; parked under the "ask" policy until answered or expired. */
+  | { seq: number; time: number; kind: "permission"; requestId: string; toolCall: Json; options: PermissionOptionInfo[]; expiresAt: number | null }
+  /** How a permission request ended: an option chosen (by policy, a client or the timeout), or cancelled. */
+  | { seq: number; time: number; kind: "permission_resolved"; requestId: string; optionId: string | null; by: string }
+  /** A turn ended: ACP's stopReason (end_turn, max_tokens, max_turn_requests, refusal, cancelled). */
+  | { seq: number; time: number; kind: "turn_end"; promptId: string; stopReason: string };
+
+export type RunnerEventKind = RunnerEvent["kind"];
+
+/** How the runner talks to the agent: a plain command (stdout/stderr lines) or ACP over stdio. */
+export type AgentKind = "command" | "acp";
+/** background: the run ends with the first turn (end_turn → exit 0). interactive: it waits for prompts. */
+export type RunMode = "background" | "interactive";
+/** What happens to an ACP permission request. */
+export type PermissionPolicy = "auto_allow" | "ask" | "deny";
+
+/** POST /prompt: a follow-up turn, queued while a turn runs. */
+export interface PromptRequest {
+  promptId: string;
+  content: Json[];
+  by: string;
+}
+/** POST /permission: a client's answer to a parked request; optionId null to reject. */
+export interface PermissionResponse {
+  requestId: string;
+  optionId: string | null;
+  by: string;
+}
 
 export interface RunnerHealth {
   runId: string;

@@ -642,7 +642,7 @@ export class RunManager {
     let exit: AgentExit | null = null;
     for (const e of events) {
       if (e.kind === "log") lines.push({ time: e.time, stream: e.stream, text: redact(e.text) });
-      else {
+      else if (e.kind === "exit") {
         exit = { exitCode: e.exitCode, stage: e.stage };
         const who = e.stage === "setup" ? "setup script" : "agent";
         lines.push({ time: e.time, stream: "system", text: `${who} exited with code ${e.exitCode}${e.signal ? ` (${e.signal})` : ""}` });
