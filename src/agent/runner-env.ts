@@ -32,6 +32,10 @@ export const RunnerEnvSchema = z.object({
   PADDOCK_BRANCH: z.string().default(""),
   PADDOCK_RESULT_BRANCH: z.string().min(1),
   PADDOCK_AGENT_COMMAND: jsonArgv,
+  /** command: stdout/stderr lines; acp: PADDOCK_AGENT_COMMAND speaks ACP over stdio. */
+  PADDOCK_AGENT_KIND: z.enum(["command", "acp"]).default("command"),
+  PADDOCK_RUN_MODE: z.enum(["background", "interactive"]).default("background"),
+  PADDOCK_PERMISSION_POLICY: z.enum(["auto_allow", "ask", "deny"]).default("auto_allow"),
   PADDOCK_PROMPT: z.string().default(""),
   PADDOCK_GRACE_MS: z.coerce.number().int().min(0).default(10_000),
   /** "1": wait for POST /start before starting anything (the daemon may snapshot first). */

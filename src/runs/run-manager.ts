@@ -1,4 +1,4 @@
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Logger } from "pino";
 import { createActor, fromPromise, type Actor, type SnapshotFrom } from "xstate";
@@ -16,12 +16,13 @@ import { FailedPreconditionError, InvalidArgumentError, isRetryable, NotFoundErr
 import type { SandboxProvider, SandboxSpec } from "../sandbox/provider.js";
 import { sandboxName } from "../sandbox/provider.js";
 import { createRunnerClient } from "../sandbox/runner-client.js";
-import type { LogLine, RunLimits, RunStatusName } from "../store/records.js";
+import type { AgentKindName, LogLine, PermissionPolicyName, RunEventKind, RunEventRow, RunLimits, RunModeName, RunStatusName } from "../store/records.js";
 import type { RunFilter, RunsRepository, RunTransition, StoredRun } from "../store/runs-repository.js";
 import type { TasksRepository } from "../store/tasks-repository.js";
-import type { RunnerEvent, StartRequest } from "../agent/runner-protocol.js";
+import type { Json, RunnerEvent, StartRequest } from "../agent/runner-protocol.js";
 import { networkOf, redactor, setupHash, usableEnvironment, type Environments } from "./environments.js";
 import { Notifier } from "./notifier.js";
+import { RunEvents } from "./run-events.js";
 import { withRetry } from "./retry.js";
 
 export interface RunSettings {
@@ -64,7 +65,15 @@ export interface StartRunParams {
   environmentId: string;
   /** Sandbox image; "" for the environment's or the provider's. */
   image?: string;
+  /** How the agent is driven (ACP agents: mode and permission policy); absent: a command, background. */
+  agent?: { kind: AgentKindName; mode: RunModeName; permissionPolicy: PermissionPolicyName };
 }
+
+/** Known ACP agents by name: the argv that starts each. */
+export const AGENT_PRESETS: Readonly<Record<string, string[]>> = {
+  "claude-code": ["claude-code-acp"],
+  codex: ["codex-acp"],
+};
 
 type RunActor = Actor<ReturnType<typeof taskRunMachine.provide>>;
 
@@ -76,10 +85,6 @@ interface LiveRun {
   markCleaned: () => void;
 }
 
-/** Lines read per replay batch at most: big enough to amortise per-query costs. */
-const LOG_BATCH = 2000;
-/** Text a replay batch aims to stay under, so that huge lines are not read 2,000 at a time. */
-const LOG_BATCH_CHARS = 8 * 1024 * 1024;
 
 const SLOT_PHASES: ReadonlySet<RunPhase> = new Set(["provisioning", "running", "completed", "failed", "cancelled"]);
 
@@ -119,6 +124,7 @@ export class RunManager {
   private readonly queue: string[] = [];
   private readonly holding = new Set<string>();
   private readonly notifier = new Notifier();
+  private readonly events: RunEvents;
   private stopping = false;
   private reaping = false;
   private reaper: NodeJS.Timeout | undefined;
@@ -134,6 +140,7 @@ export class RunManager {
   private readonly live = new Map<string, LiveRun>();
 
   constructor(private readonly deps: RunManagerDeps) {
+    this.events = new RunEvents(deps.runs, this.notifier, (id) => this.get(id).phase);
     this.machine = taskRunMachine.provide({
       actors: {
         provision: fromPromise(({ input, signal }) => {
@@ -199,6 +206,9 @@ export class RunManager {
         branch: p.branch,
         resultBranch: `paddock/${id}`,
         agentCommand,
+        agentKind: p.agent?.kind ?? "command",
+        runMode: p.agent?.mode ?? "background",
+        permissionPolicy: p.agent?.permissionPolicy ?? "auto_allow",
         limits: p.limits,
         image,
         idempotencyKey: p.idempotencyKey || null,
@@ -265,34 +275,57 @@ export class RunManager {
   }
 
   /** Stored lines after afterSeq in batches, then (follow) live ones until the run is cleaned. */
-  async *logs(id: string, afterSeq: number, follow: boolean, signal: AbortSignal): AsyncGenerator<LogLine[]> {
+  /** Stored lines after afterSeq in batches, then (follow) live ones until the run is cleaned. */
+  logs(id: string, afterSeq: number, follow: boolean, signal: AbortSignal): AsyncGenerator<LogLine[]> {
     this.get(id);
-    const sub = this.notifier.subscribe([`logs:${id}`, `run:${id}`]);
-    let cursor = afterSeq;
-    let limit = LOG_BATCH;
+    return this.events.logs(id, afterSeq, follow, signal);
+  }
+
+  /** Every event (or those of `kinds`) after afterSeq, then (follow) live ones until the run is cleaned. */
+  runEvents(id: string, afterSeq: number, follow: boolean, kinds: ReadonlySet<RunEventKind>, signal: AbortSignal): AsyncGenerator<RunEventRow[]> {
+    this.get(id);
+    return this.events.events(id, afterSeq, follow, kinds, signal);
+  }
+
+  // ── Conversations (ACP runs) ───────────────────────────────────────────────────────
+
+  /**
+   * Queues a follow-up turn of an interactive ACP run. A repeated idempotency key gives
+   * the same prompt id, which the runner takes once.
+   */
+  async sendPrompt(id: string, content: Json[], by: string, idempotencyKey: string, signal: AbortSignal): Promise<string> {
+    const runner = await this.conversation(id, "sent a prompt", true);
+    const promptId = idempotencyKey ? `prm_${createHash("sha256").update(`${id}\0${idempotencyKey}`).digest("hex").slice(0, 20)}` : newId("prm");
+    await runner.prompt({ promptId, content, by }, signal);
+    return promptId;
+  }
+
+  async respondPermission(id: string, requestId: string, optionId: string | null, by: string, signal: AbortSignal): Promise<void> {
+    const runner = await this.conversation(id, "answered", false);
     try {
-      while (!signal.aborted) {
-        sub.arm();
-        const batch = this.deps.runs.logsAfter(id, cursor, limit);
-        if (batch.length > 0) {
-          cursor = batch[batch.length - 1]!.seq;
-          // The next read takes as many lines as fit LOG_BATCH_CHARS at this batch's mean size.
-          const chars = batch.reduce((n, l) => n + l.text.length, 0);
-          limit = Math.max(1, Math.min(LOG_BATCH, Math.floor((LOG_BATCH_CHARS * batch.length) / Math.max(chars, 1))));
-          yield batch;
-          continue;
-        }
-        if (!follow) return;
-        // Lines are stored before the transition to cleaned, so cleaned + empty read = the end.
-        if (this.get(id).phase === "cleaned") {
-          if (this.deps.runs.logsAfter(id, cursor, 1).length === 0) return;
-          continue;
-        }
-        await sub.wait(signal);
-      }
-    } finally {
-      sub.close();
+      await runner.permission({ requestId, optionId, by }, signal);
+    } catch (error) {
+      // The runner says 404 for a request it does not have, 409 for one already resolved.
+      const m = /HTTP (404|409)/.exec((error as Error).message);
+      if (m?.[1] === "404") throw new NotFoundError("permission request", requestId);
+      if (m?.[1] === "409") throw new FailedPreconditionError(`permission request ${requestId} is already resolved`);
+      throw error;
     }
+  }
+
+  async cancelTurn(id: string, signal: AbortSignal): Promise<void> {
+    await (await this.conversation(id, "have its turn cancelled", false)).cancelTurn(signal);
+  }
+
+  /** The runner of a running ACP run, for a conversation call; the error says why not. */
+  private async conversation(id: string, verb: string, interactiveOnly: boolean) {
+    const run = this.get(id);
+    if (run.agentKind !== "acp") throw new FailedPreconditionError(`run ${id} runs a command, not an ACP agent; only ACP runs can be ${verb}`);
+    if (interactiveOnly && run.runMode !== "interactive") throw new FailedPreconditionError(`run ${id} is a background run; only interactive runs take follow-up prompts`);
+    if (run.phase !== "running") throw new FailedPreconditionError(`run ${id} is ${run.phase}; only a running run can be ${verb}`);
+    const status = await this.providerOf(run.provider).inspect(sandboxName(id));
+    if (!status.endpoint) throw new FailedPreconditionError(`the sandbox of run ${id} is ${status.state}`);
+    return createRunnerClient(status.endpoint, await this.tokenFor(run));
   }
 
   /** The run now, then at every change, until it is cleaned. */
@@ -500,9 +533,7 @@ export class RunManager {
 
   /** A note from paddock itself in the run's log. */
   private system(id: string, ...texts: string[]): void {
-    const time = Date.now();
-    this.deps.runs.appendLogs(id, texts.map((text) => ({ time, stream: "system", text })));
-    this.notifier.notify(`logs:${id}`);
+    this.events.system(id, ...texts);
   }
 
   private providerOf(providerName: string): SandboxProvider {
@@ -544,6 +575,7 @@ export class RunManager {
       branch: run.branch,
       resultBranch: run.resultBranch,
       agentCommand: run.agentCommand,
+      agent: { kind: run.agentKind, mode: run.runMode, permissionPolicy: run.permissionPolicy },
       prompt: task.description ? `${task.title}\n\n${task.description}` : task.title,
       publicKeyPem: this.deps.keys.publicKeyPem,
       token,
@@ -636,21 +668,8 @@ export class RunManager {
     }
   }
 
-  /** Stores a batch of the runner's events as log lines; returns the exit among them. */
   private ingest(id: string, events: RunnerEvent[], redact: (t: string) => string): AgentExit | null {
-    const lines: { time: number; stream: string; text: string }[] = [];
-    let exit: AgentExit | null = null;
-    for (const e of events) {
-      if (e.kind === "log") lines.push({ time: e.time, stream: e.stream, text: redact(e.text) });
-      else if (e.kind === "exit") {
-        exit = { exitCode: e.exitCode, stage: e.stage };
-        const who = e.stage === "setup" ? "setup script" : "agent";
-        lines.push({ time: e.time, stream: "system", text: `${who} exited with code ${e.exitCode}${e.signal ? ` (${e.signal})` : ""}` });
-      }
-    }
-    this.deps.runs.appendLogs(id, lines, events[events.length - 1]!.seq);
-    this.notifier.notify(`logs:${id}`);
-    return exit;
+    return this.events.ingest(id, events, redact);
   }
 
   /**
