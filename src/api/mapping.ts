@@ -78,6 +78,7 @@ export function runToProto(r: StoredRun): TaskRun {
     networkPolicyEnforced: r.networkPolicyEnforced,
     agentIsolated: r.agentIsolated,
     agentKind: r.agentKind === "acp" ? AgentKind.ACP : AgentKind.COMMAND,
+    awaitingInput: r.awaitingInput,
     mode: r.runMode === "interactive" ? RunMode.INTERACTIVE : RunMode.BACKGROUND,
     permissionPolicy: r.permissionPolicy === "ask" ? PermissionPolicy.ASK : r.permissionPolicy === "deny" ? PermissionPolicy.DENY : PermissionPolicy.AUTO_ALLOW,
     image: r.image,

@@ -3,6 +3,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import type { Logger } from "pino";
 import { createActor, fromPromise, type Actor, type SnapshotFrom } from "xstate";
 import {
+  awaitingInput,
   deadlineTimer,
   MACHINE_VERSION,
   phaseOf,
@@ -495,6 +496,7 @@ export class RunManager {
     prev.cleanedAt ??= phase === "cleaned" ? now : null;
     prev.status = statusOf(phase, ctx.outcome);
     prev.phase = phase;
+    prev.awaitingInput = awaitingInput(snapshot.value);
     prev.errorMessage = ctx.outcome === "completed" ? (ctx.cleanupError ? error : "") : error;
     prev.exitCode = ctx.exitCode;
     prev.updatedAt = now;
@@ -669,7 +671,16 @@ export class RunManager {
   }
 
   private ingest(id: string, events: RunnerEvent[], redact: (t: string) => string): AgentExit | null {
-    return this.events.ingest(id, events, redact);
+    const exit = this.events.ingest(id, events, redact);
+    // An interactive run's turns move its machine between working and awaiting_input.
+    if (this.current(id).runMode === "interactive") {
+      const actor = this.actors.get(id);
+      for (const e of events) {
+        if (e.kind === "turn_end") actor?.send({ type: "TURN_ENDED" });
+        else if (e.kind === "prompt") actor?.send({ type: "PROMPTED" });
+      }
+    }
+    return exit;
   }
 
   /**

@@ -208,6 +208,7 @@ export const MIGRATIONS: readonly { version: number; name: string; sql: string }
       ALTER TABLE runs ADD COLUMN agent_kind TEXT NOT NULL DEFAULT 'command';
       ALTER TABLE runs ADD COLUMN run_mode TEXT NOT NULL DEFAULT 'background';
       ALTER TABLE runs ADD COLUMN permission_policy TEXT NOT NULL DEFAULT 'auto_allow';
+      ALTER TABLE runs ADD COLUMN awaiting_input INTEGER NOT NULL DEFAULT 0;
     `,
   },
 ];

@@ -42,6 +42,8 @@ export interface RunRecord {
   resultCommit: string;
   agentCommand: string[];
   agentKind: AgentKindName;
+  /** An interactive ACP run between turns, waiting for SendPrompt. */
+  awaitingInput: boolean;
   runMode: RunModeName;
   permissionPolicy: PermissionPolicyName;
   limits: RunLimits;

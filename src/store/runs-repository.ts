@@ -20,6 +20,7 @@ interface RunRow {
   result_commit: string;
   agent_command: string;
   agent_kind: string;
+  awaiting_input: number;
   run_mode: string;
   permission_policy: string;
   limits: string;
@@ -54,6 +55,7 @@ const toRun = (r: RunRow): RunRecord & { seq: number } => ({
   resultCommit: r.result_commit,
   agentCommand: JSON.parse(r.agent_command) as string[],
   agentKind: r.agent_kind as AgentKindName,
+  awaitingInput: r.awaiting_input === 1,
   runMode: r.run_mode as RunModeName,
   permissionPolicy: r.permission_policy as PermissionPolicyName,
   limits: JSON.parse(r.limits) as RunLimits,
@@ -81,6 +83,8 @@ export interface RunTransition {
   finishedAt: number | null;
   cleanedAt: number | null;
   updatedAt: number;
+  /** An interactive run between turns. */
+  awaitingInput: boolean;
   /** The XState persisted snapshot, already serialised. */
   snapshotJson: string;
   machineVersion: number;
@@ -94,7 +98,7 @@ export interface RunFilter {
 
 /** Every column but the snapshot: reads for clients never need it, restores do. */
 const COLUMNS = `seq, id, team, environment_id, network_policy_enforced, agent_isolated, task_id, run_number, status, phase, provider, error_message, exit_code, branch, result_branch,
-  result_commit, agent_command, agent_kind, run_mode, permission_policy, limits, image, idempotency_key, deadline_at, created_at, started_at, finished_at, updated_at,
+  result_commit, agent_command, agent_kind, awaiting_input, run_mode, permission_policy, limits, image, idempotency_key, deadline_at, created_at, started_at, finished_at, updated_at,
   cleaned_at, machine_version, runner_cursor`;
 
 export function createRunsRepository(db: Database) {
@@ -110,7 +114,7 @@ export function createRunsRepository(db: Database) {
   const live = db.prepare<RunRow & { snapshot: string }>(`SELECT ${COLUMNS}, snapshot FROM runs WHERE phase <> 'cleaned' ORDER BY seq`);
   const transition = db.prepare(`UPDATE runs SET status = :status, phase = :phase, error_message = :errorMessage,
       exit_code = :exitCode, started_at = :startedAt, finished_at = :finishedAt, cleaned_at = :cleanedAt,
-      updated_at = :updatedAt, snapshot = :snapshot, machine_version = :machineVersion
+      updated_at = :updatedAt, awaiting_input = :awaitingInput, snapshot = :snapshot, machine_version = :machineVersion
     WHERE id = :id`);
   const result = db.prepare("UPDATE runs SET result_commit = ? WHERE id = ?");
   const cursor = db.prepare("UPDATE runs SET runner_cursor = ? WHERE id = ?");
@@ -131,7 +135,7 @@ export function createRunsRepository(db: Database) {
   return {
     /** Inserts the run and its first log lines in one transaction. */
     create(
-      run: Omit<RunRecord, "runNumber" | "exitCode" | "resultCommit" | "errorMessage" | "startedAt" | "finishedAt" | "cleanedAt" | "runnerCursor" | "image" | "agentKind" | "runMode" | "permissionPolicy"> & {
+      run: Omit<RunRecord, "runNumber" | "exitCode" | "resultCommit" | "errorMessage" | "startedAt" | "finishedAt" | "cleanedAt" | "runnerCursor" | "image" | "agentKind" | "runMode" | "permissionPolicy" | "awaitingInput"> & {
         snapshot: unknown;
         image?: string;
         agentKind?: AgentKindName;
@@ -213,6 +217,7 @@ export function createRunsRepository(db: Database) {
         finishedAt: t.finishedAt,
         cleanedAt: t.cleanedAt,
         updatedAt: t.updatedAt,
+        awaitingInput: t.awaitingInput ? 1 : 0,
         snapshot: t.snapshotJson,
         machineVersion: t.machineVersion,
       });
