@@ -1,26 +1,17 @@
 import { setTimeout as sleep } from "node:timers/promises";
-import type { Logger } from "pino";
 import type { AgentExit, TaskRunEvent } from "../../machines/task-run.machine.js";
 import type { RunnerEvent, StartRequest } from "../agent/runner-protocol.js";
-import { issueSandboxToken, type SandboxKeys } from "../auth/sandbox-token.js";
+import { issueSandboxToken } from "../auth/sandbox-token.js";
 import { isRetryable, SandboxError } from "../errors.js";
 import { sandboxName, type SandboxProvider, type SandboxSpec } from "../sandbox/provider.js";
 import { createRunnerClient } from "../sandbox/runner-client.js";
-import type { RunsRepository, StoredRun } from "../store/runs-repository.js";
-import type { TasksRepository } from "../store/tasks-repository.js";
-import { networkOf, redactor, setupHash, type Environments } from "./environments.js";
-import type { RunSettings } from "./run-manager.js";
+import type { StoredRun } from "../store/runs-repository.js";
+import { networkOf, redactor, setupHash } from "./environments.js";
+import type { RunManagerDeps } from "./run-manager.js";
 import type { RunEvents } from "./run-events.js";
 import { withRetry } from "./retry.js";
 
-export interface RunEffectsDeps {
-  tasks: TasksRepository;
-  environments: Environments;
-  runs: RunsRepository;
-  providers: ReadonlyMap<string, SandboxProvider>;
-  keys: SandboxKeys;
-  logger: Logger;
-  settings: RunSettings;
+export interface RunEffectsDeps extends RunManagerDeps {
   events: RunEvents;
   /** The run's row as the manager holds it. */
   current: (id: string) => StoredRun;
