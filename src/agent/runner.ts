@@ -136,7 +136,8 @@ export async function runRunner(opts: RunnerOptions): Promise<void> {
       redact: (text) => redact(text),
       ready: () => (log.backlog > BACKLOG_BYTES ? log.whenDrained() : null),
     });
-    acp.promptTask(s.PADDOCK_PROMPT);
+    // An interactive run without a task starts idle, waiting for its first POST /prompt.
+    if (s.PADDOCK_PROMPT || s.PADDOCK_RUN_MODE === "background") acp.promptTask(s.PADDOCK_PROMPT);
   }
 
   /** Ends every process the agent started: its user's, or its process group without one. */
@@ -256,8 +257,8 @@ export async function runRunner(opts: RunnerOptions): Promise<void> {
     } catch {
       return send(res, 400, { error: "the body must be JSON" });
     }
-    if (!acp) return send(res, 409, { error: "the agent does not speak ACP (PADDOCK_AGENT_KIND is command)" });
     if (state === "exited") return send(res, 409, { error: "the agent has exited" });
+    if (!acp) return send(res, 409, { error: "the agent does not speak ACP (PADDOCK_AGENT_KIND is command)" });
     try {
       if (path === "/prompt") return send(res, 200, { ok: true, ...acp.prompt(body) });
       if (path === "/permission") {
