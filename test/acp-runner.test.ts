@@ -283,7 +283,10 @@ describe("paddock agent with an ACP agent", () => {
     await r.shutdown();
   });
 
-  it.runIf(isRoot)("confines the agent's fs requests to the workspace, as the agent's own uid", async () => {
+  it.each([
+    { as: "as the agent's own uid", uid: isRoot ? NOBODY : undefined },
+    { as: "by the runner itself when the agent shares its uid", uid: undefined },
+  ])("confines the agent's fs requests to the workspace, $as", async ({ uid }) => {
     const outside = tempDir("acp-outside");
     chmodSync(outside, 0o777); // the agent's uid could write here: only the runner's check stops it
     cleanups.push(() => rmSync(outside, { recursive: true, force: true }));
@@ -303,7 +306,7 @@ describe("paddock agent with an ACP agent", () => {
     const r = await startRunner({
       prompt: "say:ready",
       mode: "interactive",
-      uid: NOBODY,
+      uid,
       prepareRepo: (repo) => {
         symlinkSync(outside, join(repo, "link"));
         symlinkSync(join(outside, "target.txt"), join(repo, "filelink"));
@@ -313,7 +316,7 @@ describe("paddock agent with an ACP agent", () => {
     await r.call("POST", "/prompt", prompt("p2", steps(r.workspace), "alice"));
     await r.waitForEvent((e) => e.kind === "turn_end" && e.promptId === "p2");
     const lines = r.agentLines().slice(1);
-    expect(lines[0]).toBe(`uid=${NOBODY}`);
+    expect(lines[0]).toBe(`uid=${uid ?? process.getuid?.()}`);
     expect(lines[1]).toBe("write ok");
     expect(lines[2]).toMatch(/^write refused: .*"\.\." is not allowed/);
     expect(lines[3]).toMatch(/^write refused: .*outside the workspace/);
@@ -322,7 +325,7 @@ describe("paddock agent with an ACP agent", () => {
     expect(lines[6]).toMatch(/^read refused: .*outside the workspace/);
     expect(lines[7]).toBe('read: "hello\\n"');
     expect(readFileSync(join(r.workspace, "inside/new.txt"), "utf8")).toBe("planted\n");
-    expect(sh(r.workspace, "stat", "-c", "%u", "inside/new.txt")).toBe(String(NOBODY)); // written as the agent
+    if (uid !== undefined) expect(sh(r.workspace, "stat", "-c", "%u", "inside/new.txt")).toBe(String(uid)); // written as the agent
     for (const f of ["escaped-dotdot.txt", "escaped-dir.txt", "target.txt", "absolute.txt"]) {
       expect(existsSync(join(outside, f)) || existsSync(join(r.root, f))).toBe(false);
     }
