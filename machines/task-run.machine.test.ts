@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { createActor, fromPromise, SimulatedClock, waitFor, type AnyActorLogic } from "xstate";
 import {
+  awaitingInput,
   deadlineTimer,
   phaseOf,
   taskRunMachine,
@@ -179,5 +180,40 @@ describe("task-run machine", () => {
     h.clock.increment(10_000);
     expect(phase(second)).toBe("failed");
     expect(second.getSnapshot().context.error).toBe("timed out");
+  });
+
+  it("an interactive run waits for input between turns, and is still running", async () => {
+    const h = harness();
+    const run = h.start();
+    run.send({ type: "ADMIT" });
+    h.provision.resolve();
+    await waitFor(run, (s) => phaseOf(s.value) === "running");
+    expect(awaitingInput(run.getSnapshot().value)).toBe(false);
+    run.send({ type: "TURN_ENDED" });
+    expect(phase(run)).toBe("running");
+    expect(awaitingInput(run.getSnapshot().value)).toBe(true);
+    expect(h.supervise.calls).toEqual(["run_1"]); // supervision goes on across turns
+    run.send({ type: "PROMPTED" });
+    expect(awaitingInput(run.getSnapshot().value)).toBe(false);
+    run.send({ type: "TURN_ENDED" });
+    // Waiting for input does not stop the deadline, CompleteRun or a cancel.
+    h.clock.increment(60 * 60_000);
+    await settle();
+    expect(phase(run)).toBe("failed");
+    expect(run.getSnapshot().context.error).toBe("timed out");
+  });
+
+  it("restores a snapshot persisted while awaiting input into that state", async () => {
+    const h = harness();
+    const run = h.start();
+    run.send({ type: "ADMIT" });
+    h.provision.resolve();
+    await waitFor(run, (s) => phaseOf(s.value) === "running");
+    run.send({ type: "TURN_ENDED" });
+    const saved = run.getPersistedSnapshot();
+    run.stop();
+    const again = h.start(JSON.parse(JSON.stringify(saved)) as typeof saved);
+    expect(awaitingInput(again.getSnapshot().value)).toBe(true);
+    expect(h.supervise.calls).toEqual(["run_1", "run_1"]);
   });
 });

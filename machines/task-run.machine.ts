@@ -51,7 +51,11 @@ export type TaskRunEvent =
   | { type: "CANCEL"; reason?: string }
   | { type: "COMPLETE"; status: "completed" | "failed"; message?: string }
   | { type: "DEADLINE" }
-  | { type: "SANDBOX_LOST"; reason: string };
+  | { type: "SANDBOX_LOST"; reason: string }
+  /** An ACP agent's turn ended: an interactive run now waits for a prompt. */
+  | { type: "TURN_ENDED" }
+  /** A prompt reached the agent: it is working again. */
+  | { type: "PROMPTED" };
 
 /** A clock the deadline timer can run on: the real one in the daemon, a simulated one in tests. */
 export interface TimerClock {
@@ -150,6 +154,13 @@ export const taskRunMachine = setup({
           },
         },
         running: {
+          // An interactive ACP run alternates between a turn (working) and awaiting_input;
+          // supervision spans both, and the run stays until it is completed or cancelled.
+          initial: "working",
+          states: {
+            working: { on: { TURN_ENDED: "awaiting_input" } },
+            awaiting_input: { on: { PROMPTED: "working" } },
+          },
           invoke: {
             src: "supervise",
             input: ({ context }) => ({ runId: context.runId }),
@@ -218,7 +229,7 @@ export const taskRunMachine = setup({
 
 export type TaskRunMachine = typeof taskRunMachine;
 
-/** The phase a run is in: the leaf state name ("queued" … "cleaned"). */
+/** The phase a run is in: the state's name under active or terminal ("queued" … "cleaned"). */
 export type RunPhase = "queued" | "provisioning" | "running" | RunOutcome | "cleaned";
 
 export function phaseOf(value: unknown): RunPhase {
@@ -226,6 +237,13 @@ export function phaseOf(value: unknown): RunPhase {
   if (value && typeof value === "object") {
     const [parent, child] = Object.entries(value)[0] ?? [];
     if (parent === "active" || parent === "terminal") return phaseOf(child);
+    if (parent === "running") return "running";
   }
   throw new Error(`task-run machine: unknown state ${JSON.stringify(value)}`);
+}
+
+/** Whether a running run waits for a prompt (an interactive ACP run between turns). */
+export function awaitingInput(value: unknown): boolean {
+  const active = (value as { active?: unknown } | null)?.active;
+  return (active as { running?: unknown } | null)?.running === "awaiting_input";
 }

@@ -17,8 +17,8 @@ const help = (clientHelp: () => string) => `paddock ${VERSION} — runs coding-a
 usage: paddock <command> [flags]      (paddock <command> --help for its flags)
 
 daemon:
-  serve          run the daemon (gRPC, Connect and gRPC-Web on one port, plus a unix socket)
-  agent          the in-sandbox runner (started by the daemon, not by hand)
+  serve            run the daemon (gRPC, Connect and gRPC-Web on one port, plus a unix socket)
+  agent            the in-sandbox runner (started by the daemon, not by hand)
 
 client:
 ${clientHelp()}

@@ -1,8 +1,20 @@
-import { create } from "@bufbuild/protobuf";
+import { create, type JsonObject, type JsonValue } from "@bufbuild/protobuf";
 import { timestampFromMs, type Timestamp } from "@bufbuild/protobuf/wkt";
-import { LogEntrySchema, RunStatus, SandboxLimitsSchema, TaskRunSchema, type LogEntry, type TaskRun } from "../gen/paddock/v1/task_run_pb.js";
+import {
+  AgentKind,
+  LogEntrySchema,
+  PermissionPolicy,
+  RunEventSchema,
+  RunMode,
+  RunStatus,
+  SandboxLimitsSchema,
+  TaskRunSchema,
+  type LogEntry,
+  type RunEvent,
+  type TaskRun,
+} from "../gen/paddock/v1/task_run_pb.js";
 import { TaskSchema, type Task } from "../gen/paddock/v1/task_pb.js";
-import type { LogLine, RunStatusName, TaskRecord } from "../store/records.js";
+import type { LogLine, RunEventRow, RunStatusName, TaskRecord } from "../store/records.js";
 import type { StoredRun } from "../store/runs-repository.js";
 
 const ts = (ms: number | null): Timestamp | undefined => (ms === null ? undefined : timestampFromMs(ms));
@@ -65,6 +77,10 @@ export function runToProto(r: StoredRun): TaskRun {
     environmentId: r.environmentId,
     networkPolicyEnforced: r.networkPolicyEnforced,
     agentIsolated: r.agentIsolated,
+    agentKind: r.agentKind === "acp" ? AgentKind.ACP : AgentKind.COMMAND,
+    awaitingInput: r.awaitingInput,
+    mode: r.runMode === "interactive" ? RunMode.INTERACTIVE : RunMode.BACKGROUND,
+    permissionPolicy: r.permissionPolicy === "ask" ? PermissionPolicy.ASK : r.permissionPolicy === "deny" ? PermissionPolicy.DENY : PermissionPolicy.AUTO_ALLOW,
     image: r.image,
     taskId: r.taskId,
     runNumber: BigInt(r.runNumber),
@@ -152,6 +168,73 @@ export function* logMessages(lines: readonly LogLine[], maxBytes = LOG_MESSAGE_B
       yield [logToProto(l, text.toString("utf8", start, end), end < text.length)];
       start = end;
     }
+  }
+  if (batch.length > 0) yield batch;
+}
+
+/** One stored event as the API's RunEvent: a log line, or the event its JSON holds. */
+function eventToProto(r: RunEventRow, log?: LogEntry): RunEvent {
+  const base = { seq: BigInt(r.seq), time: timestampFromMs(r.time) };
+  if (r.kind === "log") return create(RunEventSchema, { ...base, kind: { case: "log", value: log ?? logToProto(r) } });
+  const p = JSON.parse(r.payload ?? "{}") as Record<string, JsonValue>;
+  const obj = (v: JsonValue | undefined): JsonObject => (v && typeof v === "object" && !Array.isArray(v) ? v : {});
+  const str = (v: JsonValue | undefined): string => (typeof v === "string" ? v : "");
+  switch (r.kind) {
+    case "agent_update":
+      return create(RunEventSchema, {
+        ...base,
+        kind: { case: "agentUpdate", value: { sessionId: str(p.sessionId), updateKind: str(p.updateKind), update: obj(p.update), replayed: p.replayed === true } },
+      });
+    case "prompt":
+      return create(RunEventSchema, {
+        ...base,
+        kind: { case: "prompt", value: { promptId: str(p.promptId), content: (Array.isArray(p.content) ? p.content : []).map(obj), by: str(p.by) } },
+      });
+    case "permission_request":
+      return create(RunEventSchema, {
+        ...base,
+        kind: {
+          case: "permissionRequest",
+          value: {
+            requestId: str(p.requestId),
+            toolCall: obj(p.toolCall),
+            options: (Array.isArray(p.options) ? p.options : []).map((o) => {
+              const x = obj(o);
+              return { optionId: str(x.optionId), name: str(x.name), kind: str(x.kind) };
+            }),
+            expireTime: typeof p.expiresAt === "number" ? timestampFromMs(p.expiresAt) : undefined,
+          },
+        },
+      });
+    case "permission_resolved":
+      return create(RunEventSchema, { ...base, kind: { case: "permissionResolved", value: { requestId: str(p.requestId), optionId: str(p.optionId), by: str(p.by) } } });
+    case "turn_ended":
+      return create(RunEventSchema, { ...base, kind: { case: "turnEnded", value: { promptId: str(p.promptId), stopReason: str(p.stopReason) } } });
+    default:
+      return assertNever(r.kind);
+  }
+}
+
+/**
+ * Packs stored events into StreamEvents messages of at most `maxBytes`, like
+ * logMessages: a log line too long for one message goes in continued pieces.
+ */
+export function* eventMessages(rows: readonly RunEventRow[], maxBytes = LOG_MESSAGE_BYTES): Generator<RunEvent[]> {
+  let batch: RunEvent[] = [];
+  let size = 0;
+  for (const r of rows) {
+    const bytes = Buffer.byteLength(r.text) + (r.payload ? Buffer.byteLength(r.payload) : 0) + ENTRY_OVERHEAD;
+    if (batch.length > 0 && size + bytes > maxBytes) {
+      yield batch;
+      batch = [];
+      size = 0;
+    }
+    if (r.kind === "log" && bytes > maxBytes) {
+      for (const [piece] of logMessages([r], maxBytes)) yield [eventToProto(r, piece)];
+      continue;
+    }
+    batch.push(eventToProto(r));
+    size += bytes;
   }
   if (batch.length > 0) yield batch;
 }

@@ -8,7 +8,11 @@ import { principalOf } from "./auth.js";
 import { runTimeoutMs } from "./run-timeout.js";
 import type { RunManager } from "../runs/run-manager.js";
 import type { RunLimits } from "../store/records.js";
-import { logMessages, runToProto, statusFromProto } from "./mapping.js";
+import { eventMessages, logMessages, runToProto, statusFromProto } from "./mapping.js";
+import { AGENT_PRESETS, type StartRunParams } from "../runs/run-manager.js";
+import type { Json } from "../agent/runner-protocol.js";
+import { RUN_EVENT_KINDS, type RunEventKind } from "../store/records.js";
+import { AgentKind, PermissionPolicy, RunMode, type StartRunRequest } from "../gen/paddock/v1/task_run_pb.js";
 import { decodePageToken, pageSize, paginate } from "./page-token.js";
 
 const BRANCH = /^(?!-)(?!.*\.\.)(?!.*\/\/)(?!.*@\{)[^\s~^:?*[\\\x00-\x1f\x7f]+(?<![./]|\.lock)$/;
@@ -16,6 +20,26 @@ const BRANCH = /^(?!-)(?!.*\.\.)(?!.*\/\/)(?!.*@\{)[^\s~^:?*[\\\x00-\x1f\x7f]+(?
 function required(field: string, value: string): string {
   if (!value) throw new InvalidArgumentError(field, "is required");
   return value;
+}
+
+/** The agent a StartRun asks for: its argv, kind, mode and permission policy, checked. */
+function agentOf(req: StartRunRequest, _ctx: HandlerContext): Pick<StartRunParams, "agentCommand" | "agent"> {
+  const spec = req.agent;
+  let kind: "command" | "acp" = spec?.kind === AgentKind.ACP ? "acp" : "command";
+  let command = spec?.command.length ? spec.command : req.agentCommand;
+  if (spec?.preset) {
+    const preset = AGENT_PRESETS[spec.preset];
+    if (!preset) throw new InvalidArgumentError("agent.preset", `unknown preset ${JSON.stringify(spec.preset)}; known: ${Object.keys(AGENT_PRESETS).join(", ")}`);
+    if (spec.kind === AgentKind.COMMAND) throw new InvalidArgumentError("agent.kind", `preset ${spec.preset} is an ACP agent`);
+    kind = "acp";
+    if (!spec.command.length) command = preset;
+  }
+  if (kind === "acp" && command.length === 0) throw new InvalidArgumentError("agent.command", "an ACP agent needs a command or a preset");
+  if (kind === "command" && req.mode === RunMode.INTERACTIVE) throw new InvalidArgumentError("mode", "interactive runs need an ACP agent (agent.kind ACP or a preset)");
+  const mode = req.mode === RunMode.INTERACTIVE ? "interactive" : "background";
+  const policy =
+    req.permissionPolicy === PermissionPolicy.ASK ? "ask" : req.permissionPolicy === PermissionPolicy.DENY ? "deny" : req.permissionPolicy === PermissionPolicy.AUTO_ALLOW ? "auto_allow" : mode === "interactive" ? "ask" : "auto_allow";
+  return { agentCommand: command, agent: kind === "acp" ? { kind, mode, permissionPolicy: policy } : undefined };
 }
 
 export function createTaskRunService(runs: RunManager, egress: EgressAuditRepository): ServiceImpl<typeof TaskRunService> {
@@ -50,10 +74,10 @@ export function createTaskRunService(runs: RunManager, egress: EgressAuditReposi
         if (l.runtime) limits.runtime = l.runtime;
       }
       const run = runs.start({
+        ...agentOf(req, ctx),
         team: principalOf(ctx).team,
         taskId: req.taskId,
         branch: req.branch,
-        agentCommand: req.agentCommand,
         timeoutMs,
         provider: req.provider,
         idempotencyKey: req.idempotencyKey,
@@ -101,6 +125,40 @@ export function createTaskRunService(runs: RunManager, egress: EgressAuditReposi
           create(EgressAttemptSchema, { host: a.host, port: a.port, verdict: a.verdict, count: BigInt(a.count), firstTime: timestampFromMs(a.firstAt), lastTime: timestampFromMs(a.lastAt) }),
         ),
       };
+    },
+    async *streamEvents(req, ctx) {
+      owned(req.runId, ctx);
+      if (req.afterSeq < 0n) throw new InvalidArgumentError("after_seq", "must not be negative");
+      const kinds = new Set<RunEventKind>();
+      req.kinds.forEach((k, i) => {
+        if (!(RUN_EVENT_KINDS as readonly string[]).includes(k)) throw new InvalidArgumentError(`kinds[${i}]`, `unknown kind ${JSON.stringify(k)}; known: ${RUN_EVENT_KINDS.join(", ")}`);
+        kinds.add(k as RunEventKind);
+      });
+      for await (const batch of runs.runEvents(req.runId, Number(req.afterSeq), req.follow, kinds, ctx.signal)) {
+        for (const events of eventMessages(batch)) yield { events };
+      }
+    },
+    async sendPrompt(req, ctx) {
+      owned(req.runId, ctx);
+      if (!req.text && req.content.length === 0) throw new InvalidArgumentError("text", "give text or content");
+      if (req.idempotencyKey.length > 200) throw new InvalidArgumentError("idempotency_key", "is longer than 200 characters");
+      req.content.forEach((b, i) => {
+        if (typeof b.type !== "string") throw new InvalidArgumentError(`content[${i}]`, 'is not an ACP content block (it needs a "type")');
+      });
+      const content = [...(req.text ? [{ type: "text", text: req.text }] : []), ...req.content] as Json[];
+      const promptId = await runs.sendPrompt(req.runId, content, principalOf(ctx).name, req.idempotencyKey, ctx.signal);
+      return { promptId };
+    },
+    async respondPermission(req, ctx) {
+      owned(req.runId, ctx);
+      required("request_id", req.requestId);
+      await runs.respondPermission(req.runId, req.requestId, req.optionId || null, principalOf(ctx).name, ctx.signal);
+      return {};
+    },
+    async cancelTurn(req, ctx) {
+      owned(req.runId, ctx);
+      await runs.cancelTurn(req.runId, ctx.signal);
+      return {};
     },
     async *watchRun(req, ctx) {
       owned(req.runId, ctx);

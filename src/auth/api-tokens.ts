@@ -17,9 +17,11 @@ export interface Principal {
   team: string;
   scopes: ReadonlySet<string>;
   tokenId: string | null;
+  /** Who to say did something (a prompt, a permission answer): the token's name. */
+  name: string;
 }
 
-export const LOCAL_ADMIN: Principal = { team: "default", scopes: new Set(["admin", INSTANCE_ADMIN]), tokenId: null };
+export const LOCAL_ADMIN: Principal = { team: "default", scopes: new Set(["admin", INSTANCE_ADMIN]), tokenId: null, name: "local socket" };
 
 export function allows(p: Principal, scope: Scope): boolean {
   return p.scopes.has(INSTANCE_ADMIN) || p.scopes.has("admin") || p.scopes.has(scope);
@@ -69,7 +71,7 @@ export function createApiTokens(tokens: TokensRepository) {
     const now = Date.now();
     // At most one write a minute per token: last use is for operators, not for accounting.
     if (!record.lastUsedAt || now - record.lastUsedAt > 60_000) tokens.markUsed(record.id, now);
-    return { team: record.team, scopes: new Set(record.scopes), tokenId: record.id };
+    return { team: record.team, scopes: new Set(record.scopes), tokenId: record.id, name: record.name || record.id };
   }
 
   /**

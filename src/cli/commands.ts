@@ -6,7 +6,19 @@ import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { TaskSchema, type Task } from "../gen/paddock/v1/task_pb.js";
-import { LogEntrySchema, RunStatus, TaskRunSchema, type LogEntry, type StreamLogsResponse, type TaskRun } from "../gen/paddock/v1/task_run_pb.js";
+import {
+  AgentKind,
+  LogEntrySchema,
+  PermissionPolicy,
+  RunEventSchema,
+  RunMode,
+  RunStatus,
+  TaskRunSchema,
+  type LogEntry,
+  type RunEvent,
+  type StreamLogsResponse,
+  type TaskRun,
+} from "../gen/paddock/v1/task_run_pb.js";
 import { parseDuration } from "../config.js";
 import { connect, type Clients } from "./client.js";
 
@@ -63,6 +75,27 @@ function showTask(t: Task): string {
     `  origin:     ${t.origin}`,
     `  created:    ${when(t.createTime)}`,
   ].join("\n");
+}
+
+/** One event as a line: logs as `logs` prints them, the rest by kind. */
+function showEvent(e: RunEvent): string {
+  const k = e.kind;
+  switch (k.case) {
+    case "log":
+      return showLog(k.value);
+    case "agentUpdate":
+      return `${String(e.seq).padStart(5)} [agent ${k.value.updateKind}${k.value.replayed ? ", replayed" : ""}] ${JSON.stringify(k.value.update).slice(0, 200)}`;
+    case "prompt":
+      return `${String(e.seq).padStart(5)} [prompt ${k.value.promptId} by ${k.value.by}] ${k.value.content.map((b) => (typeof b.text === "string" ? b.text : `(${String(b.type)})`)).join(" ")}`;
+    case "permissionRequest":
+      return `${String(e.seq).padStart(5)} [permission ${k.value.requestId}] ${typeof k.value.toolCall?.title === "string" ? k.value.toolCall.title : "a tool call"}: ${k.value.options.map((o) => `${o.optionId} (${o.name})`).join(", ")}`;
+    case "permissionResolved":
+      return `${String(e.seq).padStart(5)} [permission ${k.value.requestId}] ${k.value.optionId || "rejected"} by ${k.value.by}`;
+    case "turnEnded":
+      return `${String(e.seq).padStart(5)} [turn ended] ${k.value.stopReason}`;
+    default:
+      return `${String(e.seq).padStart(5)} [unknown event]`;
+  }
 }
 
 function showRun(r: TaskRun): string {
@@ -152,15 +185,30 @@ const commands: Record<string, Command> = {
     },
   },
   "run start": {
-    usage: "paddock run start TASK_ID [--branch B] [--timeout 30m] [--provider local] [--idempotency-key K] [--follow] [-- AGENT COMMAND...]",
+    usage: "paddock run start TASK_ID [--branch B] [--timeout 30m] [--provider local] [--agent claude-code|codex] [--acp] [--interactive] [--permissions ask] [--idempotency-key K] [--follow] [-- AGENT COMMAND...]",
     summary: "start a run of a task",
     help: `  --branch B            branch to start from (default: the repository's default branch)
   --timeout DURATION    deadline from now, e.g. 90s, 30m, 2h (default: the daemon's, 60m)
   --provider NAME       sandbox provider (default: the daemon's, local)
   --idempotency-key K   a retried start with the same key returns the same run
+  --agent PRESET        an ACP agent by name: claude-code (claude-code-acp) or codex (codex-acp)
+  --acp                 the command after -- speaks the Agent Client Protocol over stdio
+  --interactive         an ACP run that stays for follow-up prompts (paddock run prompt)
+  --permissions POLICY  ACP permission requests: auto_allow (background default), ask
+                        (interactive default; answer with paddock run permit), or deny
   -f, --follow          then stream its logs until it ends (exit code as for "logs -f")
   -- COMMAND...         the agent command for this run (default: the daemon's --agent-command)`,
-    options: { branch: { type: "string" }, timeout: { type: "string" }, provider: { type: "string" }, "idempotency-key": { type: "string" }, follow: { type: "boolean", short: "f" } },
+    options: {
+      branch: { type: "string" },
+      timeout: { type: "string" },
+      provider: { type: "string" },
+      "idempotency-key": { type: "string" },
+      follow: { type: "boolean", short: "f" },
+      agent: { type: "string" },
+      acp: { type: "boolean" },
+      interactive: { type: "boolean" },
+      permissions: { type: "string" },
+    },
     async run({ values, positionals, c, io, json: asJson }) {
       const [taskId, ...agentCommand] = positionals;
       if (!taskId) throw new UsageError("expected a task id");
@@ -170,8 +218,22 @@ const commands: Record<string, Command> = {
         if (ms === null || ms <= 0) throw new UsageError(`--timeout: ${JSON.stringify(values.timeout)} is not a duration (examples: 90s, 30m, 2h)`);
         timeout = durationFromMs(ms);
       }
+      const policies: Record<string, PermissionPolicy> = { auto_allow: PermissionPolicy.AUTO_ALLOW, ask: PermissionPolicy.ASK, deny: PermissionPolicy.DENY };
+      const permissions = values.permissions === undefined ? PermissionPolicy.UNSPECIFIED : policies[String(values.permissions)];
+      if (permissions === undefined) throw new UsageError(`--permissions: ${JSON.stringify(values.permissions)} is not one of ${Object.keys(policies).join(", ")}`);
+      const acp = !!values.acp || values.agent !== undefined;
       const { run } = await c.runs.startRun(
-        { taskId, branch: String(values.branch ?? ""), agentCommand, timeout, provider: String(values.provider ?? ""), idempotencyKey: String(values["idempotency-key"] ?? "") },
+        {
+          taskId,
+          branch: String(values.branch ?? ""),
+          agentCommand: acp ? [] : agentCommand,
+          agent: acp ? { kind: AgentKind.ACP, preset: String(values.agent ?? ""), command: agentCommand } : undefined,
+          mode: values.interactive ? RunMode.INTERACTIVE : RunMode.UNSPECIFIED,
+          permissionPolicy: permissions,
+          timeout,
+          provider: String(values.provider ?? ""),
+          idempotencyKey: String(values["idempotency-key"] ?? ""),
+        },
         { signal: io.signal },
       );
       if (!values.follow) {
@@ -240,6 +302,56 @@ const commands: Record<string, Command> = {
       return EXIT.ok;
     },
   },
+  "run prompt": {
+    usage: "paddock run prompt RUN_ID TEXT [--idempotency-key K]",
+    summary: "send a follow-up prompt to an interactive ACP run (queued behind its current turn)",
+    help: "  --idempotency-key K   a retried prompt with the same key is sent once",
+    options: { "idempotency-key": { type: "string" } },
+    async run({ values, positionals, c, io, json: asJson }) {
+      const [runId, ...words] = positionals;
+      if (!runId || words.length === 0) throw new UsageError("expected a run id and the prompt's text");
+      const { promptId } = await c.runs.sendPrompt({ runId, text: words.join(" "), idempotencyKey: String(values["idempotency-key"] ?? "") }, { signal: io.signal });
+      io.out(asJson ? JSON.stringify({ promptId }) : `prompt ${promptId} queued`);
+      return EXIT.ok;
+    },
+  },
+  "run permit": {
+    usage: "paddock run permit RUN_ID REQUEST_ID [OPTION_ID | --reject]",
+    summary: "answer a permission request of an ACP run (policy ask); the first answer wins",
+    help: "  OPTION_ID        the option to choose, as the request lists them (paddock events RUN_ID)\n  --reject         reject the request",
+    options: { reject: { type: "boolean" } },
+    async run({ values, positionals, c, io }) {
+      const [runId, requestId, optionId] = positionals;
+      if (!runId || !requestId || (!optionId && !values.reject)) throw new UsageError("expected a run id, a request id, and an option id or --reject");
+      await c.runs.respondPermission({ runId, requestId, optionId: values.reject ? "" : optionId! }, { signal: io.signal });
+      io.out(`request ${requestId}: ${values.reject ? "rejected" : optionId}`);
+      return EXIT.ok;
+    },
+  },
+  "run cancel-turn": {
+    usage: "paddock run cancel-turn RUN_ID",
+    summary: "stop an ACP run's current turn; the run goes on",
+    help: "",
+    options: {},
+    async run({ positionals, c, io }) {
+      await c.runs.cancelTurn({ runId: one(positionals, "run id") }, { signal: io.signal });
+      io.out("turn cancelled");
+      return EXIT.ok;
+    },
+  },
+  events: {
+    usage: "paddock events [-f] [--after-seq N] [--kind K]... RUN_ID",
+    summary: "print a run's events (log lines, agent updates, prompts, permissions, turn ends)",
+    help: "  -f, --follow     keep streaming until the run is over\n  --after-seq N    only events after sequence number N\n  --kind K         only this kind (log, agent_update, prompt, permission_request, permission_resolved, turn_ended); repeatable",
+    options: { follow: { type: "boolean", short: "f" }, "after-seq": { type: "string" }, kind: { type: "string", multiple: true } },
+    async run({ values, positionals, c, io, json: asJson }) {
+      const runId = one(positionals, "run id");
+      const kinds = (values.kind as unknown as string[] | undefined) ?? [];
+      const stream = c.runs.streamEvents({ runId, afterSeq: BigInt(String(values["after-seq"] ?? "0")), follow: !!values.follow, kinds }, { signal: io.signal });
+      for await (const res of stream) for (const e of res.events) io.out(asJson ? json(RunEventSchema, e) : showEvent(e));
+      return EXIT.ok;
+    },
+  },
   logs: {
     usage: "paddock logs [-f] [--after-seq N] RUN_ID",
     summary: "print a run's log; -f follows it until the run ends",
@@ -302,7 +414,7 @@ async function followLogs(c: Clients, io: CliIo, runId: string, after: bigint, a
 }
 
 export function clientHelp(): string {
-  const lines = Object.entries(commands).map(([name, c]) => `  ${name.padEnd(14)} ${c.summary}`);
+  const lines = Object.entries(commands).map(([name, c]) => `  ${name.padEnd(16)} ${c.summary}`);
   return lines.join("\n");
 }
 
@@ -311,7 +423,7 @@ export async function runClientCommand(argv: string[], io: CliIo): Promise<numbe
   const name = [`${argv[0]} ${argv[1]}`, String(argv[0])].find((n) => n in commands);
   const group = Object.entries(commands).filter(([n]) => n.startsWith(`${argv[0]} `));
   if (!name && group.length > 0 && (argv.length === 1 || argv[1] === "--help" || argv[1] === "-h")) {
-    io.out(`usage: paddock ${argv[0]} <command> [flags]\n\n${group.map(([n, c]) => `  ${n.padEnd(14)} ${c.summary}`).join("\n")}\n\nRun "paddock ${argv[0]} <command> --help" for its flags.`);
+    io.out(`usage: paddock ${argv[0]} <command> [flags]\n\n${group.map(([n, c]) => `  ${n.padEnd(16)} ${c.summary}`).join("\n")}\n\nRun "paddock ${argv[0]} <command> --help" for its flags.`);
     return argv.length === 1 ? EXIT.usage : EXIT.ok;
   }
   if (!name) {

@@ -1,28 +1,29 @@
-import { randomBytes } from "node:crypto";
-import { setTimeout as sleep } from "node:timers/promises";
+import { createHash, randomBytes } from "node:crypto";
 import type { Logger } from "pino";
 import { createActor, fromPromise, type Actor, type SnapshotFrom } from "xstate";
 import {
+  awaitingInput,
   deadlineTimer,
   MACHINE_VERSION,
   phaseOf,
   taskRunMachine,
-  type AgentExit,
   type RunPhase,
   type TaskRunEvent,
 } from "../../machines/task-run.machine.js";
-import { issueSandboxToken, type SandboxKeys } from "../auth/sandbox-token.js";
-import { FailedPreconditionError, InvalidArgumentError, isRetryable, NotFoundError, SandboxError } from "../errors.js";
-import type { SandboxProvider, SandboxSpec } from "../sandbox/provider.js";
+import type { SandboxKeys } from "../auth/sandbox-token.js";
+import { FailedPreconditionError, InvalidArgumentError, NotFoundError } from "../errors.js";
+import type { SandboxProvider } from "../sandbox/provider.js";
 import { sandboxName } from "../sandbox/provider.js";
 import { createRunnerClient } from "../sandbox/runner-client.js";
-import type { LogLine, RunLimits, RunStatusName } from "../store/records.js";
+import type { AgentKindName, LogLine, PermissionPolicyName, RunEventKind, RunEventRow, RunLimits, RunModeName, RunStatusName } from "../store/records.js";
 import type { RunFilter, RunsRepository, RunTransition, StoredRun } from "../store/runs-repository.js";
 import type { TasksRepository } from "../store/tasks-repository.js";
-import type { RunnerEvent, StartRequest } from "../agent/runner-protocol.js";
-import { networkOf, redactor, setupHash, usableEnvironment, type Environments } from "./environments.js";
+import type { Json } from "../agent/runner-protocol.js";
+import { usableEnvironment, type Environments } from "./environments.js";
 import { Notifier } from "./notifier.js";
-import { withRetry } from "./retry.js";
+import { RunEffects } from "./run-effects.js";
+import { RunEvents } from "./run-events.js";
+import { reapOrphans } from "./reaper.js";
 
 export interface RunSettings {
   /** Used when a run gives no agent_command; null means every run must give one. */
@@ -64,7 +65,15 @@ export interface StartRunParams {
   environmentId: string;
   /** Sandbox image; "" for the environment's or the provider's. */
   image?: string;
+  /** How the agent is driven (ACP agents: mode and permission policy); absent: a command, background. */
+  agent?: { kind: AgentKindName; mode: RunModeName; permissionPolicy: PermissionPolicyName };
 }
+
+/** Known ACP agents by name: the argv that starts each. */
+export const AGENT_PRESETS: Readonly<Record<string, string[]>> = {
+  "claude-code": ["claude-code-acp"],
+  codex: ["codex-acp"],
+};
 
 type RunActor = Actor<ReturnType<typeof taskRunMachine.provide>>;
 
@@ -76,10 +85,6 @@ interface LiveRun {
   markCleaned: () => void;
 }
 
-/** Lines read per replay batch at most: big enough to amortise per-query costs. */
-const LOG_BATCH = 2000;
-/** Text a replay batch aims to stay under, so that huge lines are not read 2,000 at a time. */
-const LOG_BATCH_CHARS = 8 * 1024 * 1024;
 
 const SLOT_PHASES: ReadonlySet<RunPhase> = new Set(["provisioning", "running", "completed", "failed", "cancelled"]);
 
@@ -119,32 +124,31 @@ export class RunManager {
   private readonly queue: string[] = [];
   private readonly holding = new Set<string>();
   private readonly notifier = new Notifier();
+  private readonly events: RunEvents;
+  private readonly effects: RunEffects;
   private stopping = false;
   private reaping = false;
   private reaper: NodeJS.Timeout | undefined;
   private readonly machine;
-  /** Provisioning effects still running, by run id, even after their actor was stopped. */
-  private readonly provisioning = new Map<string, Promise<void>>();
   /** Transitions waiting for the group commit at the end of this event-loop turn. */
   private readonly pending: { id: string; transition: RunTransition }[] = [];
   private flushScheduled = false;
-  /** One sandbox token per live run: RS256 signing costs about a millisecond. */
-  private readonly tokens = new Map<string, Promise<string>>();
   /** Per live run: the row as last written, so effects and transitions need no read first. */
   private readonly live = new Map<string, LiveRun>();
 
   constructor(private readonly deps: RunManagerDeps) {
+    this.events = new RunEvents(deps.runs, this.notifier, (id) => this.get(id).phase);
+    this.effects = new RunEffects({
+      ...deps,
+      events: this.events,
+      current: (id) => this.current(id),
+      send: (id, event) => this.actors.get(id)?.send(event),
+    });
     this.machine = taskRunMachine.provide({
       actors: {
-        provision: fromPromise(({ input, signal }) => {
-          // Kept past an abort: cleanup waits for it, or a sandbox created after the
-          // cancel (a Docker create already in flight) would outlive its run.
-          const provisioning = this.provision(input.runId, signal);
-          this.provisioning.set(input.runId, provisioning);
-          return provisioning;
-        }),
-        supervise: fromPromise(({ input, signal }) => this.supervise(input.runId, signal)),
-        cleanup: fromPromise(({ input, signal }) => this.cleanup(input.runId, signal)),
+        provision: fromPromise(({ input, signal }) => this.effects.provision(input.runId, signal)),
+        supervise: fromPromise(({ input, signal }) => this.effects.supervise(input.runId, signal)),
+        cleanup: fromPromise(({ input, signal }) => this.effects.cleanup(input.runId, signal)),
         deadline: deadlineTimer({ now: Date.now, setTimeout, clearTimeout: (id) => clearTimeout(id as NodeJS.Timeout) }),
       },
     });
@@ -199,6 +203,9 @@ export class RunManager {
         branch: p.branch,
         resultBranch: `paddock/${id}`,
         agentCommand,
+        agentKind: p.agent?.kind ?? "command",
+        runMode: p.agent?.mode ?? "background",
+        permissionPolicy: p.agent?.permissionPolicy ?? "auto_allow",
         limits: p.limits,
         image,
         idempotencyKey: p.idempotencyKey || null,
@@ -265,34 +272,57 @@ export class RunManager {
   }
 
   /** Stored lines after afterSeq in batches, then (follow) live ones until the run is cleaned. */
-  async *logs(id: string, afterSeq: number, follow: boolean, signal: AbortSignal): AsyncGenerator<LogLine[]> {
+  /** Stored lines after afterSeq in batches, then (follow) live ones until the run is cleaned. */
+  logs(id: string, afterSeq: number, follow: boolean, signal: AbortSignal): AsyncGenerator<LogLine[]> {
     this.get(id);
-    const sub = this.notifier.subscribe([`logs:${id}`, `run:${id}`]);
-    let cursor = afterSeq;
-    let limit = LOG_BATCH;
+    return this.events.logs(id, afterSeq, follow, signal);
+  }
+
+  /** Every event (or those of `kinds`) after afterSeq, then (follow) live ones until the run is cleaned. */
+  runEvents(id: string, afterSeq: number, follow: boolean, kinds: ReadonlySet<RunEventKind>, signal: AbortSignal): AsyncGenerator<RunEventRow[]> {
+    this.get(id);
+    return this.events.events(id, afterSeq, follow, kinds, signal);
+  }
+
+  // ── Conversations (ACP runs) ───────────────────────────────────────────────────────
+
+  /**
+   * Queues a follow-up turn of an interactive ACP run. A repeated idempotency key gives
+   * the same prompt id, which the runner takes once.
+   */
+  async sendPrompt(id: string, content: Json[], by: string, idempotencyKey: string, signal: AbortSignal): Promise<string> {
+    const runner = await this.conversation(id, "sent a prompt", true);
+    const promptId = idempotencyKey ? `prm_${createHash("sha256").update(`${id}\0${idempotencyKey}`).digest("hex").slice(0, 20)}` : newId("prm");
+    await runner.prompt({ promptId, content, by }, signal);
+    return promptId;
+  }
+
+  async respondPermission(id: string, requestId: string, optionId: string | null, by: string, signal: AbortSignal): Promise<void> {
+    const runner = await this.conversation(id, "answered", false);
     try {
-      while (!signal.aborted) {
-        sub.arm();
-        const batch = this.deps.runs.logsAfter(id, cursor, limit);
-        if (batch.length > 0) {
-          cursor = batch[batch.length - 1]!.seq;
-          // The next read takes as many lines as fit LOG_BATCH_CHARS at this batch's mean size.
-          const chars = batch.reduce((n, l) => n + l.text.length, 0);
-          limit = Math.max(1, Math.min(LOG_BATCH, Math.floor((LOG_BATCH_CHARS * batch.length) / Math.max(chars, 1))));
-          yield batch;
-          continue;
-        }
-        if (!follow) return;
-        // Lines are stored before the transition to cleaned, so cleaned + empty read = the end.
-        if (this.get(id).phase === "cleaned") {
-          if (this.deps.runs.logsAfter(id, cursor, 1).length === 0) return;
-          continue;
-        }
-        await sub.wait(signal);
-      }
-    } finally {
-      sub.close();
+      await runner.permission({ requestId, optionId, by }, signal);
+    } catch (error) {
+      // The runner says 404 for a request it does not have, 409 for one already resolved.
+      const m = /HTTP (404|409)/.exec((error as Error).message);
+      if (m?.[1] === "404") throw new NotFoundError("permission request", requestId);
+      if (m?.[1] === "409") throw new FailedPreconditionError(`permission request ${requestId} is already resolved`);
+      throw error;
     }
+  }
+
+  async cancelTurn(id: string, signal: AbortSignal): Promise<void> {
+    await (await this.conversation(id, "have its turn cancelled", false)).cancelTurn(signal);
+  }
+
+  /** The runner of a running ACP run, for a conversation call; the error says why not. */
+  private async conversation(id: string, verb: string, interactiveOnly: boolean) {
+    const run = this.get(id);
+    if (run.agentKind !== "acp") throw new FailedPreconditionError(`run ${id} runs a command, not an ACP agent; only ACP runs can be ${verb}`);
+    if (interactiveOnly && run.runMode !== "interactive") throw new FailedPreconditionError(`run ${id} is a background run; only interactive runs take follow-up prompts`);
+    if (run.phase !== "running") throw new FailedPreconditionError(`run ${id} is ${run.phase}; only a running run can be ${verb}`);
+    const status = await this.effects.providerOf(run.provider).inspect(sandboxName(id));
+    if (!status.endpoint) throw new FailedPreconditionError(`the sandbox of run ${id} is ${status.state}`);
+    return createRunnerClient(status.endpoint, await this.effects.tokenFor(run));
   }
 
   /** The run now, then at every change, until it is cleaned. */
@@ -369,43 +399,16 @@ export class RunManager {
     return this.live.get(id)?.run ?? this.get(id);
   }
 
-  /**
-   * Removes every sandbox of this daemon that no live run owns: left by a crash, stuck in
-   * "created", or made by a provisioning that outlived its run. Providers list only their
-   * own instance's sandboxes, so another daemon's and unlabelled ones are never touched.
-   */
+  /** Removes every sandbox of this daemon that no live run owns (see reaper.ts). */
   async reap(): Promise<string[]> {
     if (this.reaping || this.stopping) return [];
     this.reaping = true;
-    const removed: string[] = [];
     try {
-      for (const provider of this.deps.providers.values()) {
-        const names = await provider.list().catch((error: unknown) => {
-          this.deps.logger.warn({ err: error, provider: provider.name }, "could not list sandboxes to reap");
-          return [] as string[];
-        });
-        // Read after listing: a run started meanwhile is in the map before its sandbox exists.
-        const owned = new Set([...this.actors.keys()].map((id) => sandboxName(id)));
-        for (const name of names) {
-          if (owned.has(name)) continue;
-          this.deps.logger.warn({ sandbox: name, provider: provider.name }, "removing a sandbox no live run owns");
-          try {
-            await provider.destroy(name, AbortSignal.timeout(120_000));
-            removed.push(name);
-          } catch (error) {
-            this.deps.logger.error({ err: error, sandbox: name }, "could not remove orphaned sandbox");
-          }
-        }
-        const collected = await provider.collectGarbage?.().catch((error: unknown) => {
-          this.deps.logger.warn({ err: error, provider: provider.name }, "snapshot garbage collection failed");
-          return 0;
-        });
-        if (collected) this.deps.logger.info({ provider: provider.name, removed: collected }, "snapshots collected");
-      }
+      // Read after listing (inside): a run started meanwhile is in the map before its sandbox exists.
+      return await reapOrphans(this.deps.providers, () => new Set([...this.actors.keys()].map((id) => sandboxName(id))), this.deps.logger);
     } finally {
       this.reaping = false;
     }
-    return removed;
   }
 
   private track(id: string, actor: RunActor, initialPhase: RunPhase, stored: StoredRun, persisted: string): void {
@@ -432,7 +435,7 @@ export class RunManager {
           this.actors.delete(id);
           this.live.get(id)?.markCleaned();
           this.live.delete(id);
-          this.tokens.delete(id);
+          this.effects.forget(id);
           this.holding.delete(id);
           this.pump();
         }
@@ -462,6 +465,7 @@ export class RunManager {
     prev.cleanedAt ??= phase === "cleaned" ? now : null;
     prev.status = statusOf(phase, ctx.outcome);
     prev.phase = phase;
+    prev.awaitingInput = awaitingInput(snapshot.value);
     prev.errorMessage = ctx.outcome === "completed" ? (ctx.cleanupError ? error : "") : error;
     prev.exitCode = ctx.exitCode;
     prev.updatedAt = now;
@@ -500,201 +504,6 @@ export class RunManager {
 
   /** A note from paddock itself in the run's log. */
   private system(id: string, ...texts: string[]): void {
-    const time = Date.now();
-    this.deps.runs.appendLogs(id, texts.map((text) => ({ time, stream: "system", text })));
-    this.notifier.notify(`logs:${id}`);
-  }
-
-  private providerOf(providerName: string): SandboxProvider {
-    const provider = this.deps.providers.get(providerName);
-    if (!provider) throw new SandboxError(`provider ${providerName} is not configured on this daemon`, false);
-    return provider;
-  }
-
-  /** A token valid until an hour past the run's deadline; signed once per run per daemon start. */
-  private tokenFor(run: StoredRun): Promise<string> {
-    let token = this.tokens.get(run.id);
-    if (!token) {
-      const ttl = Math.max(60, Math.ceil((run.deadlineAt - Date.now()) / 1000) + 3600);
-      token = issueSandboxToken(this.deps.keys, run.id, ttl);
-      this.tokens.set(run.id, token);
-    }
-    return token;
-  }
-
-  // ── Effects (bound into the machine; each idempotent and abortable) ───────────────
-
-  private async provision(id: string, signal: AbortSignal): Promise<void> {
-    const run = this.current(id);
-    const task = this.deps.tasks.get(run.taskId);
-    if (!task) throw new SandboxError(`task ${run.taskId} of run ${id} is gone`, false);
-    const provider = this.providerOf(run.provider);
-    const name = sandboxName(id);
-    this.system(
-      id,
-      `provisioning ${provider.name} sandbox ${name}`,
-      ...(provider.enforcesNetworkPolicy ? [] : [`note: the ${provider.name} provider runs the agent on the host; network policy is not enforced`]),
-    );
-    const token = await this.tokenFor(run);
-    const env = run.environmentId ? this.deps.environments.get(run.environmentId) : undefined;
-    const spec: SandboxSpec = {
-      runId: id,
-      name,
-      repositoryUrl: task.repositoryUrl,
-      branch: run.branch,
-      resultBranch: run.resultBranch,
-      agentCommand: run.agentCommand,
-      prompt: task.description ? `${task.title}\n\n${task.description}` : task.title,
-      publicKeyPem: this.deps.keys.publicKeyPem,
-      token,
-      limits: run.limits,
-      logBudget: this.deps.settings.logBudget,
-      network: this.networkOf(run),
-      environmentId: run.environmentId,
-      setupHash: setupHash(env),
-      image: run.image,
-    };
-    const status = await withRetry(() => provider.provision(spec, signal, (line) => this.system(id, line)), signal);
-    // The runner holds the agent until now: the environment is handed over at the last moment.
-    const start = this.startRequest(run, provider);
-    if (status.setupDone) delete start.setupScript; // the sandbox's snapshot was taken after it (the provider said so)
-    const hold = !!status.holdAfterSetup && !!provider.afterSetup;
-    Object.assign(start, { holdAfterSetup: hold || undefined, caFile: status.caFile });
-    const runner = createRunnerClient(status.endpoint!, token);
-    await withRetry(() => runner.start(start, signal), signal);
-    if (start.setupScript) this.system(id, "setup script started");
-    if (hold) {
-      await provider.afterSetup!(spec, signal, (line) => this.system(id, line));
-      await withRetry(() => runner.continueAfterSetup(signal), signal);
-    }
-    this.system(id, `agent ${start.setupScript ? "to start after setup" : "started"}: ${run.agentCommand.join(" ")}`);
-  }
-
-  /** Env vars and secrets of the run's environment; setup-only secrets go to setup alone. */
-  private startRequest(run: StoredRun, provider: SandboxProvider): StartRequest {
-    if (!run.environmentId) return {};
-    const env = this.deps.environments.get(run.environmentId);
-    if (!env) throw new SandboxError(`environment ${run.environmentId} no longer exists`, false);
-    const secrets = this.deps.environments.secretValues(env.id);
-    const pick = (setupOnly: boolean) => Object.fromEntries(secrets.filter((s) => s.setupOnly === setupOnly).map((s) => [s.name, s.value]));
-    const stage = provider.stageEnv?.(run.id, networkOf(env)) ?? { setup: {}, agent: {} };
-    return {
-      env: { ...env.envVars, ...pick(false), ...stage.agent },
-      setupEnv: { ...pick(true), ...stage.setup },
-      setupScript: env.setupScript || undefined,
-      // The runner redacts before anything is written: no secret is ever on its disk.
-      redact: secrets.map(({ name, value }) => ({ name, value })),
-    };
-  }
-
-  private networkOf(run: StoredRun) {
-    return run.environmentId ? networkOf(this.deps.environments.get(run.environmentId)) : null;
-  }
-
-  private async supervise(id: string, signal: AbortSignal): Promise<AgentExit> {
-    const run = this.current(id);
-    const redact = this.redactorOf(run);
-    const provider = this.providerOf(run.provider);
-    const name = sandboxName(id);
-    const token = await this.tokenFor(run);
-    let cursor = this.deps.runs.runnerCursor(id);
-    let endpoint: string | undefined;
-    let failures = 0;
-    /** The next batch, asked for while the last one is being stored (a flood keeps both busy). */
-    let next: Promise<RunnerEvent[]> | null = null;
-    for (;;) {
-      signal.throwIfAborted();
-      if (!endpoint) {
-        const status = await provider.inspect(name);
-        if (status.state !== "running" || !status.endpoint) {
-          throw new SandboxError(`sandbox ${name} is ${status.state}`, false);
-        }
-        endpoint = status.endpoint;
-      }
-      let events: RunnerEvent[];
-      try {
-        events = await (next ?? createRunnerClient(endpoint, token).events(cursor, this.deps.settings.pollWaitMs, signal).then((r) => r.events));
-        next = null;
-        failures = 0;
-      } catch (error) {
-        next = null;
-        if (signal.aborted) throw error;
-        if (!isRetryable(error) || ++failures > 5) throw error;
-        endpoint = undefined; // look the sandbox up again: it may have died
-        await sleep(100 * 2 ** failures, undefined, { signal });
-        continue;
-      }
-      if (events.length === 0) continue;
-      const last = events[events.length - 1]!;
-      cursor = last.seq;
-      if (last.kind !== "exit") {
-        next = createRunnerClient(endpoint, token).events(cursor, this.deps.settings.pollWaitMs, signal).then((r) => r.events);
-        next.catch(() => undefined); // handled when awaited
-      }
-      const exit = this.ingest(id, events, redact);
-      if (exit) return exit;
-    }
-  }
-
-  /** Stores a batch of the runner's events as log lines; returns the exit among them. */
-  private ingest(id: string, events: RunnerEvent[], redact: (t: string) => string): AgentExit | null {
-    const lines: { time: number; stream: string; text: string }[] = [];
-    let exit: AgentExit | null = null;
-    for (const e of events) {
-      if (e.kind === "log") lines.push({ time: e.time, stream: e.stream, text: redact(e.text) });
-      else if (e.kind === "exit") {
-        exit = { exitCode: e.exitCode, stage: e.stage };
-        const who = e.stage === "setup" ? "setup script" : "agent";
-        lines.push({ time: e.time, stream: "system", text: `${who} exited with code ${e.exitCode}${e.signal ? ` (${e.signal})` : ""}` });
-      }
-    }
-    this.deps.runs.appendLogs(id, lines, events[events.length - 1]!.seq);
-    this.notifier.notify(`logs:${id}`);
-    return exit;
-  }
-
-  /**
-   * Everything the runner recorded that is not stored yet: after a cancel, a deadline or
-   * the sandbox's death (its runner brought back for this), nothing it wrote down is lost.
-   */
-  private async drain(id: string, provider: SandboxProvider, signal: AbortSignal): Promise<void> {
-    const run = this.current(id);
-    const name = sandboxName(id);
-    const token = await this.tokenFor(run);
-    const endpoint = (await provider.inspect(name)).endpoint ?? (await provider.revive?.(name, id, signal).catch(() => null));
-    if (!endpoint) return;
-    const redact = this.redactorOf(run);
-    const runner = createRunnerClient(endpoint, token);
-    await runner.cancel(signal).catch(() => undefined); // a still-running agent stops writing first
-    let cursor = this.deps.runs.runnerCursor(id);
-    for (;;) {
-      const { events } = await runner.events(cursor, 0, signal);
-      if (events.length === 0) return;
-      this.ingest(id, events, redact);
-      cursor = events[events.length - 1]!.seq;
-    }
-  }
-
-  private redactorOf(run: StoredRun): (t: string) => string {
-    return run.environmentId ? redactor(this.deps.environments.secretValues(run.environmentId)) : (t: string) => t;
-  }
-
-  private async cleanup(id: string, signal: AbortSignal): Promise<void> {
-    const run = this.current(id);
-    const provider = this.providerOf(run.provider);
-    const name = sandboxName(id);
-    await this.provisioning.get(id)?.catch(() => undefined);
-    this.provisioning.delete(id);
-    await this.drain(id, provider, signal).catch((error: unknown) => {
-      if (signal.aborted) throw error;
-      this.deps.logger.warn({ err: error, runId: id }, "could not read the runner's last events");
-    });
-    const result = await withRetry(() => provider.destroy(name, signal), signal, { attempts: 5, baseMs: 500 });
-    if (result.notes?.length) this.system(id, ...result.notes);
-    if (result.resultCommit) {
-      this.deps.runs.setResultCommit(id, result.resultCommit);
-      this.system(id, `the agent's work is on branch ${run.resultBranch} at ${result.resultCommit}`);
-    }
-    this.system(id, `sandbox ${name} removed`);
+    this.events.system(id, ...texts);
   }
 }

@@ -1,3 +1,4 @@
+import type { AgentKind, PermissionPolicy, RunMode } from "../agent/runner-protocol.js";
 import type { NetworkPolicy } from "./egress-policy.js";
 
 /**
@@ -16,6 +17,8 @@ export interface SandboxSpec {
   /** Branch the agent works on, created by provisioning. */
   resultBranch: string;
   agentCommand: string[];
+  /** How the runner drives the agent; absent: a command in the background. */
+  agent?: { kind: AgentKind; mode: RunMode; permissionPolicy: PermissionPolicy };
   prompt: string;
   /** The runner verifies the daemon's sandbox tokens with this key. */
   publicKeyPem: string;

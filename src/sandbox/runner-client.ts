@@ -1,6 +1,14 @@
 import { Agent, request } from "node:http";
 import type { IncomingMessage } from "node:http";
-import { EXPORT_BRANCH_HEADER, EXPORT_HEAD_HEADER, type RunnerEventsResponse, type RunnerHealth, type StartRequest } from "../agent/runner-protocol.js";
+import {
+  EXPORT_BRANCH_HEADER,
+  EXPORT_HEAD_HEADER,
+  type PermissionResponse,
+  type PromptRequest,
+  type RunnerEventsResponse,
+  type RunnerHealth,
+  type StartRequest,
+} from "../agent/runner-protocol.js";
 import { SandboxError } from "../errors.js";
 
 // node:http with keep-alive rather than fetch: under Node, fetch costs about a millisecond
@@ -97,6 +105,11 @@ export function createRunnerClient(endpoint: string, token: string) {
     /** Lets a run held after setup start its agent. */
     continueAfterSetup: (signal?: AbortSignal) => call<{ ok: boolean }>("POST", "/continue", signal),
     cancel: (signal?: AbortSignal) => call<{ ok: boolean }>("POST", "/cancel", signal),
+    /** A follow-up turn for an ACP agent, queued behind the current one. */
+    prompt: (body: PromptRequest, signal?: AbortSignal) => call<{ ok: boolean }>("POST", "/prompt", signal, body),
+    /** A client's answer to a parked permission request. */
+    permission: (body: PermissionResponse, signal?: AbortSignal) => call<{ ok: boolean }>("POST", "/permission", signal, body),
+    cancelTurn: (signal?: AbortSignal) => call<{ ok: boolean }>("POST", "/cancel-turn", signal),
     shutdown: (signal?: AbortSignal) => call<{ ok: boolean }>("POST", "/shutdown", signal),
   };
 }

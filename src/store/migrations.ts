@@ -196,6 +196,21 @@ export const MIGRATIONS: readonly { version: number; name: string; sql: string }
       ALTER TABLE runs ADD COLUMN image TEXT NOT NULL DEFAULT '';
     `,
   },
+  {
+    version: 10,
+    name: "run events and agent kinds",
+    sql: `
+      -- Every event of a run in one seq space: log lines as before, and an ACP agent's
+      -- updates, prompts, permission requests and resolutions, turn ends, with their JSON.
+      -- text stays the readable line StreamLogs shows ('' for agent updates).
+      ALTER TABLE run_logs ADD COLUMN kind TEXT NOT NULL DEFAULT 'log';
+      ALTER TABLE run_logs ADD COLUMN payload TEXT;
+      ALTER TABLE runs ADD COLUMN agent_kind TEXT NOT NULL DEFAULT 'command';
+      ALTER TABLE runs ADD COLUMN run_mode TEXT NOT NULL DEFAULT 'background';
+      ALTER TABLE runs ADD COLUMN permission_policy TEXT NOT NULL DEFAULT 'auto_allow';
+      ALTER TABLE runs ADD COLUMN awaiting_input INTEGER NOT NULL DEFAULT 0;
+    `,
+  },
 ];
 
 /** Brings the schema to the newest version (or to `upTo`, for tests that make an older install). */

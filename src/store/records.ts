@@ -41,6 +41,11 @@ export interface RunRecord {
   resultBranch: string;
   resultCommit: string;
   agentCommand: string[];
+  agentKind: AgentKindName;
+  /** An interactive ACP run between turns, waiting for SendPrompt. */
+  awaitingInput: boolean;
+  runMode: RunModeName;
+  permissionPolicy: PermissionPolicyName;
   limits: RunLimits;
   /** The sandbox image the run asked for (its own or its environment's); "" for the provider's. */
   image: string;
@@ -60,4 +65,27 @@ export interface LogLine {
   time: number;
   stream: string;
   text: string;
+}
+
+export type AgentKindName = "command" | "acp";
+export type RunModeName = "background" | "interactive";
+export type PermissionPolicyName = "auto_allow" | "ask" | "deny";
+
+/** The kinds of a run's events; "log" rows are the lines StreamLogs shows. */
+export type RunEventKind = "log" | "agent_update" | "prompt" | "permission_request" | "permission_resolved" | "turn_ended";
+export const RUN_EVENT_KINDS: readonly RunEventKind[] = ["log", "agent_update", "prompt", "permission_request", "permission_resolved", "turn_ended"];
+
+/** A stored event: its readable line, and for every kind but "log" the event itself as JSON. */
+export interface RunEventRow extends LogLine {
+  kind: RunEventKind;
+  payload: string | null;
+}
+
+/** What is appended: a line, or an event with its readable line and JSON. */
+export interface NewRunEvent {
+  time: number;
+  stream: string;
+  text: string;
+  kind?: RunEventKind;
+  payload?: string | null;
 }

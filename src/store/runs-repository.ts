@@ -1,5 +1,5 @@
 import type { Database } from "./database.js";
-import type { LogLine, RunLimits, RunRecord, RunStatusName } from "./records.js";
+import type { AgentKindName, LogLine, NewRunEvent, PermissionPolicyName, RunEventKind, RunEventRow, RunLimits, RunModeName, RunRecord, RunStatusName } from "./records.js";
 
 interface RunRow {
   seq: number;
@@ -19,6 +19,10 @@ interface RunRow {
   result_branch: string;
   result_commit: string;
   agent_command: string;
+  agent_kind: string;
+  awaiting_input: number;
+  run_mode: string;
+  permission_policy: string;
   limits: string;
   image: string;
   idempotency_key: string | null;
@@ -50,6 +54,10 @@ const toRun = (r: RunRow): RunRecord & { seq: number } => ({
   resultBranch: r.result_branch,
   resultCommit: r.result_commit,
   agentCommand: JSON.parse(r.agent_command) as string[],
+  agentKind: r.agent_kind as AgentKindName,
+  awaitingInput: r.awaiting_input === 1,
+  runMode: r.run_mode as RunModeName,
+  permissionPolicy: r.permission_policy as PermissionPolicyName,
   limits: JSON.parse(r.limits) as RunLimits,
   image: r.image,
   idempotencyKey: r.idempotency_key,
@@ -75,6 +83,8 @@ export interface RunTransition {
   finishedAt: number | null;
   cleanedAt: number | null;
   updatedAt: number;
+  /** An interactive run between turns. */
+  awaitingInput: boolean;
   /** The XState persisted snapshot, already serialised. */
   snapshotJson: string;
   machineVersion: number;
@@ -88,14 +98,14 @@ export interface RunFilter {
 
 /** Every column but the snapshot: reads for clients never need it, restores do. */
 const COLUMNS = `seq, id, team, environment_id, network_policy_enforced, agent_isolated, task_id, run_number, status, phase, provider, error_message, exit_code, branch, result_branch,
-  result_commit, agent_command, limits, image, idempotency_key, deadline_at, created_at, started_at, finished_at, updated_at,
+  result_commit, agent_command, agent_kind, awaiting_input, run_mode, permission_policy, limits, image, idempotency_key, deadline_at, created_at, started_at, finished_at, updated_at,
   cleaned_at, machine_version, runner_cursor`;
 
 export function createRunsRepository(db: Database) {
   const insert = db.prepare(`INSERT INTO runs (id, team, environment_id, network_policy_enforced, agent_isolated, task_id, run_number, status, phase, provider, branch, result_branch,
-      agent_command, limits, image, idempotency_key, deadline_at, created_at, updated_at, snapshot, machine_version)
+      agent_command, agent_kind, run_mode, permission_policy, limits, image, idempotency_key, deadline_at, created_at, updated_at, snapshot, machine_version)
     VALUES (:id, :team, :environmentId, :networkPolicyEnforced, :agentIsolated, :taskId, :runNumber, :status, :phase, :provider, :branch, :resultBranch,
-      :agentCommand, :limits, :image, :idempotencyKey, :deadlineAt, :createdAt, :updatedAt, :snapshot, :machineVersion)`);
+      :agentCommand, :agentKind, :runMode, :permissionPolicy, :limits, :image, :idempotencyKey, :deadlineAt, :createdAt, :updatedAt, :snapshot, :machineVersion)`);
   const nextNumber = db.prepare<{ n: number }>(
     "SELECT coalesce(max(run_number), 0) + 1 AS n FROM runs WHERE task_id = ?",
   );
@@ -104,26 +114,33 @@ export function createRunsRepository(db: Database) {
   const live = db.prepare<RunRow & { snapshot: string }>(`SELECT ${COLUMNS}, snapshot FROM runs WHERE phase <> 'cleaned' ORDER BY seq`);
   const transition = db.prepare(`UPDATE runs SET status = :status, phase = :phase, error_message = :errorMessage,
       exit_code = :exitCode, started_at = :startedAt, finished_at = :finishedAt, cleaned_at = :cleanedAt,
-      updated_at = :updatedAt, snapshot = :snapshot, machine_version = :machineVersion
+      updated_at = :updatedAt, awaiting_input = :awaitingInput, snapshot = :snapshot, machine_version = :machineVersion
     WHERE id = :id`);
   const result = db.prepare("UPDATE runs SET result_commit = ? WHERE id = ?");
   const cursor = db.prepare("UPDATE runs SET runner_cursor = ? WHERE id = ?");
   const cursorOf = db.prepare<{ c: number }>("SELECT runner_cursor AS c FROM runs WHERE id = ?");
   const lastLog = db.prepare<{ s: number | null }>("SELECT max(seq) AS s FROM run_logs WHERE run_id = ?");
-  const insertLog = db.prepare("INSERT INTO run_logs (run_id, seq, time, stream, text) VALUES (?, ?, ?, ?, ?)");
+  const insertLog = db.prepare("INSERT INTO run_logs (run_id, seq, time, stream, text, kind, payload) VALUES (?, ?, ?, ?, ?, ?, ?)");
   // Many rows per statement: a flood's lines cost one statement step per LOG_ROWS lines.
   const LOG_ROWS = 64;
-  const insertLogs = db.prepare(`INSERT INTO run_logs (run_id, seq, time, stream, text) VALUES ${Array(LOG_ROWS).fill("(?, ?, ?, ?, ?)").join(", ")}`);
+  const insertLogs = db.prepare(`INSERT INTO run_logs (run_id, seq, time, stream, text, kind, payload) VALUES ${Array(LOG_ROWS).fill("(?, ?, ?, ?, ?, ?, ?)").join(", ")}`);
+  // The readable projection: every event but the agent's raw updates.
   const logsAfter = db.prepare<LogLine>(
-    "SELECT seq, time, stream, text FROM run_logs WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+    "SELECT seq, time, stream, text FROM run_logs WHERE run_id = ? AND seq > ? AND kind <> 'agent_update' ORDER BY seq LIMIT ?",
+  );
+  const eventsAfter = db.prepare<RunEventRow>(
+    "SELECT seq, time, stream, text, kind, payload FROM run_logs WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?",
   );
 
   return {
     /** Inserts the run and its first log lines in one transaction. */
     create(
-      run: Omit<RunRecord, "runNumber" | "exitCode" | "resultCommit" | "errorMessage" | "startedAt" | "finishedAt" | "cleanedAt" | "runnerCursor" | "image"> & {
+      run: Omit<RunRecord, "runNumber" | "exitCode" | "resultCommit" | "errorMessage" | "startedAt" | "finishedAt" | "cleanedAt" | "runnerCursor" | "image" | "agentKind" | "runMode" | "permissionPolicy" | "awaitingInput"> & {
         snapshot: unknown;
         image?: string;
+        agentKind?: AgentKindName;
+        runMode?: RunModeName;
+        permissionPolicy?: PermissionPolicyName;
       },
       firstLines: { time: number; stream: string; text: string }[] = [],
     ): StoredRun {
@@ -143,6 +160,9 @@ export function createRunsRepository(db: Database) {
           branch: run.branch,
           resultBranch: run.resultBranch,
           agentCommand: JSON.stringify(run.agentCommand),
+          agentKind: run.agentKind ?? "command",
+          runMode: run.runMode ?? "background",
+          permissionPolicy: run.permissionPolicy ?? "auto_allow",
           limits: JSON.stringify(run.limits),
           image: run.image ?? "",
           idempotencyKey: run.idempotencyKey,
@@ -152,7 +172,7 @@ export function createRunsRepository(db: Database) {
           snapshot: JSON.stringify(run.snapshot),
           machineVersion: run.machineVersion,
         });
-        firstLines.forEach((l, i) => insertLog.run([run.id, i + 1, l.time, l.stream, l.text]));
+        firstLines.forEach((l, i) => insertLog.run([run.id, i + 1, l.time, l.stream, l.text, "log", null]));
         return toRun(byId.get([run.id])!);
       });
     },
@@ -197,6 +217,7 @@ export function createRunsRepository(db: Database) {
         finishedAt: t.finishedAt,
         cleanedAt: t.cleanedAt,
         updatedAt: t.updatedAt,
+        awaitingInput: t.awaitingInput ? 1 : 0,
         snapshot: t.snapshotJson,
         machineVersion: t.machineVersion,
       });
@@ -214,17 +235,17 @@ export function createRunsRepository(db: Database) {
      * Appends lines with the next seqs and, when given, moves the runner cursor in the
      * same transaction: a crash either stores both or neither, so nothing is lost or doubled.
      */
-    appendLogs(id: string, lines: { time: number; stream: string; text: string }[], runnerCursor?: number): LogLine[] {
+    appendLogs(id: string, lines: NewRunEvent[], runnerCursor?: number): LogLine[] {
       return db.transaction(() => {
         let seq = lastLog.get([id])?.s ?? 0;
         const stored: LogLine[] = [];
         let i = 0;
         for (; i + LOG_ROWS <= lines.length; i += LOG_ROWS) {
-          const params: (string | number)[] = [];
+          const params: (string | number | null)[] = [];
           for (let j = i; j < i + LOG_ROWS; j++) {
             const l = lines[j]!;
             seq += 1;
-            params.push(id, seq, l.time, l.stream, l.text);
+            params.push(id, seq, l.time, l.stream, l.text, l.kind ?? "log", l.payload ?? null);
             stored.push({ seq, time: l.time, stream: l.stream, text: l.text });
           }
           insertLogs.run(params);
@@ -232,7 +253,7 @@ export function createRunsRepository(db: Database) {
         for (; i < lines.length; i++) {
           const l = lines[i]!;
           seq += 1;
-          insertLog.run([id, seq, l.time, l.stream, l.text]);
+          insertLog.run([id, seq, l.time, l.stream, l.text, l.kind ?? "log", l.payload ?? null]);
           stored.push({ seq, time: l.time, stream: l.stream, text: l.text });
         }
         if (runnerCursor !== undefined) cursor.run([runnerCursor, id]);
@@ -241,6 +262,11 @@ export function createRunsRepository(db: Database) {
     },
     logsAfter(id: string, afterSeq: number, limit: number): LogLine[] {
       return logsAfter.all([id, afterSeq, limit]);
+    },
+    /** Every event after afterSeq; `kinds` filters (in memory: the seq order is the index's). */
+    eventsAfter(id: string, afterSeq: number, limit: number, kinds?: ReadonlySet<RunEventKind>): RunEventRow[] {
+      const rows = eventsAfter.all([id, afterSeq, limit]);
+      return kinds && kinds.size > 0 ? rows.filter((r) => kinds.has(r.kind)) : rows;
     },
     runnerCursor(id: string): number {
       return cursorOf.get([id])?.c ?? 0;

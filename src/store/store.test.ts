@@ -79,12 +79,12 @@ describe("the SQLite store", () => {
     expect(runs.live().map((r) => r.id)).toEqual(["run_1"]);
     runs.transition("run_1", {
       status: "in_progress", phase: "running", errorMessage: "", exitCode: null, startedAt: 2, finishedAt: null, cleanedAt: null, updatedAt: 3,
-      snapshotJson: JSON.stringify({ value: { active: "running" } }), machineVersion: 1,
+      awaitingInput: false, snapshotJson: JSON.stringify({ value: { active: "running" } }), machineVersion: 1,
     });
     expect(runs.live()).toMatchObject([{ id: "run_1", phase: "running", startedAt: 2, snapshot: { value: { active: "running" } } }]);
     runs.transition("run_1", {
       status: "completed", phase: "cleaned", errorMessage: "", exitCode: 0, startedAt: 2, finishedAt: 3, cleanedAt: 4, updatedAt: 4,
-      snapshotJson: JSON.stringify({ value: "cleaned", context: { outcome: "completed" } }), machineVersion: 1,
+      awaitingInput: false, snapshotJson: JSON.stringify({ value: "cleaned", context: { outcome: "completed" } }), machineVersion: 1,
     });
     expect(runs.get("run_1")).toMatchObject({ phase: "cleaned", cleanedAt: 4 });
     expect(db.prepare<{ snapshot: string }>("SELECT snapshot FROM runs WHERE id = 'run_1'").get()!.snapshot).toContain('"cleaned"');

@@ -47,6 +47,9 @@ export function containerSpec(
         PADDOCK_BRANCH: spec.branch,
         PADDOCK_RESULT_BRANCH: spec.resultBranch,
         PADDOCK_AGENT_COMMAND: JSON.stringify(spec.agentCommand),
+        PADDOCK_AGENT_KIND: spec.agent?.kind,
+        PADDOCK_RUN_MODE: spec.agent?.mode,
+        PADDOCK_PERMISSION_POLICY: spec.agent?.permissionPolicy,
         PADDOCK_PROMPT: spec.prompt,
         // The runner waits for POST /start, so a snapshot can be taken after the clone.
         PADDOCK_HOLD: "1",

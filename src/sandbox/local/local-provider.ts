@@ -42,6 +42,7 @@ interface SandboxRecord {
   branch: string;
   resultBranch: string;
   agentCommand: string[];
+  agent?: SandboxSpec["agent"];
   prompt: string;
   logBudget?: { maxBytes: number; maxLines: number };
   publicKeyPem: string;
@@ -99,6 +100,7 @@ export class LocalProvider implements SandboxProvider {
         branch: spec.branch,
         resultBranch: spec.resultBranch,
         agentCommand: spec.agentCommand,
+        agent: spec.agent,
         prompt: spec.prompt,
         logBudget: spec.logBudget,
         publicKeyPem: spec.publicKeyPem,
@@ -165,6 +167,9 @@ export class LocalProvider implements SandboxProvider {
             PADDOCK_BRANCH: record.branch,
             PADDOCK_RESULT_BRANCH: record.resultBranch,
             PADDOCK_AGENT_COMMAND: JSON.stringify(record.agentCommand),
+            PADDOCK_AGENT_KIND: record.agent?.kind,
+            PADDOCK_RUN_MODE: record.agent?.mode,
+            PADDOCK_PERMISSION_POLICY: record.agent?.permissionPolicy,
             PADDOCK_PROMPT: record.prompt,
             PADDOCK_GRACE_MS: this.opts.graceMs,
             // The daemon starts the agent with POST /start, handing over the environment then.

@@ -5,14 +5,14 @@
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
-import type { Message } from "@bufbuild/protobuf";
+import { file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { JsonObject, Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file paddock/v1/task_run.proto.
  */
 export const file_paddock_v1_task_run: GenFile = /*@__PURE__*/
-  fileDesc("ChlwYWRkb2NrL3YxL3Rhc2tfcnVuLnByb3RvEgpwYWRkb2NrLnYxIs4FCgdUYXNrUnVuEgoKAmlkGAEgASgJEg8KB3Rhc2tfaWQYAiABKAkSJQoGc3RhdHVzGAMgASgOMhUucGFkZG9jay52MS5SdW5TdGF0dXMSDQoFcGhhc2UYBCABKAkSEAoIcHJvdmlkZXIYBSABKAkSFQoNZXJyb3JfbWVzc2FnZRgGIAEoCRIsCghkZWFkbGluZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKY2xlYW5lZF9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLY3JlYXRlX3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0X3RpbWUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2ZpbmlzaF90aW1lGAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGYnJhbmNoGA0gASgJEhUKDXJlc3VsdF9icmFuY2gYDiABKAkSFQoNcmVzdWx0X2NvbW1pdBgPIAEoCRIVCg1hZ2VudF9jb21tYW5kGBAgAygJEhYKCWV4aXRfY29kZRgRIAEoBUgAiAEBEhIKCnJ1bl9udW1iZXIYEiABKAMSKQoGbGltaXRzGBMgASgLMhkucGFkZG9jay52MS5TYW5kYm94TGltaXRzEgwKBHRlYW0YFCABKAkSFgoOZW52aXJvbm1lbnRfaWQYFSABKAkSHwoXbmV0d29ya19wb2xpY3lfZW5mb3JjZWQYFiABKAgSFgoOYWdlbnRfaXNvbGF0ZWQYFyABKAgSDQoFaW1hZ2UYGCABKAlCDAoKX2V4aXRfY29kZSJyCghMb2dFbnRyeRILCgNzZXEYASABKAMSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGc3RyZWFtGAMgASgJEgwKBHRleHQYBCABKAkSEQoJY29udGludWVkGAUgASgIIiYKFExpc3RSdW5FZ3Jlc3NSZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCSKqAQoNRWdyZXNzQXR0ZW1wdBIMCgRob3N0GAEgASgJEgwKBHBvcnQYAiABKAUSDwoHdmVyZGljdBgDIAEoCRINCgVjb3VudBgEIAEoAxIuCgpmaXJzdF90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBItCglsYXN0X3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkQKFUxpc3RSdW5FZ3Jlc3NSZXNwb25zZRIrCghhdHRlbXB0cxgBIAMoCzIZLnBhZGRvY2sudjEuRWdyZXNzQXR0ZW1wdCLyAQoPU3RhcnRSdW5SZXF1ZXN0Eg8KB3Rhc2tfaWQYASABKAkSDgoGYnJhbmNoGAIgASgJEhUKDWFnZW50X2NvbW1hbmQYAyADKAkSKgoHdGltZW91dBgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIQCghwcm92aWRlchgFIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYBiABKAkSKQoGbGltaXRzGAcgASgLMhkucGFkZG9jay52MS5TYW5kYm94TGltaXRzEhYKDmVudmlyb25tZW50X2lkGAggASgJEg0KBWltYWdlGAkgASgJIoQBCg1TYW5kYm94TGltaXRzEhEKBGNwdXMYASABKAFIAIgBARIZCgxtZW1vcnlfYnl0ZXMYAiABKANIAYgBARIRCgRwaWRzGAMgASgFSAKIAQESDwoHcnVudGltZRgEIAEoCUIHCgVfY3B1c0IPCg1fbWVtb3J5X2J5dGVzQgcKBV9waWRzIjQKEFN0YXJ0UnVuUmVzcG9uc2USIAoDcnVuGAEgASgLMhMucGFkZG9jay52MS5UYXNrUnVuIh8KDUdldFJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJIjIKDkdldFJ1blJlc3BvbnNlEiAKA3J1bhgBIAEoCzITLnBhZGRvY2sudjEuVGFza1J1biJwCg9MaXN0UnVuc1JlcXVlc3QSDwoHdGFza19pZBgBIAEoCRIlCgZzdGF0dXMYAiABKA4yFS5wYWRkb2NrLnYxLlJ1blN0YXR1cxIRCglwYWdlX3NpemUYAyABKAUSEgoKcGFnZV90b2tlbhgEIAEoCSJOChBMaXN0UnVuc1Jlc3BvbnNlEiEKBHJ1bnMYASADKAsyEy5wYWRkb2NrLnYxLlRhc2tSdW4SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIiIKEENhbmNlbFJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJIjUKEUNhbmNlbFJ1blJlc3BvbnNlEiAKA3J1bhgBIAEoCzITLnBhZGRvY2sudjEuVGFza1J1biJiChJDb21wbGV0ZVJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJEiUKBnN0YXR1cxgCIAEoDjIVLnBhZGRvY2sudjEuUnVuU3RhdHVzEhUKDWVycm9yX21lc3NhZ2UYAyABKAkiNwoTQ29tcGxldGVSdW5SZXNwb25zZRIgCgNydW4YASABKAsyEy5wYWRkb2NrLnYxLlRhc2tSdW4iRgoRU3RyZWFtTG9nc1JlcXVlc3QSDgoGcnVuX2lkGAEgASgJEhEKCWFmdGVyX3NlcRgCIAEoAxIOCgZmb2xsb3cYAyABKAgiOwoSU3RyZWFtTG9nc1Jlc3BvbnNlEiUKB2VudHJpZXMYASADKAsyFC5wYWRkb2NrLnYxLkxvZ0VudHJ5IiEKD1dhdGNoUnVuUmVxdWVzdBIOCgZydW5faWQYASABKAkiNAoQV2F0Y2hSdW5SZXNwb25zZRIgCgNydW4YASABKAsyEy5wYWRkb2NrLnYxLlRhc2tSdW4qpQEKCVJ1blN0YXR1cxIaChZSVU5fU1RBVFVTX1VOU1BFQ0lGSUVEEAASFQoRUlVOX1NUQVRVU19RVUVVRUQQARIaChZSVU5fU1RBVFVTX0lOX1BST0dSRVNTEAISGAoUUlVOX1NUQVRVU19DT01QTEVURUQQAxIVChFSVU5fU1RBVFVTX0ZBSUxFRBAEEhgKFFJVTl9TVEFUVVNfQ0FOQ0VMTEVEEAUy5wQKDlRhc2tSdW5TZXJ2aWNlEkUKCFN0YXJ0UnVuEhsucGFkZG9jay52MS5TdGFydFJ1blJlcXVlc3QaHC5wYWRkb2NrLnYxLlN0YXJ0UnVuUmVzcG9uc2USPwoGR2V0UnVuEhkucGFkZG9jay52MS5HZXRSdW5SZXF1ZXN0GhoucGFkZG9jay52MS5HZXRSdW5SZXNwb25zZRJFCghMaXN0UnVucxIbLnBhZGRvY2sudjEuTGlzdFJ1bnNSZXF1ZXN0GhwucGFkZG9jay52MS5MaXN0UnVuc1Jlc3BvbnNlEkgKCUNhbmNlbFJ1bhIcLnBhZGRvY2sudjEuQ2FuY2VsUnVuUmVxdWVzdBodLnBhZGRvY2sudjEuQ2FuY2VsUnVuUmVzcG9uc2USTgoLQ29tcGxldGVSdW4SHi5wYWRkb2NrLnYxLkNvbXBsZXRlUnVuUmVxdWVzdBofLnBhZGRvY2sudjEuQ29tcGxldGVSdW5SZXNwb25zZRJNCgpTdHJlYW1Mb2dzEh0ucGFkZG9jay52MS5TdHJlYW1Mb2dzUmVxdWVzdBoeLnBhZGRvY2sudjEuU3RyZWFtTG9nc1Jlc3BvbnNlMAESRwoIV2F0Y2hSdW4SGy5wYWRkb2NrLnYxLldhdGNoUnVuUmVxdWVzdBocLnBhZGRvY2sudjEuV2F0Y2hSdW5SZXNwb25zZTABElQKDUxpc3RSdW5FZ3Jlc3MSIC5wYWRkb2NrLnYxLkxpc3RSdW5FZ3Jlc3NSZXF1ZXN0GiEucGFkZG9jay52MS5MaXN0UnVuRWdyZXNzUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("ChlwYWRkb2NrL3YxL3Rhc2tfcnVuLnByb3RvEgpwYWRkb2NrLnYxIu0GCgdUYXNrUnVuEgoKAmlkGAEgASgJEg8KB3Rhc2tfaWQYAiABKAkSJQoGc3RhdHVzGAMgASgOMhUucGFkZG9jay52MS5SdW5TdGF0dXMSDQoFcGhhc2UYBCABKAkSEAoIcHJvdmlkZXIYBSABKAkSFQoNZXJyb3JfbWVzc2FnZRgGIAEoCRIsCghkZWFkbGluZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKY2xlYW5lZF9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLY3JlYXRlX3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0X3RpbWUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2ZpbmlzaF90aW1lGAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGYnJhbmNoGA0gASgJEhUKDXJlc3VsdF9icmFuY2gYDiABKAkSFQoNcmVzdWx0X2NvbW1pdBgPIAEoCRIVCg1hZ2VudF9jb21tYW5kGBAgAygJEhYKCWV4aXRfY29kZRgRIAEoBUgAiAEBEhIKCnJ1bl9udW1iZXIYEiABKAMSKQoGbGltaXRzGBMgASgLMhkucGFkZG9jay52MS5TYW5kYm94TGltaXRzEgwKBHRlYW0YFCABKAkSFgoOZW52aXJvbm1lbnRfaWQYFSABKAkSHwoXbmV0d29ya19wb2xpY3lfZW5mb3JjZWQYFiABKAgSFgoOYWdlbnRfaXNvbGF0ZWQYFyABKAgSDQoFaW1hZ2UYGCABKAkSKQoKYWdlbnRfa2luZBgZIAEoDjIVLnBhZGRvY2sudjEuQWdlbnRLaW5kEiEKBG1vZGUYGiABKA4yEy5wYWRkb2NrLnYxLlJ1bk1vZGUSNwoRcGVybWlzc2lvbl9wb2xpY3kYGyABKA4yHC5wYWRkb2NrLnYxLlBlcm1pc3Npb25Qb2xpY3kSFgoOYXdhaXRpbmdfaW5wdXQYHCABKAhCDAoKX2V4aXRfY29kZSJyCghMb2dFbnRyeRILCgNzZXEYASABKAMSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGc3RyZWFtGAMgASgJEgwKBHRleHQYBCABKAkSEQoJY29udGludWVkGAUgASgIIlcKE1N0cmVhbUV2ZW50c1JlcXVlc3QSDgoGcnVuX2lkGAEgASgJEhEKCWFmdGVyX3NlcRgCIAEoAxIOCgZmb2xsb3cYAyABKAgSDQoFa2luZHMYBCADKAkiPAoUU3RyZWFtRXZlbnRzUmVzcG9uc2USJAoGZXZlbnRzGAEgAygLMhQucGFkZG9jay52MS5SdW5FdmVudCLyAgoIUnVuRXZlbnQSCwoDc2VxGAEgASgDEigKBHRpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiMKA2xvZxgKIAEoCzIULnBhZGRvY2sudjEuTG9nRW50cnlIABIvCgxhZ2VudF91cGRhdGUYCyABKAsyFy5wYWRkb2NrLnYxLkFnZW50VXBkYXRlSAASKAoGcHJvbXB0GAwgASgLMhYucGFkZG9jay52MS5Qcm9tcHRTZW50SAASOwoScGVybWlzc2lvbl9yZXF1ZXN0GA0gASgLMh0ucGFkZG9jay52MS5QZXJtaXNzaW9uUmVxdWVzdEgAEj0KE3Blcm1pc3Npb25fcmVzb2x2ZWQYDiABKAsyHi5wYWRkb2NrLnYxLlBlcm1pc3Npb25SZXNvbHZlZEgAEisKCnR1cm5fZW5kZWQYDyABKAsyFS5wYWRkb2NrLnYxLlR1cm5FbmRlZEgAQgYKBGtpbmQicQoLQWdlbnRVcGRhdGUSEgoKc2Vzc2lvbl9pZBgBIAEoCRITCgt1cGRhdGVfa2luZBgCIAEoCRInCgZ1cGRhdGUYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhAKCHJlcGxheWVkGAQgASgIIlUKClByb21wdFNlbnQSEQoJcHJvbXB0X2lkGAEgASgJEigKB2NvbnRlbnQYAiADKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EgoKAmJ5GAMgASgJIkEKEFBlcm1pc3Npb25PcHRpb24SEQoJb3B0aW9uX2lkGAEgASgJEgwKBG5hbWUYAiABKAkSDAoEa2luZBgDIAEoCSKzAQoRUGVybWlzc2lvblJlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoCRIqCgl0b29sX2NhbGwYAiABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0Ei0KB29wdGlvbnMYAyADKAsyHC5wYWRkb2NrLnYxLlBlcm1pc3Npb25PcHRpb24SLwoLZXhwaXJlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkcKElBlcm1pc3Npb25SZXNvbHZlZBISCgpyZXF1ZXN0X2lkGAEgASgJEhEKCW9wdGlvbl9pZBgCIAEoCRIKCgJieRgDIAEoCSIzCglUdXJuRW5kZWQSEQoJcHJvbXB0X2lkGAEgASgJEhMKC3N0b3BfcmVhc29uGAIgASgJInQKEVNlbmRQcm9tcHRSZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCRIMCgR0ZXh0GAIgASgJEigKB2NvbnRlbnQYAyADKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhcKD2lkZW1wb3RlbmN5X2tleRgEIAEoCSInChJTZW5kUHJvbXB0UmVzcG9uc2USEQoJcHJvbXB0X2lkGAEgASgJIlEKGFJlc3BvbmRQZXJtaXNzaW9uUmVxdWVzdBIOCgZydW5faWQYASABKAkSEgoKcmVxdWVzdF9pZBgCIAEoCRIRCglvcHRpb25faWQYAyABKAkiGwoZUmVzcG9uZFBlcm1pc3Npb25SZXNwb25zZSIjChFDYW5jZWxUdXJuUmVxdWVzdBIOCgZydW5faWQYASABKAkiFAoSQ2FuY2VsVHVyblJlc3BvbnNlIiYKFExpc3RSdW5FZ3Jlc3NSZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCSKqAQoNRWdyZXNzQXR0ZW1wdBIMCgRob3N0GAEgASgJEgwKBHBvcnQYAiABKAUSDwoHdmVyZGljdBgDIAEoCRINCgVjb3VudBgEIAEoAxIuCgpmaXJzdF90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBItCglsYXN0X3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkQKFUxpc3RSdW5FZ3Jlc3NSZXNwb25zZRIrCghhdHRlbXB0cxgBIAMoCzIZLnBhZGRvY2sudjEuRWdyZXNzQXR0ZW1wdCL0AgoPU3RhcnRSdW5SZXF1ZXN0Eg8KB3Rhc2tfaWQYASABKAkSDgoGYnJhbmNoGAIgASgJEhUKDWFnZW50X2NvbW1hbmQYAyADKAkSKgoHdGltZW91dBgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIQCghwcm92aWRlchgFIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYBiABKAkSKQoGbGltaXRzGAcgASgLMhkucGFkZG9jay52MS5TYW5kYm94TGltaXRzEhYKDmVudmlyb25tZW50X2lkGAggASgJEg0KBWltYWdlGAkgASgJEiQKBWFnZW50GAogASgLMhUucGFkZG9jay52MS5BZ2VudFNwZWMSIQoEbW9kZRgLIAEoDjITLnBhZGRvY2sudjEuUnVuTW9kZRI3ChFwZXJtaXNzaW9uX3BvbGljeRgMIAEoDjIcLnBhZGRvY2sudjEuUGVybWlzc2lvblBvbGljeSJRCglBZ2VudFNwZWMSIwoEa2luZBgBIAEoDjIVLnBhZGRvY2sudjEuQWdlbnRLaW5kEg4KBnByZXNldBgCIAEoCRIPCgdjb21tYW5kGAMgAygJIoQBCg1TYW5kYm94TGltaXRzEhEKBGNwdXMYASABKAFIAIgBARIZCgxtZW1vcnlfYnl0ZXMYAiABKANIAYgBARIRCgRwaWRzGAMgASgFSAKIAQESDwoHcnVudGltZRgEIAEoCUIHCgVfY3B1c0IPCg1fbWVtb3J5X2J5dGVzQgcKBV9waWRzIjQKEFN0YXJ0UnVuUmVzcG9uc2USIAoDcnVuGAEgASgLMhMucGFkZG9jay52MS5UYXNrUnVuIh8KDUdldFJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJIjIKDkdldFJ1blJlc3BvbnNlEiAKA3J1bhgBIAEoCzITLnBhZGRvY2sudjEuVGFza1J1biJwCg9MaXN0UnVuc1JlcXVlc3QSDwoHdGFza19pZBgBIAEoCRIlCgZzdGF0dXMYAiABKA4yFS5wYWRkb2NrLnYxLlJ1blN0YXR1cxIRCglwYWdlX3NpemUYAyABKAUSEgoKcGFnZV90b2tlbhgEIAEoCSJOChBMaXN0UnVuc1Jlc3BvbnNlEiEKBHJ1bnMYASADKAsyEy5wYWRkb2NrLnYxLlRhc2tSdW4SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIiIKEENhbmNlbFJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJIjUKEUNhbmNlbFJ1blJlc3BvbnNlEiAKA3J1bhgBIAEoCzITLnBhZGRvY2sudjEuVGFza1J1biJiChJDb21wbGV0ZVJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJEiUKBnN0YXR1cxgCIAEoDjIVLnBhZGRvY2sudjEuUnVuU3RhdHVzEhUKDWVycm9yX21lc3NhZ2UYAyABKAkiNwoTQ29tcGxldGVSdW5SZXNwb25zZRIgCgNydW4YASABKAsyEy5wYWRkb2NrLnYxLlRhc2tSdW4iRgoRU3RyZWFtTG9nc1JlcXVlc3QSDgoGcnVuX2lkGAEgASgJEhEKCWFmdGVyX3NlcRgCIAEoAxIOCgZmb2xsb3cYAyABKAgiOwoSU3RyZWFtTG9nc1Jlc3BvbnNlEiUKB2VudHJpZXMYASADKAsyFC5wYWRkb2NrLnYxLkxvZ0VudHJ5IiEKD1dhdGNoUnVuUmVxdWVzdBIOCgZydW5faWQYASABKAkiNAoQV2F0Y2hSdW5SZXNwb25zZRIgCgNydW4YASABKAsyEy5wYWRkb2NrLnYxLlRhc2tSdW4qpQEKCVJ1blN0YXR1cxIaChZSVU5fU1RBVFVTX1VOU1BFQ0lGSUVEEAASFQoRUlVOX1NUQVRVU19RVUVVRUQQARIaChZSVU5fU1RBVFVTX0lOX1BST0dSRVNTEAISGAoUUlVOX1NUQVRVU19DT01QTEVURUQQAxIVChFSVU5fU1RBVFVTX0ZBSUxFRBAEEhgKFFJVTl9TVEFUVVNfQ0FOQ0VMTEVEEAUqUwoJQWdlbnRLaW5kEhoKFkFHRU5UX0tJTkRfVU5TUEVDSUZJRUQQABIWChJBR0VOVF9LSU5EX0NPTU1BTkQQARISCg5BR0VOVF9LSU5EX0FDUBACKlYKB1J1bk1vZGUSGAoUUlVOX01PREVfVU5TUEVDSUZJRUQQABIXChNSVU5fTU9ERV9CQUNLR1JPVU5EEAESGAoUUlVOX01PREVfSU5URVJBQ1RJVkUQAiqOAQoQUGVybWlzc2lvblBvbGljeRIhCh1QRVJNSVNTSU9OX1BPTElDWV9VTlNQRUNJRklFRBAAEiAKHFBFUk1JU1NJT05fUE9MSUNZX0FVVE9fQUxMT1cQARIZChVQRVJNSVNTSU9OX1BPTElDWV9BU0sQAhIaChZQRVJNSVNTSU9OX1BPTElDWV9ERU5ZEAMyuAcKDlRhc2tSdW5TZXJ2aWNlEkUKCFN0YXJ0UnVuEhsucGFkZG9jay52MS5TdGFydFJ1blJlcXVlc3QaHC5wYWRkb2NrLnYxLlN0YXJ0UnVuUmVzcG9uc2USPwoGR2V0UnVuEhkucGFkZG9jay52MS5HZXRSdW5SZXF1ZXN0GhoucGFkZG9jay52MS5HZXRSdW5SZXNwb25zZRJFCghMaXN0UnVucxIbLnBhZGRvY2sudjEuTGlzdFJ1bnNSZXF1ZXN0GhwucGFkZG9jay52MS5MaXN0UnVuc1Jlc3BvbnNlEkgKCUNhbmNlbFJ1bhIcLnBhZGRvY2sudjEuQ2FuY2VsUnVuUmVxdWVzdBodLnBhZGRvY2sudjEuQ2FuY2VsUnVuUmVzcG9uc2USTgoLQ29tcGxldGVSdW4SHi5wYWRkb2NrLnYxLkNvbXBsZXRlUnVuUmVxdWVzdBofLnBhZGRvY2sudjEuQ29tcGxldGVSdW5SZXNwb25zZRJNCgpTdHJlYW1Mb2dzEh0ucGFkZG9jay52MS5TdHJlYW1Mb2dzUmVxdWVzdBoeLnBhZGRvY2sudjEuU3RyZWFtTG9nc1Jlc3BvbnNlMAESRwoIV2F0Y2hSdW4SGy5wYWRkb2NrLnYxLldhdGNoUnVuUmVxdWVzdBocLnBhZGRvY2sudjEuV2F0Y2hSdW5SZXNwb25zZTABElQKDUxpc3RSdW5FZ3Jlc3MSIC5wYWRkb2NrLnYxLkxpc3RSdW5FZ3Jlc3NSZXF1ZXN0GiEucGFkZG9jay52MS5MaXN0UnVuRWdyZXNzUmVzcG9uc2USUwoMU3RyZWFtRXZlbnRzEh8ucGFkZG9jay52MS5TdHJlYW1FdmVudHNSZXF1ZXN0GiAucGFkZG9jay52MS5TdHJlYW1FdmVudHNSZXNwb25zZTABEksKClNlbmRQcm9tcHQSHS5wYWRkb2NrLnYxLlNlbmRQcm9tcHRSZXF1ZXN0Gh4ucGFkZG9jay52MS5TZW5kUHJvbXB0UmVzcG9uc2USYAoRUmVzcG9uZFBlcm1pc3Npb24SJC5wYWRkb2NrLnYxLlJlc3BvbmRQZXJtaXNzaW9uUmVxdWVzdBolLnBhZGRvY2sudjEuUmVzcG9uZFBlcm1pc3Npb25SZXNwb25zZRJLCgpDYW5jZWxUdXJuEh0ucGFkZG9jay52MS5DYW5jZWxUdXJuUmVxdWVzdBoeLnBhZGRvY2sudjEuQ2FuY2VsVHVyblJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * One attempt at a task, in one sandbox.
@@ -177,6 +177,30 @@ export type TaskRun = Message<"paddock.v1.TaskRun"> & {
    * @generated from field: string image = 24;
    */
   image: string;
+
+  /**
+   * How the agent is driven: a command, or an ACP agent (with its mode and policy).
+   *
+   * @generated from field: paddock.v1.AgentKind agent_kind = 25;
+   */
+  agentKind: AgentKind;
+
+  /**
+   * @generated from field: paddock.v1.RunMode mode = 26;
+   */
+  mode: RunMode;
+
+  /**
+   * @generated from field: paddock.v1.PermissionPolicy permission_policy = 27;
+   */
+  permissionPolicy: PermissionPolicy;
+
+  /**
+   * An interactive run between turns (phase "running"), waiting for SendPrompt.
+   *
+   * @generated from field: bool awaiting_input = 28;
+   */
+  awaitingInput: boolean;
 };
 
 /**
@@ -191,7 +215,8 @@ export const TaskRunSchema: GenMessage<TaskRun> = /*@__PURE__*/
  */
 export type LogEntry = Message<"paddock.v1.LogEntry"> & {
   /**
-   * 1, 2, 3… per run, with no gaps.
+   * The event's seq in the run's one seq space (see StreamEvents): increasing; an ACP
+   * run's log has gaps where agent updates are.
    *
    * @generated from field: int64 seq = 1;
    */
@@ -203,7 +228,8 @@ export type LogEntry = Message<"paddock.v1.LogEntry"> & {
   time?: Timestamp | undefined;
 
   /**
-   * "stdout", "stderr" or "system" (paddock's own notes on the run).
+   * "stdout", "stderr", "setup", "system" (paddock's own notes on the run), and for ACP
+   * runs "agent" (its messages and tool calls as lines), "prompt", "permission", "turn".
    *
    * @generated from field: string stream = 3;
    */
@@ -234,6 +260,439 @@ export const LogEntrySchema: GenMessage<LogEntry> = /*@__PURE__*/
   messageDesc(file_paddock_v1_task_run, 1);
 
 /**
+ * @generated from message paddock.v1.StreamEventsRequest
+ */
+export type StreamEventsRequest = Message<"paddock.v1.StreamEventsRequest"> & {
+  /**
+   * @generated from field: string run_id = 1;
+   */
+  runId: string;
+
+  /**
+   * @generated from field: int64 after_seq = 2;
+   */
+  afterSeq: bigint;
+
+  /**
+   * @generated from field: bool follow = 3;
+   */
+  follow: boolean;
+
+  /**
+   * Only these kinds ("log", "agent_update", "prompt", "permission_request",
+   * "permission_resolved", "turn_ended"); empty for all.
+   *
+   * @generated from field: repeated string kinds = 4;
+   */
+  kinds: string[];
+};
+
+/**
+ * Describes the message paddock.v1.StreamEventsRequest.
+ * Use `create(StreamEventsRequestSchema)` to create a new message.
+ */
+export const StreamEventsRequestSchema: GenMessage<StreamEventsRequest> = /*@__PURE__*/
+  messageDesc(file_paddock_v1_task_run, 2);
+
+/**
+ * @generated from message paddock.v1.StreamEventsResponse
+ */
+export type StreamEventsResponse = Message<"paddock.v1.StreamEventsResponse"> & {
+  /**
+   * @generated from field: repeated paddock.v1.RunEvent events = 1;
+   */
+  events: RunEvent[];
+};
+
+/**
+ * Describes the message paddock.v1.StreamEventsResponse.
+ * Use `create(StreamEventsResponseSchema)` to create a new message.
+ */
+export const StreamEventsResponseSchema: GenMessage<StreamEventsResponse> = /*@__PURE__*/
+  messageDesc(file_paddock_v1_task_run, 3);
+
+/**
+ * One entry of a run's history, in the run's one gapless seq space.
+ *
+ * @generated from message paddock.v1.RunEvent
+ */
+export type RunEvent = Message<"paddock.v1.RunEvent"> & {
+  /**
+   * @generated from field: int64 seq = 1;
+   */
+  seq: bigint;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp time = 2;
+   */
+  time?: Timestamp | undefined;
+
+  /**
+   * @generated from oneof paddock.v1.RunEvent.kind
+   */
+  kind: {
+    /**
+     * @generated from field: paddock.v1.LogEntry log = 10;
+     */
+    value: LogEntry;
+    case: "log";
+  } | {
+    /**
+     * @generated from field: paddock.v1.AgentUpdate agent_update = 11;
+     */
+    value: AgentUpdate;
+    case: "agentUpdate";
+  } | {
+    /**
+     * @generated from field: paddock.v1.PromptSent prompt = 12;
+     */
+    value: PromptSent;
+    case: "prompt";
+  } | {
+    /**
+     * @generated from field: paddock.v1.PermissionRequest permission_request = 13;
+     */
+    value: PermissionRequest;
+    case: "permissionRequest";
+  } | {
+    /**
+     * @generated from field: paddock.v1.PermissionResolved permission_resolved = 14;
+     */
+    value: PermissionResolved;
+    case: "permissionResolved";
+  } | {
+    /**
+     * @generated from field: paddock.v1.TurnEnded turn_ended = 15;
+     */
+    value: TurnEnded;
+    case: "turnEnded";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message paddock.v1.RunEvent.
+ * Use `create(RunEventSchema)` to create a new message.
+ */
+export const RunEventSchema: GenMessage<RunEvent> = /*@__PURE__*/
+  messageDesc(file_paddock_v1_task_run, 4);
+
+/**
+ * An ACP session/update as the agent sent it.
+ *
+ * @generated from message paddock.v1.AgentUpdate
+ */
+export type AgentUpdate = Message<"paddock.v1.AgentUpdate"> & {
+  /**
+   * @generated from field: string session_id = 1;
+   */
+  sessionId: string;
+
+  /**
+   * The update's sessionUpdate: agent_message_chunk, tool_call, tool_call_update, plan…
+   *
+   * @generated from field: string update_kind = 2;
+   */
+  updateKind: string;
+
+  /**
+   * The whole update (agent-specific shape).
+   *
+   * @generated from field: google.protobuf.Struct update = 3;
+   */
+  update?: JsonObject | undefined;
+
+  /**
+   * Sent while a session was loaded: history, not new work.
+   *
+   * @generated from field: bool replayed = 4;
+   */
+  replayed: boolean;
+};
+
+/**
+ * Describes the message paddock.v1.AgentUpdate.
+ * Use `create(AgentUpdateSchema)` to create a new message.
+ */
+export const AgentUpdateSchema: GenMessage<AgentUpdate> = /*@__PURE__*/
+  messageDesc(file_paddock_v1_task_run, 5);
+
+/**
+ * @generated from message paddock.v1.PromptSent
+ */
+export type PromptSent = Message<"paddock.v1.PromptSent"> & {
+  /**
+   * @generated from field: string prompt_id = 1;
+   */
+  promptId: string;
+
+  /**
+   * ACP content blocks ({"type": "text", "text": …} and others).
+   *
+   * @generated from field: repeated google.protobuf.Struct content = 2;
+   */
+  content: JsonObject[];
+
+  /**
+   * Who sent it: "task" for the task's own prompt, else the API token's name.
+   *
+   * @generated from field: string by = 3;
+   */
+  by: string;
+};
+
+/**
+ * Describes the message paddock.v1.PromptSent.
+ * Use `create(PromptSentSchema)` to create a new message.
+ */
+export const PromptSentSchema: GenMessage<PromptSent> = /*@__PURE__*/
+  messageDesc(file_paddock_v1_task_run, 6);
+
+/**
+ * @generated from message paddock.v1.PermissionOption
+ */
+export type PermissionOption = Message<"paddock.v1.PermissionOption"> & {
+  /**
+   * @generated from field: string option_id = 1;
+   */
+  optionId: string;
+
+  /**
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * allow_once, allow_always, reject_once, reject_always.
+   *
+   * @generated from field: string kind = 3;
+   */
+  kind: string;
+};
+
+/**
+ * Describes the message paddock.v1.PermissionOption.
+ * Use `create(PermissionOptionSchema)` to create a new message.
+ */
+export const PermissionOptionSchema: GenMessage<PermissionOption> = /*@__PURE__*/
+  messageDesc(file_paddock_v1_task_run, 7);
+
+/**
+ * @generated from message paddock.v1.PermissionRequest
+ */
+export type PermissionRequest = Message<"paddock.v1.PermissionRequest"> & {
+  /**
+   * @generated from field: string request_id = 1;
+   */
+  requestId: string;
+
+  /**
+   * The tool call the agent asks to make (ACP ToolCall).
+   *
+   * @generated from field: google.protobuf.Struct tool_call = 2;
+   */
+  toolCall?: JsonObject | undefined;
+
+  /**
+   * @generated from field: repeated paddock.v1.PermissionOption options = 3;
+   */
+  options: PermissionOption[];
+
+  /**
+   * When the request is rejected unless answered; unset when it never expires.
+   *
+   * @generated from field: google.protobuf.Timestamp expire_time = 4;
+   */
+  expireTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message paddock.v1.PermissionRequest.
+ * Use `create(PermissionRequestSchema)` to create a new message.
+ */
+export const PermissionRequestSchema: GenMessage<PermissionRequest> = /*@__PURE__*/
+  messageDesc(file_paddock_v1_task_run, 8);
+
+/**
+ * @generated from message paddock.v1.PermissionResolved
+ */
+export type PermissionResolved = Message<"paddock.v1.PermissionResolved"> & {
+  /**
+   * @generated from field: string request_id = 1;
+   */
+  requestId: string;
+
+  /**
+   * The chosen option; empty when the request was rejected or cancelled.
+   *
+   * @generated from field: string option_id = 2;
+   */
+  optionId: string;
+
+  /**
+   * "policy", "timeout", or the API token's name that answered.
+   *
+   * @generated from field: string by = 3;
+   */
+  by: string;
+};
+
+/**
+ * Describes the message paddock.v1.PermissionResolved.
+ * Use `create(PermissionResolvedSchema)` to create a new message.
+ */
+export const PermissionResolvedSchema: GenMessage<PermissionResolved> = /*@__PURE__*/
+  messageDesc(file_paddock_v1_task_run, 9);
+
+/**
+ * @generated from message paddock.v1.TurnEnded
+ */
+export type TurnEnded = Message<"paddock.v1.TurnEnded"> & {
+  /**
+   * @generated from field: string prompt_id = 1;
+   */
+  promptId: string;
+
+  /**
+   * end_turn, max_tokens, max_turn_requests, refusal or cancelled.
+   *
+   * @generated from field: string stop_reason = 2;
+   */
+  stopReason: string;
+};
+
+/**
+ * Describes the message paddock.v1.TurnEnded.
+ * Use `create(TurnEndedSchema)` to create a new message.
+ */
+export const TurnEndedSchema: GenMessage<TurnEnded> = /*@__PURE__*/
+  messageDesc(file_paddock_v1_task_run, 10);
+
+/**
+ * @generated from message paddock.v1.SendPromptRequest
+ */
+export type SendPromptRequest = Message<"paddock.v1.SendPromptRequest"> & {
+  /**
+   * @generated from field: string run_id = 1;
+   */
+  runId: string;
+
+  /**
+   * Plain text, sent as one text block; or content blocks.
+   *
+   * @generated from field: string text = 2;
+   */
+  text: string;
+
+  /**
+   * @generated from field: repeated google.protobuf.Struct content = 3;
+   */
+  content: JsonObject[];
+
+  /**
+   * A retried SendPrompt with the same key is sent once.
+   *
+   * @generated from field: string idempotency_key = 4;
+   */
+  idempotencyKey: string;
+};
+
+/**
+ * Describes the message paddock.v1.SendPromptRequest.
+ * Use `create(SendPromptRequestSchema)` to create a new message.
+ */
+export const SendPromptRequestSchema: GenMessage<SendPromptRequest> = /*@__PURE__*/
+  messageDesc(file_paddock_v1_task_run, 11);
+
+/**
+ * @generated from message paddock.v1.SendPromptResponse
+ */
+export type SendPromptResponse = Message<"paddock.v1.SendPromptResponse"> & {
+  /**
+   * @generated from field: string prompt_id = 1;
+   */
+  promptId: string;
+};
+
+/**
+ * Describes the message paddock.v1.SendPromptResponse.
+ * Use `create(SendPromptResponseSchema)` to create a new message.
+ */
+export const SendPromptResponseSchema: GenMessage<SendPromptResponse> = /*@__PURE__*/
+  messageDesc(file_paddock_v1_task_run, 12);
+
+/**
+ * @generated from message paddock.v1.RespondPermissionRequest
+ */
+export type RespondPermissionRequest = Message<"paddock.v1.RespondPermissionRequest"> & {
+  /**
+   * @generated from field: string run_id = 1;
+   */
+  runId: string;
+
+  /**
+   * @generated from field: string request_id = 2;
+   */
+  requestId: string;
+
+  /**
+   * The option chosen; empty to reject.
+   *
+   * @generated from field: string option_id = 3;
+   */
+  optionId: string;
+};
+
+/**
+ * Describes the message paddock.v1.RespondPermissionRequest.
+ * Use `create(RespondPermissionRequestSchema)` to create a new message.
+ */
+export const RespondPermissionRequestSchema: GenMessage<RespondPermissionRequest> = /*@__PURE__*/
+  messageDesc(file_paddock_v1_task_run, 13);
+
+/**
+ * @generated from message paddock.v1.RespondPermissionResponse
+ */
+export type RespondPermissionResponse = Message<"paddock.v1.RespondPermissionResponse"> & {
+};
+
+/**
+ * Describes the message paddock.v1.RespondPermissionResponse.
+ * Use `create(RespondPermissionResponseSchema)` to create a new message.
+ */
+export const RespondPermissionResponseSchema: GenMessage<RespondPermissionResponse> = /*@__PURE__*/
+  messageDesc(file_paddock_v1_task_run, 14);
+
+/**
+ * @generated from message paddock.v1.CancelTurnRequest
+ */
+export type CancelTurnRequest = Message<"paddock.v1.CancelTurnRequest"> & {
+  /**
+   * @generated from field: string run_id = 1;
+   */
+  runId: string;
+};
+
+/**
+ * Describes the message paddock.v1.CancelTurnRequest.
+ * Use `create(CancelTurnRequestSchema)` to create a new message.
+ */
+export const CancelTurnRequestSchema: GenMessage<CancelTurnRequest> = /*@__PURE__*/
+  messageDesc(file_paddock_v1_task_run, 15);
+
+/**
+ * @generated from message paddock.v1.CancelTurnResponse
+ */
+export type CancelTurnResponse = Message<"paddock.v1.CancelTurnResponse"> & {
+};
+
+/**
+ * Describes the message paddock.v1.CancelTurnResponse.
+ * Use `create(CancelTurnResponseSchema)` to create a new message.
+ */
+export const CancelTurnResponseSchema: GenMessage<CancelTurnResponse> = /*@__PURE__*/
+  messageDesc(file_paddock_v1_task_run, 16);
+
+/**
  * @generated from message paddock.v1.ListRunEgressRequest
  */
 export type ListRunEgressRequest = Message<"paddock.v1.ListRunEgressRequest"> & {
@@ -248,7 +707,7 @@ export type ListRunEgressRequest = Message<"paddock.v1.ListRunEgressRequest"> & 
  * Use `create(ListRunEgressRequestSchema)` to create a new message.
  */
 export const ListRunEgressRequestSchema: GenMessage<ListRunEgressRequest> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 2);
+  messageDesc(file_paddock_v1_task_run, 17);
 
 /**
  * @generated from message paddock.v1.EgressAttempt
@@ -292,7 +751,7 @@ export type EgressAttempt = Message<"paddock.v1.EgressAttempt"> & {
  * Use `create(EgressAttemptSchema)` to create a new message.
  */
 export const EgressAttemptSchema: GenMessage<EgressAttempt> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 3);
+  messageDesc(file_paddock_v1_task_run, 18);
 
 /**
  * @generated from message paddock.v1.ListRunEgressResponse
@@ -309,7 +768,7 @@ export type ListRunEgressResponse = Message<"paddock.v1.ListRunEgressResponse"> 
  * Use `create(ListRunEgressResponseSchema)` to create a new message.
  */
 export const ListRunEgressResponseSchema: GenMessage<ListRunEgressResponse> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 4);
+  messageDesc(file_paddock_v1_task_run, 19);
 
 /**
  * @generated from message paddock.v1.StartRunRequest
@@ -376,6 +835,28 @@ export type StartRunRequest = Message<"paddock.v1.StartRunRequest"> & {
    * @generated from field: string image = 9;
    */
   image: string;
+
+  /**
+   * How to drive the agent; unset: a command (agent_command or the daemon's).
+   *
+   * @generated from field: paddock.v1.AgentSpec agent = 10;
+   */
+  agent?: AgentSpec | undefined;
+
+  /**
+   * ACP runs: background (default) or interactive.
+   *
+   * @generated from field: paddock.v1.RunMode mode = 11;
+   */
+  mode: RunMode;
+
+  /**
+   * ACP runs: what happens to permission requests; default auto_allow in background,
+   * ask in interactive.
+   *
+   * @generated from field: paddock.v1.PermissionPolicy permission_policy = 12;
+   */
+  permissionPolicy: PermissionPolicy;
 };
 
 /**
@@ -383,7 +864,38 @@ export type StartRunRequest = Message<"paddock.v1.StartRunRequest"> & {
  * Use `create(StartRunRequestSchema)` to create a new message.
  */
 export const StartRunRequestSchema: GenMessage<StartRunRequest> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 5);
+  messageDesc(file_paddock_v1_task_run, 20);
+
+/**
+ * @generated from message paddock.v1.AgentSpec
+ */
+export type AgentSpec = Message<"paddock.v1.AgentSpec"> & {
+  /**
+   * @generated from field: paddock.v1.AgentKind kind = 1;
+   */
+  kind: AgentKind;
+
+  /**
+   * A known agent: "claude-code" (claude-code-acp) or "codex" (codex-acp); implies ACP.
+   *
+   * @generated from field: string preset = 2;
+   */
+  preset: string;
+
+  /**
+   * The agent's argv (an ACP agent's for kind ACP); empty for the preset's.
+   *
+   * @generated from field: repeated string command = 3;
+   */
+  command: string[];
+};
+
+/**
+ * Describes the message paddock.v1.AgentSpec.
+ * Use `create(AgentSpecSchema)` to create a new message.
+ */
+export const AgentSpecSchema: GenMessage<AgentSpec> = /*@__PURE__*/
+  messageDesc(file_paddock_v1_task_run, 21);
 
 /**
  * Resources and isolation of one sandbox. Unset fields take the daemon's settings.
@@ -421,7 +933,7 @@ export type SandboxLimits = Message<"paddock.v1.SandboxLimits"> & {
  * Use `create(SandboxLimitsSchema)` to create a new message.
  */
 export const SandboxLimitsSchema: GenMessage<SandboxLimits> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 6);
+  messageDesc(file_paddock_v1_task_run, 22);
 
 /**
  * @generated from message paddock.v1.StartRunResponse
@@ -438,7 +950,7 @@ export type StartRunResponse = Message<"paddock.v1.StartRunResponse"> & {
  * Use `create(StartRunResponseSchema)` to create a new message.
  */
 export const StartRunResponseSchema: GenMessage<StartRunResponse> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 7);
+  messageDesc(file_paddock_v1_task_run, 23);
 
 /**
  * @generated from message paddock.v1.GetRunRequest
@@ -455,7 +967,7 @@ export type GetRunRequest = Message<"paddock.v1.GetRunRequest"> & {
  * Use `create(GetRunRequestSchema)` to create a new message.
  */
 export const GetRunRequestSchema: GenMessage<GetRunRequest> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 8);
+  messageDesc(file_paddock_v1_task_run, 24);
 
 /**
  * @generated from message paddock.v1.GetRunResponse
@@ -472,7 +984,7 @@ export type GetRunResponse = Message<"paddock.v1.GetRunResponse"> & {
  * Use `create(GetRunResponseSchema)` to create a new message.
  */
 export const GetRunResponseSchema: GenMessage<GetRunResponse> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 9);
+  messageDesc(file_paddock_v1_task_run, 25);
 
 /**
  * @generated from message paddock.v1.ListRunsRequest
@@ -510,7 +1022,7 @@ export type ListRunsRequest = Message<"paddock.v1.ListRunsRequest"> & {
  * Use `create(ListRunsRequestSchema)` to create a new message.
  */
 export const ListRunsRequestSchema: GenMessage<ListRunsRequest> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 10);
+  messageDesc(file_paddock_v1_task_run, 26);
 
 /**
  * @generated from message paddock.v1.ListRunsResponse
@@ -532,7 +1044,7 @@ export type ListRunsResponse = Message<"paddock.v1.ListRunsResponse"> & {
  * Use `create(ListRunsResponseSchema)` to create a new message.
  */
 export const ListRunsResponseSchema: GenMessage<ListRunsResponse> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 11);
+  messageDesc(file_paddock_v1_task_run, 27);
 
 /**
  * @generated from message paddock.v1.CancelRunRequest
@@ -549,7 +1061,7 @@ export type CancelRunRequest = Message<"paddock.v1.CancelRunRequest"> & {
  * Use `create(CancelRunRequestSchema)` to create a new message.
  */
 export const CancelRunRequestSchema: GenMessage<CancelRunRequest> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 12);
+  messageDesc(file_paddock_v1_task_run, 28);
 
 /**
  * @generated from message paddock.v1.CancelRunResponse
@@ -566,7 +1078,7 @@ export type CancelRunResponse = Message<"paddock.v1.CancelRunResponse"> & {
  * Use `create(CancelRunResponseSchema)` to create a new message.
  */
 export const CancelRunResponseSchema: GenMessage<CancelRunResponse> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 13);
+  messageDesc(file_paddock_v1_task_run, 29);
 
 /**
  * @generated from message paddock.v1.CompleteRunRequest
@@ -595,7 +1107,7 @@ export type CompleteRunRequest = Message<"paddock.v1.CompleteRunRequest"> & {
  * Use `create(CompleteRunRequestSchema)` to create a new message.
  */
 export const CompleteRunRequestSchema: GenMessage<CompleteRunRequest> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 14);
+  messageDesc(file_paddock_v1_task_run, 30);
 
 /**
  * @generated from message paddock.v1.CompleteRunResponse
@@ -612,7 +1124,7 @@ export type CompleteRunResponse = Message<"paddock.v1.CompleteRunResponse"> & {
  * Use `create(CompleteRunResponseSchema)` to create a new message.
  */
 export const CompleteRunResponseSchema: GenMessage<CompleteRunResponse> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 15);
+  messageDesc(file_paddock_v1_task_run, 31);
 
 /**
  * @generated from message paddock.v1.StreamLogsRequest
@@ -643,7 +1155,7 @@ export type StreamLogsRequest = Message<"paddock.v1.StreamLogsRequest"> & {
  * Use `create(StreamLogsRequestSchema)` to create a new message.
  */
 export const StreamLogsRequestSchema: GenMessage<StreamLogsRequest> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 16);
+  messageDesc(file_paddock_v1_task_run, 32);
 
 /**
  * @generated from message paddock.v1.StreamLogsResponse
@@ -663,7 +1175,7 @@ export type StreamLogsResponse = Message<"paddock.v1.StreamLogsResponse"> & {
  * Use `create(StreamLogsResponseSchema)` to create a new message.
  */
 export const StreamLogsResponseSchema: GenMessage<StreamLogsResponse> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 17);
+  messageDesc(file_paddock_v1_task_run, 33);
 
 /**
  * @generated from message paddock.v1.WatchRunRequest
@@ -680,7 +1192,7 @@ export type WatchRunRequest = Message<"paddock.v1.WatchRunRequest"> & {
  * Use `create(WatchRunRequestSchema)` to create a new message.
  */
 export const WatchRunRequestSchema: GenMessage<WatchRunRequest> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 18);
+  messageDesc(file_paddock_v1_task_run, 34);
 
 /**
  * @generated from message paddock.v1.WatchRunResponse
@@ -697,7 +1209,7 @@ export type WatchRunResponse = Message<"paddock.v1.WatchRunResponse"> & {
  * Use `create(WatchRunResponseSchema)` to create a new message.
  */
 export const WatchRunResponseSchema: GenMessage<WatchRunResponse> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 19);
+  messageDesc(file_paddock_v1_task_run, 35);
 
 /**
  * @generated from enum paddock.v1.RunStatus
@@ -743,6 +1255,106 @@ export enum RunStatus {
  */
 export const RunStatusSchema: GenEnum<RunStatus> = /*@__PURE__*/
   enumDesc(file_paddock_v1_task_run, 0);
+
+/**
+ * @generated from enum paddock.v1.AgentKind
+ */
+export enum AgentKind {
+  /**
+   * @generated from enum value: AGENT_KIND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Any CLI: its stdout and stderr lines are the run's log.
+   *
+   * @generated from enum value: AGENT_KIND_COMMAND = 1;
+   */
+  COMMAND = 1,
+
+  /**
+   * An agent speaking the Agent Client Protocol over stdio (claude-code-acp, codex-acp…):
+   * its session updates are the run's events.
+   *
+   * @generated from enum value: AGENT_KIND_ACP = 2;
+   */
+  ACP = 2,
+}
+
+/**
+ * Describes the enum paddock.v1.AgentKind.
+ */
+export const AgentKindSchema: GenEnum<AgentKind> = /*@__PURE__*/
+  enumDesc(file_paddock_v1_task_run, 1);
+
+/**
+ * @generated from enum paddock.v1.RunMode
+ */
+export enum RunMode {
+  /**
+   * @generated from enum value: RUN_MODE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The run ends with the agent's first turn: end_turn completes it, any other stop
+   * reason fails it.
+   *
+   * @generated from enum value: RUN_MODE_BACKGROUND = 1;
+   */
+  BACKGROUND = 1,
+
+  /**
+   * The run stays after each turn for SendPrompt, until CompleteRun, CancelRun or its
+   * deadline.
+   *
+   * @generated from enum value: RUN_MODE_INTERACTIVE = 2;
+   */
+  INTERACTIVE = 2,
+}
+
+/**
+ * Describes the enum paddock.v1.RunMode.
+ */
+export const RunModeSchema: GenEnum<RunMode> = /*@__PURE__*/
+  enumDesc(file_paddock_v1_task_run, 2);
+
+/**
+ * @generated from enum paddock.v1.PermissionPolicy
+ */
+export enum PermissionPolicy {
+  /**
+   * @generated from enum value: PERMISSION_POLICY_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The first "allow" option of every request is chosen at once.
+   *
+   * @generated from enum value: PERMISSION_POLICY_AUTO_ALLOW = 1;
+   */
+  AUTO_ALLOW = 1,
+
+  /**
+   * Requests wait for RespondPermission from any client, and are rejected at a timeout.
+   *
+   * @generated from enum value: PERMISSION_POLICY_ASK = 2;
+   */
+  ASK = 2,
+
+  /**
+   * Every request is rejected.
+   *
+   * @generated from enum value: PERMISSION_POLICY_DENY = 3;
+   */
+  DENY = 3,
+}
+
+/**
+ * Describes the enum paddock.v1.PermissionPolicy.
+ */
+export const PermissionPolicySchema: GenEnum<PermissionPolicy> = /*@__PURE__*/
+  enumDesc(file_paddock_v1_task_run, 3);
 
 /**
  * @generated from service paddock.v1.TaskRunService
@@ -821,6 +1433,49 @@ export const TaskRunService: GenService<{
     methodKind: "unary";
     input: typeof ListRunEgressRequestSchema;
     output: typeof ListRunEgressResponseSchema;
+  },
+  /**
+   * Replays the run's events after after_seq (log lines, agent updates, prompts,
+   * permission requests and their resolution, turn ends), then (with follow) live ones
+   * until the run is final. One seq space with StreamLogs.
+   *
+   * @generated from rpc paddock.v1.TaskRunService.StreamEvents
+   */
+  streamEvents: {
+    methodKind: "server_streaming";
+    input: typeof StreamEventsRequestSchema;
+    output: typeof StreamEventsResponseSchema;
+  },
+  /**
+   * Queues a follow-up turn of an ACP run (interactive mode); it starts when the current
+   * turn ends.
+   *
+   * @generated from rpc paddock.v1.TaskRunService.SendPrompt
+   */
+  sendPrompt: {
+    methodKind: "unary";
+    input: typeof SendPromptRequestSchema;
+    output: typeof SendPromptResponseSchema;
+  },
+  /**
+   * Answers a permission request parked under the "ask" policy; the first answer wins.
+   *
+   * @generated from rpc paddock.v1.TaskRunService.RespondPermission
+   */
+  respondPermission: {
+    methodKind: "unary";
+    input: typeof RespondPermissionRequestSchema;
+    output: typeof RespondPermissionResponseSchema;
+  },
+  /**
+   * Stops the agent's current turn (ACP session/cancel); the run goes on.
+   *
+   * @generated from rpc paddock.v1.TaskRunService.CancelTurn
+   */
+  cancelTurn: {
+    methodKind: "unary";
+    input: typeof CancelTurnRequestSchema;
+    output: typeof CancelTurnResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_paddock_v1_task_run, 0);
