@@ -1,3 +1,4 @@
+import { join } from "node:path";
 import { z } from "zod";
 
 /**
@@ -31,11 +32,16 @@ export const RunnerEnvSchema = z.object({
   PADDOCK_SOURCE: z.string().default(""),
   PADDOCK_BRANCH: z.string().default(""),
   PADDOCK_RESULT_BRANCH: z.string().min(1),
+  /** The agent's argv: a command (prompt on stdin), or for kind acp an agent speaking ACP over stdio. */
   PADDOCK_AGENT_COMMAND: jsonArgv,
-  /** command: stdout/stderr lines; acp: PADDOCK_AGENT_COMMAND speaks ACP over stdio. */
+  /** command: stdout/stderr lines; acp: the runner is the agent's ACP client. */
   PADDOCK_AGENT_KIND: z.enum(["command", "acp"]).default("command"),
+  /** ACP agents: background ends with the first turn; interactive waits for POST /prompt. */
   PADDOCK_RUN_MODE: z.enum(["background", "interactive"]).default("background"),
+  /** ACP agents: what happens to a permission request (ask: parked until POST /permission or the timeout). */
   PADDOCK_PERMISSION_POLICY: z.enum(["auto_allow", "ask", "deny"]).default("auto_allow"),
+  /** How long an asked permission request waits for an answer before it is rejected. */
+  PADDOCK_PERMISSION_TIMEOUT_MS: z.coerce.number().int().min(1).default(600_000),
   PADDOCK_PROMPT: z.string().default(""),
   PADDOCK_GRACE_MS: z.coerce.number().int().min(0).default(10_000),
   /** "1": wait for POST /start before starting anything (the daemon may snapshot first). */
@@ -87,9 +93,19 @@ const PASSED_THROUGH = new Set(["LANG", "LANGUAGE", "TZ", "TERM"]);
 const PASSED_PREFIXES = ["LC_"];
 
 /**
+ * Where Claude Code and Codex keep their settings and conversations: under the agent's
+ * HOME, which lives in the run's state, so a conversation survives restarts and travels.
+ */
+export function agentConfigDirs(home: string): { CLAUDE_CONFIG_DIR: string; CODEX_HOME: string } {
+  return { CLAUDE_CONFIG_DIR: join(home, ".claude"), CODEX_HOME: join(home, ".codex") };
+}
+
+/**
  * The agent's environment, built up from an allowlist (never by stripping the runner's):
- * locale and terminal settings, a fixed PATH and HOME, the run's id and prompt, and what the
- * daemon hands over at start (the environment's variables and secrets, proxy settings).
+ * locale and terminal settings, a fixed PATH and HOME, the agents' config dirs under HOME,
+ * IS_SANDBOX (Claude Code offers its permission bypass as root only with it), the run's id
+ * and prompt, and what the daemon hands over at start (the environment's variables and
+ * secrets, proxy settings).
  */
 export function agentEnvironment(
   runner: Record<string, string | undefined>,
@@ -103,6 +119,8 @@ export function agentEnvironment(
   Object.assign(env, {
     PATH: s.PADDOCK_AGENT_PATH,
     HOME: s.PADDOCK_AGENT_HOME,
+    ...agentConfigDirs(s.PADDOCK_AGENT_HOME),
+    IS_SANDBOX: "1",
     PADDOCK_RUN_ID: s.PADDOCK_RUN_ID,
     PADDOCK_PROMPT: s.PADDOCK_PROMPT,
   });

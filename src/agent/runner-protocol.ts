@@ -58,6 +58,17 @@ export interface RunnerHealth {
   stage?: "setup" | "agent";
   exitCode: number | null;
   lastSeq: number;
+  /** How the runner talks to the agent (PADDOCK_AGENT_KIND). */
+  agentKind?: AgentKind;
+  /**
+   * ACP agents, until they exit: "starting" until the session exists, "working" while a
+   * turn runs, "idle" between turns (an interactive run waits for POST /prompt).
+   */
+  turn?: "starting" | "working" | "idle";
+  /** ACP agents: permission requests parked for an answer (policy "ask"). */
+  pendingPermissions?: number;
+  /** ACP agents: prompts queued behind the running turn. */
+  queuedPrompts?: number;
 }
 
 export interface RunnerEventsResponse {

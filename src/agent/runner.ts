@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from "node:child_process";
-import { chmodSync, chownSync, createReadStream, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, createReadStream, existsSync, lchownSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
@@ -7,13 +7,14 @@ import type { Readable } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
 import { createSandboxTokenVerifier } from "../auth/sandbox-token.js";
 import { redactor } from "../redaction.js";
+import { AcpSession, RunnerRequestError } from "./acp-session.js";
 import { asUser, killAllOf, type AgentUser } from "./agent-user.js";
-import { EventLog } from "./event-log.js";
+import { EventLog, type NewEvent } from "./event-log.js";
 import { BASES_FILE } from "./checkout.js";
 import { exportWork } from "./export-work.js";
 import { readLines } from "./output-lines.js";
 import { trustCaFile } from "./trust-ca.js";
-import { agentEnvironment, type RunnerSettings } from "./runner-env.js";
+import { agentConfigDirs, agentEnvironment, type RunnerSettings } from "./runner-env.js";
 import {
   EXPORT_BRANCH_HEADER,
   EXPORT_HEAD_HEADER,
@@ -65,6 +66,8 @@ export async function runRunner(opts: RunnerOptions): Promise<void> {
   const log = new EventLog(join(s.PADDOCK_STATE_DIR, RUNNER_EVENTS_FILE));
   let redact = (t: string) => t;
   let agent: ChildProcess | null = null;
+  /** The ACP client of an agent of kind acp; null for a command. */
+  let acp: AcpSession | null = null;
   let state: RunnerHealth["agent"] = log.lastExit ? "exited" : "starting";
   let exitCode: number | null = log.lastExit?.exitCode ?? null;
   let lastContact = Date.now();
@@ -79,26 +82,63 @@ export async function runRunner(opts: RunnerOptions): Promise<void> {
   let keptBytes = 0;
   let keptLines = 0;
   const dropped = { lines: 0, bytes: 0 };
+  const droppedUpdates = { count: 0, bytes: 0 };
+  /** Whether an entry of `size` fits the budget; the first that does not says so in the log. */
+  const withinBudget = (size: number) => {
+    if (keptLines < s.PADDOCK_LOG_MAX_LINES && keptBytes + size <= s.PADDOCK_LOG_MAX_BYTES) {
+      keptLines++;
+      keptBytes += size;
+      return true;
+    }
+    if (dropped.lines === 0 && droppedUpdates.count === 0) {
+      log.append({ kind: "log", stream: "stderr", text: `paddock: the log budget (${s.PADDOCK_LOG_MAX_LINES} lines, ${s.PADDOCK_LOG_MAX_BYTES} bytes) is used up; further lines are dropped and counted` });
+    }
+    return false;
+  };
   const record = (stream: RunnerLogStream, text: string) => {
-    if (keptLines >= s.PADDOCK_LOG_MAX_LINES || keptBytes + text.length > s.PADDOCK_LOG_MAX_BYTES) {
-      if (dropped.lines === 0) {
-        log.append({ kind: "log", stream: "stderr", text: `paddock: the log budget (${s.PADDOCK_LOG_MAX_LINES} lines, ${s.PADDOCK_LOG_MAX_BYTES} bytes) is used up; further lines are dropped and counted` });
-      }
+    if (!withinBudget(text.length)) {
       dropped.lines++;
       dropped.bytes += Buffer.byteLength(text);
       return;
     }
-    keptLines++;
-    keptBytes += text.length;
     log.append({ kind: "log", stream, text: redact(text) });
+  };
+  /** An ACP session update counts against the same budget as log lines. */
+  const recordUpdate = (e: Extract<NewEvent, { kind: "acp" }>) => {
+    const size = JSON.stringify(e.update).length;
+    if (!withinBudget(size)) {
+      droppedUpdates.count++;
+      droppedUpdates.bytes += size;
+      return;
+    }
+    log.append(e);
   };
   /** Before an exit is recorded: how much the budget dropped, exactly. */
   const noteDropped = () => {
-    if (dropped.lines === 0) return;
-    log.append({ kind: "log", stream: "stderr", text: `paddock: ${dropped.lines} lines (${dropped.bytes} bytes) were dropped past the log budget` });
+    if (dropped.lines > 0) log.append({ kind: "log", stream: "stderr", text: `paddock: ${dropped.lines} lines (${dropped.bytes} bytes) were dropped past the log budget` });
+    if (droppedUpdates.count > 0) log.append({ kind: "log", stream: "stderr", text: `paddock: ${droppedUpdates.count} agent updates (${droppedUpdates.bytes} bytes) were dropped past the log budget` });
     dropped.lines = 0;
     dropped.bytes = 0;
+    droppedUpdates.count = 0;
+    droppedUpdates.bytes = 0;
   };
+  if (s.PADDOCK_AGENT_KIND === "acp" && state === "starting") {
+    acp = new AcpSession({
+      workspace: s.PADDOCK_WORKDIR,
+      user,
+      mode: s.PADDOCK_RUN_MODE,
+      policy: s.PADDOCK_PERMISSION_POLICY,
+      permissionTimeoutMs: s.PADDOCK_PERMISSION_TIMEOUT_MS,
+      graceMs: s.PADDOCK_GRACE_MS,
+      append: (e) => log.append(e),
+      update: recordUpdate,
+      line: (text) => record("agent", text),
+      redact: (text) => redact(text),
+      ready: () => (log.backlog > BACKLOG_BYTES ? log.whenDrained() : null),
+    });
+    // An interactive run without a task starts idle, waiting for its first POST /prompt.
+    if (s.PADDOCK_PROMPT || s.PADDOCK_RUN_MODE === "background") acp.promptTask(s.PADDOCK_PROMPT);
+  }
 
   /** Ends every process the agent started: its user's, or its process group without one. */
   const killRest = async (child: ChildProcess | null) => {
@@ -109,19 +149,26 @@ export async function runRunner(opts: RunnerOptions): Promise<void> {
   /** Lets a run held after setup go on (POST /continue, or a cancel: then nothing starts). */
   let releaseHold: (() => void) | null = null;
   let stage: RunnerHealth["stage"];
-  const terminateAgent = async () => {
-    stopping = true;
-    releaseHold?.();
-    if (state === "starting" || state === "ready") state = "exited"; // held and never started: nothing will start now
-    const child = agent;
-    if (state === "running" && child && child.exitCode === null && child.signalCode === null) {
-      signalGroup(child.pid!, "SIGTERM");
+  /** SIGTERM to the child's group, and after the grace period every process of the agent's. */
+  const stopChild = async (child: ChildProcess) => {
+    if (child.exitCode === null && child.signalCode === null) {
       const ended = new Promise<void>((r) => child.once("exit", () => r()));
+      signalGroup(child.pid!, "SIGTERM");
       const timer = setTimeout(() => void killRest(child), s.PADDOCK_GRACE_MS);
       await ended;
       clearTimeout(timer);
     }
     await killRest(child);
+  };
+  const terminateAgent = async () => {
+    stopping = true;
+    releaseHold?.();
+    if (state === "starting" || state === "ready") state = "exited"; // held and never started: nothing will start now
+    // An ACP agent is asked first: its turn is cancelled, so it can keep its conversation.
+    if (state === "running" && stage === "agent") await acp?.interrupt(s.PADDOCK_GRACE_MS);
+    const child = agent;
+    if (state === "running" && child) await stopChild(child);
+    else await killRest(child);
   };
 
   const server = createServer((req, res) => {
@@ -149,7 +196,7 @@ export async function runRunner(opts: RunnerOptions): Promise<void> {
     if (!token || !(await verify(token))) return send(res, 401, { error: "unauthenticated" });
     const url = new URL(req.url ?? "/", "http://runner");
     if (req.method === "GET" && url.pathname === "/health") {
-      const body: RunnerHealth = { runId: s.PADDOCK_RUN_ID, agent: state, stage, exitCode, lastSeq: log.lastSeq };
+      const body: RunnerHealth = { runId: s.PADDOCK_RUN_ID, agent: state, stage, exitCode, lastSeq: log.lastSeq, agentKind: s.PADDOCK_AGENT_KIND, ...(acp && state !== "exited" ? acp.health() : {}) };
       return send(res, 200, body);
     }
     if (req.method === "GET" && url.pathname === "/events") {
@@ -169,6 +216,9 @@ export async function runRunner(opts: RunnerOptions): Promise<void> {
     if (req.method === "POST" && url.pathname === "/start") {
       startAgent(await readJson<StartRequest>(req));
       return send(res, 200, { ok: true, agent: state });
+    }
+    if (req.method === "POST" && (url.pathname === "/prompt" || url.pathname === "/permission" || url.pathname === "/cancel-turn")) {
+      return acpRequest(url.pathname, req, res);
     }
     if (req.method === "POST" && url.pathname === "/continue") {
       releaseHold?.();
@@ -199,6 +249,29 @@ export async function runRunner(opts: RunnerOptions): Promise<void> {
     send(res, 404, { error: "not found" });
   }
 
+  /** The ACP endpoints: a follow-up prompt, an answer to a permission request, a turn's cancel. */
+  async function acpRequest(path: string, req: IncomingMessage, res: ServerResponse) {
+    let body: unknown;
+    try {
+      body = await readJson<unknown>(req);
+    } catch {
+      return send(res, 400, { error: "the body must be JSON" });
+    }
+    if (state === "exited") return send(res, 409, { error: "the agent has exited" });
+    if (!acp) return send(res, 409, { error: "the agent does not speak ACP (PADDOCK_AGENT_KIND is command)" });
+    try {
+      if (path === "/prompt") return send(res, 200, { ok: true, ...acp.prompt(body) });
+      if (path === "/permission") {
+        acp.respond(body);
+        return send(res, 200, { ok: true });
+      }
+      return send(res, 200, { ok: true, cancelled: acp.cancelTurn() });
+    } catch (error) {
+      if (error instanceof RunnerRequestError) return send(res, error.status, { error: error.message });
+      throw error;
+    }
+  }
+
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
     server.listen(s.PADDOCK_RUNNER_PORT, s.PADDOCK_RUNNER_HOST, resolve);
@@ -218,16 +291,27 @@ export async function runRunner(opts: RunnerOptions): Promise<void> {
    * then the pipes are closed.
    */
   function runChild(argv: string[], env: Record<string, string>, stdin: string, streams: (s: "stdout" | "stderr") => RunnerLogStream) {
+    const child = spawnChild(argv, env);
+    child.stdin?.on("error", () => {}); // a child that never reads stdin closes it early
+    child.stdin?.end(stdin);
+    const outputsDone = Promise.all([lines(child.stdout, streams("stdout")), lines(child.stderr, streams("stderr"))]);
+    return { child, exited: exitOf(child, argv[0]!, outputsDone) };
+  }
+
+  function spawnChild(argv: string[], env: Record<string, string>): ChildProcess {
     const [file, ...args] = argv;
     const child = spawn(file!, args, { cwd: s.PADDOCK_WORKDIR, env, stdio: ["pipe", "pipe", "pipe"], detached: true, ...asUser(user) });
     agent = child;
     writeInfo();
-    child.stdin?.on("error", () => {}); // a child that never reads stdin closes it early
-    child.stdin?.end(stdin);
+    return child;
+  }
+
+  function lines(src: Readable | null, stream: RunnerLogStream): Promise<unknown> {
     const ready = () => (log.backlog > BACKLOG_BYTES ? log.whenDrained() : null);
-    const lines = (stream: "stdout" | "stderr", src: Readable | null) =>
-      src ? readLines(src, (text) => record(streams(stream), text), ready).catch(() => undefined) : Promise.resolve();
-    const outputsDone = Promise.all([lines("stdout", child.stdout), lines("stderr", child.stderr)]);
+    return src ? readLines(src, (text) => record(stream, text), ready).catch(() => undefined) : Promise.resolve();
+  }
+
+  function exitOf(child: ChildProcess, file: string, outputsDone: Promise<unknown>) {
     return new Promise<{ exitCode: number; signal: NodeJS.Signals | null }>((resolve) => {
       child.once("error", (error) => {
         record("stderr", `paddock: could not start ${file}: ${error.message}`);
@@ -242,6 +326,13 @@ export async function runRunner(opts: RunnerOptions): Promise<void> {
         }).then(() => resolve({ exitCode: code ?? 128 + signalNumber(signal), signal }));
       });
     });
+  }
+
+  /** An ACP agent: stdin and stdout carry the protocol, stderr lines are logged as usual. */
+  function runAcpAgent(session: AcpSession, env: Record<string, string>) {
+    const child = spawnChild(s.PADDOCK_AGENT_COMMAND, env);
+    const exited = exitOf(child, s.PADDOCK_AGENT_COMMAND[0]!, lines(child.stderr, "stderr"));
+    return session.run(child, exited, () => stopChild(child));
   }
 
   /**
@@ -264,7 +355,7 @@ export async function runRunner(opts: RunnerOptions): Promise<void> {
     void (async () => {
       if (start.setupScript) {
         stage = "setup";
-        const setup = await runChild(["sh", "-c", start.setupScript], { ...base, ...start.setupEnv }, "", () => "setup");
+        const setup = await runChild(["sh", "-c", start.setupScript], { ...base, ...start.setupEnv }, "", () => "setup").exited;
         if (setup.exitCode !== 0) {
           exitCode = setup.exitCode;
           state = "exited";
@@ -282,13 +373,13 @@ export async function runRunner(opts: RunnerOptions): Promise<void> {
       }
       if (stopping) return; // cancelled during setup or while held
       stage = "agent";
-      const done = await runChild(s.PADDOCK_AGENT_COMMAND, base, s.PADDOCK_PROMPT + "\n", (st) => st);
+      const done: { exitCode: number; signal: string | null; reason?: string } = acp ? await runAcpAgent(acp, base) : await runChild(s.PADDOCK_AGENT_COMMAND, base, s.PADDOCK_PROMPT + "\n", (st) => st).exited;
       // Whatever the agent left running dies with it, before anyone hears it finished.
       await killRest(agent);
       exitCode = done.exitCode;
       state = "exited";
       noteDropped();
-      log.append({ kind: "exit", exitCode, signal: done.signal, stage: "agent" });
+      log.append({ kind: "exit", exitCode, signal: done.signal, stage: "agent", ...(done.reason ? { reason: done.reason } : {}) });
     })();
   }
   if (s.PADDOCK_HOLD !== "1") startAgent();
@@ -311,10 +402,22 @@ export async function runRunner(opts: RunnerOptions): Promise<void> {
   await new Promise<void>((r) => server.close(() => r()));
 }
 
-/** The agent's HOME: made for it, owned by it, readable by nobody else. */
+/**
+ * The agent's HOME and the agents' config dirs in it: made for it, owned by it, readable by
+ * nobody else. What exists already is the agent's and is left alone (lchown: a symlink it
+ * planted leads nowhere).
+ */
 function prepareHome(home: string, user: AgentUser): void {
   if (!existsSync(home)) mkdirSync(home, { recursive: true, mode: 0o700 });
-  if (user) chownSync(home, user.uid, user.gid);
+  if (user) lchownSync(home, user.uid, user.gid);
+  for (const dir of Object.values(agentConfigDirs(home))) {
+    try {
+      mkdirSync(dir, { mode: 0o700 });
+    } catch {
+      continue; // there already
+    }
+    if (user) lchownSync(dir, user.uid, user.gid);
+  }
 }
 
 function signalGroup(pid: number, signal: NodeJS.Signals): void {
