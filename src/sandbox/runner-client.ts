@@ -61,7 +61,16 @@ export function createRunnerClient(endpoint: string, token: string) {
       if (signal?.aborted) throw error;
       throw new SandboxError(`runner at ${endpoint} unreachable: ${(error as Error).message}`, true, { cause: error });
     }
-    if (res.status < 200 || res.status >= 300) throw new SandboxError(`runner ${method} ${path}: HTTP ${res.status}`, res.status >= 500);
+    if (res.status < 200 || res.status >= 300) {
+      // The runner's own words (which field, which state) reach the caller, bounded.
+      let detail = "";
+      try {
+        detail = String((JSON.parse(res.body.toString("utf8")) as { error?: unknown }).error ?? "").slice(0, 300);
+      } catch {
+        /* not JSON */
+      }
+      throw new SandboxError(`runner ${method} ${path}: HTTP ${res.status}${detail ? `: ${detail}` : ""}`, res.status >= 500);
+    }
     return res;
   }
   const call = async <T>(method: "GET" | "POST", path: string, signal?: AbortSignal, body?: unknown): Promise<T> =>
