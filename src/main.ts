@@ -183,6 +183,7 @@ async function main(argv: string[]): Promise<number> {
     cwd: process.cwd(),
     defaultSocket: process.env.PADDOCK_SOCKET || join(dataDir, "paddock.sock"),
     signal: controller.signal,
+    stdio: { input: process.stdin, output: process.stdout },
   });
 }
 

@@ -3,6 +3,8 @@ import { EXIT, isParseArgsError } from "./exit.js";
 import { durationFromMs, timestampDate, type Timestamp } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { readFileSync } from "node:fs";
+import type { Readable, Writable } from "node:stream";
+import { PADDOCK_VERSION } from "../version.js";
 import { resolve } from "node:path";
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { TaskSchema, type Task } from "../gen/paddock/v1/task_pb.js";
@@ -30,6 +32,8 @@ export interface CliIo {
   /** Where the daemon's unix socket lives by default. */
   defaultSocket: string;
   signal: AbortSignal;
+  /** The process's own stdin and stdout, for commands that speak a protocol on them (acp). */
+  stdio?: { input: Readable; output: Writable };
 }
 
 /** Exit codes, documented in `paddock --help`. */
@@ -299,6 +303,33 @@ const commands: Record<string, Command> = {
         { signal: io.signal },
       );
       io.out(asJson ? json(TaskRunSchema, run!) : showRun(run!));
+      return EXIT.ok;
+    },
+  },
+  acp: {
+    usage: "paddock acp [--agent claude-code|codex] [--provider NAME] [-- ACP AGENT COMMAND...]",
+    summary: "an ACP agent on stdio for editors (Zed): its sessions are paddock runs",
+    help: `  --agent PRESET   the agent new sessions run: claude-code (default) or codex
+  --provider NAME  sandbox provider for new sessions (default: the daemon's)
+  -- COMMAND...    an ACP agent's argv for new sessions instead of a preset
+
+In Zed: "agent_servers": {"paddock": {"command": "paddock", "args": ["acp"]}}
+session/new + the first prompt start a run on the editor's folder; session/list lists the
+team's ACP runs, session/load attaches to one (its history replayed, then live); prompts,
+cancels and permission answers go to the run. Nothing but the protocol is written to stdout.`,
+    options: { agent: { type: "string" }, provider: { type: "string" } },
+    async run({ values, positionals, c, io }) {
+      if (!io.stdio) throw new UsageError("paddock acp needs its standard input and output");
+      const { runAcpBridge } = await import("./acp-bridge.js");
+      await runAcpBridge({
+        clients: c,
+        agent: positionals.length > 0 ? { preset: "", command: positionals } : { preset: String(values.agent ?? "claude-code"), command: [] },
+        provider: String(values.provider ?? ""),
+        input: io.stdio.input,
+        output: io.stdio.output,
+        version: PADDOCK_VERSION,
+        log: (l) => io.err(`paddock acp: ${l}`),
+      });
       return EXIT.ok;
     },
   },
