@@ -3,7 +3,7 @@
  * process (or script) on the same machine, as a ratio; medians of several rounds.
  *
  *   npm run bench               all three
- *   npm run bench -- transitions|replay|rss|auth|proxy|docker|flood
+ *   npm run bench -- transitions|replay|rss|auth|proxy|docker|flood|events
  */
 import { createClient } from "@connectrpc/connect";
 import { bearer } from "../src/cli/client.js";
@@ -513,6 +513,87 @@ async function benchFlood() {
   console.log(`flood: 2,000,000 × 100-byte lines stored at ${fmt(st)} lines/s (start to cleaned), raw write of the same lines to a file ${fmt(rw)} lines/s, ratio ${(st / rw).toFixed(2)}×; runner peak RSS ${median(peaks).toFixed(1)} MiB (${rounds} rounds, medians)`);
 }
 
+/**
+ * Run events (ACP session updates): ingest through the whole daemon path after the wire
+ * (RunEvents: mapping, redaction, JSON, the store's batched insert, notifications) against
+ * a raw batched insert of the same rows; then fan-out of live events to 50 StreamEvents
+ * followers over gRPC.
+ */
+async function benchEvents() {
+  const { RunEvents } = await import("../src/runs/run-events.js");
+  const { Notifier } = await import("../src/runs/notifier.js");
+  const { redactor } = await import("../src/redaction.js");
+  const N = 50_000;
+  const update = (i: number) => ({ sessionUpdate: "agent_message_chunk", content: { type: "text", text: `chunk ${i} of the agent's answer, some forty bytes` } });
+  const events = Array.from({ length: N }, (_, i) => ({ seq: i + 1, time: Date.now(), kind: "acp" as const, sessionId: "s1", updateKind: "agent_message_chunk", update: update(i) }));
+  const redact = redactor([{ name: "K", value: "a-secret-value-0123" }]);
+  const path: number[] = [];
+  const raw: number[] = [];
+  for (let r = 0; r < ROUNDS; r++) {
+    for (const which of ["path", "raw"] as const) {
+      const dir = tmp("events");
+      const db = await openDatabase(join(dir, "e.db"));
+      createTasksRepository(db).create({ team: "default", environmentId: "", id: "task_e", title: "e", description: "", repository: "/e", repositoryUrl: "/e", origin: "bench", createdAt: 0 });
+      const repo = createRunsRepository(db);
+      repo.create({ team: "default", environmentId: "", networkPolicyEnforced: false, agentIsolated: false, id: "run_e", taskId: "task_e", status: "in_progress", phase: "running", provider: "local", branch: "", resultBranch: "x", agentCommand: ["true"], limits: {}, idempotencyKey: null, deadlineAt: 0, createdAt: 0, updatedAt: 0, snapshot: {}, machineVersion: 1 });
+      const t0 = performance.now();
+      if (which === "path") {
+        const runEvents = new RunEvents(repo, new Notifier(), () => "running");
+        for (let i = 0; i < N; i += 2000) runEvents.ingest("run_e", events.slice(i, i + 2000), redact);
+        path.push(N / ((performance.now() - t0) / 1000));
+      } else {
+        // Baseline: rows already made, inserted in the same batches.
+        const rows = events.map((e) => ({ time: e.time, stream: "agent_update", text: "", kind: "agent_update" as const, payload: JSON.stringify(e.update) }));
+        const t1 = performance.now();
+        for (let i = 0; i < N; i += 2000) repo.appendLogs("run_e", rows.slice(i, i + 2000));
+        raw.push(N / ((performance.now() - t1) / 1000));
+      }
+      db.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+  console.log(`events: ingest through RunEvents ${fmt(median(path))} events/s, raw batched insert of the same rows ${fmt(median(raw))} events/s, ratio ${(median(path) / median(raw)).toFixed(2)}× (${fmt(N)} ACP updates × ${ROUNDS} rounds, medians)`);
+
+  // Fan-out: followers of a real run (its agent prints 10,000 lines) over gRPC, from its start.
+  const fanout = async (followers: number): Promise<number> => {
+    const dir = tmp("fanout");
+    const repoDir = join(dir, "repo");
+    execSync(`git init -q -b main ${repoDir} && git -C ${repoDir} -c user.name=b -c user.email=b@x commit -q --allow-empty -m init`);
+    const dataDir = join(dir, "data");
+    const config = loadConfig({}, { dataDir, socket: "", listen: "127.0.0.1:0", logLevel: "silent" });
+    const app = await createApp({ config, logger: pino({ level: "silent" }), runnerCommand: runnerCommand(), baseEnv: { PATH: process.env.PATH } });
+    const listener = await app.start();
+    try {
+      const tasks = createTasksRepository(await openDatabase(join(dataDir, "paddock.db")));
+      tasks.create({ team: "default", environmentId: "", id: "task_f", title: "f", description: "", repository: repoDir, repositoryUrl: repoDir, origin: "bench", createdAt: 0 });
+      const token = readFileSync(join(dataDir, "admin-token"), "utf8").trim();
+      const client = createClient(TaskRunService, createGrpcTransport({ baseUrl: `http://127.0.0.1:${listener.port}`, interceptors: [bearer(token)] }));
+      const t0 = performance.now();
+      const id = app.runs.start({ team: "default", taskId: "task_f", branch: "", agentCommand: ["seq", "-f", "line %.0f", "1", "10000"], timeoutMs: null, provider: "local", idempotencyKey: "", limits: {}, environmentId: "" }).id;
+      await Promise.all(
+        Array.from({ length: followers }, async () => {
+          for await (const res of client.streamEvents({ runId: id, follow: true })) {
+            if (res.events.some((e) => e.kind.case === "log" && e.kind.value.text === "line 10000")) return;
+          }
+        }),
+      );
+      const ms = performance.now() - t0;
+      await app.runs.waitForCleaned(id, AbortSignal.timeout(60_000));
+      return ms;
+    } finally {
+      await app.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  };
+  const one: number[] = [];
+  const fifty: number[] = [];
+  for (let r = 0; r < Math.min(ROUNDS, 3); r++) {
+    one.push(await fanout(1));
+    fifty.push(await fanout(50));
+  }
+  console.log(`events fan-out: a run's 10,000 lines reach 50 gRPC followers in ${fmt(median(fifty))} ms from its start, 1 follower in ${fmt(median(one))} ms, ratio ${(median(one) / median(fifty)).toFixed(2)}× (${Math.min(ROUNDS, 3)} rounds, medians)`);
+}
+
 const which = process.argv[2];
 if (!which || which === "transitions") await benchTransitions();
 if (!which || which === "replay") await benchReplay();
@@ -521,3 +602,4 @@ if (!which || which === "auth") await benchAuth();
 if (!which || which === "proxy") await benchProxy();
 if (!which || which === "docker") await benchDocker();
 if (!which || which === "flood") await benchFlood();
+if (!which || which === "events") await benchEvents();

@@ -1,6 +1,7 @@
 import { createContextValues } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import Docker from "dockerode";
+import { setMaxListeners } from "node:events";
 import { existsSync } from "node:fs";
 import { mkdir, readFile } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
@@ -145,6 +146,8 @@ export async function createApp(opts: AppOptions): Promise<App> {
   });
   const health = createHealth();
   const shutdown = new AbortController();
+  // Every open stream listens on it: hundreds of followers are expected, not a leak.
+  setMaxListeners(0, shutdown.signal);
   const tokens = createTokensRepository(db);
   const apiTokens = createApiTokens(tokens);
   const adminTokenFile = await apiTokens.bootstrapAdmin(config.dataDir);
