@@ -174,3 +174,43 @@ describe.runIf(dockerUp)("the paddock-agents image", () => {
     expect(fake.scripted[0]!.headers["user-agent"]).toMatch(new RegExp(`^claude-cli/${CLAUDE_CODE_VERSION} `));
   }, 180_000);
 });
+
+describe("the fake Anthropic API", () => {
+  const post = (f: FakeAnthropic, body: object) =>
+    fetch(`${f.url()}/v1/messages`, { method: "POST", headers: { "content-type": "application/json", "x-api-key": KEY }, body: JSON.stringify(body) });
+  const tools = [{ name: "Write", input_schema: { type: "object" } }];
+
+  test("streams a tool call as the real API does, and answers stream=false with the whole message", async () => {
+    const fake = await startFakeAnthropic({ replies: writeThenDone("/w/a.txt") });
+    try {
+      const sse = await (await post(fake, { model: "m", stream: true, tools, messages: [] })).text();
+      const events = [...sse.matchAll(/^event: (\S+)\ndata: (.*)$/gm)].map(([, name, data]) => ({ name, data: JSON.parse(data!) as Record<string, unknown> }));
+      expect(events.map((e) => e.name).filter((n) => n !== "ping")).toEqual([
+        "message_start", "content_block_start", "content_block_delta", "content_block_delta", "content_block_stop", "message_delta", "message_stop",
+      ]);
+      expect(events.every((e) => e.data.type === e.name)).toBe(true);
+      const json = events.filter((e) => e.name === "content_block_delta").map((e) => (e.data.delta as { partial_json: string }).partial_json).join("");
+      expect(JSON.parse(json)).toEqual({ file_path: "/w/a.txt", content: "hello from the fake model\n" });
+      expect(events.find((e) => e.name === "message_delta")!.data.delta).toEqual({ stop_reason: "tool_use", stop_sequence: null });
+
+      const whole = (await (await post(fake, { model: "m", stream: false, tools, messages: [] })).json()) as { content: unknown[]; stop_reason: string };
+      expect(whole.content).toEqual([{ type: "text", text: "done" }]);
+      expect(whole.stop_reason).toBe("end_turn");
+      expect(fake.scripted.map((r) => r.headers["x-api-key"])).toEqual([KEY, KEY]);
+    } finally {
+      await fake.close();
+    }
+  });
+
+  test("answers side requests without tools apart from the script", async () => {
+    const fake = await startFakeAnthropic({ replies: [{ text: "scripted" }], sideReply: "side" });
+    try {
+      const side = (await (await post(fake, { model: "m", messages: [] })).json()) as { content: { text: string }[] };
+      const main = (await (await post(fake, { model: "m", tools, messages: [] })).json()) as { content: { text: string }[] };
+      expect([side.content[0]!.text, main.content[0]!.text]).toEqual(["side", "scripted"]);
+      expect(fake.pending()).toBe(0);
+    } finally {
+      await fake.close();
+    }
+  });
+});
