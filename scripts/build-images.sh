@@ -36,7 +36,7 @@ if ! docker image inspect "$BASE" >/dev/null 2>&1; then
     docker pull "$BASE"
   else
     command -v debootstrap >/dev/null || { echo "build-images: $BASE is missing and debootstrap is not installed (apt-get install debootstrap, or use --pull)" >&2; exit 1; }
-    ROOTFS=$TMP/rootfs
+    ROOTFS=$TMP/rootfs && mkdir "$ROOTFS"
     echo "build-images: making $BASE with debootstrap from $MIRROR"
     debootstrap --variant=minbase --include=git,ca-certificates bookworm "$ROOTFS" "$MIRROR" >/dev/null
     tar -C "$ROOTFS" -c . | docker import - "$BASE" >/dev/null
