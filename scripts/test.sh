@@ -33,7 +33,8 @@ npm run --silent build
 
 if docker info >/dev/null 2>&1; then
   echo "== sandbox images (for the docker provider's tests)"
-  bash scripts/build-images.sh
+  # The agents image too: it is built FROM the sandbox image, so it carries this runner.
+  bash scripts/build-images.sh --agents
 fi
 
 echo "== tests"

@@ -7,7 +7,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TaskService } from "../src/gen/paddock/v1/task_pb.js";
 import { TaskRunService } from "../src/gen/paddock/v1/task_run_pb.js";
-import { bearer, dockerAvailable, freePort, gitEnv, instanceOf, makeGitRepo, processesOf, removeLocalWork, removeSnapshots, tempDir } from "./fixtures.js";
+import { bearer, dockerAvailable, freePort, gitEnv, instanceOf, makeGitRepo, processesOf, removeEgress, removeLocalWork, removeSnapshots, tempDir } from "./fixtures.js";
 
 /**
  * Chaos: runs on both providers while the compiled daemon is SIGKILLed three times, as
@@ -31,8 +31,9 @@ describe.runIf(dockerUp)("chaos: SIGKILL the daemon at every phase", () => {
     repo = makeGitRepo();
     dataDir = tempDir("chaos");
   }, 600_000);
-  afterAll(() => {
+  afterAll(async () => {
     if (daemon && daemon.exitCode === null && !daemon.signalCode) daemon.kill("SIGKILL");
+    await removeEgress(dataDir); // the unrestricted docker runs' network and firewall chains
     rmSync(repo, { recursive: true, force: true });
     removeSnapshots(dataDir);
     removeLocalWork(dataDir);

@@ -6,7 +6,7 @@ import { createServer, type Server } from "node:net";
 import { join } from "node:path";
 import { describe, expect } from "vitest";
 import { RunStatus } from "../src/gen/paddock/v1/task_run_pb.js";
-import { allLogs, cleanUp, failureOf, sh, startDaemon, test, waitForPhase, watchToEnd, type Daemon } from "./fixtures.js";
+import { allLogs, cleanUp, failureOf, processesOf, sh, startDaemon, test, waitForPhase, watchToEnd, type Daemon } from "./fixtures.js";
 
 async function newTask(d: Daemon, repo: string, title = "add a file") {
   const { task } = await d.tasks.createTask({ title, description: "write f.txt and commit it", repository: repo, origin: "test" });
@@ -271,6 +271,10 @@ describe("restarts", () => {
       expect(final.status).toBe(RunStatus.FAILED);
       expect(final.errorMessage).toMatch(/^sandbox died: /);
       expect(existsSync(state)).toBe(false);
+      // Cleanup brought a runner back to read the last events and take the work out; it is gone too.
+      expect((await allLogs(daemon, run!.id)).map((l) => l.text)).toContain("paddock: the runner restarted; the agent it was running is gone");
+      for (let i = 0; i < 40 && processesOf([run!.id]).length > 0; i++) await new Promise((r) => setTimeout(r, 50));
+      expect(processesOf([run!.id])).toEqual([]);
     } finally {
       await cleanUp(daemon);
     }

@@ -206,7 +206,11 @@ export class AcpSession {
     await Promise.race([
       conn.agent.request("initialize", {
         protocolVersion: PROTOCOL_VERSION,
-        clientCapabilities: { fs: { readTextFile: true, writeTextFile: true }, terminal: false },
+        // No fs capability offered: in a sandbox the agent's own file tools act as its own
+        // user, which is the boundary already (claude-code-acp disables its Write and Edit
+        // when a client offers fs). fs/* requests an agent sends anyway are still served,
+        // confined to the workspace.
+        clientCapabilities: { fs: { readTextFile: false, writeTextFile: false }, terminal: false },
         clientInfo: { name: "paddock", version: "1" },
       }),
       closed,

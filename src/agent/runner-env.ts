@@ -53,6 +53,11 @@ export const RunnerEnvSchema = z.object({
   /** The agent's user; unset: the runner's own (a daemon that is not root). */
   PADDOCK_AGENT_UID: id.optional(),
   PADDOCK_AGENT_GID: id.optional(),
+  /**
+   * Names of the runner's variables the agent also gets, comma-separated: set by a sandbox
+   * image for the agents it carries (e.g. CLAUDE_CODE_EXECUTABLE), never by the agent.
+   */
+  PADDOCK_AGENT_ENV_PASS: z.string().default(""),
   /** The agent's HOME, owned by the agent's user. */
   PADDOCK_AGENT_HOME: z.string().min(1),
   /** PATH the agent gets. */
@@ -109,12 +114,13 @@ export function agentConfigDirs(home: string): { CLAUDE_CONFIG_DIR: string; CODE
  */
 export function agentEnvironment(
   runner: Record<string, string | undefined>,
-  s: Pick<RunnerSettings, "PADDOCK_RUN_ID" | "PADDOCK_PROMPT" | "PADDOCK_AGENT_HOME" | "PADDOCK_AGENT_PATH">,
+  s: Pick<RunnerSettings, "PADDOCK_RUN_ID" | "PADDOCK_PROMPT" | "PADDOCK_AGENT_HOME" | "PADDOCK_AGENT_PATH"> & Partial<Pick<RunnerSettings, "PADDOCK_AGENT_ENV_PASS">>,
   extra: Record<string, string> = {},
 ): Record<string, string> {
   const env: Record<string, string> = {};
+  const named = new Set((s.PADDOCK_AGENT_ENV_PASS ?? "").split(",").map((n) => n.trim()).filter((n) => n && !n.startsWith("PADDOCK_") && n !== "JWT_PUBLIC_KEY"));
   for (const [k, v] of Object.entries(runner)) {
-    if (v !== undefined && (PASSED_THROUGH.has(k) || PASSED_PREFIXES.some((p) => k.startsWith(p)))) env[k] = v;
+    if (v !== undefined && (PASSED_THROUGH.has(k) || named.has(k) || PASSED_PREFIXES.some((p) => k.startsWith(p)))) env[k] = v;
   }
   Object.assign(env, {
     PATH: s.PADDOCK_AGENT_PATH,

@@ -148,6 +148,8 @@ export class LocalProvider implements SandboxProvider {
       await chmod(this.opts.workRoot, 0o711);
     }
     await mkdir(work, { recursive: true, mode: uid !== undefined ? 0o711 : 0o700 });
+    // A dead runner's runner.json would pass for the new one's until it writes its own.
+    await rm(join(state, RUNNER_INFO_FILE), { force: true });
     const [file, ...args] = this.opts.runnerCommand;
     const logFd = openSync(join(state, "runner.log"), "a", 0o600);
     try {
