@@ -216,4 +216,31 @@ describe("task-run machine", () => {
     expect(awaitingInput(again.getSnapshot().value)).toBe(true);
     expect(h.supervise.calls).toEqual(["run_1", "run_1"]);
   });
+
+  it("completes an interactive run left awaiting input past its idle timeout, and not before", async () => {
+    const clock = new SimulatedClock();
+    clock.set(1_000_000);
+    const supervise = controlled<AgentExit>();
+    const machine = taskRunMachine.provide({
+      actors: {
+        provision: fromPromise<void, { runId: string }>(async () => {}),
+        supervise: supervise.logic,
+        cleanup: fromPromise<void, { runId: string }>(async () => {}),
+        deadline: deadlineTimer(clock),
+      },
+    });
+    const run = createActor(machine, { input: { runId: "run_1", deadlineAt: clock.now() + 3_600_000, idleMs: 60_000 }, clock });
+    run.start();
+    run.send({ type: "ADMIT" });
+    await waitFor(run, (s) => phaseOf(s.value) === "running");
+    run.send({ type: "TURN_ENDED" });
+    clock.increment(59_000);
+    run.send({ type: "PROMPTED" }); // came back in time: the timer stops
+    run.send({ type: "TURN_ENDED" });
+    clock.increment(59_000);
+    expect(phase(run)).toBe("running");
+    clock.increment(2_000);
+    await waitFor(run, (s) => s.value === "cleaned");
+    expect(run.getSnapshot().context.outcome).toBe("completed");
+  });
 });

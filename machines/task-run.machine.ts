@@ -15,6 +15,8 @@ export interface TaskRunContext {
   runId: string;
   /** Absolute deadline, epoch milliseconds. */
   deadlineAt: number;
+  /** An interactive run awaiting input this long is completed; 0 (or absent in older snapshots): never. */
+  idleMs?: number;
   outcome: RunOutcome | null;
   error: string | null;
   exitCode: number | null;
@@ -25,6 +27,7 @@ export interface TaskRunContext {
 export interface TaskRunInput {
   runId: string;
   deadlineAt: number;
+  idleMs?: number;
 }
 
 export interface ProvisionInput {
@@ -107,12 +110,17 @@ export const taskRunMachine = setup({
   },
   guards: {
     exitedCleanly: (_, exit: AgentExit) => exit.exitCode === 0,
+    hasIdleTimeout: ({ context }) => (context.idleMs ?? 0) > 0,
+  },
+  delays: {
+    idle: ({ context }) => context.idleMs ?? 0,
   },
 }).createMachine({
   id: "taskRun",
   context: ({ input }) => ({
     runId: input.runId,
     deadlineAt: input.deadlineAt,
+    idleMs: input.idleMs ?? 0,
     outcome: null,
     error: null,
     exitCode: null,
@@ -159,7 +167,11 @@ export const taskRunMachine = setup({
           initial: "working",
           states: {
             working: { on: { TURN_ENDED: "awaiting_input" } },
-            awaiting_input: { on: { PROMPTED: "working" } },
+            awaiting_input: {
+              on: { PROMPTED: "working" },
+              // Nobody came back: the conversation is over, and the run completes.
+              after: { idle: { guard: "hasIdleTimeout", target: "#taskRun.terminal.completed" } },
+            },
           },
           invoke: {
             src: "supervise",

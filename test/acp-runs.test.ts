@@ -4,6 +4,7 @@ import { resolve } from "node:path";
 import { describe, expect } from "vitest";
 import { AgentKind, PermissionPolicy, RunMode, RunStatus, type RunEvent } from "../src/gen/paddock/v1/task_run_pb.js";
 import { TokenService } from "../src/gen/paddock/v1/token_pb.js";
+import { EnvironmentService, NetworkAccess } from "../src/gen/paddock/v1/environment_pb.js";
 import { TaskRunService } from "../src/gen/paddock/v1/task_run_pb.js";
 import { allLogs, bearer, cleanUp, failureOf, sh, startDaemon, test, watchToEnd, type Daemon } from "./fixtures.js";
 
@@ -148,5 +149,23 @@ describe("ACP runs", () => {
     } finally {
       await cleanUp(daemon);
     }
+  });
+
+  test("an environment's agent, mode and idle timeout apply to runs that name none; a bad one is refused naming the field", async ({ daemon, repo }) => {
+    const envs = createClient(EnvironmentService, createConnectTransport({ baseUrl: daemon.url, httpVersion: "1.1", interceptors: [bearer(daemon.adminToken)] }));
+    const bad = await failureOf(envs.createEnvironment({ environment: { name: "bad", networkAccess: NetworkAccess.FULL, agent: { preset: "gpt-9" } } }));
+    expect(bad.code).toBe(Code.InvalidArgument);
+    expect(bad.rawMessage).toMatch(/^environment\.agent\.preset: unknown preset "gpt-9"/);
+    const { environment } = await envs.createEnvironment({
+      environment: { name: "acp", networkAccess: NetworkAccess.FULL, agent: { kind: AgentKind.ACP, command: AGENT }, mode: RunMode.INTERACTIVE, idleTimeout: { seconds: 2n } },
+    });
+    expect(environment!.idleTimeout?.seconds).toBe(2n);
+    const { task } = await daemon.tasks.createTask({ title: "say:hi", repository: repo, environmentId: environment!.id });
+    const { run } = await daemon.runs.startRun({ taskId: task!.id });
+    expect(run).toMatchObject({ agentKind: AgentKind.ACP, mode: RunMode.INTERACTIVE, permissionPolicy: PermissionPolicy.ASK });
+    // Nobody prompts after the first turn: the idle timeout completes the run.
+    const final = (await watchToEnd(daemon, run!.id)).pop()!;
+    expect(final.status).toBe(RunStatus.COMPLETED);
+    expect(kinds(await eventsOf(daemon, run!.id))).toContain("turnEnded");
   });
 });

@@ -1,4 +1,7 @@
 import { create } from "@bufbuild/protobuf";
+import { AgentKind, PermissionPolicy, RunMode } from "../gen/paddock/v1/task_run_pb.js";
+import { checkAgent } from "../runs/agent-spec.js";
+import { policyName } from "./task-run-service.js";
 import { timestampFromMs, durationFromMs } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import type { SecretBox } from "../auth/secret-box.js";
@@ -68,6 +71,10 @@ export function environmentToProto(e: EnvironmentRecord): Environment {
     defaultProvider: e.defaultProvider,
     timeout: e.timeoutMs === null ? undefined : durationFromMs(e.timeoutMs),
     image: e.image,
+    agent: e.agent ? { kind: e.agent.kind === "acp" ? AgentKind.ACP : AgentKind.COMMAND, preset: e.agent.preset, command: e.agent.command } : undefined,
+    mode: e.runMode === "interactive" ? RunMode.INTERACTIVE : e.runMode === "background" ? RunMode.BACKGROUND : RunMode.UNSPECIFIED,
+    permissionPolicy: { "": PermissionPolicy.UNSPECIFIED, auto_allow: PermissionPolicy.AUTO_ALLOW, ask: PermissionPolicy.ASK, deny: PermissionPolicy.DENY }[e.permissionPolicy],
+    idleTimeout: e.idleTimeoutMs === null ? undefined : durationFromMs(e.idleTimeoutMs),
     createTime: timestampFromMs(e.createdAt),
     updateTime: timestampFromMs(e.updatedAt),
   });
@@ -95,6 +102,15 @@ function specFrom(env: Environment, providers: ReadonlySet<string>, images: read
     throw new InvalidArgumentError("environment.default_provider", `unknown provider ${JSON.stringify(env.defaultProvider)}; this daemon has: ${[...providers].join(", ")}`);
   }
   const timeoutMs = runTimeoutMs("environment.timeout", env.timeout);
+  const idleTimeoutMs = runTimeoutMs("environment.idle_timeout", env.idleTimeout);
+  const a = env.agent;
+  const named = a && (a.kind !== AgentKind.UNSPECIFIED || a.preset || a.command.length > 0);
+  const agent = named
+    ? checkAgent("environment.agent", { kind: a.kind === AgentKind.ACP ? "acp" : a.kind === AgentKind.COMMAND ? "command" : "", preset: a.preset, command: [...a.command] })
+    : null;
+  if (agent && !agent.kind) throw new InvalidArgumentError("environment.agent", "give a preset, a command, or both a kind and a command");
+  const runMode = env.mode === RunMode.INTERACTIVE ? "interactive" : env.mode === RunMode.BACKGROUND ? "background" : "";
+  if (runMode === "interactive" && agent?.kind !== "acp") throw new InvalidArgumentError("environment.mode", "interactive runs need an ACP agent (environment.agent)");
   const image = env.image.trim();
   if (image && !images.includes(image)) {
     throw new InvalidArgumentError("environment.image", `image ${JSON.stringify(image)} is not allowed on this daemon (--sandbox-images: ${images.join(", ")})`);
@@ -112,6 +128,10 @@ function specFrom(env: Environment, providers: ReadonlySet<string>, images: read
       defaultProvider: env.defaultProvider,
       timeoutMs,
       image,
+      agent: agent ? { kind: agent.kind as "command" | "acp", preset: agent.preset, command: agent.command } : null,
+      runMode,
+      permissionPolicy: policyName(env.permissionPolicy),
+      idleTimeoutMs,
     },
   };
 }

@@ -9,7 +9,7 @@ import { runTimeoutMs } from "./run-timeout.js";
 import type { RunManager } from "../runs/run-manager.js";
 import type { RunLimits } from "../store/records.js";
 import { eventMessages, logMessages, runToProto, statusFromProto } from "./mapping.js";
-import { AGENT_PRESETS, type StartRunParams } from "../runs/run-manager.js";
+import type { StartRunParams } from "../runs/run-manager.js";
 import type { Json } from "../agent/runner-protocol.js";
 import { RUN_EVENT_KINDS, type RunEventKind } from "../store/records.js";
 import { AgentKind, PermissionPolicy, RunMode, type StartRunRequest } from "../gen/paddock/v1/task_run_pb.js";
@@ -22,24 +22,21 @@ function required(field: string, value: string): string {
   return value;
 }
 
-/** The agent a StartRun asks for: its argv, kind, mode and permission policy, checked. */
-function agentOf(req: StartRunRequest, _ctx: HandlerContext): Pick<StartRunParams, "agentCommand" | "agent"> {
-  const spec = req.agent;
-  let kind: "command" | "acp" = spec?.kind === AgentKind.ACP ? "acp" : "command";
-  let command = spec?.command.length ? spec.command : req.agentCommand;
-  if (spec?.preset) {
-    const preset = AGENT_PRESETS[spec.preset];
-    if (!preset) throw new InvalidArgumentError("agent.preset", `unknown preset ${JSON.stringify(spec.preset)}; known: ${Object.keys(AGENT_PRESETS).join(", ")}`);
-    if (spec.kind === AgentKind.COMMAND) throw new InvalidArgumentError("agent.kind", `preset ${spec.preset} is an ACP agent`);
-    kind = "acp";
-    if (!spec.command.length) command = preset;
-  }
-  if (kind === "acp" && command.length === 0) throw new InvalidArgumentError("agent.command", "an ACP agent needs a command or a preset");
-  if (kind === "command" && req.mode === RunMode.INTERACTIVE) throw new InvalidArgumentError("mode", "interactive runs need an ACP agent (agent.kind ACP or a preset)");
-  const mode = req.mode === RunMode.INTERACTIVE ? "interactive" : "background";
-  const policy =
-    req.permissionPolicy === PermissionPolicy.ASK ? "ask" : req.permissionPolicy === PermissionPolicy.DENY ? "deny" : req.permissionPolicy === PermissionPolicy.AUTO_ALLOW ? "auto_allow" : mode === "interactive" ? "ask" : "auto_allow";
-  return { agentCommand: command, agent: kind === "acp" ? { kind, mode, permissionPolicy: policy } : undefined };
+/** The agent, mode and policy a StartRun names; resolved with the environment's defaults by the run layer. */
+function agentOf(req: StartRunRequest): Pick<StartRunParams, "agentCommand" | "agent" | "mode" | "permissionPolicy"> {
+  req.agentCommand.forEach((arg, i) => {
+    if (i === 0 && !arg.trim()) throw new InvalidArgumentError("agent_command", "the program (first element) is empty");
+  });
+  return {
+    agentCommand: req.agentCommand,
+    agent: req.agent ? { kind: req.agent.kind === AgentKind.ACP ? "acp" : req.agent.kind === AgentKind.COMMAND ? "command" : "", preset: req.agent.preset, command: req.agent.command } : null,
+    mode: req.mode === RunMode.INTERACTIVE ? "interactive" : req.mode === RunMode.BACKGROUND ? "background" : "",
+    permissionPolicy: policyName(req.permissionPolicy),
+  };
+}
+
+export function policyName(p: PermissionPolicy): "" | "auto_allow" | "ask" | "deny" {
+  return p === PermissionPolicy.ASK ? "ask" : p === PermissionPolicy.DENY ? "deny" : p === PermissionPolicy.AUTO_ALLOW ? "auto_allow" : "";
 }
 
 export function createTaskRunService(runs: RunManager, egress: EgressAuditRepository): ServiceImpl<typeof TaskRunService> {
@@ -56,9 +53,6 @@ export function createTaskRunService(runs: RunManager, egress: EgressAuditReposi
       if (req.branch && !BRANCH.test(req.branch)) {
         throw new InvalidArgumentError("branch", `${JSON.stringify(req.branch)} is not a valid git branch name`);
       }
-      req.agentCommand.forEach((arg, i) => {
-        if (i === 0 && !arg.trim()) throw new InvalidArgumentError("agent_command", "the program (first element) is empty");
-      });
       const timeoutMs = runTimeoutMs("timeout", req.timeout);
       if (req.idempotencyKey.length > 200) throw new InvalidArgumentError("idempotency_key", "is longer than 200 characters");
       const limits: RunLimits = {};
@@ -74,7 +68,7 @@ export function createTaskRunService(runs: RunManager, egress: EgressAuditReposi
         if (l.runtime) limits.runtime = l.runtime;
       }
       const run = runs.start({
-        ...agentOf(req, ctx),
+        ...agentOf(req),
         team: principalOf(ctx).team,
         taskId: req.taskId,
         branch: req.branch,

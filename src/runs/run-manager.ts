@@ -15,10 +15,11 @@ import { FailedPreconditionError, InvalidArgumentError, NotFoundError } from "..
 import type { SandboxProvider } from "../sandbox/provider.js";
 import { sandboxName } from "../sandbox/provider.js";
 import { createRunnerClient } from "../sandbox/runner-client.js";
-import type { AgentKindName, LogLine, PermissionPolicyName, RunEventKind, RunEventRow, RunLimits, RunModeName, RunStatusName } from "../store/records.js";
+import type { LogLine, PermissionPolicyName, RunEventKind, RunEventRow, RunLimits, RunModeName, RunStatusName } from "../store/records.js";
 import type { RunFilter, RunsRepository, RunTransition, StoredRun } from "../store/runs-repository.js";
 import type { TasksRepository } from "../store/tasks-repository.js";
 import type { Json } from "../agent/runner-protocol.js";
+import { resolveAgent, type AgentRequest } from "./agent-spec.js";
 import { usableEnvironment, type Environments } from "./environments.js";
 import { Notifier } from "./notifier.js";
 import { RunEffects } from "./run-effects.js";
@@ -65,15 +66,12 @@ export interface StartRunParams {
   environmentId: string;
   /** Sandbox image; "" for the environment's or the provider's. */
   image?: string;
-  /** How the agent is driven (ACP agents: mode and permission policy); absent: a command, background. */
-  agent?: { kind: AgentKindName; mode: RunModeName; permissionPolicy: PermissionPolicyName };
+  /** The agent the request names (agent_command aside); null or kind "" when none. */
+  agent?: AgentRequest | null;
+  /** ACP runs; "" for the environment's or paddock's default. */
+  mode?: "" | RunModeName;
+  permissionPolicy?: "" | PermissionPolicyName;
 }
-
-/** Known ACP agents by name: the argv that starts each. */
-export const AGENT_PRESETS: Readonly<Record<string, string[]>> = {
-  "claude-code": ["claude-code-acp"],
-  codex: ["codex-acp"],
-};
 
 type RunActor = Actor<ReturnType<typeof taskRunMachine.provide>>;
 
@@ -177,17 +175,19 @@ export class RunManager {
       throw new InvalidArgumentError("limits", "the local provider runs the agent as a plain process and cannot apply sandbox limits; use provider docker");
     }
     const image = this.imageFor(p, env?.image ?? "", providerName);
-    const agentCommand = p.agentCommand.length > 0 ? p.agentCommand : settings.defaultAgentCommand;
-    if (!agentCommand) {
-      throw new InvalidArgumentError(
-        "agent_command",
-        "no agent command given, and the daemon has no default (--agent-command or PADDOCK_AGENT_COMMAND)",
-      );
-    }
+    const { agentCommand, agent } = resolveAgent({
+      agent: p.agent ?? null,
+      agentCommand: p.agentCommand,
+      mode: p.mode ?? "",
+      permissionPolicy: p.permissionPolicy ?? "",
+      env,
+      defaultCommand: settings.defaultAgentCommand,
+    });
     const id = newId("run");
     const now = Date.now();
     const deadlineAt = now + (p.timeoutMs ?? env?.timeoutMs ?? settings.defaultTimeoutMs);
-    const actor = createActor(this.machine, { input: { runId: id, deadlineAt } });
+    const idleMs = agent?.mode === "interactive" ? (env?.idleTimeoutMs ?? 0) : 0;
+    const actor = createActor(this.machine, { input: { runId: id, deadlineAt, idleMs } });
     let run: StoredRun;
     try {
       run = runs.create({
@@ -203,9 +203,9 @@ export class RunManager {
         branch: p.branch,
         resultBranch: `paddock/${id}`,
         agentCommand,
-        agentKind: p.agent?.kind ?? "command",
-        runMode: p.agent?.mode ?? "background",
-        permissionPolicy: p.agent?.permissionPolicy ?? "auto_allow",
+        agentKind: agent?.kind ?? "command",
+        runMode: agent?.mode ?? "background",
+        permissionPolicy: agent?.permissionPolicy ?? "auto_allow",
         limits: p.limits,
         image,
         idempotencyKey: p.idempotencyKey || null,

@@ -15,6 +15,13 @@ export interface EnvironmentSpec {
   timeoutMs: number | null;
   /** Sandbox image for its runs (on the operator's allowlist); "" for the daemon's. */
   image: string;
+  /** The agent for runs that name none; null for the daemon's. */
+  agent: { kind: "command" | "acp"; preset: string; command: string[] } | null;
+  /** Defaults for ACP runs that give none; "" for paddock's. */
+  runMode: "" | "background" | "interactive";
+  permissionPolicy: "" | "auto_allow" | "ask" | "deny";
+  /** Interactive runs awaiting input this long are completed; null: never. */
+  idleTimeoutMs: number | null;
 }
 
 export interface EnvironmentRecord extends EnvironmentSpec {
@@ -38,7 +45,8 @@ interface Row {
 }
 
 /** Fields added since an environment was saved take their defaults. */
-const withDefaults = (spec: Partial<EnvironmentSpec>): EnvironmentSpec => ({ ...spec, image: spec.image ?? "" }) as EnvironmentSpec;
+const withDefaults = (spec: Partial<EnvironmentSpec>): EnvironmentSpec =>
+  ({ ...spec, image: spec.image ?? "", agent: spec.agent ?? null, runMode: spec.runMode ?? "", permissionPolicy: spec.permissionPolicy ?? "", idleTimeoutMs: spec.idleTimeoutMs ?? null }) as EnvironmentSpec;
 
 export function createEnvironmentsRepository(db: Database) {
   const byId = db.prepare<Row>("SELECT * FROM environments WHERE id = ?");
