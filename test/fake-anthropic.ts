@@ -15,6 +15,9 @@ export type FakeReply =
   | { text: string }
   | { toolUse: { name: string; input: Record<string, unknown> } };
 
+/** A reply, or one made from the request it answers (e.g. a path only the request tells). */
+export type ScriptedReply = FakeReply | ((request: RecordedRequest) => FakeReply);
+
 export interface RecordedRequest {
   method: string;
   /** Path without the query string, e.g. `/v1/messages`. */
@@ -47,7 +50,7 @@ export interface FakeAnthropicOptions {
    * `sideReply` so they do not eat the script. When the script runs out, the main loop
    * gets `sideReply` too.
    */
-  replies: FakeReply[];
+  replies: ScriptedReply[];
   sideReply?: string;
 }
 
@@ -80,7 +83,8 @@ export async function startFakeAnthropic(options: FakeAnthropicOptions): Promise
       const offersTools = Array.isArray(body.tools) && body.tools.length > 0;
       let reply = sideReply;
       if (offersTools && queue.length > 0) {
-        reply = queue.shift()!;
+        const next = queue.shift()!;
+        reply = typeof next === "function" ? next(r) : next;
         scripted.push(r);
       }
       const message = messageFor(reply, body);

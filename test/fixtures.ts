@@ -55,13 +55,13 @@ export interface Daemon {
   restart(): Promise<Daemon>;
 }
 
-export async function startDaemon(opts: { dataDir?: string; config?: ConfigInput } = {}): Promise<Daemon> {
+export async function startDaemon(opts: { dataDir?: string; config?: ConfigInput; env?: Record<string, string> } = {}): Promise<Daemon> {
   const dataDir = opts.dataDir ?? tempDir("data");
   const logs: string[] = [];
   const logger = pino({ level: "debug" }, { write: (l: string) => void logs.push(l) });
   // PADDOCK_TEST_IMAGE: the docker tests run against an image built under another tag.
   const config = loadConfig({}, { dataDir, socket: join(dataDir, "p.sock"), listen: "127.0.0.1:0", dockerImage: process.env.PADDOCK_TEST_IMAGE || undefined, ...opts.config });
-  const app = await createApp({ config, logger, runnerCommand: runnerCommand(), baseEnv: gitEnv, pollWaitMs: 1_000 });
+  const app = await createApp({ config, logger, runnerCommand: runnerCommand(), baseEnv: { ...gitEnv, ...opts.env }, pollWaitMs: 1_000 });
   const listener = await app.start();
   const tls = typeof opts.config?.tlsCert === "string" ? { ca: readFileSync(opts.config.tlsCert) } : undefined;
   const url = `${tls ? "https" : "http"}://127.0.0.1:${listener.port}`;
