@@ -1,7 +1,7 @@
 import { spawn } from "node:child_process";
 import { randomInt } from "node:crypto";
 import { closeSync, existsSync, openSync, writeFileSync } from "node:fs";
-import { chmod, mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { chmod, mkdir, readdir, readFile, rm, rmdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { killAllOf, processesOf } from "../../agent/agent-user.js";
@@ -271,7 +271,12 @@ export class LocalProvider implements SandboxProvider {
     if (pid !== null && alive(pid)) await killGroup(pid, 0);
     if (record?.agentUid !== undefined) await killAllOf({ uid: record.agentUid, gid: record.agentUid });
 
-    if (this.opts.agentUids) await rm(this.workDir(name), { recursive: true, force: true });
+    if (this.opts.agentUids) {
+      await rm(this.workDir(name), { recursive: true, force: true });
+      // The instance's tree goes with its last sandbox (rmdir refuses while others live in it;
+      // a provisioning racing this makes it again).
+      await rmdir(this.opts.workRoot).catch(() => undefined);
+    }
     await rm(join(this.opts.root, "sandboxes", name), { recursive: true, force: true });
     return result;
   }
