@@ -9,6 +9,8 @@ import { fileURLToPath } from "node:url";
 import type { Logger } from "pino";
 import { authInterceptor, kTrustedTransport } from "./api/auth.js";
 import { errorInterceptor } from "./api/error-interceptor.js";
+import { specGrpcMessage } from "./api/grpc-message.js";
+import { shutdownReason } from "./api/shutdown.js";
 import { decodeUnaryBodiesFirst, requestChecks } from "./api/request-checks.js";
 import { createApiTokens } from "./auth/api-tokens.js";
 import { loadOrCreateKey, loadOrCreateSecretBox } from "./auth/secret-box.js";
@@ -167,7 +169,7 @@ export async function createApp(opts: AppOptions): Promise<App> {
     egressAudit,
   });
   const makeHandler = (trusted: boolean) =>
-    connectNodeAdapter({
+    specGrpcMessage(connectNodeAdapter({
       routes: (router) => {
         routes(router);
         decodeUnaryBodiesFirst(router, READ_MAX_BYTES);
@@ -184,7 +186,7 @@ export async function createApp(opts: AppOptions): Promise<App> {
       writeMaxBytes: 16 * 1024 * 1024,
       // The longest deadline a client may ask for: a follow of a run's whole life.
       maxTimeoutMs: 25 * 3600_000,
-    });
+    }));
   const handlers = { tcp: makeHandler(false), unix: makeHandler(true) };
   let listener: Listener | undefined;
   return {
@@ -210,7 +212,8 @@ export async function createApp(opts: AppOptions): Promise<App> {
     },
     async stop() {
       health.shutdown();
-      shutdown.abort();
+      // Open streams end with UNAVAILABLE (api/shutdown.ts); close() lets them send that end.
+      shutdown.abort(shutdownReason());
       await listener?.close();
       await runs.stop();
       for (const provider of providers.values()) await provider.close?.();
