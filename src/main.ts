@@ -80,6 +80,9 @@ docker provider (registered when the engine's socket exists):
   --log-level LEVEL            trace…fatal, silent (PADDOCK_LOG_LEVEL; default info)
   --log-format FORMAT          auto (pretty on a terminal), json, pretty (PADDOCK_LOG_FORMAT)`;
 
+/** The longest a SIGTERM'd daemon takes to exit: streams end, the database closes, or it is cut. */
+const SHUTDOWN_LIMIT_MS = 30_000;
+
 async function serve(argv: string[]): Promise<number> {
   const keys = Object.keys(ENV_NAMES) as (keyof ConfigInput)[];
   const { values } = parseArgs({
@@ -115,6 +118,15 @@ async function serve(argv: string[]): Promise<number> {
   const stopped = new Promise<void>((resolve) => {
     const stop = (signal: string) => {
       logger.info({ signal }, "shutting down; live runs resume at the next start");
+      // Bounded: a stuck provider or client must not keep the daemon from exiting.
+      setTimeout(() => {
+        logger.warn({}, "shutdown took too long; exiting now");
+        process.exit(EXIT.failed);
+      }, SHUTDOWN_LIMIT_MS).unref();
+      // A second signal means "now".
+      const now = () => process.exit(EXIT.failed);
+      process.once("SIGINT", now);
+      process.once("SIGTERM", now);
       resolve();
     };
     process.once("SIGINT", () => stop("SIGINT"));

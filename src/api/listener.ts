@@ -18,6 +18,8 @@ export interface ListenOptions {
   tls?: { cert: Buffer; key: Buffer };
   /** Timeouts, caps and keep-alive; defaults in DEFAULT_CONNECTION_OPTIONS. */
   connections?: Partial<ConnectionOptions>;
+  /** How long close() waits for requests in flight to finish before cutting them; default 5 s. */
+  drainMs?: number;
 }
 
 export interface Listener {
@@ -25,6 +27,10 @@ export interface Listener {
   host: string;
   port: number;
   socketPath?: string;
+  /**
+   * Stops accepting connections at once, lets requests in flight finish (streams are
+   * ended by the daemon's shutdown signal) for up to drainMs, then cuts what is left.
+   */
   close(): Promise<void>;
 }
 
@@ -42,7 +48,23 @@ type Http2Handler = (req: http2.Http2ServerRequest, res: http2.Http2ServerRespon
 export async function listen(handlers: { tcp: RequestHandler; unix: RequestHandler }, opts: ListenOptions): Promise<Listener> {
   const limits = { ...DEFAULT_CONNECTION_OPTIONS, ...opts.connections };
   const guard = createConnectionGuard(limits);
-  const servers = (handler: RequestHandler) => {
+  // Requests in flight and HTTP/2 sessions, so close() can drain them.
+  let inFlight = 0;
+  let drained: (() => void) | undefined;
+  const sessions = new Set<http2.ServerHttp2Session>();
+  const counted = (handler: RequestHandler): RequestHandler => (req, res) => {
+    inFlight++;
+    res.once("close", () => {
+      if (--inFlight === 0) drained?.();
+    });
+    handler(req, res);
+  };
+  const trackSession = (session: http2.ServerHttp2Session) => {
+    sessions.add(session);
+    session.once("close", () => sessions.delete(session));
+  };
+  const servers = (plain: RequestHandler) => {
+    const handler = counted(plain);
     const h1 = http.createServer(guard.handler(handler) as http.RequestListener);
     // Long-lived streams (logs -f, WatchRun) must not be cut: the guard times out only
     // connections with no request in flight, and Node's own per-request timeouts are off.
@@ -50,7 +72,10 @@ export async function listen(handlers: { tcp: RequestHandler; unix: RequestHandl
     h1.headersTimeout = limits.headersTimeoutMs;
     h1.keepAliveTimeout = limits.idleTimeoutMs;
     const h2 = http2.createServer(guard.handler(handler) as Http2Handler);
-    h2.on("session", (session: http2.ServerHttp2Session) => guard.http2(session));
+    h2.on("session", (session: http2.ServerHttp2Session) => {
+      guard.http2(session);
+      trackSession(session);
+    });
     return { h1, h2 };
   };
   // Each listener has its own servers: the unix socket's handler trusts its callers.
@@ -87,7 +112,7 @@ export async function listen(handlers: { tcp: RequestHandler; unix: RequestHandl
   // With TLS, ALPN picks the protocol, so the secure server takes connections itself.
   let tcp: net.Server;
   if (opts.tls) {
-    const handler = guard.handler(handlers.tcp) as Http2Handler;
+    const handler = guard.handler(counted(handlers.tcp)) as Http2Handler;
     const secure = http2.createSecureServer({ cert: opts.tls.cert, key: opts.tls.key, allowHTTP1: true, handshakeTimeout: limits.headersTimeoutMs }, handler);
     // The TLS socket is made from the raw one out of sight; the remote address and port tie them.
     const admissions = new Map<string, Admission>();
@@ -109,7 +134,10 @@ export async function listen(handlers: { tcp: RequestHandler; unix: RequestHandl
       if (s.alpnProtocol === "h2") (s as tls.TLSSocket & Tagged)[kAdmission] = admitted;
       else guard.http1(s, admitted);
     });
-    secure.on("session", (session: http2.ServerHttp2Session) => guard.http2(session));
+    secure.on("session", (session: http2.ServerHttp2Session) => {
+      guard.http2(session);
+      trackSession(session);
+    });
     tcp = secure;
   } else {
     tcp = net.createServer(route(tcpServers, true));
@@ -138,6 +166,22 @@ export async function listen(handlers: { tcp: RequestHandler; unix: RequestHandl
     socketPath: opts.socketPath,
     async close() {
       const closed = [tcp, unix].filter((s): s is net.Server => !!s).map((s) => new Promise<void>((r) => s.close(() => r())));
+      // GOAWAY: HTTP/2 clients open no new streams here; open ones may still end properly.
+      for (const session of sessions) session.close();
+      tcpServers.h1.closeIdleConnections();
+      unixServers.h1.closeIdleConnections();
+      if (inFlight > 0) {
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, opts.drainMs ?? 5000);
+          drained = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+        });
+      }
+      // end(), not destroy(): the last frames (trailers, GOAWAY) are still in the write buffers.
+      const ended = [...sockets].map((s) => new Promise<void>((r) => (s.once("close", () => r()), s.end())));
+      await Promise.race([Promise.all(ended), new Promise((r) => setTimeout(r, 1000).unref())]);
       for (const s of sockets) s.destroy();
       tcpServers.h1.closeAllConnections();
       unixServers.h1.closeAllConnections();

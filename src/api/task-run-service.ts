@@ -14,6 +14,7 @@ import type { Json } from "../agent/runner-protocol.js";
 import { RUN_EVENT_KINDS, type RunEventKind } from "../store/records.js";
 import { AgentKind, PermissionPolicy, RunMode, type StartRunRequest } from "../gen/paddock/v1/task_run_pb.js";
 import { decodePageToken, pageSize, paginate } from "./page-token.js";
+import { endOnShutdown } from "./shutdown.js";
 
 const BRANCH = /^(?!-)(?!.*\.\.)(?!.*\/\/)(?!.*@\{)[^\s~^:?*[\\\x00-\x1f\x7f]+(?<![./]|\.lock)$/;
 
@@ -108,7 +109,7 @@ export function createTaskRunService(runs: RunManager, egress: EgressAuditReposi
     async *streamLogs(req, ctx) {
       owned(req.runId, ctx);
       if (req.afterSeq < 0n) throw new InvalidArgumentError("after_seq", "must not be negative");
-      for await (const batch of runs.logs(req.runId, Number(req.afterSeq), req.follow, ctx.signal)) {
+      for await (const batch of endOnShutdown(ctx, runs.logs(req.runId, Number(req.afterSeq), req.follow, ctx.signal))) {
         for (const entries of logMessages(batch)) yield { entries };
       }
     },
@@ -128,7 +129,7 @@ export function createTaskRunService(runs: RunManager, egress: EgressAuditReposi
         if (!(RUN_EVENT_KINDS as readonly string[]).includes(k)) throw new InvalidArgumentError(`kinds[${i}]`, `unknown kind ${JSON.stringify(k)}; known: ${RUN_EVENT_KINDS.join(", ")}`);
         kinds.add(k as RunEventKind);
       });
-      for await (const batch of runs.runEvents(req.runId, Number(req.afterSeq), req.follow, kinds, ctx.signal)) {
+      for await (const batch of endOnShutdown(ctx, runs.runEvents(req.runId, Number(req.afterSeq), req.follow, kinds, ctx.signal))) {
         for (const events of eventMessages(batch)) yield { events };
       }
     },
@@ -156,7 +157,7 @@ export function createTaskRunService(runs: RunManager, egress: EgressAuditReposi
     },
     async *watchRun(req, ctx) {
       owned(req.runId, ctx);
-      for await (const run of runs.watch(req.runId, ctx.signal)) yield { run: runToProto(run) };
+      for await (const run of endOnShutdown(ctx, runs.watch(req.runId, ctx.signal))) yield { run: runToProto(run) };
     },
   };
 }
