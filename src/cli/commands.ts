@@ -378,8 +378,15 @@ cancels and permission answers go to the run. Nothing but the protocol is writte
     async run({ values, positionals, c, io, json: asJson }) {
       const runId = one(positionals, "run id");
       const kinds = (values.kind as unknown as string[] | undefined) ?? [];
-      const stream = c.runs.streamEvents({ runId, afterSeq: BigInt(String(values["after-seq"] ?? "0")), follow: !!values.follow, kinds }, { signal: io.signal });
-      for await (const res of stream) for (const e of res.events) io.out(asJson ? json(RunEventSchema, e) : showEvent(e));
+      let seq = BigInt(String(values["after-seq"] ?? "0"));
+      const follow = !!values.follow;
+      const open = () => c.runs.streamEvents({ runId, afterSeq: seq, follow, kinds }, { signal: io.signal, timeoutMs: follow ? 0 : undefined });
+      await resuming(io, follow, open, (res) => {
+        for (const e of res.events) {
+          io.out(asJson ? json(RunEventSchema, e) : showEvent(e));
+          seq = e.seq;
+        }
+      });
       return EXIT.ok;
     },
   },
@@ -424,24 +431,67 @@ async function* wholeLines(responses: AsyncIterable<StreamLogsResponse>): AsyncG
 
 async function followLogs(c: Clients, io: CliIo, runId: string, after: bigint, asJson: boolean): Promise<number> {
   let seq = after;
-  // Reconnect and resume from the last seen line if the connection drops (a daemon restart).
-  for (let attempt = 0; ; attempt++) {
-    try {
-      for await (const l of wholeLines(c.runs.streamLogs({ runId, afterSeq: seq, follow: true }, { signal: io.signal, timeoutMs: 0 }))) {
-        io.out(asJson ? json(LogEntrySchema, l) : showLog(l));
-        seq = l.seq;
-        attempt = 0;
-      }
-      break;
-    } catch (error) {
-      const ce = ConnectError.from(error);
-      if (io.signal.aborted || ce.code !== Code.Unavailable || attempt >= 30) throw error;
-      await new Promise((r) => setTimeout(r, 1000));
-    }
-  }
+  const open = () => wholeLines(c.runs.streamLogs({ runId, afterSeq: seq, follow: true }, { signal: io.signal, timeoutMs: 0 }));
+  await resuming(io, true, open, (l) => {
+    io.out(asJson ? json(LogEntrySchema, l) : showLog(l));
+    seq = l.seq;
+  });
   const { run } = await c.runs.getRun({ runId }, { signal: io.signal });
   if (!asJson) io.err(`run ${runId}: ${statusName(run!.status)}${run!.errorMessage ? ` (${run!.errorMessage})` : ""}`);
   return run!.status === RunStatus.COMPLETED ? EXIT.ok : EXIT.failed;
+}
+
+/** Longest wait between reconnect tries of a follow. */
+const RECONNECT_MAX_DELAY_MS = 30_000;
+
+/** The daemon went away (restart, crash) rather than refusing the request: worth trying again. */
+function daemonGone(error: unknown): boolean {
+  const ce = ConnectError.from(error);
+  if (ce.code === Code.Unavailable) return true;
+  // A daemon killed mid-message leaves the stream cut inside an envelope.
+  if (ce.rawMessage === "protocol error: incomplete envelope") return true;
+  for (let e: unknown = error; e; e = (e as { cause?: unknown }).cause) {
+    const code = (e as { code?: unknown }).code;
+    if (code === "ECONNREFUSED" || code === "ENOENT" || code === "ECONNRESET" || code === "EPIPE") return true;
+  }
+  return false;
+}
+
+/**
+ * Runs a stream to its end; when following and the daemon goes away, opens it again
+ * (open() resumes after the last item handled) with exponential back-off, up to
+ * PADDOCK_RECONNECT_TIMEOUT (default 5m) without reaching it.
+ */
+async function resuming<T>(io: CliIo, follow: boolean, open: () => AsyncIterable<T>, handle: (item: T) => void): Promise<void> {
+  const giveUpMs = parseDuration(io.env.PADDOCK_RECONNECT_TIMEOUT || "5m") ?? 300_000;
+  let delay = 250;
+  let since = 0;
+  for (;;) {
+    try {
+      for await (const item of open()) {
+        handle(item);
+        delay = 250;
+        since = 0;
+      }
+      return;
+    } catch (error) {
+      if (!follow || io.signal.aborted || !daemonGone(error)) throw error;
+      since ||= Date.now();
+      if (Date.now() - since + delay > giveUpMs) throw error;
+      io.err(`paddock: lost the daemon (${ConnectError.from(error).rawMessage}); reconnecting in ${Math.ceil(delay / 1000)}s`);
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(done, delay);
+        io.signal.addEventListener("abort", done, { once: true });
+        function done() {
+          clearTimeout(timer);
+          io.signal.removeEventListener("abort", done);
+          resolve();
+        }
+      });
+      if (io.signal.aborted) throw error;
+      delay = Math.min(delay * 2, RECONNECT_MAX_DELAY_MS);
+    }
+  }
 }
 
 export function clientHelp(): string {
