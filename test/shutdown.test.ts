@@ -65,12 +65,14 @@ describe("graceful shutdown", () => {
   let runId = "";
   let daemon: ChildProcess | undefined;
   let cli: ChildProcess | undefined;
+  let events: ChildProcess | undefined;
   beforeAll(() => {
     repo = makeGitRepo();
     dataDir = tempDir("shutdown");
   });
   afterAll(async () => {
     cli?.kill("SIGKILL");
+    events?.kill("SIGKILL");
     if (daemon && daemon.exitCode === null) {
       daemon.kill("SIGTERM");
       await exited(daemon, 30_000).catch(() => daemon!.kill("SIGKILL"));
@@ -82,7 +84,7 @@ describe("graceful shutdown", () => {
     rmSync(dataDir, { recursive: true, force: true });
   });
 
-  it("ends open streams with UNAVAILABLE on every protocol, exits, and a logs -f follower resumes across the restart", async () => {
+  it("ends open streams with UNAVAILABLE on every protocol, exits, and logs -f (TCP) and events -f (unix socket) resume across the restart", async () => {
     const port = await freePort();
     const url = `http://127.0.0.1:${port}`;
     daemon = await serve(dataDir, port);
@@ -111,10 +113,19 @@ describe("graceful shutdown", () => {
     cli.stdout!.on("data", (d: Buffer) => (cliOut += d));
     cli.stderr!.on("data", (d: Buffer) => (cliErr += d));
     const cliExit = exited(cli, 120_000);
+    // `paddock events -f` over the daemon's unix socket, which is gone while it restarts.
+    let eventsOut = "";
+    events = spawn(PADDOCK[0]!, [...PADDOCK.slice(1), "events", "-f", runId], {
+      cwd: ROOT,
+      env: { ...gitEnv, PADDOCK_DATA_DIR: dataDir },
+      stdio: ["ignore", "pipe", "inherit"],
+    });
+    events.stdout!.on("data", (d: Buffer) => (eventsOut += d));
+    const eventsExit = exited(events, 120_000);
 
     const seen: Record<string, string[]> = {};
     const ends = Object.entries(transports).map(([name, t]) => follow(createClient(TaskRunService, t), runId, (seen[name] = [])));
-    await until(() => Object.values(seen).every((s) => s.includes("line-5")) && cliOut.includes("line-5"), "every follower to see line-5");
+    await until(() => Object.values(seen).every((s) => s.includes("line-5")) && cliOut.includes("line-5") && eventsOut.includes("line-5"), "every follower to see line-5");
 
     daemon.kill("SIGTERM");
     for (const [i, end] of (await Promise.all(ends)).entries()) {
@@ -136,6 +147,8 @@ describe("graceful shutdown", () => {
     const agentLines = printed.map((l) => l.trim().split(/\s+/).slice(1).join(" ")).filter((t) => t.startsWith("line-"));
     expect(agentLines).toEqual(Array.from({ length: LINES }, (_, i) => `line-${i + 1}`));
     expect(cliErr).toContain("reconnecting");
+    expect(await eventsExit).toBe(0);
+    expect(eventsOut).toBe(cliOut);
     const { run: after } = await runs.getRun({ runId });
     expect(after!.status).toBe(RunStatus.COMPLETED);
     for await (const res of runs.watchRun({ runId }, { timeoutMs: 60_000 })) if (res.run!.phase === "cleaned") break;
