@@ -19,7 +19,10 @@ import { createEgressAuditRepository } from "./store/egress-audit-repository.js"
 import { createEnvironmentsRepository } from "./store/environments-repository.js";
 import { createTokensRepository } from "./store/tokens-repository.js";
 import { createHealth } from "./api/health.js";
-import { listen, type Listener } from "./api/listener.js";
+import { listen, type Listener, type RequestHandler } from "./api/listener.js";
+import { createMetrics } from "./api/metrics.js";
+import { withPlainEndpoints } from "./api/plain-endpoints.js";
+import { createReadiness } from "./api/readiness.js";
 import { createRoutes } from "./api/routes.js";
 import { issueSandboxToken, loadOrCreateSandboxKeys } from "./auth/sandbox-token.js";
 import { ConfigError, type Config } from "./config.js";
@@ -28,7 +31,7 @@ import { DockerProvider } from "./sandbox/docker/docker-provider.js";
 import { LocalProvider } from "./sandbox/local/local-provider.js";
 import type { SandboxProvider } from "./sandbox/provider.js";
 import { lockDataDir } from "./store/data-dir-lock.js";
-import { instanceId } from "./store/meta.js";
+import { instanceId, probeWritable } from "./store/meta.js";
 import { openDatabase } from "./store/open-database.js";
 import { restrictDataDir } from "./store/restrict-data-dir.js";
 import { createRunsRepository } from "./store/runs-repository.js";
@@ -48,7 +51,7 @@ export interface AppOptions {
 
 export interface App {
   runs: RunManager;
-  handlers: { tcp: ReturnType<typeof connectNodeAdapter>; unix: ReturnType<typeof connectNodeAdapter> };
+  handlers: { tcp: RequestHandler; unix: RequestHandler };
   /** Restores live runs, then listens on the configured TCP address and unix socket. */
   start(listenOverride?: { host: string; port: number; socketPath?: string }): Promise<Listener>;
   /** Stops listening and stops the actors; runs stay stored and resume at the next start. */
@@ -76,6 +79,8 @@ export async function createApp(opts: AppOptions): Promise<App> {
   const instance = instanceId(db);
   const isRoot = process.getuid?.() === 0;
   const sandboxImages = [...new Set([config.dockerImage, ...config.sandboxImages])];
+  // Read at scrape time; `runs` exists by the time anything scrapes.
+  const metrics = createMetrics({ runCounts: () => runsRepo.countByStatus(), queueDepth: () => runs.queueDepth });
   if (config.sandboxCaFile) await checkCaFile(config.sandboxCaFile);
   const providers = new Map<string, SandboxProvider>([
     [
@@ -117,7 +122,10 @@ export async function createApp(opts: AppOptions): Promise<App> {
             if (!run || run.phase === "cleaned" || !run.environmentId) return null;
             return networkOf(environments.get(run.environmentId))?.[stage] ?? null;
           },
-          audit: (runId, host, port, verdict) => egressAudit.record(runId, host, port, verdict),
+          audit: (runId, host, port, verdict) => {
+            metrics.egressDecision(verdict);
+            egressAudit.record(runId, host, port, verdict);
+          },
           log: (msg, fields) => logger.info(fields ?? {}, msg),
         },
         allowCidrs: config.sandboxAllowCidrs,
@@ -135,6 +143,7 @@ export async function createApp(opts: AppOptions): Promise<App> {
     providers,
     keys,
     logger,
+    observer: metrics,
     settings: {
       defaultAgentCommand: config.agentCommand ? ["sh", "-c", config.agentCommand] : null,
       defaultTimeoutMs: config.defaultTimeout,
@@ -187,7 +196,13 @@ export async function createApp(opts: AppOptions): Promise<App> {
       // The longest deadline a client may ask for: a follow of a run's whole life.
       maxTimeoutMs: 25 * 3600_000,
     }));
-  const handlers = { tcp: makeHandler(false), unix: makeHandler(true) };
+  const initialised = new Set<string>();
+  const readiness = createReadiness(
+    { store: () => probeWritable(db), uninitialisedProviders: () => [...providers.keys()].filter((name) => !initialised.has(name)) },
+    logger,
+  );
+  const plain = (next: RequestHandler) => withPlainEndpoints(next, { metrics, readiness, logger });
+  const handlers = { tcp: plain(makeHandler(false)), unix: plain(makeHandler(true)) };
   let listener: Listener | undefined;
   return {
     runs,
@@ -196,6 +211,7 @@ export async function createApp(opts: AppOptions): Promise<App> {
       for (const provider of providers.values()) {
         const problem = await provider.init?.();
         if (problem) logger.warn({ provider: provider.name, problem }, "provider can run unrestricted sandboxes only");
+        initialised.add(provider.name);
       }
       await runs.restore();
       const tls = config.tlsCert ? { cert: await readFile(config.tlsCert), key: await readFile(config.tlsKey) } : undefined;

@@ -1,8 +1,10 @@
 import { createClient, type Client, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { existsSync } from "node:fs";
+import { EnvironmentService } from "../gen/paddock/v1/environment_pb.js";
 import { TaskService } from "../gen/paddock/v1/task_pb.js";
 import { TaskRunService } from "../gen/paddock/v1/task_run_pb.js";
+import { TokenService } from "../gen/paddock/v1/token_pb.js";
 
 /** Sends `token` as the bearer of every call. */
 export function bearer(token: string): Interceptor {
@@ -15,6 +17,8 @@ export function bearer(token: string): Interceptor {
 export interface Clients {
   tasks: Client<typeof TaskService>;
   runs: Client<typeof TaskRunService>;
+  environments: Client<typeof EnvironmentService>;
+  tokens: Client<typeof TokenService>;
   address: string;
 }
 
@@ -29,5 +33,11 @@ export function connect(address: string | undefined, defaultSocket: string, toke
   const transport = addr.startsWith("unix:")
     ? createConnectTransport({ baseUrl: "http://localhost", httpVersion: "1.1", nodeOptions: { socketPath: addr.slice(5) }, interceptors })
     : createConnectTransport({ baseUrl: addr, httpVersion: "1.1", interceptors });
-  return { tasks: createClient(TaskService, transport), runs: createClient(TaskRunService, transport), address: addr };
+  return {
+    tasks: createClient(TaskService, transport),
+    runs: createClient(TaskRunService, transport),
+    environments: createClient(EnvironmentService, transport),
+    tokens: createClient(TokenService, transport),
+    address: addr,
+  };
 }

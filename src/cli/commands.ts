@@ -1,4 +1,4 @@
-import { toJson, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
+import { create, toJson, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
 import { EXIT, isParseArgsError } from "./exit.js";
 import { durationFromMs, timestampDate, type Timestamp } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
@@ -22,7 +22,10 @@ import {
   type TaskRun,
 } from "../gen/paddock/v1/task_run_pb.js";
 import { parseDuration } from "../config.js";
+import { EnvironmentSchema, NetworkAccess, SecretInputSchema, type Environment, type SecretInput } from "../gen/paddock/v1/environment_pb.js";
+import { CreateTokenResponseSchema, TokenSchema, type Token } from "../gen/paddock/v1/token_pb.js";
 import { connect, type Clients } from "./client.js";
+import { parseSecretFlags, readSecretValues } from "./secret-input.js";
 
 export interface CliIo {
   out: (line: string) => void;
@@ -136,16 +139,132 @@ function one(positionals: string[], what: string): string {
   return positionals[0];
 }
 
+const NETWORKS: Record<string, NetworkAccess> = { trusted: NetworkAccess.TRUSTED, full: NetworkAccess.FULL, custom: NetworkAccess.CUSTOM };
+const networkName = (n: NetworkAccess) => Object.entries(NETWORKS).find(([, v]) => v === n)?.[0] ?? "unspecified";
+const list = (v: unknown) => (v as string[] | undefined) ?? [];
+
+function durationFlag(flag: string, value: unknown) {
+  const ms = parseDuration(String(value));
+  if (ms === null || ms <= 0) throw new UsageError(`--${flag}: ${JSON.stringify(value)} is not a duration (examples: 90s, 30m, 2h)`);
+  return durationFromMs(ms);
+}
+
+const ENV_OPTIONS: Options = {
+  name: { type: "string" },
+  network: { type: "string" },
+  allow: { type: "string", multiple: true },
+  "include-trusted": { type: "boolean" },
+  var: { type: "string", multiple: true },
+  secret: { type: "string", multiple: true },
+  "setup-only-secret": { type: "string", multiple: true },
+  "setup-script": { type: "string" },
+  provider: { type: "string" },
+  image: { type: "string" },
+  timeout: { type: "string" },
+};
+const ENV_HELP = `  --name NAME               unique within your team
+  --network MODE            trusted (package registries and git hosts; the default), full
+                            (anywhere) or custom (only --allow, plus trusted with --include-trusted)
+  --allow DOMAIN            example.com, *.example.com or example.com:8443; repeatable
+  --include-trusted         with --network custom, the trusted list too
+  --var K=V                 a plain environment variable (shown in responses); repeatable
+  --secret NAME             a secret whose value is read from stdin (all of it, one trailing
+                            newline stripped); only one secret can come from stdin
+  --secret NAME=@FILE       a secret read from FILE (one trailing newline stripped); repeatable.
+                            Values are never taken from the command line, where ps shows them.
+  --setup-only-secret ...   as --secret, but only the setup script sees it, never the agent
+  --setup-script FILE       a shell script run after checkout, before the agent
+  --provider NAME           provider for runs that name none
+  --image IMAGE             sandbox image (docker) for its runs, one the daemon allows
+  --timeout DURATION        deadline for runs that give none, e.g. 30m, 2h`;
+
+/** Sets on `e` what the flags of env create/update give; the rest stays as it is. */
+function applyEnvFlags(e: Environment, values: Record<string, unknown>, io: CliIo): void {
+  if (values.name !== undefined) e.name = String(values.name);
+  if (values.network !== undefined) {
+    const n = NETWORKS[String(values.network)];
+    if (n === undefined) throw new UsageError(`--network: ${JSON.stringify(values.network)} is not one of ${Object.keys(NETWORKS).join(", ")}`);
+    e.networkAccess = n;
+  }
+  if (values.allow !== undefined) e.allowedDomains = list(values.allow);
+  if (values["include-trusted"]) e.includeTrusted = true;
+  for (const kv of list(values.var)) {
+    const eq = kv.indexOf("=");
+    if (eq < 1) throw new UsageError("--var: expected K=V (a name, \"=\", then the value)");
+    e.envVars[kv.slice(0, eq)] = kv.slice(eq + 1);
+  }
+  if (values["setup-script"] !== undefined) {
+    const f = String(values["setup-script"]);
+    try {
+      e.setupScript = readFileSync(resolve(io.cwd, f), "utf8");
+    } catch (error) {
+      throw new UsageError(`--setup-script: cannot read ${f} (${(error as NodeJS.ErrnoException).code ?? "error"})`);
+    }
+  }
+  if (values.provider !== undefined) e.defaultProvider = String(values.provider);
+  if (values.image !== undefined) e.image = String(values.image);
+  if (values.timeout !== undefined) e.timeout = durationFlag("timeout", values.timeout);
+}
+
+/** The secrets of --secret and --setup-only-secret, values from stdin or files only. */
+async function secretInputs(values: Record<string, unknown>, io: CliIo): Promise<SecretInput[]> {
+  const fail = (m: string) => new UsageError(m);
+  const flags = [
+    ...parseSecretFlags("secret", list(values.secret), fail).map((s) => ({ ...s, flag: "secret", setupOnly: false })),
+    ...parseSecretFlags("setup-only-secret", list(values["setup-only-secret"]), fail).map((s) => ({ ...s, flag: "setup-only-secret", setupOnly: true })),
+  ];
+  if (flags.length === 0) return [];
+  const seen = new Set<string>();
+  for (const f of flags) {
+    if (seen.has(f.name)) throw new UsageError(`--${f.flag} ${f.name}: given twice`);
+    seen.add(f.name);
+  }
+  const fromStdin = flags.find((f) => f.file === undefined);
+  if (fromStdin && (io.stdio?.input as { isTTY?: boolean } | undefined)?.isTTY) io.err(`paddock: type the value of ${fromStdin.name}, then Ctrl-D`);
+  const read = await readSecretValues(flags, io.cwd, io.stdio?.input, fail);
+  return flags.map((f) => create(SecretInputSchema, { name: f.name, value: read.get(f.name)!, setupOnly: f.setupOnly }));
+}
+
+function showEnvironment(e: Environment): string {
+  const vars = Object.entries(e.envVars);
+  return [
+    `environment ${e.id} (${e.name}, team ${e.team})`,
+    `  network:  ${networkName(e.networkAccess)}${e.networkAccess === NetworkAccess.CUSTOM ? `: ${[...e.allowedDomains, ...(e.includeTrusted ? ["(trusted list)"] : [])].join(", ") || "nothing"}` : ""}`,
+    ...(vars.length ? [`  vars:     ${vars.map(([k, v]) => `${k}=${v}`).join(" ")}`] : []),
+    ...(e.secrets.length ? [`  secrets:  ${e.secrets.map((s) => `${s.name}${s.setupOnly ? " (setup only)" : ""}`).join(", ")}`] : []),
+    ...(e.setupScript ? [`  setup:    ${e.setupScript.split("\n").filter(Boolean).length} line script`] : []),
+    ...(e.defaultProvider || e.image ? [`  provider: ${e.defaultProvider || "(daemon's)"}  image: ${e.image || "(daemon's)"}`] : []),
+    ...(e.timeout ? [`  timeout:  ${Number(e.timeout.seconds)}s`] : []),
+    `  created:  ${when(e.createTime)}  updated: ${when(e.updateTime)}`,
+  ].join("\n");
+}
+
+function showToken(t: Token): string {
+  return [
+    `token ${t.id} (${t.name}, team ${t.team})`,
+    `  scopes:  ${t.scopes.join(", ")}`,
+    `  created: ${when(t.createTime)}  last used: ${when(t.lastUsedTime)}${t.revokeTime ? `  revoked: ${when(t.revokeTime)}` : ""}`,
+  ].join("\n");
+}
+
 const commands: Record<string, Command> = {
   "task create": {
-    usage: "paddock task create --title TITLE --repo REPOSITORY [--description TEXT | --description-file FILE] [--origin ORIGIN]",
+    usage: "paddock task create --title TITLE --repo REPOSITORY [--description TEXT | --description-file FILE] [--origin ORIGIN] [--environment ENV_ID]",
     summary: "create a task",
     help: `  --title TITLE            one line, required
   --repo REPOSITORY        owner/repo (on the daemon's git host), a git URL, or a local path
                            (relative paths are made absolute here)
   --description TEXT       what the agent should do; --description-file reads it from a file ("-" for stdin)
-  --origin ORIGIN          where the task comes from (default "cli")`,
-    options: { title: { type: "string" }, repo: { type: "string" }, description: { type: "string" }, "description-file": { type: "string" }, origin: { type: "string" } },
+  --origin ORIGIN          where the task comes from (default "cli")
+  --environment ENV_ID     the environment its runs use unless a run names another`,
+    options: {
+      title: { type: "string" },
+      repo: { type: "string" },
+      description: { type: "string" },
+      "description-file": { type: "string" },
+      origin: { type: "string" },
+      environment: { type: "string" },
+    },
     async run({ values, c, io, json: asJson }) {
       if (!values.title) throw new UsageError("--title is required");
       if (!values.repo) throw new UsageError("--repo is required");
@@ -158,7 +277,10 @@ const commands: Record<string, Command> = {
       if (repository.startsWith(".") || repository.startsWith("/") || repository === "~" || repository.startsWith("~/")) {
         repository = resolve(io.cwd, repository.replace(/^~(?=$|\/)/, io.env.HOME ?? "~"));
       }
-      const { task } = await c.tasks.createTask({ title: String(values.title), description, repository, origin: String(values.origin ?? "cli") }, { signal: io.signal });
+      const { task } = await c.tasks.createTask(
+        { title: String(values.title), description, repository, origin: String(values.origin ?? "cli"), environmentId: String(values.environment ?? "") },
+        { signal: io.signal },
+      );
       io.out(asJson ? json(TaskSchema, task!) : showTask(task!));
       return EXIT.ok;
     },
@@ -189,12 +311,13 @@ const commands: Record<string, Command> = {
     },
   },
   "run start": {
-    usage: "paddock run start TASK_ID [--branch B] [--timeout 30m] [--provider local] [--agent claude-code|codex] [--acp] [--interactive] [--permissions ask] [--idempotency-key K] [--follow] [-- AGENT COMMAND...]",
+    usage: "paddock run start TASK_ID [--branch B] [--timeout 30m] [--provider local] [--agent claude-code|codex] [--acp] [--interactive] [--permissions ask] [--idempotency-key K] [--environment ENV_ID] [--follow] [-- AGENT COMMAND...]",
     summary: "start a run of a task",
     help: `  --branch B            branch to start from (default: the repository's default branch)
   --timeout DURATION    deadline from now, e.g. 90s, 30m, 2h (default: the daemon's, 60m)
   --provider NAME       sandbox provider (default: the daemon's, local)
   --idempotency-key K   a retried start with the same key returns the same run
+  --environment ENV_ID  the environment for this run (default: the task's)
   --agent PRESET        an ACP agent by name: claude-code (claude-code-acp) or codex (codex-acp)
   --acp                 the command after -- speaks the Agent Client Protocol over stdio
   --interactive         an ACP run that stays for follow-up prompts (paddock run prompt)
@@ -212,16 +335,12 @@ const commands: Record<string, Command> = {
       acp: { type: "boolean" },
       interactive: { type: "boolean" },
       permissions: { type: "string" },
+      environment: { type: "string" },
     },
     async run({ values, positionals, c, io, json: asJson }) {
       const [taskId, ...agentCommand] = positionals;
       if (!taskId) throw new UsageError("expected a task id");
-      let timeout;
-      if (values.timeout !== undefined) {
-        const ms = parseDuration(String(values.timeout));
-        if (ms === null || ms <= 0) throw new UsageError(`--timeout: ${JSON.stringify(values.timeout)} is not a duration (examples: 90s, 30m, 2h)`);
-        timeout = durationFromMs(ms);
-      }
+      const timeout = values.timeout === undefined ? undefined : durationFlag("timeout", values.timeout);
       const policies: Record<string, PermissionPolicy> = { auto_allow: PermissionPolicy.AUTO_ALLOW, ask: PermissionPolicy.ASK, deny: PermissionPolicy.DENY };
       const permissions = values.permissions === undefined ? PermissionPolicy.UNSPECIFIED : policies[String(values.permissions)];
       if (permissions === undefined) throw new UsageError(`--permissions: ${JSON.stringify(values.permissions)} is not one of ${Object.keys(policies).join(", ")}`);
@@ -237,6 +356,7 @@ const commands: Record<string, Command> = {
           timeout,
           provider: String(values.provider ?? ""),
           idempotencyKey: String(values["idempotency-key"] ?? ""),
+          environmentId: String(values.environment ?? ""),
         },
         { signal: io.signal },
       );
@@ -405,6 +525,136 @@ cancels and permission answers go to the run. Nothing but the protocol is writte
         return EXIT.ok;
       }
       return followLogs(c, io, runId, after, asJson);
+    },
+  },
+  "env create": {
+    usage: "paddock env create --name NAME [--network trusted|full|custom] [--allow DOMAIN]... [--include-trusted] [--var K=V]... [--secret NAME[=@FILE]]... [--setup-only-secret NAME[=@FILE]]... [--setup-script FILE] [--provider P] [--image I] [--timeout D]",
+    summary: "create an environment (network policy, variables, secrets) for your team's runs",
+    help: ENV_HELP,
+    options: ENV_OPTIONS,
+    async run({ values, c, io, json: asJson }) {
+      if (!values.name) throw new UsageError("--name is required");
+      const environment = create(EnvironmentSchema, { networkAccess: NetworkAccess.TRUSTED });
+      applyEnvFlags(environment, values, io);
+      const secrets = await secretInputs(values, io);
+      const res = await c.environments.createEnvironment({ environment, secrets }, { signal: io.signal });
+      io.out(asJson ? json(EnvironmentSchema, res.environment!) : showEnvironment(res.environment!));
+      return EXIT.ok;
+    },
+  },
+  "env list": {
+    usage: "paddock env list [--limit N]",
+    summary: "list your team's environments",
+    help: "  --limit N   how many (default 50)",
+    options: { limit: { type: "string" } },
+    async run({ values, c, io, json: asJson }) {
+      const pages = paged(values.limit, async (pageSize, pageToken) => {
+        const res = await c.environments.listEnvironments({ pageSize, pageToken }, { signal: io.signal });
+        return { items: res.environments, next: res.nextPageToken };
+      });
+      for await (const e of pages) {
+        io.out(asJson ? json(EnvironmentSchema, e) : `${e.id}  ${e.name}  network ${networkName(e.networkAccess)}  ${e.secrets.length} secret(s)  ${Object.keys(e.envVars).length} var(s)`);
+      }
+      return EXIT.ok;
+    },
+  },
+  "env get": {
+    usage: "paddock env get ENV_ID",
+    summary: "show an environment (secrets by name only)",
+    help: "",
+    options: {},
+    async run({ positionals, c, io, json: asJson }) {
+      const { environment } = await c.environments.getEnvironment({ environmentId: one(positionals, "environment id") }, { signal: io.signal });
+      io.out(asJson ? json(EnvironmentSchema, environment!) : showEnvironment(environment!));
+      return EXIT.ok;
+    },
+  },
+  "env update": {
+    usage: "paddock env update ENV_ID [flags of env create]... [--unset-var K]... [--remove-secret NAME]... [--no-include-trusted]",
+    summary: "change an environment: only the flags given change; secrets are set or removed by name",
+    help: `${ENV_HELP}
+  --unset-var K             remove a variable; repeatable
+  --remove-secret NAME      remove a secret; repeatable
+  --no-include-trusted      stop adding the trusted list to --network custom
+  --allow replaces the whole domain list; --var and --secret add or replace one entry each.`,
+    options: { ...ENV_OPTIONS, "unset-var": { type: "string", multiple: true }, "remove-secret": { type: "string", multiple: true }, "no-include-trusted": { type: "boolean" } },
+    async run({ values, positionals, c, io, json: asJson }) {
+      const environmentId = one(positionals, "environment id");
+      if (values["include-trusted"] && values["no-include-trusted"]) throw new UsageError("--include-trusted and --no-include-trusted contradict each other");
+      const setSecrets = await secretInputs(values, io);
+      // UpdateEnvironment replaces every field, so start from what the daemon has.
+      const { environment } = await c.environments.getEnvironment({ environmentId }, { signal: io.signal });
+      applyEnvFlags(environment!, values, io);
+      if (values["no-include-trusted"]) environment!.includeTrusted = false;
+      for (const k of list(values["unset-var"])) {
+        if (!(k in environment!.envVars)) throw new UsageError(`--unset-var ${k}: the environment has no variable ${k}`);
+        delete environment!.envVars[k];
+      }
+      const res = await c.environments.updateEnvironment({ environment, setSecrets, removeSecrets: list(values["remove-secret"]) }, { signal: io.signal });
+      io.out(asJson ? json(EnvironmentSchema, res.environment!) : showEnvironment(res.environment!));
+      return EXIT.ok;
+    },
+  },
+  "env delete": {
+    usage: "paddock env delete ENV_ID",
+    summary: "delete an environment and its secrets",
+    help: "",
+    options: {},
+    async run({ positionals, c, io, json: asJson }) {
+      const environmentId = one(positionals, "environment id");
+      await c.environments.deleteEnvironment({ environmentId }, { signal: io.signal });
+      io.out(asJson ? JSON.stringify({ environmentId, deleted: true }) : `environment ${environmentId} deleted`);
+      return EXIT.ok;
+    },
+  },
+  "token create": {
+    usage: "paddock token create --team TEAM --name NAME --scope SCOPE [--scope SCOPE]...",
+    summary: "create an API token; its secret is printed once",
+    help: `  --team TEAM     the team it acts for (letters, digits, - and _)
+  --name NAME     a label ("ci", "alice's laptop")
+  --scope SCOPE   tasks:read, tasks:write, runs:read, runs:write, environments:write, admin
+                  or instance:admin; repeatable, at least one`,
+    options: { team: { type: "string" }, name: { type: "string" }, scope: { type: "string", multiple: true } },
+    async run({ values, c, io, json: asJson }) {
+      if (!values.team) throw new UsageError("--team is required");
+      if (!values.name) throw new UsageError("--name is required");
+      const scopes = list(values.scope);
+      if (scopes.length === 0) throw new UsageError("--scope is required (repeatable)");
+      const res = await c.tokens.createToken({ team: String(values.team), name: String(values.name), scopes }, { signal: io.signal });
+      if (asJson) {
+        io.out(json(CreateTokenResponseSchema, res));
+      } else {
+        io.out(`${showToken(res.token!)}\n  secret:  ${res.secret}`);
+        io.err("paddock: the secret is shown only this once; store it now");
+      }
+      return EXIT.ok;
+    },
+  },
+  "token list": {
+    usage: "paddock token list [--team TEAM] [--limit N]",
+    summary: "list API tokens, newest first (never their secrets)",
+    help: "  --team TEAM   only this team's (default: every team's, which needs instance:admin)\n  --limit N     how many (default 50)",
+    options: { team: { type: "string" }, limit: { type: "string" } },
+    async run({ values, c, io, json: asJson }) {
+      const pages = paged(values.limit, async (pageSize, pageToken) => {
+        const res = await c.tokens.listTokens({ team: String(values.team ?? ""), pageSize, pageToken }, { signal: io.signal });
+        return { items: res.tokens, next: res.nextPageToken };
+      });
+      for await (const t of pages) {
+        io.out(asJson ? json(TokenSchema, t) : `${t.id}  ${t.team}  ${t.name}  ${t.scopes.join(",")}  created ${when(t.createTime)}${t.revokeTime ? `  revoked ${when(t.revokeTime)}` : ""}`);
+      }
+      return EXIT.ok;
+    },
+  },
+  "token revoke": {
+    usage: "paddock token revoke TOKEN_ID",
+    summary: "revoke an API token; it is refused from then on",
+    help: "",
+    options: {},
+    async run({ positionals, c, io, json: asJson }) {
+      const { token } = await c.tokens.revokeToken({ tokenId: one(positionals, "token id") }, { signal: io.signal });
+      io.out(asJson ? json(TokenSchema, token!) : showToken(token!));
+      return EXIT.ok;
     },
   },
 };

@@ -79,6 +79,8 @@ export class RunEvents {
     private readonly notifier: Notifier,
     /** The run's phase now (flushes pending transitions first). */
     private readonly phaseOf: (id: string) => string,
+    /** Told of every ingested batch, for metrics. */
+    private readonly ingested: (id: string, events: readonly RunnerEvent[]) => void = () => {},
   ) {}
 
   /** Stores a batch of the runner's events; returns the agent's exit among them. */
@@ -90,6 +92,7 @@ export class RunEvents {
     });
     this.runs.appendLogs(id, rows, events[events.length - 1]!.seq);
     this.notifier.notify(`logs:${id}`);
+    this.ingested(id, events);
     return exit;
   }
 

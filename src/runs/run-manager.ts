@@ -18,7 +18,7 @@ import { createRunnerClient } from "../sandbox/runner-client.js";
 import type { LogLine, PermissionPolicyName, RunEventKind, RunEventRow, RunLimits, RunModeName, RunStatusName } from "../store/records.js";
 import type { RunFilter, RunsRepository, RunTransition, StoredRun } from "../store/runs-repository.js";
 import type { TasksRepository } from "../store/tasks-repository.js";
-import type { Json } from "../agent/runner-protocol.js";
+import type { Json, RunnerEvent } from "../agent/runner-protocol.js";
 import { resolveAgent, type AgentRequest } from "./agent-spec.js";
 import { usableEnvironment, type Environments } from "./environments.js";
 import { Notifier } from "./notifier.js";
@@ -50,6 +50,16 @@ export interface RunManagerDeps {
   keys: SandboxKeys;
   logger: Logger;
   settings: RunSettings;
+  /** Told what runs do, for metrics; never changes what they do. */
+  observer?: RunObserver;
+}
+
+/** Hooks for metrics. Called synchronously: implementations must be cheap and must not throw. */
+export interface RunObserver {
+  /** A run left phase `from` after msInPhase; not called for a phase a restart interrupted. */
+  phaseChanged?(runId: string, provider: string, from: RunPhase, to: RunPhase, msInPhase: number): void;
+  eventsIngested?(runId: string, events: readonly RunnerEvent[]): void;
+  reaped?(count: number): void;
 }
 
 export interface StartRunParams {
@@ -135,7 +145,7 @@ export class RunManager {
   private readonly live = new Map<string, LiveRun>();
 
   constructor(private readonly deps: RunManagerDeps) {
-    this.events = new RunEvents(deps.runs, this.notifier, (id) => this.get(id).phase);
+    this.events = new RunEvents(deps.runs, this.notifier, (id) => this.get(id).phase, (id, events) => deps.observer?.eventsIngested?.(id, events));
     this.effects = new RunEffects({
       ...deps,
       events: this.events,
@@ -222,7 +232,7 @@ export class RunManager {
       throw error;
     }
     this.deps.logger.info({ runId: id, taskId: task.id, provider: providerName }, "run queued");
-    this.track(id, actor, "queued", run, JSON.stringify(actor.getPersistedSnapshot()));
+    this.track(id, actor, "queued", run, JSON.stringify(actor.getPersistedSnapshot()), now);
     this.pump();
     return { ...this.current(id) };
   }
@@ -382,6 +392,11 @@ export class RunManager {
     this.actors.clear();
   }
 
+  /** Runs waiting for a slot. */
+  get queueDepth(): number {
+    return this.queue.length;
+  }
+
   /** Resolves when the run is cleaned (in-process callers: benchmarks, tests). */
   async waitForCleaned(id: string, signal: AbortSignal): Promise<StoredRun> {
     const live = this.live.get(id);
@@ -405,19 +420,23 @@ export class RunManager {
     this.reaping = true;
     try {
       // Read after listing (inside): a run started meanwhile is in the map before its sandbox exists.
-      return await reapOrphans(this.deps.providers, () => new Set([...this.actors.keys()].map((id) => sandboxName(id))), this.deps.logger);
+      const removed = await reapOrphans(this.deps.providers, () => new Set([...this.actors.keys()].map((id) => sandboxName(id))), this.deps.logger);
+      this.deps.observer?.reaped?.(removed.length);
+      return removed;
     } finally {
       this.reaping = false;
     }
   }
 
-  private track(id: string, actor: RunActor, initialPhase: RunPhase, stored: StoredRun, persisted: string): void {
+  /** `phaseSince`: when the run entered initialPhase, or null when unknown (a restored run). */
+  private track(id: string, actor: RunActor, initialPhase: RunPhase, stored: StoredRun, persisted: string, phaseSince: number | null = null): void {
     this.actors.set(id, actor);
     let markCleaned!: () => void;
     const cleaned = new Promise<void>((r) => (markCleaned = r));
     this.live.set(id, { run: { ...stored }, persisted, cleaned, markCleaned });
     if (initialPhase === "queued") this.queue.push(id);
     let lastPhase = initialPhase;
+    let since = phaseSince;
     actor.subscribe({
       next: (snapshot) => {
         if (this.stopping) return;
@@ -425,6 +444,9 @@ export class RunManager {
         this.persist(id, actor, snapshot);
         if (phase !== lastPhase) {
           this.deps.logger.info({ runId: id, from: lastPhase, to: phase, error: snapshot.context.error ?? undefined }, "run transition");
+          const now = Date.now();
+          if (since !== null) this.deps.observer?.phaseChanged?.(id, stored.provider, lastPhase, phase, now - since);
+          since = now;
           lastPhase = phase;
         }
         if (phase !== "queued") {

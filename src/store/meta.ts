@@ -12,3 +12,11 @@ export function instanceId(db: Database): string {
   db.prepare("INSERT INTO meta (key, value) VALUES ('instance_id', ?)").run([id]);
   return id;
 }
+
+/**
+ * Proves the store takes writes now (for /readyz): one small row rewritten, which also
+ * fails on a closed connection, a read-only file or a full disk.
+ */
+export function probeWritable(db: Database): void {
+  db.prepare("INSERT INTO meta (key, value) VALUES ('ready_probe', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value").run([String(Date.now())]);
+}

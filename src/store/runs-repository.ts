@@ -111,6 +111,7 @@ export function createRunsRepository(db: Database) {
   );
   const byId = db.prepare<RunRow>(`SELECT ${COLUMNS} FROM runs WHERE id = ?`);
   const byKey = db.prepare<RunRow>(`SELECT ${COLUMNS} FROM runs WHERE task_id = ? AND idempotency_key = ?`);
+  const counts = db.prepare<{ status: string; provider: string; count: number }>("SELECT status, provider, count(*) AS count FROM runs GROUP BY status, provider");
   const live = db.prepare<RunRow & { snapshot: string }>(`SELECT ${COLUMNS}, snapshot FROM runs WHERE phase <> 'cleaned' ORDER BY seq`);
   const transition = db.prepare(`UPDATE runs SET status = :status, phase = :phase, error_message = :errorMessage,
       exit_code = :exitCode, started_at = :startedAt, finished_at = :finishedAt, cleaned_at = :cleanedAt,
@@ -133,6 +134,11 @@ export function createRunsRepository(db: Database) {
   );
 
   return {
+    /** How many runs there are of each status and provider (for metrics). */
+    countByStatus(): { status: string; provider: string; count: number }[] {
+      return counts.all();
+    },
+
     /** Inserts the run and its first log lines in one transaction. */
     create(
       run: Omit<RunRecord, "runNumber" | "exitCode" | "resultCommit" | "errorMessage" | "startedAt" | "finishedAt" | "cleanedAt" | "runnerCursor" | "image" | "agentKind" | "runMode" | "permissionPolicy" | "awaitingInput"> & {

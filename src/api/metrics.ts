@@ -1,0 +1,115 @@
+import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import type { RunPhase } from "../../machines/task-run.machine.js";
+import type { RunObserver } from "../runs/run-manager.js";
+import type { EgressVerdict } from "../sandbox/egress-proxy.js";
+
+export interface MetricsSources {
+  /** Stored runs per status and provider, read at each scrape. */
+  runCounts(): { status: string; provider: string; count: number }[];
+  /** Runs waiting for a slot now. */
+  queueDepth(): number;
+}
+
+export interface Metrics extends RunObserver {
+  registry: Registry;
+  egressDecision(verdict: EgressVerdict): void;
+  /** The text exposition format, and its content type. */
+  scrape(): Promise<{ contentType: string; body: string }>;
+}
+
+/**
+ * The phase a run spent the time in, named for operators: time in a terminal phase before
+ * "cleaned" is the cleanup. Null for the end of the line.
+ */
+export function phaseLabel(phase: RunPhase): string | null {
+  switch (phase) {
+    case "queued":
+    case "provisioning":
+    case "running":
+      return phase;
+    case "completed":
+    case "failed":
+    case "cancelled":
+      return "cleanup";
+    case "cleaned":
+      return null;
+    default:
+      throw new Error(`unexpected phase ${String(phase satisfies never)}`);
+  }
+}
+
+// From a queue wait of a fraction of a second to a run of a whole day.
+const PHASE_BUCKETS = [0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 1800, 3600, 3 * 3600, 12 * 3600, 24 * 3600];
+
+/**
+ * The daemon's Prometheus metrics, in a registry of its own (two daemons in one process,
+ * as in tests, do not share counters). Gauges are read from their sources at scrape time;
+ * counters and histograms are fed by RunManager's observer and the egress proxy's audit.
+ */
+export function createMetrics(sources: MetricsSources): Metrics {
+  const registry = new Registry();
+  new Gauge({
+    name: "paddock_runs",
+    help: "Stored runs by status and provider.",
+    labelNames: ["status", "provider"] as const,
+    registers: [registry],
+    collect() {
+      // Reset first: a status no run has any more must not keep its last value.
+      this.reset();
+      for (const r of sources.runCounts()) this.set({ status: r.status, provider: r.provider }, r.count);
+    },
+  });
+  new Gauge({
+    name: "paddock_run_queue_depth",
+    help: "Runs queued for a slot (--max-concurrent-runs).",
+    registers: [registry],
+    collect() {
+      this.set(sources.queueDepth());
+    },
+  });
+  const phases = new Histogram({
+    name: "paddock_run_phase_duration_seconds",
+    help: "Time runs spent in each phase (queued, provisioning, running, cleanup), by provider.",
+    labelNames: ["provider", "phase"] as const,
+    buckets: PHASE_BUCKETS,
+    registers: [registry],
+  });
+  const events = new Counter({
+    name: "paddock_run_events_ingested_total",
+    help: "Events (log lines, agent updates, exits…) taken from runners, by kind.",
+    labelNames: ["kind"] as const,
+    registers: [registry],
+  });
+  const egress = new Counter({
+    name: "paddock_egress_decisions_total",
+    help: "Connections the egress proxy allowed or refused.",
+    labelNames: ["verdict"] as const,
+    registers: [registry],
+  });
+  const reaped = new Counter({
+    name: "paddock_reaper_removals_total",
+    help: "Sandboxes removed because no live run owned them.",
+    registers: [registry],
+  });
+  return {
+    registry,
+    phaseChanged(_runId, provider, from, _to, msInPhase) {
+      const phase = phaseLabel(from);
+      if (phase) phases.observe({ provider, phase }, msInPhase / 1000);
+    },
+    eventsIngested(_runId, batch) {
+      const byKind = new Map<string, number>();
+      for (const e of batch) byKind.set(e.kind, (byKind.get(e.kind) ?? 0) + 1);
+      for (const [kind, n] of byKind) events.inc({ kind }, n);
+    },
+    reaped(count) {
+      if (count > 0) reaped.inc(count);
+    },
+    egressDecision(verdict) {
+      egress.inc({ verdict });
+    },
+    async scrape() {
+      return { contentType: registry.contentType, body: await registry.metrics() };
+    },
+  };
+}
