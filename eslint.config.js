@@ -31,6 +31,16 @@ export default tseslint.config(
     },
   },
   {
+    // The API talks to the domain (src/runs, src/auth), which owns the store: one
+    // ownership check per kind of thing, typed errors instead of SQLite's words.
+    files: ["src/api/**/*.ts"],
+    rules: {
+      "no-restricted-imports": ["error", {
+        patterns: [{ group: ["**/store/*"], message: "src/api goes through the domain layer (src/runs, src/auth), not src/store." }],
+      }],
+    },
+  },
+  {
     // Nothing below the API imports it, the composition root or the entry point.
     files: ["src/runs/**/*.ts", "src/store/**/*.ts", "src/sandbox/**/*.ts", "src/agent/**/*.ts"],
     rules: {

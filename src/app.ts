@@ -15,6 +15,7 @@ import { decodeUnaryBodiesFirst, requestChecks } from "./api/request-checks.js";
 import { createApiTokens } from "./auth/api-tokens.js";
 import { loadOrCreateKey, loadOrCreateSecretBox } from "./auth/secret-box.js";
 import { createEnvironments, networkOf } from "./runs/environments.js";
+import { createTasks } from "./runs/tasks.js";
 import { createEgressAuditRepository } from "./store/egress-audit-repository.js";
 import { createEnvironmentsRepository } from "./store/environments-repository.js";
 import { createTokensRepository } from "./store/tokens-repository.js";
@@ -137,6 +138,7 @@ export async function createApp(opts: AppOptions): Promise<App> {
     throw new Error(`--default-provider docker, but there is no Docker engine socket at ${config.dockerSocket} (--docker-socket)`);
   }
   const runs = new RunManager({
+    egress: egressAudit,
     tasks,
     environments,
     runs: runsRepo,
@@ -164,18 +166,14 @@ export async function createApp(opts: AppOptions): Promise<App> {
   const adminTokenFile = await apiTokens.bootstrapAdmin(config.dataDir);
   if (adminTokenFile) logger.warn({ file: adminTokenFile }, "first start: an admin API token was written to this file (0600); keep it safe");
   const routes = createRoutes({
-    tasks,
+    tasks: createTasks(tasks),
     runs,
     health,
     gitHost: config.gitHost,
-    tokens,
     apiTokens,
     environments,
-    environmentsRepo,
-    secretBox,
     providers: new Set(providers.keys()),
     sandboxImages,
-    egressAudit,
   });
   const makeHandler = (trusted: boolean) =>
     specGrpcMessage(connectNodeAdapter({

@@ -24,6 +24,14 @@ export class NotFoundError extends DomainError {
   }
 }
 
+/** A thing with this name exists already (the store's unique constraint, as a domain fact). */
+export class AlreadyExistsError extends DomainError {
+  override name = "AlreadyExistsError";
+  constructor(kind: string, key: string) {
+    super(`${kind} ${JSON.stringify(key)} already exists`);
+  }
+}
+
 /** The caller is known but may not do this (another team's tokens, a scope it cannot grant). */
 export class PermissionDeniedError extends DomainError {
   override name = "PermissionDeniedError";

@@ -4,8 +4,7 @@ import { checkAgent } from "../runs/agent-spec.js";
 import { policyName } from "./task-run-service.js";
 import { timestampFromMs, durationFromMs } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
-import type { SecretBox } from "../auth/secret-box.js";
-import { InvalidArgumentError, NotFoundError } from "../errors.js";
+import { InvalidArgumentError } from "../errors.js";
 import {
   EnvironmentSchema,
   EnvironmentService,
@@ -16,7 +15,7 @@ import {
 } from "../gen/paddock/v1/environment_pb.js";
 import { newId } from "../runs/run-manager.js";
 import { parseAllowedDomain } from "../sandbox/egress-policy.js";
-import type { EnvironmentRecord, EnvironmentsRepository, EnvironmentSpec, NetworkAccessName } from "../store/environments-repository.js";
+import type { EnvironmentRecord, Environments, EnvironmentSpec, NetworkAccessName } from "../runs/environments.js";
 import { principalOf } from "./auth.js";
 import { decodePageToken, pageSize, paginate } from "./page-token.js";
 import { runTimeoutMs } from "./run-timeout.js";
@@ -137,8 +136,7 @@ function specFrom(env: Environment, providers: ReadonlySet<string>, images: read
 }
 
 export interface EnvironmentServiceDeps {
-  environments: EnvironmentsRepository;
-  secretBox: SecretBox;
+  environments: Environments;
   providers: ReadonlySet<string>;
   sandboxImages: readonly string[];
 }
@@ -146,17 +144,15 @@ export interface EnvironmentServiceDeps {
 export function createEnvironmentService(deps: EnvironmentServiceDeps): ServiceImpl<typeof EnvironmentService> {
   const owned = (id: string, ctx: HandlerContext) => {
     if (!id) throw new InvalidArgumentError("environment_id", "is required");
-    const e = deps.environments.get(id);
-    if (!e || e.team !== principalOf(ctx).team) throw new NotFoundError("environment", id);
-    return e;
+    return deps.environments.owned(principalOf(ctx).team, id);
   };
-  const sealAll = (envId: string, secrets: SecretInput[], envVars: Record<string, string>, field: string) =>
+  const checkSecrets = (secrets: SecretInput[], envVars: Record<string, string>, field: string) =>
     secrets.map((s, i) => {
       if (!VAR.test(s.name)) throw new InvalidArgumentError(`${field}[${i}].name`, `${JSON.stringify(s.name)} is not an environment variable name`);
       if (s.name in envVars) throw new InvalidArgumentError(`${field}[${i}].name`, `${s.name} is also a plain env var`);
       // Never echo a value back, even in an error.
       if (s.value.length < 4 || s.value.length > 32 * 1024) throw new InvalidArgumentError(`${field}[${i}].value`, "must be 4 bytes to 32 KiB (shorter values cannot be told apart in logs to redact them)");
-      return { name: s.name, sealed: deps.secretBox.seal(s.value, `${envId}/${s.name}`), setupOnly: s.setupOnly };
+      return { name: s.name, value: s.value, setupOnly: s.setupOnly };
     });
   const unique = (names: string[], field: string) => {
     const seen = new Set<string>();
@@ -172,14 +168,8 @@ export function createEnvironmentService(deps: EnvironmentServiceDeps): ServiceI
       const { name, spec } = specFrom(req.environment, deps.providers, deps.sandboxImages);
       unique(req.secrets.map((s) => s.name), "secrets");
       const id = newId("env");
-      const sealed = sealAll(id, req.secrets, spec.envVars, "secrets");
-      try {
-        const e = deps.environments.save({ id, team: principalOf(ctx).team, name, spec, now: Date.now(), create: true }, sealed, []);
-        return { environment: environmentToProto(e) };
-      } catch (error) {
-        if (/UNIQUE/.test((error as Error).message)) throw new InvalidArgumentError("environment.name", `the team already has an environment named ${JSON.stringify(name)}`);
-        throw error;
-      }
+      const secrets = checkSecrets(req.secrets, spec.envVars, "secrets");
+      return { environment: environmentToProto(deps.environments.save({ id, team: principalOf(ctx).team, name, spec, create: true }, secrets, [])) };
     },
     getEnvironment(req, ctx) {
       return { environment: environmentToProto(owned(req.environmentId, ctx)) };
@@ -194,7 +184,7 @@ export function createEnvironmentService(deps: EnvironmentServiceDeps): ServiceI
       const current = owned(req.environment.id, ctx);
       const { name, spec } = specFrom(req.environment, deps.providers, deps.sandboxImages);
       unique(req.setSecrets.map((s) => s.name), "set_secrets");
-      const sealed = sealAll(current.id, req.setSecrets, spec.envVars, "set_secrets");
+      const secrets = checkSecrets(req.setSecrets, spec.envVars, "set_secrets");
       for (const n of req.removeSecrets) {
         if (!current.secrets.some((s) => s.name === n)) throw new InvalidArgumentError("remove_secrets", `the environment has no secret ${n}`);
       }
@@ -202,13 +192,7 @@ export function createEnvironmentService(deps: EnvironmentServiceDeps): ServiceI
       for (const k of Object.keys(spec.envVars)) {
         if (kept.includes(k) && !req.setSecrets.some((s) => s.name === k)) throw new InvalidArgumentError("environment.env_vars", `${k} is also a secret`);
       }
-      try {
-        const e = deps.environments.save({ id: current.id, team: current.team, name, spec, now: Date.now(), create: false }, sealed, req.removeSecrets);
-        return { environment: environmentToProto(e) };
-      } catch (error) {
-        if (/UNIQUE/.test((error as Error).message)) throw new InvalidArgumentError("environment.name", `the team already has an environment named ${JSON.stringify(name)}`);
-        throw error;
-      }
+      return { environment: environmentToProto(deps.environments.save({ id: current.id, team: current.team, name, spec, create: false }, secrets, req.removeSecrets)) };
     },
     deleteEnvironment(req, ctx) {
       deps.environments.remove(owned(req.environmentId, ctx).id);

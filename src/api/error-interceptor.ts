@@ -1,12 +1,13 @@
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import type { Logger } from "pino";
-import { DomainError, FailedPreconditionError, InvalidArgumentError, NotFoundError, PermissionDeniedError, SandboxError } from "../errors.js";
+import { AlreadyExistsError, DomainError, FailedPreconditionError, InvalidArgumentError, NotFoundError, PermissionDeniedError, SandboxError } from "../errors.js";
 
 /** The one place domain errors become Connect codes. */
 export function toConnectError(error: unknown, logger: Logger, procedure: string): ConnectError {
   if (error instanceof ConnectError) return error;
   if (error instanceof InvalidArgumentError) return new ConnectError(error.message, Code.InvalidArgument);
   if (error instanceof NotFoundError) return new ConnectError(error.message, Code.NotFound);
+  if (error instanceof AlreadyExistsError) return new ConnectError(error.message, Code.AlreadyExists);
   if (error instanceof PermissionDeniedError) return new ConnectError(error.message, Code.PermissionDenied);
   if (error instanceof FailedPreconditionError) return new ConnectError(error.message, Code.FailedPrecondition);
   if (error instanceof SandboxError) return new ConnectError(error.message, Code.Unavailable);

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import type { RunnerEvent } from "../agent/runner-protocol.js";
 import { toStored } from "../runs/run-events.js";
-import type { RunEventRow } from "../store/records.js";
+import type { RunEventRow } from "../runs/records.js";
 import { eventMessages } from "./mapping.js";
 const redact = (t: string) => t.split("s3cret-value").join("[secret:K]");
 

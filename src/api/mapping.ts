@@ -14,8 +14,8 @@ import {
   type TaskRun,
 } from "../gen/paddock/v1/task_run_pb.js";
 import { TaskSchema, type Task } from "../gen/paddock/v1/task_pb.js";
-import type { LogLine, RunEventRow, RunStatusName, TaskRecord } from "../store/records.js";
-import type { StoredRun } from "../store/runs-repository.js";
+import type { LogLine, RunEventRow, RunStatusName, TaskRecord } from "../runs/records.js";
+import type { StoredRun } from "../runs/records.js";
 
 const ts = (ms: number | null): Timestamp | undefined => (ms === null ? undefined : timestampFromMs(ms));
 

@@ -2,16 +2,15 @@ import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { EgressAttemptSchema, TaskRunService } from "../gen/paddock/v1/task_run_pb.js";
-import type { EgressAuditRepository } from "../store/egress-audit-repository.js";
-import { InvalidArgumentError, NotFoundError } from "../errors.js";
+import { InvalidArgumentError } from "../errors.js";
 import { principalOf } from "./auth.js";
 import { runTimeoutMs } from "./run-timeout.js";
 import type { RunManager } from "../runs/run-manager.js";
-import type { RunLimits } from "../store/records.js";
+import type { RunLimits } from "../runs/records.js";
 import { eventMessages, logMessages, runToProto, statusFromProto } from "./mapping.js";
 import type { StartRunParams } from "../runs/run-manager.js";
 import type { Json } from "../agent/runner-protocol.js";
-import { RUN_EVENT_KINDS, type RunEventKind } from "../store/records.js";
+import { RUN_EVENT_KINDS, type RunEventKind } from "../runs/records.js";
 import { AgentKind, PermissionPolicy, RunMode, type StartRunRequest } from "../gen/paddock/v1/task_run_pb.js";
 import { decodePageToken, pageSize, paginate } from "./page-token.js";
 import { endOnShutdown } from "./shutdown.js";
@@ -40,14 +39,9 @@ export function policyName(p: PermissionPolicy): "" | "auto_allow" | "ask" | "de
   return p === PermissionPolicy.ASK ? "ask" : p === PermissionPolicy.DENY ? "deny" : p === PermissionPolicy.AUTO_ALLOW ? "auto_allow" : "";
 }
 
-export function createTaskRunService(runs: RunManager, egress: EgressAuditRepository): ServiceImpl<typeof TaskRunService> {
+export function createTaskRunService(runs: RunManager): ServiceImpl<typeof TaskRunService> {
   /** The run, if the caller's team owns it; another team's run does not exist for them. */
-  const owned = (runId: string, ctx: HandlerContext) => {
-    required("run_id", runId);
-    const run = runs.get(runId);
-    if (run.team !== principalOf(ctx).team) throw new NotFoundError("run", runId);
-    return run;
-  };
+  const owned = (runId: string, ctx: HandlerContext) => runs.owned(required("run_id", runId), principalOf(ctx).team);
   return {
     startRun(req, ctx) {
       required("task_id", req.taskId);
@@ -116,7 +110,7 @@ export function createTaskRunService(runs: RunManager, egress: EgressAuditReposi
     listRunEgress(req, ctx) {
       const run = owned(req.runId, ctx);
       return {
-        attempts: egress.list(run.id).map((a) =>
+        attempts: runs.egress(run.id).map((a) =>
           create(EgressAttemptSchema, { host: a.host, port: a.port, verdict: a.verdict, count: BigInt(a.count), firstTime: timestampFromMs(a.firstAt), lastTime: timestampFromMs(a.lastAt) }),
         ),
       };

@@ -1,16 +1,16 @@
 import type { ServiceImpl } from "@connectrpc/connect";
 import { TaskService } from "../gen/paddock/v1/task_pb.js";
-import { InvalidArgumentError, NotFoundError } from "../errors.js";
+import { InvalidArgumentError } from "../errors.js";
 import { newId } from "../runs/run-manager.js";
 import { usableEnvironment, type Environments } from "../runs/environments.js";
 import { resolveRepository } from "../runs/repository-ref.js";
-import type { TasksRepository } from "../store/tasks-repository.js";
+import type { Tasks } from "../runs/tasks.js";
 import { principalOf } from "./auth.js";
 import { taskToProto } from "./mapping.js";
 import { decodePageToken, pageSize, paginate } from "./page-token.js";
 
 export interface TaskServiceDeps {
-  tasks: TasksRepository;
+  tasks: Tasks;
   environments: Environments;
   gitHost: string;
 }
@@ -47,10 +47,7 @@ export function createTaskService(deps: TaskServiceDeps): ServiceImpl<typeof Tas
     },
     getTask(req, ctx) {
       if (!req.taskId) throw new InvalidArgumentError("task_id", "is required");
-      const task = deps.tasks.get(req.taskId);
-      // Another team's task does not exist for this caller.
-      if (!task || task.team !== principalOf(ctx).team) throw new NotFoundError("task", req.taskId);
-      return { task: taskToProto(task) };
+      return { task: taskToProto(deps.tasks.owned(principalOf(ctx).team, req.taskId)) };
     },
     listTasks(req, ctx) {
       const size = pageSize(req.pageSize);

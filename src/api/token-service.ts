@@ -1,10 +1,9 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
-import { INSTANCE_ADMIN, mayManageTeam, validTeam, type ApiTokens, type Principal } from "../auth/api-tokens.js";
+import { INSTANCE_ADMIN, mayManageTeam, validTeam, type ApiTokens, type Principal, type TokenRecord } from "../auth/api-tokens.js";
 import { InvalidArgumentError, NotFoundError, PermissionDeniedError } from "../errors.js";
 import { TokenSchema, TokenService, type Token } from "../gen/paddock/v1/token_pb.js";
-import type { TokenRecord, TokensRepository } from "../store/tokens-repository.js";
 import { principalOf } from "./auth.js";
 import { decodePageToken, pageSize, paginate } from "./page-token.js";
 
@@ -29,7 +28,7 @@ function tokenToProto(t: TokenRecord): Token {
   });
 }
 
-export function createTokenService(deps: { tokens: TokensRepository; apiTokens: ApiTokens }): ServiceImpl<typeof TokenService> {
+export function createTokenService(deps: { apiTokens: ApiTokens }): ServiceImpl<typeof TokenService> {
   return {
     createToken(req, ctx) {
       if (!req.team) throw new InvalidArgumentError("team", "is required");
@@ -48,12 +47,12 @@ export function createTokenService(deps: { tokens: TokensRepository; apiTokens: 
         throw new PermissionDeniedError(`listing every team's tokens needs the scope ${INSTANCE_ADMIN}; set team to ${JSON.stringify(p.team)} for this token's own`);
       }
       const size = pageSize(req.pageSize);
-      const page = paginate(deps.tokens.list(req.team, decodePageToken(req.pageToken), size + 1), size, (t) => t.seq);
+      const page = paginate(deps.apiTokens.list(req.team, decodePageToken(req.pageToken), size + 1), size, (t) => t.seq);
       return { tokens: page.items.map(tokenToProto), nextPageToken: page.nextPageToken };
     },
     revokeToken(req, ctx) {
       if (!req.tokenId) throw new InvalidArgumentError("token_id", "is required");
-      const target = deps.tokens.get(req.tokenId);
+      const target = deps.apiTokens.get(req.tokenId);
       if (!target) throw new NotFoundError("token", req.tokenId);
       const p = principalOf(ctx);
       checkTeam(p, target.team, "revoking a token");
@@ -61,8 +60,8 @@ export function createTokenService(deps: { tokens: TokensRepository; apiTokens: 
       if (target.scopes.includes(INSTANCE_ADMIN) && !p.scopes.has(INSTANCE_ADMIN)) {
         throw new PermissionDeniedError(`revoking a token with the scope ${INSTANCE_ADMIN} needs that scope`);
       }
-      deps.tokens.revoke(req.tokenId, Date.now());
-      return { token: tokenToProto(deps.tokens.get(req.tokenId)!) };
+      deps.apiTokens.revoke(req.tokenId);
+      return { token: tokenToProto(deps.apiTokens.get(req.tokenId)!) };
     },
   };
 }

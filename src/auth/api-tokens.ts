@@ -4,6 +4,8 @@ import { join } from "node:path";
 import { InvalidArgumentError } from "../errors.js";
 import type { TokenRecord, TokensRepository } from "../store/tokens-repository.js";
 
+export type { TokenRecord };
+
 /**
  * `admin` is everything within its own team, token management included; `instance:admin`
  * adds the other teams' tokens and the power to grant instance:admin itself.
@@ -88,6 +90,13 @@ export function createApiTokens(tokens: TokensRepository) {
     return path;
   }
 
-  return { create, authenticate, bootstrapAdmin };
+  return {
+    create,
+    authenticate,
+    bootstrapAdmin,
+    get: (id: string): TokenRecord | undefined => tokens.get(id),
+    list: (team: string, before: number, limit: number): TokenRecord[] => tokens.list(team, before, limit),
+    revoke: (id: string): void => tokens.revoke(id, Date.now()),
+  };
 }
 export type ApiTokens = ReturnType<typeof createApiTokens>;

@@ -1,8 +1,8 @@
 import { createHash } from "node:crypto";
 import type { SecretBox } from "../auth/secret-box.js";
 import type { NetworkPolicy } from "../sandbox/egress-policy.js";
-import { InvalidArgumentError } from "../errors.js";
-import type { EnvironmentRecord, EnvironmentsRepository } from "../store/environments-repository.js";
+import { AlreadyExistsError, InvalidArgumentError, NotFoundError } from "../errors.js";
+import type { EnvironmentRecord, EnvironmentSpec, EnvironmentsRepository } from "../store/environments-repository.js";
 
 /** Replaces every secret (and its encodings) in a log line: no secret reaches stored or streamed logs. */
 export { redactor } from "../redaction.js";
@@ -13,10 +13,25 @@ export interface SecretValue {
   setupOnly: boolean;
 }
 
-/** The run layer's view of environments: their settings, and their secrets decrypted on demand. */
+export type { EnvironmentRecord, EnvironmentSpec, NetworkAccessName } from "../store/environments-repository.js";
+
+/** Environments as the domain has them: settings, secrets sealed at rest and opened on demand, and one team-ownership check. */
 export interface Environments {
   get(id: string): EnvironmentRecord | undefined;
   secretValues(id: string): SecretValue[];
+  /** The team's environment `id`; another team's does not exist for it. */
+  owned(team: string, id: string): EnvironmentRecord;
+  list(team: string, before: number, limit: number): EnvironmentRecord[];
+  /**
+   * Creates or replaces an environment and applies secret changes, all or nothing; values
+   * are sealed here. A name the team uses already is an error on `environment.name`.
+   */
+  save(
+    e: { id: string; team: string; name: string; spec: EnvironmentSpec; create: boolean },
+    setSecrets: SecretValue[],
+    removeSecrets: string[],
+  ): EnvironmentRecord;
+  remove(id: string): void;
 }
 
 /** The network policy of each stage of a run in this environment; null without one. */
@@ -42,6 +57,22 @@ export function createEnvironments(repo: EnvironmentsRepository, box: SecretBox)
   return {
     get: (id) => repo.get(id),
     secretValues: (id) => repo.sealedSecrets(id).map((s) => ({ name: s.name, value: box.open(s.sealed, `${id}/${s.name}`), setupOnly: s.setupOnly })),
+    owned(team, id) {
+      const e = repo.get(id);
+      if (!e || e.team !== team) throw new NotFoundError("environment", id);
+      return e;
+    },
+    list: (team, before, limit) => repo.list(team, before, limit),
+    save(e, setSecrets, removeSecrets) {
+      const sealed = setSecrets.map((s) => ({ name: s.name, sealed: box.seal(s.value, `${e.id}/${s.name}`), setupOnly: s.setupOnly }));
+      try {
+        return repo.save({ ...e, now: Date.now() }, sealed, removeSecrets);
+      } catch (error) {
+        if (error instanceof AlreadyExistsError) throw new InvalidArgumentError("environment.name", `the team already has an environment named ${JSON.stringify(e.name)}`);
+        throw error;
+      }
+    },
+    remove: (id) => repo.remove(id),
   };
 }
 
@@ -49,7 +80,7 @@ export function createEnvironments(repo: EnvironmentsRepository, box: SecretBox)
  * The environment a task or run may use: the caller's team's, and one that allows the
  * repository. `field` names the request field in the error.
  */
-export function usableEnvironment(envs: Environments, id: string, team: string, repository: string, field: string): EnvironmentRecord {
+export function usableEnvironment(envs: Pick<Environments, "get">, id: string, team: string, repository: string, field: string): EnvironmentRecord {
   const env = envs.get(id);
   if (!env || env.team !== team) throw new InvalidArgumentError(field, `no environment ${JSON.stringify(id)} in your team`);
   if (env.repositories.length > 0 && !env.repositories.includes(repository)) {

@@ -18,6 +18,7 @@ import { createRunnerClient } from "../sandbox/runner-client.js";
 import type { LogLine, PermissionPolicyName, RunEventKind, RunEventRow, RunLimits, RunModeName, RunStatusName } from "../store/records.js";
 import type { RunFilter, RunsRepository, RunTransition, StoredRun } from "../store/runs-repository.js";
 import type { TasksRepository } from "../store/tasks-repository.js";
+import type { EgressAuditRepository, EgressAuditRow } from "../store/egress-audit-repository.js";
 import type { Json, RunnerEvent } from "../agent/runner-protocol.js";
 import { resolveAgent, type AgentRequest } from "./agent-spec.js";
 import { usableEnvironment, type Environments } from "./environments.js";
@@ -44,7 +45,8 @@ export interface RunSettings {
 
 export interface RunManagerDeps {
   tasks: TasksRepository;
-  environments: Environments;
+  /** Only their settings and secrets: runs never change environments. */
+  environments: Pick<Environments, "get" | "secretValues">;
   runs: RunsRepository;
   providers: ReadonlyMap<string, SandboxProvider>;
   keys: SandboxKeys;
@@ -52,6 +54,8 @@ export interface RunManagerDeps {
   settings: RunSettings;
   /** Told what runs do, for metrics; never changes what they do. */
   observer?: RunObserver;
+  /** Where the egress proxy counts each run's destinations; absent: none recorded. */
+  egress?: EgressAuditRepository;
 }
 
 /** Hooks for metrics. Called synchronously: implementations must be cheap and must not throw. */
@@ -248,6 +252,18 @@ export class RunManager {
       );
     }
     return image;
+  }
+
+  /** The team's run `id`: another team's run does not exist for it. */
+  owned(id: string, team: string): StoredRun {
+    const run = this.get(id);
+    if (run.team !== team) throw new NotFoundError("run", id);
+    return run;
+  }
+
+  /** The destinations the run's sandbox asked the egress proxy for. */
+  egress(id: string): EgressAuditRow[] {
+    return this.deps.egress?.list(id) ?? [];
   }
 
   get(id: string): StoredRun {

@@ -1,3 +1,4 @@
+import { AlreadyExistsError } from "../errors.js";
 import type { Database } from "./database.js";
 
 export type NetworkAccessName = "trusted" | "full" | "custom";
@@ -87,8 +88,14 @@ export function createEnvironmentsRepository(db: Database) {
       removeSecrets: string[],
     ): EnvironmentRecord {
       return db.transaction(() => {
-        if (e.create) insert.run([e.id, e.team, e.name, JSON.stringify(e.spec), e.now, e.now]);
-        else update.run([e.name, JSON.stringify(e.spec), e.now, e.id]);
+        try {
+          if (e.create) insert.run([e.id, e.team, e.name, JSON.stringify(e.spec), e.now, e.now]);
+          else update.run([e.name, JSON.stringify(e.spec), e.now, e.id]);
+        } catch (error) {
+          // The (team, name) constraint: a fact of the domain, not SQLite's words.
+          if (/UNIQUE/.test((error as Error).message)) throw new AlreadyExistsError("environment", e.name);
+          throw error;
+        }
         for (const s of setSecrets) putSecret.run([e.id, s.name, s.sealed, s.setupOnly ? 1 : 0, e.now]);
         for (const n of removeSecrets) dropSecret.run([e.id, n]);
         return toRecord(byId.get([e.id])!);
