@@ -1,6 +1,6 @@
 import { fromBinary, toBinary, type DescMessage, type MessageShape, create } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
-import { execFileSync, spawn, type ChildProcess } from "node:child_process";
+import { execFileSync, type ChildProcess } from "node:child_process";
 import { existsSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -9,7 +9,7 @@ import {
   StreamLogsResponseSchema,
   type LogEntry,
 } from "../src/gen/paddock/v1/task_run_pb.js";
-import { freePort, gitEnv, makeGitRepo, processesOf, sh, tempDir } from "./fixtures.js";
+import { freePort, gitEnv, makeGitRepo, processesOf, sh, spawnServe, tempDir } from "./fixtures.js";
 
 /**
  * The compiled binary, end to end: driven with `buf curl` through reflection and with a
@@ -20,19 +20,7 @@ const BIN = join(ROOT, "dist", "paddock");
 const BUF = join(ROOT, "node_modules", ".bin", "buf");
 
 function startBinary(dataDir: string, port: number): Promise<ChildProcess> {
-  const child = spawn(BIN, ["serve", "--data-dir", dataDir, "--listen", `127.0.0.1:${port}`, "--log-format", "json"], {
-    env: { ...gitEnv, PADDOCK_LOG_LEVEL: "info" },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  return new Promise((resolveStart, reject) => {
-    let err = "";
-    child.stderr!.on("data", (d: Buffer) => {
-      err += d;
-      if (err.includes("paddock listening")) resolveStart(child);
-    });
-    child.stdout!.resume();
-    child.once("exit", (code) => reject(new Error(`paddock serve exited with ${code}: ${err}`)));
-  });
+  return spawnServe([BIN], ["--data-dir", dataDir, "--listen", `127.0.0.1:${port}`, "--log-format", "json"], { env: { ...gitEnv, PADDOCK_LOG_LEVEL: "info" } });
 }
 
 let token = "";

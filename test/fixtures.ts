@@ -1,7 +1,7 @@
 import { ConnectError, createClient, type Client } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import Database from "better-sqlite3";
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import Docker from "dockerode";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { bearer } from "../src/cli/client.js";
@@ -212,4 +212,21 @@ export async function failureOf(p: Promise<unknown>): Promise<ConnectError> {
     return ConnectError.from(error);
   }
   throw new Error("expected the call to fail");
+}
+
+/**
+ * Starts `paddock serve` as its own process (argv: the binary, or node + tsx + main.ts) and
+ * resolves once it says it listens; rejects with its stderr if it exits first.
+ */
+export function spawnServe(argv: string[], args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): Promise<ChildProcess> {
+  const child = spawn(argv[0]!, [...argv.slice(1), "serve", ...args], { cwd: opts.cwd, env: opts.env ?? gitEnv, stdio: ["ignore", "pipe", "pipe"] });
+  return new Promise((resolveStart, reject) => {
+    let err = "";
+    child.stderr!.on("data", (d: Buffer) => {
+      err += d;
+      if (err.includes("paddock listening")) resolveStart(child);
+    });
+    child.stdout!.resume();
+    child.once("exit", (code) => reject(new Error(`paddock serve exited with ${code}: ${err}`)));
+  });
 }

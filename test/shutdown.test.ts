@@ -8,7 +8,7 @@ import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TaskService } from "../src/gen/paddock/v1/task_pb.js";
 import { GetRunRequestSchema, GetRunResponseSchema, RunStatus, TaskRunService } from "../src/gen/paddock/v1/task_run_pb.js";
-import { bearer, cleanUp, freePort, gitEnv, makeGitRepo, processesOf, removeLocalWork, startDaemon, tempDir } from "./fixtures.js";
+import { bearer, cleanUp, freePort, gitEnv, makeGitRepo, processesOf, removeLocalWork, spawnServe, startDaemon, tempDir } from "./fixtures.js";
 
 /** The daemon from source, as `paddock serve` runs it: signals and exit are the point here. */
 const ROOT = resolve(import.meta.dirname, "..");
@@ -16,20 +16,7 @@ const PADDOCK = [process.execPath, "--import", "tsx", join(ROOT, "src", "main.ts
 const LINES = 120;
 
 function serve(dataDir: string, port: number): Promise<ChildProcess> {
-  const child = spawn(PADDOCK[0]!, [...PADDOCK.slice(1), "serve", "--data-dir", dataDir, "--listen", `127.0.0.1:${port}`, "--log-format", "json", "--grace-time", "1s"], {
-    cwd: ROOT,
-    env: gitEnv,
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  return new Promise((resolveStart, reject) => {
-    let err = "";
-    child.stderr!.on("data", (d: Buffer) => {
-      err += d;
-      if (err.includes("paddock listening")) resolveStart(child);
-    });
-    child.stdout!.resume();
-    child.once("exit", (code) => reject(new Error(`paddock serve exited with ${code}: ${err}`)));
-  });
+  return spawnServe(PADDOCK, ["--data-dir", dataDir, "--listen", `127.0.0.1:${port}`, "--log-format", "json", "--grace-time", "1s"], { cwd: ROOT });
 }
 
 /** Resolves with the exit code; rejects if the process is still there after `limitMs`. */

@@ -1,3 +1,4 @@
+import type { RunnerEnv } from "../agent/runner-env.js";
 import type { AgentKind, PermissionPolicy, RunMode } from "../agent/runner-protocol.js";
 import type { NetworkPolicy } from "./egress-policy.js";
 
@@ -119,6 +120,30 @@ export interface SnapshotStart {
   baseImageId: string;
   paddockVersion: string;
   environmentId: string;
+}
+
+/**
+ * The part of the runner's environment that comes from the run itself, the same for every
+ * provider; each adds where things are (address, workdir, state, source, the agent's user).
+ * The runner holds the agent until POST /start, when the daemon hands over the environment.
+ */
+export function runnerEnvOfRun(
+  run: Pick<SandboxSpec, "runId" | "branch" | "resultBranch" | "agentCommand" | "agent" | "prompt" | "publicKeyPem"> & { logBudget?: SandboxSpec["logBudget"] },
+): Pick<RunnerEnv, "PADDOCK_RUN_ID" | "PADDOCK_BRANCH" | "PADDOCK_RESULT_BRANCH" | "PADDOCK_AGENT_COMMAND" | "PADDOCK_AGENT_KIND" | "PADDOCK_RUN_MODE" | "PADDOCK_PERMISSION_POLICY" | "PADDOCK_PROMPT" | "PADDOCK_HOLD" | "PADDOCK_LOG_MAX_BYTES" | "PADDOCK_LOG_MAX_LINES" | "JWT_PUBLIC_KEY"> {
+  return {
+    PADDOCK_RUN_ID: run.runId,
+    PADDOCK_BRANCH: run.branch,
+    PADDOCK_RESULT_BRANCH: run.resultBranch,
+    PADDOCK_AGENT_COMMAND: JSON.stringify(run.agentCommand),
+    PADDOCK_AGENT_KIND: run.agent?.kind,
+    PADDOCK_RUN_MODE: run.agent?.mode,
+    PADDOCK_PERMISSION_POLICY: run.agent?.permissionPolicy,
+    PADDOCK_PROMPT: run.prompt,
+    PADDOCK_HOLD: "1",
+    PADDOCK_LOG_MAX_BYTES: run.logBudget?.maxBytes,
+    PADDOCK_LOG_MAX_LINES: run.logBudget?.maxLines,
+    JWT_PUBLIC_KEY: run.publicKeyPem,
+  };
 }
 
 export function sandboxName(runId: string, attempt = 1): string {

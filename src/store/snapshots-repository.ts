@@ -3,16 +3,7 @@ import type { Database } from "./database.js";
 
 export type SnapshotStatus = "in_progress" | "complete" | "error";
 
-export interface SnapshotRecord {
-  id: string;
-  provider: string;
-  key: string;
-  repository: string;
-  commit: string;
-  setupHash: string;
-  baseImageId: string;
-  paddockVersion: string;
-  environmentId: string;
+export interface SnapshotRecord extends SnapshotStart {
   externalId: string;
   status: SnapshotStatus;
   error: string;

@@ -1,6 +1,6 @@
 import type { ContainerCreateOptions } from "dockerode";
 import { runnerEnvironment } from "../../agent/runner-env.js";
-import type { SandboxSpec } from "../provider.js";
+import { runnerEnvOfRun, type SandboxSpec } from "../provider.js";
 
 export const RUNNER_PORT = 47821;
 export const SOURCE_MOUNT = "/paddock/source";
@@ -38,27 +38,15 @@ export function containerSpec(
     // No token here: the runner needs only the public key, and the daemon mints tokens itself.
     Env: Object.entries(
       runnerEnvironment({
-        PADDOCK_RUN_ID: spec.runId,
+        ...runnerEnvOfRun(spec),
         PADDOCK_RUNNER_HOST: "0.0.0.0",
         PADDOCK_RUNNER_PORT: RUNNER_PORT,
         PADDOCK_WORKDIR: WORKSPACE,
         PADDOCK_STATE_DIR: STATE_DIR,
         PADDOCK_SOURCE: SOURCE_MOUNT,
-        PADDOCK_BRANCH: spec.branch,
-        PADDOCK_RESULT_BRANCH: spec.resultBranch,
-        PADDOCK_AGENT_COMMAND: JSON.stringify(spec.agentCommand),
-        PADDOCK_AGENT_KIND: spec.agent?.kind,
-        PADDOCK_RUN_MODE: spec.agent?.mode,
-        PADDOCK_PERMISSION_POLICY: spec.agent?.permissionPolicy,
-        PADDOCK_PROMPT: spec.prompt,
-        // The runner waits for POST /start, so a snapshot can be taken after the clone.
-        PADDOCK_HOLD: "1",
         PADDOCK_AGENT_UID: AGENT_UID,
         PADDOCK_AGENT_GID: AGENT_UID,
         PADDOCK_AGENT_HOME: AGENT_HOME,
-        PADDOCK_LOG_MAX_BYTES: spec.logBudget.maxBytes,
-        PADDOCK_LOG_MAX_LINES: spec.logBudget.maxLines,
-        JWT_PUBLIC_KEY: spec.publicKeyPem,
       }),
     ).map(([k, v]) => `${k}=${v}`),
     WorkingDir: WORKSPACE,

@@ -9,7 +9,7 @@ import { runnerEnvironment } from "../../agent/runner-env.js";
 import { RUNNER_EVENTS_FILE, RUNNER_INFO_FILE, type RunnerInfo } from "../../agent/runner-protocol.js";
 import { SandboxError } from "../../errors.js";
 import { collectWork } from "../import-work.js";
-import type { CleanupResult, SandboxProvider, SandboxSpec, SandboxStatus } from "../provider.js";
+import { runnerEnvOfRun, type CleanupResult, type SandboxProvider, type SandboxSpec, type SandboxStatus } from "../provider.js";
 import { prepareSource } from "../repository-source.js";
 import { createRunnerClient } from "../runner-client.js";
 
@@ -160,29 +160,17 @@ export class LocalProvider implements SandboxProvider {
         env: {
           ...this.opts.baseEnv,
           ...runnerEnvironment({
-            PADDOCK_RUN_ID: record.runId,
+            ...runnerEnvOfRun(record),
             PADDOCK_RUNNER_HOST: "127.0.0.1",
             PADDOCK_RUNNER_PORT: 0,
             PADDOCK_WORKDIR: join(work, "workspace"),
             PADDOCK_STATE_DIR: state,
             PADDOCK_SOURCE: record.source,
-            PADDOCK_BRANCH: record.branch,
-            PADDOCK_RESULT_BRANCH: record.resultBranch,
-            PADDOCK_AGENT_COMMAND: JSON.stringify(record.agentCommand),
-            PADDOCK_AGENT_KIND: record.agent?.kind,
-            PADDOCK_RUN_MODE: record.agent?.mode,
-            PADDOCK_PERMISSION_POLICY: record.agent?.permissionPolicy,
-            PADDOCK_PROMPT: record.prompt,
             PADDOCK_GRACE_MS: this.opts.graceMs,
-            // The daemon starts the agent with POST /start, handing over the environment then.
-            PADDOCK_HOLD: "1",
             PADDOCK_AGENT_UID: uid,
             PADDOCK_AGENT_GID: uid,
             PADDOCK_AGENT_HOME: join(work, "home"),
             PADDOCK_AGENT_PATH: this.opts.baseEnv.PATH ?? "/usr/local/bin:/usr/bin:/bin",
-            PADDOCK_LOG_MAX_BYTES: record.logBudget?.maxBytes,
-            PADDOCK_LOG_MAX_LINES: record.logBudget?.maxLines,
-            JWT_PUBLIC_KEY: record.publicKeyPem,
           }),
         },
       });
