@@ -12,7 +12,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file paddock/v1/task_run.proto.
  */
 export const file_paddock_v1_task_run: GenFile = /*@__PURE__*/
-  fileDesc("ChlwYWRkb2NrL3YxL3Rhc2tfcnVuLnByb3RvEgpwYWRkb2NrLnYxIu0GCgdUYXNrUnVuEgoKAmlkGAEgASgJEg8KB3Rhc2tfaWQYAiABKAkSJQoGc3RhdHVzGAMgASgOMhUucGFkZG9jay52MS5SdW5TdGF0dXMSDQoFcGhhc2UYBCABKAkSEAoIcHJvdmlkZXIYBSABKAkSFQoNZXJyb3JfbWVzc2FnZRgGIAEoCRIsCghkZWFkbGluZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKY2xlYW5lZF9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLY3JlYXRlX3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0X3RpbWUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2ZpbmlzaF90aW1lGAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGYnJhbmNoGA0gASgJEhUKDXJlc3VsdF9icmFuY2gYDiABKAkSFQoNcmVzdWx0X2NvbW1pdBgPIAEoCRIVCg1hZ2VudF9jb21tYW5kGBAgAygJEhYKCWV4aXRfY29kZRgRIAEoBUgAiAEBEhIKCnJ1bl9udW1iZXIYEiABKAMSKQoGbGltaXRzGBMgASgLMhkucGFkZG9jay52MS5TYW5kYm94TGltaXRzEgwKBHRlYW0YFCABKAkSFgoOZW52aXJvbm1lbnRfaWQYFSABKAkSHwoXbmV0d29ya19wb2xpY3lfZW5mb3JjZWQYFiABKAgSFgoOYWdlbnRfaXNvbGF0ZWQYFyABKAgSDQoFaW1hZ2UYGCABKAkSKQoKYWdlbnRfa2luZBgZIAEoDjIVLnBhZGRvY2sudjEuQWdlbnRLaW5kEiEKBG1vZGUYGiABKA4yEy5wYWRkb2NrLnYxLlJ1bk1vZGUSNwoRcGVybWlzc2lvbl9wb2xpY3kYGyABKA4yHC5wYWRkb2NrLnYxLlBlcm1pc3Npb25Qb2xpY3kSFgoOYXdhaXRpbmdfaW5wdXQYHCABKAhCDAoKX2V4aXRfY29kZSJyCghMb2dFbnRyeRILCgNzZXEYASABKAMSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGc3RyZWFtGAMgASgJEgwKBHRleHQYBCABKAkSEQoJY29udGludWVkGAUgASgIIlcKE1N0cmVhbUV2ZW50c1JlcXVlc3QSDgoGcnVuX2lkGAEgASgJEhEKCWFmdGVyX3NlcRgCIAEoAxIOCgZmb2xsb3cYAyABKAgSDQoFa2luZHMYBCADKAkiPAoUU3RyZWFtRXZlbnRzUmVzcG9uc2USJAoGZXZlbnRzGAEgAygLMhQucGFkZG9jay52MS5SdW5FdmVudCLyAgoIUnVuRXZlbnQSCwoDc2VxGAEgASgDEigKBHRpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiMKA2xvZxgKIAEoCzIULnBhZGRvY2sudjEuTG9nRW50cnlIABIvCgxhZ2VudF91cGRhdGUYCyABKAsyFy5wYWRkb2NrLnYxLkFnZW50VXBkYXRlSAASKAoGcHJvbXB0GAwgASgLMhYucGFkZG9jay52MS5Qcm9tcHRTZW50SAASOwoScGVybWlzc2lvbl9yZXF1ZXN0GA0gASgLMh0ucGFkZG9jay52MS5QZXJtaXNzaW9uUmVxdWVzdEgAEj0KE3Blcm1pc3Npb25fcmVzb2x2ZWQYDiABKAsyHi5wYWRkb2NrLnYxLlBlcm1pc3Npb25SZXNvbHZlZEgAEisKCnR1cm5fZW5kZWQYDyABKAsyFS5wYWRkb2NrLnYxLlR1cm5FbmRlZEgAQgYKBGtpbmQicQoLQWdlbnRVcGRhdGUSEgoKc2Vzc2lvbl9pZBgBIAEoCRITCgt1cGRhdGVfa2luZBgCIAEoCRInCgZ1cGRhdGUYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhAKCHJlcGxheWVkGAQgASgIIlUKClByb21wdFNlbnQSEQoJcHJvbXB0X2lkGAEgASgJEigKB2NvbnRlbnQYAiADKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EgoKAmJ5GAMgASgJIkEKEFBlcm1pc3Npb25PcHRpb24SEQoJb3B0aW9uX2lkGAEgASgJEgwKBG5hbWUYAiABKAkSDAoEa2luZBgDIAEoCSKzAQoRUGVybWlzc2lvblJlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoCRIqCgl0b29sX2NhbGwYAiABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0Ei0KB29wdGlvbnMYAyADKAsyHC5wYWRkb2NrLnYxLlBlcm1pc3Npb25PcHRpb24SLwoLZXhwaXJlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkcKElBlcm1pc3Npb25SZXNvbHZlZBISCgpyZXF1ZXN0X2lkGAEgASgJEhEKCW9wdGlvbl9pZBgCIAEoCRIKCgJieRgDIAEoCSIzCglUdXJuRW5kZWQSEQoJcHJvbXB0X2lkGAEgASgJEhMKC3N0b3BfcmVhc29uGAIgASgJInQKEVNlbmRQcm9tcHRSZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCRIMCgR0ZXh0GAIgASgJEigKB2NvbnRlbnQYAyADKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhcKD2lkZW1wb3RlbmN5X2tleRgEIAEoCSInChJTZW5kUHJvbXB0UmVzcG9uc2USEQoJcHJvbXB0X2lkGAEgASgJIlEKGFJlc3BvbmRQZXJtaXNzaW9uUmVxdWVzdBIOCgZydW5faWQYASABKAkSEgoKcmVxdWVzdF9pZBgCIAEoCRIRCglvcHRpb25faWQYAyABKAkiGwoZUmVzcG9uZFBlcm1pc3Npb25SZXNwb25zZSIjChFDYW5jZWxUdXJuUmVxdWVzdBIOCgZydW5faWQYASABKAkiFAoSQ2FuY2VsVHVyblJlc3BvbnNlIiYKFExpc3RSdW5FZ3Jlc3NSZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCSKqAQoNRWdyZXNzQXR0ZW1wdBIMCgRob3N0GAEgASgJEgwKBHBvcnQYAiABKAUSDwoHdmVyZGljdBgDIAEoCRINCgVjb3VudBgEIAEoAxIuCgpmaXJzdF90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBItCglsYXN0X3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkQKFUxpc3RSdW5FZ3Jlc3NSZXNwb25zZRIrCghhdHRlbXB0cxgBIAMoCzIZLnBhZGRvY2sudjEuRWdyZXNzQXR0ZW1wdCL0AgoPU3RhcnRSdW5SZXF1ZXN0Eg8KB3Rhc2tfaWQYASABKAkSDgoGYnJhbmNoGAIgASgJEhUKDWFnZW50X2NvbW1hbmQYAyADKAkSKgoHdGltZW91dBgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIQCghwcm92aWRlchgFIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYBiABKAkSKQoGbGltaXRzGAcgASgLMhkucGFkZG9jay52MS5TYW5kYm94TGltaXRzEhYKDmVudmlyb25tZW50X2lkGAggASgJEg0KBWltYWdlGAkgASgJEiQKBWFnZW50GAogASgLMhUucGFkZG9jay52MS5BZ2VudFNwZWMSIQoEbW9kZRgLIAEoDjITLnBhZGRvY2sudjEuUnVuTW9kZRI3ChFwZXJtaXNzaW9uX3BvbGljeRgMIAEoDjIcLnBhZGRvY2sudjEuUGVybWlzc2lvblBvbGljeSJRCglBZ2VudFNwZWMSIwoEa2luZBgBIAEoDjIVLnBhZGRvY2sudjEuQWdlbnRLaW5kEg4KBnByZXNldBgCIAEoCRIPCgdjb21tYW5kGAMgAygJIoQBCg1TYW5kYm94TGltaXRzEhEKBGNwdXMYASABKAFIAIgBARIZCgxtZW1vcnlfYnl0ZXMYAiABKANIAYgBARIRCgRwaWRzGAMgASgFSAKIAQESDwoHcnVudGltZRgEIAEoCUIHCgVfY3B1c0IPCg1fbWVtb3J5X2J5dGVzQgcKBV9waWRzIjQKEFN0YXJ0UnVuUmVzcG9uc2USIAoDcnVuGAEgASgLMhMucGFkZG9jay52MS5UYXNrUnVuIh8KDUdldFJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJIjIKDkdldFJ1blJlc3BvbnNlEiAKA3J1bhgBIAEoCzITLnBhZGRvY2sudjEuVGFza1J1biJwCg9MaXN0UnVuc1JlcXVlc3QSDwoHdGFza19pZBgBIAEoCRIlCgZzdGF0dXMYAiABKA4yFS5wYWRkb2NrLnYxLlJ1blN0YXR1cxIRCglwYWdlX3NpemUYAyABKAUSEgoKcGFnZV90b2tlbhgEIAEoCSJOChBMaXN0UnVuc1Jlc3BvbnNlEiEKBHJ1bnMYASADKAsyEy5wYWRkb2NrLnYxLlRhc2tSdW4SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIiIKEENhbmNlbFJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJIjUKEUNhbmNlbFJ1blJlc3BvbnNlEiAKA3J1bhgBIAEoCzITLnBhZGRvY2sudjEuVGFza1J1biJiChJDb21wbGV0ZVJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJEiUKBnN0YXR1cxgCIAEoDjIVLnBhZGRvY2sudjEuUnVuU3RhdHVzEhUKDWVycm9yX21lc3NhZ2UYAyABKAkiNwoTQ29tcGxldGVSdW5SZXNwb25zZRIgCgNydW4YASABKAsyEy5wYWRkb2NrLnYxLlRhc2tSdW4iRgoRU3RyZWFtTG9nc1JlcXVlc3QSDgoGcnVuX2lkGAEgASgJEhEKCWFmdGVyX3NlcRgCIAEoAxIOCgZmb2xsb3cYAyABKAgiOwoSU3RyZWFtTG9nc1Jlc3BvbnNlEiUKB2VudHJpZXMYASADKAsyFC5wYWRkb2NrLnYxLkxvZ0VudHJ5IiEKD1dhdGNoUnVuUmVxdWVzdBIOCgZydW5faWQYASABKAkiNAoQV2F0Y2hSdW5SZXNwb25zZRIgCgNydW4YASABKAsyEy5wYWRkb2NrLnYxLlRhc2tSdW4qpQEKCVJ1blN0YXR1cxIaChZSVU5fU1RBVFVTX1VOU1BFQ0lGSUVEEAASFQoRUlVOX1NUQVRVU19RVUVVRUQQARIaChZSVU5fU1RBVFVTX0lOX1BST0dSRVNTEAISGAoUUlVOX1NUQVRVU19DT01QTEVURUQQAxIVChFSVU5fU1RBVFVTX0ZBSUxFRBAEEhgKFFJVTl9TVEFUVVNfQ0FOQ0VMTEVEEAUqUwoJQWdlbnRLaW5kEhoKFkFHRU5UX0tJTkRfVU5TUEVDSUZJRUQQABIWChJBR0VOVF9LSU5EX0NPTU1BTkQQARISCg5BR0VOVF9LSU5EX0FDUBACKlYKB1J1bk1vZGUSGAoUUlVOX01PREVfVU5TUEVDSUZJRUQQABIXChNSVU5fTU9ERV9CQUNLR1JPVU5EEAESGAoUUlVOX01PREVfSU5URVJBQ1RJVkUQAiqOAQoQUGVybWlzc2lvblBvbGljeRIhCh1QRVJNSVNTSU9OX1BPTElDWV9VTlNQRUNJRklFRBAAEiAKHFBFUk1JU1NJT05fUE9MSUNZX0FVVE9fQUxMT1cQARIZChVQRVJNSVNTSU9OX1BPTElDWV9BU0sQAhIaChZQRVJNSVNTSU9OX1BPTElDWV9ERU5ZEAMyuAcKDlRhc2tSdW5TZXJ2aWNlEkUKCFN0YXJ0UnVuEhsucGFkZG9jay52MS5TdGFydFJ1blJlcXVlc3QaHC5wYWRkb2NrLnYxLlN0YXJ0UnVuUmVzcG9uc2USPwoGR2V0UnVuEhkucGFkZG9jay52MS5HZXRSdW5SZXF1ZXN0GhoucGFkZG9jay52MS5HZXRSdW5SZXNwb25zZRJFCghMaXN0UnVucxIbLnBhZGRvY2sudjEuTGlzdFJ1bnNSZXF1ZXN0GhwucGFkZG9jay52MS5MaXN0UnVuc1Jlc3BvbnNlEkgKCUNhbmNlbFJ1bhIcLnBhZGRvY2sudjEuQ2FuY2VsUnVuUmVxdWVzdBodLnBhZGRvY2sudjEuQ2FuY2VsUnVuUmVzcG9uc2USTgoLQ29tcGxldGVSdW4SHi5wYWRkb2NrLnYxLkNvbXBsZXRlUnVuUmVxdWVzdBofLnBhZGRvY2sudjEuQ29tcGxldGVSdW5SZXNwb25zZRJNCgpTdHJlYW1Mb2dzEh0ucGFkZG9jay52MS5TdHJlYW1Mb2dzUmVxdWVzdBoeLnBhZGRvY2sudjEuU3RyZWFtTG9nc1Jlc3BvbnNlMAESRwoIV2F0Y2hSdW4SGy5wYWRkb2NrLnYxLldhdGNoUnVuUmVxdWVzdBocLnBhZGRvY2sudjEuV2F0Y2hSdW5SZXNwb25zZTABElQKDUxpc3RSdW5FZ3Jlc3MSIC5wYWRkb2NrLnYxLkxpc3RSdW5FZ3Jlc3NSZXF1ZXN0GiEucGFkZG9jay52MS5MaXN0UnVuRWdyZXNzUmVzcG9uc2USUwoMU3RyZWFtRXZlbnRzEh8ucGFkZG9jay52MS5TdHJlYW1FdmVudHNSZXF1ZXN0GiAucGFkZG9jay52MS5TdHJlYW1FdmVudHNSZXNwb25zZTABEksKClNlbmRQcm9tcHQSHS5wYWRkb2NrLnYxLlNlbmRQcm9tcHRSZXF1ZXN0Gh4ucGFkZG9jay52MS5TZW5kUHJvbXB0UmVzcG9uc2USYAoRUmVzcG9uZFBlcm1pc3Npb24SJC5wYWRkb2NrLnYxLlJlc3BvbmRQZXJtaXNzaW9uUmVxdWVzdBolLnBhZGRvY2sudjEuUmVzcG9uZFBlcm1pc3Npb25SZXNwb25zZRJLCgpDYW5jZWxUdXJuEh0ucGFkZG9jay52MS5DYW5jZWxUdXJuUmVxdWVzdBoeLnBhZGRvY2sudjEuQ2FuY2VsVHVyblJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("ChlwYWRkb2NrL3YxL3Rhc2tfcnVuLnByb3RvEgpwYWRkb2NrLnYxIp0HCgdUYXNrUnVuEgoKAmlkGAEgASgJEg8KB3Rhc2tfaWQYAiABKAkSJQoGc3RhdHVzGAMgASgOMhUucGFkZG9jay52MS5SdW5TdGF0dXMSDQoFcGhhc2UYBCABKAkSEAoIcHJvdmlkZXIYBSABKAkSFQoNZXJyb3JfbWVzc2FnZRgGIAEoCRIsCghkZWFkbGluZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKY2xlYW5lZF9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLY3JlYXRlX3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0X3RpbWUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2ZpbmlzaF90aW1lGAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGYnJhbmNoGA0gASgJEhUKDXJlc3VsdF9icmFuY2gYDiABKAkSFQoNcmVzdWx0X2NvbW1pdBgPIAEoCRIVCg1hZ2VudF9jb21tYW5kGBAgAygJEhYKCWV4aXRfY29kZRgRIAEoBUgAiAEBEhIKCnJ1bl9udW1iZXIYEiABKAMSKQoGbGltaXRzGBMgASgLMhkucGFkZG9jay52MS5TYW5kYm94TGltaXRzEgwKBHRlYW0YFCABKAkSFgoOZW52aXJvbm1lbnRfaWQYFSABKAkSHwoXbmV0d29ya19wb2xpY3lfZW5mb3JjZWQYFiABKAgSFgoOYWdlbnRfaXNvbGF0ZWQYFyABKAgSDQoFaW1hZ2UYGCABKAkSKQoKYWdlbnRfa2luZBgZIAEoDjIVLnBhZGRvY2sudjEuQWdlbnRLaW5kEiEKBG1vZGUYGiABKA4yEy5wYWRkb2NrLnYxLlJ1bk1vZGUSNwoRcGVybWlzc2lvbl9wb2xpY3kYGyABKA4yHC5wYWRkb2NrLnYxLlBlcm1pc3Npb25Qb2xpY3kSFgoOYXdhaXRpbmdfaW5wdXQYHCABKAgSLgoNcGhhc2VfdGltaW5ncxgeIAMoCzIXLnBhZGRvY2sudjEuUGhhc2VUaW1pbmdCDAoKX2V4aXRfY29kZSJ5CgtQaGFzZVRpbWluZxINCgVwaGFzZRgBIAEoCRIuCgpzdGFydF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIrCghkdXJhdGlvbhgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiJyCghMb2dFbnRyeRILCgNzZXEYASABKAMSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGc3RyZWFtGAMgASgJEgwKBHRleHQYBCABKAkSEQoJY29udGludWVkGAUgASgIIlcKE1N0cmVhbUV2ZW50c1JlcXVlc3QSDgoGcnVuX2lkGAEgASgJEhEKCWFmdGVyX3NlcRgCIAEoAxIOCgZmb2xsb3cYAyABKAgSDQoFa2luZHMYBCADKAkiPAoUU3RyZWFtRXZlbnRzUmVzcG9uc2USJAoGZXZlbnRzGAEgAygLMhQucGFkZG9jay52MS5SdW5FdmVudCLyAgoIUnVuRXZlbnQSCwoDc2VxGAEgASgDEigKBHRpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiMKA2xvZxgKIAEoCzIULnBhZGRvY2sudjEuTG9nRW50cnlIABIvCgxhZ2VudF91cGRhdGUYCyABKAsyFy5wYWRkb2NrLnYxLkFnZW50VXBkYXRlSAASKAoGcHJvbXB0GAwgASgLMhYucGFkZG9jay52MS5Qcm9tcHRTZW50SAASOwoScGVybWlzc2lvbl9yZXF1ZXN0GA0gASgLMh0ucGFkZG9jay52MS5QZXJtaXNzaW9uUmVxdWVzdEgAEj0KE3Blcm1pc3Npb25fcmVzb2x2ZWQYDiABKAsyHi5wYWRkb2NrLnYxLlBlcm1pc3Npb25SZXNvbHZlZEgAEisKCnR1cm5fZW5kZWQYDyABKAsyFS5wYWRkb2NrLnYxLlR1cm5FbmRlZEgAQgYKBGtpbmQicQoLQWdlbnRVcGRhdGUSEgoKc2Vzc2lvbl9pZBgBIAEoCRITCgt1cGRhdGVfa2luZBgCIAEoCRInCgZ1cGRhdGUYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhAKCHJlcGxheWVkGAQgASgIIlUKClByb21wdFNlbnQSEQoJcHJvbXB0X2lkGAEgASgJEigKB2NvbnRlbnQYAiADKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EgoKAmJ5GAMgASgJIkEKEFBlcm1pc3Npb25PcHRpb24SEQoJb3B0aW9uX2lkGAEgASgJEgwKBG5hbWUYAiABKAkSDAoEa2luZBgDIAEoCSKzAQoRUGVybWlzc2lvblJlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoCRIqCgl0b29sX2NhbGwYAiABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0Ei0KB29wdGlvbnMYAyADKAsyHC5wYWRkb2NrLnYxLlBlcm1pc3Npb25PcHRpb24SLwoLZXhwaXJlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkcKElBlcm1pc3Npb25SZXNvbHZlZBISCgpyZXF1ZXN0X2lkGAEgASgJEhEKCW9wdGlvbl9pZBgCIAEoCRIKCgJieRgDIAEoCSIzCglUdXJuRW5kZWQSEQoJcHJvbXB0X2lkGAEgASgJEhMKC3N0b3BfcmVhc29uGAIgASgJInQKEVNlbmRQcm9tcHRSZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCRIMCgR0ZXh0GAIgASgJEigKB2NvbnRlbnQYAyADKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhcKD2lkZW1wb3RlbmN5X2tleRgEIAEoCSInChJTZW5kUHJvbXB0UmVzcG9uc2USEQoJcHJvbXB0X2lkGAEgASgJIlEKGFJlc3BvbmRQZXJtaXNzaW9uUmVxdWVzdBIOCgZydW5faWQYASABKAkSEgoKcmVxdWVzdF9pZBgCIAEoCRIRCglvcHRpb25faWQYAyABKAkiGwoZUmVzcG9uZFBlcm1pc3Npb25SZXNwb25zZSIjChFDYW5jZWxUdXJuUmVxdWVzdBIOCgZydW5faWQYASABKAkiFAoSQ2FuY2VsVHVyblJlc3BvbnNlIiYKFExpc3RSdW5FZ3Jlc3NSZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCSKqAQoNRWdyZXNzQXR0ZW1wdBIMCgRob3N0GAEgASgJEgwKBHBvcnQYAiABKAUSDwoHdmVyZGljdBgDIAEoCRINCgVjb3VudBgEIAEoAxIuCgpmaXJzdF90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBItCglsYXN0X3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkQKFUxpc3RSdW5FZ3Jlc3NSZXNwb25zZRIrCghhdHRlbXB0cxgBIAMoCzIZLnBhZGRvY2sudjEuRWdyZXNzQXR0ZW1wdCL0AgoPU3RhcnRSdW5SZXF1ZXN0Eg8KB3Rhc2tfaWQYASABKAkSDgoGYnJhbmNoGAIgASgJEhUKDWFnZW50X2NvbW1hbmQYAyADKAkSKgoHdGltZW91dBgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIQCghwcm92aWRlchgFIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYBiABKAkSKQoGbGltaXRzGAcgASgLMhkucGFkZG9jay52MS5TYW5kYm94TGltaXRzEhYKDmVudmlyb25tZW50X2lkGAggASgJEg0KBWltYWdlGAkgASgJEiQKBWFnZW50GAogASgLMhUucGFkZG9jay52MS5BZ2VudFNwZWMSIQoEbW9kZRgLIAEoDjITLnBhZGRvY2sudjEuUnVuTW9kZRI3ChFwZXJtaXNzaW9uX3BvbGljeRgMIAEoDjIcLnBhZGRvY2sudjEuUGVybWlzc2lvblBvbGljeSJRCglBZ2VudFNwZWMSIwoEa2luZBgBIAEoDjIVLnBhZGRvY2sudjEuQWdlbnRLaW5kEg4KBnByZXNldBgCIAEoCRIPCgdjb21tYW5kGAMgAygJIoQBCg1TYW5kYm94TGltaXRzEhEKBGNwdXMYASABKAFIAIgBARIZCgxtZW1vcnlfYnl0ZXMYAiABKANIAYgBARIRCgRwaWRzGAMgASgFSAKIAQESDwoHcnVudGltZRgEIAEoCUIHCgVfY3B1c0IPCg1fbWVtb3J5X2J5dGVzQgcKBV9waWRzIjQKEFN0YXJ0UnVuUmVzcG9uc2USIAoDcnVuGAEgASgLMhMucGFkZG9jay52MS5UYXNrUnVuIh8KDUdldFJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJIjIKDkdldFJ1blJlc3BvbnNlEiAKA3J1bhgBIAEoCzITLnBhZGRvY2sudjEuVGFza1J1biJwCg9MaXN0UnVuc1JlcXVlc3QSDwoHdGFza19pZBgBIAEoCRIlCgZzdGF0dXMYAiABKA4yFS5wYWRkb2NrLnYxLlJ1blN0YXR1cxIRCglwYWdlX3NpemUYAyABKAUSEgoKcGFnZV90b2tlbhgEIAEoCSJOChBMaXN0UnVuc1Jlc3BvbnNlEiEKBHJ1bnMYASADKAsyEy5wYWRkb2NrLnYxLlRhc2tSdW4SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIiIKEENhbmNlbFJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJIjUKEUNhbmNlbFJ1blJlc3BvbnNlEiAKA3J1bhgBIAEoCzITLnBhZGRvY2sudjEuVGFza1J1biJiChJDb21wbGV0ZVJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJEiUKBnN0YXR1cxgCIAEoDjIVLnBhZGRvY2sudjEuUnVuU3RhdHVzEhUKDWVycm9yX21lc3NhZ2UYAyABKAkiNwoTQ29tcGxldGVSdW5SZXNwb25zZRIgCgNydW4YASABKAsyEy5wYWRkb2NrLnYxLlRhc2tSdW4iRgoRU3RyZWFtTG9nc1JlcXVlc3QSDgoGcnVuX2lkGAEgASgJEhEKCWFmdGVyX3NlcRgCIAEoAxIOCgZmb2xsb3cYAyABKAgiOwoSU3RyZWFtTG9nc1Jlc3BvbnNlEiUKB2VudHJpZXMYASADKAsyFC5wYWRkb2NrLnYxLkxvZ0VudHJ5IiEKD1dhdGNoUnVuUmVxdWVzdBIOCgZydW5faWQYASABKAkiNAoQV2F0Y2hSdW5SZXNwb25zZRIgCgNydW4YASABKAsyEy5wYWRkb2NrLnYxLlRhc2tSdW4qpQEKCVJ1blN0YXR1cxIaChZSVU5fU1RBVFVTX1VOU1BFQ0lGSUVEEAASFQoRUlVOX1NUQVRVU19RVUVVRUQQARIaChZSVU5fU1RBVFVTX0lOX1BST0dSRVNTEAISGAoUUlVOX1NUQVRVU19DT01QTEVURUQQAxIVChFSVU5fU1RBVFVTX0ZBSUxFRBAEEhgKFFJVTl9TVEFUVVNfQ0FOQ0VMTEVEEAUqUwoJQWdlbnRLaW5kEhoKFkFHRU5UX0tJTkRfVU5TUEVDSUZJRUQQABIWChJBR0VOVF9LSU5EX0NPTU1BTkQQARISCg5BR0VOVF9LSU5EX0FDUBACKlYKB1J1bk1vZGUSGAoUUlVOX01PREVfVU5TUEVDSUZJRUQQABIXChNSVU5fTU9ERV9CQUNLR1JPVU5EEAESGAoUUlVOX01PREVfSU5URVJBQ1RJVkUQAiqOAQoQUGVybWlzc2lvblBvbGljeRIhCh1QRVJNSVNTSU9OX1BPTElDWV9VTlNQRUNJRklFRBAAEiAKHFBFUk1JU1NJT05fUE9MSUNZX0FVVE9fQUxMT1cQARIZChVQRVJNSVNTSU9OX1BPTElDWV9BU0sQAhIaChZQRVJNSVNTSU9OX1BPTElDWV9ERU5ZEAMyuAcKDlRhc2tSdW5TZXJ2aWNlEkUKCFN0YXJ0UnVuEhsucGFkZG9jay52MS5TdGFydFJ1blJlcXVlc3QaHC5wYWRkb2NrLnYxLlN0YXJ0UnVuUmVzcG9uc2USPwoGR2V0UnVuEhkucGFkZG9jay52MS5HZXRSdW5SZXF1ZXN0GhoucGFkZG9jay52MS5HZXRSdW5SZXNwb25zZRJFCghMaXN0UnVucxIbLnBhZGRvY2sudjEuTGlzdFJ1bnNSZXF1ZXN0GhwucGFkZG9jay52MS5MaXN0UnVuc1Jlc3BvbnNlEkgKCUNhbmNlbFJ1bhIcLnBhZGRvY2sudjEuQ2FuY2VsUnVuUmVxdWVzdBodLnBhZGRvY2sudjEuQ2FuY2VsUnVuUmVzcG9uc2USTgoLQ29tcGxldGVSdW4SHi5wYWRkb2NrLnYxLkNvbXBsZXRlUnVuUmVxdWVzdBofLnBhZGRvY2sudjEuQ29tcGxldGVSdW5SZXNwb25zZRJNCgpTdHJlYW1Mb2dzEh0ucGFkZG9jay52MS5TdHJlYW1Mb2dzUmVxdWVzdBoeLnBhZGRvY2sudjEuU3RyZWFtTG9nc1Jlc3BvbnNlMAESRwoIV2F0Y2hSdW4SGy5wYWRkb2NrLnYxLldhdGNoUnVuUmVxdWVzdBocLnBhZGRvY2sudjEuV2F0Y2hSdW5SZXNwb25zZTABElQKDUxpc3RSdW5FZ3Jlc3MSIC5wYWRkb2NrLnYxLkxpc3RSdW5FZ3Jlc3NSZXF1ZXN0GiEucGFkZG9jay52MS5MaXN0UnVuRWdyZXNzUmVzcG9uc2USUwoMU3RyZWFtRXZlbnRzEh8ucGFkZG9jay52MS5TdHJlYW1FdmVudHNSZXF1ZXN0GiAucGFkZG9jay52MS5TdHJlYW1FdmVudHNSZXNwb25zZTABEksKClNlbmRQcm9tcHQSHS5wYWRkb2NrLnYxLlNlbmRQcm9tcHRSZXF1ZXN0Gh4ucGFkZG9jay52MS5TZW5kUHJvbXB0UmVzcG9uc2USYAoRUmVzcG9uZFBlcm1pc3Npb24SJC5wYWRkb2NrLnYxLlJlc3BvbmRQZXJtaXNzaW9uUmVxdWVzdBolLnBhZGRvY2sudjEuUmVzcG9uZFBlcm1pc3Npb25SZXNwb25zZRJLCgpDYW5jZWxUdXJuEh0ucGFkZG9jay52MS5DYW5jZWxUdXJuUmVxdWVzdBoeLnBhZGRvY2sudjEuQ2FuY2VsVHVyblJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * One attempt at a task, in one sandbox.
@@ -201,6 +201,14 @@ export type TaskRun = Message<"paddock.v1.TaskRun"> & {
    * @generated from field: bool awaiting_input = 28;
    */
   awaitingInput: boolean;
+
+  /**
+   * How long each phase took, in order: queued, provisioning, setup, running, cleanup. A
+   * phase still under way has a start_time and no duration.
+   *
+   * @generated from field: repeated paddock.v1.PhaseTiming phase_timings = 30;
+   */
+  phaseTimings: PhaseTiming[];
 };
 
 /**
@@ -209,6 +217,35 @@ export type TaskRun = Message<"paddock.v1.TaskRun"> & {
  */
 export const TaskRunSchema: GenMessage<TaskRun> = /*@__PURE__*/
   messageDesc(file_paddock_v1_task_run, 0);
+
+/**
+ * @generated from message paddock.v1.PhaseTiming
+ */
+export type PhaseTiming = Message<"paddock.v1.PhaseTiming"> & {
+  /**
+   * queued | provisioning | setup | running | cleanup
+   *
+   * @generated from field: string phase = 1;
+   */
+  phase: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp start_time = 2;
+   */
+  startTime?: Timestamp | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Duration duration = 3;
+   */
+  duration?: Duration | undefined;
+};
+
+/**
+ * Describes the message paddock.v1.PhaseTiming.
+ * Use `create(PhaseTimingSchema)` to create a new message.
+ */
+export const PhaseTimingSchema: GenMessage<PhaseTiming> = /*@__PURE__*/
+  messageDesc(file_paddock_v1_task_run, 1);
 
 /**
  * @generated from message paddock.v1.LogEntry
@@ -257,7 +294,7 @@ export type LogEntry = Message<"paddock.v1.LogEntry"> & {
  * Use `create(LogEntrySchema)` to create a new message.
  */
 export const LogEntrySchema: GenMessage<LogEntry> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 1);
+  messageDesc(file_paddock_v1_task_run, 2);
 
 /**
  * @generated from message paddock.v1.StreamEventsRequest
@@ -292,7 +329,7 @@ export type StreamEventsRequest = Message<"paddock.v1.StreamEventsRequest"> & {
  * Use `create(StreamEventsRequestSchema)` to create a new message.
  */
 export const StreamEventsRequestSchema: GenMessage<StreamEventsRequest> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 2);
+  messageDesc(file_paddock_v1_task_run, 3);
 
 /**
  * @generated from message paddock.v1.StreamEventsResponse
@@ -309,7 +346,7 @@ export type StreamEventsResponse = Message<"paddock.v1.StreamEventsResponse"> & 
  * Use `create(StreamEventsResponseSchema)` to create a new message.
  */
 export const StreamEventsResponseSchema: GenMessage<StreamEventsResponse> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 3);
+  messageDesc(file_paddock_v1_task_run, 4);
 
 /**
  * One entry of a run's history, in the run's one gapless seq space.
@@ -374,7 +411,7 @@ export type RunEvent = Message<"paddock.v1.RunEvent"> & {
  * Use `create(RunEventSchema)` to create a new message.
  */
 export const RunEventSchema: GenMessage<RunEvent> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 4);
+  messageDesc(file_paddock_v1_task_run, 5);
 
 /**
  * An ACP session/update as the agent sent it.
@@ -414,7 +451,7 @@ export type AgentUpdate = Message<"paddock.v1.AgentUpdate"> & {
  * Use `create(AgentUpdateSchema)` to create a new message.
  */
 export const AgentUpdateSchema: GenMessage<AgentUpdate> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 5);
+  messageDesc(file_paddock_v1_task_run, 6);
 
 /**
  * @generated from message paddock.v1.PromptSent
@@ -445,7 +482,7 @@ export type PromptSent = Message<"paddock.v1.PromptSent"> & {
  * Use `create(PromptSentSchema)` to create a new message.
  */
 export const PromptSentSchema: GenMessage<PromptSent> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 6);
+  messageDesc(file_paddock_v1_task_run, 7);
 
 /**
  * @generated from message paddock.v1.PermissionOption
@@ -474,7 +511,7 @@ export type PermissionOption = Message<"paddock.v1.PermissionOption"> & {
  * Use `create(PermissionOptionSchema)` to create a new message.
  */
 export const PermissionOptionSchema: GenMessage<PermissionOption> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 7);
+  messageDesc(file_paddock_v1_task_run, 8);
 
 /**
  * @generated from message paddock.v1.PermissionRequest
@@ -510,7 +547,7 @@ export type PermissionRequest = Message<"paddock.v1.PermissionRequest"> & {
  * Use `create(PermissionRequestSchema)` to create a new message.
  */
 export const PermissionRequestSchema: GenMessage<PermissionRequest> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 8);
+  messageDesc(file_paddock_v1_task_run, 9);
 
 /**
  * @generated from message paddock.v1.PermissionResolved
@@ -541,7 +578,7 @@ export type PermissionResolved = Message<"paddock.v1.PermissionResolved"> & {
  * Use `create(PermissionResolvedSchema)` to create a new message.
  */
 export const PermissionResolvedSchema: GenMessage<PermissionResolved> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 9);
+  messageDesc(file_paddock_v1_task_run, 10);
 
 /**
  * @generated from message paddock.v1.TurnEnded
@@ -565,7 +602,7 @@ export type TurnEnded = Message<"paddock.v1.TurnEnded"> & {
  * Use `create(TurnEndedSchema)` to create a new message.
  */
 export const TurnEndedSchema: GenMessage<TurnEnded> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 10);
+  messageDesc(file_paddock_v1_task_run, 11);
 
 /**
  * @generated from message paddock.v1.SendPromptRequest
@@ -601,7 +638,7 @@ export type SendPromptRequest = Message<"paddock.v1.SendPromptRequest"> & {
  * Use `create(SendPromptRequestSchema)` to create a new message.
  */
 export const SendPromptRequestSchema: GenMessage<SendPromptRequest> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 11);
+  messageDesc(file_paddock_v1_task_run, 12);
 
 /**
  * @generated from message paddock.v1.SendPromptResponse
@@ -618,7 +655,7 @@ export type SendPromptResponse = Message<"paddock.v1.SendPromptResponse"> & {
  * Use `create(SendPromptResponseSchema)` to create a new message.
  */
 export const SendPromptResponseSchema: GenMessage<SendPromptResponse> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 12);
+  messageDesc(file_paddock_v1_task_run, 13);
 
 /**
  * @generated from message paddock.v1.RespondPermissionRequest
@@ -647,7 +684,7 @@ export type RespondPermissionRequest = Message<"paddock.v1.RespondPermissionRequ
  * Use `create(RespondPermissionRequestSchema)` to create a new message.
  */
 export const RespondPermissionRequestSchema: GenMessage<RespondPermissionRequest> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 13);
+  messageDesc(file_paddock_v1_task_run, 14);
 
 /**
  * @generated from message paddock.v1.RespondPermissionResponse
@@ -660,7 +697,7 @@ export type RespondPermissionResponse = Message<"paddock.v1.RespondPermissionRes
  * Use `create(RespondPermissionResponseSchema)` to create a new message.
  */
 export const RespondPermissionResponseSchema: GenMessage<RespondPermissionResponse> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 14);
+  messageDesc(file_paddock_v1_task_run, 15);
 
 /**
  * @generated from message paddock.v1.CancelTurnRequest
@@ -677,7 +714,7 @@ export type CancelTurnRequest = Message<"paddock.v1.CancelTurnRequest"> & {
  * Use `create(CancelTurnRequestSchema)` to create a new message.
  */
 export const CancelTurnRequestSchema: GenMessage<CancelTurnRequest> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 15);
+  messageDesc(file_paddock_v1_task_run, 16);
 
 /**
  * @generated from message paddock.v1.CancelTurnResponse
@@ -690,7 +727,7 @@ export type CancelTurnResponse = Message<"paddock.v1.CancelTurnResponse"> & {
  * Use `create(CancelTurnResponseSchema)` to create a new message.
  */
 export const CancelTurnResponseSchema: GenMessage<CancelTurnResponse> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 16);
+  messageDesc(file_paddock_v1_task_run, 17);
 
 /**
  * @generated from message paddock.v1.ListRunEgressRequest
@@ -707,7 +744,7 @@ export type ListRunEgressRequest = Message<"paddock.v1.ListRunEgressRequest"> & 
  * Use `create(ListRunEgressRequestSchema)` to create a new message.
  */
 export const ListRunEgressRequestSchema: GenMessage<ListRunEgressRequest> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 17);
+  messageDesc(file_paddock_v1_task_run, 18);
 
 /**
  * @generated from message paddock.v1.EgressAttempt
@@ -751,7 +788,7 @@ export type EgressAttempt = Message<"paddock.v1.EgressAttempt"> & {
  * Use `create(EgressAttemptSchema)` to create a new message.
  */
 export const EgressAttemptSchema: GenMessage<EgressAttempt> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 18);
+  messageDesc(file_paddock_v1_task_run, 19);
 
 /**
  * @generated from message paddock.v1.ListRunEgressResponse
@@ -768,7 +805,7 @@ export type ListRunEgressResponse = Message<"paddock.v1.ListRunEgressResponse"> 
  * Use `create(ListRunEgressResponseSchema)` to create a new message.
  */
 export const ListRunEgressResponseSchema: GenMessage<ListRunEgressResponse> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 19);
+  messageDesc(file_paddock_v1_task_run, 20);
 
 /**
  * @generated from message paddock.v1.StartRunRequest
@@ -864,7 +901,7 @@ export type StartRunRequest = Message<"paddock.v1.StartRunRequest"> & {
  * Use `create(StartRunRequestSchema)` to create a new message.
  */
 export const StartRunRequestSchema: GenMessage<StartRunRequest> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 20);
+  messageDesc(file_paddock_v1_task_run, 21);
 
 /**
  * @generated from message paddock.v1.AgentSpec
@@ -895,7 +932,7 @@ export type AgentSpec = Message<"paddock.v1.AgentSpec"> & {
  * Use `create(AgentSpecSchema)` to create a new message.
  */
 export const AgentSpecSchema: GenMessage<AgentSpec> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 21);
+  messageDesc(file_paddock_v1_task_run, 22);
 
 /**
  * Resources and isolation of one sandbox. Unset fields take the daemon's settings.
@@ -933,7 +970,7 @@ export type SandboxLimits = Message<"paddock.v1.SandboxLimits"> & {
  * Use `create(SandboxLimitsSchema)` to create a new message.
  */
 export const SandboxLimitsSchema: GenMessage<SandboxLimits> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 22);
+  messageDesc(file_paddock_v1_task_run, 23);
 
 /**
  * @generated from message paddock.v1.StartRunResponse
@@ -950,7 +987,7 @@ export type StartRunResponse = Message<"paddock.v1.StartRunResponse"> & {
  * Use `create(StartRunResponseSchema)` to create a new message.
  */
 export const StartRunResponseSchema: GenMessage<StartRunResponse> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 23);
+  messageDesc(file_paddock_v1_task_run, 24);
 
 /**
  * @generated from message paddock.v1.GetRunRequest
@@ -967,7 +1004,7 @@ export type GetRunRequest = Message<"paddock.v1.GetRunRequest"> & {
  * Use `create(GetRunRequestSchema)` to create a new message.
  */
 export const GetRunRequestSchema: GenMessage<GetRunRequest> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 24);
+  messageDesc(file_paddock_v1_task_run, 25);
 
 /**
  * @generated from message paddock.v1.GetRunResponse
@@ -984,7 +1021,7 @@ export type GetRunResponse = Message<"paddock.v1.GetRunResponse"> & {
  * Use `create(GetRunResponseSchema)` to create a new message.
  */
 export const GetRunResponseSchema: GenMessage<GetRunResponse> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 25);
+  messageDesc(file_paddock_v1_task_run, 26);
 
 /**
  * @generated from message paddock.v1.ListRunsRequest
@@ -1022,7 +1059,7 @@ export type ListRunsRequest = Message<"paddock.v1.ListRunsRequest"> & {
  * Use `create(ListRunsRequestSchema)` to create a new message.
  */
 export const ListRunsRequestSchema: GenMessage<ListRunsRequest> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 26);
+  messageDesc(file_paddock_v1_task_run, 27);
 
 /**
  * @generated from message paddock.v1.ListRunsResponse
@@ -1044,7 +1081,7 @@ export type ListRunsResponse = Message<"paddock.v1.ListRunsResponse"> & {
  * Use `create(ListRunsResponseSchema)` to create a new message.
  */
 export const ListRunsResponseSchema: GenMessage<ListRunsResponse> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 27);
+  messageDesc(file_paddock_v1_task_run, 28);
 
 /**
  * @generated from message paddock.v1.CancelRunRequest
@@ -1061,7 +1098,7 @@ export type CancelRunRequest = Message<"paddock.v1.CancelRunRequest"> & {
  * Use `create(CancelRunRequestSchema)` to create a new message.
  */
 export const CancelRunRequestSchema: GenMessage<CancelRunRequest> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 28);
+  messageDesc(file_paddock_v1_task_run, 29);
 
 /**
  * @generated from message paddock.v1.CancelRunResponse
@@ -1078,7 +1115,7 @@ export type CancelRunResponse = Message<"paddock.v1.CancelRunResponse"> & {
  * Use `create(CancelRunResponseSchema)` to create a new message.
  */
 export const CancelRunResponseSchema: GenMessage<CancelRunResponse> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 29);
+  messageDesc(file_paddock_v1_task_run, 30);
 
 /**
  * @generated from message paddock.v1.CompleteRunRequest
@@ -1107,7 +1144,7 @@ export type CompleteRunRequest = Message<"paddock.v1.CompleteRunRequest"> & {
  * Use `create(CompleteRunRequestSchema)` to create a new message.
  */
 export const CompleteRunRequestSchema: GenMessage<CompleteRunRequest> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 30);
+  messageDesc(file_paddock_v1_task_run, 31);
 
 /**
  * @generated from message paddock.v1.CompleteRunResponse
@@ -1124,7 +1161,7 @@ export type CompleteRunResponse = Message<"paddock.v1.CompleteRunResponse"> & {
  * Use `create(CompleteRunResponseSchema)` to create a new message.
  */
 export const CompleteRunResponseSchema: GenMessage<CompleteRunResponse> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 31);
+  messageDesc(file_paddock_v1_task_run, 32);
 
 /**
  * @generated from message paddock.v1.StreamLogsRequest
@@ -1155,7 +1192,7 @@ export type StreamLogsRequest = Message<"paddock.v1.StreamLogsRequest"> & {
  * Use `create(StreamLogsRequestSchema)` to create a new message.
  */
 export const StreamLogsRequestSchema: GenMessage<StreamLogsRequest> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 32);
+  messageDesc(file_paddock_v1_task_run, 33);
 
 /**
  * @generated from message paddock.v1.StreamLogsResponse
@@ -1175,7 +1212,7 @@ export type StreamLogsResponse = Message<"paddock.v1.StreamLogsResponse"> & {
  * Use `create(StreamLogsResponseSchema)` to create a new message.
  */
 export const StreamLogsResponseSchema: GenMessage<StreamLogsResponse> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 33);
+  messageDesc(file_paddock_v1_task_run, 34);
 
 /**
  * @generated from message paddock.v1.WatchRunRequest
@@ -1192,7 +1229,7 @@ export type WatchRunRequest = Message<"paddock.v1.WatchRunRequest"> & {
  * Use `create(WatchRunRequestSchema)` to create a new message.
  */
 export const WatchRunRequestSchema: GenMessage<WatchRunRequest> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 34);
+  messageDesc(file_paddock_v1_task_run, 35);
 
 /**
  * @generated from message paddock.v1.WatchRunResponse
@@ -1209,7 +1246,7 @@ export type WatchRunResponse = Message<"paddock.v1.WatchRunResponse"> & {
  * Use `create(WatchRunResponseSchema)` to create a new message.
  */
 export const WatchRunResponseSchema: GenMessage<WatchRunResponse> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 35);
+  messageDesc(file_paddock_v1_task_run, 36);
 
 /**
  * @generated from enum paddock.v1.RunStatus
