@@ -58,6 +58,11 @@ export interface RunRecord {
   cleanedAt: number | null;
   machineVersion: number;
   runnerCursor: number;
+  /** Open a pull request when the run completes. */
+  openPullRequest: boolean;
+  /** The pull request opened from resultBranch; "" and 0 for none yet. */
+  pullRequestUrl: string;
+  pullRequestNumber: number;
 }
 
 export interface LogLine {

@@ -34,6 +34,9 @@ interface RunRow {
   cleaned_at: number | null;
   machine_version: number;
   runner_cursor: number;
+  open_pull_request: number;
+  pull_request_url: string;
+  pull_request_number: number;
 }
 
 const toRun = (r: RunRow): RunRecord & { seq: number } => ({
@@ -69,6 +72,9 @@ const toRun = (r: RunRow): RunRecord & { seq: number } => ({
   cleanedAt: r.cleaned_at,
   machineVersion: r.machine_version,
   runnerCursor: r.runner_cursor,
+  openPullRequest: r.open_pull_request === 1,
+  pullRequestUrl: r.pull_request_url,
+  pullRequestNumber: r.pull_request_number,
 });
 
 export type StoredRun = ReturnType<typeof toRun>;
@@ -99,13 +105,13 @@ export interface RunFilter {
 /** Every column but the snapshot: reads for clients never need it, restores do. */
 const COLUMNS = `seq, id, team, environment_id, network_policy_enforced, agent_isolated, task_id, run_number, status, phase, provider, error_message, exit_code, branch, result_branch,
   result_commit, agent_command, agent_kind, awaiting_input, run_mode, permission_policy, limits, image, idempotency_key, deadline_at, created_at, started_at, finished_at, updated_at,
-  cleaned_at, machine_version, runner_cursor`;
+  cleaned_at, machine_version, runner_cursor, open_pull_request, pull_request_url, pull_request_number`;
 
 export function createRunsRepository(db: Database) {
   const insert = db.prepare(`INSERT INTO runs (id, team, environment_id, network_policy_enforced, agent_isolated, task_id, run_number, status, phase, provider, branch, result_branch,
-      agent_command, agent_kind, run_mode, permission_policy, limits, image, idempotency_key, deadline_at, created_at, updated_at, snapshot, machine_version)
+      agent_command, agent_kind, run_mode, permission_policy, limits, image, idempotency_key, deadline_at, created_at, updated_at, snapshot, machine_version, open_pull_request)
     VALUES (:id, :team, :environmentId, :networkPolicyEnforced, :agentIsolated, :taskId, :runNumber, :status, :phase, :provider, :branch, :resultBranch,
-      :agentCommand, :agentKind, :runMode, :permissionPolicy, :limits, :image, :idempotencyKey, :deadlineAt, :createdAt, :updatedAt, :snapshot, :machineVersion)`);
+      :agentCommand, :agentKind, :runMode, :permissionPolicy, :limits, :image, :idempotencyKey, :deadlineAt, :createdAt, :updatedAt, :snapshot, :machineVersion, :openPullRequest)`);
   const nextNumber = db.prepare<{ n: number }>(
     "SELECT coalesce(max(run_number), 0) + 1 AS n FROM runs WHERE task_id = ?",
   );
@@ -118,6 +124,10 @@ export function createRunsRepository(db: Database) {
       updated_at = :updatedAt, awaiting_input = :awaitingInput, snapshot = :snapshot, machine_version = :machineVersion
     WHERE id = :id`);
   const result = db.prepare("UPDATE runs SET result_commit = ? WHERE id = ?");
+  const pullRequest = db.prepare("UPDATE runs SET pull_request_url = ?, pull_request_number = ? WHERE id = ?");
+  const lastLines = db.prepare<LogLine>(
+    "SELECT seq, time, stream, text FROM run_logs WHERE run_id = ? AND kind = 'log' AND stream IN ('stdout', 'agent') ORDER BY seq DESC LIMIT ?",
+  );
   const cursor = db.prepare("UPDATE runs SET runner_cursor = ? WHERE id = ?");
   const cursorOf = db.prepare<{ c: number }>("SELECT runner_cursor AS c FROM runs WHERE id = ?");
   const lastLog = db.prepare<{ s: number | null }>("SELECT max(seq) AS s FROM run_logs WHERE run_id = ?");
@@ -141,7 +151,8 @@ export function createRunsRepository(db: Database) {
 
     /** Inserts the run and its first log lines in one transaction. */
     create(
-      run: Omit<RunRecord, "runNumber" | "exitCode" | "resultCommit" | "errorMessage" | "startedAt" | "finishedAt" | "cleanedAt" | "runnerCursor" | "image" | "agentKind" | "runMode" | "permissionPolicy" | "awaitingInput"> & {
+      run: Omit<RunRecord, "runNumber" | "exitCode" | "resultCommit" | "errorMessage" | "startedAt" | "finishedAt" | "cleanedAt" | "runnerCursor" | "image" | "agentKind" | "runMode" | "permissionPolicy" | "awaitingInput" | "openPullRequest" | "pullRequestUrl" | "pullRequestNumber"> & {
+        openPullRequest?: boolean;
         snapshot: unknown;
         image?: string;
         agentKind?: AgentKindName;
@@ -177,6 +188,7 @@ export function createRunsRepository(db: Database) {
           updatedAt: run.updatedAt,
           snapshot: JSON.stringify(run.snapshot),
           machineVersion: run.machineVersion,
+          openPullRequest: run.openPullRequest ? 1 : 0,
         });
         firstLines.forEach((l, i) => insertLog.run([run.id, i + 1, l.time, l.stream, l.text, "log", null]));
         return toRun(byId.get([run.id])!);
@@ -236,6 +248,13 @@ export function createRunsRepository(db: Database) {
     },
     setResultCommit(id: string, commit: string): void {
       result.run([commit, id]);
+    },
+    setPullRequest(id: string, url: string, number: number): void {
+      pullRequest.run([url, number, id]);
+    },
+    /** The agent's last output lines (stdout, or an ACP agent's messages), oldest first. */
+    lastOutput(id: string, limit: number): LogLine[] {
+      return lastLines.all([id, limit]).reverse();
     },
     /**
      * Appends lines with the next seqs and, when given, moves the runner cursor in the
