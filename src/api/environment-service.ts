@@ -74,6 +74,7 @@ export function environmentToProto(e: EnvironmentRecord): Environment {
     mode: e.runMode === "interactive" ? RunMode.INTERACTIVE : e.runMode === "background" ? RunMode.BACKGROUND : RunMode.UNSPECIFIED,
     permissionPolicy: { "": PermissionPolicy.UNSPECIFIED, auto_allow: PermissionPolicy.AUTO_ALLOW, ask: PermissionPolicy.ASK, deny: PermissionPolicy.DENY }[e.permissionPolicy],
     idleTimeout: e.idleTimeoutMs === null ? undefined : durationFromMs(e.idleTimeoutMs),
+    grantGitTokens: e.grantGitTokens,
     createTime: timestampFromMs(e.createdAt),
     updateTime: timestampFromMs(e.updatedAt),
   });
@@ -131,6 +132,7 @@ function specFrom(env: Environment, providers: ReadonlySet<string>, images: read
       runMode,
       permissionPolicy: policyName(env.permissionPolicy),
       idleTimeoutMs,
+      grantGitTokens: env.grantGitTokens,
     },
   };
 }

@@ -23,6 +23,8 @@ export interface EnvironmentSpec {
   permissionPolicy: "" | "auto_allow" | "ask" | "deny";
   /** Interactive runs awaiting input this long are completed; null: never. */
   idleTimeoutMs: number | null;
+  /** Git host tokens among its secrets and variables reach its sandboxes too (else the daemon alone has them). */
+  grantGitTokens: boolean;
 }
 
 export interface EnvironmentRecord extends EnvironmentSpec {
@@ -47,7 +49,7 @@ interface Row {
 
 /** Fields added since an environment was saved take their defaults. */
 const withDefaults = (spec: Partial<EnvironmentSpec>): EnvironmentSpec =>
-  ({ ...spec, image: spec.image ?? "", agent: spec.agent ?? null, runMode: spec.runMode ?? "", permissionPolicy: spec.permissionPolicy ?? "", idleTimeoutMs: spec.idleTimeoutMs ?? null }) as EnvironmentSpec;
+  ({ ...spec, image: spec.image ?? "", agent: spec.agent ?? null, runMode: spec.runMode ?? "", permissionPolicy: spec.permissionPolicy ?? "", idleTimeoutMs: spec.idleTimeoutMs ?? null, grantGitTokens: spec.grantGitTokens ?? false }) as EnvironmentSpec;
 
 export function createEnvironmentsRepository(db: Database) {
   const byId = db.prepare<Row>("SELECT * FROM environments WHERE id = ?");
