@@ -12,6 +12,8 @@ import { git } from "../src/sandbox/git.js";
 import { sourcePath } from "../src/sandbox/repository-source.js";
 import { gitHubRepositoryOf, gitHubWebUrl } from "../src/runs/pull-requests.js";
 import { bearer } from "../src/cli/client.js";
+import { Readable, Writable } from "node:stream";
+import { EXIT, runClientCommand } from "../src/cli/commands.js";
 import { startFakeGitHub, type FakeGitHub } from "./fake-github.js";
 import { allLogs, cleanUp, failureOf, makeGitRepo, startDaemon, tempDir, waitForPhase, watchToEnd, type Daemon } from "./fixtures.js";
 
@@ -35,6 +37,22 @@ function filesUnder(dir: string): string[] {
   };
   walk(dir);
   return out;
+}
+
+/** The CLI in process, against the daemon's TCP address. */
+async function cli(d: Daemon, argv: string[]) {
+  const out: string[] = [];
+  const err: string[] = [];
+  const code = await runClientCommand([...argv, "--address", d.url], {
+    out: (l) => out.push(l),
+    err: (l) => err.push(l),
+    env: { PADDOCK_TOKEN: d.adminToken },
+    cwd: "/",
+    defaultSocket: "/nonexistent/paddock.sock",
+    signal: new AbortController().signal,
+    stdio: { input: Readable.from([]), output: new Writable({ write: (_c, _e, cb) => cb() }) },
+  });
+  return { code, out: out.join("\n"), err: err.join("\n") };
 }
 
 /** Writes its whole environment into the work, which becomes the run's branch. */
@@ -104,6 +122,12 @@ describe("pull requests from runs, through a GitHub App", () => {
       const again = await d.runs.createPullRequest({ runId: run!.id, draft: true });
       expect(again).toMatchObject({ url: done.pullRequestUrl, number: 1n, created: false });
       expect(gh.pulls).toHaveLength(1);
+      const byCli = await cli(d, ["run", "pr", run!.id, "--title", "ignored: it exists"]);
+      expect(byCli.code, byCli.err).toBe(EXIT.ok);
+      expect(byCli.out).toBe(`pull request #1 already open: ${done.pullRequestUrl}`);
+      const shown = await cli(d, ["run", "get", run!.id]);
+      expect(shown.out).toContain(`pull request: #1 ${done.pullRequestUrl}`);
+      expect(gh.pulls).toHaveLength(1);
 
       // The sandbox's whole environment went into the branch: no token, no key.
       const agentEnv = await git(["show", `${done.resultCommit}:agent-env.txt`], { cwd: bare });
@@ -118,7 +142,7 @@ describe("pull requests from runs, through a GitHub App", () => {
       const log = (await allLogs(d, run!.id)).map((e) => e.text).join("\n");
       expect(log).toContain(`pull request #1 opened: ${done.pullRequestUrl}`);
       const json = (v: unknown) => JSON.stringify(v, (_, x: unknown) => (typeof x === "bigint" ? String(x) : x));
-      expectNoTokenIn(d, log, json(again), json(seen), agentEnv);
+      expectNoTokenIn(d, log, json(again), json(seen), agentEnv, byCli.out, byCli.err, shown.out);
     } finally {
       await cleanUp(d);
     }
