@@ -223,6 +223,22 @@ describe("GitHub credentials", () => {
     }
   });
 
+  test("a daemon whose App key GitHub refuses fails the clone and the PR with GitHub's words, not an internal error", async () => {
+    const forgedFile = join(root, "forged.pem");
+    writeFileSync(forgedFile, rsaKey().privatePem, { mode: 0o600 });
+    const d = await startDaemon({ config: appConfig(forgedFile) });
+    try {
+      const { task } = await d.tasks.createTask({ title: "forged", repository: gh.repoUrl("acme", "widgets"), origin: "test" });
+      const { run } = await d.runs.startRun({ taskId: task!.id, agentCommand: ["true"], openPullRequest: true });
+      const done = (await watchToEnd(d, run!.id)).at(-1)!;
+      expect(done.status).toBe(RunStatus.FAILED);
+      expect(done.errorMessage).toMatch(/^provisioning failed: could not get an installation token for the GitHub App 4242 \(installation 77\): GitHub answered 401/);
+      expect(done.pullRequestUrl).toBe("");
+    } finally {
+      await cleanUp(d);
+    }
+  });
+
   test("GitHub Enterprise URLs: the API under /api/v3, repositories at the host", () => {
     expect(gitHubWebUrl("https://api.github.com")).toBe("https://github.com");
     expect(gitHubWebUrl("https://ghe.example.test/api/v3")).toBe("https://ghe.example.test");
