@@ -4,7 +4,7 @@ import { generateKeyPairSync } from "node:crypto";
 import { readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import { EnvironmentService } from "../src/gen/paddock/v1/environment_pb.js";
+import { EnvironmentService, NetworkAccess } from "../src/gen/paddock/v1/environment_pb.js";
 import { RunStatus } from "../src/gen/paddock/v1/task_run_pb.js";
 import { gitHubAppAuth } from "../src/github/github-auth.js";
 import { gitCredential } from "../src/sandbox/git-credentials.js";
@@ -15,7 +15,9 @@ import { bearer } from "../src/cli/client.js";
 import { Readable, Writable } from "node:stream";
 import { EXIT, runClientCommand } from "../src/cli/commands.js";
 import { startFakeGitHub, type FakeGitHub } from "./fake-github.js";
-import { allLogs, cleanUp, failureOf, makeGitRepo, startDaemon, tempDir, waitForPhase, watchToEnd, type Daemon } from "./fixtures.js";
+import Docker from "dockerode";
+import { sandboxName } from "../src/sandbox/provider.js";
+import { allLogs, cleanUp, dockerAvailable, failureOf, makeGitRepo, startDaemon, tempDir, waitForPhase, watchToEnd, type Daemon } from "./fixtures.js";
 
 const APP_ID = "4242";
 const INSTALLATION = "77";
@@ -282,6 +284,35 @@ describe("git host tokens and sandboxes", () => {
       // Not pushed (no pull request asked for): the work is in the daemon's mirror.
       const mirror = sourcePath(d.dataDir, gh.repoUrl("acme", "public"));
       expect(await git(["show", `${done2.resultCommit}:seen.txt`], { cwd: mirror })).toBe(`gh=${pat} other=plain-secret-value`);
+    } finally {
+      await cleanUp(d);
+    }
+  });
+
+  test.skipIf(!dockerAvailable())("docker: neither the App's tokens nor an environment's GITHUB_TOKEN are in the container's config or the agent's environment", async () => {
+    const pat = `ghp_${"d".repeat(20)}dockertoken`;
+    gh.addStaticToken(pat);
+    const d = await startDaemon({ config: { ...appConfig(), defaultProvider: "docker" } });
+    try {
+      const envs = createClient(EnvironmentService, createConnectTransport({ baseUrl: d.url, httpVersion: "1.1", interceptors: [bearer(d.adminToken)] }));
+      const { environment } = await envs.createEnvironment({ environment: { name: "docker-held", networkAccess: NetworkAccess.FULL }, secrets: [{ name: "GITHUB_TOKEN", value: pat }] });
+      const { task } = await d.tasks.createTask({ title: "docker", repository: gh.repoUrl("acme", "widgets"), origin: "test" });
+      const agent = ["sh", "-c", "env > agent-env.txt; exec sleep 300"];
+      const { run } = await d.runs.startRun({ taskId: task!.id, agentCommand: agent, environmentId: environment!.id, provider: "docker", openPullRequest: true });
+      await waitForPhase(d, run!.id, "running", 120_000);
+      // While it runs: everything docker knows about the container.
+      const inspected = JSON.stringify(await new Docker().getContainer(sandboxName(run!.id)).inspect());
+      expect(inspected).not.toContain(pat);
+      for (const t of gh.minted) expect(inspected).not.toContain(t);
+      await d.runs.completeRun({ runId: run!.id, status: RunStatus.COMPLETED });
+      const done = (await watchToEnd(d, run!.id, 120_000)).at(-1)!;
+      expect(done).toMatchObject({ status: RunStatus.COMPLETED, errorMessage: "" });
+      expect(done.pullRequestUrl).toMatch(/\/acme\/widgets\/pull\/\d+$/);
+      expect(gh.minted).toContain(gh.pushTokens.at(-1)); // the App, not the environment's token
+      const agentEnv = await git(["show", `${done.resultCommit}:agent-env.txt`], { cwd: gh.repoPath("acme", "widgets") });
+      expect(agentEnv).toContain("PADDOCK_RUN_ID");
+      expect(agentEnv).not.toMatch(/ghs_|ghp_|GITHUB_TOKEN/);
+      expectNoTokenIn(d, inspected, agentEnv);
     } finally {
       await cleanUp(d);
     }
