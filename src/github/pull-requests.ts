@@ -28,8 +28,8 @@ export interface PullRequestRef {
  * Opens the pull request for `head`, or returns the open one there is: asking first makes
  * a retry (or a restart in the middle) find the first one instead of a 422 or a duplicate.
  */
-export async function openPullRequest(apiUrl: string, token: string, p: PullRequestParams): Promise<PullRequestRef> {
-  const octokit = new Octokit({ auth: token, baseUrl: apiUrl, log: quietLog, request: { retries: 0 } });
+export async function openPullRequest(apiUrl: string, token: string, p: PullRequestParams, signal?: AbortSignal): Promise<PullRequestRef> {
+  const octokit = new Octokit({ auth: token, baseUrl: apiUrl, log: quietLog, request: { retries: 0, signal } });
   const where = `${p.owner}/${p.repo}`;
   const existing = async () => {
     const { data } = await octokit.rest.pulls.list({ owner: p.owner, repo: p.repo, head: `${p.owner}:${p.head}`, state: "open", per_page: 1 });

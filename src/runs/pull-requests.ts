@@ -43,6 +43,8 @@ export interface PullRequestsDeps {
   logger: Logger;
 }
 
+/** The longest one pull request may take (token, push, API calls) before it fails. */
+const OPERATION_TIMEOUT_MS = 5 * 60_000;
 /** Host git settings for a push from the daemon's copy: no hooks run there. */
 const HOST_GIT = ["-c", "core.hooksPath=/dev/null"];
 const SUMMARY_LINES = 40;
@@ -59,9 +61,10 @@ export class PullRequests {
 
   constructor(private readonly d: PullRequestsDeps) {}
 
-  open(run: StoredRun, o: PullRequestOptions): Promise<PullRequestRef> {
+  /** `signal`: the caller went away, or the daemon stops; the operation also ends after OPERATION_TIMEOUT_MS. */
+  open(run: StoredRun, o: PullRequestOptions, signal: AbortSignal): Promise<PullRequestRef> {
     const prior = this.inFlight.get(run.id) ?? Promise.resolve(null);
-    const next = prior.catch(() => null).then(() => this.openOnce(run, o));
+    const next = prior.catch(() => null).then(() => this.openOnce(run, o, AbortSignal.any([signal, AbortSignal.timeout(OPERATION_TIMEOUT_MS)])));
     this.inFlight.set(run.id, next);
     const forget = () => {
       if (this.inFlight.get(run.id) === next) this.inFlight.delete(run.id);
@@ -70,7 +73,8 @@ export class PullRequests {
     return next;
   }
 
-  private async openOnce(run: StoredRun, o: PullRequestOptions): Promise<PullRequestRef> {
+  private async openOnce(run: StoredRun, o: PullRequestOptions, signal: AbortSignal): Promise<PullRequestRef> {
+    signal.throwIfAborted();
     if (!run.resultCommit) {
       throw new FailedPreconditionError(`run ${run.id} has no work on ${run.resultBranch} yet; a pull request can be opened once the run is cleaned`);
     }
@@ -91,7 +95,7 @@ export class PullRequests {
     const token = await auth.token();
     const cred = gitCredential(remote, token);
     try {
-      await git([...HOST_GIT, ...cred.args, "push", "--quiet", remote, `${run.resultCommit}:refs/heads/${run.resultBranch}`], { cwd: source, env: cred.env });
+      await git([...HOST_GIT, ...cred.args, "push", "--quiet", remote, `${run.resultCommit}:refs/heads/${run.resultBranch}`], { cwd: source, env: cred.env, signal });
     } catch (error) {
       throw new GitHubError(`could not push ${run.resultBranch} to ${where.owner}/${where.repo} with ${auth.describe}: ${(error as Error).message}`);
     }
@@ -102,7 +106,7 @@ export class PullRequests {
       title: o.title || task.title,
       body: o.body || this.bodyOf(run, task.description),
       draft: o.draft,
-    });
+    }, signal);
     this.d.record(run.id, pr.url, pr.number);
     this.d.system(run.id, `pull request #${pr.number} ${pr.created ? "opened" : "already open"}: ${pr.url}`);
     this.d.logger.info({ runId: run.id, pullRequest: pr.url, created: pr.created }, "pull request");

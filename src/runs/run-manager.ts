@@ -181,7 +181,7 @@ export class RunManager {
         provision: fromPromise(({ input, signal }) => this.effects.provision(input.runId, signal)),
         supervise: fromPromise(({ input, signal }) => this.effects.supervise(input.runId, signal)),
         cleanup: fromPromise(({ input, signal }) => this.effects.cleanup(input.runId, signal)),
-        publish: fromPromise(({ input }) => this.publish(input.runId)),
+        publish: fromPromise(({ input, signal }) => this.publish(input.runId, signal)),
         deadline: deadlineTimer({ now: Date.now, setTimeout, clearTimeout: (id) => clearTimeout(id as NodeJS.Timeout) }),
       },
     });
@@ -335,16 +335,17 @@ export class RunManager {
   // ── Pull requests ──────────────────────────────────────────────────────────────────
 
   /** Pushes the run's branch and opens (or finds) its pull request; the run records it. */
-  async createPullRequest(id: string, o: PullRequestOptions): Promise<{ pullRequest: PullRequestRef; run: StoredRun }> {
-    const pullRequest = await this.pullRequests.open(this.get(id), o);
+  async createPullRequest(id: string, o: PullRequestOptions, signal: AbortSignal): Promise<{ pullRequest: PullRequestRef; run: StoredRun }> {
+    const pullRequest = await this.pullRequests.open(this.get(id), o, signal);
     return { pullRequest, run: this.get(id) };
   }
 
   /** The machine's publish effect: StartRun.open_pull_request, once the run completed and is cleaned. */
-  private async publish(id: string): Promise<void> {
+  private async publish(id: string, signal: AbortSignal): Promise<void> {
     try {
-      await this.pullRequests.open(this.get(id), { title: "", body: "", draft: false, base: "" });
+      await this.pullRequests.open(this.get(id), { title: "", body: "", draft: false, base: "" }, signal);
     } catch (error) {
+      if (signal.aborted && this.stopping) throw error; // the daemon stops: the restart publishes
       this.system(id, `pull request not opened: ${(error as Error).message}`);
       throw error;
     }
