@@ -120,6 +120,14 @@ describe("pull requests from runs, through a GitHub App", () => {
       expect(gh.pulls[0]!.body).toContain("the work is done");
       expect(gh.pulls[0]!.body).toContain(done.id);
 
+      // A second run of the private repository fetches into the mirror, with a token too.
+      const fetchesBefore = gh.calls.filter((c) => /acme\/widgets\.git\/info\/refs\?service=git-upload-pack user=token/.test(c)).length;
+      const { run: second } = await d.runs.startRun({ taskId: task!.id, agentCommand: ["true"] });
+      expect((await watchToEnd(d, second!.id)).at(-1)!.status).toBe(RunStatus.COMPLETED);
+      expect(gh.calls.filter((c) => /acme\/widgets\.git\/info\/refs\?service=git-upload-pack user=token/.test(c)).length).toBe(fetchesBefore + 1);
+      // (git asks anonymously first, as it always does, and answers the 401 with the helper's token.)
+      expect(gh.calls.some((c) => c.includes("user=refused"))).toBe(false);
+
       // Retry: the same PR, not a second one.
       const again = await d.runs.createPullRequest({ runId: run!.id, draft: true });
       expect(again).toMatchObject({ url: done.pullRequestUrl, number: 1n, created: false });
@@ -265,9 +273,17 @@ describe("git host tokens and sandboxes", () => {
         { name: "OTHER_SECRET", value: "plain-secret-value" },
       ];
       const { environment: held } = await envs.createEnvironment({ environment: { name: "held" }, secrets });
-      const { environment: granted } = await envs.createEnvironment({ environment: { name: "granted", grantGitTokens: true }, secrets });
+      // Granted through the CLI, secrets from files.
+      const files = tempDir("secrets");
+      writeFileSync(join(files, "gh"), `${pat}\n`);
+      writeFileSync(join(files, "other"), "plain-secret-value\n");
+      const made = await cli(d, ["env", "create", "--name", "granted", "--grant-git-tokens", "--secret", `GITHUB_TOKEN=@${files}/gh`, "--secret", `OTHER_SECRET=@${files}/other`, "--json"]);
+      rmSync(files, { recursive: true, force: true });
+      expect(made.code, made.err).toBe(EXIT.ok);
+      const granted = JSON.parse(made.out) as { id: string; grantGitTokens: boolean };
       expect(held!.grantGitTokens).toBe(false);
-      expect(granted!.grantGitTokens).toBe(true);
+      expect(granted.grantGitTokens).toBe(true);
+      expect((await cli(d, ["env", "get", granted.id])).out).toContain("git host tokens: given to its sandboxes");
       const { task } = await d.tasks.createTask({ title: "env token", repository: gh.repoUrl("acme", "public"), origin: "test" });
       const agent = ["sh", "-c", 'echo "gh=${GITHUB_TOKEN:-none} other=${OTHER_SECRET:-none}" > seen.txt'];
 
@@ -279,7 +295,7 @@ describe("git host tokens and sandboxes", () => {
       const bare = gh.repoPath("acme", "public");
       expect(await git(["show", `${done.resultCommit}:seen.txt`], { cwd: bare })).toBe("gh=none other=plain-secret-value");
 
-      const { run: run2 } = await d.runs.startRun({ taskId: task!.id, agentCommand: agent, environmentId: granted!.id });
+      const { run: run2 } = await d.runs.startRun({ taskId: task!.id, agentCommand: agent, environmentId: granted.id });
       const done2 = (await watchToEnd(d, run2!.id)).at(-1)!;
       // Not pushed (no pull request asked for): the work is in the daemon's mirror.
       const mirror = sourcePath(d.dataDir, gh.repoUrl("acme", "public"));
