@@ -169,7 +169,7 @@ export const ConfigSchema = z
     const app = [c.githubAppId, c.githubAppKeyFile, c.githubInstallationId];
     if (app.some(Boolean) && !app.every(Boolean)) {
       const missing = (["githubAppId", "githubAppKeyFile", "githubInstallationId"] as const).filter((k) => !c[k]);
-      ctx.addIssue({ code: "custom", path: [missing[0]!], message: "a GitHub App needs --github-app-id, --github-app-key-file and --github-installation-id together" });
+      ctx.addIssue({ code: "custom", path: [missing[0]!], message: "is missing: a GitHub App needs --github-app-id, --github-app-key-file and --github-installation-id together" });
     }
     if (c.socket && c.socket.length > 100) {
       ctx.addIssue({ code: "custom", path: ["socket"], message: "unix socket paths are limited to about 100 characters" });
@@ -284,7 +284,7 @@ export function loadConfig(env: Record<string, string | undefined>, flags: Confi
   if (!parsed.success) {
     const lines = parsed.error.issues.map((i) => {
       const key = String(i.path[0] ?? "");
-      const source = key in dropUndefined(flags) ? `--${kebab(key)}` : key in fromEnv ? ENV_NAMES[key as keyof ConfigInput] : key in file ? `${key} (config file)` : key;
+      const source = key in dropUndefined(flags) ? `--${kebab(key)}` : key in fromEnv ? ENV_NAMES[key as keyof ConfigInput] : key in file ? `${key} (config file)` : `--${kebab(key)}`;
       return `${source}: ${i.message}`;
     });
     throw new ConfigError(`invalid configuration:\n  ${lines.join("\n  ")}`);
