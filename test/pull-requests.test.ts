@@ -74,6 +74,7 @@ beforeAll(async () => {
   gh = await startFakeGitHub({ root: join(root, "repos"), appId: APP_ID, installationId: INSTALLATION, appPublicKeyPem: key.publicPem });
   source = makeGitRepo();
   await gh.addRepo("acme", "widgets", source);
+  await gh.addRepo("acme", "public", source, { public: true });
 });
 
 afterAll(async () => {
@@ -264,7 +265,6 @@ describe("git host tokens and sandboxes", () => {
   test("an environment's GITHUB_TOKEN opens the PR from the daemon and stays out of the sandbox unless the environment grants it", async () => {
     const pat = `ghp_${"x".repeat(20)}envtoken`;
     gh.addStaticToken(pat);
-    await gh.addRepo("acme", "public", source, { public: true });
     const d = await startDaemon({ config: { githubApiUrl: gh.apiUrl } });
     try {
       const envs = createClient(EnvironmentService, createConnectTransport({ baseUrl: d.url, httpVersion: "1.1", interceptors: [bearer(d.adminToken)] }));
@@ -345,6 +345,18 @@ describe("git host tokens and sandboxes", () => {
       const e = await failureOf(d.runs.createPullRequest({ runId: run!.id }));
       expect(e.code).toBe(Code.FailedPrecondition);
       expect(e.rawMessage).toContain("no GitHub credential");
+
+      // A token GitHub refuses: the push fails, saying so, without the token.
+      const bogus = "ghp_bogus_token_value_123456";
+      const envs = createClient(EnvironmentService, createConnectTransport({ baseUrl: d.url, httpVersion: "1.1", interceptors: [bearer(d.adminToken)] }));
+      const { environment } = await envs.createEnvironment({ environment: { name: "bogus" }, secrets: [{ name: "GH_TOKEN", value: bogus }] });
+      const { run: run2 } = await d.runs.startRun({ taskId: task!.id, agentCommand: ["sh", "-c", "echo z > z.txt"], environmentId: environment!.id, openPullRequest: true });
+      const done2 = (await watchToEnd(d, run2!.id)).at(-1)!;
+      expect(done2.errorMessage).toMatch(/^pull request not opened: could not push paddock\/run_\w+ to acme\/public with the environment's GH_TOKEN secret: git push failed: .*Authentication failed/);
+      const e2 = await failureOf(d.runs.createPullRequest({ runId: run2!.id }));
+      expect(e2.code).toBe(Code.FailedPrecondition);
+      expect(e2.rawMessage).toContain("could not push");
+      for (const text of [done2.errorMessage, e2.rawMessage, d.logs.join("\n"), (await allLogs(d, run2!.id)).map((l) => l.text).join("\n")]) expect(text).not.toContain(bogus);
     } finally {
       await cleanUp(d);
     }
