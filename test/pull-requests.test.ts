@@ -186,13 +186,16 @@ describe("pull requests from runs, through a GitHub App", () => {
   test("CreatePullRequest on a run that is not cleaned, or not on the daemon's GitHub, says why", async () => {
     const d = await startDaemon({ config: appConfig() });
     const local = makeGitRepo();
+    // Its origin is elsewhere, with credentials in the URL: never repeated in a message.
+    await git(["remote", "add", "origin", "https://someone:sekrit-value@elsewhere.test/acme/widgets.git"], { cwd: local });
     try {
       const { task } = await d.tasks.createTask({ title: "local", repository: local, origin: "test" });
       const { run } = await d.runs.startRun({ taskId: task!.id, agentCommand: ["sh", "-c", "echo x > x.txt"] });
       await watchToEnd(d, run!.id);
       const e = await failureOf(d.runs.createPullRequest({ runId: run!.id }));
       expect(e.code).toBe(Code.FailedPrecondition);
-      expect(e.rawMessage).toContain(`is not on ${gh.url}`);
+      expect(e.rawMessage).toContain(`(https://elsewhere.test/acme/widgets.git) is not on ${gh.url}`);
+      expect(e.rawMessage).not.toContain("sekrit");
       const { run: busy } = await d.runs.startRun({ taskId: task!.id, agentCommand: ["sh", "-c", "exec sleep 300"] });
       await waitForPhase(d, busy!.id, "running");
       const e2 = await failureOf(d.runs.createPullRequest({ runId: busy!.id }));

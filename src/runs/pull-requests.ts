@@ -1,6 +1,6 @@
 import type { Logger } from "pino";
 import { FailedPreconditionError } from "../errors.js";
-import type { GitHubAuth } from "../github/github-auth.js";
+import { staticTokenAuth, type GitHubAuth } from "../github/github-auth.js";
 import { GitHubError } from "../github/github-error.js";
 import { openPullRequest, type PullRequestRef, type RepositoryRef } from "../github/pull-requests.js";
 import { git } from "../sandbox/git.js";
@@ -87,7 +87,7 @@ export class PullRequests {
     const where = gitHubRepositoryOf(this.d.github.webUrl, remote);
     if (!where) {
       throw new FailedPreconditionError(
-        `the repository of run ${run.id} (${remote || task.repositoryUrl}) is not on ${this.d.github.webUrl}; pull requests go to the daemon's GitHub (--github-api-url)`,
+        `the repository of run ${run.id} (${withoutUserInfo(remote) || task.repositoryUrl}) is not on ${this.d.github.webUrl}; pull requests go to the daemon's GitHub (--github-api-url)`,
       );
     }
     const auth = this.authFor(run);
@@ -119,7 +119,7 @@ export class PullRequests {
     const secrets = run.environmentId ? this.d.environments.secretValues(run.environmentId) : [];
     for (const name of GITHUB_TOKEN_SECRETS) {
       const secret = secrets.find((s) => s.name === name);
-      if (secret?.value) return { describe: `the environment's ${name} secret`, token: () => Promise.resolve(secret.value) };
+      if (secret?.value) return staticTokenAuth(secret.value, `the environment's ${name} secret`);
     }
     throw new FailedPreconditionError(
       `no GitHub credential for run ${run.id}: configure a GitHub App (--github-app-id, --github-app-key-file, --github-installation-id) or give the run's environment a GITHUB_TOKEN secret`,
@@ -166,4 +166,9 @@ export function gitHubRepositoryOf(webUrl: string, url: string): RepositoryRef |
 /** Tokens for cloning private repositories on the daemon's GitHub: the App's, minted per clone or fetch. */
 export function gitHubCloneCredentials(github: GitHubSettings): GitCredentialSource {
   return async (url) => (github.app && gitHubRepositoryOf(github.webUrl, url) ? github.app.token() : null);
+}
+
+/** A URL for a message: an origin such as https://user:token@host/… keeps its credentials to itself. */
+function withoutUserInfo(url: string): string {
+  return url.replace(/^([a-z][a-z0-9+.-]*:\/\/)[^/@]*@/i, "$1");
 }
