@@ -25,27 +25,29 @@ function controlled<T>() {
   return { logic, calls, resolve: (v: T) => resolve(v), reject: (e: unknown) => reject(e) };
 }
 
-function harness(deadlineInMs = 60 * 60_000) {
+function harness(deadlineInMs = 60 * 60_000, openPullRequest = false) {
   const clock = new SimulatedClock();
   clock.set(1_000_000);
   const provision = controlled<void>();
   const supervise = controlled<AgentExit>();
   const cleanup = controlled<void>();
+  const publish = controlled<void>();
   const machine = taskRunMachine.provide({
     actors: {
       provision: provision.logic,
       supervise: supervise.logic,
       cleanup: cleanup.logic,
+      publish: publish.logic,
       deadline: deadlineTimer(clock),
     },
   });
-  const input: TaskRunInput = { runId: "run_1", deadlineAt: clock.now() + deadlineInMs };
+  const input: TaskRunInput = { runId: "run_1", deadlineAt: clock.now() + deadlineInMs, openPullRequest };
   const start = (snapshot?: ReturnType<ReturnType<typeof createActor<typeof machine>>["getPersistedSnapshot"]>) => {
     const actor = createActor(machine as AnyActorLogic as typeof machine, snapshot ? { input, clock, snapshot } : { input, clock });
     actor.start();
     return actor;
   };
-  return { clock, provision, supervise, cleanup, machine, start };
+  return { clock, provision, supervise, cleanup, publish, machine, start };
 }
 
 const phase = (a: { getSnapshot(): { value: unknown } }) => phaseOf(a.getSnapshot().value);
@@ -68,6 +70,44 @@ describe("task-run machine", () => {
     const done = await waitFor(run, (s) => s.status === "done");
     expect(phaseOf(done.value)).toBe("cleaned");
     expect(done.context).toMatchObject({ outcome: "completed", exitCode: 0, error: null });
+  });
+
+  it("with open_pull_request, a completed run publishes after cleanup, across a restore, and a failure to publish keeps it completed", async () => {
+    const h = harness(60 * 60_000, true);
+    const run = h.start();
+    run.send({ type: "ADMIT" });
+    h.provision.resolve();
+    await waitFor(run, (s) => phaseOf(s.value) === "running");
+    h.supervise.resolve({ exitCode: 0 });
+    await waitFor(run, (s) => phaseOf(s.value) === "completed");
+    expect(h.publish.calls).toEqual([]); // the sandbox first
+    h.cleanup.resolve();
+    await waitFor(run, (s) => phaseOf(s.value) === "publishing");
+    expect(h.publish.calls).toEqual(["run_1"]);
+    // A restart in the middle: the restored run publishes again (the effect is idempotent).
+    const persisted = run.getPersistedSnapshot();
+    run.stop();
+    const restored = h.start(persisted);
+    expect(phase(restored)).toBe("publishing");
+    await waitFor(restored, () => h.publish.calls.length === 2);
+    h.publish.reject(new Error("GitHub answered 401"));
+    const done = await waitFor(restored, (s) => s.status === "done");
+    expect(done.context).toMatchObject({ outcome: "completed", error: null, pullRequestError: "GitHub answered 401" });
+  });
+
+  it("publishes nothing for a failed run, nor without open_pull_request", async () => {
+    for (const [open, exitCode] of [[true, 1], [false, 0]] as const) {
+      const h = harness(60 * 60_000, open);
+      const run = h.start();
+      run.send({ type: "ADMIT" });
+      h.provision.resolve();
+      await waitFor(run, (s) => phaseOf(s.value) === "running");
+      h.supervise.resolve({ exitCode });
+      await waitFor(run, (s) => ["completed", "failed"].includes(phaseOf(s.value)));
+      h.cleanup.resolve();
+      await waitFor(run, (s) => s.status === "done");
+      expect(h.publish.calls).toEqual([]);
+    }
   });
 
   it("fails with the exit code when the agent exits non-zero", async () => {

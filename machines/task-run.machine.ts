@@ -22,12 +22,17 @@ export interface TaskRunContext {
   exitCode: number | null;
   /** Set when cleanup itself failed; the run is still final. */
   cleanupError: string | null;
+  /** Open a pull request from the run's branch once it completed and is cleaned (absent in older snapshots: no). */
+  openPullRequest?: boolean;
+  /** Why that pull request could not be opened; the run is still completed. */
+  pullRequestError?: string | null;
 }
 
 export interface TaskRunInput {
   runId: string;
   deadlineAt: number;
   idleMs?: number;
+  openPullRequest?: boolean;
 }
 
 export interface ProvisionInput {
@@ -43,6 +48,9 @@ export interface AgentExit {
   stage?: "setup" | "agent";
 }
 export interface CleanupInput {
+  runId: string;
+}
+export interface PublishInput {
   runId: string;
 }
 export interface DeadlineInput {
@@ -106,11 +114,13 @@ export const taskRunMachine = setup({
     provision: fromPromise<void, ProvisionInput>(async () => unbound("provision")),
     supervise: fromPromise<AgentExit, SuperviseInput>(async () => unbound("supervise")),
     cleanup: fromPromise<void, CleanupInput>(async () => unbound("cleanup")),
+    publish: fromPromise<void, PublishInput>(async () => unbound("publish")),
     deadline: fromCallback<TaskRunEvent, DeadlineInput>(() => unbound("deadline")),
   },
   guards: {
     exitedCleanly: (_, exit: AgentExit) => exit.exitCode === 0,
     hasIdleTimeout: ({ context }) => (context.idleMs ?? 0) > 0,
+    wantsPullRequest: ({ context }) => !!context.openPullRequest && context.outcome === "completed",
   },
   delays: {
     idle: ({ context }) => context.idleMs ?? 0,
@@ -125,6 +135,8 @@ export const taskRunMachine = setup({
     error: null,
     exitCode: null,
     cleanupError: null,
+    openPullRequest: input.openPullRequest ?? false,
+    pullRequestError: null,
   }),
   initial: "active",
   states: {
@@ -223,16 +235,36 @@ export const taskRunMachine = setup({
       invoke: {
         src: "cleanup",
         input: ({ context }) => ({ runId: context.runId }),
-        onDone: "cleaned",
-        onError: {
-          target: "cleaned",
-          actions: assign({ cleanupError: ({ event }) => errorMessage(event.error) }),
-        },
+        onDone: [{ guard: "wantsPullRequest", target: "publishing" }, { target: "cleaned" }],
+        onError: [
+          {
+            guard: "wantsPullRequest",
+            target: "publishing",
+            actions: assign({ cleanupError: ({ event }) => errorMessage(event.error) }),
+          },
+          {
+            target: "cleaned",
+            actions: assign({ cleanupError: ({ event }) => errorMessage(event.error) }),
+          },
+        ],
       },
       states: {
         completed: { entry: assign({ outcome: "completed", error: null }) },
         failed: { entry: assign({ outcome: "failed" }) },
         cancelled: { entry: assign({ outcome: "cancelled" }) },
+      },
+    },
+    // After the sandbox is gone: the daemon pushes the run's branch and opens its pull
+    // request. A persisted state, so a restart in the middle opens it (once) all the same.
+    publishing: {
+      invoke: {
+        src: "publish",
+        input: ({ context }) => ({ runId: context.runId }),
+        onDone: "cleaned",
+        onError: {
+          target: "cleaned",
+          actions: assign({ pullRequestError: ({ event }) => errorMessage(event.error) }),
+        },
       },
     },
     cleaned: { type: "final" },
@@ -242,7 +274,7 @@ export const taskRunMachine = setup({
 export type TaskRunMachine = typeof taskRunMachine;
 
 /** The phase a run is in: the state's name under active or terminal ("queued" … "cleaned"). */
-export type RunPhase = "queued" | "provisioning" | "running" | RunOutcome | "cleaned";
+export type RunPhase = "queued" | "provisioning" | "running" | RunOutcome | "publishing" | "cleaned";
 
 export function phaseOf(value: unknown): RunPhase {
   if (typeof value === "string") return value as RunPhase;

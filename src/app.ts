@@ -28,6 +28,8 @@ import { createRoutes } from "./api/routes.js";
 import { issueSandboxToken, loadOrCreateSandboxKeys } from "./auth/sandbox-token.js";
 import { ConfigError, type Config } from "./config.js";
 import { RunManager } from "./runs/run-manager.js";
+import { gitHubAppAuth } from "./github/github-auth.js";
+import { gitHubCloneCredentials, gitHubWebUrl, type GitHubSettings } from "./runs/pull-requests.js";
 import { DockerProvider } from "./sandbox/docker/docker-provider.js";
 import { LocalProvider } from "./sandbox/local/local-provider.js";
 import type { SandboxProvider } from "./sandbox/provider.js";
@@ -83,11 +85,14 @@ export async function createApp(opts: AppOptions): Promise<App> {
   // Read at scrape time; `runs` exists by the time anything scrapes.
   const metrics = createMetrics({ runCounts: () => runsRepo.countByStatus(), queueDepth: () => runs.queueDepth });
   if (config.sandboxCaFile) await checkCaFile(config.sandboxCaFile);
+  const github = await gitHubSettings(config);
+  const gitCredentials = gitHubCloneCredentials(github);
   const providers = new Map<string, SandboxProvider>([
     [
       "local",
       new LocalProvider({
         root: config.dataDir,
+        gitCredentials,
         // Only root can give agents uids of their own; otherwise runs say they are not isolated.
         agentUids: isRoot ? config.localAgentUids : null,
         workRoot: config.localWorkDir || join("/var/lib/paddock-work", instance),
@@ -107,6 +112,7 @@ export async function createApp(opts: AppOptions): Promise<App> {
         instanceId: instance,
         tokenFor: (runId) => issueSandboxToken(keys, runId, 3600),
         root: config.dataDir,
+        gitCredentials,
         limits: { cpus: config.dockerCpus, memoryBytes: config.dockerMemory, pids: config.dockerPids, runtime: config.dockerRuntime },
         graceMs: config.graceTime,
         runnerStartTimeoutMs: 60_000,
@@ -139,6 +145,8 @@ export async function createApp(opts: AppOptions): Promise<App> {
   }
   const runs = new RunManager({
     egress: egressAudit,
+    root: config.dataDir,
+    github,
     tasks,
     environments,
     runs: runsRepo,
@@ -259,4 +267,18 @@ export function runnerCommand(): string[] {
   if (process.versions.bun) return [process.execPath, entry, "agent"];
   // Absolute: the runner starts in the run's worktree, where "tsx" would not resolve.
   return [process.execPath, "--import", import.meta.resolve("tsx"), entry, "agent"];
+}
+
+/** The daemon's GitHub: its API, where its repositories live, and its App when configured (the key is read once, here). */
+async function gitHubSettings(config: Config): Promise<GitHubSettings> {
+  const apiUrl = config.githubApiUrl.replace(/\/+$/, "");
+  if (!config.githubAppId) return { apiUrl, webUrl: gitHubWebUrl(apiUrl), app: null };
+  const privateKey = await readFile(config.githubAppKeyFile, "utf8").catch((error: NodeJS.ErrnoException) => {
+    throw new ConfigError(`--github-app-key-file: cannot read ${config.githubAppKeyFile} (${error.code ?? error.message})`);
+  });
+  if (!/-----BEGIN (RSA )?PRIVATE KEY-----/.test(privateKey)) {
+    throw new ConfigError(`--github-app-key-file: ${config.githubAppKeyFile} is not a PEM private key (GitHub gives one when you generate the App's key)`);
+  }
+  const app = gitHubAppAuth({ appId: config.githubAppId, privateKey, installationId: config.githubInstallationId, apiUrl });
+  return { apiUrl, webUrl: gitHubWebUrl(apiUrl), app };
 }

@@ -44,6 +44,16 @@ describe("config", () => {
     expect(() => loadConfig({ PADDOCK_SANDBOX_ALLOW_CIDRS: "10.0.0.0/33" }, {})).toThrow(/PADDOCK_SANDBOX_ALLOW_CIDRS: "10.0.0.0\/33"/);
   });
 
+  it("takes a GitHub App only whole, and a GitHub Enterprise API URL", () => {
+    expect(loadConfig({}, {})).toMatchObject({ githubAppId: "", githubApiUrl: "https://api.github.com" });
+    const c = loadConfig({ PADDOCK_GITHUB_APP_ID: "123", PADDOCK_GITHUB_APP_KEY_FILE: "/k.pem", PADDOCK_GITHUB_INSTALLATION_ID: "9" }, { githubApiUrl: "https://ghe.example.test/api/v3" });
+    expect(c).toMatchObject({ githubAppId: "123", githubAppKeyFile: "/k.pem", githubInstallationId: "9", githubApiUrl: "https://ghe.example.test/api/v3" });
+    expect(() => loadConfig({}, { githubAppId: "123" })).toThrow(/--github-app-key-file: is missing: a GitHub App needs/);
+    expect(() => loadConfig({}, { githubAppId: "123", githubAppKeyFile: "/k.pem" })).toThrow(/needs --github-app-id, --github-app-key-file and --github-installation-id together/);
+    expect(() => loadConfig({}, { githubInstallationId: "x" })).toThrow(/--github-installation-id: is not an installation id/);
+    expect(() => loadConfig({}, { githubApiUrl: "ftp://x" })).toThrow(/--github-api-url/);
+  });
+
   it("parses durations", () => {
     expect(parseDuration("1h30m")).toBe(5_400_000);
     expect(parseDuration("250ms")).toBe(250);

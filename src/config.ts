@@ -86,6 +86,12 @@ export const ConfigSchema = z
     /** Runs reconciled with their provider at once after a restart. */
     reconcileConcurrency: z.coerce.number().int().min(1).max(1000),
     gitHost: z.string().url(),
+    /** The GitHub App the daemon pushes runs' branches and opens pull requests as; "" for none. */
+    githubAppId: z.string().regex(/^(\d+|Iv[0-9A-Za-z.]+)?$/, "is not a GitHub App id (a number) or client id (Iv…)"),
+    githubAppKeyFile: z.string(),
+    githubInstallationId: z.string().regex(/^\d*$/, "is not an installation id (a number)"),
+    /** GitHub's REST API: https://api.github.com, or https://HOST/api/v3 for GitHub Enterprise Server. */
+    githubApiUrl: z.string().url().refine((u) => /^https?:\/\//.test(u), "must be an http(s) URL"),
     logLevel: z.enum(["trace", "debug", "info", "warn", "error", "fatal", "silent"]),
     logFormat: z.enum(["auto", "json", "pretty"]),
     graceTime: duration,
@@ -167,6 +173,11 @@ export const ConfigSchema = z
     if (c.maxConnectionsPerAddress > c.maxConnections) {
       ctx.addIssue({ code: "custom", path: ["maxConnectionsPerAddress"], message: `must be at most --max-connections (${c.maxConnections})` });
     }
+    const app = [c.githubAppId, c.githubAppKeyFile, c.githubInstallationId];
+    if (app.some(Boolean) && !app.every(Boolean)) {
+      const missing = (["githubAppId", "githubAppKeyFile", "githubInstallationId"] as const).filter((k) => !c[k]);
+      ctx.addIssue({ code: "custom", path: [missing[0]!], message: "is missing: a GitHub App needs --github-app-id, --github-app-key-file and --github-installation-id together" });
+    }
     if (c.socket && c.socket.length > 100) {
       ctx.addIssue({ code: "custom", path: ["socket"], message: "unix socket paths are limited to about 100 characters" });
     }
@@ -189,6 +200,10 @@ export const ENV_NAMES: Record<keyof ConfigInput, string> = {
   maxQueuedRunsPerTeam: "PADDOCK_MAX_QUEUED_RUNS_PER_TEAM",
   reconcileConcurrency: "PADDOCK_RECONCILE_CONCURRENCY",
   gitHost: "PADDOCK_GIT_HOST",
+  githubAppId: "PADDOCK_GITHUB_APP_ID",
+  githubAppKeyFile: "PADDOCK_GITHUB_APP_KEY_FILE",
+  githubInstallationId: "PADDOCK_GITHUB_INSTALLATION_ID",
+  githubApiUrl: "PADDOCK_GITHUB_API_URL",
   logLevel: "PADDOCK_LOG_LEVEL",
   logFormat: "PADDOCK_LOG_FORMAT",
   graceTime: "PADDOCK_GRACE_TIME",
@@ -248,6 +263,10 @@ export function loadConfig(env: Record<string, string | undefined>, flags: Confi
     maxQueuedRunsPerTeam: 1_000,
     reconcileConcurrency: 8,
     gitHost: "https://github.com",
+    githubAppId: "",
+    githubAppKeyFile: "",
+    githubInstallationId: "",
+    githubApiUrl: "https://api.github.com",
     logLevel: "info",
     logFormat: "auto",
     graceTime: "10s",
@@ -280,7 +299,7 @@ export function loadConfig(env: Record<string, string | undefined>, flags: Confi
   if (!parsed.success) {
     const lines = parsed.error.issues.map((i) => {
       const key = String(i.path[0] ?? "");
-      const source = key in dropUndefined(flags) ? `--${kebab(key)}` : key in fromEnv ? ENV_NAMES[key as keyof ConfigInput] : key in file ? `${key} (config file)` : key;
+      const source = key in dropUndefined(flags) ? `--${kebab(key)}` : key in fromEnv ? ENV_NAMES[key as keyof ConfigInput] : key in file ? `${key} (config file)` : `--${kebab(key)}`;
       return `${source}: ${i.message}`;
     });
     throw new ConfigError(`invalid configuration:\n  ${lines.join("\n  ")}`);

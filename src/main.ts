@@ -9,6 +9,7 @@ import { EXIT, isParseArgsError } from "./cli/exit.js";
 import { ConfigError, defaultDataDir, ENV_NAMES, kebab, loadConfig, type ConfigInput } from "./config.js";
 import { readRunnerEnvironment, RunnerEnvError } from "./agent/runner-env.js";
 import { PADDOCK_VERSION } from "./version.js";
+import { isGitHostToken } from "./runs/git-host-tokens.js";
 
 const VERSION = PADDOCK_VERSION;
 
@@ -70,6 +71,14 @@ which wins over the config file.
                                (PADDOCK_RECONCILE_CONCURRENCY; default 8)
   --git-host URL               where owner/repo repositories live (PADDOCK_GIT_HOST; default https://github.com)
   --grace-time DURATION        SIGTERM → SIGKILL grace for a cancelled agent (PADDOCK_GRACE_TIME; default 10s)
+
+pull requests from runs (the daemon pushes and opens them; sandboxes never get the credential):
+  --github-app-id ID           the GitHub App paddock acts as (PADDOCK_GITHUB_APP_ID), with
+  --github-app-key-file FILE   its private key, PEM (PADDOCK_GITHUB_APP_KEY_FILE) and
+  --github-installation-id ID  its installation on your repositories (PADDOCK_GITHUB_INSTALLATION_ID);
+                               without an App, a run's environment may hold a GITHUB_TOKEN secret
+  --github-api-url URL         GitHub's API (PADDOCK_GITHUB_API_URL; default https://api.github.com;
+                               GitHub Enterprise Server: https://HOST/api/v3)
 
 docker provider (registered when the engine's socket exists):
   --docker-socket PATH         Docker Engine API socket (PADDOCK_DOCKER_SOCKET; default /var/run/docker.sock)
@@ -148,7 +157,8 @@ async function serve(argv: string[]): Promise<number> {
 
 /** The daemon's own settings stay out of the runner's and agent's environment. */
 function runnerEnv(env: NodeJS.ProcessEnv): Record<string, string | undefined> {
-  return Object.fromEntries(Object.entries(env).filter(([k]) => !k.startsWith("PADDOCK_") && k !== "NODE_OPTIONS"));
+  // Nor git host tokens the daemon's user may have: a sandbox gets them only from an environment that grants them.
+  return Object.fromEntries(Object.entries(env).filter(([k]) => !k.startsWith("PADDOCK_") && k !== "NODE_OPTIONS" && !isGitHostToken(k)));
 }
 
 async function agent(): Promise<number> {

@@ -26,6 +26,7 @@ const REQUIRED: Record<string, Scope> = {
   "paddock.v1.TaskRunService/SendPrompt": "runs:write",
   "paddock.v1.TaskRunService/RespondPermission": "runs:write",
   "paddock.v1.TaskRunService/CancelTurn": "runs:write",
+  "paddock.v1.TaskRunService/CreatePullRequest": "runs:write",
   "paddock.v1.EnvironmentService/CreateEnvironment": "environments:write",
   "paddock.v1.EnvironmentService/UpdateEnvironment": "environments:write",
   "paddock.v1.EnvironmentService/DeleteEnvironment": "environments:write",

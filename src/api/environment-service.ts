@@ -75,6 +75,7 @@ export function environmentToProto(e: EnvironmentRecord): Environment {
     permissionPolicy: { "": PermissionPolicy.UNSPECIFIED, auto_allow: PermissionPolicy.AUTO_ALLOW, ask: PermissionPolicy.ASK, deny: PermissionPolicy.DENY }[e.permissionPolicy],
     idleTimeout: e.idleTimeoutMs === null ? undefined : durationFromMs(e.idleTimeoutMs),
     maxConcurrentRuns: e.maxConcurrentRuns,
+    grantGitTokens: e.grantGitTokens,
     createTime: timestampFromMs(e.createdAt),
     updateTime: timestampFromMs(e.updatedAt),
   });
@@ -133,6 +134,7 @@ function specFrom(env: Environment, providers: ReadonlySet<string>, images: read
       permissionPolicy: policyName(env.permissionPolicy),
       idleTimeoutMs,
       maxConcurrentRuns: nonNegative("environment.max_concurrent_runs", env.maxConcurrentRuns),
+      grantGitTokens: env.grantGitTokens,
     },
   };
 }

@@ -99,6 +99,9 @@ export function runToProto(r: StoredRun): TaskRun {
     branch: r.branch,
     resultBranch: r.resultBranch,
     resultCommit: r.resultCommit,
+    pullRequestUrl: r.pullRequestUrl,
+    pullRequestNumber: BigInt(r.pullRequestNumber),
+    openPullRequest: r.openPullRequest,
     agentCommand: r.agentCommand,
     exitCode: r.exitCode ?? undefined,
     limits:

@@ -31,6 +31,8 @@ export function phaseLabel(phase: RunPhase): string | null {
     case "failed":
     case "cancelled":
       return "cleanup";
+    case "publishing":
+      return "publishing";
     case "cleaned":
       return null;
     default:

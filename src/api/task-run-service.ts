@@ -75,6 +75,7 @@ export function createTaskRunService(runs: RunManager): ServiceImpl<typeof TaskR
         environmentId: req.environmentId,
         image: req.image.trim(),
         priority: req.priority,
+        openPullRequest: req.openPullRequest,
       });
       return { run: runToProto(run) };
     },
@@ -150,6 +151,14 @@ export function createTaskRunService(runs: RunManager): ServiceImpl<typeof TaskR
       owned(req.runId, ctx);
       await runs.cancelTurn(req.runId, ctx.signal);
       return {};
+    },
+    async createPullRequest(req, ctx) {
+      const run = owned(req.runId, ctx);
+      if (req.title.length > 256) throw new InvalidArgumentError("title", "is longer than 256 characters");
+      if (req.body.length > 65536) throw new InvalidArgumentError("body", "is longer than 65536 characters");
+      if (req.base && !BRANCH.test(req.base)) throw new InvalidArgumentError("base", `${JSON.stringify(req.base)} is not a valid git branch name`);
+      const { pullRequest, run: after } = await runs.createPullRequest(run.id, { title: req.title.trim(), body: req.body, draft: req.draft, base: req.base }, ctx.signal);
+      return { url: pullRequest.url, number: BigInt(pullRequest.number), created: pullRequest.created, run: runToProto(after) };
     },
     async *watchRun(req, ctx) {
       owned(req.runId, ctx);

@@ -16,6 +16,7 @@ import {
   RunMode,
   RunStatus,
   TaskRunSchema,
+  CreatePullRequestResponseSchema,
   type LogEntry,
   type RunEvent,
   type StreamLogsResponse,
@@ -112,6 +113,7 @@ function showRun(r: TaskRun): string {
     ...(r.errorMessage ? [`  error:    ${r.errorMessage}`] : []),
     `  provider: ${r.provider}  branch: ${r.branch || "(default)"} → ${r.resultBranch}${r.resultCommit ? ` @ ${r.resultCommit.slice(0, 12)}` : ""}`,
     `  agent:    ${r.agentCommand.join(" ")}`,
+    ...(r.pullRequestUrl ? [`  pull request: #${r.pullRequestNumber} ${r.pullRequestUrl}`] : r.openPullRequest ? ["  pull request: opened when the run completes"] : []),
     `  created:  ${when(r.createTime)}  deadline: ${when(r.deadline)}  cleaned: ${when(r.cleanedAt)}`,
   ].join("\n");
 }
@@ -161,6 +163,8 @@ const ENV_OPTIONS: Options = {
   provider: { type: "string" },
   image: { type: "string" },
   timeout: { type: "string" },
+  "grant-git-tokens": { type: "boolean" },
+  "no-grant-git-tokens": { type: "boolean" },
 };
 const ENV_HELP = `  --name NAME               unique within your team
   --network MODE            trusted (package registries and git hosts; the default), full
@@ -176,7 +180,11 @@ const ENV_HELP = `  --name NAME               unique within your team
   --setup-script FILE       a shell script run after checkout, before the agent
   --provider NAME           provider for runs that name none
   --image IMAGE             sandbox image (docker) for its runs, one the daemon allows
-  --timeout DURATION        deadline for runs that give none, e.g. 30m, 2h`;
+  --timeout DURATION        deadline for runs that give none, e.g. 30m, 2h
+  --grant-git-tokens        give git host tokens among the secrets and variables (GITHUB_TOKEN,
+                            GH_TOKEN, GITLAB_TOKEN…) to the sandbox too; by default only the
+                            daemon has them (to push and open pull requests)
+  --no-grant-git-tokens     keep them with the daemon again (env update)`;
 
 /** Sets on `e` what the flags of env create/update give; the rest stays as it is. */
 function applyEnvFlags(e: Environment, values: Record<string, unknown>, io: CliIo): void {
@@ -204,6 +212,9 @@ function applyEnvFlags(e: Environment, values: Record<string, unknown>, io: CliI
   if (values.provider !== undefined) e.defaultProvider = String(values.provider);
   if (values.image !== undefined) e.image = String(values.image);
   if (values.timeout !== undefined) e.timeout = durationFlag("timeout", values.timeout);
+  if (values["grant-git-tokens"] && values["no-grant-git-tokens"]) throw new UsageError("--grant-git-tokens and --no-grant-git-tokens contradict each other");
+  if (values["grant-git-tokens"]) e.grantGitTokens = true;
+  if (values["no-grant-git-tokens"]) e.grantGitTokens = false;
 }
 
 /** The secrets of --secret and --setup-only-secret, values from stdin or files only. */
@@ -235,6 +246,7 @@ function showEnvironment(e: Environment): string {
     ...(e.setupScript ? [`  setup:    ${e.setupScript.split("\n").filter(Boolean).length} line script`] : []),
     ...(e.defaultProvider || e.image ? [`  provider: ${e.defaultProvider || "(daemon's)"}  image: ${e.image || "(daemon's)"}`] : []),
     ...(e.timeout ? [`  timeout:  ${Number(e.timeout.seconds)}s`] : []),
+    ...(e.grantGitTokens ? ["  git host tokens: given to its sandboxes (--grant-git-tokens)"] : []),
     `  created:  ${when(e.createTime)}  updated: ${when(e.updateTime)}`,
   ].join("\n");
 }
@@ -324,6 +336,7 @@ const commands: Record<string, Command> = {
   --interactive         an ACP run that stays for follow-up prompts (paddock run prompt)
   --permissions POLICY  ACP permission requests: auto_allow (background default), ask
                         (interactive default; answer with paddock run permit), or deny
+  --pr                  open a pull request from the run's branch when it completes
   -f, --follow          then stream its logs until it ends (exit code as for "logs -f")
   -- COMMAND...         the agent command for this run (default: the daemon's --agent-command)`,
     options: {
@@ -338,6 +351,7 @@ const commands: Record<string, Command> = {
       permissions: { type: "string" },
       environment: { type: "string" },
       priority: { type: "string" },
+      pr: { type: "boolean" },
     },
     async run({ values, positionals, c, io, json: asJson }) {
       const [taskId, ...agentCommand] = positionals;
@@ -362,6 +376,7 @@ const commands: Record<string, Command> = {
           idempotencyKey: String(values["idempotency-key"] ?? ""),
           environmentId: String(values.environment ?? ""),
           priority,
+          openPullRequest: !!values.pr,
         },
         { signal: io.signal },
       );
@@ -403,6 +418,25 @@ const commands: Record<string, Command> = {
       for await (const r of pages) {
         io.out(asJson ? json(TaskRunSchema, r) : `${r.id}  ${statusName(r.status).padEnd(11)} ${r.phase.padEnd(12)} task ${r.taskId}  ${when(r.createTime)}`);
       }
+      return EXIT.ok;
+    },
+  },
+  "run pr": {
+    usage: "paddock run pr RUN_ID [--title T] [--body B] [--base BRANCH] [--draft]",
+    summary: "push a finished run's branch and open a pull request from it (or show the open one)",
+    help: `  --title T       the title (default: the task's)
+  --body B        the description (default: the task's description and the run's summary)
+  --base BRANCH   the branch to merge into (default: the run's branch, else the repository's default)
+  --draft         open it as a draft
+The daemon pushes and opens it with its GitHub App (or the environment's GITHUB_TOKEN);
+the sandbox never has the credential. Asking again returns the same pull request.`,
+    options: { title: { type: "string" }, body: { type: "string" }, base: { type: "string" }, draft: { type: "boolean" } },
+    async run({ values, positionals, c, io, json: asJson }) {
+      const res = await c.runs.createPullRequest(
+        { runId: one(positionals, "run id"), title: String(values.title ?? ""), body: String(values.body ?? ""), base: String(values.base ?? ""), draft: !!values.draft },
+        { signal: io.signal },
+      );
+      io.out(asJson ? json(CreatePullRequestResponseSchema, res) : `pull request #${res.number} ${res.created ? "opened" : "already open"}: ${res.url}`);
       return EXIT.ok;
     },
   },

@@ -11,6 +11,7 @@ import type { RunManagerDeps } from "./run-manager.js";
 import type { RunEvents } from "./run-events.js";
 import { withRetry } from "./retry.js";
 import type { Gate } from "./admission.js";
+import { isGitHostToken } from "./git-host-tokens.js";
 
 export interface RunEffectsDeps extends RunManagerDeps {
   events: RunEvents;
@@ -132,15 +133,19 @@ export class RunEffects {
     if (!run.environmentId) return {};
     const env = this.d.environments.get(run.environmentId);
     if (!env) throw new SandboxError(`environment ${run.environmentId} no longer exists`, false);
-    const secrets = this.d.environments.secretValues(env.id);
+    const all = this.d.environments.secretValues(env.id);
+    // Git host tokens stay with the daemon (it pushes and opens pull requests) unless the environment grants them.
+    const given = (name: string) => env.grantGitTokens || !isGitHostToken(name);
+    const secrets = all.filter((s) => given(s.name));
     const pick = (setupOnly: boolean) => Object.fromEntries(secrets.filter((s) => s.setupOnly === setupOnly).map((s) => [s.name, s.value]));
     const stage = provider.stageEnv?.(run.id, networkOf(env)) ?? { setup: {}, agent: {} };
+    const envVars = Object.fromEntries(Object.entries(env.envVars).filter(([name]) => given(name)));
     return {
-      env: { ...env.envVars, ...pick(false), ...stage.agent },
+      env: { ...envVars, ...pick(false), ...stage.agent },
       setupEnv: { ...pick(true), ...stage.setup },
       setupScript: env.setupScript || undefined,
       // The runner redacts before anything is written: no secret is ever on its disk.
-      redact: secrets.map(({ name, value }) => ({ name, value })),
+      redact: all.map(({ name, value }) => ({ name, value })),
     };
   }
 

@@ -27,6 +27,8 @@ import { Notifier } from "./notifier.js";
 import { RunEffects } from "./run-effects.js";
 import { RunEvents } from "./run-events.js";
 import { reapOrphans } from "./reaper.js";
+import { PullRequests, type GitHubSettings, type PullRequestOptions } from "./pull-requests.js";
+import type { PullRequestRef } from "../github/pull-requests.js";
 
 export interface RunSettings {
   /** Used when a run gives no agent_command; null means every run must give one. */
@@ -63,6 +65,10 @@ export interface RunManagerDeps {
   observer?: RunObserver;
   /** Where the egress proxy counts each run's destinations; absent: none recorded. */
   egress?: EgressAuditRepository;
+  /** The daemon's data dir (mirrors of remote repositories), for pushing runs' branches. */
+  root?: string;
+  /** Where pull requests go; absent: github.com with environments' tokens only. */
+  github?: GitHubSettings;
 }
 
 /** Hooks for metrics. Called synchronously: implementations must be cheap and must not throw. */
@@ -94,6 +100,8 @@ export interface StartRunParams {
   permissionPolicy?: "" | PermissionPolicyName;
   /** Higher is admitted first among the team's queued runs. */
   priority?: number;
+  /** Open a pull request from the run's branch when it completes. */
+  openPullRequest?: boolean;
 }
 
 type RunActor = Actor<ReturnType<typeof taskRunMachine.provide>>;
@@ -120,6 +128,7 @@ export function statusOf(phase: RunPhase, outcome: string | null): RunStatusName
     case "failed":
     case "cancelled":
       return phase;
+    case "publishing":
     case "cleaned":
       return (outcome as RunStatusName | null) ?? "failed";
     default:
@@ -148,6 +157,7 @@ export class RunManager {
   private readonly notifier = new Notifier();
   private readonly events: RunEvents;
   private readonly effects: RunEffects;
+  private readonly pullRequests: PullRequests;
   private stopping = false;
   private reaping = false;
   private reaper: NodeJS.Timeout | undefined;
@@ -172,11 +182,22 @@ export class RunManager {
       send: (id, event) => this.actors.get(id)?.send(event),
       reconcile,
     });
+    this.pullRequests = new PullRequests({
+      root: deps.root ?? "",
+      github: deps.github ?? { apiUrl: "https://api.github.com", webUrl: "https://github.com", app: null },
+      tasks: deps.tasks,
+      environments: deps.environments,
+      lastOutput: (id, limit) => deps.runs.lastOutput(id, limit),
+      record: (id, url, number) => this.recordPullRequest(id, url, number),
+      system: (id, text) => this.system(id, text),
+      logger: deps.logger,
+    });
     this.machine = taskRunMachine.provide({
       actors: {
         provision: fromPromise(({ input, signal }) => this.effects.provision(input.runId, signal)),
         supervise: fromPromise(({ input, signal }) => this.effects.supervise(input.runId, signal)),
         cleanup: fromPromise(({ input, signal }) => this.effects.cleanup(input.runId, signal)),
+        publish: fromPromise(({ input, signal }) => this.publish(input.runId, signal)),
         deadline: deadlineTimer({ now: Date.now, setTimeout, clearTimeout: (id) => clearTimeout(id as NodeJS.Timeout) }),
       },
     });
@@ -218,7 +239,8 @@ export class RunManager {
     const now = Date.now();
     const deadlineAt = now + (p.timeoutMs ?? env?.timeoutMs ?? settings.defaultTimeoutMs);
     const idleMs = agent?.mode === "interactive" ? (env?.idleTimeoutMs ?? 0) : 0;
-    const actor = createActor(this.machine, { input: { runId: id, deadlineAt, idleMs } });
+    const openPullRequest = !!p.openPullRequest;
+    const actor = createActor(this.machine, { input: { runId: id, deadlineAt, idleMs, openPullRequest } });
     let run: StoredRun;
     try {
       run = runs.create({
@@ -241,6 +263,7 @@ export class RunManager {
         image,
         priority: p.priority ?? 0,
         idempotencyKey: p.idempotencyKey || null,
+        openPullRequest,
         deadlineAt,
         createdAt: now,
         updatedAt: now,
@@ -334,7 +357,6 @@ export class RunManager {
   }
 
   /** Stored lines after afterSeq in batches, then (follow) live ones until the run is cleaned. */
-  /** Stored lines after afterSeq in batches, then (follow) live ones until the run is cleaned. */
   logs(id: string, afterSeq: number, follow: boolean, signal: AbortSignal): AsyncGenerator<LogLine[]> {
     this.get(id);
     return this.events.logs(id, afterSeq, follow, signal);
@@ -344,6 +366,32 @@ export class RunManager {
   runEvents(id: string, afterSeq: number, follow: boolean, kinds: ReadonlySet<RunEventKind>, signal: AbortSignal): AsyncGenerator<RunEventRow[]> {
     this.get(id);
     return this.events.events(id, afterSeq, follow, kinds, signal);
+  }
+
+  // ── Pull requests ──────────────────────────────────────────────────────────────────
+
+  /** Pushes the run's branch and opens (or finds) its pull request; the run records it. */
+  async createPullRequest(id: string, o: PullRequestOptions, signal: AbortSignal): Promise<{ pullRequest: PullRequestRef; run: StoredRun }> {
+    const pullRequest = await this.pullRequests.open(this.get(id), o, signal);
+    return { pullRequest, run: this.get(id) };
+  }
+
+  /** The machine's publish effect: StartRun.open_pull_request, once the run completed and is cleaned. */
+  private async publish(id: string, signal: AbortSignal): Promise<void> {
+    try {
+      await this.pullRequests.open(this.get(id), { title: "", body: "", draft: false, base: "" }, signal);
+    } catch (error) {
+      if (signal.aborted && this.stopping) throw error; // the daemon stops: the restart publishes
+      this.system(id, `pull request not opened: ${(error as Error).message}`);
+      throw error;
+    }
+  }
+
+  private recordPullRequest(id: string, url: string, number: number): void {
+    this.deps.runs.setPullRequest(id, url, number);
+    const live = this.live.get(id)?.run;
+    if (live) Object.assign(live, { pullRequestUrl: url, pullRequestNumber: number });
+    this.notifier.notify(`run:${id}`);
   }
 
   // ── Conversations (ACP runs) ───────────────────────────────────────────────────────
@@ -396,7 +444,7 @@ export class RunManager {
       while (!signal.aborted) {
         sub.arm();
         const run = this.get(id);
-        const key = `${run.updatedAt}|${run.phase}|${run.resultCommit}|${run.errorMessage}`;
+        const key = `${run.updatedAt}|${run.phase}|${run.resultCommit}|${run.errorMessage}|${run.pullRequestUrl}`;
         if (key !== last) {
           last = key;
           yield run;
@@ -536,14 +584,15 @@ export class RunManager {
     const ctx = snapshot.context;
     const active = phase !== "queued";
     const finished = !["queued", "provisioning", "running"].includes(phase);
-    const error = [ctx.error, ctx.cleanupError && `cleanup failed: ${ctx.cleanupError}`].filter(Boolean).join("; ");
+    const afterwards = [ctx.cleanupError && `cleanup failed: ${ctx.cleanupError}`, ctx.pullRequestError && `pull request not opened: ${ctx.pullRequestError}`].filter(Boolean).join("; ");
+    const error = [ctx.error, afterwards].filter(Boolean).join("; ");
     prev.startedAt ??= active && phase !== "cancelled" ? now : null;
     prev.finishedAt ??= finished ? now : null;
     prev.cleanedAt ??= phase === "cleaned" ? now : null;
     prev.status = statusOf(phase, ctx.outcome);
     prev.phase = phase;
     prev.awaitingInput = awaitingInput(snapshot.value);
-    prev.errorMessage = ctx.outcome === "completed" ? (ctx.cleanupError ? error : "") : error;
+    prev.errorMessage = ctx.outcome === "completed" ? afterwards : error;
     prev.exitCode = ctx.exitCode;
     prev.updatedAt = now;
     this.pending.push({ id, transition: { ...prev, snapshotJson: persisted, machineVersion: MACHINE_VERSION } });

@@ -18,7 +18,9 @@ export function git(args: string[], opts: { cwd?: string; signal?: AbortSignal; 
           if (opts.signal?.aborted) return reject(opts.signal.reason ?? error);
           const detail = String(stderr).trim().split("\n").slice(-3).join("; ") || error.message;
           // ENOENT: git itself is missing, which retrying cannot fix.
-          return reject(new SandboxError(`git ${args[0]} failed: ${detail}`, false, { cause: error }));
+          // Named by its subcommand, past options such as "-c name=value".
+          const sub = args.find((a, i) => !a.startsWith("-") && !["-c", "-C", "--git-dir", "--work-tree"].includes(args[i - 1] ?? "")) ?? args[0];
+          return reject(new SandboxError(`git ${sub} failed: ${detail}`, false, { cause: error }));
         }
         resolve(String(stdout).trim());
       },

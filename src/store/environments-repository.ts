@@ -25,6 +25,8 @@ export interface EnvironmentSpec {
   idleTimeoutMs: number | null;
   /** Its runs in progress at once; 0 for no limit of its own. */
   maxConcurrentRuns: number;
+  /** Git host tokens among its secrets and variables reach its sandboxes too (else the daemon alone has them). */
+  grantGitTokens: boolean;
 }
 
 export interface EnvironmentRecord extends EnvironmentSpec {
@@ -49,7 +51,7 @@ interface Row {
 
 /** Fields added since an environment was saved take their defaults. */
 const withDefaults = (spec: Partial<EnvironmentSpec>): EnvironmentSpec =>
-  ({ ...spec, image: spec.image ?? "", agent: spec.agent ?? null, runMode: spec.runMode ?? "", permissionPolicy: spec.permissionPolicy ?? "", idleTimeoutMs: spec.idleTimeoutMs ?? null, maxConcurrentRuns: spec.maxConcurrentRuns ?? 0 }) as EnvironmentSpec;
+  ({ ...spec, image: spec.image ?? "", agent: spec.agent ?? null, runMode: spec.runMode ?? "", permissionPolicy: spec.permissionPolicy ?? "", idleTimeoutMs: spec.idleTimeoutMs ?? null, maxConcurrentRuns: spec.maxConcurrentRuns ?? 0, grantGitTokens: spec.grantGitTokens ?? false }) as EnvironmentSpec;
 
 export function createEnvironmentsRepository(db: Database) {
   const byId = db.prepare<Row>("SELECT * FROM environments WHERE id = ?");

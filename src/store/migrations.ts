@@ -219,6 +219,16 @@ export const MIGRATIONS: readonly { version: number; name: string; sql: string }
       ALTER TABLE runs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
     `,
   },
+  {
+    version: 12,
+    name: "pull requests from runs",
+    sql: `
+      -- StartRun.open_pull_request, and the pull request the daemon opened from the run's branch.
+      ALTER TABLE runs ADD COLUMN open_pull_request INTEGER NOT NULL DEFAULT 0;
+      ALTER TABLE runs ADD COLUMN pull_request_url TEXT NOT NULL DEFAULT '';
+      ALTER TABLE runs ADD COLUMN pull_request_number INTEGER NOT NULL DEFAULT 0;
+    `,
+  },
 ];
 
 /** Brings the schema to the newest version (or to `upTo`, for tests that make an older install). */

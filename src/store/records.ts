@@ -62,6 +62,11 @@ export interface RunRecord {
   priority: number;
   /** While queued: where the run stands, 1 = next (fair admission, see runs/admission.ts); else 0. */
   queuePosition: number;
+  /** Open a pull request when the run completes. */
+  openPullRequest: boolean;
+  /** The pull request opened from resultBranch; "" and 0 for none yet. */
+  pullRequestUrl: string;
+  pullRequestNumber: number;
 }
 
 export interface LogLine {

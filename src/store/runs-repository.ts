@@ -35,6 +35,9 @@ interface RunRow {
   machine_version: number;
   runner_cursor: number;
   priority: number;
+  open_pull_request: number;
+  pull_request_url: string;
+  pull_request_number: number;
 }
 
 const toRun = (r: RunRow): RunRecord & { seq: number } => ({
@@ -73,6 +76,9 @@ const toRun = (r: RunRow): RunRecord & { seq: number } => ({
   priority: r.priority,
   /** Set by the run manager while the run is queued (1 = next); 0 otherwise. */
   queuePosition: 0,
+  openPullRequest: r.open_pull_request === 1,
+  pullRequestUrl: r.pull_request_url,
+  pullRequestNumber: r.pull_request_number,
 });
 
 export type StoredRun = ReturnType<typeof toRun>;
@@ -103,13 +109,13 @@ export interface RunFilter {
 /** Every column but the snapshot: reads for clients never need it, restores do. */
 const COLUMNS = `seq, id, team, environment_id, network_policy_enforced, agent_isolated, task_id, run_number, status, phase, provider, error_message, exit_code, branch, result_branch,
   result_commit, agent_command, agent_kind, awaiting_input, run_mode, permission_policy, limits, image, idempotency_key, deadline_at, created_at, started_at, finished_at, updated_at,
-  cleaned_at, machine_version, runner_cursor, priority`;
+  cleaned_at, machine_version, runner_cursor, priority, open_pull_request, pull_request_url, pull_request_number`;
 
 export function createRunsRepository(db: Database) {
   const insert = db.prepare(`INSERT INTO runs (id, team, environment_id, network_policy_enforced, agent_isolated, task_id, run_number, status, phase, provider, branch, result_branch,
-      agent_command, agent_kind, run_mode, permission_policy, limits, image, idempotency_key, deadline_at, created_at, updated_at, snapshot, machine_version, priority)
+      agent_command, agent_kind, run_mode, permission_policy, limits, image, idempotency_key, deadline_at, created_at, updated_at, snapshot, machine_version, priority, open_pull_request)
     VALUES (:id, :team, :environmentId, :networkPolicyEnforced, :agentIsolated, :taskId, :runNumber, :status, :phase, :provider, :branch, :resultBranch,
-      :agentCommand, :agentKind, :runMode, :permissionPolicy, :limits, :image, :idempotencyKey, :deadlineAt, :createdAt, :updatedAt, :snapshot, :machineVersion, :priority)`);
+      :agentCommand, :agentKind, :runMode, :permissionPolicy, :limits, :image, :idempotencyKey, :deadlineAt, :createdAt, :updatedAt, :snapshot, :machineVersion, :priority, :openPullRequest)`);
   const nextNumber = db.prepare<{ n: number }>(
     "SELECT coalesce(max(run_number), 0) + 1 AS n FROM runs WHERE task_id = ?",
   );
@@ -122,6 +128,10 @@ export function createRunsRepository(db: Database) {
       updated_at = :updatedAt, awaiting_input = :awaitingInput, snapshot = :snapshot, machine_version = :machineVersion
     WHERE id = :id`);
   const result = db.prepare("UPDATE runs SET result_commit = ? WHERE id = ?");
+  const pullRequest = db.prepare("UPDATE runs SET pull_request_url = ?, pull_request_number = ? WHERE id = ?");
+  const lastLines = db.prepare<LogLine>(
+    "SELECT seq, time, stream, text FROM run_logs WHERE run_id = ? AND kind = 'log' AND stream IN ('stdout', 'agent') ORDER BY seq DESC LIMIT ?",
+  );
   const cursor = db.prepare("UPDATE runs SET runner_cursor = ? WHERE id = ?");
   const cursorOf = db.prepare<{ c: number }>("SELECT runner_cursor AS c FROM runs WHERE id = ?");
   const lastLog = db.prepare<{ s: number | null }>("SELECT max(seq) AS s FROM run_logs WHERE run_id = ?");
@@ -145,7 +155,8 @@ export function createRunsRepository(db: Database) {
 
     /** Inserts the run and its first log lines in one transaction. */
     create(
-      run: Omit<RunRecord, "runNumber" | "exitCode" | "resultCommit" | "errorMessage" | "startedAt" | "finishedAt" | "cleanedAt" | "runnerCursor" | "image" | "agentKind" | "runMode" | "permissionPolicy" | "awaitingInput" | "priority" | "queuePosition"> & {
+      run: Omit<RunRecord, "runNumber" | "exitCode" | "resultCommit" | "errorMessage" | "startedAt" | "finishedAt" | "cleanedAt" | "runnerCursor" | "image" | "agentKind" | "runMode" | "permissionPolicy" | "awaitingInput" | "priority" | "queuePosition" | "openPullRequest" | "pullRequestUrl" | "pullRequestNumber"> & {
+        openPullRequest?: boolean;
         snapshot: unknown;
         image?: string;
         agentKind?: AgentKindName;
@@ -183,6 +194,7 @@ export function createRunsRepository(db: Database) {
           snapshot: JSON.stringify(run.snapshot),
           machineVersion: run.machineVersion,
           priority: run.priority ?? 0,
+          openPullRequest: run.openPullRequest ? 1 : 0,
         });
         firstLines.forEach((l, i) => insertLog.run([run.id, i + 1, l.time, l.stream, l.text, "log", null]));
         return toRun(byId.get([run.id])!);
@@ -242,6 +254,13 @@ export function createRunsRepository(db: Database) {
     },
     setResultCommit(id: string, commit: string): void {
       result.run([commit, id]);
+    },
+    setPullRequest(id: string, url: string, number: number): void {
+      pullRequest.run([url, number, id]);
+    },
+    /** The agent's last output lines (stdout, or an ACP agent's messages), oldest first. */
+    lastOutput(id: string, limit: number): LogLine[] {
+      return lastLines.all([id, limit]).reverse();
     },
     /**
      * Appends lines with the next seqs and, when given, moves the runner cursor in the

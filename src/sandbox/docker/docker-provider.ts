@@ -9,6 +9,7 @@ import { ensureEgressNetwork, ensureOpenNetwork, firewallEgressNetwork, firewall
 import type { CleanupResult, SandboxProvider, SandboxSpec, SandboxStatus, SnapshotStore } from "../provider.js";
 import { PADDOCK_VERSION } from "../../version.js";
 import { collectWork } from "../import-work.js";
+import type { GitCredentialSource } from "../git-credentials.js";
 import { prepareSource } from "../repository-source.js";
 import { createRunnerClient } from "../runner-client.js";
 import { containerSpec, LABEL_INSTANCE, LABEL_RUN, RUNNER_PORT, SOURCE_MOUNT, type ContainerLimits } from "./container-spec.js";
@@ -19,6 +20,8 @@ export interface DockerProviderOptions {
   instanceId: string;
   /** The daemon's data dir: mirrors of remote repositories live in <root>/repos. */
   root: string;
+  /** Tokens for cloning private repositories on the daemon's git host (given to git alone, never the sandbox). */
+  gitCredentials?: GitCredentialSource;
   limits: ContainerLimits;
   /** Time the runner gives a cancelled agent between SIGTERM and SIGKILL. */
   graceMs: number;
@@ -200,7 +203,7 @@ export class DockerProvider implements SandboxProvider {
 
   async provision(spec: SandboxSpec, signal: AbortSignal, progress: (line: string) => void): Promise<SandboxStatus> {
     const { docker } = this.opts;
-    const source = await prepareSource(this.opts.root, spec.repositoryUrl, signal, progress);
+    const source = await prepareSource(this.opts.root, spec.repositoryUrl, signal, progress, this.opts.gitCredentials);
     let container = docker.getContainer(spec.name);
     const info = await container.inspect().catch((e: unknown) => (isNotFound(e) ? null : Promise.reject(dockerError("inspect", e))));
     if (info && info.Config.Labels?.[LABEL_INSTANCE] !== this.opts.instanceId) {

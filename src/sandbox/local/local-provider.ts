@@ -10,12 +10,15 @@ import { RUNNER_EVENTS_FILE, RUNNER_INFO_FILE, type RunnerInfo } from "../../age
 import { SandboxError } from "../../errors.js";
 import { collectWork } from "../import-work.js";
 import { runnerEnvOfRun, type CleanupResult, type SandboxProvider, type SandboxSpec, type SandboxStatus } from "../provider.js";
+import type { GitCredentialSource } from "../git-credentials.js";
 import { prepareSource } from "../repository-source.js";
 import { createRunnerClient } from "../runner-client.js";
 
 export interface LocalProviderOptions {
   /** Runner state lives in <root>/sandboxes/<name>/state, mirrors of remote repositories in <root>/repos. */
   root: string;
+  /** Tokens for cloning private repositories on the daemon's git host (given to git alone, never the sandbox). */
+  gitCredentials?: GitCredentialSource;
   /**
    * Uids for agents, one per run, when the daemon is root: the agent cannot read the data
    * dir, other runs or the runner's state, and every process it starts can be found and
@@ -91,7 +94,7 @@ export class LocalProvider implements SandboxProvider {
       throw new SandboxError(`the runner of sandbox ${spec.name} exited before the daemon reattached`, false);
     }
 
-    const source = await prepareSource(this.opts.root, spec.repositoryUrl, signal, progress);
+    const source = await prepareSource(this.opts.root, spec.repositoryUrl, signal, progress, this.opts.gitCredentials);
     let record = await readRecord(state);
     if (!record) {
       record = {

@@ -12,7 +12,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file paddock/v1/task_run.proto.
  */
 export const file_paddock_v1_task_run: GenFile = /*@__PURE__*/
-  fileDesc("ChlwYWRkb2NrL3YxL3Rhc2tfcnVuLnByb3RvEgpwYWRkb2NrLnYxIscHCgdUYXNrUnVuEgoKAmlkGAEgASgJEg8KB3Rhc2tfaWQYAiABKAkSJQoGc3RhdHVzGAMgASgOMhUucGFkZG9jay52MS5SdW5TdGF0dXMSDQoFcGhhc2UYBCABKAkSEAoIcHJvdmlkZXIYBSABKAkSFQoNZXJyb3JfbWVzc2FnZRgGIAEoCRIsCghkZWFkbGluZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKY2xlYW5lZF9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLY3JlYXRlX3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0X3RpbWUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2ZpbmlzaF90aW1lGAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGYnJhbmNoGA0gASgJEhUKDXJlc3VsdF9icmFuY2gYDiABKAkSFQoNcmVzdWx0X2NvbW1pdBgPIAEoCRIVCg1hZ2VudF9jb21tYW5kGBAgAygJEhYKCWV4aXRfY29kZRgRIAEoBUgAiAEBEhIKCnJ1bl9udW1iZXIYEiABKAMSKQoGbGltaXRzGBMgASgLMhkucGFkZG9jay52MS5TYW5kYm94TGltaXRzEgwKBHRlYW0YFCABKAkSFgoOZW52aXJvbm1lbnRfaWQYFSABKAkSHwoXbmV0d29ya19wb2xpY3lfZW5mb3JjZWQYFiABKAgSFgoOYWdlbnRfaXNvbGF0ZWQYFyABKAgSDQoFaW1hZ2UYGCABKAkSKQoKYWdlbnRfa2luZBgZIAEoDjIVLnBhZGRvY2sudjEuQWdlbnRLaW5kEiEKBG1vZGUYGiABKA4yEy5wYWRkb2NrLnYxLlJ1bk1vZGUSNwoRcGVybWlzc2lvbl9wb2xpY3kYGyABKA4yHC5wYWRkb2NrLnYxLlBlcm1pc3Npb25Qb2xpY3kSFgoOYXdhaXRpbmdfaW5wdXQYHCABKAgSLgoNcGhhc2VfdGltaW5ncxgeIAMoCzIXLnBhZGRvY2sudjEuUGhhc2VUaW1pbmcSEAoIcHJpb3JpdHkYUCABKAUSFgoOcXVldWVfcG9zaXRpb24YUSABKAVCDAoKX2V4aXRfY29kZSJ5CgtQaGFzZVRpbWluZxINCgVwaGFzZRgBIAEoCRIuCgpzdGFydF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIrCghkdXJhdGlvbhgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiJyCghMb2dFbnRyeRILCgNzZXEYASABKAMSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGc3RyZWFtGAMgASgJEgwKBHRleHQYBCABKAkSEQoJY29udGludWVkGAUgASgIIlcKE1N0cmVhbUV2ZW50c1JlcXVlc3QSDgoGcnVuX2lkGAEgASgJEhEKCWFmdGVyX3NlcRgCIAEoAxIOCgZmb2xsb3cYAyABKAgSDQoFa2luZHMYBCADKAkiPAoUU3RyZWFtRXZlbnRzUmVzcG9uc2USJAoGZXZlbnRzGAEgAygLMhQucGFkZG9jay52MS5SdW5FdmVudCLyAgoIUnVuRXZlbnQSCwoDc2VxGAEgASgDEigKBHRpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiMKA2xvZxgKIAEoCzIULnBhZGRvY2sudjEuTG9nRW50cnlIABIvCgxhZ2VudF91cGRhdGUYCyABKAsyFy5wYWRkb2NrLnYxLkFnZW50VXBkYXRlSAASKAoGcHJvbXB0GAwgASgLMhYucGFkZG9jay52MS5Qcm9tcHRTZW50SAASOwoScGVybWlzc2lvbl9yZXF1ZXN0GA0gASgLMh0ucGFkZG9jay52MS5QZXJtaXNzaW9uUmVxdWVzdEgAEj0KE3Blcm1pc3Npb25fcmVzb2x2ZWQYDiABKAsyHi5wYWRkb2NrLnYxLlBlcm1pc3Npb25SZXNvbHZlZEgAEisKCnR1cm5fZW5kZWQYDyABKAsyFS5wYWRkb2NrLnYxLlR1cm5FbmRlZEgAQgYKBGtpbmQicQoLQWdlbnRVcGRhdGUSEgoKc2Vzc2lvbl9pZBgBIAEoCRITCgt1cGRhdGVfa2luZBgCIAEoCRInCgZ1cGRhdGUYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhAKCHJlcGxheWVkGAQgASgIIlUKClByb21wdFNlbnQSEQoJcHJvbXB0X2lkGAEgASgJEigKB2NvbnRlbnQYAiADKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EgoKAmJ5GAMgASgJIkEKEFBlcm1pc3Npb25PcHRpb24SEQoJb3B0aW9uX2lkGAEgASgJEgwKBG5hbWUYAiABKAkSDAoEa2luZBgDIAEoCSKzAQoRUGVybWlzc2lvblJlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoCRIqCgl0b29sX2NhbGwYAiABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0Ei0KB29wdGlvbnMYAyADKAsyHC5wYWRkb2NrLnYxLlBlcm1pc3Npb25PcHRpb24SLwoLZXhwaXJlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkcKElBlcm1pc3Npb25SZXNvbHZlZBISCgpyZXF1ZXN0X2lkGAEgASgJEhEKCW9wdGlvbl9pZBgCIAEoCRIKCgJieRgDIAEoCSIzCglUdXJuRW5kZWQSEQoJcHJvbXB0X2lkGAEgASgJEhMKC3N0b3BfcmVhc29uGAIgASgJInQKEVNlbmRQcm9tcHRSZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCRIMCgR0ZXh0GAIgASgJEigKB2NvbnRlbnQYAyADKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhcKD2lkZW1wb3RlbmN5X2tleRgEIAEoCSInChJTZW5kUHJvbXB0UmVzcG9uc2USEQoJcHJvbXB0X2lkGAEgASgJIlEKGFJlc3BvbmRQZXJtaXNzaW9uUmVxdWVzdBIOCgZydW5faWQYASABKAkSEgoKcmVxdWVzdF9pZBgCIAEoCRIRCglvcHRpb25faWQYAyABKAkiGwoZUmVzcG9uZFBlcm1pc3Npb25SZXNwb25zZSIjChFDYW5jZWxUdXJuUmVxdWVzdBIOCgZydW5faWQYASABKAkiFAoSQ2FuY2VsVHVyblJlc3BvbnNlIiYKFExpc3RSdW5FZ3Jlc3NSZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCSKqAQoNRWdyZXNzQXR0ZW1wdBIMCgRob3N0GAEgASgJEgwKBHBvcnQYAiABKAUSDwoHdmVyZGljdBgDIAEoCRINCgVjb3VudBgEIAEoAxIuCgpmaXJzdF90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBItCglsYXN0X3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkQKFUxpc3RSdW5FZ3Jlc3NSZXNwb25zZRIrCghhdHRlbXB0cxgBIAMoCzIZLnBhZGRvY2sudjEuRWdyZXNzQXR0ZW1wdCKGAwoPU3RhcnRSdW5SZXF1ZXN0Eg8KB3Rhc2tfaWQYASABKAkSDgoGYnJhbmNoGAIgASgJEhUKDWFnZW50X2NvbW1hbmQYAyADKAkSKgoHdGltZW91dBgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIQCghwcm92aWRlchgFIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYBiABKAkSKQoGbGltaXRzGAcgASgLMhkucGFkZG9jay52MS5TYW5kYm94TGltaXRzEhYKDmVudmlyb25tZW50X2lkGAggASgJEg0KBWltYWdlGAkgASgJEiQKBWFnZW50GAogASgLMhUucGFkZG9jay52MS5BZ2VudFNwZWMSIQoEbW9kZRgLIAEoDjITLnBhZGRvY2sudjEuUnVuTW9kZRI3ChFwZXJtaXNzaW9uX3BvbGljeRgMIAEoDjIcLnBhZGRvY2sudjEuUGVybWlzc2lvblBvbGljeRIQCghwcmlvcml0eRhQIAEoBSJRCglBZ2VudFNwZWMSIwoEa2luZBgBIAEoDjIVLnBhZGRvY2sudjEuQWdlbnRLaW5kEg4KBnByZXNldBgCIAEoCRIPCgdjb21tYW5kGAMgAygJIoQBCg1TYW5kYm94TGltaXRzEhEKBGNwdXMYASABKAFIAIgBARIZCgxtZW1vcnlfYnl0ZXMYAiABKANIAYgBARIRCgRwaWRzGAMgASgFSAKIAQESDwoHcnVudGltZRgEIAEoCUIHCgVfY3B1c0IPCg1fbWVtb3J5X2J5dGVzQgcKBV9waWRzIjQKEFN0YXJ0UnVuUmVzcG9uc2USIAoDcnVuGAEgASgLMhMucGFkZG9jay52MS5UYXNrUnVuIh8KDUdldFJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJIjIKDkdldFJ1blJlc3BvbnNlEiAKA3J1bhgBIAEoCzITLnBhZGRvY2sudjEuVGFza1J1biJwCg9MaXN0UnVuc1JlcXVlc3QSDwoHdGFza19pZBgBIAEoCRIlCgZzdGF0dXMYAiABKA4yFS5wYWRkb2NrLnYxLlJ1blN0YXR1cxIRCglwYWdlX3NpemUYAyABKAUSEgoKcGFnZV90b2tlbhgEIAEoCSJOChBMaXN0UnVuc1Jlc3BvbnNlEiEKBHJ1bnMYASADKAsyEy5wYWRkb2NrLnYxLlRhc2tSdW4SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIiIKEENhbmNlbFJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJIjUKEUNhbmNlbFJ1blJlc3BvbnNlEiAKA3J1bhgBIAEoCzITLnBhZGRvY2sudjEuVGFza1J1biJiChJDb21wbGV0ZVJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJEiUKBnN0YXR1cxgCIAEoDjIVLnBhZGRvY2sudjEuUnVuU3RhdHVzEhUKDWVycm9yX21lc3NhZ2UYAyABKAkiNwoTQ29tcGxldGVSdW5SZXNwb25zZRIgCgNydW4YASABKAsyEy5wYWRkb2NrLnYxLlRhc2tSdW4iRgoRU3RyZWFtTG9nc1JlcXVlc3QSDgoGcnVuX2lkGAEgASgJEhEKCWFmdGVyX3NlcRgCIAEoAxIOCgZmb2xsb3cYAyABKAgiOwoSU3RyZWFtTG9nc1Jlc3BvbnNlEiUKB2VudHJpZXMYASADKAsyFC5wYWRkb2NrLnYxLkxvZ0VudHJ5IiEKD1dhdGNoUnVuUmVxdWVzdBIOCgZydW5faWQYASABKAkiNAoQV2F0Y2hSdW5SZXNwb25zZRIgCgNydW4YASABKAsyEy5wYWRkb2NrLnYxLlRhc2tSdW4qpQEKCVJ1blN0YXR1cxIaChZSVU5fU1RBVFVTX1VOU1BFQ0lGSUVEEAASFQoRUlVOX1NUQVRVU19RVUVVRUQQARIaChZSVU5fU1RBVFVTX0lOX1BST0dSRVNTEAISGAoUUlVOX1NUQVRVU19DT01QTEVURUQQAxIVChFSVU5fU1RBVFVTX0ZBSUxFRBAEEhgKFFJVTl9TVEFUVVNfQ0FOQ0VMTEVEEAUqUwoJQWdlbnRLaW5kEhoKFkFHRU5UX0tJTkRfVU5TUEVDSUZJRUQQABIWChJBR0VOVF9LSU5EX0NPTU1BTkQQARISCg5BR0VOVF9LSU5EX0FDUBACKlYKB1J1bk1vZGUSGAoUUlVOX01PREVfVU5TUEVDSUZJRUQQABIXChNSVU5fTU9ERV9CQUNLR1JPVU5EEAESGAoUUlVOX01PREVfSU5URVJBQ1RJVkUQAiqOAQoQUGVybWlzc2lvblBvbGljeRIhCh1QRVJNSVNTSU9OX1BPTElDWV9VTlNQRUNJRklFRBAAEiAKHFBFUk1JU1NJT05fUE9MSUNZX0FVVE9fQUxMT1cQARIZChVQRVJNSVNTSU9OX1BPTElDWV9BU0sQAhIaChZQRVJNSVNTSU9OX1BPTElDWV9ERU5ZEAMyuAcKDlRhc2tSdW5TZXJ2aWNlEkUKCFN0YXJ0UnVuEhsucGFkZG9jay52MS5TdGFydFJ1blJlcXVlc3QaHC5wYWRkb2NrLnYxLlN0YXJ0UnVuUmVzcG9uc2USPwoGR2V0UnVuEhkucGFkZG9jay52MS5HZXRSdW5SZXF1ZXN0GhoucGFkZG9jay52MS5HZXRSdW5SZXNwb25zZRJFCghMaXN0UnVucxIbLnBhZGRvY2sudjEuTGlzdFJ1bnNSZXF1ZXN0GhwucGFkZG9jay52MS5MaXN0UnVuc1Jlc3BvbnNlEkgKCUNhbmNlbFJ1bhIcLnBhZGRvY2sudjEuQ2FuY2VsUnVuUmVxdWVzdBodLnBhZGRvY2sudjEuQ2FuY2VsUnVuUmVzcG9uc2USTgoLQ29tcGxldGVSdW4SHi5wYWRkb2NrLnYxLkNvbXBsZXRlUnVuUmVxdWVzdBofLnBhZGRvY2sudjEuQ29tcGxldGVSdW5SZXNwb25zZRJNCgpTdHJlYW1Mb2dzEh0ucGFkZG9jay52MS5TdHJlYW1Mb2dzUmVxdWVzdBoeLnBhZGRvY2sudjEuU3RyZWFtTG9nc1Jlc3BvbnNlMAESRwoIV2F0Y2hSdW4SGy5wYWRkb2NrLnYxLldhdGNoUnVuUmVxdWVzdBocLnBhZGRvY2sudjEuV2F0Y2hSdW5SZXNwb25zZTABElQKDUxpc3RSdW5FZ3Jlc3MSIC5wYWRkb2NrLnYxLkxpc3RSdW5FZ3Jlc3NSZXF1ZXN0GiEucGFkZG9jay52MS5MaXN0UnVuRWdyZXNzUmVzcG9uc2USUwoMU3RyZWFtRXZlbnRzEh8ucGFkZG9jay52MS5TdHJlYW1FdmVudHNSZXF1ZXN0GiAucGFkZG9jay52MS5TdHJlYW1FdmVudHNSZXNwb25zZTABEksKClNlbmRQcm9tcHQSHS5wYWRkb2NrLnYxLlNlbmRQcm9tcHRSZXF1ZXN0Gh4ucGFkZG9jay52MS5TZW5kUHJvbXB0UmVzcG9uc2USYAoRUmVzcG9uZFBlcm1pc3Npb24SJC5wYWRkb2NrLnYxLlJlc3BvbmRQZXJtaXNzaW9uUmVxdWVzdBolLnBhZGRvY2sudjEuUmVzcG9uZFBlcm1pc3Npb25SZXNwb25zZRJLCgpDYW5jZWxUdXJuEh0ucGFkZG9jay52MS5DYW5jZWxUdXJuUmVxdWVzdBoeLnBhZGRvY2sudjEuQ2FuY2VsVHVyblJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("ChlwYWRkb2NrL3YxL3Rhc2tfcnVuLnByb3RvEgpwYWRkb2NrLnYxIpkICgdUYXNrUnVuEgoKAmlkGAEgASgJEg8KB3Rhc2tfaWQYAiABKAkSJQoGc3RhdHVzGAMgASgOMhUucGFkZG9jay52MS5SdW5TdGF0dXMSDQoFcGhhc2UYBCABKAkSEAoIcHJvdmlkZXIYBSABKAkSFQoNZXJyb3JfbWVzc2FnZRgGIAEoCRIsCghkZWFkbGluZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKY2xlYW5lZF9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLY3JlYXRlX3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0X3RpbWUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2ZpbmlzaF90aW1lGAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGYnJhbmNoGA0gASgJEhUKDXJlc3VsdF9icmFuY2gYDiABKAkSFQoNcmVzdWx0X2NvbW1pdBgPIAEoCRIVCg1hZ2VudF9jb21tYW5kGBAgAygJEhYKCWV4aXRfY29kZRgRIAEoBUgAiAEBEhIKCnJ1bl9udW1iZXIYEiABKAMSKQoGbGltaXRzGBMgASgLMhkucGFkZG9jay52MS5TYW5kYm94TGltaXRzEgwKBHRlYW0YFCABKAkSFgoOZW52aXJvbm1lbnRfaWQYFSABKAkSHwoXbmV0d29ya19wb2xpY3lfZW5mb3JjZWQYFiABKAgSFgoOYWdlbnRfaXNvbGF0ZWQYFyABKAgSDQoFaW1hZ2UYGCABKAkSKQoKYWdlbnRfa2luZBgZIAEoDjIVLnBhZGRvY2sudjEuQWdlbnRLaW5kEiEKBG1vZGUYGiABKA4yEy5wYWRkb2NrLnYxLlJ1bk1vZGUSNwoRcGVybWlzc2lvbl9wb2xpY3kYGyABKA4yHC5wYWRkb2NrLnYxLlBlcm1pc3Npb25Qb2xpY3kSFgoOYXdhaXRpbmdfaW5wdXQYHCABKAgSLgoNcGhhc2VfdGltaW5ncxgeIAMoCzIXLnBhZGRvY2sudjEuUGhhc2VUaW1pbmcSEAoIcHJpb3JpdHkYUCABKAUSFgoOcXVldWVfcG9zaXRpb24YUSABKAUSGAoQcHVsbF9yZXF1ZXN0X3VybBgyIAEoCRIbChNwdWxsX3JlcXVlc3RfbnVtYmVyGDMgASgDEhkKEW9wZW5fcHVsbF9yZXF1ZXN0GDQgASgIQgwKCl9leGl0X2NvZGUieQoLUGhhc2VUaW1pbmcSDQoFcGhhc2UYASABKAkSLgoKc3RhcnRfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKwoIZHVyYXRpb24YAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24icgoITG9nRW50cnkSCwoDc2VxGAEgASgDEigKBHRpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg4KBnN0cmVhbRgDIAEoCRIMCgR0ZXh0GAQgASgJEhEKCWNvbnRpbnVlZBgFIAEoCCJkChhDcmVhdGVQdWxsUmVxdWVzdFJlcXVlc3QSDgoGcnVuX2lkGAEgASgJEg0KBXRpdGxlGAIgASgJEgwKBGJvZHkYAyABKAkSDQoFZHJhZnQYBCABKAgSDAoEYmFzZRgFIAEoCSJrChlDcmVhdGVQdWxsUmVxdWVzdFJlc3BvbnNlEgsKA3VybBgBIAEoCRIOCgZudW1iZXIYAiABKAMSDwoHY3JlYXRlZBgDIAEoCBIgCgNydW4YBCABKAsyEy5wYWRkb2NrLnYxLlRhc2tSdW4iVwoTU3RyZWFtRXZlbnRzUmVxdWVzdBIOCgZydW5faWQYASABKAkSEQoJYWZ0ZXJfc2VxGAIgASgDEg4KBmZvbGxvdxgDIAEoCBINCgVraW5kcxgEIAMoCSI8ChRTdHJlYW1FdmVudHNSZXNwb25zZRIkCgZldmVudHMYASADKAsyFC5wYWRkb2NrLnYxLlJ1bkV2ZW50IvICCghSdW5FdmVudBILCgNzZXEYASABKAMSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASIwoDbG9nGAogASgLMhQucGFkZG9jay52MS5Mb2dFbnRyeUgAEi8KDGFnZW50X3VwZGF0ZRgLIAEoCzIXLnBhZGRvY2sudjEuQWdlbnRVcGRhdGVIABIoCgZwcm9tcHQYDCABKAsyFi5wYWRkb2NrLnYxLlByb21wdFNlbnRIABI7ChJwZXJtaXNzaW9uX3JlcXVlc3QYDSABKAsyHS5wYWRkb2NrLnYxLlBlcm1pc3Npb25SZXF1ZXN0SAASPQoTcGVybWlzc2lvbl9yZXNvbHZlZBgOIAEoCzIeLnBhZGRvY2sudjEuUGVybWlzc2lvblJlc29sdmVkSAASKwoKdHVybl9lbmRlZBgPIAEoCzIVLnBhZGRvY2sudjEuVHVybkVuZGVkSABCBgoEa2luZCJxCgtBZ2VudFVwZGF0ZRISCgpzZXNzaW9uX2lkGAEgASgJEhMKC3VwZGF0ZV9raW5kGAIgASgJEicKBnVwZGF0ZRgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSEAoIcmVwbGF5ZWQYBCABKAgiVQoKUHJvbXB0U2VudBIRCglwcm9tcHRfaWQYASABKAkSKAoHY29udGVudBgCIAMoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSCgoCYnkYAyABKAkiQQoQUGVybWlzc2lvbk9wdGlvbhIRCglvcHRpb25faWQYASABKAkSDAoEbmFtZRgCIAEoCRIMCgRraW5kGAMgASgJIrMBChFQZXJtaXNzaW9uUmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgJEioKCXRvb2xfY2FsbBgCIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSLQoHb3B0aW9ucxgDIAMoCzIcLnBhZGRvY2sudjEuUGVybWlzc2lvbk9wdGlvbhIvCgtleHBpcmVfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiRwoSUGVybWlzc2lvblJlc29sdmVkEhIKCnJlcXVlc3RfaWQYASABKAkSEQoJb3B0aW9uX2lkGAIgASgJEgoKAmJ5GAMgASgJIjMKCVR1cm5FbmRlZBIRCglwcm9tcHRfaWQYASABKAkSEwoLc3RvcF9yZWFzb24YAiABKAkidAoRU2VuZFByb21wdFJlcXVlc3QSDgoGcnVuX2lkGAEgASgJEgwKBHRleHQYAiABKAkSKAoHY29udGVudBgDIAMoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSFwoPaWRlbXBvdGVuY3lfa2V5GAQgASgJIicKElNlbmRQcm9tcHRSZXNwb25zZRIRCglwcm9tcHRfaWQYASABKAkiUQoYUmVzcG9uZFBlcm1pc3Npb25SZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCRISCgpyZXF1ZXN0X2lkGAIgASgJEhEKCW9wdGlvbl9pZBgDIAEoCSIbChlSZXNwb25kUGVybWlzc2lvblJlc3BvbnNlIiMKEUNhbmNlbFR1cm5SZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCSIUChJDYW5jZWxUdXJuUmVzcG9uc2UiJgoUTGlzdFJ1bkVncmVzc1JlcXVlc3QSDgoGcnVuX2lkGAEgASgJIqoBCg1FZ3Jlc3NBdHRlbXB0EgwKBGhvc3QYASABKAkSDAoEcG9ydBgCIAEoBRIPCgd2ZXJkaWN0GAMgASgJEg0KBWNvdW50GAQgASgDEi4KCmZpcnN0X3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi0KCWxhc3RfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiRAoVTGlzdFJ1bkVncmVzc1Jlc3BvbnNlEisKCGF0dGVtcHRzGAEgAygLMhkucGFkZG9jay52MS5FZ3Jlc3NBdHRlbXB0IqEDCg9TdGFydFJ1blJlcXVlc3QSDwoHdGFza19pZBgBIAEoCRIOCgZicmFuY2gYAiABKAkSFQoNYWdlbnRfY29tbWFuZBgDIAMoCRIqCgd0aW1lb3V0GAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhAKCHByb3ZpZGVyGAUgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgGIAEoCRIpCgZsaW1pdHMYByABKAsyGS5wYWRkb2NrLnYxLlNhbmRib3hMaW1pdHMSFgoOZW52aXJvbm1lbnRfaWQYCCABKAkSDQoFaW1hZ2UYCSABKAkSJAoFYWdlbnQYCiABKAsyFS5wYWRkb2NrLnYxLkFnZW50U3BlYxIhCgRtb2RlGAsgASgOMhMucGFkZG9jay52MS5SdW5Nb2RlEjcKEXBlcm1pc3Npb25fcG9saWN5GAwgASgOMhwucGFkZG9jay52MS5QZXJtaXNzaW9uUG9saWN5EhAKCHByaW9yaXR5GFAgASgFEhkKEW9wZW5fcHVsbF9yZXF1ZXN0GDIgASgIIlEKCUFnZW50U3BlYxIjCgRraW5kGAEgASgOMhUucGFkZG9jay52MS5BZ2VudEtpbmQSDgoGcHJlc2V0GAIgASgJEg8KB2NvbW1hbmQYAyADKAkihAEKDVNhbmRib3hMaW1pdHMSEQoEY3B1cxgBIAEoAUgAiAEBEhkKDG1lbW9yeV9ieXRlcxgCIAEoA0gBiAEBEhEKBHBpZHMYAyABKAVIAogBARIPCgdydW50aW1lGAQgASgJQgcKBV9jcHVzQg8KDV9tZW1vcnlfYnl0ZXNCBwoFX3BpZHMiNAoQU3RhcnRSdW5SZXNwb25zZRIgCgNydW4YASABKAsyEy5wYWRkb2NrLnYxLlRhc2tSdW4iHwoNR2V0UnVuUmVxdWVzdBIOCgZydW5faWQYASABKAkiMgoOR2V0UnVuUmVzcG9uc2USIAoDcnVuGAEgASgLMhMucGFkZG9jay52MS5UYXNrUnVuInAKD0xpc3RSdW5zUmVxdWVzdBIPCgd0YXNrX2lkGAEgASgJEiUKBnN0YXR1cxgCIAEoDjIVLnBhZGRvY2sudjEuUnVuU3RhdHVzEhEKCXBhZ2Vfc2l6ZRgDIAEoBRISCgpwYWdlX3Rva2VuGAQgASgJIk4KEExpc3RSdW5zUmVzcG9uc2USIQoEcnVucxgBIAMoCzITLnBhZGRvY2sudjEuVGFza1J1bhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiIgoQQ2FuY2VsUnVuUmVxdWVzdBIOCgZydW5faWQYASABKAkiNQoRQ2FuY2VsUnVuUmVzcG9uc2USIAoDcnVuGAEgASgLMhMucGFkZG9jay52MS5UYXNrUnVuImIKEkNvbXBsZXRlUnVuUmVxdWVzdBIOCgZydW5faWQYASABKAkSJQoGc3RhdHVzGAIgASgOMhUucGFkZG9jay52MS5SdW5TdGF0dXMSFQoNZXJyb3JfbWVzc2FnZRgDIAEoCSI3ChNDb21wbGV0ZVJ1blJlc3BvbnNlEiAKA3J1bhgBIAEoCzITLnBhZGRvY2sudjEuVGFza1J1biJGChFTdHJlYW1Mb2dzUmVxdWVzdBIOCgZydW5faWQYASABKAkSEQoJYWZ0ZXJfc2VxGAIgASgDEg4KBmZvbGxvdxgDIAEoCCI7ChJTdHJlYW1Mb2dzUmVzcG9uc2USJQoHZW50cmllcxgBIAMoCzIULnBhZGRvY2sudjEuTG9nRW50cnkiIQoPV2F0Y2hSdW5SZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCSI0ChBXYXRjaFJ1blJlc3BvbnNlEiAKA3J1bhgBIAEoCzITLnBhZGRvY2sudjEuVGFza1J1biqlAQoJUnVuU3RhdHVzEhoKFlJVTl9TVEFUVVNfVU5TUEVDSUZJRUQQABIVChFSVU5fU1RBVFVTX1FVRVVFRBABEhoKFlJVTl9TVEFUVVNfSU5fUFJPR1JFU1MQAhIYChRSVU5fU1RBVFVTX0NPTVBMRVRFRBADEhUKEVJVTl9TVEFUVVNfRkFJTEVEEAQSGAoUUlVOX1NUQVRVU19DQU5DRUxMRUQQBSpTCglBZ2VudEtpbmQSGgoWQUdFTlRfS0lORF9VTlNQRUNJRklFRBAAEhYKEkFHRU5UX0tJTkRfQ09NTUFORBABEhIKDkFHRU5UX0tJTkRfQUNQEAIqVgoHUnVuTW9kZRIYChRSVU5fTU9ERV9VTlNQRUNJRklFRBAAEhcKE1JVTl9NT0RFX0JBQ0tHUk9VTkQQARIYChRSVU5fTU9ERV9JTlRFUkFDVElWRRACKo4BChBQZXJtaXNzaW9uUG9saWN5EiEKHVBFUk1JU1NJT05fUE9MSUNZX1VOU1BFQ0lGSUVEEAASIAocUEVSTUlTU0lPTl9QT0xJQ1lfQVVUT19BTExPVxABEhkKFVBFUk1JU1NJT05fUE9MSUNZX0FTSxACEhoKFlBFUk1JU1NJT05fUE9MSUNZX0RFTlkQAzKaCAoOVGFza1J1blNlcnZpY2USRQoIU3RhcnRSdW4SGy5wYWRkb2NrLnYxLlN0YXJ0UnVuUmVxdWVzdBocLnBhZGRvY2sudjEuU3RhcnRSdW5SZXNwb25zZRI/CgZHZXRSdW4SGS5wYWRkb2NrLnYxLkdldFJ1blJlcXVlc3QaGi5wYWRkb2NrLnYxLkdldFJ1blJlc3BvbnNlEkUKCExpc3RSdW5zEhsucGFkZG9jay52MS5MaXN0UnVuc1JlcXVlc3QaHC5wYWRkb2NrLnYxLkxpc3RSdW5zUmVzcG9uc2USSAoJQ2FuY2VsUnVuEhwucGFkZG9jay52MS5DYW5jZWxSdW5SZXF1ZXN0Gh0ucGFkZG9jay52MS5DYW5jZWxSdW5SZXNwb25zZRJOCgtDb21wbGV0ZVJ1bhIeLnBhZGRvY2sudjEuQ29tcGxldGVSdW5SZXF1ZXN0Gh8ucGFkZG9jay52MS5Db21wbGV0ZVJ1blJlc3BvbnNlEk0KClN0cmVhbUxvZ3MSHS5wYWRkb2NrLnYxLlN0cmVhbUxvZ3NSZXF1ZXN0Gh4ucGFkZG9jay52MS5TdHJlYW1Mb2dzUmVzcG9uc2UwARJHCghXYXRjaFJ1bhIbLnBhZGRvY2sudjEuV2F0Y2hSdW5SZXF1ZXN0GhwucGFkZG9jay52MS5XYXRjaFJ1blJlc3BvbnNlMAESVAoNTGlzdFJ1bkVncmVzcxIgLnBhZGRvY2sudjEuTGlzdFJ1bkVncmVzc1JlcXVlc3QaIS5wYWRkb2NrLnYxLkxpc3RSdW5FZ3Jlc3NSZXNwb25zZRJTCgxTdHJlYW1FdmVudHMSHy5wYWRkb2NrLnYxLlN0cmVhbUV2ZW50c1JlcXVlc3QaIC5wYWRkb2NrLnYxLlN0cmVhbUV2ZW50c1Jlc3BvbnNlMAESSwoKU2VuZFByb21wdBIdLnBhZGRvY2sudjEuU2VuZFByb21wdFJlcXVlc3QaHi5wYWRkb2NrLnYxLlNlbmRQcm9tcHRSZXNwb25zZRJgChFSZXNwb25kUGVybWlzc2lvbhIkLnBhZGRvY2sudjEuUmVzcG9uZFBlcm1pc3Npb25SZXF1ZXN0GiUucGFkZG9jay52MS5SZXNwb25kUGVybWlzc2lvblJlc3BvbnNlEksKCkNhbmNlbFR1cm4SHS5wYWRkb2NrLnYxLkNhbmNlbFR1cm5SZXF1ZXN0Gh4ucGFkZG9jay52MS5DYW5jZWxUdXJuUmVzcG9uc2USYAoRQ3JlYXRlUHVsbFJlcXVlc3QSJC5wYWRkb2NrLnYxLkNyZWF0ZVB1bGxSZXF1ZXN0UmVxdWVzdBolLnBhZGRvY2sudjEuQ3JlYXRlUHVsbFJlcXVlc3RSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * One attempt at a task, in one sandbox.
@@ -224,6 +224,26 @@ export type TaskRun = Message<"paddock.v1.TaskRun"> & {
    * @generated from field: int32 queue_position = 81;
    */
   queuePosition: number;
+
+  /**
+   * The pull request the daemon opened from result_branch (CreatePullRequest, or
+   * open_pull_request when the run completed); empty and 0 until there is one.
+   *
+   * @generated from field: string pull_request_url = 50;
+   */
+  pullRequestUrl: string;
+
+  /**
+   * @generated from field: int64 pull_request_number = 51;
+   */
+  pullRequestNumber: bigint;
+
+  /**
+   * StartRunRequest.open_pull_request: a pull request is opened when the run completes.
+   *
+   * @generated from field: bool open_pull_request = 52;
+   */
+  openPullRequest: boolean;
 };
 
 /**
@@ -312,6 +332,84 @@ export const LogEntrySchema: GenMessage<LogEntry> = /*@__PURE__*/
   messageDesc(file_paddock_v1_task_run, 2);
 
 /**
+ * @generated from message paddock.v1.CreatePullRequestRequest
+ */
+export type CreatePullRequestRequest = Message<"paddock.v1.CreatePullRequestRequest"> & {
+  /**
+   * @generated from field: string run_id = 1;
+   */
+  runId: string;
+
+  /**
+   * Empty for the task's title.
+   *
+   * @generated from field: string title = 2;
+   */
+  title: string;
+
+  /**
+   * Empty for the task's description and the run's summary.
+   *
+   * @generated from field: string body = 3;
+   */
+  body: string;
+
+  /**
+   * @generated from field: bool draft = 4;
+   */
+  draft: boolean;
+
+  /**
+   * The branch to merge into; empty for the branch the run checked out, else the
+   * repository's default.
+   *
+   * @generated from field: string base = 5;
+   */
+  base: string;
+};
+
+/**
+ * Describes the message paddock.v1.CreatePullRequestRequest.
+ * Use `create(CreatePullRequestRequestSchema)` to create a new message.
+ */
+export const CreatePullRequestRequestSchema: GenMessage<CreatePullRequestRequest> = /*@__PURE__*/
+  messageDesc(file_paddock_v1_task_run, 3);
+
+/**
+ * @generated from message paddock.v1.CreatePullRequestResponse
+ */
+export type CreatePullRequestResponse = Message<"paddock.v1.CreatePullRequestResponse"> & {
+  /**
+   * @generated from field: string url = 1;
+   */
+  url: string;
+
+  /**
+   * @generated from field: int64 number = 2;
+   */
+  number: bigint;
+
+  /**
+   * False when the pull request existed already (a retry, or one opened automatically).
+   *
+   * @generated from field: bool created = 3;
+   */
+  created: boolean;
+
+  /**
+   * @generated from field: paddock.v1.TaskRun run = 4;
+   */
+  run?: TaskRun | undefined;
+};
+
+/**
+ * Describes the message paddock.v1.CreatePullRequestResponse.
+ * Use `create(CreatePullRequestResponseSchema)` to create a new message.
+ */
+export const CreatePullRequestResponseSchema: GenMessage<CreatePullRequestResponse> = /*@__PURE__*/
+  messageDesc(file_paddock_v1_task_run, 4);
+
+/**
  * @generated from message paddock.v1.StreamEventsRequest
  */
 export type StreamEventsRequest = Message<"paddock.v1.StreamEventsRequest"> & {
@@ -344,7 +442,7 @@ export type StreamEventsRequest = Message<"paddock.v1.StreamEventsRequest"> & {
  * Use `create(StreamEventsRequestSchema)` to create a new message.
  */
 export const StreamEventsRequestSchema: GenMessage<StreamEventsRequest> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 3);
+  messageDesc(file_paddock_v1_task_run, 5);
 
 /**
  * @generated from message paddock.v1.StreamEventsResponse
@@ -361,7 +459,7 @@ export type StreamEventsResponse = Message<"paddock.v1.StreamEventsResponse"> & 
  * Use `create(StreamEventsResponseSchema)` to create a new message.
  */
 export const StreamEventsResponseSchema: GenMessage<StreamEventsResponse> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 4);
+  messageDesc(file_paddock_v1_task_run, 6);
 
 /**
  * One entry of a run's history, in the run's one gapless seq space.
@@ -426,7 +524,7 @@ export type RunEvent = Message<"paddock.v1.RunEvent"> & {
  * Use `create(RunEventSchema)` to create a new message.
  */
 export const RunEventSchema: GenMessage<RunEvent> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 5);
+  messageDesc(file_paddock_v1_task_run, 7);
 
 /**
  * An ACP session/update as the agent sent it.
@@ -466,7 +564,7 @@ export type AgentUpdate = Message<"paddock.v1.AgentUpdate"> & {
  * Use `create(AgentUpdateSchema)` to create a new message.
  */
 export const AgentUpdateSchema: GenMessage<AgentUpdate> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 6);
+  messageDesc(file_paddock_v1_task_run, 8);
 
 /**
  * @generated from message paddock.v1.PromptSent
@@ -497,7 +595,7 @@ export type PromptSent = Message<"paddock.v1.PromptSent"> & {
  * Use `create(PromptSentSchema)` to create a new message.
  */
 export const PromptSentSchema: GenMessage<PromptSent> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 7);
+  messageDesc(file_paddock_v1_task_run, 9);
 
 /**
  * @generated from message paddock.v1.PermissionOption
@@ -526,7 +624,7 @@ export type PermissionOption = Message<"paddock.v1.PermissionOption"> & {
  * Use `create(PermissionOptionSchema)` to create a new message.
  */
 export const PermissionOptionSchema: GenMessage<PermissionOption> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 8);
+  messageDesc(file_paddock_v1_task_run, 10);
 
 /**
  * @generated from message paddock.v1.PermissionRequest
@@ -562,7 +660,7 @@ export type PermissionRequest = Message<"paddock.v1.PermissionRequest"> & {
  * Use `create(PermissionRequestSchema)` to create a new message.
  */
 export const PermissionRequestSchema: GenMessage<PermissionRequest> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 9);
+  messageDesc(file_paddock_v1_task_run, 11);
 
 /**
  * @generated from message paddock.v1.PermissionResolved
@@ -593,7 +691,7 @@ export type PermissionResolved = Message<"paddock.v1.PermissionResolved"> & {
  * Use `create(PermissionResolvedSchema)` to create a new message.
  */
 export const PermissionResolvedSchema: GenMessage<PermissionResolved> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 10);
+  messageDesc(file_paddock_v1_task_run, 12);
 
 /**
  * @generated from message paddock.v1.TurnEnded
@@ -617,7 +715,7 @@ export type TurnEnded = Message<"paddock.v1.TurnEnded"> & {
  * Use `create(TurnEndedSchema)` to create a new message.
  */
 export const TurnEndedSchema: GenMessage<TurnEnded> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 11);
+  messageDesc(file_paddock_v1_task_run, 13);
 
 /**
  * @generated from message paddock.v1.SendPromptRequest
@@ -653,7 +751,7 @@ export type SendPromptRequest = Message<"paddock.v1.SendPromptRequest"> & {
  * Use `create(SendPromptRequestSchema)` to create a new message.
  */
 export const SendPromptRequestSchema: GenMessage<SendPromptRequest> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 12);
+  messageDesc(file_paddock_v1_task_run, 14);
 
 /**
  * @generated from message paddock.v1.SendPromptResponse
@@ -670,7 +768,7 @@ export type SendPromptResponse = Message<"paddock.v1.SendPromptResponse"> & {
  * Use `create(SendPromptResponseSchema)` to create a new message.
  */
 export const SendPromptResponseSchema: GenMessage<SendPromptResponse> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 13);
+  messageDesc(file_paddock_v1_task_run, 15);
 
 /**
  * @generated from message paddock.v1.RespondPermissionRequest
@@ -699,7 +797,7 @@ export type RespondPermissionRequest = Message<"paddock.v1.RespondPermissionRequ
  * Use `create(RespondPermissionRequestSchema)` to create a new message.
  */
 export const RespondPermissionRequestSchema: GenMessage<RespondPermissionRequest> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 14);
+  messageDesc(file_paddock_v1_task_run, 16);
 
 /**
  * @generated from message paddock.v1.RespondPermissionResponse
@@ -712,7 +810,7 @@ export type RespondPermissionResponse = Message<"paddock.v1.RespondPermissionRes
  * Use `create(RespondPermissionResponseSchema)` to create a new message.
  */
 export const RespondPermissionResponseSchema: GenMessage<RespondPermissionResponse> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 15);
+  messageDesc(file_paddock_v1_task_run, 17);
 
 /**
  * @generated from message paddock.v1.CancelTurnRequest
@@ -729,7 +827,7 @@ export type CancelTurnRequest = Message<"paddock.v1.CancelTurnRequest"> & {
  * Use `create(CancelTurnRequestSchema)` to create a new message.
  */
 export const CancelTurnRequestSchema: GenMessage<CancelTurnRequest> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 16);
+  messageDesc(file_paddock_v1_task_run, 18);
 
 /**
  * @generated from message paddock.v1.CancelTurnResponse
@@ -742,7 +840,7 @@ export type CancelTurnResponse = Message<"paddock.v1.CancelTurnResponse"> & {
  * Use `create(CancelTurnResponseSchema)` to create a new message.
  */
 export const CancelTurnResponseSchema: GenMessage<CancelTurnResponse> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 17);
+  messageDesc(file_paddock_v1_task_run, 19);
 
 /**
  * @generated from message paddock.v1.ListRunEgressRequest
@@ -759,7 +857,7 @@ export type ListRunEgressRequest = Message<"paddock.v1.ListRunEgressRequest"> & 
  * Use `create(ListRunEgressRequestSchema)` to create a new message.
  */
 export const ListRunEgressRequestSchema: GenMessage<ListRunEgressRequest> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 18);
+  messageDesc(file_paddock_v1_task_run, 20);
 
 /**
  * @generated from message paddock.v1.EgressAttempt
@@ -803,7 +901,7 @@ export type EgressAttempt = Message<"paddock.v1.EgressAttempt"> & {
  * Use `create(EgressAttemptSchema)` to create a new message.
  */
 export const EgressAttemptSchema: GenMessage<EgressAttempt> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 19);
+  messageDesc(file_paddock_v1_task_run, 21);
 
 /**
  * @generated from message paddock.v1.ListRunEgressResponse
@@ -820,7 +918,7 @@ export type ListRunEgressResponse = Message<"paddock.v1.ListRunEgressResponse"> 
  * Use `create(ListRunEgressResponseSchema)` to create a new message.
  */
 export const ListRunEgressResponseSchema: GenMessage<ListRunEgressResponse> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 20);
+  messageDesc(file_paddock_v1_task_run, 22);
 
 /**
  * @generated from message paddock.v1.StartRunRequest
@@ -917,6 +1015,15 @@ export type StartRunRequest = Message<"paddock.v1.StartRunRequest"> & {
    * @generated from field: int32 priority = 80;
    */
   priority: number;
+
+  /**
+   * Open a pull request from the run's branch when the run completes (see
+   * CreatePullRequest); a failure to open it is in the run's log and error_message, and
+   * the run stays completed.
+   *
+   * @generated from field: bool open_pull_request = 50;
+   */
+  openPullRequest: boolean;
 };
 
 /**
@@ -924,7 +1031,7 @@ export type StartRunRequest = Message<"paddock.v1.StartRunRequest"> & {
  * Use `create(StartRunRequestSchema)` to create a new message.
  */
 export const StartRunRequestSchema: GenMessage<StartRunRequest> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 21);
+  messageDesc(file_paddock_v1_task_run, 23);
 
 /**
  * @generated from message paddock.v1.AgentSpec
@@ -955,7 +1062,7 @@ export type AgentSpec = Message<"paddock.v1.AgentSpec"> & {
  * Use `create(AgentSpecSchema)` to create a new message.
  */
 export const AgentSpecSchema: GenMessage<AgentSpec> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 22);
+  messageDesc(file_paddock_v1_task_run, 24);
 
 /**
  * Resources and isolation of one sandbox. Unset fields take the daemon's settings.
@@ -993,7 +1100,7 @@ export type SandboxLimits = Message<"paddock.v1.SandboxLimits"> & {
  * Use `create(SandboxLimitsSchema)` to create a new message.
  */
 export const SandboxLimitsSchema: GenMessage<SandboxLimits> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 23);
+  messageDesc(file_paddock_v1_task_run, 25);
 
 /**
  * @generated from message paddock.v1.StartRunResponse
@@ -1010,7 +1117,7 @@ export type StartRunResponse = Message<"paddock.v1.StartRunResponse"> & {
  * Use `create(StartRunResponseSchema)` to create a new message.
  */
 export const StartRunResponseSchema: GenMessage<StartRunResponse> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 24);
+  messageDesc(file_paddock_v1_task_run, 26);
 
 /**
  * @generated from message paddock.v1.GetRunRequest
@@ -1027,7 +1134,7 @@ export type GetRunRequest = Message<"paddock.v1.GetRunRequest"> & {
  * Use `create(GetRunRequestSchema)` to create a new message.
  */
 export const GetRunRequestSchema: GenMessage<GetRunRequest> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 25);
+  messageDesc(file_paddock_v1_task_run, 27);
 
 /**
  * @generated from message paddock.v1.GetRunResponse
@@ -1044,7 +1151,7 @@ export type GetRunResponse = Message<"paddock.v1.GetRunResponse"> & {
  * Use `create(GetRunResponseSchema)` to create a new message.
  */
 export const GetRunResponseSchema: GenMessage<GetRunResponse> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 26);
+  messageDesc(file_paddock_v1_task_run, 28);
 
 /**
  * @generated from message paddock.v1.ListRunsRequest
@@ -1082,7 +1189,7 @@ export type ListRunsRequest = Message<"paddock.v1.ListRunsRequest"> & {
  * Use `create(ListRunsRequestSchema)` to create a new message.
  */
 export const ListRunsRequestSchema: GenMessage<ListRunsRequest> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 27);
+  messageDesc(file_paddock_v1_task_run, 29);
 
 /**
  * @generated from message paddock.v1.ListRunsResponse
@@ -1104,7 +1211,7 @@ export type ListRunsResponse = Message<"paddock.v1.ListRunsResponse"> & {
  * Use `create(ListRunsResponseSchema)` to create a new message.
  */
 export const ListRunsResponseSchema: GenMessage<ListRunsResponse> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 28);
+  messageDesc(file_paddock_v1_task_run, 30);
 
 /**
  * @generated from message paddock.v1.CancelRunRequest
@@ -1121,7 +1228,7 @@ export type CancelRunRequest = Message<"paddock.v1.CancelRunRequest"> & {
  * Use `create(CancelRunRequestSchema)` to create a new message.
  */
 export const CancelRunRequestSchema: GenMessage<CancelRunRequest> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 29);
+  messageDesc(file_paddock_v1_task_run, 31);
 
 /**
  * @generated from message paddock.v1.CancelRunResponse
@@ -1138,7 +1245,7 @@ export type CancelRunResponse = Message<"paddock.v1.CancelRunResponse"> & {
  * Use `create(CancelRunResponseSchema)` to create a new message.
  */
 export const CancelRunResponseSchema: GenMessage<CancelRunResponse> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 30);
+  messageDesc(file_paddock_v1_task_run, 32);
 
 /**
  * @generated from message paddock.v1.CompleteRunRequest
@@ -1167,7 +1274,7 @@ export type CompleteRunRequest = Message<"paddock.v1.CompleteRunRequest"> & {
  * Use `create(CompleteRunRequestSchema)` to create a new message.
  */
 export const CompleteRunRequestSchema: GenMessage<CompleteRunRequest> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 31);
+  messageDesc(file_paddock_v1_task_run, 33);
 
 /**
  * @generated from message paddock.v1.CompleteRunResponse
@@ -1184,7 +1291,7 @@ export type CompleteRunResponse = Message<"paddock.v1.CompleteRunResponse"> & {
  * Use `create(CompleteRunResponseSchema)` to create a new message.
  */
 export const CompleteRunResponseSchema: GenMessage<CompleteRunResponse> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 32);
+  messageDesc(file_paddock_v1_task_run, 34);
 
 /**
  * @generated from message paddock.v1.StreamLogsRequest
@@ -1215,7 +1322,7 @@ export type StreamLogsRequest = Message<"paddock.v1.StreamLogsRequest"> & {
  * Use `create(StreamLogsRequestSchema)` to create a new message.
  */
 export const StreamLogsRequestSchema: GenMessage<StreamLogsRequest> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 33);
+  messageDesc(file_paddock_v1_task_run, 35);
 
 /**
  * @generated from message paddock.v1.StreamLogsResponse
@@ -1235,7 +1342,7 @@ export type StreamLogsResponse = Message<"paddock.v1.StreamLogsResponse"> & {
  * Use `create(StreamLogsResponseSchema)` to create a new message.
  */
 export const StreamLogsResponseSchema: GenMessage<StreamLogsResponse> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 34);
+  messageDesc(file_paddock_v1_task_run, 36);
 
 /**
  * @generated from message paddock.v1.WatchRunRequest
@@ -1252,7 +1359,7 @@ export type WatchRunRequest = Message<"paddock.v1.WatchRunRequest"> & {
  * Use `create(WatchRunRequestSchema)` to create a new message.
  */
 export const WatchRunRequestSchema: GenMessage<WatchRunRequest> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 35);
+  messageDesc(file_paddock_v1_task_run, 37);
 
 /**
  * @generated from message paddock.v1.WatchRunResponse
@@ -1269,7 +1376,7 @@ export type WatchRunResponse = Message<"paddock.v1.WatchRunResponse"> & {
  * Use `create(WatchRunResponseSchema)` to create a new message.
  */
 export const WatchRunResponseSchema: GenMessage<WatchRunResponse> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 36);
+  messageDesc(file_paddock_v1_task_run, 38);
 
 /**
  * @generated from enum paddock.v1.RunStatus
@@ -1536,6 +1643,19 @@ export const TaskRunService: GenService<{
     methodKind: "unary";
     input: typeof CancelTurnRequestSchema;
     output: typeof CancelTurnResponseSchema;
+  },
+  /**
+   * Pushes the run's branch (result_branch) from the daemon's copy of the repository to
+   * its GitHub repository and opens a pull request from it; the sandbox never holds the
+   * credential. Idempotent: an open pull request for the branch is returned, not
+   * duplicated. The run must be cleaned (its work collected).
+   *
+   * @generated from rpc paddock.v1.TaskRunService.CreatePullRequest
+   */
+  createPullRequest: {
+    methodKind: "unary";
+    input: typeof CreatePullRequestRequestSchema;
+    output: typeof CreatePullRequestResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_paddock_v1_task_run, 0);
