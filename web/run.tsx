@@ -1,0 +1,436 @@
+import type { JsonObject, JsonValue } from "@bufbuild/protobuf";
+import { useEffect, useRef, useState } from "preact/hooks";
+import { isAbort, type Clients } from "./api.js";
+import { durationMs, isFinal, millis, seconds, time } from "./format.js";
+import { Action, ErrorLine, Section, Status } from "./ui.js";
+import { AgentKind, PermissionPolicy, RunMode, RunStatus, type LogEntry, type PermissionOption, type RunEvent, type TaskRun } from "../src/gen/paddock/v1/task_run_pb.js";
+
+/**
+ * Calls `follow(afterSeq, signal)` again after a stream breaks (daemon restarted, network
+ * blip), from the last seq it saw, backing off to 10 s; stops when it ends by itself.
+ */
+function useFollow(key: string, follow: (signal: AbortSignal) => Promise<void>): unknown {
+  const [error, setError] = useState<unknown>();
+  useEffect(() => {
+    const abort = new AbortController();
+    void (async () => {
+      for (let delay = 500; !abort.signal.aborted; delay = Math.min(delay * 2, 10_000)) {
+        try {
+          await follow(abort.signal);
+          setError(undefined);
+          return;
+        } catch (e) {
+          if (abort.signal.aborted || isAbort(e)) return;
+          setError(e);
+          await new Promise((r) => setTimeout(r, delay));
+        }
+      }
+    })();
+    return () => abort.abort();
+  }, [key]);
+  return error;
+}
+
+function useRun(api: Clients, runId: string): { run: TaskRun | undefined; error: unknown } {
+  const [run, setRun] = useState<TaskRun>();
+  const error = useFollow(runId, async (signal) => {
+    for await (const res of api.runs.watchRun({ runId }, { signal })) setRun(res.run);
+  });
+  return { run, error };
+}
+
+function useEvents(api: Clients, runId: string): { events: RunEvent[]; error: unknown } {
+  const [events, setEvents] = useState<RunEvent[]>([]);
+  const last = useRef(0n);
+  const error = useFollow(runId, async (signal) => {
+    for await (const res of api.runs.streamEvents({ runId, afterSeq: last.current, follow: true }, { signal })) {
+      const fresh = res.events.filter((e) => e.seq > last.current);
+      if (fresh.length === 0) continue;
+      last.current = fresh[fresh.length - 1]!.seq;
+      setEvents((old) => [...old, ...fresh]);
+    }
+  });
+  return { events, error };
+}
+
+interface Line {
+  seq: bigint;
+  stream: string;
+  text: string;
+}
+const MAX_LINES = 5000;
+
+function useLogs(api: Clients, runId: string): { lines: Line[]; dropped: number; error: unknown } {
+  const [state, setState] = useState<{ lines: Line[]; dropped: number }>({ lines: [], dropped: 0 });
+  const last = useRef(0n);
+  const partial = useRef<LogEntry | null>(null);
+  const error = useFollow(runId, async (signal) => {
+    partial.current = null;
+    for await (const res of api.runs.streamLogs({ runId, afterSeq: last.current, follow: true }, { signal })) {
+      const add: Line[] = [];
+      for (const e of res.entries) {
+        // A line too large for one message comes in pieces with the same seq.
+        const text: string = partial.current ? partial.current.text + e.text : e.text;
+        if (e.continued) {
+          partial.current = { ...e, text };
+          continue;
+        }
+        partial.current = null;
+        last.current = e.seq;
+        add.push({ seq: e.seq, stream: e.stream, text });
+      }
+      if (add.length === 0) continue;
+      setState((old) => {
+        const lines = [...old.lines, ...add];
+        const cut = Math.max(0, lines.length - MAX_LINES);
+        return { lines: cut ? lines.slice(cut) : lines, dropped: old.dropped + cut };
+      });
+    }
+  });
+  return { ...state, error };
+}
+
+export function RunPage({ api, runId }: { api: Clients; runId: string }) {
+  const { run, error } = useRun(api, runId);
+  const { events, error: eventsError } = useEvents(api, runId);
+  const logs = useLogs(api, runId);
+  return (
+    <>
+      <ErrorLine error={error} />
+      {run && <RunSummary api={api} run={run} />}
+      {run && run.phaseTimings.length > 0 && <PhaseTimings run={run} />}
+      <Section title="Conversation and events">
+        <ErrorLine error={eventsError} />
+        <Conversation api={api} runId={runId} events={events} live={!!run && !isFinal(run)} />
+        {run && run.agentKind === AgentKind.ACP && !isFinal(run) && <PromptBox api={api} run={run} />}
+      </Section>
+      <Section title="Logs">
+        <ErrorLine error={logs.error} />
+        <Logs lines={logs.lines} dropped={logs.dropped} />
+      </Section>
+    </>
+  );
+}
+
+function RunSummary({ api, run }: { api: Clients; run: TaskRun }) {
+  const final = isFinal(run);
+  const acp = run.agentKind === AgentKind.ACP;
+  return (
+    <Section
+      title={`Run ${run.id}`}
+      actions={
+        <>
+          {acp && !final && <Action label="Stop turn" action={() => api.runs.cancelTurn({ runId: run.id })} disabled={run.awaitingInput} />}
+          {!final && <Action label="Complete" action={() => api.runs.completeRun({ runId: run.id, status: RunStatus.COMPLETED })} testid="complete" />}
+          {!final && <Action label="Cancel run" class="danger" action={() => api.runs.cancelRun({ runId: run.id })} testid="cancel" />}
+        </>
+      }
+    >
+      <dl data-testid="run-summary">
+        <dt>Status</dt>
+        <dd data-testid="run-status">
+          <Status status={run.status} phase={run.phase} />
+          {run.awaitingInput && <span class="badge">awaiting input</span>}
+        </dd>
+        <dt>Task</dt>
+        <dd>
+          <a href={`#/tasks/${run.taskId}`}>{run.taskId}</a> (run #{String(run.runNumber)})
+        </dd>
+        <dt>Agent</dt>
+        <dd>
+          {acp ? `ACP · ${RunMode[run.mode]?.toLowerCase()} · permissions: ${PermissionPolicy[run.permissionPolicy]?.toLowerCase().replace("_", " ")}` : "command"}
+          {run.agentCommand.length > 0 && <code> {run.agentCommand.join(" ")}</code>}
+        </dd>
+        <dt>Sandbox</dt>
+        <dd>
+          {run.provider}
+          {run.image && ` · ${run.image}`}
+          {!run.networkPolicyEnforced && <span class="badge warn">network policy not enforced</span>}
+          {!run.agentIsolated && <span class="badge warn">agent not isolated</span>}
+        </dd>
+        <dt>Branch</dt>
+        <dd>
+          {run.branch || "default"} → {run.resultBranch}
+          {run.resultCommit && <code> {run.resultCommit.slice(0, 12)}</code>}
+        </dd>
+        <dt>Times</dt>
+        <dd>
+          created {time(run.createTime)}
+          {run.startTime && `, started ${time(run.startTime)}`}
+          {run.finishTime && `, finished ${time(run.finishTime)}`}
+          {run.cleanedAt ? `, cleaned ${time(run.cleanedAt)}` : !final && run.deadline ? `, deadline ${time(run.deadline)}` : ""}
+        </dd>
+        {run.exitCode !== undefined && (
+          <>
+            <dt>Exit code</dt>
+            <dd>{run.exitCode}</dd>
+          </>
+        )}
+        {run.errorMessage && (
+          <>
+            <dt>Error</dt>
+            <dd class="error">{run.errorMessage}</dd>
+          </>
+        )}
+      </dl>
+    </Section>
+  );
+}
+
+/** Ticks every second while something is under way, so running durations move. */
+function useNow(active: boolean): number {
+  const [now, setNow] = useState(Date.now());
+  useEffect(() => {
+    if (!active) return;
+    const id = setInterval(() => setNow(Date.now()), 1000);
+    return () => clearInterval(id);
+  }, [active]);
+  return now;
+}
+
+function PhaseTimings({ run }: { run: TaskRun }) {
+  const now = useNow(run.phaseTimings.some((p) => !p.duration));
+  const total = run.phaseTimings.reduce((sum, p) => sum + (p.duration ? durationMs(p.duration) : now - millis(p.startTime)), 0) || 1;
+  return (
+    <Section title="Phases">
+      <table class="phases" data-testid="phase-timings">
+        <tbody>
+          {run.phaseTimings.map((p) => {
+            const ms = p.duration ? durationMs(p.duration) : Math.max(0, now - millis(p.startTime));
+            return (
+              <tr key={p.phase}>
+                <td>{p.phase}</td>
+                <td>{time(p.startTime)}</td>
+                <td class="num">{seconds(ms)}{p.duration ? "" : " …"}</td>
+                <td class="bar">
+                  <meter min={0} max={total} value={ms} />
+                </td>
+              </tr>
+            );
+          })}
+        </tbody>
+      </table>
+    </Section>
+  );
+}
+
+type Item =
+  | { type: "prompt"; seq: bigint; text: string; by: string }
+  | { type: "message"; seq: bigint; text: string; thought: boolean }
+  | { type: "tool"; seq: bigint; id: string; update: JsonObject }
+  | { type: "plan"; seq: bigint; entries: JsonValue[] }
+  | { type: "permission"; seq: bigint; requestId: string; toolCall: JsonObject; options: PermissionOption[]; resolved?: { optionId: string; by: string } }
+  | { type: "turn"; seq: bigint; stopReason: string };
+
+const str = (v: JsonValue | undefined): string => (typeof v === "string" ? v : "");
+const textOf = (content: JsonValue | undefined): string => {
+  const block = content as JsonObject | undefined;
+  return block && block.type === "text" ? str(block.text) : "";
+};
+
+/** Folds the run's events into what a reader follows: prompts, messages, tool calls, plans, questions. */
+export function conversation(events: RunEvent[]): Item[] {
+  const items: Item[] = [];
+  const tools = new Map<string, Item & { type: "tool" }>();
+  const permissions = new Map<string, Item & { type: "permission" }>();
+  for (const e of events) {
+    const k = e.kind;
+    if (k.case === "prompt") {
+      items.push({ type: "prompt", seq: e.seq, text: k.value.content.map((c) => textOf(c)).join(""), by: k.value.by });
+    } else if (k.case === "agentUpdate") {
+      const u = k.value.update ?? {};
+      const kind = k.value.updateKind;
+      if (kind === "agent_message_chunk" || kind === "agent_thought_chunk") {
+        const thought = kind === "agent_thought_chunk";
+        const prev = items[items.length - 1];
+        if (prev?.type === "message" && prev.thought === thought) prev.text += textOf(u.content);
+        else items.push({ type: "message", seq: e.seq, text: textOf(u.content), thought });
+      } else if (kind === "tool_call" || kind === "tool_call_update") {
+        const id = str(u.toolCallId);
+        const known = tools.get(id);
+        if (known) known.update = { ...known.update, ...Object.fromEntries(Object.entries(u).filter(([, v]) => v !== null)) };
+        else {
+          const item = { type: "tool" as const, seq: e.seq, id, update: u };
+          tools.set(id, item);
+          items.push(item);
+        }
+      } else if (kind === "plan") {
+        items.push({ type: "plan", seq: e.seq, entries: Array.isArray(u.entries) ? u.entries : [] });
+      }
+    } else if (k.case === "permissionRequest") {
+      const item = { type: "permission" as const, seq: e.seq, requestId: k.value.requestId, toolCall: k.value.toolCall ?? {}, options: k.value.options };
+      permissions.set(item.requestId, item);
+      items.push(item);
+    } else if (k.case === "permissionResolved") {
+      const item = permissions.get(k.value.requestId);
+      if (item) item.resolved = { optionId: k.value.optionId, by: k.value.by };
+    } else if (k.case === "turnEnded") {
+      items.push({ type: "turn", seq: e.seq, stopReason: k.value.stopReason });
+    }
+  }
+  return items;
+}
+
+function Conversation({ api, runId, events, live }: { api: Clients; runId: string; events: RunEvent[]; live: boolean }) {
+  const items = conversation(events);
+  if (items.length === 0) return <p class="muted">{live ? "Waiting for the agent…" : "No conversation: this run's agent is a command (see its logs)."}</p>;
+  return (
+    <ol class="conversation" data-testid="conversation">
+      {items.map((item) => {
+        const key = String(item.seq);
+        switch (item.type) {
+          case "prompt":
+            return (
+              <li key={key} class="prompt" data-testid="prompt">
+                <span class="who">{item.by === "task" ? "task prompt" : `prompt from ${item.by}`}</span>
+                <pre>{item.text}</pre>
+              </li>
+            );
+          case "message":
+            return (
+              <li key={key} class={item.thought ? "thought" : "message"} data-testid="agent-message">
+                <pre>{item.text}</pre>
+              </li>
+            );
+          case "tool":
+            return <ToolCall key={key} update={item.update} />;
+          case "plan":
+            return (
+              <li key={key} class="plan" data-testid="plan">
+                <span class="who">plan</span>
+                <ul>
+                  {item.entries.map((entry) => {
+                    const o = entry as JsonObject;
+                    return <li class={`plan-${str(o.status)}`}>{`${str(o.status) === "completed" ? "✓" : str(o.status) === "in_progress" ? "▸" : "·"} ${str(o.content)}`}</li>;
+                  })}
+                </ul>
+              </li>
+            );
+          case "permission":
+            return <Permission key={key} api={api} runId={runId} item={item} />;
+          case "turn":
+            return (
+              <li key={key} class="turn" data-testid="turn-ended">
+                turn ended: {item.stopReason}
+              </li>
+            );
+        }
+      })}
+    </ol>
+  );
+}
+
+function ToolCall({ update }: { update: JsonObject }) {
+  const content = Array.isArray(update.content) ? (update.content as JsonObject[]) : [];
+  return (
+    <li class="tool" data-testid="tool-call">
+      <span class="who">
+        tool · {str(update.kind) || "call"} · <span class={`tool-${str(update.status)}`}>{str(update.status) || "pending"}</span>
+      </span>
+      <strong>{str(update.title)}</strong>
+      {content.map((c) =>
+        c.type === "diff" ? (
+          <Diff path={str(c.path)} oldText={typeof c.oldText === "string" ? c.oldText : null} newText={str(c.newText)} />
+        ) : c.type === "content" ? (
+          <pre>{textOf(c.content)}</pre>
+        ) : null,
+      )}
+    </li>
+  );
+}
+
+/** The changed lines between the common head and tail: enough to read an agent's edit. */
+function Diff({ path, oldText, newText }: { path: string; oldText: string | null; newText: string }) {
+  const a = oldText === null ? [] : oldText.split("\n");
+  const b = newText.split("\n");
+  let head = 0;
+  while (head < a.length && head < b.length && a[head] === b[head]) head++;
+  let tail = 0;
+  while (tail < a.length - head && tail < b.length - head && a[a.length - 1 - tail] === b[b.length - 1 - tail]) tail++;
+  return (
+    <div class="diff" data-testid="diff">
+      <div class="path">{path}</div>
+      <pre>
+        {a.slice(head, a.length - tail).map((l) => (
+          <div class="del">-{l}</div>
+        ))}
+        {b.slice(head, b.length - tail).map((l) => (
+          <div class="add">+{l}</div>
+        ))}
+      </pre>
+    </div>
+  );
+}
+
+function Permission({ api, runId, item }: { api: Clients; runId: string; item: Item & { type: "permission" } }) {
+  const answer = (optionId: string) => () => api.runs.respondPermission({ runId, requestId: item.requestId, optionId });
+  const chosen = item.resolved && (item.options.find((o) => o.optionId === item.resolved!.optionId)?.name ?? "rejected");
+  return (
+    <li class="permission" data-testid="permission-request" data-resolved={item.resolved ? "yes" : "no"}>
+      <span class="who">permission request</span>
+      <strong>{str(item.toolCall.title) || "The agent asks to use a tool"}</strong>
+      {item.resolved ? (
+        <p>
+          Answered: <strong>{chosen}</strong> by {item.resolved.by}
+        </p>
+      ) : (
+        <div class="row">
+          {item.options.map((o) => (
+            <Action label={o.name} class={o.kind.startsWith("reject") ? "danger" : ""} action={answer(o.optionId)} />
+          ))}
+          {!item.options.some((o) => o.kind.startsWith("reject")) && <Action label="Reject" class="danger" action={answer("")} />}
+        </div>
+      )}
+    </li>
+  );
+}
+
+function PromptBox({ api, run }: { api: Clients; run: TaskRun }) {
+  const [text, setText] = useState("");
+  const [error, setError] = useState<unknown>();
+  const [busy, setBusy] = useState(false);
+  const submit = (e: Event) => {
+    e.preventDefault();
+    setBusy(true);
+    api.runs.sendPrompt({ runId: run.id, text, idempotencyKey: crypto.randomUUID() }).then(
+      () => (setBusy(false), setText(""), setError(undefined)),
+      (err: unknown) => (setBusy(false), setError(err)),
+    );
+  };
+  return (
+    <form class="prompt-box" onSubmit={submit} data-testid="prompt-box">
+      <textarea name="prompt" rows={3} placeholder={run.mode === RunMode.INTERACTIVE ? "Follow-up prompt" : "Follow-ups need an interactive run"} value={text} onInput={(e) => setText(e.currentTarget.value)} required />
+      <button type="submit" disabled={busy || !text.trim()}>
+        Send{run.awaitingInput ? "" : " (after this turn)"}
+      </button>
+      <ErrorLine error={error} />
+    </form>
+  );
+}
+
+function Logs({ lines, dropped }: { lines: Line[]; dropped: number }) {
+  const box = useRef<HTMLPreElement>(null);
+  const pinned = useRef(true);
+  // Stay at the bottom while the reader is there; leave them be when they scroll up.
+  useEffect(() => {
+    const el = box.current;
+    if (el && pinned.current) el.scrollTop = el.scrollHeight;
+  }, [lines]);
+  const onScroll = () => {
+    const el = box.current!;
+    pinned.current = el.scrollHeight - el.scrollTop - el.clientHeight < 20;
+  };
+  return (
+    <>
+      {dropped > 0 && <p class="muted">{dropped} older lines are not shown (paddock logs has them all).</p>}
+      <pre class="logs" ref={box} onScroll={onScroll} data-testid="logs">
+        {lines.map((l) => (
+          <div key={String(l.seq)} class={`log-${l.stream}`}>
+            <span class="stream">{l.stream}</span>
+            {l.text}
+          </div>
+        ))}
+      </pre>
+    </>
+  );
+}
