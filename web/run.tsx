@@ -341,8 +341,10 @@ function ToolCall({ update }: { update: JsonObject }) {
 
 /** The changed lines between the common head and tail: enough to read an agent's edit. */
 function Diff({ path, oldText, newText }: { path: string; oldText: string | null; newText: string }) {
-  const a = oldText === null ? [] : oldText.split("\n");
-  const b = newText.split("\n");
+  // A final newline ends the last line; it does not start an empty one.
+  const split = (t: string) => (t === "" ? [] : t.replace(/\n$/, "").split("\n"));
+  const a = oldText === null ? [] : split(oldText);
+  const b = split(newText);
   let head = 0;
   while (head < a.length && head < b.length && a[head] === b[head]) head++;
   let tail = 0;
