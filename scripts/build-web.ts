@@ -1,7 +1,7 @@
 // Builds the web UI (web/) into dist/web-ui.pack, the one file the daemon serves it from:
 // embedded by `bun build --compile` (see package.json), read from dist/ on Node.
 // Run with Bun: `bun scripts/build-web.ts` (npm run build:web).
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { basename, join, resolve } from "node:path";
 import { gzipSync } from "node:zlib";
 
@@ -11,12 +11,15 @@ declare const Bun: {
 
 const root = resolve(import.meta.dirname, "..");
 const outDir = join(root, "dist", "web");
-rmSync(outDir, { recursive: true, force: true });
 mkdirSync(outDir, { recursive: true });
+// Written whole and renamed: tests may build while a daemon reads the pack.
+const write = (path: string, text: string) => {
+  writeFileSync(`${path}.${process.pid}.tmp`, text);
+  renameSync(`${path}.${process.pid}.tmp`, path);
+};
 
 const result = await Bun.build({
   entrypoints: [join(root, "web", "main.tsx"), join(root, "web", "style.css")],
-  outdir: outDir,
   target: "browser",
   format: "esm",
   minify: true,
@@ -33,13 +36,15 @@ const names: Record<string, string> = {};
 for (const output of result.outputs) {
   const name = basename(output.path);
   const contentType = name.endsWith(".css") ? "text/css; charset=utf-8" : "text/javascript; charset=utf-8";
-  files[`/assets/${name}`] = { contentType, body: await output.text(), immutable: true };
+  const body = await output.text();
+  write(join(outDir, name), body);
+  files[`/assets/${name}`] = { contentType, body, immutable: true };
   names[name.endsWith(".css") ? "css" : "js"] = `/assets/${name}`;
 }
 const html = readFileSync(join(root, "web", "index.html"), "utf8").replace("%CSS%", names.css!).replace("%JS%", names.js!);
-writeFileSync(join(outDir, "index.html"), html);
+write(join(outDir, "index.html"), html);
 files["/"] = { contentType: "text/html; charset=utf-8", body: html, immutable: false };
-writeFileSync(join(root, "dist", "web-ui.pack"), JSON.stringify({ files }));
+write(join(root, "dist", "web-ui.pack"), JSON.stringify({ files }));
 
 let raw = 0;
 let gz = 0;

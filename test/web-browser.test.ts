@@ -75,7 +75,7 @@ describe.skipIf(!available)("the web UI in Chromium", () => {
     const problems: string[] = [];
     page.on("console", (m) => m.type() === "error" && problems.push(m.text()));
     page.on("pageerror", (e) => problems.push(e.message));
-    expect(await page.evaluate(() => sessionStorage.getItem("paddock.token"))).toBe(daemon.adminToken);
+    expect(await page.evaluate("sessionStorage.getItem('paddock.token')")).toBe(daemon.adminToken);
     await shot(page, "1-tasks");
 
     // A task whose title is the agent's script: messages, a plan, and a write that asks.
