@@ -2,6 +2,7 @@ import { cors } from "@connectrpc/connect";
 import { execFileSync, type ChildProcess } from "node:child_process";
 import { existsSync, readFileSync, rmSync } from "node:fs";
 import { request } from "node:http";
+import { connect as http2Connect } from "node:http2";
 import { join, resolve } from "node:path";
 import { gunzipSync } from "node:zlib";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
@@ -163,6 +164,35 @@ describe("CORS with --cors-origin", () => {
       await cleanUp(any);
     }
   });
+});
+
+test("over TLS the page, its assets and preflights are served on HTTP/2 as browsers speak it (ALPN h2)", async () => {
+  const dir = tempDir("web-tls");
+  execFileSync("openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", join(dir, "key.pem"), "-out", join(dir, "cert.pem"), "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"], { stdio: "ignore" });
+  const d = await startDaemon({ config: { tlsCert: join(dir, "cert.pem"), tlsKey: join(dir, "key.pem"), corsOrigin: "https://ui.example.test" } });
+  const session = http2Connect(d.url, { ca: readFileSync(join(dir, "cert.pem")) });
+  const get = (path: string, headers: Record<string, string> = {}) =>
+    new Promise<{ headers: Record<string, unknown>; body: string }>((resolveGet, reject) => {
+      const stream = session.request({ ":path": path, ...headers });
+      let body = "";
+      let head: Record<string, unknown> = {};
+      stream.on("response", (h) => (head = h));
+      stream.on("data", (c: Buffer) => (body += c));
+      stream.on("end", () => resolveGet({ headers: head, body }));
+      stream.on("error", reject);
+      stream.end();
+    });
+  try {
+    const page = await get("/");
+    expect(page.headers).toMatchObject({ ":status": 200, "content-type": "text/html; charset=utf-8", "content-security-policy": WEB_CSP });
+    for (const path of assetsOf(page.body)) expect((await get(path)).headers).toMatchObject({ ":status": 200, "cache-control": "public, max-age=31536000, immutable" });
+    const preflight = await get("/paddock.v1.TaskService/ListTasks", { ":method": "OPTIONS", origin: "https://ui.example.test", "access-control-request-method": "POST" });
+    expect(preflight.headers).toMatchObject({ ":status": 204, "access-control-allow-origin": "https://ui.example.test" });
+  } finally {
+    session.close();
+    await cleanUp(d);
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 describe("--cors-origin parsing", () => {

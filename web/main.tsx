@@ -1,3 +1,4 @@
+import { Code, ConnectError } from "@connectrpc/connect";
 import { render } from "preact";
 import { useEffect, useMemo, useState } from "preact/hooks";
 import { clients, errorText, savedToken, saveToken, type Clients } from "./api.js";
@@ -25,9 +26,13 @@ function SignIn({ onToken }: { onToken: (token: string) => void }) {
   const submit = (e: Event) => {
     e.preventDefault();
     setBusy(true);
-    // Any cheap call proves the token; the daemon says what is wrong with it.
+    // Any cheap call proves the token; the daemon says what is wrong with it. A token
+    // without tasks:read is still a token: its pages say what it may not see.
     clients(token.trim())
       .tasks.listTasks({ pageSize: 1 })
+      .catch((err: unknown) => {
+        if (ConnectError.from(err).code !== Code.PermissionDenied) throw err;
+      })
       .then(
         () => onToken(token.trim()),
         (err: unknown) => (setBusy(false), setError(errorText(err))),
