@@ -102,6 +102,8 @@ describe.skipIf(!available)("the web UI in Chromium", () => {
     await expect.poll(() => page.getByTestId("diff").textContent()).toContain("+written by the scripted agent");
     await expect.poll(() => page.getByTestId("plan").textContent()).toContain("Write the file");
     await expect.poll(() => page.getByTestId("run-status").textContent()).toMatch(/in progress · running/);
+    // An ACP run's log follows once its section is opened.
+    await page.getByText("Logs", { exact: true }).click();
     await expect.poll(() => page.getByTestId("logs").textContent()).toContain("Hello from the agent.");
     await shot(page, "2-permission-request");
 
@@ -165,6 +167,28 @@ describe.skipIf(!available)("the web UI in Chromium", () => {
     expect(secret.length).toBeGreaterThan(20);
     await expect.poll(() => page.getByTestId("token-row").allTextContents()).toContainEqual(expect.stringContaining("from-the-web"));
     await shot(page, "6-tokens");
+    await page.close();
+
+    // That token may read runs only: it signs in, and the task list says what it may not see.
+    const limited = await browser.newPage();
+    await limited.goto(daemon.url);
+    await limited.getByLabel("API token").fill(secret);
+    await limited.getByRole("button", { name: "Sign in" }).click();
+    await expect.poll(() => limited.getByRole("alert").allTextContents()).toContainEqual(expect.stringMatching(/^PermissionDenied/));
+    await limited.close();
+  });
+
+  test("a command run's page shows its log (open at once) and how it ended", async () => {
+    const { task } = await daemon.tasks.createTask({ title: "command run", repository: repo });
+    const { run } = await daemon.runs.startRun({ taskId: task!.id, provider: "local", agentCommand: ["sh", "-c", "echo first-line; echo second-line; exit 3"] });
+    const page = await browser.newPage();
+    await signIn(page);
+    await page.goto(`${daemon.url}/#/runs/${run!.id}`);
+    await expect.poll(() => page.getByTestId("logs").textContent(), { timeout: 30_000 }).toMatch(/first-line[\s\S]*second-line/);
+    await expect.poll(() => page.getByTestId("run-status").textContent(), { timeout: 30_000 }).toMatch(/^failed/);
+    await expect.poll(() => page.getByTestId("run-summary").textContent()).toContain("Exit code3");
+    expect(await page.getByTestId("conversation").count()).toBe(0);
+    await shot(page, "7-command-run");
     await page.close();
   });
 

@@ -9,9 +9,10 @@ import { AgentKind, PermissionPolicy, RunMode, RunStatus, type LogEntry, type Pe
  * Calls `follow(afterSeq, signal)` again after a stream breaks (daemon restarted, network
  * blip), from the last seq it saw, backing off to 10 s; stops when it ends by itself.
  */
-function useFollow(key: string, follow: (signal: AbortSignal) => Promise<void>): unknown {
+function useFollow(key: string, follow: (signal: AbortSignal) => Promise<void>, enabled = true): unknown {
   const [error, setError] = useState<unknown>();
   useEffect(() => {
+    if (!enabled) return;
     const abort = new AbortController();
     void (async () => {
       for (let delay = 500; !abort.signal.aborted; delay = Math.min(delay * 2, 10_000)) {
@@ -27,7 +28,7 @@ function useFollow(key: string, follow: (signal: AbortSignal) => Promise<void>):
       }
     })();
     return () => abort.abort();
-  }, [key]);
+  }, [key, enabled]);
   return error;
 }
 
@@ -39,7 +40,7 @@ function useRun(api: Clients, runId: string): { run: TaskRun | undefined; error:
   return { run, error };
 }
 
-function useEvents(api: Clients, runId: string): { events: RunEvent[]; error: unknown } {
+function useEvents(api: Clients, runId: string, enabled: boolean): { events: RunEvent[]; error: unknown } {
   const [events, setEvents] = useState<RunEvent[]>([]);
   const last = useRef(0n);
   const error = useFollow(runId, async (signal) => {
@@ -49,7 +50,7 @@ function useEvents(api: Clients, runId: string): { events: RunEvent[]; error: un
       last.current = fresh[fresh.length - 1]!.seq;
       setEvents((old) => [...old, ...fresh]);
     }
-  });
+  }, enabled);
   return { events, error };
 }
 
@@ -60,7 +61,7 @@ interface Line {
 }
 const MAX_LINES = 5000;
 
-function useLogs(api: Clients, runId: string): { lines: Line[]; dropped: number; error: unknown } {
+function useLogs(api: Clients, runId: string, enabled: boolean): { lines: Line[]; dropped: number; error: unknown } {
   const [state, setState] = useState<{ lines: Line[]; dropped: number }>({ lines: [], dropped: 0 });
   const last = useRef(0n);
   const partial = useRef<LogEntry | null>(null);
@@ -86,28 +87,42 @@ function useLogs(api: Clients, runId: string): { lines: Line[]; dropped: number;
         return { lines: cut ? lines.slice(cut) : lines, dropped: old.dropped + cut };
       });
     }
-  });
+  }, enabled);
   return { ...state, error };
 }
 
+/**
+ * At most two streams at a time per run page (status, and the conversation or the log):
+ * over HTTP/1.1 a browser opens only six connections to one origin, and a unary call
+ * (a prompt, an answer) waits behind open streams. An ACP run's log follows only while
+ * its section is open; a command run has no conversation to follow.
+ */
 export function RunPage({ api, runId }: { api: Clients; runId: string }) {
   const { run, error } = useRun(api, runId);
-  const { events, error: eventsError } = useEvents(api, runId);
-  const logs = useLogs(api, runId);
+  const acp = run?.agentKind === AgentKind.ACP;
+  const [logsOpen, setLogsOpen] = useState<boolean>();
+  const showLogs = logsOpen ?? (!!run && !acp);
+  const { events, error: eventsError } = useEvents(api, runId, acp);
+  const logs = useLogs(api, runId, showLogs);
   return (
     <>
       <ErrorLine error={error} />
       {run && <RunSummary api={api} run={run} />}
       {run && run.phaseTimings.length > 0 && <PhaseTimings run={run} />}
-      <Section title="Conversation and events">
-        <ErrorLine error={eventsError} />
-        <Conversation api={api} runId={runId} events={events} live={!!run && !isFinal(run)} />
-        {run && run.agentKind === AgentKind.ACP && !isFinal(run) && <PromptBox api={api} run={run} />}
-      </Section>
-      <Section title="Logs">
+      {acp && (
+        <Section title="Conversation">
+          <ErrorLine error={eventsError} />
+          <Conversation api={api} runId={runId} events={events} live={!isFinal(run)} />
+          {!isFinal(run) && <PromptBox api={api} run={run} />}
+        </Section>
+      )}
+      <details open={showLogs} onToggle={(e) => setLogsOpen(e.currentTarget.open)}>
+        <summary>
+          <h2>Logs</h2>
+        </summary>
         <ErrorLine error={logs.error} />
         <Logs lines={logs.lines} dropped={logs.dropped} />
-      </Section>
+      </details>
     </>
   );
 }
@@ -273,7 +288,7 @@ export function conversation(events: RunEvent[]): Item[] {
 
 function Conversation({ api, runId, events, live }: { api: Clients; runId: string; events: RunEvent[]; live: boolean }) {
   const items = conversation(events);
-  if (items.length === 0) return <p class="muted">{live ? "Waiting for the agent…" : "No conversation: this run's agent is a command (see its logs)."}</p>;
+  if (items.length === 0) return <p class="muted">{live ? "Waiting for the agent…" : "No conversation."}</p>;
   return (
     <ol class="conversation" data-testid="conversation">
       {items.map((item) => {
