@@ -620,7 +620,7 @@ async function benchWeb() {
   db.close();
   const port = await freePort();
   const daemon = spawn(bin, ["serve", "--data-dir", dataDir, "--listen", `127.0.0.1:${port}`, "--socket", "", "--log-format", "json"], { stdio: ["ignore", "ignore", "pipe"] });
-  const browser = await chromium.launch({ executablePath: chromiumPath, headless: true, args: ["--no-sandbox"] });
+  const browser = await chromium.launch({ executablePath: chromiumPath, headless: true, args: ["--no-sandbox", "--disable-dev-shm-usage"] });
   try {
     let err = "";
     daemon.stderr!.on("data", (d: Buffer) => (err += d));

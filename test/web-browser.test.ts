@@ -1,12 +1,12 @@
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, rmSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
-import { resolve } from "node:path";
+import { join, resolve } from "node:path";
 import { chromium, type Browser, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { RunStatus } from "../src/gen/paddock/v1/task_run_pb.js";
-import { cleanUp, makeGitRepo, startDaemon, watchToEnd, type Daemon } from "./fixtures.js";
+import { cleanUp, freePort, makeGitRepo, startDaemon, tempDir, watchToEnd, type Daemon } from "./fixtures.js";
 
 /**
  * The web UI in a real browser: Debian's Chromium driven by playwright-core, against a
@@ -45,8 +45,9 @@ describe.skipIf(!available)("the web UI in Chromium", () => {
     refused = await otherOrigin();
     daemon = await startDaemon({ config: { corsOrigin: allowed.origin } });
     repo = makeGitRepo();
-    // As root, Chromium's own sandbox cannot start; the test's pages are our own.
-    browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ["--no-sandbox"] });
+    // As root, Chromium's own sandbox cannot start (the pages are our own); /dev/shm may be
+    // small in a container.
+    browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ["--no-sandbox", "--disable-dev-shm-usage"] });
   });
 
   afterAll(async () => {
@@ -58,12 +59,12 @@ describe.skipIf(!available)("the web UI in Chromium", () => {
 
   const shot = (page: Page, name: string) => page.screenshot({ path: resolve(SHOTS, `${name}.png`), fullPage: true });
 
-  async function signIn(page: Page): Promise<void> {
-    await page.goto(daemon.url);
+  async function signIn(page: Page, d: Daemon = daemon): Promise<void> {
+    await page.goto(d.url);
     await page.getByLabel("API token").fill("not-a-token");
     await page.getByRole("button", { name: "Sign in" }).click();
     await expect.poll(() => page.getByRole("alert").textContent()).toMatch(/not signed in/);
-    await page.getByLabel("API token").fill(daemon.adminToken);
+    await page.getByLabel("API token").fill(d.adminToken);
     await page.getByRole("button", { name: "Sign in" }).click();
     await page.getByRole("heading", { name: "Recent runs" }).waitFor();
   }
@@ -190,6 +191,37 @@ describe.skipIf(!available)("the web UI in Chromium", () => {
     expect(await page.getByTestId("conversation").count()).toBe(0);
     await shot(page, "7-command-run");
     await page.close();
+  });
+
+  test("a run page rides out a daemon restart: its streams reconnect and every line shows once", async () => {
+    const port = await freePort();
+    const flagDir = tempDir("web-flag");
+    chmodSync(flagDir, 0o755); // the agent may run under a uid of its own
+    const flag = join(flagDir, "go");
+    let d = await startDaemon({ config: { listen: `127.0.0.1:${port}` } });
+    try {
+      const { task } = await d.tasks.createTask({ title: "across a restart", repository: repo });
+      const script = `echo before-restart; while [ ! -f ${flag} ]; do sleep 0.1; done; echo after-restart`;
+      const { run } = await d.runs.startRun({ taskId: task!.id, provider: "local", agentCommand: ["sh", "-c", script] });
+      const page = await browser.newPage();
+      await signIn(page, d);
+      await page.goto(`${d.url}/#/runs/${run!.id}`);
+      await expect.poll(() => page.getByTestId("logs").textContent(), { timeout: 30_000 }).toContain("before-restart");
+      await d.app.stop(); // the runner carries on without the daemon
+      await expect.poll(() => page.getByRole("alert").allTextContents(), { timeout: 30_000 }).toContainEqual(expect.stringMatching(/reconnecting…/));
+      d = await d.restart();
+      writeFileSync(flag, "");
+      await expect.poll(() => page.getByTestId("run-status").textContent(), { timeout: 60_000 }).toMatch(/^completed/);
+      await expect.poll(() => page.locator(".log-stdout").allTextContents(), { timeout: 30_000 }).toEqual(["stdoutbefore-restart", "stdoutafter-restart"]);
+      await expect.poll(() => page.getByTestId("logs").textContent()).toContain("daemon restarted");
+      // Back: the reconnecting note is gone.
+      await expect.poll(() => page.getByRole("alert").count()).toBe(0);
+      await shot(page, "8-after-restart");
+      await page.close();
+    } finally {
+      await cleanUp(d);
+      rmSync(flagDir, { recursive: true, force: true });
+    }
   });
 
   test("a page on another origin reaches the API only when --cors-origin allows its origin", async () => {

@@ -1,6 +1,7 @@
 import type { JsonObject, JsonValue } from "@bufbuild/protobuf";
 import { useEffect, useRef, useState } from "preact/hooks";
-import { isAbort, type Clients } from "./api.js";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { errorText, isAbort, type Clients } from "./api.js";
 import { durationMs, isFinal, millis, seconds, time } from "./format.js";
 import { Action, ErrorLine, Section, Status } from "./ui.js";
 import { AgentKind, PermissionPolicy, RunMode, RunStatus, type LogEntry, type PermissionOption, type RunEvent, type TaskRun } from "../src/gen/paddock/v1/task_run_pb.js";
@@ -9,7 +10,7 @@ import { AgentKind, PermissionPolicy, RunMode, RunStatus, type LogEntry, type Pe
  * Calls `follow(afterSeq, signal)` again after a stream breaks (daemon restarted, network
  * blip), from the last seq it saw, backing off to 10 s; stops when it ends by itself.
  */
-function useFollow(key: string, follow: (signal: AbortSignal) => Promise<void>, enabled = true): unknown {
+function useFollow(key: string, follow: (signal: AbortSignal, live: () => void) => Promise<void>, enabled = true): unknown {
   const [error, setError] = useState<unknown>();
   useEffect(() => {
     if (!enabled) return;
@@ -17,12 +18,18 @@ function useFollow(key: string, follow: (signal: AbortSignal) => Promise<void>, 
     void (async () => {
       for (let delay = 500; !abort.signal.aborted; delay = Math.min(delay * 2, 10_000)) {
         try {
-          await follow(abort.signal);
+          // A stream that stays open is back (an idle one sends nothing); data proves it too.
+          const settled = setTimeout(() => setError(undefined), 2000);
+          try {
+            await follow(abort.signal, () => setError(undefined));
+          } finally {
+            clearTimeout(settled);
+          }
           setError(undefined);
           return;
         } catch (e) {
           if (abort.signal.aborted || isAbort(e)) return;
-          setError(e);
+          setError(new ConnectError(`reconnecting… (${errorText(e)})`, Code.Unavailable));
           await new Promise((r) => setTimeout(r, delay));
         }
       }
@@ -34,8 +41,11 @@ function useFollow(key: string, follow: (signal: AbortSignal) => Promise<void>, 
 
 function useRun(api: Clients, runId: string): { run: TaskRun | undefined; error: unknown } {
   const [run, setRun] = useState<TaskRun>();
-  const error = useFollow(runId, async (signal) => {
-    for await (const res of api.runs.watchRun({ runId }, { signal })) setRun(res.run);
+  const error = useFollow(runId, async (signal, live) => {
+    for await (const res of api.runs.watchRun({ runId }, { signal })) {
+      live();
+      setRun(res.run);
+    }
   });
   return { run, error };
 }
@@ -43,8 +53,9 @@ function useRun(api: Clients, runId: string): { run: TaskRun | undefined; error:
 function useEvents(api: Clients, runId: string, enabled: boolean): { events: RunEvent[]; error: unknown } {
   const [events, setEvents] = useState<RunEvent[]>([]);
   const last = useRef(0n);
-  const error = useFollow(runId, async (signal) => {
+  const error = useFollow(runId, async (signal, live) => {
     for await (const res of api.runs.streamEvents({ runId, afterSeq: last.current, follow: true }, { signal })) {
+      live();
       const fresh = res.events.filter((e) => e.seq > last.current);
       if (fresh.length === 0) continue;
       last.current = fresh[fresh.length - 1]!.seq;
@@ -65,9 +76,10 @@ function useLogs(api: Clients, runId: string, enabled: boolean): { lines: Line[]
   const [state, setState] = useState<{ lines: Line[]; dropped: number }>({ lines: [], dropped: 0 });
   const last = useRef(0n);
   const partial = useRef<LogEntry | null>(null);
-  const error = useFollow(runId, async (signal) => {
+  const error = useFollow(runId, async (signal, live) => {
     partial.current = null;
     for await (const res of api.runs.streamLogs({ runId, afterSeq: last.current, follow: true }, { signal })) {
+      live();
       const add: Line[] = [];
       for (const e of res.entries) {
         // A line too large for one message comes in pieces with the same seq.
