@@ -1,10 +1,11 @@
-import type { JsonObject, JsonValue } from "@bufbuild/protobuf";
+import type { JsonObject } from "@bufbuild/protobuf";
 import { useEffect, useRef, useState } from "preact/hooks";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { errorText, isAbort, type Clients } from "./api.js";
 import { durationMs, isFinal, millis, seconds, time } from "./format.js";
 import { Action, ErrorLine, Section, Status } from "./ui.js";
-import { AgentKind, PermissionPolicy, RunMode, RunStatus, type LogEntry, type PermissionOption, type RunEvent, type TaskRun } from "../src/gen/paddock/v1/task_run_pb.js";
+import { conversation, diffLines, str, textOf, type Item } from "./conversation.js";
+import { AgentKind, PermissionPolicy, RunMode, RunStatus, type LogEntry, type RunEvent, type TaskRun } from "../src/gen/paddock/v1/task_run_pb.js";
 
 /**
  * Calls `follow(afterSeq, signal)` again after a stream breaks (daemon restarted, network
@@ -241,63 +242,6 @@ function PhaseTimings({ run }: { run: TaskRun }) {
   );
 }
 
-type Item =
-  | { type: "prompt"; seq: bigint; text: string; by: string }
-  | { type: "message"; seq: bigint; text: string; thought: boolean }
-  | { type: "tool"; seq: bigint; id: string; update: JsonObject }
-  | { type: "plan"; seq: bigint; entries: JsonValue[] }
-  | { type: "permission"; seq: bigint; requestId: string; toolCall: JsonObject; options: PermissionOption[]; resolved?: { optionId: string; by: string } }
-  | { type: "turn"; seq: bigint; stopReason: string };
-
-const str = (v: JsonValue | undefined): string => (typeof v === "string" ? v : "");
-const textOf = (content: JsonValue | undefined): string => {
-  const block = content as JsonObject | undefined;
-  return block && block.type === "text" ? str(block.text) : "";
-};
-
-/** Folds the run's events into what a reader follows: prompts, messages, tool calls, plans, questions. */
-export function conversation(events: RunEvent[]): Item[] {
-  const items: Item[] = [];
-  const tools = new Map<string, Item & { type: "tool" }>();
-  const permissions = new Map<string, Item & { type: "permission" }>();
-  for (const e of events) {
-    const k = e.kind;
-    if (k.case === "prompt") {
-      items.push({ type: "prompt", seq: e.seq, text: k.value.content.map((c) => textOf(c)).join(""), by: k.value.by });
-    } else if (k.case === "agentUpdate") {
-      const u = k.value.update ?? {};
-      const kind = k.value.updateKind;
-      if (kind === "agent_message_chunk" || kind === "agent_thought_chunk") {
-        const thought = kind === "agent_thought_chunk";
-        const prev = items[items.length - 1];
-        if (prev?.type === "message" && prev.thought === thought) prev.text += textOf(u.content);
-        else items.push({ type: "message", seq: e.seq, text: textOf(u.content), thought });
-      } else if (kind === "tool_call" || kind === "tool_call_update") {
-        const id = str(u.toolCallId);
-        const known = tools.get(id);
-        if (known) known.update = { ...known.update, ...Object.fromEntries(Object.entries(u).filter(([, v]) => v !== null)) };
-        else {
-          const item = { type: "tool" as const, seq: e.seq, id, update: u };
-          tools.set(id, item);
-          items.push(item);
-        }
-      } else if (kind === "plan") {
-        items.push({ type: "plan", seq: e.seq, entries: Array.isArray(u.entries) ? u.entries : [] });
-      }
-    } else if (k.case === "permissionRequest") {
-      const item = { type: "permission" as const, seq: e.seq, requestId: k.value.requestId, toolCall: k.value.toolCall ?? {}, options: k.value.options };
-      permissions.set(item.requestId, item);
-      items.push(item);
-    } else if (k.case === "permissionResolved") {
-      const item = permissions.get(k.value.requestId);
-      if (item) item.resolved = { optionId: k.value.optionId, by: k.value.by };
-    } else if (k.case === "turnEnded") {
-      items.push({ type: "turn", seq: e.seq, stopReason: k.value.stopReason });
-    }
-  }
-  return items;
-}
-
 function Conversation({ api, runId, events, live }: { api: Clients; runId: string; events: RunEvent[]; live: boolean }) {
   const items = conversation(events);
   if (items.length === 0) return <p class="muted">{live ? "Waiting for the agent…" : "No conversation."}</p>;
@@ -366,24 +310,17 @@ function ToolCall({ update }: { update: JsonObject }) {
   );
 }
 
-/** The changed lines between the common head and tail: enough to read an agent's edit. */
+/** The changed lines of an agent's edit (see diffLines). */
 function Diff({ path, oldText, newText }: { path: string; oldText: string | null; newText: string }) {
-  // A final newline ends the last line; it does not start an empty one.
-  const split = (t: string) => (t === "" ? [] : t.replace(/\n$/, "").split("\n"));
-  const a = oldText === null ? [] : split(oldText);
-  const b = split(newText);
-  let head = 0;
-  while (head < a.length && head < b.length && a[head] === b[head]) head++;
-  let tail = 0;
-  while (tail < a.length - head && tail < b.length - head && a[a.length - 1 - tail] === b[b.length - 1 - tail]) tail++;
+  const { removed, added } = diffLines(oldText, newText);
   return (
     <div class="diff" data-testid="diff">
       <div class="path">{path}</div>
       <pre>
-        {a.slice(head, a.length - tail).map((l) => (
+        {removed.map((l) => (
           <div class="del">-{l}</div>
         ))}
-        {b.slice(head, b.length - tail).map((l) => (
+        {added.map((l) => (
           <div class="add">+{l}</div>
         ))}
       </pre>
