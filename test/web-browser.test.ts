@@ -157,6 +157,12 @@ describe.skipIf(!available)("the web UI in Chromium", () => {
     await page.getByTestId("secret").waitFor();
     expect(await page.content()).not.toContain("s3cr3t-value-never-shown");
     await shot(page, "5-environment");
+    // Edit: a custom network policy, and the secret removed; the other fields keep their values.
+    await form.getByLabel("Network access").selectOption({ label: "custom (the domains below)" });
+    await form.getByLabel("Allowed domains").fill("api.example.test");
+    await form.getByTestId("secret").getByRole("checkbox").check();
+    await form.getByRole("button", { name: "Save" }).click();
+    await expect.poll(() => page.getByTestId("environment-row").textContent()).toMatch(/web-env.*custom \(api\.example\.test\)none/);
 
     await page.getByRole("link", { name: "Tokens" }).click();
     const create = page.getByTestId("new-token");

@@ -67,7 +67,6 @@ export function EnvironmentsPage({ api }: { api: Clients }) {
 /** Secrets are write-only: the form shows their names, sets new values and removes names, never reads a value. */
 function EnvironmentForm({ api, env, done }: { api: Clients; env: Environment | null; done: () => void }) {
   const [error, setError] = useState<unknown>();
-  const [remove, setRemove] = useState<string[]>([]);
   const submit = (e: Event) => {
     e.preventDefault();
     const f = new FormData(e.currentTarget as HTMLFormElement);
@@ -96,7 +95,7 @@ function EnvironmentForm({ api, env, done }: { api: Clients; env: Environment | 
     const name = get("secretName").trim();
     if (name) secrets.push({ $typeName: "paddock.v1.SecretInput", name, value: get("secretValue"), setupOnly: f.get("secretSetupOnly") === "on" });
     const call = env
-      ? api.environments.updateEnvironment({ environment: fields, setSecrets: secrets, removeSecrets: remove })
+      ? api.environments.updateEnvironment({ environment: fields, setSecrets: secrets, removeSecrets: f.getAll("removeSecret").map(String) })
       : api.environments.createEnvironment({ environment: fields, secrets });
     call.then(done, setError);
   };
@@ -104,69 +103,69 @@ function EnvironmentForm({ api, env, done }: { api: Clients; env: Environment | 
     <Section title={env ? `Edit ${env.name}` : "New environment"}>
       <form class="grid" onSubmit={submit} data-testid="environment-form">
         <label>
-          Name <input name="name" required value={env?.name} />
+          Name <input name="name" required defaultValue={env?.name} />
         </label>
         <label>
           Network access
-          <select name="networkAccess" value={env?.networkAccess ?? NetworkAccess.TRUSTED}>
-            <option value={NetworkAccess.TRUSTED}>trusted (package registries, git hosts)</option>
-            <option value={NetworkAccess.CUSTOM}>custom (the domains below)</option>
-            <option value={NetworkAccess.FULL}>full</option>
+          <select name="networkAccess">
+            <option value={NetworkAccess.TRUSTED} selected={(env?.networkAccess ?? NetworkAccess.TRUSTED) === NetworkAccess.TRUSTED}>trusted (package registries, git hosts)</option>
+            <option value={NetworkAccess.CUSTOM} selected={(env?.networkAccess ?? NetworkAccess.TRUSTED) === NetworkAccess.CUSTOM}>custom (the domains below)</option>
+            <option value={NetworkAccess.FULL} selected={(env?.networkAccess ?? NetworkAccess.TRUSTED) === NetworkAccess.FULL}>full</option>
           </select>
         </label>
         <label>
-          Allowed domains <input name="allowedDomains" value={env?.allowedDomains.join(", ")} placeholder="example.com, *.example.org" />
+          Allowed domains <input name="allowedDomains" defaultValue={env?.allowedDomains.join(", ")} placeholder="example.com, *.example.org" />
         </label>
         <label class="check">
-          <input type="checkbox" name="includeTrusted" checked={env?.includeTrusted} /> plus the trusted list
+          <input type="checkbox" name="includeTrusted" defaultChecked={env?.includeTrusted} /> plus the trusted list
         </label>
         <label class="wide">
           Environment variables (NAME=value, one a line)
-          <textarea name="envVars" rows={3} value={Object.entries(env?.envVars ?? {}).map(([k, v]) => `${k}=${v}`).join("\n")} />
+          <textarea name="envVars" rows={3} defaultValue={Object.entries(env?.envVars ?? {}).map(([k, v]) => `${k}=${v}`).join("\n")} />
         </label>
         <label class="wide">
-          Setup script <textarea name="setupScript" rows={3} value={env?.setupScript} />
+          Setup script <textarea name="setupScript" rows={3} defaultValue={env?.setupScript} />
         </label>
         <label>
           Repositories (one a line; none: any)
-          <textarea name="repositories" rows={2} value={env?.repositories.join("\n")} />
+          <textarea name="repositories" rows={2} defaultValue={env?.repositories.join("\n")} />
         </label>
         <label>
           Default provider
-          <select name="defaultProvider" value={env?.defaultProvider ?? ""}>
-            <option value="">the daemon's</option>
-            <option value="local">local</option>
-            <option value="docker">docker</option>
+          <select name="defaultProvider">
+            <option value="" selected={(env?.defaultProvider ?? "") === ""}>the daemon's</option>
+            <option value="local" selected={(env?.defaultProvider ?? "") === "local"}>local</option>
+            <option value="docker" selected={(env?.defaultProvider ?? "") === "docker"}>docker</option>
           </select>
         </label>
         <label>
-          Timeout (minutes) <input name="timeout" type="number" min="0" value={env?.timeout ? durationMs(env.timeout) / 60_000 : ""} />
+          Timeout (minutes) <input name="timeout" type="number" min="0" defaultValue={env?.timeout ? durationMs(env.timeout) / 60_000 : ""} />
         </label>
         <label>
-          Image <input name="image" value={env?.image} placeholder="the daemon's" />
+          Image <input name="image" defaultValue={env?.image} placeholder="the daemon's" />
         </label>
         <label>
           ACP mode
-          <select name="mode" value={env?.mode ?? RunMode.UNSPECIFIED}>
-            <option value={RunMode.UNSPECIFIED}>default</option>
-            <option value={RunMode.BACKGROUND}>background</option>
-            <option value={RunMode.INTERACTIVE}>interactive</option>
+          <select name="mode">
+            <option value={RunMode.UNSPECIFIED} selected={(env?.mode ?? RunMode.UNSPECIFIED) === RunMode.UNSPECIFIED}>default</option>
+            <option value={RunMode.BACKGROUND} selected={(env?.mode ?? RunMode.UNSPECIFIED) === RunMode.BACKGROUND}>background</option>
+            <option value={RunMode.INTERACTIVE} selected={(env?.mode ?? RunMode.UNSPECIFIED) === RunMode.INTERACTIVE}>interactive</option>
           </select>
         </label>
         <label>
           ACP permission requests
-          <select name="permissionPolicy" value={env?.permissionPolicy ?? PermissionPolicy.UNSPECIFIED}>
-            <option value={PermissionPolicy.UNSPECIFIED}>default</option>
-            <option value={PermissionPolicy.ASK}>ask</option>
-            <option value={PermissionPolicy.AUTO_ALLOW}>allow all</option>
-            <option value={PermissionPolicy.DENY}>deny all</option>
+          <select name="permissionPolicy">
+            <option value={PermissionPolicy.UNSPECIFIED} selected={(env?.permissionPolicy ?? PermissionPolicy.UNSPECIFIED) === PermissionPolicy.UNSPECIFIED}>default</option>
+            <option value={PermissionPolicy.ASK} selected={(env?.permissionPolicy ?? PermissionPolicy.UNSPECIFIED) === PermissionPolicy.ASK}>ask</option>
+            <option value={PermissionPolicy.AUTO_ALLOW} selected={(env?.permissionPolicy ?? PermissionPolicy.UNSPECIFIED) === PermissionPolicy.AUTO_ALLOW}>allow all</option>
+            <option value={PermissionPolicy.DENY} selected={(env?.permissionPolicy ?? PermissionPolicy.UNSPECIFIED) === PermissionPolicy.DENY}>deny all</option>
           </select>
         </label>
         <fieldset class="wide">
           <legend>Secrets (write-only: values are never shown)</legend>
           {env?.secrets.map((s) => (
             <label class="check" data-testid="secret">
-              <input type="checkbox" checked={remove.includes(s.name)} onChange={(e) => setRemove(e.currentTarget.checked ? [...remove, s.name] : remove.filter((n) => n !== s.name))} /> remove{" "}
+              <input type="checkbox" name="removeSecret" value={s.name} /> remove{" "}
               <code>{s.name}</code>
               {s.setupOnly && " (setup only)"} <span class="muted">set {time(s.updateTime)}</span>
             </label>
