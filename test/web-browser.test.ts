@@ -256,4 +256,15 @@ describe.skipIf(!available)("the web UI in Chromium", () => {
     expect(await call(page)).toEqual({ error: expect.stringMatching(/Failed to fetch/) });
     await page.close();
   });
+
+  test("the task search reaches past the first page of tasks", async () => {
+    await daemon.tasks.createTask({ title: "the oldest needle", repository: repo });
+    for (let i = 0; i < 205; i++) await daemon.tasks.createTask({ title: `hay ${i}`, repository: repo });
+    const page = await browser.newPage();
+    await signIn(page);
+    await expect.poll(() => page.getByTestId("task-row").count()).toBe(200);
+    await page.getByRole("searchbox").fill("oldest needle");
+    await expect.poll(() => page.getByTestId("task-row").allTextContents()).toEqual([expect.stringContaining("the oldest needle")]);
+    await page.close();
+  });
 });

@@ -1,4 +1,4 @@
-import { useState } from "preact/hooks";
+import { useEffect, useRef, useState } from "preact/hooks";
 import type { Clients } from "./api.js";
 import { time, words } from "./format.js";
 import { ErrorLine, Section, Status, useLoad } from "./ui.js";
@@ -55,10 +55,22 @@ export function TasksPage({ api }: { api: Clients }) {
     return res.tasks;
   }, [api]);
   const runs = useLoad(() => api.runs.listRuns({ pageSize: 20 }).then((r) => r.runs), [api]);
+  const loading = useRef(false);
   const more = async () => {
-    const res = await api.tasks.listTasks({ pageSize: 200, pageToken: pages.next });
-    setPages({ tasks: [...pages.tasks, ...res.tasks], next: res.nextPageToken });
+    if (loading.current) return;
+    loading.current = true;
+    try {
+      const res = await api.tasks.listTasks({ pageSize: 1000, pageToken: pages.next });
+      setPages({ tasks: [...pages.tasks, ...res.tasks], next: res.nextPageToken });
+    } finally {
+      loading.current = false;
+    }
   };
+  // A search covers every task: the rest are loaded (up to 5,000) once a search starts.
+  useEffect(() => {
+    // A failure leaves the list as it is; the Load more button can try again.
+    if (query.trim() && pages.next && pages.tasks.length < 5000) more().catch(() => undefined);
+  }, [query, pages]);
   const shown = pages.tasks.filter((t) => matches(t, query));
   return (
     <>
