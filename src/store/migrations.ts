@@ -211,6 +211,14 @@ export const MIGRATIONS: readonly { version: number; name: string; sql: string }
       ALTER TABLE runs ADD COLUMN awaiting_input INTEGER NOT NULL DEFAULT 0;
     `,
   },
+  {
+    version: 11,
+    name: "run priority",
+    sql: `
+      -- Fair admission: within a team, queued runs of higher priority are admitted first.
+      ALTER TABLE runs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
+    `,
+  },
 ];
 
 /** Brings the schema to the newest version (or to `upTo`, for tests that make an older install). */

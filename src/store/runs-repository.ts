@@ -34,6 +34,7 @@ interface RunRow {
   cleaned_at: number | null;
   machine_version: number;
   runner_cursor: number;
+  priority: number;
 }
 
 const toRun = (r: RunRow): RunRecord & { seq: number } => ({
@@ -69,6 +70,9 @@ const toRun = (r: RunRow): RunRecord & { seq: number } => ({
   cleanedAt: r.cleaned_at,
   machineVersion: r.machine_version,
   runnerCursor: r.runner_cursor,
+  priority: r.priority,
+  /** Set by the run manager while the run is queued (1 = next); 0 otherwise. */
+  queuePosition: 0,
 });
 
 export type StoredRun = ReturnType<typeof toRun>;
@@ -99,13 +103,13 @@ export interface RunFilter {
 /** Every column but the snapshot: reads for clients never need it, restores do. */
 const COLUMNS = `seq, id, team, environment_id, network_policy_enforced, agent_isolated, task_id, run_number, status, phase, provider, error_message, exit_code, branch, result_branch,
   result_commit, agent_command, agent_kind, awaiting_input, run_mode, permission_policy, limits, image, idempotency_key, deadline_at, created_at, started_at, finished_at, updated_at,
-  cleaned_at, machine_version, runner_cursor`;
+  cleaned_at, machine_version, runner_cursor, priority`;
 
 export function createRunsRepository(db: Database) {
   const insert = db.prepare(`INSERT INTO runs (id, team, environment_id, network_policy_enforced, agent_isolated, task_id, run_number, status, phase, provider, branch, result_branch,
-      agent_command, agent_kind, run_mode, permission_policy, limits, image, idempotency_key, deadline_at, created_at, updated_at, snapshot, machine_version)
+      agent_command, agent_kind, run_mode, permission_policy, limits, image, idempotency_key, deadline_at, created_at, updated_at, snapshot, machine_version, priority)
     VALUES (:id, :team, :environmentId, :networkPolicyEnforced, :agentIsolated, :taskId, :runNumber, :status, :phase, :provider, :branch, :resultBranch,
-      :agentCommand, :agentKind, :runMode, :permissionPolicy, :limits, :image, :idempotencyKey, :deadlineAt, :createdAt, :updatedAt, :snapshot, :machineVersion)`);
+      :agentCommand, :agentKind, :runMode, :permissionPolicy, :limits, :image, :idempotencyKey, :deadlineAt, :createdAt, :updatedAt, :snapshot, :machineVersion, :priority)`);
   const nextNumber = db.prepare<{ n: number }>(
     "SELECT coalesce(max(run_number), 0) + 1 AS n FROM runs WHERE task_id = ?",
   );
@@ -141,12 +145,13 @@ export function createRunsRepository(db: Database) {
 
     /** Inserts the run and its first log lines in one transaction. */
     create(
-      run: Omit<RunRecord, "runNumber" | "exitCode" | "resultCommit" | "errorMessage" | "startedAt" | "finishedAt" | "cleanedAt" | "runnerCursor" | "image" | "agentKind" | "runMode" | "permissionPolicy" | "awaitingInput"> & {
+      run: Omit<RunRecord, "runNumber" | "exitCode" | "resultCommit" | "errorMessage" | "startedAt" | "finishedAt" | "cleanedAt" | "runnerCursor" | "image" | "agentKind" | "runMode" | "permissionPolicy" | "awaitingInput" | "priority" | "queuePosition"> & {
         snapshot: unknown;
         image?: string;
         agentKind?: AgentKindName;
         runMode?: RunModeName;
         permissionPolicy?: PermissionPolicyName;
+        priority?: number;
       },
       firstLines: { time: number; stream: string; text: string }[] = [],
     ): StoredRun {
@@ -177,6 +182,7 @@ export function createRunsRepository(db: Database) {
           updatedAt: run.updatedAt,
           snapshot: JSON.stringify(run.snapshot),
           machineVersion: run.machineVersion,
+          priority: run.priority ?? 0,
         });
         firstLines.forEach((l, i) => insertLog.run([run.id, i + 1, l.time, l.stream, l.text, "log", null]));
         return toRun(byId.get([run.id])!);
