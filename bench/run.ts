@@ -3,7 +3,7 @@
  * process (or script) on the same machine, as a ratio; medians of several rounds.
  *
  *   npm run bench               all three
- *   npm run bench -- transitions|replay|rss|auth|proxy|docker|flood|events|startup|restore
+ *   npm run bench -- transitions|replay|rss|auth|proxy|docker|flood|events|startup|restore|web
  */
 import { createClient } from "@connectrpc/connect";
 import { bearer } from "../src/cli/client.js";
@@ -594,6 +594,97 @@ async function benchEvents() {
   console.log(`events fan-out: a run's 10,000 lines reach 50 gRPC followers in ${fmt(median(fifty))} ms from its start, 1 follower in ${fmt(median(one))} ms, ratio ${(median(one) / median(fifty)).toFixed(2)}× (${Math.min(ROUNDS, 3)} rounds, medians)`);
 }
 
+/**
+ * The web UI's page load in Chromium (Debian's, driven by playwright-core), against the
+ * shipped binary with its embedded UI and a store of 200 tasks and 50 runs: bytes
+ * transferred and time from navigation to the first run list, cold (new profile) and warm
+ * (cached assets), also with the CPU slowed 4× as on a slow laptop. Baseline: a hand-written
+ * page of 1 KB (no framework, no protobuf runtime, JSON) served at the same origin, which
+ * fetches the same ListRuns and writes the rows with innerHTML.
+ */
+async function benchWeb() {
+  const chromiumPath = process.env.PADDOCK_CHROMIUM || "/usr/bin/chromium";
+  if (!existsSync(chromiumPath)) return console.log(`web: skipped (no chromium at ${chromiumPath})`);
+  const bin = resolve(import.meta.dirname, "..", "dist", "paddock");
+  if (!existsSync(bin)) return console.log("web: skipped (npm run build first: the binary embeds the UI)");
+  const { chromium } = await import("playwright-core");
+  const dataDir = tmp("web");
+  const db = await openDatabase(join(dataDir, "paddock.db"));
+  const tasks = createTasksRepository(db);
+  const runsRepo = createRunsRepository(db);
+  const now = Date.now();
+  for (let i = 0; i < 200; i++) tasks.create({ team: "default", environmentId: "", id: `task_w${i}`, title: `Task ${i}: fix the flaky test in module ${i}`, description: "", repository: "owner/repo", repositoryUrl: "https://git.example.test/owner/repo", origin: "bench", createdAt: now - i * 1000 });
+  for (let i = 0; i < 50; i++) {
+    runsRepo.create({ team: "default", environmentId: "", networkPolicyEnforced: true, agentIsolated: true, id: `run_w${i}`, taskId: `task_w${i}`, status: "completed", phase: "cleaned", provider: "docker", branch: "", resultBranch: `paddock/run_w${i}`, agentCommand: ["true"], limits: {}, idempotencyKey: null, deadlineAt: now, createdAt: now - i * 1000, updatedAt: now, snapshot: {}, machineVersion: 1 });
+  }
+  db.close();
+  const port = await freePort();
+  const daemon = spawn(bin, ["serve", "--data-dir", dataDir, "--listen", `127.0.0.1:${port}`, "--socket", "", "--log-format", "json"], { stdio: ["ignore", "ignore", "pipe"] });
+  const browser = await chromium.launch({ executablePath: chromiumPath, headless: true, args: ["--no-sandbox", "--disable-dev-shm-usage"] });
+  try {
+    let err = "";
+    daemon.stderr!.on("data", (d: Buffer) => (err += d));
+    for (let i = 0; i < 200 && !err.includes("paddock listening"); i++) await sleep(50);
+    const url = `http://127.0.0.1:${port}`;
+    const token = readFileSync(join(dataDir, "admin-token"), "utf8").trim();
+    const baselineHtml = `<!doctype html><meta charset="utf-8"><title>baseline</title><table id="runs"></table><script>
+      fetch("/paddock.v1.TaskRunService/ListRuns", { method: "POST", headers: { "content-type": "application/json", "connect-protocol-version": "1", authorization: "Bearer ${token}" }, body: JSON.stringify({ pageSize: 20 }) })
+        .then((r) => r.json()).then((j) => { document.getElementById("runs").innerHTML = j.runs.map((r) => '<tr data-testid="run-row"><td><a href="#/runs/' + r.id + '">' + r.id + "</a></td><td>" + r.status + "</td><td>" + r.provider + "</td></tr>").join(""); });
+    </script>`;
+
+    /** One page load in `context`: ms to the first run row and bytes over the wire (UI files, API). */
+    const load = async (context: import("playwright-core").BrowserContext, path: string, cpuSlowdown: number) => {
+      const page = await context.newPage();
+      if (cpuSlowdown > 1) await (await context.newCDPSession(page)).send("Emulation.setCPUThrottlingRate", { rate: cpuSlowdown });
+      const sizes: Promise<{ api: boolean; bytes: number }>[] = [];
+      page.on("requestfinished", (req) => sizes.push(req.sizes().then((s) => ({ api: req.url().includes(".v1."), bytes: s.responseHeadersSize + s.responseBodySize }))));
+      const t0 = performance.now();
+      await page.goto(`${url}${path}`);
+      await page.locator("[data-testid=run-row]").first().waitFor();
+      const ms = performance.now() - t0;
+      const all = await Promise.all(sizes);
+      await page.close();
+      return { ms, ui: all.filter((s) => !s.api).reduce((a, s) => a + s.bytes, 0), api: all.filter((s) => s.api).reduce((a, s) => a + s.bytes, 0) };
+    };
+    const newContext = async (baseline: boolean) => {
+      const context = await browser.newContext();
+      // Signed in already: the token is in the tab's session, as after the sign-in form.
+      await context.addInitScript(`sessionStorage.setItem("paddock.token", ${JSON.stringify(token)})`);
+      // The baseline page comes from the browser itself (no bytes for it); its API call goes to the daemon.
+      if (baseline) await context.route(`${url}/baseline`, (route) => route.fulfill({ contentType: "text/html", body: baselineHtml }));
+      return context;
+    };
+    const rows: string[] = [];
+    for (const slowdown of [1, 4]) {
+      const cold: Awaited<ReturnType<typeof load>>[] = [];
+      const warm: Awaited<ReturnType<typeof load>>[] = [];
+      const base: Awaited<ReturnType<typeof load>>[] = [];
+      for (let r = 0; r < ROUNDS; r++) {
+        const ui = await newContext(false);
+        cold.push(await load(ui, "/", slowdown));
+        warm.push(await load(ui, "/", slowdown));
+        await ui.close();
+        const b = await newContext(true);
+        base.push(await load(b, "/baseline", slowdown));
+        await b.close();
+      }
+      const m = (xs: { ms: number }[]) => median(xs.map((x) => x.ms));
+      const kb = (xs: { ui: number; api: number }[], k: "ui" | "api") => (median(xs.map((x) => x[k])) / 1024).toFixed(1);
+      rows.push(
+        `web page load${slowdown > 1 ? ` (CPU ${slowdown}× slower)` : ""}: first run list in ${fmt(m(cold))} ms cold (${kb(cold, "ui")} KB of UI + ${kb(cold, "api")} KB of API over the wire), ` +
+          `${fmt(m(warm))} ms warm (${kb(warm, "ui")} KB + ${kb(warm, "api")} KB); hand-written 1 KB page ${fmt(m(base))} ms (${kb(base, "api")} KB of API); ` +
+          `ratio cold/baseline ${(m(cold) / m(base)).toFixed(2)}×, warm/baseline ${(m(warm) / m(base)).toFixed(2)}× (${ROUNDS} rounds, medians)`,
+      );
+    }
+    for (const row of rows) console.log(row);
+  } finally {
+    await browser.close();
+    daemon.kill();
+    await new Promise((r) => daemon.once("exit", r));
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+}
+
 /** Heap in use after a collection where the runtime lets us ask for one. */
 function settledHeap(): number {
   (globalThis as { gc?: () => void }).gc?.();
@@ -739,3 +830,4 @@ if (!which || which === "flood") await benchFlood();
 if (!which || which === "events") await benchEvents();
 if (!which || which === "startup") await benchStartup();
 if (!which || which === "restore") await benchRestore();
+if (!which || which === "web") await benchWeb();

@@ -20,6 +20,7 @@ echo "== lint (buf lint, eslint, tsc)"
 buf lint
 eslint .
 tsc -p .
+tsc -p web
 
 echo "== buf breaking (FILE) against the previous commit"
 if git rev-parse --verify --quiet HEAD~1 >/dev/null && git cat-file -e HEAD~1:buf.yaml 2>/dev/null; then

@@ -23,6 +23,9 @@ import { createHealth } from "./api/health.js";
 import { listen, type Listener, type RequestHandler } from "./api/listener.js";
 import { createMetrics } from "./api/metrics.js";
 import { withPlainEndpoints } from "./api/plain-endpoints.js";
+import { withCors } from "./api/cors.js";
+import { loadWebAssets } from "./api/web-assets.js";
+import { withWebUi } from "./api/web-ui.js";
 import { createReadiness } from "./api/readiness.js";
 import { createRoutes } from "./api/routes.js";
 import { issueSandboxToken, loadOrCreateSandboxKeys } from "./auth/sandbox-token.js";
@@ -212,7 +215,13 @@ export async function createApp(opts: AppOptions): Promise<App> {
     logger,
   );
   const plain = (next: RequestHandler) => withPlainEndpoints(next, { metrics, readiness, logger });
-  const handlers = { tcp: plain(makeHandler(false)), unix: plain(makeHandler(true)) };
+  const webAssets = await loadWebAssets();
+  if (!webAssets) logger.warn("the web UI is not built (npm run build:web): / answers 404");
+  // CORS outermost: it answers preflights for every path. Only TCP: the socket has no browsers.
+  const handlers = {
+    tcp: withCors(withWebUi(plain(makeHandler(false)), webAssets), config.corsOrigin),
+    unix: withWebUi(plain(makeHandler(true)), webAssets),
+  };
   let listener: Listener | undefined;
   return {
     runs,

@@ -49,6 +49,17 @@ export function parseCidr(v: string): string | null {
   return `${octets.join(".")}/${prefix}`;
 }
 
+/** "https://Example.com:443" as the browser spells its Origin ("https://example.com"); null when it is not an origin. */
+export function parseOrigin(v: string): string | null {
+  if (!/^https?:\/\/[^/?#]+\/?$/i.test(v)) return null;
+  try {
+    const origin = new URL(v).origin;
+    return origin === "null" ? null : origin;
+  } catch {
+    return null;
+  }
+}
+
 const bytes = z.union([z.number(), z.string()]).transform((v, ctx) => {
   const n = parseBytes(v);
   if (n === null || n < 6 * 1024 * 1024) {
@@ -146,6 +157,19 @@ export const ConfigSchema = z
     /** PEM CA certificates every docker sandbox trusts (a corporate TLS proxy); "" for none. */
     sandboxCaFile: z.string(),
     /** Addresses unrestricted docker sandboxes may reach despite host isolation (IPv4 CIDRs). */
+    /** Browser origins (scheme://host[:port]) allowed to call the API from their pages, or "*"; empty: none. */
+    corsOrigin: z.string().transform((v, ctx) => {
+      const origins: string[] = [];
+      for (const item of v.split(",").map((p) => p.trim()).filter(Boolean)) {
+        const origin = item === "*" ? item : parseOrigin(item);
+        if (!origin) {
+          ctx.addIssue({ code: "custom", message: `${JSON.stringify(item)} is not an origin: scheme://host[:port] with no path, or * (example: https://ui.example.com,http://127.0.0.1:5173)` });
+          return z.NEVER;
+        }
+        origins.push(origin);
+      }
+      return [...new Set(origins)];
+    }),
     sandboxAllowCidrs: z.string().transform((v, ctx) => {
       const cidrs: string[] = [];
       for (const item of v.split(",").map((p) => p.trim()).filter(Boolean)) {
@@ -229,6 +253,7 @@ export const ENV_NAMES: Record<keyof ConfigInput, string> = {
   maxConnections: "PADDOCK_MAX_CONNECTIONS",
   maxConnectionsPerAddress: "PADDOCK_MAX_CONNECTIONS_PER_ADDRESS",
   keepaliveInterval: "PADDOCK_KEEPALIVE_INTERVAL",
+  corsOrigin: "PADDOCK_CORS_ORIGIN",
 };
 
 export function defaultDataDir(env: Record<string, string | undefined>): string {
@@ -292,6 +317,7 @@ export function loadConfig(env: Record<string, string | undefined>, flags: Confi
     maxConnections: 1000,
     maxConnectionsPerAddress: 100,
     keepaliveInterval: "30s",
+    corsOrigin: "",
     ...merged,
     dataDir,
   };

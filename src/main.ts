@@ -48,6 +48,9 @@ which wins over the config file.
                                (PADDOCK_MAX_CONNECTIONS_PER_ADDRESS; default 100)
   --keepalive-interval DURATION   HTTP/2 ping interval on connections with open streams; a peer that
                                misses one is dropped (PADDOCK_KEEPALIVE_INTERVAL; default 30s)
+  --cors-origin LIST           browser origins, comma-separated (https://ui.example.com), whose pages may call
+                               the API, or * for any; off by default: only the daemon's own web UI
+                               (PADDOCK_CORS_ORIGIN)
   --egress-proxy-port PORT     port of the egress proxy on the sandbox network (PADDOCK_EGRESS_PROXY_PORT; 47830)
   --egress-host-map LIST       name=IPv4,… resolved by the egress proxy itself (PADDOCK_EGRESS_HOST_MAP)
   --agent-command CMD          shell command run as the agent when a run gives none (PADDOCK_AGENT_COMMAND)
