@@ -17,6 +17,8 @@ export interface RunEffectsDeps extends RunManagerDeps {
   current: (id: string) => StoredRun;
   /** An event for the run's machine (turns of an interactive run). */
   send: (id: string, event: TaskRunEvent) => void;
+  /** A phase boundary the machine does not see: setup started, the agent let go. */
+  markPhase: (id: string, phase: "setup" | "running", at: number) => void;
 }
 
 /**
@@ -60,9 +62,17 @@ export class RunEffects {
 
   /** Kept past an abort: cleanup waits for it, or a sandbox created after the cancel would outlive its run. */
   provision(id: string, signal: AbortSignal): Promise<void> {
-    const provisioning = this.provisionOnce(id, signal);
+    const provisioning = this.counted(id, "provision", signal, this.provisionOnce(id, signal));
     this.provisioning.set(id, provisioning);
     return provisioning;
+  }
+
+  /** The effect, with its failure counted as a sandbox error unless the run was stopped meanwhile. */
+  private counted<T>(id: string, operation: "provision" | "supervise" | "cleanup", signal: AbortSignal, effect: Promise<T>): Promise<T> {
+    return effect.catch((error: unknown) => {
+      if (!signal.aborted) this.d.observer?.sandboxError?.(this.d.current(id).provider, operation);
+      throw error;
+    });
   }
 
   private async provisionOnce(id: string, signal: AbortSignal): Promise<void> {
@@ -97,17 +107,23 @@ export class RunEffects {
       image: run.image,
     };
     const status = await withRetry(() => provider.provision(spec, signal, (line) => this.system(id, line)), signal);
+    if (provider.afterSetup) this.d.observer?.snapshotLookup?.(provider.name, !!status.setupDone);
     // The runner holds the agent until now: the environment is handed over at the last moment.
     const start = this.startRequest(run, provider);
     if (status.setupDone) delete start.setupScript; // the sandbox's snapshot was taken after it (the provider said so)
     const hold = !!status.holdAfterSetup && !!provider.afterSetup;
     Object.assign(start, { holdAfterSetup: hold || undefined, caFile: status.caFile });
     const runner = createRunnerClient(status.endpoint!, token);
+    const started = Date.now();
     await withRetry(() => runner.start(start, signal), signal);
-    if (start.setupScript) this.system(id, "setup script started");
+    if (start.setupScript) {
+      this.d.markPhase(id, "setup", started);
+      this.system(id, "setup script started");
+    }
     if (hold) {
       await provider.afterSetup!(spec, signal, (line) => this.system(id, line));
       await withRetry(() => runner.continueAfterSetup(signal), signal);
+      this.d.markPhase(id, "running", Date.now());
     }
     this.system(id, `agent ${start.setupScript ? "to start after setup" : "started"}: ${run.agentCommand.join(" ")}`);
   }
@@ -133,7 +149,11 @@ export class RunEffects {
     return run.environmentId ? networkOf(this.d.environments.get(run.environmentId)) : null;
   }
 
-  async supervise(id: string, signal: AbortSignal): Promise<AgentExit> {
+  supervise(id: string, signal: AbortSignal): Promise<AgentExit> {
+    return this.counted(id, "supervise", signal, this.superviseOnce(id, signal));
+  }
+
+  private async superviseOnce(id: string, signal: AbortSignal): Promise<AgentExit> {
     const run = this.d.current(id);
     const redact = this.redactorOf(run);
     const provider = this.providerOf(run.provider);
@@ -216,7 +236,11 @@ export class RunEffects {
     return run.environmentId ? redactor(this.d.environments.secretValues(run.environmentId)) : (t: string) => t;
   }
 
-  async cleanup(id: string, signal: AbortSignal): Promise<void> {
+  cleanup(id: string, signal: AbortSignal): Promise<void> {
+    return this.counted(id, "cleanup", signal, this.cleanupOnce(id, signal));
+  }
+
+  private async cleanupOnce(id: string, signal: AbortSignal): Promise<void> {
     const run = this.d.current(id);
     const provider = this.providerOf(run.provider);
     const name = sandboxName(id);

@@ -211,6 +211,16 @@ export const MIGRATIONS: readonly { version: number; name: string; sql: string }
       ALTER TABLE runs ADD COLUMN awaiting_input INTEGER NOT NULL DEFAULT 0;
     `,
   },
+  {
+    version: 11,
+    name: "run phase timings",
+    sql: `
+      -- When each phase of a run (queued, provisioning, setup, running, cleanup) began and
+      -- ended, as JSON [{phase, start, end}], written with the transition that moves it on.
+      -- Older runs have none.
+      ALTER TABLE runs ADD COLUMN phase_timings TEXT NOT NULL DEFAULT '[]';
+    `,
+  },
 ];
 
 /** Brings the schema to the newest version (or to `upTo`, for tests that make an older install). */

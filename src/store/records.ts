@@ -58,6 +58,8 @@ export interface RunRecord {
   cleanedAt: number | null;
   machineVersion: number;
   runnerCursor: number;
+  /** When each phase began and ended, oldest first. */
+  phaseTimings: PhaseSpan[];
 }
 
 export interface LogLine {
@@ -88,4 +90,14 @@ export interface NewRunEvent {
   text: string;
   kind?: RunEventKind;
   payload?: string | null;
+}
+
+/** The phases operators see (TaskRun.phase_timings, the phase histogram). */
+export type PhaseName = "queued" | "provisioning" | "setup" | "running" | "cleanup";
+
+/** One phase of a run: epoch milliseconds; `end` null while it is under way. */
+export interface PhaseSpan {
+  phase: PhaseName;
+  start: number;
+  end: number | null;
 }

@@ -1,5 +1,5 @@
 import type { Database } from "./database.js";
-import type { AgentKindName, LogLine, NewRunEvent, PermissionPolicyName, RunEventKind, RunEventRow, RunLimits, RunModeName, RunRecord, RunStatusName } from "./records.js";
+import type { AgentKindName, LogLine, PhaseSpan, NewRunEvent, PermissionPolicyName, RunEventKind, RunEventRow, RunLimits, RunModeName, RunRecord, RunStatusName } from "./records.js";
 
 interface RunRow {
   seq: number;
@@ -34,6 +34,7 @@ interface RunRow {
   cleaned_at: number | null;
   machine_version: number;
   runner_cursor: number;
+  phase_timings: string;
 }
 
 const toRun = (r: RunRow): RunRecord & { seq: number } => ({
@@ -69,6 +70,7 @@ const toRun = (r: RunRow): RunRecord & { seq: number } => ({
   cleanedAt: r.cleaned_at,
   machineVersion: r.machine_version,
   runnerCursor: r.runner_cursor,
+  phaseTimings: JSON.parse(r.phase_timings) as PhaseSpan[],
 });
 
 export type StoredRun = ReturnType<typeof toRun>;
@@ -85,6 +87,8 @@ export interface RunTransition {
   updatedAt: number;
   /** An interactive run between turns. */
   awaitingInput: boolean;
+  /** Absent: the stored timings stay. */
+  phaseTimings?: PhaseSpan[];
   /** The XState persisted snapshot, already serialised. */
   snapshotJson: string;
   machineVersion: number;
@@ -99,13 +103,13 @@ export interface RunFilter {
 /** Every column but the snapshot: reads for clients never need it, restores do. */
 const COLUMNS = `seq, id, team, environment_id, network_policy_enforced, agent_isolated, task_id, run_number, status, phase, provider, error_message, exit_code, branch, result_branch,
   result_commit, agent_command, agent_kind, awaiting_input, run_mode, permission_policy, limits, image, idempotency_key, deadline_at, created_at, started_at, finished_at, updated_at,
-  cleaned_at, machine_version, runner_cursor`;
+  cleaned_at, machine_version, runner_cursor, phase_timings`;
 
 export function createRunsRepository(db: Database) {
   const insert = db.prepare(`INSERT INTO runs (id, team, environment_id, network_policy_enforced, agent_isolated, task_id, run_number, status, phase, provider, branch, result_branch,
-      agent_command, agent_kind, run_mode, permission_policy, limits, image, idempotency_key, deadline_at, created_at, updated_at, snapshot, machine_version)
+      agent_command, agent_kind, run_mode, permission_policy, limits, image, idempotency_key, deadline_at, created_at, updated_at, snapshot, machine_version, phase_timings)
     VALUES (:id, :team, :environmentId, :networkPolicyEnforced, :agentIsolated, :taskId, :runNumber, :status, :phase, :provider, :branch, :resultBranch,
-      :agentCommand, :agentKind, :runMode, :permissionPolicy, :limits, :image, :idempotencyKey, :deadlineAt, :createdAt, :updatedAt, :snapshot, :machineVersion)`);
+      :agentCommand, :agentKind, :runMode, :permissionPolicy, :limits, :image, :idempotencyKey, :deadlineAt, :createdAt, :updatedAt, :snapshot, :machineVersion, :phaseTimings)`);
   const nextNumber = db.prepare<{ n: number }>(
     "SELECT coalesce(max(run_number), 0) + 1 AS n FROM runs WHERE task_id = ?",
   );
@@ -115,7 +119,8 @@ export function createRunsRepository(db: Database) {
   const live = db.prepare<RunRow & { snapshot: string }>(`SELECT ${COLUMNS}, snapshot FROM runs WHERE phase <> 'cleaned' ORDER BY seq`);
   const transition = db.prepare(`UPDATE runs SET status = :status, phase = :phase, error_message = :errorMessage,
       exit_code = :exitCode, started_at = :startedAt, finished_at = :finishedAt, cleaned_at = :cleanedAt,
-      updated_at = :updatedAt, awaiting_input = :awaitingInput, snapshot = :snapshot, machine_version = :machineVersion
+      updated_at = :updatedAt, awaiting_input = :awaitingInput, snapshot = :snapshot, machine_version = :machineVersion,
+      phase_timings = coalesce(:phaseTimings, phase_timings)
     WHERE id = :id`);
   const result = db.prepare("UPDATE runs SET result_commit = ? WHERE id = ?");
   const cursor = db.prepare("UPDATE runs SET runner_cursor = ? WHERE id = ?");
@@ -141,7 +146,8 @@ export function createRunsRepository(db: Database) {
 
     /** Inserts the run and its first log lines in one transaction. */
     create(
-      run: Omit<RunRecord, "runNumber" | "exitCode" | "resultCommit" | "errorMessage" | "startedAt" | "finishedAt" | "cleanedAt" | "runnerCursor" | "image" | "agentKind" | "runMode" | "permissionPolicy" | "awaitingInput"> & {
+      run: Omit<RunRecord, "runNumber" | "exitCode" | "resultCommit" | "errorMessage" | "startedAt" | "finishedAt" | "cleanedAt" | "runnerCursor" | "image" | "agentKind" | "runMode" | "permissionPolicy" | "awaitingInput" | "phaseTimings"> & {
+        phaseTimings?: PhaseSpan[];
         snapshot: unknown;
         image?: string;
         agentKind?: AgentKindName;
@@ -177,6 +183,7 @@ export function createRunsRepository(db: Database) {
           updatedAt: run.updatedAt,
           snapshot: JSON.stringify(run.snapshot),
           machineVersion: run.machineVersion,
+          phaseTimings: JSON.stringify(run.phaseTimings ?? []),
         });
         firstLines.forEach((l, i) => insertLog.run([run.id, i + 1, l.time, l.stream, l.text, "log", null]));
         return toRun(byId.get([run.id])!);
@@ -226,6 +233,7 @@ export function createRunsRepository(db: Database) {
         awaitingInput: t.awaitingInput ? 1 : 0,
         snapshot: t.snapshotJson,
         machineVersion: t.machineVersion,
+        phaseTimings: t.phaseTimings ? JSON.stringify(t.phaseTimings) : null,
       });
     },
     /** Several transitions (of one run or many) in one transaction. */
