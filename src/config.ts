@@ -80,7 +80,7 @@ export const ConfigSchema = z
     maxConcurrentRuns: z.coerce.number().int().min(1).max(1000),
     gitHost: z.string().url(),
     logLevel: z.enum(["trace", "debug", "info", "warn", "error", "fatal", "silent"]),
-    logFormat: z.enum(["auto", "json", "pretty"]),
+    logFormat: z.enum(["auto", "json", "pretty", "journal"]),
     graceTime: duration,
     dockerSocket: z.string().min(1),
     dockerImage: z.string().min(1),

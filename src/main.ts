@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // The only file that touches the process: argv, env, signals, exit.
-import { readFileSync } from "node:fs";
+import { fstatSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 // Only what every role needs is imported here; each role loads its own modules, so the
@@ -19,6 +19,7 @@ usage: paddock <command> [flags]      (paddock <command> --help for its flags)
 daemon:
   serve            run the daemon (gRPC, Connect and gRPC-Web on one port, plus a unix socket)
   agent            the in-sandbox runner (started by the daemon, not by hand)
+  install-systemd  write the daemon's systemd unit (--dry-run prints it)
 
 client:
 ${clientHelp()}
@@ -78,7 +79,8 @@ docker provider (registered when the engine's socket exists):
                                (PADDOCK_SANDBOX_CA_FILE)
 
   --log-level LEVEL            trace…fatal, silent (PADDOCK_LOG_LEVEL; default info)
-  --log-format FORMAT          auto (pretty on a terminal), json, pretty (PADDOCK_LOG_FORMAT)`;
+  --log-format FORMAT          auto (pretty on a terminal, journal when stdout is the systemd journal, else json),
+                               json, pretty, journal: JSON lines with a <priority> prefix (PADDOCK_LOG_FORMAT)`;
 
 /** The longest a SIGTERM'd daemon takes to exit: streams end, the database closes, or it is cut. */
 const SHUTDOWN_LIMIT_MS = 30_000;
@@ -111,13 +113,25 @@ async function serve(argv: string[]): Promise<number> {
   const config = loadConfig(process.env, flags, file);
   const { createApp, runnerCommand } = await import("./app.js");
   const { createLogger } = await import("./logger.js");
-  const logger = createLogger({ level: config.logLevel, format: config.logFormat, isTty: !!process.stdout.isTTY });
+  const logger = createLogger({ level: config.logLevel, format: config.logFormat, isTty: !!process.stdout.isTTY, isJournal: stdoutIsJournal() });
   const app = await createApp({ config, logger, runnerCommand: runnerCommand(), baseEnv: runnerEnv(process.env) });
   const listener = await app.start();
+  // Under systemd (Type=notify): READY=1 once listening, WATCHDOG=1 while the store takes
+  // writes, STOPPING=1 at the signal. Outside it, nothing.
+  const { serviceNotifier } = await import("./systemd/sd-notify.js");
+  const notifier = await serviceNotifier(process.env, process.pid);
+  const notify = (what: string, send: () => void) => {
+    try {
+      send();
+    } catch (error) {
+      logger.warn({ err: error }, `could not tell systemd ${what}`);
+    }
+  };
   // Handlers before the "listening" line: whoever waits for that line may signal at once.
   const stopped = new Promise<void>((resolve) => {
     const stop = (signal: string) => {
       logger.info({ signal }, "shutting down; live runs resume at the next start");
+      if (notifier) notify("STOPPING=1", () => notifier.stopping(`shutting down (${signal}); live runs resume at the next start`));
       // Bounded: a stuck provider or client must not keep the daemon from exiting.
       setTimeout(() => {
         logger.warn({}, "shutdown took too long; exiting now");
@@ -132,10 +146,42 @@ async function serve(argv: string[]): Promise<number> {
     process.once("SIGINT", () => stop("SIGINT"));
     process.once("SIGTERM", () => stop("SIGTERM"));
   });
-  process.stderr.write(`paddock listening on http://${listener.host}:${listener.port}${listener.socketPath ? ` and unix:${listener.socketPath}` : ""}\n`);
+  const where = `http://${listener.host}:${listener.port}${listener.socketPath ? ` and unix:${listener.socketPath}` : ""}`;
+  let watchdog: NodeJS.Timeout | undefined;
+  if (notifier) {
+    notify("READY=1", () => notifier.ready(`listening on ${where}`));
+    if (notifier.watchdogIntervalMs !== null) {
+      // A daemon whose store no longer takes writes stops answering the watchdog: systemd restarts it.
+      watchdog = setInterval(() => {
+        if (app.readiness().ready) notify("WATCHDOG=1", () => notifier.watchdog());
+      }, notifier.watchdogIntervalMs);
+      watchdog.unref();
+    }
+  }
+  process.stderr.write(`paddock listening on ${where}\n`);
   await stopped;
+  clearInterval(watchdog);
   await app.stop();
+  notifier?.close();
   return EXIT.ok;
+}
+
+/** This binary's path when it is the compiled one (its entry point lives in Bun's virtual /$bunfs). */
+function compiledBinary(): string | null {
+  const main = process.argv[1] ?? "";
+  return process.versions.bun && (main.startsWith("/$bunfs") || main.startsWith("B:/~BUN")) ? process.execPath : null;
+}
+
+/** Whether stdout is connected to the journal: JOURNAL_STREAM names its device and inode (systemd.exec(5)). */
+function stdoutIsJournal(): boolean {
+  const [dev, ino] = (process.env.JOURNAL_STREAM ?? "").split(":");
+  if (!dev || !ino) return false;
+  try {
+    const st = fstatSync(1, { bigint: true });
+    return st.dev === BigInt(dev) && st.ino === BigInt(ino);
+  } catch {
+    return false;
+  }
 }
 
 /** The daemon's own settings stay out of the runner's and agent's environment. */
@@ -184,6 +230,10 @@ async function main(argv: string[]): Promise<number> {
   }
   if (cmd === "serve") return serve(rest);
   if (cmd === "agent") return agent();
+  if (cmd === "install-systemd") {
+    const { installSystemd } = await import("./cli/install-systemd.js");
+    return installSystemd(rest, { out: (l) => process.stdout.write(l + "\n"), err: (l) => process.stderr.write(l + "\n") }, compiledBinary());
+  }
   const controller = new AbortController();
   process.once("SIGINT", () => controller.abort());
   const dataDir = process.env.PADDOCK_DATA_DIR || defaultDataDir(process.env);
