@@ -6,7 +6,7 @@ import { parseArgs } from "node:util";
 // Only what every role needs is imported here; each role loads its own modules, so the
 // runner in a sandbox carries none of the daemon's (measured: its idle RSS).
 import { EXIT, isParseArgsError } from "./cli/exit.js";
-import { ConfigError, defaultDataDir, ENV_NAMES, kebab, loadConfig, type ConfigInput } from "./config.js";
+import { ConfigError, defaultDataDir, ENV_NAMES, kebab, loadConfig, type Config, type ConfigInput } from "./config.js";
 import { readRunnerEnvironment, RunnerEnvError } from "./agent/runner-env.js";
 import { PADDOCK_VERSION } from "./version.js";
 
@@ -20,6 +20,9 @@ daemon:
   serve            run the daemon (gRPC, Connect and gRPC-Web on one port, plus a unix socket)
   agent            the in-sandbox runner (started by the daemon, not by hand)
   install-systemd  write the daemon's systemd unit (--dry-run prints it)
+  doctor           check git, the docker engine, images, iptables, the data dir and its lock
+  cleanup          --instance: remove this instance's containers, snapshots, networks and
+                   firewall chains (no daemon running, no live runs; --yes to do it)
 
 client:
 ${clientHelp()}
@@ -85,21 +88,23 @@ docker provider (registered when the engine's socket exists):
 /** The longest a SIGTERM'd daemon takes to exit: streams end, the database closes, or it is cut. */
 const SHUTDOWN_LIMIT_MS = 30_000;
 
-async function serve(argv: string[]): Promise<number> {
+/**
+ * The daemon's config from serve's flags, its environment and config file; null for --help.
+ * doctor and cleanup take the same flags, so they look at what `serve` would use.
+ */
+function serveConfig(argv: string[], extra: Record<string, { type: "boolean" }> = {}): { config: Config; values: Record<string, unknown> } | null {
   const keys = Object.keys(ENV_NAMES) as (keyof ConfigInput)[];
   const { values } = parseArgs({
     args: argv,
     options: {
       help: { type: "boolean", short: "h" },
       config: { type: "string" },
+      ...extra,
       ...Object.fromEntries(keys.map((k) => [kebab(k), { type: "string" as const }])),
     },
     strict: true,
   });
-  if (values.help) {
-    process.stdout.write(SERVE_HELP + "\n");
-    return EXIT.ok;
-  }
+  if (values.help) return null;
   const flags = Object.fromEntries(keys.map((k) => [k, (values as Record<string, unknown>)[kebab(k)]])) as ConfigInput;
   let file: ConfigInput = {};
   const configPath = (values.config as string | undefined) ?? process.env.PADDOCK_CONFIG;
@@ -110,7 +115,16 @@ async function serve(argv: string[]): Promise<number> {
       throw new ConfigError(`config file ${configPath}: ${(error as Error).message}`);
     }
   }
-  const config = loadConfig(process.env, flags, file);
+  return { config: loadConfig(process.env, flags, file), values };
+}
+
+async function serve(argv: string[]): Promise<number> {
+  const parsed = serveConfig(argv);
+  if (!parsed) {
+    process.stdout.write(SERVE_HELP + "\n");
+    return EXIT.ok;
+  }
+  const { config } = parsed;
   const { createApp, runnerCommand } = await import("./app.js");
   const { createLogger } = await import("./logger.js");
   const logger = createLogger({ level: config.logLevel, format: config.logFormat, isTty: !!process.stdout.isTTY, isJournal: stdoutIsJournal() });
@@ -230,6 +244,22 @@ async function main(argv: string[]): Promise<number> {
   }
   if (cmd === "serve") return serve(rest);
   if (cmd === "agent") return agent();
+  if (cmd === "doctor" || cmd === "cleanup") {
+    const parsed = serveConfig(rest, cmd === "cleanup" ? { instance: { type: "boolean" }, yes: { type: "boolean" } } : {});
+    const io = { out: (l: string) => process.stdout.write(l + "\n"), err: (l: string) => process.stderr.write(l + "\n") };
+    if (cmd === "doctor") {
+      const { DOCTOR_HELP, doctor } = await import("./ops/doctor.js");
+      if (!parsed) return (io.out(DOCTOR_HELP), EXIT.ok);
+      return doctor(parsed.config, io);
+    }
+    const { CLEANUP_HELP, cleanupInstance } = await import("./ops/cleanup.js");
+    if (!parsed) return (io.out(CLEANUP_HELP), EXIT.ok);
+    if (!parsed.values.instance) {
+      io.err(`paddock: cleanup needs --instance (what it removes is this data dir's instance's)\n${CLEANUP_HELP}`);
+      return EXIT.usage;
+    }
+    return cleanupInstance(parsed.config, io, { yes: !!parsed.values.yes });
+  }
   if (cmd === "install-systemd") {
     const { installSystemd } = await import("./cli/install-systemd.js");
     return installSystemd(rest, { out: (l) => process.stdout.write(l + "\n"), err: (l) => process.stderr.write(l + "\n") }, compiledBinary());
