@@ -115,7 +115,8 @@ export function createRunsRepository(db: Database) {
   );
   const byId = db.prepare<RunRow>(`SELECT ${COLUMNS} FROM runs WHERE id = ?`);
   const byKey = db.prepare<RunRow>(`SELECT ${COLUMNS} FROM runs WHERE task_id = ? AND idempotency_key = ?`);
-  const counts = db.prepare<{ status: string; provider: string; count: number }>("SELECT status, provider, count(*) AS count FROM runs GROUP BY status, provider");
+  // Kept by triggers (migration 12): no scan of the runs table at every scrape.
+  const counts = db.prepare<{ status: string; provider: string; count: number }>("SELECT status, provider, count FROM run_counts WHERE count > 0");
   const live = db.prepare<RunRow & { snapshot: string }>(`SELECT ${COLUMNS}, snapshot FROM runs WHERE phase <> 'cleaned' ORDER BY seq`);
   const transition = db.prepare(`UPDATE runs SET status = :status, phase = :phase, error_message = :errorMessage,
       exit_code = :exitCode, started_at = :startedAt, finished_at = :finishedAt, cleaned_at = :cleanedAt,
