@@ -198,9 +198,12 @@ function stdoutIsJournal(): boolean {
   }
 }
 
+/** What systemd gives the daemon alone: an agent must not speak for the service (sd_notify(3)'s unset_environment). */
+const SERVICE_ONLY = new Set(["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"]);
+
 /** The daemon's own settings stay out of the runner's and agent's environment. */
 function runnerEnv(env: NodeJS.ProcessEnv): Record<string, string | undefined> {
-  return Object.fromEntries(Object.entries(env).filter(([k]) => !k.startsWith("PADDOCK_") && k !== "NODE_OPTIONS"));
+  return Object.fromEntries(Object.entries(env).filter(([k]) => !k.startsWith("PADDOCK_") && k !== "NODE_OPTIONS" && !SERVICE_ONLY.has(k)));
 }
 
 async function agent(): Promise<number> {

@@ -1,3 +1,5 @@
+import { createClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
 import { execFileSync, spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { existsSync, readFileSync, rmSync, statSync } from "node:fs";
 import { join, resolve } from "node:path";
@@ -6,7 +8,9 @@ import { Writable } from "node:stream";
 import { beforeAll, describe, expect, it } from "vitest";
 import { createLogger } from "../src/logger.js";
 import { renderUnit } from "../src/systemd/unit.js";
-import { freePort, gitEnv, spawnServe, tempDir } from "./fixtures.js";
+import { TaskService } from "../src/gen/paddock/v1/task_pb.js";
+import { TaskRunService } from "../src/gen/paddock/v1/task_run_pb.js";
+import { bearer, freePort, gitEnv, makeGitRepo, spawnServe, tempDir } from "./fixtures.js";
 
 const ROOT = resolve(import.meta.dirname, "..");
 const BIN = join(ROOT, "dist", "paddock");
@@ -97,6 +101,21 @@ describe.runIf(canListen)("sd_notify from the compiled binary", () => {
       // Only after READY: systemd would otherwise count the watchdog from the start.
       expect(await listener.next(/^WATCHDOG=1$/)).toBe("WATCHDOG=1");
       expect(await listener.next(/^WATCHDOG=1$/)).toBe("WATCHDOG=1");
+
+      // The service's variables are the daemon's alone: an agent cannot speak for the service.
+      const transport = createConnectTransport({ baseUrl: `http://127.0.0.1:${port}`, httpVersion: "1.1", interceptors: [bearer(readFileSync(join(dir, "data", "admin-token"), "utf8").trim())] });
+      const repo = makeGitRepo();
+      try {
+        const { task } = await createClient(TaskService, transport).createTask({ title: "env", repository: repo });
+        const runs = createClient(TaskRunService, transport);
+        const { run } = await runs.startRun({ taskId: task!.id, agentCommand: ["sh", "-c", 'echo "notify=${NOTIFY_SOCKET:-none} watchdog=${WATCHDOG_USEC:-none}"'] });
+        for await (const res of runs.watchRun({ runId: run!.id }, { timeoutMs: 60_000 })) if (res.run!.phase === "cleaned") break;
+        const lines: string[] = [];
+        for await (const res of runs.streamLogs({ runId: run!.id })) lines.push(...res.entries.map((e) => e.text));
+        expect(lines).toContain("notify=none watchdog=none");
+      } finally {
+        rmSync(repo, { recursive: true, force: true });
+      }
       const exit = new Promise<number | null>((ok) => daemon!.once("exit", (code) => ok(code)));
       daemon.kill("SIGTERM");
       expect(await listener.next(/^STOPPING=1/)).toBe("STOPPING=1\nSTATUS=shutting down (SIGTERM); live runs resume at the next start");
