@@ -3,7 +3,7 @@
  * process (or script) on the same machine, as a ratio; medians of several rounds.
  *
  *   npm run bench               all three
- *   npm run bench -- transitions|replay|rss|auth|proxy|docker|flood|events|metrics
+ *   npm run bench -- transitions|replay|rss|auth|proxy|docker|flood|events|startup|restore|metrics
  */
 import { createClient } from "@connectrpc/connect";
 import { bearer } from "../src/cli/client.js";
@@ -658,6 +658,140 @@ async function benchMetrics() {
   }
 }
 
+/** Heap in use after a collection where the runtime lets us ask for one. */
+function settledHeap(): number {
+  (globalThis as { gc?: () => void }).gc?.();
+  return process.memoryUsage().heapUsed;
+}
+
+/** Wall time of one process from spawn to exit, in ms. */
+function timeProcess(argv: string[]): Promise<number> {
+  const t0 = performance.now();
+  return new Promise((resolveTime, reject) => {
+    const child = spawn(argv[0]!, argv.slice(1), { stdio: "ignore" });
+    child.on("error", reject);
+    child.on("exit", () => resolveTime(performance.now() - t0));
+  });
+}
+
+/**
+ * Start-up of the binary for the roles that start most often (every CLI call, every local
+ * runner) against a bare Bun-compiled hello built here, run in turn.
+ */
+async function benchStartup() {
+  const bin = resolve(import.meta.dirname, "..", "dist", "paddock");
+  if (!existsSync(bin)) throw new Error("dist/paddock is missing: npm run build first");
+  const bun = resolve(import.meta.dirname, "..", "node_modules", ".bin", "bun");
+  const dir = tmp("startup");
+  try {
+    execSync(`echo 'console.log("hello")' > ${dir}/hello.ts && ${bun} build --compile ${dir}/hello.ts --outfile ${dir}/hello`, { stdio: "ignore" });
+    const n = Math.max(ROUNDS * 4, 20);
+    const roles: [string, string[]][] = [
+      ["--version", [bin, "--version"]],
+      ["run --help (CLI)", [bin, "run", "start", "--help"]],
+      ["agent --help (runner)", [bin, "agent", "--help"]],
+    ];
+    const hello: number[] = [];
+    const times = roles.map(() => [] as number[]);
+    for (let i = 0; i < n; i++) {
+      hello.push(await timeProcess([`${dir}/hello`]));
+      for (const [k, [, argv]] of roles.entries()) times[k]!.push(await timeProcess(argv));
+    }
+    const h = median(hello);
+    for (const [k, [label]] of roles.entries()) {
+      const m = median(times[k]!);
+      console.log(`start-up: paddock ${label} ${m.toFixed(1)} ms, bare Bun-compiled hello ${h.toFixed(1)} ms, ratio ${(m / h).toFixed(1)}× (${n} runs each, alternating, medians)`);
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * A daemon with `count` running runs restarts: how long until every run has reached its
+ * provider again, and how many provider calls were in flight at once (bounded by
+ * --reconcile-concurrency), against the same calls made all at once by a bare loop.
+ */
+async function benchRestore() {
+  const count = Number(process.env.BENCH_RUNS ?? 1000);
+  const dir = tmp("restore");
+  const PROVIDER_MS = 5;
+  let inFlight = 0;
+  let peak = 0;
+  let inspected = 0;
+  const slowly = async <T>(v: T): Promise<T> => {
+    peak = Math.max(peak, ++inFlight);
+    await sleep(PROVIDER_MS);
+    inFlight--;
+    return v;
+  };
+  // Runners that take /start and then long-poll /events with nothing to say, like idle agents.
+  const runner = createServer((req, res) => {
+    req.resume();
+    if (req.url?.startsWith("/events")) setTimeout(() => res.end(JSON.stringify({ events: [] })), 200);
+    else res.end("{}");
+  });
+  await new Promise<void>((r) => runner.listen(0, "127.0.0.1", r));
+  const endpoint = `http://127.0.0.1:${(runner.address() as AddressInfo).port}`;
+  const provider: SandboxProvider = {
+    name: "bench",
+    enforcesNetworkPolicy: false,
+    isolatesAgents: false,
+    provision: () => slowly({ state: "running" as const, endpoint }),
+    inspect: () => (inspected++, slowly({ state: "running" as const, endpoint })),
+    destroy: async () => ({}),
+    list: async () => [],
+  };
+  const open = async () => {
+    const db = await openDatabase(join(dir, "paddock.db"));
+    const tasks = createTasksRepository(db);
+    const manager = new RunManager({
+      tasks,
+      environments: { get: () => undefined, secretValues: () => [] },
+      runs: createRunsRepository(db),
+      providers: new Map([["bench", provider]]),
+      keys: await loadOrCreateSandboxKeys(dir),
+      logger: pino({ level: "silent" }),
+      settings: { defaultAgentCommand: ["true"], defaultTimeoutMs: 3_600_000, defaultProvider: "bench", maxConcurrentRuns: count, pollWaitMs: 1000, logBudget: { maxBytes: 1024 ** 3, maxLines: 10_000_000 }, reapIntervalMs: 3_600_000, sandboxImages: [], reconcileConcurrency: 8 },
+    });
+    return { db, tasks, manager };
+  };
+  try {
+    const first = await open();
+    first.tasks.create({ team: "default", environmentId: "", id: "task_b", title: "b", description: "", repository: "/r", repositoryUrl: "/r", origin: "bench", createdAt: 0 });
+    const ids = [];
+    const heapBefore = settledHeap();
+    for (let i = 0; i < count; i++) ids.push(first.manager.start({ team: "default", taskId: "task_b", branch: "", agentCommand: [], timeoutMs: null, provider: "", idempotencyKey: "", limits: {}, environmentId: "" }).id);
+    while (ids.some((id) => first.manager.get(id).phase !== "running")) await sleep(20);
+    const perRun = (settledHeap() - heapBefore) / count;
+    console.log(`memory: ${fmt(perRun / 1024)} KiB of JS heap per live (running) run, ${fmt(count)} runs in one manager`);
+    await first.manager.stop();
+    first.db.close();
+
+    inspected = 0;
+    peak = 0;
+    const second = await open();
+    const t0 = performance.now();
+    await second.manager.restore();
+    while (inspected < count) await sleep(5);
+    const restoredMs = performance.now() - t0;
+    const restoredPeak = peak;
+    await second.manager.stop();
+    second.db.close();
+
+    peak = 0;
+    const t1 = performance.now();
+    await Promise.all(ids.map(() => provider.inspect("x")));
+    const bareMs = performance.now() - t1;
+    console.log(
+      `restore: ${fmt(count)} running runs back in touch with their provider ${fmt(restoredMs)} ms after restore(), at most ${restoredPeak} provider calls at once (--reconcile-concurrency 8); the same ${fmt(count)} calls all at once: ${fmt(bareMs)} ms, ${peak} at once (provider call ${PROVIDER_MS} ms)`,
+    );
+  } finally {
+    runner.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 const which = process.argv[2];
 if (!which || which === "transitions") await benchTransitions();
 if (!which || which === "replay") await benchReplay();
@@ -667,4 +801,6 @@ if (!which || which === "proxy") await benchProxy();
 if (!which || which === "docker") await benchDocker();
 if (!which || which === "flood") await benchFlood();
 if (!which || which === "events") await benchEvents();
+if (!which || which === "startup") await benchStartup();
+if (!which || which === "restore") await benchRestore();
 if (!which || which === "metrics") await benchMetrics();

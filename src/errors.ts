@@ -42,6 +42,11 @@ export class FailedPreconditionError extends DomainError {
   override name = "FailedPreconditionError";
 }
 
+/** Too much at once: the queue is full. The message says which limit and how to wait. */
+export class ResourceExhaustedError extends DomainError {
+  override name = "ResourceExhaustedError";
+}
+
 /** A sandbox provider failed; `retryable` says whether trying again can help. */
 export class SandboxError extends DomainError {
   override name = "SandboxError";

@@ -64,6 +64,14 @@ which wins over the config file.
   --default-provider NAME      sandbox provider for runs that name none: local or docker (PADDOCK_DEFAULT_PROVIDER)
   --default-timeout DURATION   run deadline, e.g. 60m (PADDOCK_DEFAULT_TIMEOUT; default 60m)
   --max-concurrent-runs N      runs in progress at once; the rest queue (PADDOCK_MAX_CONCURRENT_RUNS; default 4)
+  --max-concurrent-runs-per-team N   runs in progress at once per team, 0 for no limit of its own
+                               (PADDOCK_MAX_CONCURRENT_RUNS_PER_TEAM; default 0). Teams take turns for free
+                               slots; within a team, higher StartRun priority first, then the oldest
+  --max-queued-runs N          queued runs at most; StartRun past it fails RESOURCE_EXHAUSTED
+                               (PADDOCK_MAX_QUEUED_RUNS; default 10000)
+  --max-queued-runs-per-team N the same per team (PADDOCK_MAX_QUEUED_RUNS_PER_TEAM; default 1000)
+  --reconcile-concurrency N    after a restart, runs reconciled with their sandbox provider at once
+                               (PADDOCK_RECONCILE_CONCURRENCY; default 8)
   --git-host URL               where owner/repo repositories live (PADDOCK_GIT_HOST; default https://github.com)
   --grace-time DURATION        SIGTERM → SIGKILL grace for a cancelled agent (PADDOCK_GRACE_TIME; default 10s)
 

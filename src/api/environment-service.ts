@@ -74,6 +74,7 @@ export function environmentToProto(e: EnvironmentRecord): Environment {
     mode: e.runMode === "interactive" ? RunMode.INTERACTIVE : e.runMode === "background" ? RunMode.BACKGROUND : RunMode.UNSPECIFIED,
     permissionPolicy: { "": PermissionPolicy.UNSPECIFIED, auto_allow: PermissionPolicy.AUTO_ALLOW, ask: PermissionPolicy.ASK, deny: PermissionPolicy.DENY }[e.permissionPolicy],
     idleTimeout: e.idleTimeoutMs === null ? undefined : durationFromMs(e.idleTimeoutMs),
+    maxConcurrentRuns: e.maxConcurrentRuns,
     createTime: timestampFromMs(e.createdAt),
     updateTime: timestampFromMs(e.updatedAt),
   });
@@ -131,6 +132,7 @@ function specFrom(env: Environment, providers: ReadonlySet<string>, images: read
       runMode,
       permissionPolicy: policyName(env.permissionPolicy),
       idleTimeoutMs,
+      maxConcurrentRuns: nonNegative("environment.max_concurrent_runs", env.maxConcurrentRuns),
     },
   };
 }
@@ -199,4 +201,9 @@ export function createEnvironmentService(deps: EnvironmentServiceDeps): ServiceI
       return {};
     },
   };
+}
+
+function nonNegative(field: string, n: number): number {
+  if (n < 0) throw new InvalidArgumentError(field, `must be 0 (no limit) or more, not ${n}`);
+  return n;
 }

@@ -1,6 +1,6 @@
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import type { Logger } from "pino";
-import { AlreadyExistsError, DomainError, FailedPreconditionError, InvalidArgumentError, NotFoundError, PermissionDeniedError, SandboxError } from "../errors.js";
+import { AlreadyExistsError, DomainError, FailedPreconditionError, InvalidArgumentError, ResourceExhaustedError, NotFoundError, PermissionDeniedError, SandboxError } from "../errors.js";
 
 /** The one place domain errors become Connect codes. */
 export function toConnectError(error: unknown, logger: Logger, procedure: string): ConnectError {
@@ -10,6 +10,7 @@ export function toConnectError(error: unknown, logger: Logger, procedure: string
   if (error instanceof AlreadyExistsError) return new ConnectError(error.message, Code.AlreadyExists);
   if (error instanceof PermissionDeniedError) return new ConnectError(error.message, Code.PermissionDenied);
   if (error instanceof FailedPreconditionError) return new ConnectError(error.message, Code.FailedPrecondition);
+  if (error instanceof ResourceExhaustedError) return new ConnectError(error.message, Code.ResourceExhausted);
   if (error instanceof SandboxError) return new ConnectError(error.message, Code.Unavailable);
   if (error instanceof DomainError) return new ConnectError(error.message, Code.FailedPrecondition);
   // Anything else is our bug or the environment's: log it whole, tell the client nothing of it.

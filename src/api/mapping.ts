@@ -79,6 +79,8 @@ export function runToProto(r: StoredRun): TaskRun {
     agentIsolated: r.agentIsolated,
     agentKind: r.agentKind === "acp" ? AgentKind.ACP : AgentKind.COMMAND,
     awaitingInput: r.awaitingInput,
+    priority: r.priority,
+    queuePosition: r.queuePosition,
     mode: r.runMode === "interactive" ? RunMode.INTERACTIVE : RunMode.BACKGROUND,
     permissionPolicy: r.permissionPolicy === "ask" ? PermissionPolicy.ASK : r.permissionPolicy === "deny" ? PermissionPolicy.DENY : PermissionPolicy.AUTO_ALLOW,
     image: r.image,

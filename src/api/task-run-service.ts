@@ -49,6 +49,7 @@ export function createTaskRunService(runs: RunManager): ServiceImpl<typeof TaskR
         throw new InvalidArgumentError("branch", `${JSON.stringify(req.branch)} is not a valid git branch name`);
       }
       const timeoutMs = runTimeoutMs("timeout", req.timeout);
+      if (req.priority < -1000 || req.priority > 1000) throw new InvalidArgumentError("priority", `must be between -1000 and 1000, not ${req.priority}`);
       if (req.idempotencyKey.length > 200) throw new InvalidArgumentError("idempotency_key", "is longer than 200 characters");
       const limits: RunLimits = {};
       if (req.limits) {
@@ -73,6 +74,7 @@ export function createTaskRunService(runs: RunManager): ServiceImpl<typeof TaskR
         limits,
         environmentId: req.environmentId,
         image: req.image.trim(),
+        priority: req.priority,
       });
       return { run: runToProto(run) };
     },

@@ -109,7 +109,7 @@ function showEvent(e: RunEvent): string {
 function showRun(r: TaskRun): string {
   return [
     `run ${r.id} (task ${r.taskId}, run #${r.runNumber})`,
-    `  status:   ${statusName(r.status)}  phase: ${r.phase}${r.exitCode !== undefined ? `  exit code: ${r.exitCode}` : ""}`,
+    `  status:   ${statusName(r.status)}  phase: ${r.phase}${r.queuePosition ? `  queue position: ${r.queuePosition}` : ""}${r.exitCode !== undefined ? `  exit code: ${r.exitCode}` : ""}`,
     ...(r.errorMessage ? [`  error:    ${r.errorMessage}`] : []),
     `  provider: ${r.provider}  branch: ${r.branch || "(default)"} → ${r.resultBranch}${r.resultCommit ? ` @ ${r.resultCommit.slice(0, 12)}` : ""}`,
     `  agent:    ${r.agentCommand.join(" ")}`,
@@ -359,13 +359,14 @@ const commands: Record<string, Command> = {
     },
   },
   "run start": {
-    usage: "paddock run start TASK_ID [--branch B] [--timeout 30m] [--provider local] [--agent claude-code|codex] [--acp] [--interactive] [--permissions ask] [--idempotency-key K] [--environment ENV_ID] [--follow] [-- AGENT COMMAND...]",
+    usage: "paddock run start TASK_ID [--branch B] [--timeout 30m] [--provider local] [--agent claude-code|codex] [--acp] [--interactive] [--permissions ask] [--idempotency-key K] [--environment ENV_ID] [--priority N] [--follow] [-- AGENT COMMAND...]",
     summary: "start a run of a task",
     help: `  --branch B            branch to start from (default: the repository's default branch)
   --timeout DURATION    deadline from now, e.g. 90s, 30m, 2h (default: the daemon's, 60m)
   --provider NAME       sandbox provider (default: the daemon's, local)
   --idempotency-key K   a retried start with the same key returns the same run
   --environment ENV_ID  the environment for this run (default: the task's)
+  --priority N          among your team's queued runs, higher starts first (-1000..1000, default 0)
   --agent PRESET        an ACP agent by name: claude-code (claude-code-acp) or codex (codex-acp)
   --acp                 the command after -- speaks the Agent Client Protocol over stdio
   --interactive         an ACP run that stays for follow-up prompts (paddock run prompt)
@@ -384,9 +385,12 @@ const commands: Record<string, Command> = {
       interactive: { type: "boolean" },
       permissions: { type: "string" },
       environment: { type: "string" },
+      priority: { type: "string" },
     },
     async run({ values, positionals, c, io, json: asJson }) {
       const [taskId, ...agentCommand] = positionals;
+      const priority = values.priority === undefined ? 0 : Number(values.priority);
+      if (!Number.isInteger(priority)) throw new UsageError(`--priority: ${JSON.stringify(values.priority)} is not a whole number`);
       if (!taskId) throw new UsageError("expected a task id");
       const timeout = values.timeout === undefined ? undefined : durationFlag("timeout", values.timeout);
       const permissions = values.permissions === undefined ? PermissionPolicy.UNSPECIFIED : choice("permissions", POLICIES, values.permissions);
@@ -403,6 +407,7 @@ const commands: Record<string, Command> = {
           provider: String(values.provider ?? ""),
           idempotencyKey: String(values["idempotency-key"] ?? ""),
           environmentId: String(values.environment ?? ""),
+          priority,
         },
         { signal: io.signal },
       );

@@ -10,6 +10,7 @@ import { networkOf, redactor, setupHash } from "./environments.js";
 import type { RunManagerDeps } from "./run-manager.js";
 import type { RunEvents } from "./run-events.js";
 import { withRetry } from "./retry.js";
+import type { Gate } from "./admission.js";
 
 export interface RunEffectsDeps extends RunManagerDeps {
   events: RunEvents;
@@ -17,6 +18,8 @@ export interface RunEffectsDeps extends RunManagerDeps {
   current: (id: string) => StoredRun;
   /** An event for the run's machine (turns of an interactive run). */
   send: (id: string, event: TaskRunEvent) => void;
+  /** Bounds restored runs' first calls to their provider (no thundering herd after a restart). */
+  reconcile: Gate;
   /** A phase boundary the machine does not see: setup started, the agent let go. */
   markPhase: (id: string, phase: "setup" | "running", at: number) => void;
 }
@@ -30,8 +33,20 @@ export class RunEffects {
   private readonly provisioning = new Map<string, Promise<void>>();
   /** One sandbox token per live run: RS256 signing costs about a millisecond. */
   private readonly tokens = new Map<string, Promise<string>>();
+  /** Restored runs whose effects have not reached their provider since the restart. */
+  private readonly restoring = new Set<string>();
 
   constructor(private readonly d: RunEffectsDeps) {}
+
+  /** The run was restored after a restart: its next effect reconciles through the gate. */
+  restored(id: string): void {
+    this.restoring.add(id);
+  }
+
+  /** `call` as is, or for a run just restored, once a reconcile slot is free. */
+  private reconciled<T>(id: string, call: () => Promise<T>): Promise<T> {
+    return this.restoring.delete(id) ? this.d.reconcile.run(call) : call();
+  }
 
   /** A run is cleaned: its token is signed again if it ever comes back. */
   forget(id: string): void {
@@ -62,7 +77,7 @@ export class RunEffects {
 
   /** Kept past an abort: cleanup waits for it, or a sandbox created after the cancel would outlive its run. */
   provision(id: string, signal: AbortSignal): Promise<void> {
-    const provisioning = this.counted(id, "provision", signal, this.provisionOnce(id, signal));
+    const provisioning = this.counted(id, "provision", signal, this.reconciled(id, () => this.provisionOnce(id, signal)));
     this.provisioning.set(id, provisioning);
     return provisioning;
   }
@@ -167,7 +182,7 @@ export class RunEffects {
     for (;;) {
       signal.throwIfAborted();
       if (!endpoint) {
-        const status = await provider.inspect(name);
+        const status = await this.reconciled(id, () => provider.inspect(name));
         if (status.state !== "running" || !status.endpoint) {
           throw new SandboxError(`sandbox ${name} is ${status.state}`, false);
         }
@@ -237,7 +252,7 @@ export class RunEffects {
   }
 
   cleanup(id: string, signal: AbortSignal): Promise<void> {
-    return this.counted(id, "cleanup", signal, this.cleanupOnce(id, signal));
+    return this.counted(id, "cleanup", signal, this.reconciled(id, () => this.cleanupOnce(id, signal)));
   }
 
   private async cleanupOnce(id: string, signal: AbortSignal): Promise<void> {

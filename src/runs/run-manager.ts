@@ -11,7 +11,7 @@ import {
   type TaskRunEvent,
 } from "../../machines/task-run.machine.js";
 import type { SandboxKeys } from "../auth/sandbox-token.js";
-import { FailedPreconditionError, InvalidArgumentError, NotFoundError } from "../errors.js";
+import { FailedPreconditionError, InvalidArgumentError, NotFoundError, ResourceExhaustedError } from "../errors.js";
 import type { SandboxProvider } from "../sandbox/provider.js";
 import { sandboxName } from "../sandbox/provider.js";
 import { createRunnerClient } from "../sandbox/runner-client.js";
@@ -20,6 +20,7 @@ import type { RunFilter, RunsRepository, RunTransition, StoredRun } from "../sto
 import type { TasksRepository } from "../store/tasks-repository.js";
 import type { EgressAuditRepository, EgressAuditRow } from "../store/egress-audit-repository.js";
 import type { Json, RunnerEvent } from "../agent/runner-protocol.js";
+import { FairQueue, Gate, type Waiting } from "./admission.js";
 import { resolveAgent, type AgentRequest } from "./agent-spec.js";
 import { usableEnvironment, type Environments } from "./environments.js";
 import { Notifier } from "./notifier.js";
@@ -34,6 +35,12 @@ export interface RunSettings {
   defaultTimeoutMs: number;
   defaultProvider: string;
   maxConcurrentRuns: number;
+  /** Fair admission (see admission.ts); absent in in-process callers means no limit of its own. */
+  maxConcurrentRunsPerTeam?: number;
+  maxQueuedRuns?: number;
+  maxQueuedRunsPerTeam?: number;
+  /** Restored runs talking to their provider at once after a restart. */
+  reconcileConcurrency?: number;
   /** How long the runner's events long-poll waits before answering empty. */
   pollWaitMs: number;
   /** How often orphaned sandboxes are looked for (and at every start). */
@@ -90,6 +97,8 @@ export interface StartRunParams {
   /** ACP runs; "" for the environment's or paddock's default. */
   mode?: "" | RunModeName;
   permissionPolicy?: "" | PermissionPolicyName;
+  /** Higher is admitted first among the team's queued runs. */
+  priority?: number;
 }
 
 type RunActor = Actor<ReturnType<typeof taskRunMachine.provide>>;
@@ -138,8 +147,9 @@ export function newId(prefix: string): string {
  */
 export class RunManager {
   private readonly actors = new Map<string, RunActor>();
-  private readonly queue: string[] = [];
-  private readonly holding = new Set<string>();
+  private readonly queue: FairQueue;
+  /** Runs in a slot (provisioning, running, finishing), with what their limits count. */
+  private readonly holding = new Map<string, Pick<Waiting, "team" | "environmentId">>();
   private readonly notifier = new Notifier();
   private readonly events: RunEvents;
   private readonly effects: RunEffects;
@@ -154,6 +164,11 @@ export class RunManager {
   private readonly live = new Map<string, LiveRun>();
 
   constructor(private readonly deps: RunManagerDeps) {
+    this.queue = new FairQueue({
+      perTeam: deps.settings.maxConcurrentRunsPerTeam ?? 0,
+      perEnvironment: (id) => deps.environments.get(id)?.maxConcurrentRuns ?? 0,
+    });
+    const reconcile = new Gate(deps.settings.reconcileConcurrency ?? 8);
     this.events = new RunEvents(deps.runs, this.notifier, (id) => this.get(id).phase, (id, events) => {
       deps.observer?.eventsIngested?.(id, events);
       this.setupEndedBy(id, events);
@@ -163,6 +178,7 @@ export class RunManager {
       events: this.events,
       current: (id) => this.current(id),
       send: (id, event) => this.actors.get(id)?.send(event),
+      reconcile,
       markPhase: (id, phase, at) => this.markPhase(id, phase, at),
     });
     this.machine = taskRunMachine.provide({
@@ -198,6 +214,7 @@ export class RunManager {
       throw new InvalidArgumentError("limits", "the local provider runs the agent as a plain process and cannot apply sandbox limits; use provider docker");
     }
     const image = this.imageFor(p, env?.image ?? "", providerName);
+    this.checkQueueRoom(task.team);
     const { agentCommand, agent } = resolveAgent({
       agent: p.agent ?? null,
       agentCommand: p.agentCommand,
@@ -231,6 +248,7 @@ export class RunManager {
         permissionPolicy: agent?.permissionPolicy ?? "auto_allow",
         limits: p.limits,
         image,
+        priority: p.priority ?? 0,
         idempotencyKey: p.idempotencyKey || null,
         deadlineAt,
         createdAt: now,
@@ -249,6 +267,19 @@ export class RunManager {
     this.track(id, actor, "queued", run, JSON.stringify(actor.getPersistedSnapshot()));
     this.pump();
     return { ...this.current(id) };
+  }
+
+  /** Back-pressure: past the queue's depth, StartRun fails at once instead of queueing without end. */
+  private checkQueueRoom(team: string): void {
+    const { maxQueuedRuns, maxQueuedRunsPerTeam } = this.deps.settings;
+    if (maxQueuedRunsPerTeam !== undefined && this.queue.sizeOf(team) >= maxQueuedRunsPerTeam) {
+      throw new ResourceExhaustedError(
+        `team ${JSON.stringify(team)} has ${this.queue.sizeOf(team)} queued runs, the most this daemon takes per team (--max-queued-runs-per-team); try again when some have started`,
+      );
+    }
+    if (maxQueuedRuns !== undefined && this.queue.size >= maxQueuedRuns) {
+      throw new ResourceExhaustedError(`${this.queue.size} runs are queued, the most this daemon takes (--max-queued-runs); try again when some have started`);
+    }
   }
 
   /** The run's image (its own, else its environment's), checked against the operator's allowlist. */
@@ -280,12 +311,17 @@ export class RunManager {
     this.flush();
     const run = this.deps.runs.get(id);
     if (!run) throw new NotFoundError("run", id);
-    return run;
+    return this.withPosition(run);
   }
 
   list(filter: RunFilter, before: number, limit: number): StoredRun[] {
     this.flush();
-    return this.deps.runs.list(filter, before, limit);
+    return this.deps.runs.list(filter, before, limit).map((r) => this.withPosition(r));
+  }
+
+  private withPosition(run: StoredRun): StoredRun {
+    if (run.phase === "queued") run.queuePosition = this.queue.position(run.id);
+    return run;
   }
 
   cancel(id: string): StoredRun {
@@ -398,7 +434,9 @@ export class RunManager {
         input: { runId: run.id, deadlineAt: run.deadlineAt },
       });
       const phase = run.phase as RunPhase;
-      if (SLOT_PHASES.has(phase)) this.holding.add(run.id);
+      if (SLOT_PHASES.has(phase)) this.hold(run);
+      // Its effects run again: their first call to the provider waits for a reconcile slot.
+      if (phase !== "queued") this.effects.restored(run.id);
       this.deps.logger.info({ runId: run.id, phase }, "restoring run");
       this.system(run.id, `daemon restarted; resuming the run in phase ${phase}`);
       this.track(run.id, actor, phase, run, JSON.stringify(run.snapshot));
@@ -420,7 +458,7 @@ export class RunManager {
 
   /** Runs waiting for a slot. */
   get queueDepth(): number {
-    return this.queue.length;
+    return this.queue.size;
   }
 
   /** Resolves when the run is cleaned (in-process callers: benchmarks, tests). */
@@ -459,7 +497,7 @@ export class RunManager {
     let markCleaned!: () => void;
     const cleaned = new Promise<void>((r) => (markCleaned = r));
     this.live.set(id, { run: { ...stored }, persisted, cleaned, markCleaned });
-    if (initialPhase === "queued") this.queue.push(id);
+    if (initialPhase === "queued") this.queue.add({ id, team: stored.team, environmentId: stored.environmentId, priority: stored.priority });
     let lastPhase = initialPhase;
     actor.subscribe({
       next: (snapshot) => {
@@ -470,16 +508,17 @@ export class RunManager {
           this.deps.logger.info({ runId: id, from: lastPhase, to: phase, error: snapshot.context.error ?? undefined }, "run transition");
           lastPhase = phase;
         }
-        if (phase !== "queued") {
-          const i = this.queue.indexOf(id);
-          if (i >= 0) this.queue.splice(i, 1);
-        }
+        if (phase !== "queued") this.queue.remove(id);
         if (phase === "cleaned") {
           this.actors.delete(id);
           this.live.get(id)?.markCleaned();
           this.live.delete(id);
           this.effects.forget(id);
-          this.holding.delete(id);
+          const held = this.holding.get(id);
+          if (held) {
+            this.holding.delete(id);
+            this.queue.release(held);
+          }
           this.pump();
         }
       },
@@ -572,14 +611,26 @@ export class RunManager {
     for (const { id } of batch) this.notifier.notify(`run:${id}`);
   }
 
+  /** Fills free slots from the queue, teams in turn (see admission.ts). */
   private pump(): void {
-    while (!this.stopping && this.holding.size < this.deps.settings.maxConcurrentRuns && this.queue.length > 0) {
-      const id = this.queue.shift()!;
-      const actor = this.actors.get(id);
-      if (!actor) continue;
-      this.holding.add(id);
+    while (!this.stopping && this.holding.size < this.deps.settings.maxConcurrentRuns) {
+      const next = this.queue.take();
+      if (!next) return;
+      const actor = this.actors.get(next.id);
+      if (!actor) {
+        this.queue.release(next);
+        continue;
+      }
+      this.holding.set(next.id, next);
       actor.send({ type: "ADMIT" });
     }
+  }
+
+  /** A restored run already in a slot. */
+  private hold(run: StoredRun): void {
+    const held = { team: run.team, environmentId: run.environmentId };
+    this.holding.set(run.id, held);
+    this.queue.hold(held);
   }
 
   /** A note from paddock itself in the run's log. */

@@ -23,6 +23,8 @@ export interface EnvironmentSpec {
   permissionPolicy: "" | "auto_allow" | "ask" | "deny";
   /** Interactive runs awaiting input this long are completed; null: never. */
   idleTimeoutMs: number | null;
+  /** Its runs in progress at once; 0 for no limit of its own. */
+  maxConcurrentRuns: number;
 }
 
 export interface EnvironmentRecord extends EnvironmentSpec {
@@ -47,7 +49,7 @@ interface Row {
 
 /** Fields added since an environment was saved take their defaults. */
 const withDefaults = (spec: Partial<EnvironmentSpec>): EnvironmentSpec =>
-  ({ ...spec, image: spec.image ?? "", agent: spec.agent ?? null, runMode: spec.runMode ?? "", permissionPolicy: spec.permissionPolicy ?? "", idleTimeoutMs: spec.idleTimeoutMs ?? null }) as EnvironmentSpec;
+  ({ ...spec, image: spec.image ?? "", agent: spec.agent ?? null, runMode: spec.runMode ?? "", permissionPolicy: spec.permissionPolicy ?? "", idleTimeoutMs: spec.idleTimeoutMs ?? null, maxConcurrentRuns: spec.maxConcurrentRuns ?? 0 }) as EnvironmentSpec;
 
 export function createEnvironmentsRepository(db: Database) {
   const byId = db.prepare<Row>("SELECT * FROM environments WHERE id = ?");

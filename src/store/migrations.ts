@@ -213,6 +213,14 @@ export const MIGRATIONS: readonly { version: number; name: string; sql: string }
   },
   {
     version: 11,
+    name: "run priority",
+    sql: `
+      -- Fair admission: within a team, queued runs of higher priority are admitted first.
+      ALTER TABLE runs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
+    `,
+  },
+  {
+    version: 12,
     name: "run phase timings",
     sql: `
       -- When each phase of a run (queued, provisioning, setup, running, cleanup) began and
@@ -222,7 +230,7 @@ export const MIGRATIONS: readonly { version: number; name: string; sql: string }
     `,
   },
   {
-    version: 12,
+    version: 13,
     name: "run counts by status and provider",
     sql: `
       -- What the paddock_runs gauge reads at every scrape: counting the runs table instead

@@ -58,6 +58,10 @@ export interface RunRecord {
   cleanedAt: number | null;
   machineVersion: number;
   runnerCursor: number;
+  /** Higher goes first among its team's queued runs. */
+  priority: number;
+  /** While queued: where the run stands, 1 = next (fair admission, see runs/admission.ts); else 0. */
+  queuePosition: number;
   /** When each phase began and ended, oldest first. */
   phaseTimings: PhaseSpan[];
 }

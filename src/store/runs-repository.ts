@@ -34,6 +34,7 @@ interface RunRow {
   cleaned_at: number | null;
   machine_version: number;
   runner_cursor: number;
+  priority: number;
   phase_timings: string;
 }
 
@@ -70,6 +71,9 @@ const toRun = (r: RunRow): RunRecord & { seq: number } => ({
   cleanedAt: r.cleaned_at,
   machineVersion: r.machine_version,
   runnerCursor: r.runner_cursor,
+  priority: r.priority,
+  /** Set by the run manager while the run is queued (1 = next); 0 otherwise. */
+  queuePosition: 0,
   phaseTimings: JSON.parse(r.phase_timings) as PhaseSpan[],
 });
 
@@ -103,19 +107,19 @@ export interface RunFilter {
 /** Every column but the snapshot: reads for clients never need it, restores do. */
 const COLUMNS = `seq, id, team, environment_id, network_policy_enforced, agent_isolated, task_id, run_number, status, phase, provider, error_message, exit_code, branch, result_branch,
   result_commit, agent_command, agent_kind, awaiting_input, run_mode, permission_policy, limits, image, idempotency_key, deadline_at, created_at, started_at, finished_at, updated_at,
-  cleaned_at, machine_version, runner_cursor, phase_timings`;
+  cleaned_at, machine_version, runner_cursor, priority, phase_timings`;
 
 export function createRunsRepository(db: Database) {
   const insert = db.prepare(`INSERT INTO runs (id, team, environment_id, network_policy_enforced, agent_isolated, task_id, run_number, status, phase, provider, branch, result_branch,
-      agent_command, agent_kind, run_mode, permission_policy, limits, image, idempotency_key, deadline_at, created_at, updated_at, snapshot, machine_version, phase_timings)
+      agent_command, agent_kind, run_mode, permission_policy, limits, image, idempotency_key, deadline_at, created_at, updated_at, snapshot, machine_version, priority, phase_timings)
     VALUES (:id, :team, :environmentId, :networkPolicyEnforced, :agentIsolated, :taskId, :runNumber, :status, :phase, :provider, :branch, :resultBranch,
-      :agentCommand, :agentKind, :runMode, :permissionPolicy, :limits, :image, :idempotencyKey, :deadlineAt, :createdAt, :updatedAt, :snapshot, :machineVersion, :phaseTimings)`);
+      :agentCommand, :agentKind, :runMode, :permissionPolicy, :limits, :image, :idempotencyKey, :deadlineAt, :createdAt, :updatedAt, :snapshot, :machineVersion, :priority, :phaseTimings)`);
   const nextNumber = db.prepare<{ n: number }>(
     "SELECT coalesce(max(run_number), 0) + 1 AS n FROM runs WHERE task_id = ?",
   );
   const byId = db.prepare<RunRow>(`SELECT ${COLUMNS} FROM runs WHERE id = ?`);
   const byKey = db.prepare<RunRow>(`SELECT ${COLUMNS} FROM runs WHERE task_id = ? AND idempotency_key = ?`);
-  // Kept by triggers (migration 12): no scan of the runs table at every scrape.
+  // Kept by triggers (migration 13): no scan of the runs table at every scrape.
   const counts = db.prepare<{ status: string; provider: string; count: number }>("SELECT status, provider, count FROM run_counts WHERE count > 0");
   const live = db.prepare<RunRow & { snapshot: string }>(`SELECT ${COLUMNS}, snapshot FROM runs WHERE phase <> 'cleaned' ORDER BY seq`);
   const transition = db.prepare(`UPDATE runs SET status = :status, phase = :phase, error_message = :errorMessage,
@@ -147,13 +151,14 @@ export function createRunsRepository(db: Database) {
 
     /** Inserts the run and its first log lines in one transaction. */
     create(
-      run: Omit<RunRecord, "runNumber" | "exitCode" | "resultCommit" | "errorMessage" | "startedAt" | "finishedAt" | "cleanedAt" | "runnerCursor" | "image" | "agentKind" | "runMode" | "permissionPolicy" | "awaitingInput" | "phaseTimings"> & {
+      run: Omit<RunRecord, "runNumber" | "exitCode" | "resultCommit" | "errorMessage" | "startedAt" | "finishedAt" | "cleanedAt" | "runnerCursor" | "image" | "agentKind" | "runMode" | "permissionPolicy" | "awaitingInput" | "priority" | "queuePosition" | "phaseTimings"> & {
         phaseTimings?: PhaseSpan[];
         snapshot: unknown;
         image?: string;
         agentKind?: AgentKindName;
         runMode?: RunModeName;
         permissionPolicy?: PermissionPolicyName;
+        priority?: number;
       },
       firstLines: { time: number; stream: string; text: string }[] = [],
     ): StoredRun {
@@ -184,6 +189,7 @@ export function createRunsRepository(db: Database) {
           updatedAt: run.updatedAt,
           snapshot: JSON.stringify(run.snapshot),
           machineVersion: run.machineVersion,
+          priority: run.priority ?? 0,
           phaseTimings: JSON.stringify(run.phaseTimings ?? []),
         });
         firstLines.forEach((l, i) => insertLog.run([run.id, i + 1, l.time, l.stream, l.text, "log", null]));

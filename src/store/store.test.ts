@@ -95,9 +95,9 @@ describe("the SQLite store", () => {
     const dir = tempDir("store");
     dirs.push(dir);
     const path = join(dir, "paddock.db");
-    // An install from before the counts: one run already stored when migration 12 runs.
+    // An install from before the counts: one run already stored when migration 13 runs.
     const first = await openSqliteFile(path);
-    migrate(first, 11);
+    migrate(first, 12);
     createTasksRepository(first).create({ team: "default", environmentId: "", id: "task_1", title: "t", description: "", repository: "/r", repositoryUrl: "/r", origin: "test", createdAt: 1 });
     first.exec(`INSERT INTO runs (id, team, environment_id, task_id, run_number, status, phase, provider, branch, result_branch, agent_command, limits, deadline_at, created_at, updated_at, snapshot, machine_version)
       VALUES ('run_1', 'default', '', 'task_1', 1, 'queued', 'queued', 'local', '', '', '[]', '{}', 10, 1, 1, '{}', 1)`);

@@ -488,13 +488,13 @@ export class DockerProvider implements SandboxProvider {
         const runner = createRunnerClient(endpoint, token);
         const timeout = AbortSignal.any([signal, AbortSignal.timeout(this.opts.graceMs + 60_000)]);
         Object.assign(result, await collectWork(runner, { source, resultBranch: env.PADDOCK_RESULT_BRANCH, signal, timeout }));
-        await runner.shutdown(timeout).catch(() => undefined);
       } catch (error) {
         if (signal.aborted) throw error;
         result.notes = [`the agent's work could not be taken out: ${(error as Error).message}`];
       }
     }
-    await container.stop({ t: 2 }).catch((e: unknown) => ((e as DockerErrorLike).statusCode === 304 || isNotFound(e) ? undefined : Promise.reject(dockerError("stop", e))));
+    // The work is out (or cannot be had): nothing in the container is worth a grace period,
+    // so it goes as `docker rm -f` would, with no stop and no runner shutdown to wait for.
     await container.remove({ force: true, v: true }).catch((e: unknown) => (isNotFound(e) ? undefined : Promise.reject(dockerError("remove", e))));
     return result;
   }
