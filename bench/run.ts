@@ -3,7 +3,7 @@
  * process (or script) on the same machine, as a ratio; medians of several rounds.
  *
  *   npm run bench               all three
- *   npm run bench -- transitions|replay|rss|auth|proxy|docker|flood|events|startup|restore|web
+ *   npm run bench -- transitions|replay|rss|auth|proxy|docker|flood|events|startup|restore|web|metrics
  */
 import { createClient } from "@connectrpc/connect";
 import { bearer } from "../src/cli/client.js";
@@ -11,7 +11,7 @@ import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect
 import { execSync, spawn } from "node:child_process";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -685,6 +685,70 @@ async function benchWeb() {
   }
 }
 
+/**
+ * What a Prometheus scrape costs the daemon: GET /metrics against a real daemon whose
+ * store holds `stored` finished runs (the runs-by-status gauge reads the table at every
+ * scrape), next to GET /healthz on the same server and connection as the baseline.
+ */
+async function benchMetrics() {
+  const SCRAPES = 200;
+  const measure = async (stored: number) => {
+    const dir = tmp("metrics");
+    const dataDir = join(dir, "data");
+    try {
+      mkdirSync(dataDir, { mode: 0o700 });
+      const seedDb = await openDatabase(join(dataDir, "paddock.db"));
+      const tasks = createTasksRepository(seedDb);
+      const repo = createRunsRepository(seedDb);
+      tasks.create({ team: "default", environmentId: "", id: "task_m", title: "m", description: "", repository: "/r", repositoryUrl: "/r", origin: "bench", createdAt: 0 });
+      const statuses = ["completed", "failed", "cancelled"] as const;
+      seedDb.transaction(() => {
+        for (let i = 0; i < stored; i++) {
+          const status = statuses[i % 3]!;
+          repo.create({
+            id: `run_m${i}`, team: "default", environmentId: "", networkPolicyEnforced: false, agentIsolated: false, taskId: "task_m", status, phase: "cleaned",
+            provider: i % 2 ? "docker" : "local", branch: "", resultBranch: "", agentCommand: ["true"], limits: {}, idempotencyKey: null,
+            deadlineAt: 0, createdAt: i, updatedAt: i, snapshot: {}, machineVersion: 1,
+          });
+        }
+      });
+      seedDb.close();
+      const config = loadConfig({}, { dataDir, socket: "", listen: "127.0.0.1:0", logLevel: "silent", dockerSocket: join(dir, "no-docker.sock") });
+      const app = await createApp({ config, logger: pino({ level: "silent" }), runnerCommand: runnerCommand(), baseEnv: { PATH: process.env.PATH } });
+      const listener = await app.start();
+      try {
+        const base = `http://127.0.0.1:${listener.port}`;
+        const time = async (path: string) => {
+          const ms: number[] = [];
+          let bytes = 0;
+          for (let i = 0; i < SCRAPES; i++) {
+            const t0 = performance.now();
+            const body = await (await fetch(base + path)).text();
+            ms.push(performance.now() - t0);
+            bytes = body.length;
+          }
+          return { ms: median(ms), bytes };
+        };
+        await time("/metrics"); // warm-up: JIT, statement cache
+        return { metrics: await time("/metrics"), healthz: await time("/healthz") };
+      } finally {
+        await app.stop();
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  };
+  for (const stored of [0, 100_000]) {
+    const rounds = [];
+    for (let r = 0; r < Math.min(ROUNDS, 3); r++) rounds.push(await measure(stored));
+    const m = median(rounds.map((x) => x.metrics.ms));
+    const h = median(rounds.map((x) => x.healthz.ms));
+    console.log(
+      `metrics scrape: GET /metrics ${m.toFixed(2)} ms (${fmt(rounds[0]!.metrics.bytes)} bytes) with ${fmt(stored)} stored runs, GET /healthz ${h.toFixed(2)} ms on the same server, ratio ${(m / h).toFixed(1)}× (${SCRAPES} sequential requests × ${Math.min(ROUNDS, 3)} rounds, medians)`,
+    );
+  }
+}
+
 /** Heap in use after a collection where the runtime lets us ask for one. */
 function settledHeap(): number {
   (globalThis as { gc?: () => void }).gc?.();
@@ -831,3 +895,4 @@ if (!which || which === "events") await benchEvents();
 if (!which || which === "startup") await benchStartup();
 if (!which || which === "restore") await benchRestore();
 if (!which || which === "web") await benchWeb();
+if (!which || which === "metrics") await benchMetrics();

@@ -26,7 +26,7 @@ import { withPlainEndpoints } from "./api/plain-endpoints.js";
 import { withCors } from "./api/cors.js";
 import { loadWebAssets } from "./api/web-assets.js";
 import { withWebUi } from "./api/web-ui.js";
-import { createReadiness } from "./api/readiness.js";
+import { createReadiness, type Readiness } from "./api/readiness.js";
 import { createRoutes } from "./api/routes.js";
 import { issueSandboxToken, loadOrCreateSandboxKeys } from "./auth/sandbox-token.js";
 import { ConfigError, type Config } from "./config.js";
@@ -62,6 +62,8 @@ export interface App {
   start(listenOverride?: { host: string; port: number; socketPath?: string }): Promise<Listener>;
   /** Stops listening and stops the actors; runs stay stored and resume at the next start. */
   stop(): Promise<void>;
+  /** What /readyz says (the store takes writes, providers are initialised); the watchdog asks it too. */
+  readiness(): Readiness;
 }
 
 /** The largest request message accepted. */
@@ -226,6 +228,7 @@ export async function createApp(opts: AppOptions): Promise<App> {
   return {
     runs,
     handlers,
+    readiness,
     async start(override) {
       for (const provider of providers.values()) {
         const problem = await provider.init?.();

@@ -104,7 +104,7 @@ export const ConfigSchema = z
     /** GitHub's REST API: https://api.github.com, or https://HOST/api/v3 for GitHub Enterprise Server. */
     githubApiUrl: z.string().url().refine((u) => /^https?:\/\//.test(u), "must be an http(s) URL"),
     logLevel: z.enum(["trace", "debug", "info", "warn", "error", "fatal", "silent"]),
-    logFormat: z.enum(["auto", "json", "pretty"]),
+    logFormat: z.enum(["auto", "json", "pretty", "journal"]),
     graceTime: duration,
     dockerSocket: z.string().min(1),
     dockerImage: z.string().min(1),

@@ -1,12 +1,12 @@
 #!/usr/bin/env node
 // The only file that touches the process: argv, env, signals, exit.
-import { readFileSync } from "node:fs";
+import { fstatSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 // Only what every role needs is imported here; each role loads its own modules, so the
 // runner in a sandbox carries none of the daemon's (measured: its idle RSS).
 import { EXIT, isParseArgsError } from "./cli/exit.js";
-import { ConfigError, defaultDataDir, ENV_NAMES, kebab, loadConfig, type ConfigInput } from "./config.js";
+import { ConfigError, defaultDataDir, ENV_NAMES, kebab, loadConfig, type Config, type ConfigInput } from "./config.js";
 import { readRunnerEnvironment, RunnerEnvError } from "./agent/runner-env.js";
 import { PADDOCK_VERSION } from "./version.js";
 import { isGitHostToken } from "./runs/git-host-tokens.js";
@@ -20,6 +20,10 @@ usage: paddock <command> [flags]      (paddock <command> --help for its flags)
 daemon:
   serve            run the daemon (gRPC, Connect and gRPC-Web on one port, plus a unix socket)
   agent            the in-sandbox runner (started by the daemon, not by hand)
+  install-systemd  write the daemon's systemd unit (--dry-run prints it)
+  doctor           check git, the docker engine, images, iptables, the data dir and its lock
+  cleanup          --instance: remove this instance's containers, snapshots, networks and
+                   firewall chains (no daemon running, no live runs; --yes to do it)
 
 client:
 ${clientHelp()}
@@ -98,26 +102,29 @@ docker provider (registered when the engine's socket exists):
                                (PADDOCK_SANDBOX_CA_FILE)
 
   --log-level LEVEL            trace…fatal, silent (PADDOCK_LOG_LEVEL; default info)
-  --log-format FORMAT          auto (pretty on a terminal), json, pretty (PADDOCK_LOG_FORMAT)`;
+  --log-format FORMAT          auto (pretty on a terminal, journal when stdout is the systemd journal, else json),
+                               json, pretty, journal: JSON lines with a <priority> prefix (PADDOCK_LOG_FORMAT)`;
 
 /** The longest a SIGTERM'd daemon takes to exit: streams end, the database closes, or it is cut. */
 const SHUTDOWN_LIMIT_MS = 30_000;
 
-async function serve(argv: string[]): Promise<number> {
+/**
+ * The daemon's config from serve's flags, its environment and config file; null for --help.
+ * doctor and cleanup take the same flags, so they look at what `serve` would use.
+ */
+function serveConfig(argv: string[], extra: Record<string, { type: "boolean" }> = {}): { config: Config; values: Record<string, unknown> } | null {
   const keys = Object.keys(ENV_NAMES) as (keyof ConfigInput)[];
   const { values } = parseArgs({
     args: argv,
     options: {
       help: { type: "boolean", short: "h" },
       config: { type: "string" },
+      ...extra,
       ...Object.fromEntries(keys.map((k) => [kebab(k), { type: "string" as const }])),
     },
     strict: true,
   });
-  if (values.help) {
-    process.stdout.write(SERVE_HELP + "\n");
-    return EXIT.ok;
-  }
+  if (values.help) return null;
   const flags = Object.fromEntries(keys.map((k) => [k, (values as Record<string, unknown>)[kebab(k)]])) as ConfigInput;
   let file: ConfigInput = {};
   const configPath = (values.config as string | undefined) ?? process.env.PADDOCK_CONFIG;
@@ -128,16 +135,37 @@ async function serve(argv: string[]): Promise<number> {
       throw new ConfigError(`config file ${configPath}: ${(error as Error).message}`);
     }
   }
-  const config = loadConfig(process.env, flags, file);
+  return { config: loadConfig(process.env, flags, file), values };
+}
+
+async function serve(argv: string[]): Promise<number> {
+  const parsed = serveConfig(argv);
+  if (!parsed) {
+    process.stdout.write(SERVE_HELP + "\n");
+    return EXIT.ok;
+  }
+  const { config } = parsed;
   const { createApp, runnerCommand } = await import("./app.js");
   const { createLogger } = await import("./logger.js");
-  const logger = createLogger({ level: config.logLevel, format: config.logFormat, isTty: !!process.stdout.isTTY });
+  const logger = createLogger({ level: config.logLevel, format: config.logFormat, isTty: !!process.stdout.isTTY, isJournal: stdoutIsJournal() });
   const app = await createApp({ config, logger, runnerCommand: runnerCommand(), baseEnv: runnerEnv(process.env) });
   const listener = await app.start();
+  // Under systemd (Type=notify): READY=1 once listening, WATCHDOG=1 while the store takes
+  // writes, STOPPING=1 at the signal. Outside it, nothing.
+  const { serviceNotifier } = await import("./systemd/sd-notify.js");
+  const notifier = await serviceNotifier(process.env, process.pid);
+  const notify = (what: string, send: () => void) => {
+    try {
+      send();
+    } catch (error) {
+      logger.warn({ err: error }, `could not tell systemd ${what}`);
+    }
+  };
   // Handlers before the "listening" line: whoever waits for that line may signal at once.
   const stopped = new Promise<void>((resolve) => {
     const stop = (signal: string) => {
       logger.info({ signal }, "shutting down; live runs resume at the next start");
+      if (notifier) notify("STOPPING=1", () => notifier.stopping(`shutting down (${signal}); live runs resume at the next start`));
       // Bounded: a stuck provider or client must not keep the daemon from exiting.
       setTimeout(() => {
         logger.warn({}, "shutdown took too long; exiting now");
@@ -152,16 +180,51 @@ async function serve(argv: string[]): Promise<number> {
     process.once("SIGINT", () => stop("SIGINT"));
     process.once("SIGTERM", () => stop("SIGTERM"));
   });
-  process.stderr.write(`paddock listening on http://${listener.host}:${listener.port}${listener.socketPath ? ` and unix:${listener.socketPath}` : ""}\n`);
+  const where = `http://${listener.host}:${listener.port}${listener.socketPath ? ` and unix:${listener.socketPath}` : ""}`;
+  let watchdog: NodeJS.Timeout | undefined;
+  if (notifier) {
+    notify("READY=1", () => notifier.ready(`listening on ${where}`));
+    if (notifier.watchdogIntervalMs !== null) {
+      // A daemon whose store no longer takes writes stops answering the watchdog: systemd restarts it.
+      watchdog = setInterval(() => {
+        if (app.readiness().ready) notify("WATCHDOG=1", () => notifier.watchdog());
+      }, notifier.watchdogIntervalMs);
+      watchdog.unref();
+    }
+  }
+  process.stderr.write(`paddock listening on ${where}\n`);
   await stopped;
+  clearInterval(watchdog);
   await app.stop();
+  notifier?.close();
   return EXIT.ok;
 }
+
+/** This binary's path when it is the compiled one (its entry point lives in Bun's virtual /$bunfs). */
+function compiledBinary(): string | null {
+  const main = process.argv[1] ?? "";
+  return process.versions.bun && (main.startsWith("/$bunfs") || main.startsWith("B:/~BUN")) ? process.execPath : null;
+}
+
+/** Whether stdout is connected to the journal: JOURNAL_STREAM names its device and inode (systemd.exec(5)). */
+function stdoutIsJournal(): boolean {
+  const [dev, ino] = (process.env.JOURNAL_STREAM ?? "").split(":");
+  if (!dev || !ino) return false;
+  try {
+    const st = fstatSync(1, { bigint: true });
+    return st.dev === BigInt(dev) && st.ino === BigInt(ino);
+  } catch {
+    return false;
+  }
+}
+
+/** What systemd gives the daemon alone: an agent must not speak for the service (sd_notify(3)'s unset_environment). */
+const SERVICE_ONLY = new Set(["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"]);
 
 /** The daemon's own settings stay out of the runner's and agent's environment. */
 function runnerEnv(env: NodeJS.ProcessEnv): Record<string, string | undefined> {
   // Nor git host tokens the daemon's user may have: a sandbox gets them only from an environment that grants them.
-  return Object.fromEntries(Object.entries(env).filter(([k]) => !k.startsWith("PADDOCK_") && k !== "NODE_OPTIONS" && !isGitHostToken(k)));
+  return Object.fromEntries(Object.entries(env).filter(([k]) => !k.startsWith("PADDOCK_") && k !== "NODE_OPTIONS" && !SERVICE_ONLY.has(k) && !isGitHostToken(k)));
 }
 
 async function agent(): Promise<number> {
@@ -205,6 +268,26 @@ async function main(argv: string[]): Promise<number> {
   }
   if (cmd === "serve") return serve(rest);
   if (cmd === "agent") return agent();
+  if (cmd === "doctor" || cmd === "cleanup") {
+    const parsed = serveConfig(rest, cmd === "cleanup" ? { instance: { type: "boolean" }, yes: { type: "boolean" } } : {});
+    const io = { out: (l: string) => process.stdout.write(l + "\n"), err: (l: string) => process.stderr.write(l + "\n") };
+    if (cmd === "doctor") {
+      const { DOCTOR_HELP, doctor } = await import("./ops/doctor.js");
+      if (!parsed) return (io.out(DOCTOR_HELP), EXIT.ok);
+      return doctor(parsed.config, io);
+    }
+    const { CLEANUP_HELP, cleanupInstance } = await import("./ops/cleanup.js");
+    if (!parsed) return (io.out(CLEANUP_HELP), EXIT.ok);
+    if (!parsed.values.instance) {
+      io.err(`paddock: cleanup needs --instance (what it removes is this data dir's instance's)\n${CLEANUP_HELP}`);
+      return EXIT.usage;
+    }
+    return cleanupInstance(parsed.config, io, { yes: !!parsed.values.yes });
+  }
+  if (cmd === "install-systemd") {
+    const { installSystemd } = await import("./cli/install-systemd.js");
+    return installSystemd(rest, { out: (l) => process.stdout.write(l + "\n"), err: (l) => process.stderr.write(l + "\n") }, compiledBinary());
+  }
   const controller = new AbortController();
   process.once("SIGINT", () => controller.abort());
   const dataDir = process.env.PADDOCK_DATA_DIR || defaultDataDir(process.env);

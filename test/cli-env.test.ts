@@ -96,6 +96,43 @@ describe("paddock env and token", () => {
     expect((await cli(daemon, ["env", "list"])).out).toBe("");
   });
 
+  test("every setting of an environment has a flag: setup network, repositories, agent, mode, permissions, idle timeout", async ({ daemon, repo }) => {
+    const created = await cli(daemon, [
+      "env", "create", "--name", "acp", "--setup-network", "full", "--repository", repo, "--repository", "owner/other",
+      "--agent", "claude-code", "--mode", "interactive", "--permissions", "ask", "--idle-timeout", "15m", "--json",
+    ]);
+    expect(created.code, created.err).toBe(EXIT.ok);
+    const env = JSON.parse(created.out) as { id: string };
+    expect(env).toMatchObject({
+      setupNetworkAccess: "NETWORK_ACCESS_FULL",
+      repositories: [repo, "owner/other"],
+      agent: { kind: "AGENT_KIND_ACP", preset: "claude-code" },
+      mode: "RUN_MODE_INTERACTIVE",
+      permissionPolicy: "PERMISSION_POLICY_ASK",
+      idleTimeout: "900s",
+    });
+    const shown = (await cli(daemon, ["env", "get", env.id])).out;
+    expect(shown).toContain(`repositories: ${repo}, owner/other`);
+    expect(shown).toContain("agent:    ACP claude-code");
+    expect(shown).toContain("mode:     interactive  permissions: ask");
+    expect(shown).toContain("idle timeout: 900s");
+
+    // A command agent cannot be interactive: the daemon says so, and the CLI exits 2.
+    const refused = await cli(daemon, ["env", "update", env.id, "--agent-command", "sh", "--agent-command=-c", "--agent-command", "echo hi"]);
+    expect(refused.code).toBe(EXIT.usage);
+    expect(refused.err).toContain("interactive runs need an ACP agent");
+    const updated = await cli(daemon, ["env", "update", env.id, "--agent-command", "sh", "--agent-command=-c", "--agent-command", "echo hi", "--mode", "background", "--any-repository", "--permissions", "deny", "--json"]);
+    expect(updated.code, updated.err).toBe(EXIT.ok);
+    const after = JSON.parse(updated.out) as Record<string, unknown>;
+    expect(after).toMatchObject({ agent: { kind: "AGENT_KIND_COMMAND", command: ["sh", "-c", "echo hi"] }, mode: "RUN_MODE_BACKGROUND", permissionPolicy: "PERMISSION_POLICY_DENY" });
+    expect(after.repositories ?? []).toEqual([]);
+    const cleared = JSON.parse((await cli(daemon, ["env", "update", env.id, "--no-agent", "--json"])).out) as Record<string, unknown>;
+    expect(cleared.agent).toBeUndefined();
+
+    expect((await cli(daemon, ["env", "update", env.id, "--agent", "codex", "--no-agent"])).code).toBe(EXIT.usage);
+    expect((await cli(daemon, ["env", "update", env.id, "--mode", "sometimes"])).err).toContain("--mode: \"sometimes\" is not one of background, interactive");
+  });
+
   test("a task and a run name their environment; the agent gets the secret as piped in", async ({ daemon, repo }) => {
     const env = JSON.parse((await cli(daemon, ["env", "create", "--name", "plain", "--json"])).out) as { id: string };
     const task = await cli(daemon, ["task", "create", "--title", "t", "--repo", repo, "--environment", env.id, "--json"]);

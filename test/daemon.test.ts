@@ -1,4 +1,4 @@
-import { durationFromMs } from "@bufbuild/protobuf/wkt";
+import { durationFromMs, durationMs, timestampMs } from "@bufbuild/protobuf/wkt";
 import { Code } from "@connectrpc/connect";
 import Database from "better-sqlite3";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
@@ -243,9 +243,15 @@ describe("restarts", () => {
       const { run } = await daemon.runs.startRun({ taskId: task.id, agentCommand: ["sh", "-c", script] });
       await waitForLine(daemon, run!.id, "line-10");
       await daemon.app.stop(); // the runner keeps going without us
+      const stoppedAt = Date.now();
       daemon = await daemon.restart();
       const final = (await watchToEnd(daemon, run!.id)).pop()!;
       expect(final).toMatchObject({ status: RunStatus.COMPLETED, phase: "cleaned" });
+      // The phase the restart interrupted is timed from its real start, downtime included.
+      expect(final.phaseTimings.map((t) => t.phase)).toEqual(["queued", "provisioning", "running", "cleanup"]);
+      const running = final.phaseTimings[2]!;
+      expect(timestampMs(running.startTime!)).toBeLessThan(stoppedAt);
+      expect(timestampMs(running.startTime!) + durationMs(running.duration!)).toBeGreaterThan(stoppedAt);
       const lines = await allLogs(daemon, run!.id);
       expect(lines.filter((l) => l.stream === "stdout").map((l) => l.text)).toEqual(Array.from({ length: 40 }, (_, i) => `line-${i + 1}`));
       expect(lines.map((l) => Number(l.seq))).toEqual(lines.map((_, i) => i + 1));

@@ -111,6 +111,14 @@ describe.runIf(dockerUp)("docker snapshots", () => {
       const v2 = takenImage(third.system);
       expect(v2).toBeDefined();
       expect(v2).not.toBe(v1);
+      // The misses and the hit are counted; a run started from a snapshot has no setup phase.
+      const metrics = await (await fetch(`${daemon.url}/metrics`)).text();
+      expect(metrics).toMatch(/^paddock_snapshot_lookups_total\{provider="docker",result="miss"\} 2$/m);
+      expect(metrics).toMatch(/^paddock_snapshot_lookups_total\{provider="docker",result="hit"\} 1$/m);
+      expect(metrics).toMatch(/^paddock_run_phase_duration_seconds_count\{provider="docker",phase="setup"\} 2$/m);
+      const phasesOf = async (runId: string) => (await daemon.runs.getRun({ runId })).run!.phaseTimings.map((t) => t.phase);
+      expect(await phasesOf(first.final.id)).toEqual(["queued", "provisioning", "setup", "running", "cleanup"]);
+      expect(await phasesOf(second.final.id)).toEqual(["queued", "provisioning", "running", "cleanup"]);
 
       const base = docker("image", "inspect", "-f", "{{.Id}}", IMAGE);
       const rows = snapshotRows(daemon.dataDir);

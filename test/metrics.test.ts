@@ -1,3 +1,6 @@
+import { createClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import { durationMs, timestampMs } from "@bufbuild/protobuf/wkt";
 import { rmSync } from "node:fs";
 import { join } from "node:path";
 import pino from "pino";
@@ -6,10 +9,11 @@ import { listen } from "../src/api/listener.js";
 import { createMetrics } from "../src/api/metrics.js";
 import { withPlainEndpoints } from "../src/api/plain-endpoints.js";
 import { createReadiness } from "../src/api/readiness.js";
+import { EnvironmentService, NetworkAccess } from "../src/gen/paddock/v1/environment_pb.js";
 import { RunStatus } from "../src/gen/paddock/v1/task_run_pb.js";
 import { probeWritable } from "../src/store/meta.js";
 import { openDatabase } from "../src/store/open-database.js";
-import { tempDir, test, watchToEnd } from "./fixtures.js";
+import { bearer, tempDir, test, watchToEnd, type Daemon } from "./fixtures.js";
 
 interface Sample {
   name: string;
@@ -63,9 +67,54 @@ describe("plain HTTP endpoints on the API port", () => {
     for (const phase of ["queued", "provisioning", "running", "cleanup"]) {
       expect(value(after, "paddock_run_phase_duration_seconds_count", { provider: "local", phase }), phase).toBe(1);
     }
+    // No setup script: no setup phase.
+    expect(value(after, "paddock_run_phase_duration_seconds_count", { provider: "local", phase: "setup" })).toBeUndefined();
     expect(value(after, "paddock_run_events_ingested_total", { kind: "log" })).toBeGreaterThanOrEqual(2);
+    const timings = (await daemon.runs.getRun({ runId: run!.id })).run!.phaseTimings;
+    expect(timings.map((t) => t.phase)).toEqual(["queued", "provisioning", "running", "cleanup"]);
+  });
+
+  test("a run with a setup script has five phases, back to back, on GetRun and in the histogram; a failed provisioning counts a sandbox error", async ({ daemon, repo }) => {
+    const envs = createClient(EnvironmentService, createConnectTransport({ baseUrl: daemon.url, httpVersion: "1.1", interceptors: [bearer(daemon.adminToken)] }));
+    const { environment } = await envs.createEnvironment({
+      environment: { name: "with-setup", networkAccess: NetworkAccess.FULL, setupNetworkAccess: NetworkAccess.FULL, setupScript: "echo setting up; echo still setting up" },
+    });
+    const { task } = await daemon.tasks.createTask({ title: "phases", repository: repo, origin: "test", environmentId: environment!.id });
+    const { run } = await daemon.runs.startRun({ taskId: task!.id, agentCommand: ["sh", "-c", "echo agent at work"] });
+    expect((await watchToEnd(daemon, run!.id)).pop()!.status).toBe(RunStatus.COMPLETED);
+
+    const got = (await daemon.runs.getRun({ runId: run!.id })).run!;
+    expect(got.phaseTimings.map((t) => t.phase)).toEqual(["queued", "provisioning", "setup", "running", "cleanup"]);
+    let end = timestampMs(got.createTime!);
+    for (const t of got.phaseTimings) {
+      // Each phase begins where the one before ended; none is still open.
+      expect(timestampMs(t.startTime!), t.phase).toBe(end);
+      expect(t.duration, t.phase).toBeDefined();
+      end = timestampMs(t.startTime!) + durationMs(t.duration!);
+    }
+    expect(end).toBe(timestampMs(got.cleanedAt!));
+
+    const samples = await scrape(daemon);
+    for (const phase of ["queued", "provisioning", "setup", "running", "cleanup"]) {
+      expect(value(samples, "paddock_run_phase_duration_seconds_count", { provider: "local", phase }), phase).toBe(1);
+    }
+    expect(value(samples, "paddock_sandbox_errors_total", { provider: "local", operation: "provision" })).toBeUndefined();
+
+    // The repository is gone before the next run: its checkout fails, and that is a sandbox error.
+    rmSync(repo, { recursive: true, force: true });
+    const { run: failing } = await daemon.runs.startRun({ taskId: task!.id, agentCommand: ["true"] });
+    expect((await watchToEnd(daemon, failing!.id)).pop()!.status).toBe(RunStatus.FAILED);
+    const afterFailure = await scrape(daemon);
+    expect(value(afterFailure, "paddock_sandbox_errors_total", { provider: "local", operation: "provision" })).toBe(1);
+    expect(value(afterFailure, "paddock_runs", { status: "failed", provider: "local" })).toBe(1);
+    const failed = (await daemon.runs.getRun({ runId: failing!.id })).run!;
+    expect(failed.phaseTimings.map((t) => t.phase)).toEqual(["queued", "provisioning", "cleanup"]);
   });
 });
+
+async function scrape(daemon: Daemon): Promise<Sample[]> {
+  return parseMetrics(await (await fetch(`${daemon.url}/metrics`)).text());
+}
 
 describe("/readyz", () => {
   test("says 503 naming the store when the database is closed, and naming a provider not yet initialised", async ({ onTestFinished }) => {

@@ -1,5 +1,5 @@
 import { create, type JsonObject, type JsonValue } from "@bufbuild/protobuf";
-import { timestampFromMs, type Timestamp } from "@bufbuild/protobuf/wkt";
+import { durationFromMs, timestampFromMs, type Timestamp } from "@bufbuild/protobuf/wkt";
 import {
   AgentKind,
   LogEntrySchema,
@@ -103,6 +103,11 @@ export function runToProto(r: StoredRun): TaskRun {
     pullRequestNumber: BigInt(r.pullRequestNumber),
     openPullRequest: r.openPullRequest,
     agentCommand: r.agentCommand,
+    phaseTimings: r.phaseTimings.map((p) => ({
+      phase: p.phase,
+      startTime: timestampFromMs(p.start),
+      duration: p.end === null ? undefined : durationFromMs(p.end - p.start),
+    })),
     exitCode: r.exitCode ?? undefined,
     limits:
       Object.keys(r.limits).length > 0

@@ -1,5 +1,4 @@
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
-import type { RunPhase } from "../../machines/task-run.machine.js";
 import type { RunObserver } from "../runs/run-manager.js";
 import type { EgressVerdict } from "../sandbox/egress-proxy.js";
 
@@ -15,29 +14,6 @@ export interface Metrics extends RunObserver {
   egressDecision(verdict: EgressVerdict): void;
   /** The text exposition format, and its content type. */
   scrape(): Promise<{ contentType: string; body: string }>;
-}
-
-/**
- * The phase a run spent the time in, named for operators: time in a terminal phase before
- * "cleaned" is the cleanup. Null for the end of the line.
- */
-export function phaseLabel(phase: RunPhase): string | null {
-  switch (phase) {
-    case "queued":
-    case "provisioning":
-    case "running":
-      return phase;
-    case "completed":
-    case "failed":
-    case "cancelled":
-      return "cleanup";
-    case "publishing":
-      return "publishing";
-    case "cleaned":
-      return null;
-    default:
-      throw new Error(`unexpected phase ${String(phase satisfies never)}`);
-  }
 }
 
 // From a queue wait of a fraction of a second to a run of a whole day.
@@ -71,7 +47,7 @@ export function createMetrics(sources: MetricsSources): Metrics {
   });
   const phases = new Histogram({
     name: "paddock_run_phase_duration_seconds",
-    help: "Time runs spent in each phase (queued, provisioning, running, cleanup), by provider.",
+    help: "Time runs spent in each phase (queued, provisioning, setup, running, cleanup), by provider.",
     labelNames: ["provider", "phase"] as const,
     buckets: PHASE_BUCKETS,
     registers: [registry],
@@ -88,6 +64,18 @@ export function createMetrics(sources: MetricsSources): Metrics {
     labelNames: ["verdict"] as const,
     registers: [registry],
   });
+  const sandboxErrors = new Counter({
+    name: "paddock_sandbox_errors_total",
+    help: "Provider operations (provision, supervise, cleanup) that failed for good, by provider.",
+    labelNames: ["provider", "operation"] as const,
+    registers: [registry],
+  });
+  const snapshots = new Counter({
+    name: "paddock_snapshot_lookups_total",
+    help: "Sandboxes started from a snapshot (hit) or from their base image (miss), by provider.",
+    labelNames: ["provider", "result"] as const,
+    registers: [registry],
+  });
   const reaped = new Counter({
     name: "paddock_reaper_removals_total",
     help: "Sandboxes removed because no live run owned them.",
@@ -95,9 +83,14 @@ export function createMetrics(sources: MetricsSources): Metrics {
   });
   return {
     registry,
-    phaseChanged(_runId, provider, from, _to, msInPhase) {
-      const phase = phaseLabel(from);
-      if (phase) phases.observe({ provider, phase }, msInPhase / 1000);
+    phaseEnded(_runId, provider, phase, ms) {
+      phases.observe({ provider, phase }, ms / 1000);
+    },
+    sandboxError(provider, operation) {
+      sandboxErrors.inc({ provider, operation });
+    },
+    snapshotLookup(provider, hit) {
+      snapshots.inc({ provider, result: hit ? "hit" : "miss" });
     },
     eventsIngested(_runId, batch) {
       const byKind = new Map<string, number>();

@@ -10,6 +10,7 @@ import { parseArgs, type ParseArgsConfig } from "node:util";
 import { TaskSchema, type Task } from "../gen/paddock/v1/task_pb.js";
 import {
   AgentKind,
+  AgentSpecSchema,
   LogEntrySchema,
   PermissionPolicy,
   RunEventSchema,
@@ -165,7 +166,26 @@ const ENV_OPTIONS: Options = {
   timeout: { type: "string" },
   "grant-git-tokens": { type: "boolean" },
   "no-grant-git-tokens": { type: "boolean" },
+  "setup-network": { type: "string" },
+  repository: { type: "string", multiple: true },
+  "any-repository": { type: "boolean" },
+  agent: { type: "string" },
+  "acp-command": { type: "string", multiple: true },
+  "agent-command": { type: "string", multiple: true },
+  "no-agent": { type: "boolean" },
+  mode: { type: "string" },
+  permissions: { type: "string" },
+  "idle-timeout": { type: "string" },
 };
+const POLICIES: Record<string, PermissionPolicy> = { auto_allow: PermissionPolicy.AUTO_ALLOW, ask: PermissionPolicy.ASK, deny: PermissionPolicy.DENY };
+const MODES: Record<string, RunMode> = { background: RunMode.BACKGROUND, interactive: RunMode.INTERACTIVE };
+const nameOf = <T>(map: Record<string, T>, v: T) => Object.entries(map).find(([, x]) => x === v)?.[0] ?? "";
+
+function choice<T>(flag: string, map: Record<string, T>, value: unknown): T {
+  const v = map[String(value)];
+  if (v === undefined) throw new UsageError(`--${flag}: ${JSON.stringify(value)} is not one of ${Object.keys(map).join(", ")}`);
+  return v;
+}
 const ENV_HELP = `  --name NAME               unique within your team
   --network MODE            trusted (package registries and git hosts; the default), full
                             (anywhere) or custom (only --allow, plus trusted with --include-trusted)
@@ -184,7 +204,18 @@ const ENV_HELP = `  --name NAME               unique within your team
   --grant-git-tokens        give git host tokens among the secrets and variables (GITHUB_TOKEN,
                             GH_TOKEN, GITLAB_TOKEN…) to the sandbox too; by default only the
                             daemon has them (to push and open pull requests)
-  --no-grant-git-tokens     keep them with the daemon again (env update)`;
+  --no-grant-git-tokens     keep them with the daemon again (env update)
+  --setup-network MODE      network of the setup script: trusted (default), full or custom
+  --repository REPO         runs of this environment may only use these repositories; repeatable
+                            (on update: replaces the list; --any-repository clears it)
+  --agent PRESET            the ACP agent its runs use by default: claude-code or codex
+  --acp-command ARG         an ACP agent by its command, one argument per flag (repeatable)
+  --agent-command ARG       a plain command agent, one argument per flag (repeatable;
+                            an argument starting with "-" as --agent-command=-c)
+  --no-agent                (update) forget the agent: runs use the daemon's default
+  --mode MODE               ACP runs: background (end with the first turn) or interactive
+  --permissions POLICY      ACP permission requests: auto_allow, ask or deny
+  --idle-timeout DURATION   an interactive run waiting for a prompt this long is completed`;
 
 /** Sets on `e` what the flags of env create/update give; the rest stays as it is. */
 function applyEnvFlags(e: Environment, values: Record<string, unknown>, io: CliIo): void {
@@ -215,6 +246,18 @@ function applyEnvFlags(e: Environment, values: Record<string, unknown>, io: CliI
   if (values["grant-git-tokens"] && values["no-grant-git-tokens"]) throw new UsageError("--grant-git-tokens and --no-grant-git-tokens contradict each other");
   if (values["grant-git-tokens"]) e.grantGitTokens = true;
   if (values["no-grant-git-tokens"]) e.grantGitTokens = false;
+  if (values["setup-network"] !== undefined) e.setupNetworkAccess = choice("setup-network", NETWORKS, values["setup-network"]);
+  if (values.repository !== undefined) e.repositories = list(values.repository);
+  if (values["any-repository"]) e.repositories = [];
+  const agents = [values.agent !== undefined, values["acp-command"] !== undefined, values["agent-command"] !== undefined, !!values["no-agent"]].filter(Boolean).length;
+  if (agents > 1) throw new UsageError("give one of --agent, --acp-command, --agent-command and --no-agent");
+  if (values.agent !== undefined) e.agent = create(AgentSpecSchema, { kind: AgentKind.ACP, preset: String(values.agent) });
+  if (values["acp-command"] !== undefined) e.agent = create(AgentSpecSchema, { kind: AgentKind.ACP, command: list(values["acp-command"]) });
+  if (values["agent-command"] !== undefined) e.agent = create(AgentSpecSchema, { kind: AgentKind.COMMAND, command: list(values["agent-command"]) });
+  if (values["no-agent"]) e.agent = undefined;
+  if (values.mode !== undefined) e.mode = choice("mode", MODES, values.mode);
+  if (values.permissions !== undefined) e.permissionPolicy = choice("permissions", POLICIES, values.permissions);
+  if (values["idle-timeout"] !== undefined) e.idleTimeout = durationFlag("idle-timeout", values["idle-timeout"]);
 }
 
 /** The secrets of --secret and --setup-only-secret, values from stdin or files only. */
@@ -247,6 +290,11 @@ function showEnvironment(e: Environment): string {
     ...(e.defaultProvider || e.image ? [`  provider: ${e.defaultProvider || "(daemon's)"}  image: ${e.image || "(daemon's)"}`] : []),
     ...(e.timeout ? [`  timeout:  ${Number(e.timeout.seconds)}s`] : []),
     ...(e.grantGitTokens ? ["  git host tokens: given to its sandboxes (--grant-git-tokens)"] : []),
+    ...(e.setupScript ? [`  setup network: ${networkName(e.setupNetworkAccess)}`] : []),
+    ...(e.repositories.length ? [`  repositories: ${e.repositories.join(", ")}`] : []),
+    ...(e.agent ? [`  agent:    ${e.agent.kind === AgentKind.ACP ? "ACP " : ""}${e.agent.preset || e.agent.command.join(" ")}`] : []),
+    ...(e.mode || e.permissionPolicy ? [`  mode:     ${nameOf(MODES, e.mode) || "(default)"}  permissions: ${nameOf(POLICIES, e.permissionPolicy) || "(default)"}`] : []),
+    ...(e.idleTimeout ? [`  idle timeout: ${Number(e.idleTimeout.seconds)}s`] : []),
     `  created:  ${when(e.createTime)}  updated: ${when(e.updateTime)}`,
   ].join("\n");
 }
@@ -359,9 +407,7 @@ const commands: Record<string, Command> = {
       if (!Number.isInteger(priority)) throw new UsageError(`--priority: ${JSON.stringify(values.priority)} is not a whole number`);
       if (!taskId) throw new UsageError("expected a task id");
       const timeout = values.timeout === undefined ? undefined : durationFlag("timeout", values.timeout);
-      const policies: Record<string, PermissionPolicy> = { auto_allow: PermissionPolicy.AUTO_ALLOW, ask: PermissionPolicy.ASK, deny: PermissionPolicy.DENY };
-      const permissions = values.permissions === undefined ? PermissionPolicy.UNSPECIFIED : policies[String(values.permissions)];
-      if (permissions === undefined) throw new UsageError(`--permissions: ${JSON.stringify(values.permissions)} is not one of ${Object.keys(policies).join(", ")}`);
+      const permissions = values.permissions === undefined ? PermissionPolicy.UNSPECIFIED : choice("permissions", POLICIES, values.permissions);
       const acp = !!values.acp || values.agent !== undefined;
       const { run } = await c.runs.startRun(
         {
@@ -567,7 +613,7 @@ cancels and permission answers go to the run. Nothing but the protocol is writte
     },
   },
   "env create": {
-    usage: "paddock env create --name NAME [--network trusted|full|custom] [--allow DOMAIN]... [--include-trusted] [--var K=V]... [--secret NAME[=@FILE]]... [--setup-only-secret NAME[=@FILE]]... [--setup-script FILE] [--provider P] [--image I] [--timeout D]",
+    usage: "paddock env create --name NAME [--network trusted|full|custom] [--allow DOMAIN]... [--include-trusted] [--var K=V]... [--secret NAME[=@FILE]]... [--setup-only-secret NAME[=@FILE]]... [--setup-script FILE] [--setup-network MODE] [--provider P] [--image I] [--timeout D] [--repository REPO]... [--agent PRESET | --acp-command ARG... | --agent-command ARG...] [--mode M] [--permissions P] [--idle-timeout D]",
     summary: "create an environment (network policy, variables, secrets) for your team's runs",
     help: ENV_HELP,
     options: ENV_OPTIONS,
@@ -609,7 +655,7 @@ cancels and permission answers go to the run. Nothing but the protocol is writte
     },
   },
   "env update": {
-    usage: "paddock env update ENV_ID [flags of env create]... [--unset-var K]... [--remove-secret NAME]... [--no-include-trusted]",
+    usage: "paddock env update ENV_ID [flags of env create]... [--unset-var K]... [--remove-secret NAME]... [--no-include-trusted] [--any-repository] [--no-agent]",
     summary: "change an environment: only the flags given change; secrets are set or removed by name",
     help: `${ENV_HELP}
   --unset-var K             remove a variable; repeatable

@@ -21,6 +21,8 @@ export interface RunEffectsDeps extends RunManagerDeps {
   send: (id: string, event: TaskRunEvent) => void;
   /** Bounds restored runs' first calls to their provider (no thundering herd after a restart). */
   reconcile: Gate;
+  /** A phase boundary the machine does not see: setup started, the agent let go. */
+  markPhase: (id: string, phase: "setup" | "running", at: number) => void;
 }
 
 /**
@@ -76,9 +78,17 @@ export class RunEffects {
 
   /** Kept past an abort: cleanup waits for it, or a sandbox created after the cancel would outlive its run. */
   provision(id: string, signal: AbortSignal): Promise<void> {
-    const provisioning = this.reconciled(id, () => this.provisionOnce(id, signal));
+    const provisioning = this.counted(id, "provision", signal, this.reconciled(id, () => this.provisionOnce(id, signal)));
     this.provisioning.set(id, provisioning);
     return provisioning;
+  }
+
+  /** The effect, with its failure counted as a sandbox error unless the run was stopped meanwhile. */
+  private counted<T>(id: string, operation: "provision" | "supervise" | "cleanup", signal: AbortSignal, effect: Promise<T>): Promise<T> {
+    return effect.catch((error: unknown) => {
+      if (!signal.aborted) this.d.observer?.sandboxError?.(this.d.current(id).provider, operation);
+      throw error;
+    });
   }
 
   private async provisionOnce(id: string, signal: AbortSignal): Promise<void> {
@@ -113,17 +123,23 @@ export class RunEffects {
       image: run.image,
     };
     const status = await withRetry(() => provider.provision(spec, signal, (line) => this.system(id, line)), signal);
+    if (provider.afterSetup) this.d.observer?.snapshotLookup?.(provider.name, !!status.setupDone);
     // The runner holds the agent until now: the environment is handed over at the last moment.
     const start = this.startRequest(run, provider);
     if (status.setupDone) delete start.setupScript; // the sandbox's snapshot was taken after it (the provider said so)
     const hold = !!status.holdAfterSetup && !!provider.afterSetup;
     Object.assign(start, { holdAfterSetup: hold || undefined, caFile: status.caFile });
     const runner = createRunnerClient(status.endpoint!, token);
+    const started = Date.now();
     await withRetry(() => runner.start(start, signal), signal);
-    if (start.setupScript) this.system(id, "setup script started");
+    if (start.setupScript) {
+      this.d.markPhase(id, "setup", started);
+      this.system(id, "setup script started");
+    }
     if (hold) {
       await provider.afterSetup!(spec, signal, (line) => this.system(id, line));
       await withRetry(() => runner.continueAfterSetup(signal), signal);
+      this.d.markPhase(id, "running", Date.now());
     }
     this.system(id, `agent ${start.setupScript ? "to start after setup" : "started"}: ${run.agentCommand.join(" ")}`);
   }
@@ -153,7 +169,11 @@ export class RunEffects {
     return run.environmentId ? networkOf(this.d.environments.get(run.environmentId)) : null;
   }
 
-  async supervise(id: string, signal: AbortSignal): Promise<AgentExit> {
+  supervise(id: string, signal: AbortSignal): Promise<AgentExit> {
+    return this.counted(id, "supervise", signal, this.superviseOnce(id, signal));
+  }
+
+  private async superviseOnce(id: string, signal: AbortSignal): Promise<AgentExit> {
     const run = this.d.current(id);
     const redact = this.redactorOf(run);
     const provider = this.providerOf(run.provider);
@@ -237,7 +257,7 @@ export class RunEffects {
   }
 
   cleanup(id: string, signal: AbortSignal): Promise<void> {
-    return this.reconciled(id, () => this.cleanupOnce(id, signal));
+    return this.counted(id, "cleanup", signal, this.reconciled(id, () => this.cleanupOnce(id, signal)));
   }
 
   private async cleanupOnce(id: string, signal: AbortSignal): Promise<void> {

@@ -29,6 +29,7 @@ import { RunEvents } from "./run-events.js";
 import { reapOrphans } from "./reaper.js";
 import { PullRequests, type GitHubSettings, type PullRequestOptions } from "./pull-requests.js";
 import type { PullRequestRef } from "../github/pull-requests.js";
+import { advancePhase, phaseNameOf, type PhaseName } from "./phase-timings.js";
 
 export interface RunSettings {
   /** Used when a run gives no agent_command; null means every run must give one. */
@@ -73,10 +74,14 @@ export interface RunManagerDeps {
 
 /** Hooks for metrics. Called synchronously: implementations must be cheap and must not throw. */
 export interface RunObserver {
-  /** A run left phase `from` after msInPhase; not called for a phase a restart interrupted. */
-  phaseChanged?(runId: string, provider: string, from: RunPhase, to: RunPhase, msInPhase: number): void;
+  /** A run's phase ended after `ms` (a phase a restart interrupted counts whole: its start is stored). */
+  phaseEnded?(runId: string, provider: string, phase: PhaseName, ms: number): void;
   eventsIngested?(runId: string, events: readonly RunnerEvent[]): void;
   reaped?(count: number): void;
+  /** A provider's operation failed for good (after its retries; not when the run was cancelled). */
+  sandboxError?(provider: string, operation: "provision" | "supervise" | "cleanup"): void;
+  /** A provider that keeps snapshots started a sandbox from one (hit) or from its base image (miss). */
+  snapshotLookup?(provider: string, hit: boolean): void;
 }
 
 export interface StartRunParams {
@@ -174,13 +179,17 @@ export class RunManager {
       perEnvironment: (id) => deps.environments.get(id)?.maxConcurrentRuns ?? 0,
     });
     const reconcile = new Gate(deps.settings.reconcileConcurrency ?? 8);
-    this.events = new RunEvents(deps.runs, this.notifier, (id) => this.get(id).phase, (id, events) => deps.observer?.eventsIngested?.(id, events));
+    this.events = new RunEvents(deps.runs, this.notifier, (id) => this.get(id).phase, (id, events) => {
+      deps.observer?.eventsIngested?.(id, events);
+      this.setupEndedBy(id, events);
+    });
     this.effects = new RunEffects({
       ...deps,
       events: this.events,
       current: (id) => this.current(id),
       send: (id, event) => this.actors.get(id)?.send(event),
       reconcile,
+      markPhase: (id, phase, at) => this.markPhase(id, phase, at),
     });
     this.pullRequests = new PullRequests({
       root: deps.root ?? "",
@@ -269,6 +278,7 @@ export class RunManager {
         updatedAt: now,
         snapshot: actor.getPersistedSnapshot(),
         machineVersion: MACHINE_VERSION,
+        phaseTimings: [{ phase: "queued", start: now, end: null }],
       }, [{ time: now, stream: "system", text: `run queued (provider ${providerName}, deadline ${new Date(deadlineAt).toISOString()})` }]);
     } catch (error) {
       // Two StartRun calls raced with one key: the loser returns the winner's run.
@@ -277,7 +287,7 @@ export class RunManager {
       throw error;
     }
     this.deps.logger.info({ runId: id, taskId: task.id, provider: providerName }, "run queued");
-    this.track(id, actor, "queued", run, JSON.stringify(actor.getPersistedSnapshot()), now);
+    this.track(id, actor, "queued", run, JSON.stringify(actor.getPersistedSnapshot()));
     this.pump();
     return { ...this.current(id) };
   }
@@ -530,15 +540,13 @@ export class RunManager {
     }
   }
 
-  /** `phaseSince`: when the run entered initialPhase, or null when unknown (a restored run). */
-  private track(id: string, actor: RunActor, initialPhase: RunPhase, stored: StoredRun, persisted: string, phaseSince: number | null = null): void {
+  private track(id: string, actor: RunActor, initialPhase: RunPhase, stored: StoredRun, persisted: string): void {
     this.actors.set(id, actor);
     let markCleaned!: () => void;
     const cleaned = new Promise<void>((r) => (markCleaned = r));
     this.live.set(id, { run: { ...stored }, persisted, cleaned, markCleaned });
     if (initialPhase === "queued") this.queue.add({ id, team: stored.team, environmentId: stored.environmentId, priority: stored.priority });
     let lastPhase = initialPhase;
-    let since = phaseSince;
     actor.subscribe({
       next: (snapshot) => {
         if (this.stopping) return;
@@ -546,9 +554,6 @@ export class RunManager {
         this.persist(id, actor, snapshot);
         if (phase !== lastPhase) {
           this.deps.logger.info({ runId: id, from: lastPhase, to: phase, error: snapshot.context.error ?? undefined }, "run transition");
-          const now = Date.now();
-          if (since !== null) this.deps.observer?.phaseChanged?.(id, stored.provider, lastPhase, phase, now - since);
-          since = now;
           lastPhase = phase;
         }
         if (phase !== "queued") this.queue.remove(id);
@@ -595,7 +600,44 @@ export class RunManager {
     prev.errorMessage = ctx.outcome === "completed" ? afterwards : error;
     prev.exitCode = ctx.exitCode;
     prev.updatedAt = now;
-    this.pending.push({ id, transition: { ...prev, snapshotJson: persisted, machineVersion: MACHINE_VERSION } });
+    this.movePhase(prev, phaseNameOf(phase), now, true);
+    this.queueWrite(id, live);
+  }
+
+  /**
+   * A phase boundary the machine does not see: the effects say when the setup script was
+   * handed to the runner ("setup") and when the agent was let go ("running"). Written with
+   * the run's current snapshot, so it is as durable as a transition.
+   */
+  private markPhase(id: string, phase: PhaseName, at: number): void {
+    const live = this.live.get(id);
+    if (!live || this.stopping) return;
+    if (!this.movePhase(live.run, phase, at, false)) return;
+    live.run.updatedAt = Date.now();
+    this.queueWrite(id, live);
+  }
+
+  /**
+   * Without a hold after setup, the runner starts the agent as soon as the script succeeds:
+   * its first event that is not a setup line (or the script's failure) ends the setup.
+   */
+  private setupEndedBy(id: string, events: readonly RunnerEvent[]): void {
+    const spans = this.live.get(id)?.run.phaseTimings;
+    if (spans?.[spans.length - 1]?.phase !== "setup") return;
+    const first = events.find((e) => !(e.kind === "log" && e.stream === "setup"));
+    if (first) this.markPhase(id, "running", first.time);
+  }
+
+  /** Moves the run's timings on; tells the observer of the phase that ended. Whether anything changed. */
+  private movePhase(run: StoredRun, phase: PhaseName | null, at: number, fromMachine: boolean): boolean {
+    const before = run.phaseTimings.length;
+    const closed = advancePhase(run.phaseTimings, phase, at, fromMachine);
+    if (closed) this.deps.observer?.phaseEnded?.(run.id, run.provider, closed.phase, closed.end! - closed.start);
+    return closed !== null || run.phaseTimings.length !== before;
+  }
+
+  private queueWrite(id: string, live: LiveRun): void {
+    this.pending.push({ id, transition: { ...live.run, phaseTimings: live.run.phaseTimings.map((p) => ({ ...p })), snapshotJson: live.persisted, machineVersion: MACHINE_VERSION } });
     if (!this.flushScheduled) {
       this.flushScheduled = true;
       // A store that cannot take the write throws here and takes the daemon down: better

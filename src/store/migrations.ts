@@ -229,6 +229,45 @@ export const MIGRATIONS: readonly { version: number; name: string; sql: string }
       ALTER TABLE runs ADD COLUMN pull_request_number INTEGER NOT NULL DEFAULT 0;
     `,
   },
+  {
+    version: 13,
+    name: "run phase timings",
+    sql: `
+      -- When each phase of a run (queued, provisioning, setup, running, cleanup) began and
+      -- ended, as JSON [{phase, start, end}], written with the transition that moves it on.
+      -- Older runs have none.
+      ALTER TABLE runs ADD COLUMN phase_timings TEXT NOT NULL DEFAULT '[]';
+    `,
+  },
+  {
+    version: 14,
+    name: "run counts by status and provider",
+    sql: `
+      -- What the paddock_runs gauge reads at every scrape: counting the runs table instead
+      -- costs a scan (240 ms with 100,000 runs, blocking the daemon). Kept by triggers, so
+      -- it changes in the same transaction as the rows it counts.
+      CREATE TABLE run_counts (
+        status   TEXT NOT NULL,
+        provider TEXT NOT NULL,
+        count    INTEGER NOT NULL,
+        PRIMARY KEY (status, provider)
+      ) STRICT, WITHOUT ROWID;
+      INSERT INTO run_counts (status, provider, count) SELECT status, provider, count(*) FROM runs GROUP BY status, provider;
+      CREATE TRIGGER run_counts_insert AFTER INSERT ON runs BEGIN
+        INSERT INTO run_counts (status, provider, count) VALUES (NEW.status, NEW.provider, 1)
+          ON CONFLICT (status, provider) DO UPDATE SET count = count + 1;
+      END;
+      CREATE TRIGGER run_counts_update AFTER UPDATE OF status, provider ON runs
+        WHEN OLD.status <> NEW.status OR OLD.provider <> NEW.provider BEGIN
+        UPDATE run_counts SET count = count - 1 WHERE status = OLD.status AND provider = OLD.provider;
+        INSERT INTO run_counts (status, provider, count) VALUES (NEW.status, NEW.provider, 1)
+          ON CONFLICT (status, provider) DO UPDATE SET count = count + 1;
+      END;
+      CREATE TRIGGER run_counts_delete AFTER DELETE ON runs BEGIN
+        UPDATE run_counts SET count = count - 1 WHERE status = OLD.status AND provider = OLD.provider;
+      END;
+    `,
+  },
 ];
 
 /** Brings the schema to the newest version (or to `upTo`, for tests that make an older install). */

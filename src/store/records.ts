@@ -67,6 +67,8 @@ export interface RunRecord {
   /** The pull request opened from resultBranch; "" and 0 for none yet. */
   pullRequestUrl: string;
   pullRequestNumber: number;
+  /** When each phase began and ended, oldest first. */
+  phaseTimings: PhaseSpan[];
 }
 
 export interface LogLine {
@@ -97,4 +99,14 @@ export interface NewRunEvent {
   text: string;
   kind?: RunEventKind;
   payload?: string | null;
+}
+
+/** The phases operators see (TaskRun.phase_timings, the phase histogram). */
+export type PhaseName = "queued" | "provisioning" | "setup" | "running" | "cleanup" | "publishing";
+
+/** One phase of a run: epoch milliseconds; `end` null while it is under way. */
+export interface PhaseSpan {
+  phase: PhaseName;
+  start: number;
+  end: number | null;
 }

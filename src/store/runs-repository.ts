@@ -1,5 +1,5 @@
 import type { Database } from "./database.js";
-import type { AgentKindName, LogLine, NewRunEvent, PermissionPolicyName, RunEventKind, RunEventRow, RunLimits, RunModeName, RunRecord, RunStatusName } from "./records.js";
+import type { AgentKindName, LogLine, PhaseSpan, NewRunEvent, PermissionPolicyName, RunEventKind, RunEventRow, RunLimits, RunModeName, RunRecord, RunStatusName } from "./records.js";
 
 interface RunRow {
   seq: number;
@@ -38,6 +38,7 @@ interface RunRow {
   open_pull_request: number;
   pull_request_url: string;
   pull_request_number: number;
+  phase_timings: string;
 }
 
 const toRun = (r: RunRow): RunRecord & { seq: number } => ({
@@ -79,6 +80,7 @@ const toRun = (r: RunRow): RunRecord & { seq: number } => ({
   openPullRequest: r.open_pull_request === 1,
   pullRequestUrl: r.pull_request_url,
   pullRequestNumber: r.pull_request_number,
+  phaseTimings: JSON.parse(r.phase_timings) as PhaseSpan[],
 });
 
 export type StoredRun = ReturnType<typeof toRun>;
@@ -95,6 +97,8 @@ export interface RunTransition {
   updatedAt: number;
   /** An interactive run between turns. */
   awaitingInput: boolean;
+  /** Absent: the stored timings stay. */
+  phaseTimings?: PhaseSpan[];
   /** The XState persisted snapshot, already serialised. */
   snapshotJson: string;
   machineVersion: number;
@@ -109,23 +113,25 @@ export interface RunFilter {
 /** Every column but the snapshot: reads for clients never need it, restores do. */
 const COLUMNS = `seq, id, team, environment_id, network_policy_enforced, agent_isolated, task_id, run_number, status, phase, provider, error_message, exit_code, branch, result_branch,
   result_commit, agent_command, agent_kind, awaiting_input, run_mode, permission_policy, limits, image, idempotency_key, deadline_at, created_at, started_at, finished_at, updated_at,
-  cleaned_at, machine_version, runner_cursor, priority, open_pull_request, pull_request_url, pull_request_number`;
+  cleaned_at, machine_version, runner_cursor, priority, open_pull_request, pull_request_url, pull_request_number, phase_timings`;
 
 export function createRunsRepository(db: Database) {
   const insert = db.prepare(`INSERT INTO runs (id, team, environment_id, network_policy_enforced, agent_isolated, task_id, run_number, status, phase, provider, branch, result_branch,
-      agent_command, agent_kind, run_mode, permission_policy, limits, image, idempotency_key, deadline_at, created_at, updated_at, snapshot, machine_version, priority, open_pull_request)
+      agent_command, agent_kind, run_mode, permission_policy, limits, image, idempotency_key, deadline_at, created_at, updated_at, snapshot, machine_version, priority, open_pull_request, phase_timings)
     VALUES (:id, :team, :environmentId, :networkPolicyEnforced, :agentIsolated, :taskId, :runNumber, :status, :phase, :provider, :branch, :resultBranch,
-      :agentCommand, :agentKind, :runMode, :permissionPolicy, :limits, :image, :idempotencyKey, :deadlineAt, :createdAt, :updatedAt, :snapshot, :machineVersion, :priority, :openPullRequest)`);
+      :agentCommand, :agentKind, :runMode, :permissionPolicy, :limits, :image, :idempotencyKey, :deadlineAt, :createdAt, :updatedAt, :snapshot, :machineVersion, :priority, :openPullRequest, :phaseTimings)`);
   const nextNumber = db.prepare<{ n: number }>(
     "SELECT coalesce(max(run_number), 0) + 1 AS n FROM runs WHERE task_id = ?",
   );
   const byId = db.prepare<RunRow>(`SELECT ${COLUMNS} FROM runs WHERE id = ?`);
   const byKey = db.prepare<RunRow>(`SELECT ${COLUMNS} FROM runs WHERE task_id = ? AND idempotency_key = ?`);
-  const counts = db.prepare<{ status: string; provider: string; count: number }>("SELECT status, provider, count(*) AS count FROM runs GROUP BY status, provider");
+  // Kept by triggers (migration 13): no scan of the runs table at every scrape.
+  const counts = db.prepare<{ status: string; provider: string; count: number }>("SELECT status, provider, count FROM run_counts WHERE count > 0");
   const live = db.prepare<RunRow & { snapshot: string }>(`SELECT ${COLUMNS}, snapshot FROM runs WHERE phase <> 'cleaned' ORDER BY seq`);
   const transition = db.prepare(`UPDATE runs SET status = :status, phase = :phase, error_message = :errorMessage,
       exit_code = :exitCode, started_at = :startedAt, finished_at = :finishedAt, cleaned_at = :cleanedAt,
-      updated_at = :updatedAt, awaiting_input = :awaitingInput, snapshot = :snapshot, machine_version = :machineVersion
+      updated_at = :updatedAt, awaiting_input = :awaitingInput, snapshot = :snapshot, machine_version = :machineVersion,
+      phase_timings = coalesce(:phaseTimings, phase_timings)
     WHERE id = :id`);
   const result = db.prepare("UPDATE runs SET result_commit = ? WHERE id = ?");
   const pullRequest = db.prepare("UPDATE runs SET pull_request_url = ?, pull_request_number = ? WHERE id = ?");
@@ -155,8 +161,9 @@ export function createRunsRepository(db: Database) {
 
     /** Inserts the run and its first log lines in one transaction. */
     create(
-      run: Omit<RunRecord, "runNumber" | "exitCode" | "resultCommit" | "errorMessage" | "startedAt" | "finishedAt" | "cleanedAt" | "runnerCursor" | "image" | "agentKind" | "runMode" | "permissionPolicy" | "awaitingInput" | "priority" | "queuePosition" | "openPullRequest" | "pullRequestUrl" | "pullRequestNumber"> & {
+      run: Omit<RunRecord, "runNumber" | "exitCode" | "resultCommit" | "errorMessage" | "startedAt" | "finishedAt" | "cleanedAt" | "runnerCursor" | "image" | "agentKind" | "runMode" | "permissionPolicy" | "awaitingInput" | "priority" | "queuePosition" | "openPullRequest" | "pullRequestUrl" | "pullRequestNumber" | "phaseTimings"> & {
         openPullRequest?: boolean;
+        phaseTimings?: PhaseSpan[];
         snapshot: unknown;
         image?: string;
         agentKind?: AgentKindName;
@@ -195,6 +202,7 @@ export function createRunsRepository(db: Database) {
           machineVersion: run.machineVersion,
           priority: run.priority ?? 0,
           openPullRequest: run.openPullRequest ? 1 : 0,
+          phaseTimings: JSON.stringify(run.phaseTimings ?? []),
         });
         firstLines.forEach((l, i) => insertLog.run([run.id, i + 1, l.time, l.stream, l.text, "log", null]));
         return toRun(byId.get([run.id])!);
@@ -244,6 +252,7 @@ export function createRunsRepository(db: Database) {
         awaitingInput: t.awaitingInput ? 1 : 0,
         snapshot: t.snapshotJson,
         machineVersion: t.machineVersion,
+        phaseTimings: t.phaseTimings ? JSON.stringify(t.phaseTimings) : null,
       });
     },
     /** Several transitions (of one run or many) in one transaction. */

@@ -2,8 +2,8 @@ import { rmSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { tempDir } from "../../test/fixtures.js";
-import { openDatabase } from "./open-database.js";
-import { MIGRATIONS } from "./migrations.js";
+import { openDatabase, openSqliteFile } from "./open-database.js";
+import { migrate, MIGRATIONS } from "./migrations.js";
 import { createRunsRepository } from "./runs-repository.js";
 import { createTasksRepository } from "./tasks-repository.js";
 
@@ -89,5 +89,38 @@ describe("the SQLite store", () => {
     expect(runs.get("run_1")).toMatchObject({ phase: "cleaned", cleanedAt: 4 });
     expect(db.prepare<{ snapshot: string }>("SELECT snapshot FROM runs WHERE id = 'run_1'").get()!.snapshot).toContain('"cleaned"');
     expect(runs.live()).toEqual([]);
+  });
+
+  it("keeps the run counts (for metrics) equal to the rows, from the migration's backfill on; phase timings ride with transitions", async () => {
+    const dir = tempDir("store");
+    dirs.push(dir);
+    const path = join(dir, "paddock.db");
+    // An install from before the counts: one run already stored when migration 13 runs.
+    const first = await openSqliteFile(path);
+    migrate(first, 12);
+    createTasksRepository(first).create({ team: "default", environmentId: "", id: "task_1", title: "t", description: "", repository: "/r", repositoryUrl: "/r", origin: "test", createdAt: 1 });
+    first.exec(`INSERT INTO runs (id, team, environment_id, task_id, run_number, status, phase, provider, branch, result_branch, agent_command, limits, deadline_at, created_at, updated_at, snapshot, machine_version)
+      VALUES ('run_1', 'default', '', 'task_1', 1, 'queued', 'queued', 'local', '', '', '[]', '{}', 10, 1, 1, '{}', 1)`);
+    migrate(first);
+    const runs = createRunsRepository(first);
+    const grouped = () => first.prepare<{ status: string; provider: string; count: number }>("SELECT status, provider, count(*) AS count FROM runs GROUP BY status, provider ORDER BY 1, 2").all();
+    const counted = () => [...runs.countByStatus()].sort((a, b) => a.status.localeCompare(b.status) || a.provider.localeCompare(b.provider));
+    expect(counted()).toEqual([{ status: "queued", provider: "local", count: 1 }]);
+    runs.create({
+      team: "default", environmentId: "", networkPolicyEnforced: false, agentIsolated: false, id: "run_2", taskId: "task_1", status: "queued", phase: "queued", provider: "docker", branch: "", resultBranch: "",
+      agentCommand: ["true"], limits: {}, idempotencyKey: null, deadlineAt: 10, createdAt: 1, updatedAt: 1, snapshot: {}, machineVersion: 1, phaseTimings: [{ phase: "queued", start: 1, end: null }],
+    });
+    const t = { errorMessage: "", exitCode: null, startedAt: 2, finishedAt: null, cleanedAt: null, updatedAt: 3, awaitingInput: false, snapshotJson: "{}", machineVersion: 1 };
+    runs.transition("run_1", { ...t, status: "in_progress", phase: "running" });
+    runs.transition("run_1", { ...t, status: "in_progress", phase: "running" }); // no status change: no count change
+    runs.transition("run_2", { ...t, status: "failed", phase: "cleaned", phaseTimings: [{ phase: "queued", start: 1, end: 2 }, { phase: "cleanup", start: 2, end: 3 }] });
+    expect(counted()).toEqual(grouped());
+    expect(counted()).toEqual([{ status: "failed", provider: "docker", count: 1 }, { status: "in_progress", provider: "local", count: 1 }]);
+    // A transition without timings leaves the stored ones.
+    expect(runs.get("run_2")!.phaseTimings).toEqual([{ phase: "queued", start: 1, end: 2 }, { phase: "cleanup", start: 2, end: 3 }]);
+    runs.transition("run_2", { ...t, status: "failed", phase: "cleaned" });
+    expect(runs.get("run_2")!.phaseTimings).toHaveLength(2);
+    expect(runs.get("run_1")!.phaseTimings).toEqual([]);
+    first.close();
   });
 });

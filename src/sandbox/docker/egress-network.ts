@@ -76,6 +76,14 @@ const openBridge = (instanceId: string) => `pdk-${instanceId.slice(0, 11)}`;
 const hostChain = (instanceId: string) => `PADDOCK-${instanceId.slice(0, 12)}-HOST`;
 const forwardChain = (instanceId: string) => `PADDOCK-${instanceId.slice(0, 12)}-FWD`;
 
+/** The docker networks and iptables chains an instance makes (for `paddock cleanup --instance`). */
+export function instanceNetworking(instanceId: string): { networks: string[]; chains: string[] } {
+  return {
+    networks: [`paddock-egress-${instanceId}`, openName(instanceId)],
+    chains: [`PADDOCK-${instanceId.slice(0, 12)}`, hostChain(instanceId), forwardChain(instanceId)],
+  };
+}
+
 /**
  * The network unrestricted sandboxes live on: routed to the internet, no inter-container
  * traffic, its bridge named after the instance so the firewall can match it.

@@ -258,7 +258,7 @@ export const TaskRunSchema: GenMessage<TaskRun> = /*@__PURE__*/
  */
 export type PhaseTiming = Message<"paddock.v1.PhaseTiming"> & {
   /**
-   * queued | provisioning | setup | running | cleanup
+   * queued | provisioning | setup | running | cleanup | publishing (opening a pull request)
    *
    * @generated from field: string phase = 1;
    */
