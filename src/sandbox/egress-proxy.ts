@@ -50,6 +50,12 @@ interface Intercepted {
   brokers: BrokeredSecret[];
 }
 
+/**
+ * With a 407: clients that wait to be asked before sending credentials (libcurl's "any"
+ * method, which git uses) send them then; without it they give up.
+ */
+const CHALLENGE = 'Basic realm="paddock egress"';
+
 /** Never forwarded from a sandbox's request upstream. */
 const HOP_BY_HOP = ["proxy-authorization", "proxy-connection", "connection", "keep-alive", "te", "trailer", "upgrade"];
 
@@ -201,7 +207,10 @@ export class EgressProxy {
     client.on("error", () => client.destroy());
     const admitted = await this.admit(req, parseHostPort(req.url ?? "", 443));
     if ("status" in admitted) {
-      client.end(`HTTP/1.1 ${admitted.status} ${STATUS_CODES[admitted.status]}\r\ncontent-type: text/plain\r\n\r\npaddock egress: ${admitted.message}\n`);
+      const challenge = admitted.status === 407 ? `proxy-authenticate: ${CHALLENGE}\r\n` : "";
+      const body = `paddock egress: ${admitted.message}\n`;
+      // Framed and closed: a client answering the challenge does so on a new connection.
+      client.end(`HTTP/1.1 ${admitted.status} ${STATUS_CODES[admitted.status]}\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n${challenge}\r\n${body}`);
       return;
     }
     const brokers = (this.opts.ca && this.opts.brokersFor?.(admitted.grant.runId, admitted.grant.stage).filter((b) => brokerMatchesHost(b.rule, admitted.host, admitted.port))) || [];
@@ -315,7 +324,7 @@ export class EgressProxy {
     // Node keeps the first Host header of a request and drops the rest, as does the upstream request below.
     const admitted = await this.admit(req, target, req.headers.host ?? "");
     if ("status" in admitted) {
-      res.writeHead(admitted.status, { "content-type": "text/plain" }).end(`paddock egress: ${admitted.message}\n`);
+      res.writeHead(admitted.status, { "content-type": "text/plain", ...(admitted.status === 407 ? { "proxy-authenticate": CHALLENGE } : {}) }).end(`paddock egress: ${admitted.message}\n`);
       return;
     }
     const headers = { ...req.headers };
