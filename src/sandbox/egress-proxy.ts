@@ -300,7 +300,10 @@ export class EgressProxy {
         setHost: false,
       },
       (up) => {
-        res.writeHead(up.statusCode ?? 502, up.headers);
+        // The upstream connection's keep-alive is the proxy's business; the sandbox's follows its own request.
+        const headers = { ...up.headers };
+        for (const h of HOP_BY_HOP) delete headers[h];
+        res.writeHead(up.statusCode ?? 502, headers);
         up.pipe(res);
       },
     );
