@@ -17,6 +17,7 @@ import { loadOrCreateKey, loadOrCreateSecretBox } from "./auth/secret-box.js";
 import { brokersOfStage, runSecrets } from "./runs/brokered-secrets.js";
 import { createEnvironments, networkOf } from "./runs/environments.js";
 import { BrokerCa } from "./sandbox/broker-ca.js";
+import { brokerMatchesHost } from "./sandbox/secret-broker.js";
 import { createTasks } from "./runs/tasks.js";
 import { createEgressAuditRepository } from "./store/egress-audit-repository.js";
 import { createEnvironmentsRepository } from "./store/environments-repository.js";
@@ -137,13 +138,17 @@ export async function createApp(opts: AppOptions): Promise<App> {
           ca: brokerCa,
           upstreamCa: config.egressUpstreamCa ? await readFile(config.egressUpstreamCa, "utf8") : undefined,
           // Asked per intercepted connection, like the policy: nothing once the run is cleaned.
-          brokersFor: (runId, stage) => {
+          brokersFor: (runId, stage, { host, port }) => {
             const run = runsRepo.get(runId);
             if (!run || run.phase === "cleaned" || !run.environmentId) return [];
             const env = environments.get(run.environmentId);
             if (!env) return [];
-            const { secrets } = runSecrets(environments.secretValues(env.id), { agentCommand: run.agentCommand, envVars: env.envVars, providerBrokers: true });
-            return brokersOfStage(secrets, stage);
+            // Rules first, from what is stored in the clear; values are opened only for a destination that has one.
+            const rules = runSecrets(env.secrets.map((s) => ({ ...s, value: "" })), { agentCommand: run.agentCommand, envVars: env.envVars, providerBrokers: true });
+            const wanted = brokersOfStage(rules.secrets, stage).filter((b) => brokerMatchesHost(b.rule, host, port));
+            if (wanted.length === 0) return [];
+            const values = new Map(environments.secretValues(env.id).map((s) => [s.name, s.value]));
+            return wanted.flatMap((b) => (values.has(b.name) ? [{ ...b, value: values.get(b.name)! }] : []));
           },
           auditBrokered: (runId, host, port, secretName) => egressAudit.recordBrokered(runId, host, port, secretName),
         },

@@ -32,10 +32,11 @@ export interface EgressProxyOptions {
   audit: (runId: string, host: string, port: number, verdict: EgressVerdict) => void;
   log: (msg: string, fields?: Record<string, unknown>) => void;
   /**
-   * The brokered secrets of a run's stage, values included. CONNECTs to their destinations
-   * are intercepted (TLS terminated with a certificate from `ca`); all others are tunnels.
+   * The brokered secrets of a run's stage for a destination, values included (only those
+   * whose rule names it need be given). CONNECTs to their destinations are intercepted (TLS
+   * terminated with a certificate from `ca`); all others are tunnels.
    */
-  brokersFor?: (runId: string, stage: EgressStage) => BrokeredSecret[];
+  brokersFor?: (runId: string, stage: EgressStage, target: HostPort) => BrokeredSecret[];
   /** Issues the certificates of brokered destinations; without it nothing is intercepted. */
   ca?: { contextFor(host: string): Promise<SecureContext> } | null;
   /** PEM certificates an intercepted request's upstream is verified against; default: the system's. */
@@ -213,7 +214,7 @@ export class EgressProxy {
       client.end(`HTTP/1.1 ${admitted.status} ${STATUS_CODES[admitted.status]}\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n${challenge}\r\n${body}`);
       return;
     }
-    const brokers = (this.opts.ca && this.opts.brokersFor?.(admitted.grant.runId, admitted.grant.stage).filter((b) => brokerMatchesHost(b.rule, admitted.host, admitted.port))) || [];
+    const brokers = (this.opts.ca && this.opts.brokersFor?.(admitted.grant.runId, admitted.grant.stage, admitted).filter((b) => brokerMatchesHost(b.rule, admitted.host, admitted.port))) || [];
     if (brokers.length > 0) {
       await this.intercept(client, head, { admitted, brokers });
       return;
