@@ -3,7 +3,7 @@ import { connectNodeAdapter } from "@connectrpc/connect-node";
 import Docker from "dockerode";
 import { setMaxListeners } from "node:events";
 import { existsSync } from "node:fs";
-import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { chmod, mkdir, readFile, writeFile } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Logger } from "pino";
@@ -275,7 +275,9 @@ async function checkCaFile(path: string, flag: string): Promise<void> {
 async function sandboxTrustFile(dataDir: string, operatorCaFile: string, brokerCaPem: string): Promise<string> {
   const operator = operatorCaFile ? (await readFile(operatorCaFile, "utf8")).trim() + "\n" : "";
   const file = join(dataDir, "sandbox-ca.pem");
-  await writeFile(file, operator + brokerCaPem, { mode: 0o644 });
+  // 0600 like everything in the data dir: docker mounts it read-only and the runner reads it as root.
+  await writeFile(file, operator + brokerCaPem, { mode: 0o600 });
+  await chmod(file, 0o600);
   return file;
 }
 

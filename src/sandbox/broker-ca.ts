@@ -69,7 +69,8 @@ export class BrokerCa {
       // a half-made pair from a crash is found here as an error, not silently replaced.
       await writeFile(keyFile, keyPem, { mode: 0o600, flag: "wx" });
       await chmod(keyFile, 0o600);
-      await writeFile(certFile, certPem, { mode: 0o644 });
+      // Public, but the data dir keeps everything to itself (docker mounts it; the runner is root).
+      await writeFile(certFile, certPem, { mode: 0o600 });
     }
     return new BrokerCa(forge.pki.privateKeyFromPem(keyPem), forge.pki.certificateFromPem(certPem), certPem, certFile, now);
   }
