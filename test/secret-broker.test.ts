@@ -37,11 +37,11 @@ interface World {
   auth: string;
 }
 
-const test = base.extend<{ world: (o?: { upstreamCa?: boolean }) => Promise<World> }>({
+const test = base.extend<{ world: (o?: { upstreamCa?: boolean; broken?: boolean }) => Promise<World> }>({
   world: async ({}, use) => {
     const dirs: string[] = [];
     const closers: (() => Promise<void>)[] = [];
-    await use(async ({ upstreamCa = true } = {}) => {
+    await use(async ({ upstreamCa = true, broken = false } = {}) => {
       const dataDir = mkdtempSync(join(tmpdir(), "paddock-broker-"));
       const testDir = mkdtempSync(join(tmpdir(), "paddock-broker-upstream-"));
       dirs.push(dataDir, testDir);
@@ -75,7 +75,10 @@ const test = base.extend<{ world: (o?: { upstreamCa?: boolean }) => Promise<Worl
         log: (msg, fields) => logs.push(`${msg} ${JSON.stringify(fields ?? {})}`),
         ca,
         upstreamCa: upstreamCa ? testCa.certPem : undefined,
-        brokersFor: (runId, stage) => (runId === RUN && stage === "agent" ? [secret] : []),
+        brokersFor: (runId, stage) => {
+          if (broken) throw new Error("sealed secret: unable to authenticate data");
+          return runId === RUN && stage === "agent" ? [secret] : [];
+        },
         auditBrokered: (runId, host, p, name) => brokered.push([runId, host, p, name]),
       });
       await proxy.start();
@@ -177,6 +180,13 @@ describe("brokered secrets in the egress proxy", () => {
     expect(response).not.toContain(REAL);
     expect(w.seen).toHaveLength(0);
     expect(w.logs.join("\n")).not.toContain(REAL);
+  });
+
+  test("secrets that cannot be read refuse the connection (no tunnel in their place) and the proxy goes on", async ({ world }) => {
+    const w = await world({ broken: true });
+    await expect(tunnel(w, "api.fake.test", { ca: w.ca.certPem })).rejects.toThrow(/CONNECT 502/);
+    await expect(tunnel(w, "api.fake.test", { ca: w.ca.certPem })).rejects.toThrow(/CONNECT 502/);
+    expect(w.seen).toHaveLength(0);
   });
 
   test("the CA key is 0600 in the data dir and is kept across starts; leaves are cached and short-lived", async () => {

@@ -214,7 +214,15 @@ export class EgressProxy {
       client.end(`HTTP/1.1 ${admitted.status} ${STATUS_CODES[admitted.status]}\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n${challenge}\r\n${body}`);
       return;
     }
-    const brokers = (this.opts.ca && this.opts.brokersFor?.(admitted.grant.runId, admitted.grant.stage, admitted).filter((b) => brokerMatchesHost(b.rule, admitted.host, admitted.port))) || [];
+    let brokers: BrokeredSecret[];
+    try {
+      brokers = (this.opts.ca && this.opts.brokersFor?.(admitted.grant.runId, admitted.grant.stage, admitted).filter((b) => brokerMatchesHost(b.rule, admitted.host, admitted.port))) || [];
+    } catch (error) {
+      // E.g. a sealed value that no longer opens: never a tunnel in the secret's place, and never a crash.
+      this.opts.log("egress: the run's brokered secrets cannot be read", { runId: admitted.grant.runId, host: admitted.host, error: (error as Error).message });
+      client.end("HTTP/1.1 502 Bad Gateway\r\ncontent-type: text/plain\r\ncontent-length: 55\r\nconnection: close\r\n\r\npaddock egress: this run's brokered secrets are broken\n");
+      return;
+    }
     if (brokers.length > 0) {
       await this.intercept(client, head, { admitted, brokers });
       return;
