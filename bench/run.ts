@@ -3,7 +3,7 @@
  * process (or script) on the same machine, as a ratio; medians of several rounds.
  *
  *   npm run bench               all three
- *   npm run bench -- transitions|replay|rss|auth|proxy|docker|flood|events|startup|restore|web|metrics
+ *   npm run bench -- transitions|replay|rss|auth|proxy|broker|docker|flood|events|startup|restore|web|metrics
  */
 import { createClient } from "@connectrpc/connect";
 import { bearer } from "../src/cli/client.js";
@@ -456,6 +456,123 @@ async function benchProxy() {
 }
 
 /**
+ * (b2) The secret broker's intercepting path against the plain CONNECT tunnel and a direct
+ * connection, all HTTPS to one local source with a certificate from a test CA: requests/s
+ * (small GETs, 8 keep-alive connections) and MB/s (one 100 MB GET).
+ */
+async function benchBroker() {
+  const { EgressProxy } = await import("../src/sandbox/egress-proxy.js");
+  const { BrokerCa } = await import("../src/sandbox/broker-ca.js");
+  const https = await import("node:https");
+  const http = await import("node:http");
+  const tls = await import("node:tls");
+  const dir = tmp("broker");
+  const ca = await BrokerCa.loadOrCreate(join(dir), "bench");
+  const testDir = tmp("broker-up");
+  const testCa = await BrokerCa.loadOrCreate(testDir, "bench upstream");
+  const size = 100 * 1024 * 1024;
+  const chunk = Buffer.alloc(1024 * 1024, 120);
+  const leafA = await testCa.issue("brokered.test");
+  const leafB = await testCa.issue("plain.test");
+  const source = https.createServer({ key: leafA.keyPem, cert: leafA.certPem }, (req, res) => {
+    if (req.url === "/small") return void res.end("ok\n");
+    res.writeHead(200, { "content-length": String(size) });
+    let sent = 0;
+    const pump = () => {
+      while (sent < size) {
+        sent += chunk.length;
+        if (!res.write(chunk)) return void res.once("drain", pump);
+      }
+      res.end();
+    };
+    pump();
+  });
+  source.addContext("plain.test", { key: leafB.keyPem, cert: leafB.certPem });
+  source.keepAliveTimeout = 60_000;
+  await new Promise<void>((r) => source.listen(0, "127.0.0.1", r));
+  const port = (source.address() as AddressInfo).port;
+  const proxy = new EgressProxy({
+    host: "127.0.0.1",
+    port: 0,
+    key: Buffer.alloc(32, 1),
+    hostMap: { "brokered.test": "127.0.0.1", "plain.test": "127.0.0.1" },
+    policyFor: () => ({ access: "custom", allowedDomains: [`brokered.test:${port}`, `plain.test:${port}`], includeTrusted: false }),
+    audit: () => undefined,
+    log: () => undefined,
+    ca,
+    upstreamCa: testCa.certPem,
+    brokersFor: () => [{ name: "KEY", value: "sk-bench", rule: { host: "brokered.test", port, pathPrefix: "", header: "x-api-key", template: "{value}", basicUsername: "" } }],
+  });
+  await proxy.start();
+  const proxyUrl = new URL(proxy.urlFor("run_bench", "agent"));
+  const auth = `Basic ${Buffer.from(`${decodeURIComponent(proxyUrl.username)}:${decodeURIComponent(proxyUrl.password)}`).toString("base64")}`;
+  type Mode = "direct" | "tunnel" | "broker";
+  const hostOf = (m: Mode) => (m === "broker" ? "brokered.test" : "plain.test");
+  const open = (m: Mode) =>
+    new Promise<import("node:tls").TLSSocket>((resolve, reject) => {
+      const secure = (socket?: import("node:net").Socket) => {
+        const s = tls.connect({ ...(socket ? { socket } : { host: "127.0.0.1", port }), servername: hostOf(m), ca: m === "broker" ? ca.certPem : testCa.certPem, ALPNProtocols: ["http/1.1"] }, () => resolve(s));
+        s.once("error", reject);
+      };
+      if (m === "direct") return secure();
+      const req = http.request({ host: "127.0.0.1", port: proxy.port, method: "CONNECT", path: `${hostOf(m)}:${port}`, headers: { "proxy-authorization": auth } });
+      req.once("connect", (res, socket) => (res.statusCode === 200 ? secure(socket) : reject(new Error(`CONNECT ${res.statusCode}`))));
+      req.once("error", reject);
+      req.end();
+    });
+  /** An agent whose connections are opened by `open` (plain HTTP over the TLS socket it gives). */
+  const agentFor = (m: Mode) => {
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 8 });
+    // createConnection's callback form is how an Agent takes a socket made asynchronously.
+    (agent as unknown as { createConnection: (o: unknown, cb: (e: Error | null, s?: unknown) => void) => void }).createConnection = (_o, cb) => void open(m).then((s) => cb(null, s), cb);
+    return agent;
+  };
+  const get = (agent: import("node:http").Agent, m: Mode, path: string) =>
+    new Promise<number>((resolve, reject) => {
+      const req = http.request({ agent, host: hostOf(m), port, path, headers: { host: `${hostOf(m)}:${port}` } }, (res) => {
+        let bytes = 0;
+        res.on("data", (d: Buffer) => (bytes += d.length));
+        res.on("end", () => resolve(bytes));
+        res.on("error", reject);
+      });
+      req.once("error", reject);
+      req.end();
+    });
+  const modes: Mode[] = ["direct", "tunnel", "broker"];
+  const rps: Record<Mode, number[]> = { direct: [], tunnel: [], broker: [] };
+  const mbps: Record<Mode, number[]> = { direct: [], tunnel: [], broker: [] };
+  const perConn = 250;
+  try {
+    for (let r = 0; r < ROUNDS; r++) {
+      for (const m of modes) {
+        const agent = agentFor(m);
+        await Promise.all(Array.from({ length: 8 }, () => get(agent, m, "/small"))); // connections (and leaves) made
+        const t0 = performance.now();
+        await Promise.all(Array.from({ length: 8 }, async () => {
+          for (let i = 0; i < perConn; i++) await get(agent, m, "/small");
+        }));
+        rps[m].push((8 * perConn) / ((performance.now() - t0) / 1000));
+        const t1 = performance.now();
+        const bytes = await get(agent, m, "/big");
+        if (bytes < size) throw new Error(`${m}: got ${bytes} of ${size} bytes`);
+        mbps[m].push(size / 1024 / 1024 / ((performance.now() - t1) / 1000));
+        agent.destroy();
+      }
+    }
+    const line = (what: string, xs: Record<Mode, number[]>, unit: string) =>
+      `${what}: broker ${fmt(median(xs.broker))} ${unit}, CONNECT tunnel ${fmt(median(xs.tunnel))}, direct ${fmt(median(xs.direct))}; broker/tunnel ${(median(xs.broker) / median(xs.tunnel)).toFixed(2)}×, broker/direct ${(median(xs.broker) / median(xs.direct)).toFixed(2)}×`;
+    console.log(`${line("egress HTTPS requests/s (8 keep-alive connections, small GETs)", rps, "req/s")} (${ROUNDS} rounds, medians)`);
+    console.log(`${line("egress HTTPS 100 MB GET", mbps, "MB/s")} (${ROUNDS} rounds, medians)`);
+  } finally {
+    await proxy.stop();
+    source.closeAllConnections();
+    source.close();
+    rmSync(dir, { recursive: true, force: true });
+    rmSync(testDir, { recursive: true, force: true });
+  }
+}
+
+/**
  * A flood of output: an agent prints 2,000,000 lines of 100 bytes (200 MB) as fast as it
  * can, on the local provider with the compiled runner. Figures: lines stored per second
  * (start to cleaned, every line in SQLite) and the runner's peak RSS, against the raw
@@ -889,6 +1006,7 @@ if (!which || which === "replay") await benchReplay();
 if (!which || which === "rss") await benchRss();
 if (!which || which === "auth") await benchAuth();
 if (!which || which === "proxy") await benchProxy();
+if (!which || which === "broker") await benchBroker();
 if (!which || which === "docker") await benchDocker();
 if (!which || which === "flood") await benchFlood();
 if (!which || which === "events") await benchEvents();

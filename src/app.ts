@@ -3,7 +3,7 @@ import { connectNodeAdapter } from "@connectrpc/connect-node";
 import Docker from "dockerode";
 import { setMaxListeners } from "node:events";
 import { existsSync } from "node:fs";
-import { mkdir, readFile } from "node:fs/promises";
+import { chmod, mkdir, readFile, writeFile } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Logger } from "pino";
@@ -14,7 +14,10 @@ import { shutdownReason } from "./api/shutdown.js";
 import { decodeUnaryBodiesFirst, requestChecks } from "./api/request-checks.js";
 import { createApiTokens } from "./auth/api-tokens.js";
 import { loadOrCreateKey, loadOrCreateSecretBox } from "./auth/secret-box.js";
+import { brokersOfStage, runSecrets } from "./runs/brokered-secrets.js";
 import { createEnvironments, networkOf } from "./runs/environments.js";
+import { BrokerCa } from "./sandbox/broker-ca.js";
+import { brokerMatchesHost } from "./sandbox/secret-broker.js";
 import { createTasks } from "./runs/tasks.js";
 import { createEgressAuditRepository } from "./store/egress-audit-repository.js";
 import { createEnvironmentsRepository } from "./store/environments-repository.js";
@@ -89,9 +92,13 @@ export async function createApp(opts: AppOptions): Promise<App> {
   const sandboxImages = [...new Set([config.dockerImage, ...config.sandboxImages])];
   // Read at scrape time; `runs` exists by the time anything scrapes.
   const metrics = createMetrics({ runCounts: () => runsRepo.countByStatus(), queueDepth: () => runs.queueDepth });
-  if (config.sandboxCaFile) await checkCaFile(config.sandboxCaFile);
+  if (config.sandboxCaFile) await checkCaFile(config.sandboxCaFile, "--sandbox-ca-file");
+  if (config.egressUpstreamCa) await checkCaFile(config.egressUpstreamCa, "--egress-upstream-ca");
   const github = await gitHubSettings(config);
   const gitCredentials = gitHubCloneCredentials(github);
+  // The egress proxy's own CA, for brokered destinations only; its key never leaves the data dir.
+  const brokerCa = await BrokerCa.loadOrCreate(config.dataDir, instance);
+  const sandboxTrust = await sandboxTrustFile(config.dataDir, config.sandboxCaFile ? resolve(config.sandboxCaFile) : "", brokerCa.certPem);
   const providers = new Map<string, SandboxProvider>([
     [
       "local",
@@ -139,10 +146,26 @@ export async function createApp(opts: AppOptions): Promise<App> {
             egressAudit.record(runId, host, port, verdict);
           },
           log: (msg, fields) => logger.info(fields ?? {}, msg),
+          ca: brokerCa,
+          upstreamCa: config.egressUpstreamCa ? await readFile(config.egressUpstreamCa, "utf8") : undefined,
+          // Asked per intercepted connection, like the policy: nothing once the run is cleaned.
+          brokersFor: (runId, stage, { host, port }) => {
+            const run = runsRepo.get(runId);
+            if (!run || run.phase === "cleaned" || !run.environmentId) return [];
+            const env = environments.get(run.environmentId);
+            if (!env) return [];
+            // Rules first, from what is stored in the clear; values are opened only for a destination that has one.
+            const rules = runSecrets(env.secrets.map((s) => ({ ...s, value: "" })), { agentCommand: run.agentCommand, envVars: env.envVars, providerBrokers: true });
+            const wanted = brokersOfStage(rules.secrets, stage).filter((b) => brokerMatchesHost(b.rule, host, port));
+            if (wanted.length === 0) return [];
+            const values = new Map(environments.secretValues(env.id).map((s) => [s.name, s.value]));
+            return wanted.flatMap((b) => (values.has(b.name) ? [{ ...b, value: values.get(b.name)! }] : []));
+          },
+          auditBrokered: (runId, host, port, secretName) => egressAudit.recordBrokered(runId, host, port, secretName),
         },
         allowCidrs: config.sandboxAllowCidrs,
         warn: (msg) => logger.warn({ provider: "docker" }, msg),
-        caFile: config.sandboxCaFile ? resolve(config.sandboxCaFile) : "",
+        caFile: sandboxTrust,
       }),
     );
   } else if (config.defaultProvider === "docker") {
@@ -261,12 +284,25 @@ export async function createApp(opts: AppOptions): Promise<App> {
   };
 }
 
-/** The operator's CA file must hold PEM certificates: a typo is found at start, not in every run. */
-async function checkCaFile(path: string): Promise<void> {
+/** The operator's CA files must hold PEM certificates: a typo is found at start, not in every run. */
+async function checkCaFile(path: string, flag: string): Promise<void> {
   const text = await readFile(path, "utf8").catch((error: unknown) => {
-    throw new ConfigError(`--sandbox-ca-file: cannot read ${path}: ${(error as Error).message}`);
+    throw new ConfigError(`${flag}: cannot read ${path}: ${(error as Error).message}`);
   });
-  if (!text.includes("-----BEGIN CERTIFICATE-----")) throw new ConfigError(`--sandbox-ca-file: ${path} holds no PEM certificate`);
+  if (!text.includes("-----BEGIN CERTIFICATE-----")) throw new ConfigError(`${flag}: ${path} holds no PEM certificate`);
+}
+
+/**
+ * What docker sandboxes trust besides the system's CAs: the operator's certificates and the
+ * egress proxy's broker CA (certificates only), one file in the data dir, rewritten at start.
+ */
+async function sandboxTrustFile(dataDir: string, operatorCaFile: string, brokerCaPem: string): Promise<string> {
+  const operator = operatorCaFile ? (await readFile(operatorCaFile, "utf8")).trim() + "\n" : "";
+  const file = join(dataDir, "sandbox-ca.pem");
+  // 0600 like everything in the data dir: docker mounts it read-only and the runner reads it as root.
+  await writeFile(file, operator + brokerCaPem, { mode: 0o600 });
+  await chmod(file, 0o600);
+  return file;
 }
 
 /** How to start `paddock agent` from this process: the binary itself, or Node + tsx in development. */

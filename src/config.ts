@@ -156,6 +156,8 @@ export const ConfigSchema = z
     sandboxImages: z.string().transform((v) => [...new Set(v.split(",").map((p) => p.trim()).filter(Boolean))]),
     /** PEM CA certificates every docker sandbox trusts (a corporate TLS proxy); "" for none. */
     sandboxCaFile: z.string(),
+    /** PEM CA certificates the egress proxy verifies brokered destinations against; "" for the system's. */
+    egressUpstreamCa: z.string(),
     /** Addresses unrestricted docker sandboxes may reach despite host isolation (IPv4 CIDRs). */
     /** Browser origins (scheme://host[:port]) allowed to call the API from their pages, or "*"; empty: none. */
     corsOrigin: z.string().transform((v, ctx) => {
@@ -248,6 +250,7 @@ export const ENV_NAMES: Record<keyof ConfigInput, string> = {
   sandboxAllowCidrs: "PADDOCK_SANDBOX_ALLOW_CIDRS",
   sandboxImages: "PADDOCK_SANDBOX_IMAGES",
   sandboxCaFile: "PADDOCK_SANDBOX_CA_FILE",
+  egressUpstreamCa: "PADDOCK_EGRESS_UPSTREAM_CA",
   idleTimeout: "PADDOCK_IDLE_TIMEOUT",
   headersTimeout: "PADDOCK_HEADERS_TIMEOUT",
   maxConnections: "PADDOCK_MAX_CONNECTIONS",
@@ -306,6 +309,7 @@ export function loadConfig(env: Record<string, string | undefined>, flags: Confi
     sandboxAllowCidrs: "",
     sandboxImages: "",
     sandboxCaFile: "",
+    egressUpstreamCa: "",
     tlsCert: "",
     tlsKey: "",
     localAgentUids: "auto",

@@ -57,6 +57,8 @@ which wins over the config file.
                                (PADDOCK_CORS_ORIGIN)
   --egress-proxy-port PORT     port of the egress proxy on the sandbox network (PADDOCK_EGRESS_PROXY_PORT; 47830)
   --egress-host-map LIST       name=IPv4,… resolved by the egress proxy itself (PADDOCK_EGRESS_HOST_MAP)
+  --egress-upstream-ca FILE    PEM CA certificates brokered destinations are verified against instead of
+                               the system's (PADDOCK_EGRESS_UPSTREAM_CA; for tests and private gateways)
   --agent-command CMD          shell command run as the agent when a run gives none (PADDOCK_AGENT_COMMAND)
   --local-agent-uids RANGE     uids for local agents when the daemon is root, one per run: auto (600000-699999),
                                off (agents run as the daemon's user), or FIRST-LAST (PADDOCK_LOCAL_AGENT_UIDS)

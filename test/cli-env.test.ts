@@ -171,6 +171,15 @@ describe("paddock env and token", () => {
     expect(text.err).toContain("shown only this once");
   });
 
+  test("--broker keeps a secret out of the sandbox: the rule is sent with the value and shown by env get", async ({ daemon }) => {
+    const made = await cli(daemon, ["env", "create", "--name", "brokered", "--network", "full", "--secret", "MODEL_KEY", "--broker", "MODEL_KEY,host=api.example.com,header=authorization,template=Bearer {value},path=/v1/", "--json"], { stdin: `${SECRET}\n` });
+    expect(made.code, made.err).toBe(0);
+    const env = JSON.parse(made.out) as { id: string; secrets: { name: string; broker: Record<string, string> }[] };
+    expect(env.secrets[0]!.broker).toMatchObject({ host: "api.example.com", header: "authorization", template: "Bearer {value}", pathPrefix: "/v1/" });
+    expect((await cli(daemon, ["env", "get", env.id])).out).toContain("MODEL_KEY (brokered for api.example.com/v1/)");
+    expect(await cli(daemon, ["env", "create", "--name", "y", "--broker", "OTHER,host=api.example.com,header=x"])).toMatchObject({ code: EXIT.usage, err: expect.stringContaining("--broker OTHER: give the secret with --secret OTHER") });
+  });
+
   test("bad flags exit 2 naming the flag, and secret values on the command line are refused unseen", async ({ daemon }) => {
     const bad = await cli(daemon, ["env", "create", "--name", "x", "--network", "sometimes"]);
     expect(bad).toMatchObject({ code: EXIT.usage, err: expect.stringContaining("--network") });

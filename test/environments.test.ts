@@ -145,4 +145,26 @@ describe("environments", () => {
     expect(open(Buffer.from(readFileSync(keyPath, "utf8").trim(), "base64"))).toBe(SECRET);
     expect(() => open(Buffer.alloc(32, 7))).toThrow();
   });
+
+  test("a brokered secret: its rule comes back (never its value), a bad rule names its field, the local provider refuses it with the reason", async ({ daemon, repo }) => {
+    const c = envClient(daemon);
+    const { environment } = await c.createEnvironment({
+      environment: { name: "brokered", networkAccess: NetworkAccess.FULL, defaultProvider: "local" },
+      secrets: [{ name: "MODEL_KEY", value: SECRET, broker: { host: "api.example.com", header: "X-Api-Key", pathPrefix: "/v1/" } }],
+    });
+    expect(environment!.secrets[0]!.broker).toMatchObject({ host: "api.example.com", header: "x-api-key", template: "{value}", pathPrefix: "/v1/", basicUsername: "" });
+    expect(stringify(await c.getEnvironment({ environmentId: environment!.id }))).not.toContain(SECRET);
+
+    const bad = await failureOf(c.createEnvironment({ environment: { name: "bad" }, secrets: [{ name: "K", value: SECRET, broker: { host: "api.example.com", header: "x-api-key", template: "Bearer" } }] }));
+    expect(bad.code).toBe(Code.InvalidArgument);
+    expect(bad.rawMessage).toMatch(/^secrets\[0\]\.broker\.template: /);
+    const newline = await failureOf(c.createEnvironment({ environment: { name: "bad" }, secrets: [{ name: "K", value: "zq9-value\nzq9-rest", broker: { host: "api.example.com", header: "x-api-key" } }] }));
+    expect(newline.rawMessage).toMatch(/^secrets\[0\]\.value: /);
+    expect(newline.rawMessage).not.toContain("zq9");
+
+    const { task } = await daemon.tasks.createTask({ title: "t", repository: repo, environmentId: environment!.id });
+    const refused = await failureOf(daemon.runs.startRun({ taskId: task!.id, agentCommand: ["true"] }));
+    expect(refused.code).toBe(Code.InvalidArgument);
+    expect(refused.rawMessage).toMatch(/^provider: the environment's brokered secrets \(MODEL_KEY\) need a provider that forces .* the local provider runs the agent on the host/);
+  });
 });

@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
-import { createServer, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { createServer, type IncomingHttpHeaders, type IncomingMessage, type RequestListener, type ServerResponse } from "node:http";
+import { createServer as createTlsServer } from "node:https";
 import type { AddressInfo } from "node:net";
 
 /**
@@ -52,6 +53,8 @@ export interface FakeAnthropicOptions {
    */
   replies: ScriptedReply[];
   sideReply?: string;
+  /** Serve HTTPS with this certificate (e.g. one a test CA issued for a made-up name). */
+  tls?: { key: string; cert: string };
 }
 
 const MODELS = ["claude-sonnet-4-5-20250929", "claude-opus-4-1-20250805", "claude-haiku-4-5-20251001"];
@@ -62,7 +65,7 @@ export async function startFakeAnthropic(options: FakeAnthropicOptions): Promise
   const requests: RecordedRequest[] = [];
   const scripted: RecordedRequest[] = [];
 
-  const server: Server = createServer((req, res) => {
+  const handler: RequestListener = (req, res) => {
     void readBody(req).then((raw) => {
       const url = new URL(req.url ?? "/", "http://fake");
       let body: unknown;
@@ -75,7 +78,8 @@ export async function startFakeAnthropic(options: FakeAnthropicOptions): Promise
       requests.push(recorded);
       route(recorded, res);
     });
-  });
+  };
+  const server = options.tls ? createTlsServer(options.tls, handler) : createServer(handler);
 
   function route(r: RecordedRequest, res: ServerResponse): void {
     const body = (r.body ?? {}) as MessagesRequest;
@@ -110,7 +114,7 @@ export async function startFakeAnthropic(options: FakeAnthropicOptions): Promise
   });
   const { port, address } = server.address() as AddressInfo;
   return {
-    url: (host = address) => `http://${host}:${port}`,
+    url: (host = address) => `${options.tls ? "https" : "http"}://${host}:${port}`,
     port,
     requests,
     scripted,

@@ -1,6 +1,7 @@
 import { create } from "@bufbuild/protobuf";
 import { AgentKind, PermissionPolicy, RunMode } from "../gen/paddock/v1/task_run_pb.js";
 import { checkAgent } from "../runs/agent-spec.js";
+import { brokeredValueProblem, parseBroker } from "../runs/brokered-secrets.js";
 import { policyName } from "./task-run-service.js";
 import { timestampFromMs, durationFromMs } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
@@ -63,7 +64,15 @@ export function environmentToProto(e: EnvironmentRecord): Environment {
     allowedDomains: e.allowedDomains,
     includeTrusted: e.includeTrusted,
     envVars: e.envVars,
-    secrets: e.secrets.map((s) => create(SecretInfoSchema, { name: s.name, setupOnly: s.setupOnly, updateTime: timestampFromMs(s.updatedAt) })),
+    secrets: e.secrets.map((s) =>
+      create(SecretInfoSchema, {
+        name: s.name,
+        setupOnly: s.setupOnly,
+        updateTime: timestampFromMs(s.updatedAt),
+        // The rule is configuration, not the secret: shown so that people can check where it goes.
+        broker: s.broker ? { host: s.broker.port === 443 ? s.broker.host : `${s.broker.host}:${s.broker.port}`, pathPrefix: s.broker.pathPrefix, header: s.broker.basicUsername ? "" : s.broker.header, template: s.broker.basicUsername ? "" : s.broker.template, basicUsername: s.broker.basicUsername } : undefined,
+      }),
+    ),
     setupScript: e.setupScript,
     setupNetworkAccess: accessProto(e.setupNetworkAccess),
     repositories: e.repositories,
@@ -156,7 +165,10 @@ export function createEnvironmentService(deps: EnvironmentServiceDeps): ServiceI
       if (s.name in envVars) throw new InvalidArgumentError(`${field}[${i}].name`, `${s.name} is also a plain env var`);
       // Never echo a value back, even in an error.
       if (s.value.length < 4 || s.value.length > 32 * 1024) throw new InvalidArgumentError(`${field}[${i}].value`, "must be 4 bytes to 32 KiB (shorter values cannot be told apart in logs to redact them)");
-      return { name: s.name, value: s.value, setupOnly: s.setupOnly };
+      const broker = s.broker ? parseBroker(`${field}[${i}].broker`, s.broker) : null;
+      const problem = broker && brokeredValueProblem(s.value);
+      if (problem) throw new InvalidArgumentError(`${field}[${i}].value`, problem);
+      return { name: s.name, value: s.value, setupOnly: s.setupOnly, broker };
     });
   const unique = (names: string[], field: string) => {
     const seen = new Set<string>();

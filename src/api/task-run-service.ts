@@ -1,7 +1,8 @@
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
-import { EgressAttemptSchema, TaskRunService } from "../gen/paddock/v1/task_run_pb.js";
+import { EgressAttemptSchema,
+  BrokeredUseSchema, TaskRunService } from "../gen/paddock/v1/task_run_pb.js";
 import { InvalidArgumentError } from "../errors.js";
 import { principalOf } from "./auth.js";
 import { runTimeoutMs } from "./run-timeout.js";
@@ -115,6 +116,9 @@ export function createTaskRunService(runs: RunManager): ServiceImpl<typeof TaskR
       return {
         attempts: runs.egress(run.id).map((a) =>
           create(EgressAttemptSchema, { host: a.host, port: a.port, verdict: a.verdict, count: BigInt(a.count), firstTime: timestampFromMs(a.firstAt), lastTime: timestampFromMs(a.lastAt) }),
+        ),
+        brokeredUses: runs.brokeredUses(run.id).map((u) =>
+          create(BrokeredUseSchema, { host: u.host, port: u.port, secretName: u.secretName, count: BigInt(u.count), firstTime: timestampFromMs(u.firstAt), lastTime: timestampFromMs(u.lastAt) }),
         ),
       };
     },

@@ -24,7 +24,7 @@ import {
   type TaskRun,
 } from "../gen/paddock/v1/task_run_pb.js";
 import { parseDuration } from "../config.js";
-import { EnvironmentSchema, NetworkAccess, SecretInputSchema, type Environment, type SecretInput } from "../gen/paddock/v1/environment_pb.js";
+import { EnvironmentSchema, NetworkAccess, SecretBrokerSchema, SecretInputSchema, type Environment, type SecretBroker, type SecretInput } from "../gen/paddock/v1/environment_pb.js";
 import { CreateTokenResponseSchema, TokenSchema, type Token } from "../gen/paddock/v1/token_pb.js";
 import { connect, type Clients } from "./client.js";
 import { parseSecretFlags, readSecretValues } from "./secret-input.js";
@@ -160,6 +160,7 @@ const ENV_OPTIONS: Options = {
   var: { type: "string", multiple: true },
   secret: { type: "string", multiple: true },
   "setup-only-secret": { type: "string", multiple: true },
+  broker: { type: "string", multiple: true },
   "setup-script": { type: "string" },
   provider: { type: "string" },
   image: { type: "string" },
@@ -197,6 +198,12 @@ const ENV_HELP = `  --name NAME               unique within your team
   --secret NAME=@FILE       a secret read from FILE (one trailing newline stripped); repeatable.
                             Values are never taken from the command line, where ps shows them.
   --setup-only-secret ...   as --secret, but only the setup script sees it, never the agent
+  --broker NAME,host=H,header=X[,template=T][,path=P]
+  --broker NAME,host=H,basic=USER
+                            keep secret NAME (given with --secret in the same command) out of
+                            the sandbox: it holds paddock-brokered-NAME, and the egress proxy
+                            sets header X (T: e.g. "Bearer {value}") or HTTP basic on HTTPS
+                            requests to H (host, *.domain, optionally :port) under path P
   --setup-script FILE       a shell script run after checkout, before the agent
   --provider NAME           provider for runs that name none
   --image IMAGE             sandbox image (docker) for its runs, one the daemon allows
@@ -267,16 +274,36 @@ async function secretInputs(values: Record<string, unknown>, io: CliIo): Promise
     ...parseSecretFlags("secret", list(values.secret), fail).map((s) => ({ ...s, flag: "secret", setupOnly: false })),
     ...parseSecretFlags("setup-only-secret", list(values["setup-only-secret"]), fail).map((s) => ({ ...s, flag: "setup-only-secret", setupOnly: true })),
   ];
-  if (flags.length === 0) return [];
   const seen = new Set<string>();
   for (const f of flags) {
     if (seen.has(f.name)) throw new UsageError(`--${f.flag} ${f.name}: given twice`);
     seen.add(f.name);
   }
+  const brokers = brokerFlags(list(values.broker), seen);
+  if (flags.length === 0) return [];
   const fromStdin = flags.find((f) => f.file === undefined);
   if (fromStdin && (io.stdio?.input as { isTTY?: boolean } | undefined)?.isTTY) io.err(`paddock: type the value of ${fromStdin.name}, then Ctrl-D`);
   const read = await readSecretValues(flags, io.cwd, io.stdio?.input, fail);
-  return flags.map((f) => create(SecretInputSchema, { name: f.name, value: read.get(f.name)!, setupOnly: f.setupOnly }));
+  return flags.map((f) => create(SecretInputSchema, { name: f.name, value: read.get(f.name)!, setupOnly: f.setupOnly, broker: brokers.get(f.name) }));
+}
+
+/** --broker NAME,host=…,header=…[,template=…][,path=…] | NAME,host=…,basic=USER; checked in full by the daemon. */
+function brokerFlags(given: string[], secrets: ReadonlySet<string>): Map<string, SecretBroker> {
+  const out = new Map<string, SecretBroker>();
+  const keys: Record<string, keyof Omit<SecretBroker, "$typeName" | "$unknown">> = { host: "host", header: "header", template: "template", path: "pathPrefix", basic: "basicUsername" };
+  for (const g of given) {
+    const [name = "", ...parts] = g.split(",");
+    if (!secrets.has(name)) throw new UsageError(`--broker ${name}: give the secret with --secret ${name} in the same command (a broker is set with its value)`);
+    const b = create(SecretBrokerSchema, {});
+    for (const part of parts) {
+      const eq = part.indexOf("=");
+      const key = keys[part.slice(0, eq)];
+      if (eq < 1 || !key) throw new UsageError(`--broker ${name}: expected host=, header=, template=, path= or basic=, not ${JSON.stringify(part)}`);
+      b[key] = part.slice(eq + 1);
+    }
+    out.set(name, b);
+  }
+  return out;
 }
 
 function showEnvironment(e: Environment): string {
@@ -285,7 +312,7 @@ function showEnvironment(e: Environment): string {
     `environment ${e.id} (${e.name}, team ${e.team})`,
     `  network:  ${networkName(e.networkAccess)}${e.networkAccess === NetworkAccess.CUSTOM ? `: ${[...e.allowedDomains, ...(e.includeTrusted ? ["(trusted list)"] : [])].join(", ") || "nothing"}` : ""}`,
     ...(vars.length ? [`  vars:     ${vars.map(([k, v]) => `${k}=${v}`).join(" ")}`] : []),
-    ...(e.secrets.length ? [`  secrets:  ${e.secrets.map((s) => `${s.name}${s.setupOnly ? " (setup only)" : ""}`).join(", ")}`] : []),
+    ...(e.secrets.length ? [`  secrets:  ${e.secrets.map((s) => `${s.name}${s.setupOnly ? " (setup only)" : ""}${s.broker ? ` (brokered for ${s.broker.host}${s.broker.pathPrefix})` : ""}`).join(", ")}`] : []),
     ...(e.setupScript ? [`  setup:    ${e.setupScript.split("\n").filter(Boolean).length} line script`] : []),
     ...(e.defaultProvider || e.image ? [`  provider: ${e.defaultProvider || "(daemon's)"}  image: ${e.image || "(daemon's)"}`] : []),
     ...(e.timeout ? [`  timeout:  ${Number(e.timeout.seconds)}s`] : []),
@@ -613,7 +640,7 @@ cancels and permission answers go to the run. Nothing but the protocol is writte
     },
   },
   "env create": {
-    usage: "paddock env create --name NAME [--network trusted|full|custom] [--allow DOMAIN]... [--include-trusted] [--var K=V]... [--secret NAME[=@FILE]]... [--setup-only-secret NAME[=@FILE]]... [--setup-script FILE] [--setup-network MODE] [--provider P] [--image I] [--timeout D] [--repository REPO]... [--agent PRESET | --acp-command ARG... | --agent-command ARG...] [--mode M] [--permissions P] [--idle-timeout D]",
+    usage: "paddock env create --name NAME [--network trusted|full|custom] [--allow DOMAIN]... [--include-trusted] [--var K=V]... [--secret NAME[=@FILE]]... [--setup-only-secret NAME[=@FILE]]... [--broker NAME,host=H,...]... [--setup-script FILE] [--setup-network MODE] [--provider P] [--image I] [--timeout D] [--repository REPO]... [--agent PRESET | --acp-command ARG... | --agent-command ARG...] [--mode M] [--permissions P] [--idle-timeout D]",
     summary: "create an environment (network policy, variables, secrets) for your team's runs",
     help: ENV_HELP,
     options: ENV_OPTIONS,

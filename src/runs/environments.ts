@@ -2,7 +2,8 @@ import { createHash } from "node:crypto";
 import type { SecretBox } from "../auth/secret-box.js";
 import type { NetworkPolicy } from "../sandbox/egress-policy.js";
 import { AlreadyExistsError, InvalidArgumentError, NotFoundError } from "../errors.js";
-import type { EnvironmentRecord, EnvironmentSpec, EnvironmentsRepository } from "../store/environments-repository.js";
+import type { EnvironmentRecord, EnvironmentSpec, EnvironmentsRepository, SecretBrokerRule } from "../store/environments-repository.js";
+import { secretAad } from "./brokered-secrets.js";
 
 /** Replaces every secret (and its encodings) in a log line: no secret reaches stored or streamed logs. */
 export { redactor } from "../redaction.js";
@@ -11,6 +12,8 @@ export interface SecretValue {
   name: string;
   value: string;
   setupOnly: boolean;
+  /** Set for a brokered secret: the egress proxy adds it, the sandbox holds a placeholder. */
+  broker: SecretBrokerRule | null;
 }
 
 export type { EnvironmentRecord, EnvironmentSpec, NetworkAccessName } from "../store/environments-repository.js";
@@ -49,14 +52,15 @@ export function networkOf(env: EnvironmentRecord | undefined): { setup: NetworkP
  */
 export function setupHash(env: EnvironmentRecord | undefined): string {
   if (!env?.setupScript) return "";
-  const secrets = env.secrets.map((s) => [s.name, s.setupOnly, s.updatedAt]);
+  const secrets = env.secrets.map((s) => [s.name, s.setupOnly, s.updatedAt, s.broker]);
   return createHash("sha256").update(JSON.stringify([env.setupScript, env.envVars, secrets])).digest("hex");
 }
 
 export function createEnvironments(repo: EnvironmentsRepository, box: SecretBox): Environments {
   return {
     get: (id) => repo.get(id),
-    secretValues: (id) => repo.sealedSecrets(id).map((s) => ({ name: s.name, value: box.open(s.sealed, `${id}/${s.name}`), setupOnly: s.setupOnly })),
+    secretValues: (id) =>
+      repo.sealedSecrets(id).map((s) => ({ name: s.name, value: box.open(s.sealed, secretAad(id, s.name, s.broker)), setupOnly: s.setupOnly, broker: s.broker })),
     owned(team, id) {
       const e = repo.get(id);
       if (!e || e.team !== team) throw new NotFoundError("environment", id);
@@ -64,7 +68,7 @@ export function createEnvironments(repo: EnvironmentsRepository, box: SecretBox)
     },
     list: (team, before, limit) => repo.list(team, before, limit),
     save(e, setSecrets, removeSecrets) {
-      const sealed = setSecrets.map((s) => ({ name: s.name, sealed: box.seal(s.value, `${e.id}/${s.name}`), setupOnly: s.setupOnly }));
+      const sealed = setSecrets.map((s) => ({ name: s.name, sealed: box.seal(s.value, secretAad(e.id, s.name, s.broker)), setupOnly: s.setupOnly, broker: s.broker }));
       try {
         return repo.save({ ...e, now: Date.now() }, sealed, removeSecrets);
       } catch (error) {

@@ -6,6 +6,7 @@ import { isRetryable, SandboxError } from "../errors.js";
 import { sandboxName, type SandboxProvider, type SandboxSpec } from "../sandbox/provider.js";
 import { createRunnerClient } from "../sandbox/runner-client.js";
 import type { StoredRun } from "../store/runs-repository.js";
+import { brokeredPlaceholder, brokerRefusal, runSecrets, type RunSecret } from "./brokered-secrets.js";
 import { networkOf, redactor, setupHash } from "./environments.js";
 import type { RunManagerDeps } from "./run-manager.js";
 import type { RunEvents } from "./run-events.js";
@@ -104,6 +105,13 @@ export class RunEffects {
     );
     const token = await this.tokenFor(run);
     const env = run.environmentId ? this.d.environments.get(run.environmentId) : undefined;
+    const secrets = this.secretsOf(run, provider);
+    const brokered = secrets.secrets.filter((s) => s.broker).map((s) => s.name);
+    // Checked again here: the environment may have changed since the run was started.
+    const refusal = brokerRefusal(provider, brokered);
+    if (refusal) throw new SandboxError(refusal, false);
+    if (brokered.length > 0) this.system(id, `brokered secrets (the sandbox holds placeholders, the egress proxy adds the values): ${brokered.join(", ")}`);
+    if (secrets.notes.length > 0) this.system(id, ...secrets.notes);
     const spec: SandboxSpec = {
       runId: id,
       name,
@@ -121,11 +129,12 @@ export class RunEffects {
       environmentId: run.environmentId,
       setupHash: setupHash(env),
       image: run.image,
+      brokered: brokered.length > 0,
     };
     const status = await withRetry(() => provider.provision(spec, signal, (line) => this.system(id, line)), signal);
     if (provider.afterSetup) this.d.observer?.snapshotLookup?.(provider.name, !!status.setupDone);
     // The runner holds the agent until now: the environment is handed over at the last moment.
-    const start = this.startRequest(run, provider);
+    const start = this.startRequest(run, provider, secrets.secrets);
     if (status.setupDone) delete start.setupScript; // the sandbox's snapshot was taken after it (the provider said so)
     const hold = !!status.holdAfterSetup && !!provider.afterSetup;
     Object.assign(start, { holdAfterSetup: hold || undefined, caFile: status.caFile });
@@ -144,24 +153,37 @@ export class RunEffects {
     this.system(id, `agent ${start.setupScript ? "to start after setup" : "started"}: ${run.agentCommand.join(" ")}`);
   }
 
-  /** Env vars and secrets of the run's environment; setup-only secrets go to setup alone. */
-  private startRequest(run: StoredRun, provider: SandboxProvider): StartRequest {
+  /** The run's secrets as applied on this provider (preset keys brokered where it can), with notes for the log. */
+  secretsOf(run: StoredRun, provider: SandboxProvider): { secrets: RunSecret[]; notes: string[] } {
+    const env = run.environmentId ? this.d.environments.get(run.environmentId) : undefined;
+    if (!env) return { secrets: [], notes: [] };
+    return runSecrets(this.d.environments.secretValues(env.id), { agentCommand: run.agentCommand, envVars: env.envVars, providerBrokers: !!provider.brokersSecrets });
+  }
+
+  /**
+   * Env vars and secrets of the run's environment; setup-only secrets go to setup alone. A
+   * brokered secret is its placeholder: its value never enters the sandbox, not even for
+   * the runner's redaction (the daemon redacts what it ingests with every value).
+   */
+  private startRequest(run: StoredRun, provider: SandboxProvider, secrets: RunSecret[]): StartRequest {
     if (!run.environmentId) return {};
     const env = this.d.environments.get(run.environmentId);
     if (!env) throw new SandboxError(`environment ${run.environmentId} no longer exists`, false);
-    const all = this.d.environments.secretValues(env.id);
-    // Git host tokens stay with the daemon (it pushes and opens pull requests) unless the environment grants them.
-    const given = (name: string) => env.grantGitTokens || !isGitHostToken(name);
-    const secrets = all.filter((s) => given(s.name));
-    const pick = (setupOnly: boolean) => Object.fromEntries(secrets.filter((s) => s.setupOnly === setupOnly).map((s) => [s.name, s.value]));
-    const stage = provider.stageEnv?.(run.id, networkOf(env)) ?? { setup: {}, agent: {} };
+    // Git host tokens stay with the daemon (it pushes and opens pull requests) unless the
+    // environment grants them; a brokered one never enters the sandbox anyway (a placeholder does).
+    const given = (name: string, brokered = false) => env.grantGitTokens || brokered || !isGitHostToken(name);
+    const shown = secrets.filter((s) => given(s.name, !!s.broker));
+    const pick = (setupOnly: boolean) =>
+      Object.fromEntries(shown.filter((s) => s.setupOnly === setupOnly).map((s) => [s.name, s.broker ? brokeredPlaceholder(s.name) : s.value]));
+    const stage = provider.stageEnv?.(run.id, networkOf(env), secrets.some((s) => s.broker)) ?? { setup: {}, agent: {} };
     const envVars = Object.fromEntries(Object.entries(env.envVars).filter(([name]) => given(name)));
     return {
       env: { ...envVars, ...pick(false), ...stage.agent },
       setupEnv: { ...pick(true), ...stage.setup },
       setupScript: env.setupScript || undefined,
-      // The runner redacts before anything is written: no secret is ever on its disk.
-      redact: all.map(({ name, value }) => ({ name, value })),
+      // The runner redacts before anything is written: no plain secret is ever on its disk
+      // (brokered values never reach it; the daemon redacts them when it stores logs).
+      redact: secrets.filter((s) => !s.broker).map(({ name, value }) => ({ name, value })),
     };
   }
 

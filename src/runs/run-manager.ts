@@ -14,11 +14,12 @@ import type { SandboxKeys } from "../auth/sandbox-token.js";
 import { FailedPreconditionError, InvalidArgumentError, NotFoundError, ResourceExhaustedError } from "../errors.js";
 import type { SandboxProvider } from "../sandbox/provider.js";
 import { sandboxName } from "../sandbox/provider.js";
+import { brokerRefusal } from "./brokered-secrets.js";
 import { createRunnerClient } from "../sandbox/runner-client.js";
 import type { LogLine, PermissionPolicyName, RunEventKind, RunEventRow, RunLimits, RunModeName, RunStatusName } from "../store/records.js";
 import type { RunFilter, RunsRepository, RunTransition, StoredRun } from "../store/runs-repository.js";
 import type { TasksRepository } from "../store/tasks-repository.js";
-import type { EgressAuditRepository, EgressAuditRow } from "../store/egress-audit-repository.js";
+import type { BrokeredUseRow, EgressAuditRepository, EgressAuditRow } from "../store/egress-audit-repository.js";
 import type { Json, RunnerEvent } from "../agent/runner-protocol.js";
 import { FairQueue, Gate, type Waiting } from "./admission.js";
 import { resolveAgent, type AgentRequest } from "./agent-spec.js";
@@ -236,6 +237,9 @@ export class RunManager {
     }
     const image = this.imageFor(p, env?.image ?? "", providerName);
     this.checkQueueRoom(task.team);
+    const brokered = env?.secrets.filter((s) => s.broker).map((s) => s.name) ?? [];
+    const refusal = brokerRefusal(providers.get(providerName)!, brokered);
+    if (refusal) throw new InvalidArgumentError("provider", refusal);
     const { agentCommand, agent } = resolveAgent({
       agent: p.agent ?? null,
       agentCommand: p.agentCommand,
@@ -328,6 +332,11 @@ export class RunManager {
   /** The destinations the run's sandbox asked the egress proxy for. */
   egress(id: string): EgressAuditRow[] {
     return this.deps.egress?.list(id) ?? [];
+  }
+
+  /** Requests the egress proxy added each brokered secret to, by destination. */
+  brokeredUses(id: string): BrokeredUseRow[] {
+    return this.deps.egress?.brokered(id) ?? [];
   }
 
   get(id: string): StoredRun {

@@ -1,10 +1,13 @@
 import { createHmac, timingSafeEqual } from "node:crypto";
 import { lookup } from "node:dns/promises";
-import { createServer, request, STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { createServer, request, STATUS_CODES, type IncomingMessage, type OutgoingHttpHeaders, type Server, type ServerResponse } from "node:http";
+import { Agent as HttpsAgent, request as httpsRequest } from "node:https";
 import { connect, isIP, type AddressInfo, type Socket } from "node:net";
+import { TLSSocket, type SecureContext } from "node:tls";
 import { addressClass, type AddressClass } from "./address-class.js";
 import { allowedBy, type NetworkPolicy } from "./egress-policy.js";
 import { formatHostPort, normalizeHost, parseHostPort, type HostPort } from "./host-name.js";
+import { brokerHeader, brokerMatchesHost, brokerMatchesPath, normalizedPath, scrubSecrets, type BrokeredSecret } from "./secret-broker.js";
 
 export type EgressVerdict = "allowed" | "refused";
 
@@ -28,7 +31,34 @@ export interface EgressProxyOptions {
   resolve?: (host: string) => Promise<string>;
   audit: (runId: string, host: string, port: number, verdict: EgressVerdict) => void;
   log: (msg: string, fields?: Record<string, unknown>) => void;
+  /**
+   * The brokered secrets of a run's stage for a destination, values included (only those
+   * whose rule names it need be given). CONNECTs to their destinations are intercepted (TLS
+   * terminated with a certificate from `ca`); all others are tunnels.
+   */
+  brokersFor?: (runId: string, stage: EgressStage, target: HostPort) => BrokeredSecret[];
+  /** Issues the certificates of brokered destinations; without it nothing is intercepted. */
+  ca?: { contextFor(host: string): Promise<SecureContext> } | null;
+  /** PEM certificates an intercepted request's upstream is verified against; default: the system's. */
+  upstreamCa?: string;
+  /** One request a brokered secret was added to (its name, never its value). */
+  auditBrokered?: (runId: string, host: string, port: number, secretName: string) => void;
 }
+
+/** What an intercepted connection was admitted for: every request on it goes there. */
+interface Intercepted {
+  admitted: Admitted;
+  brokers: BrokeredSecret[];
+}
+
+/**
+ * With a 407: clients that wait to be asked before sending credentials (libcurl's "any"
+ * method, which git uses) send them then; without it they give up.
+ */
+const CHALLENGE = 'Basic realm="paddock egress"';
+
+/** Never forwarded from a sandbox's request upstream. */
+const HOP_BY_HOP = ["proxy-authorization", "proxy-connection", "connection", "keep-alive", "te", "trailer", "upgrade"];
 
 interface Grant {
   runId: string;
@@ -62,6 +92,10 @@ export class EgressProxy {
   private readonly sockets = new Set<Socket>();
   private readonly hostMap = new Map<string, string>();
   private readonly lookup: (host: string) => Promise<string>;
+  /** Parses the requests inside intercepted TLS connections; never listens itself. */
+  private readonly inner = createServer((req, res) => void this.brokered(req, res));
+  private readonly intercepted = new WeakMap<Socket, Intercepted>();
+  private readonly upstreamAgent = new HttpsAgent({ keepAlive: true, maxSockets: 256 });
   port = 0;
 
   constructor(private readonly opts: EgressProxyOptions) {
@@ -90,6 +124,7 @@ export class EgressProxy {
 
   async stop(): Promise<void> {
     for (const s of this.sockets) s.destroy();
+    this.upstreamAgent.destroy();
     await new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
   }
 
@@ -173,7 +208,23 @@ export class EgressProxy {
     client.on("error", () => client.destroy());
     const admitted = await this.admit(req, parseHostPort(req.url ?? "", 443));
     if ("status" in admitted) {
-      client.end(`HTTP/1.1 ${admitted.status} ${STATUS_CODES[admitted.status]}\r\ncontent-type: text/plain\r\n\r\npaddock egress: ${admitted.message}\n`);
+      const challenge = admitted.status === 407 ? `proxy-authenticate: ${CHALLENGE}\r\n` : "";
+      const body = `paddock egress: ${admitted.message}\n`;
+      // Framed and closed: a client answering the challenge does so on a new connection.
+      client.end(`HTTP/1.1 ${admitted.status} ${STATUS_CODES[admitted.status]}\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n${challenge}\r\n${body}`);
+      return;
+    }
+    let brokers: BrokeredSecret[];
+    try {
+      brokers = (this.opts.ca && this.opts.brokersFor?.(admitted.grant.runId, admitted.grant.stage, admitted).filter((b) => brokerMatchesHost(b.rule, admitted.host, admitted.port))) || [];
+    } catch (error) {
+      // E.g. a sealed value that no longer opens: never a tunnel in the secret's place, and never a crash.
+      this.opts.log("egress: the run's brokered secrets cannot be read", { runId: admitted.grant.runId, host: admitted.host, error: (error as Error).message });
+      client.end("HTTP/1.1 502 Bad Gateway\r\ncontent-type: text/plain\r\ncontent-length: 55\r\nconnection: close\r\n\r\npaddock egress: this run's brokered secrets are broken\n");
+      return;
+    }
+    if (brokers.length > 0) {
+      await this.intercept(client, head, { admitted, brokers });
       return;
     }
     const upstream = connect(admitted.port, admitted.address);
@@ -192,6 +243,86 @@ export class EgressProxy {
     client.once("close", close);
   }
 
+  /**
+   * A brokered destination: TLS is terminated here with a short-lived certificate for the
+   * admitted host alone (whatever name the client's SNI gives), and each request on the
+   * connection is forwarded to that host over real, verified TLS with the secrets added.
+   */
+  private async intercept(client: Socket, head: Buffer, ctx: Intercepted): Promise<void> {
+    let secureContext: SecureContext;
+    try {
+      secureContext = await this.opts.ca!.contextFor(ctx.admitted.host);
+    } catch (error) {
+      this.opts.log("egress: no certificate for a brokered destination", { host: ctx.admitted.host, error: (error as Error).message });
+      client.end("HTTP/1.1 502 Bad Gateway\r\ncontent-type: text/plain\r\n\r\npaddock egress: cannot intercept this destination\n");
+      return;
+    }
+    client.write("HTTP/1.1 200 Connection Established\r\n\r\n");
+    if (head.length) client.unshift(head);
+    const tls = new TLSSocket(client, { isServer: true, secureContext, ALPNProtocols: ["http/1.1"] });
+    tls.on("error", () => tls.destroy());
+    client.once("close", () => tls.destroy());
+    this.intercepted.set(tls, ctx);
+    this.inner.emit("connection", tls);
+  }
+
+  /** One request inside an intercepted connection. */
+  private brokered(req: IncomingMessage, res: ServerResponse): void {
+    const ctx = this.intercepted.get(req.socket);
+    if (!ctx) {
+      res.destroy();
+      return;
+    }
+    const { admitted, brokers } = ctx;
+    const fail = (status: number, message: string): void => {
+      if (res.headersSent) res.destroy();
+      else res.writeHead(status, { "content-type": "text/plain" }).end(`paddock egress: ${scrubSecrets(message, brokers)}\n`);
+    };
+    // The destination is the CONNECT's: a Host naming another cannot move the secret.
+    const named = parseHostPort(req.headers.host ?? "", 443);
+    if (!named || named.host !== admitted.host || named.port !== admitted.port) {
+      return fail(400, `the Host header must name the connection's destination, ${formatHostPort(admitted)}`);
+    }
+    const path = normalizedPath(req.url ?? "");
+    if (path === null) return fail(400, "the request target must be a path");
+    const headers: OutgoingHttpHeaders = { ...req.headers };
+    for (const h of HOP_BY_HOP) delete headers[h];
+    const used: string[] = [];
+    for (const b of brokers) {
+      if (!brokerMatchesPath(b.rule, path)) continue;
+      const [name, value] = brokerHeader(b);
+      headers[name] = value;
+      used.push(b.name);
+    }
+    for (const name of used) this.opts.auditBrokered?.(admitted.grant.runId, admitted.host, admitted.port, name);
+    const upstream = httpsRequest(
+      {
+        host: admitted.address,
+        port: admitted.port,
+        // Verified as the name the sandbox asked for (SNI and identity check), against the host's trust store or the operator's.
+        servername: admitted.host,
+        ca: this.opts.upstreamCa || undefined,
+        agent: this.upstreamAgent,
+        method: req.method,
+        path,
+        headers,
+        setHost: false,
+      },
+      (up) => {
+        // The upstream connection's keep-alive is the proxy's business; the sandbox's follows its own request.
+        const headers = { ...up.headers };
+        for (const h of HOP_BY_HOP) delete headers[h];
+        res.writeHead(up.statusCode ?? 502, headers);
+        up.pipe(res);
+      },
+    );
+    upstream.once("error", (e) => {
+      this.opts.log("egress: brokered request failed", { runId: admitted.grant.runId, host: admitted.host, error: scrubSecrets(e.message, brokers) });
+      fail(502, `${formatHostPort(admitted)}: ${(e as NodeJS.ErrnoException).code ?? "upstream error"}`);
+    });
+    req.pipe(upstream);
+  }
+
   private async forward(req: IncomingMessage, res: ServerResponse): Promise<void> {
     let url: URL;
     try {
@@ -205,7 +336,7 @@ export class EgressProxy {
     // Node keeps the first Host header of a request and drops the rest, as does the upstream request below.
     const admitted = await this.admit(req, target, req.headers.host ?? "");
     if ("status" in admitted) {
-      res.writeHead(admitted.status, { "content-type": "text/plain" }).end(`paddock egress: ${admitted.message}\n`);
+      res.writeHead(admitted.status, { "content-type": "text/plain", ...(admitted.status === 407 ? { "proxy-authenticate": CHALLENGE } : {}) }).end(`paddock egress: ${admitted.message}\n`);
       return;
     }
     const headers = { ...req.headers };

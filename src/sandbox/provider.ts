@@ -37,6 +37,8 @@ export interface SandboxSpec {
   image?: string;
   /** This run's overrides of the provider's resource limits and runtime. */
   limits: { cpus?: number; memoryBytes?: number; pids?: number; runtime?: string };
+  /** The run has brokered secrets: all its traffic must go through the egress proxy, whatever its policy. */
+  brokered?: boolean;
 }
 
 export type SandboxState = "running" | "stopped" | "missing";
@@ -66,6 +68,11 @@ export interface SandboxProvider {
   readonly enforcesNetworkPolicy: boolean;
   /** Whether the agent runs as a user of its own, out of reach of the daemon's data. */
   readonly isolatesAgents: boolean;
+  /**
+   * Whether brokered secrets can stay out of its sandboxes: every request from them to a
+   * brokered destination is forced through the egress proxy, which adds the secret.
+   */
+  readonly brokersSecrets?: boolean;
   /** Prepares what the provider needs before its first sandbox; returns a problem, or null. */
   init?(): Promise<string | null>;
   close?(): Promise<void>;
@@ -93,8 +100,8 @@ export interface SandboxProvider {
   list(): Promise<string[]>;
   /** Removes snapshots past their age or over the size budget; returns how many. */
   collectGarbage?(): Promise<number>;
-  /** Environment the setup script and the agent need from the provider (an egress proxy). */
-  stageEnv?(runId: string, network: SandboxSpec["network"]): { setup: Record<string, string>; agent: Record<string, string> };
+  /** Environment the setup script and the agent need from the provider (an egress proxy); `brokered` as in SandboxSpec. */
+  stageEnv?(runId: string, network: SandboxSpec["network"], brokered?: boolean): { setup: Record<string, string>; agent: Record<string, string> };
 }
 
 /** Where a provider keeps track of its snapshots (the sandbox_snapshots table). */

@@ -1,5 +1,8 @@
 import { AlreadyExistsError } from "../errors.js";
+import type { SecretBrokerRule } from "../sandbox/secret-broker.js";
 import type { Database } from "./database.js";
+
+export type { SecretBrokerRule };
 
 export type NetworkAccessName = "trusted" | "full" | "custom";
 
@@ -29,6 +32,14 @@ export interface EnvironmentSpec {
   grantGitTokens: boolean;
 }
 
+export interface SecretMeta {
+  name: string;
+  setupOnly: boolean;
+  updatedAt: number;
+  /** Null for a secret the sandbox gets as is. */
+  broker: SecretBrokerRule | null;
+}
+
 export interface EnvironmentRecord extends EnvironmentSpec {
   seq: number;
   id: string;
@@ -36,7 +47,14 @@ export interface EnvironmentRecord extends EnvironmentSpec {
   name: string;
   createdAt: number;
   updatedAt: number;
-  secrets: { name: string; setupOnly: boolean; updatedAt: number }[];
+  secrets: SecretMeta[];
+}
+
+export interface SealedSecret {
+  name: string;
+  sealed: string;
+  setupOnly: boolean;
+  broker: SecretBrokerRule | null;
 }
 
 interface Row {
@@ -55,13 +73,14 @@ const withDefaults = (spec: Partial<EnvironmentSpec>): EnvironmentSpec =>
 
 export function createEnvironmentsRepository(db: Database) {
   const byId = db.prepare<Row>("SELECT * FROM environments WHERE id = ?");
-  const secretsOf = db.prepare<{ name: string; setup_only: number; updated_at: number; sealed: string }>(
-    "SELECT name, setup_only, updated_at, sealed FROM environment_secrets WHERE environment_id = ? ORDER BY name",
+  const secretsOf = db.prepare<{ name: string; setup_only: number; updated_at: number; sealed: string; broker: string }>(
+    "SELECT name, setup_only, updated_at, sealed, broker FROM environment_secrets WHERE environment_id = ? ORDER BY name",
   );
+  const brokerOf = (json: string): SecretBrokerRule | null => (json ? (JSON.parse(json) as SecretBrokerRule) : null);
   const insert = db.prepare("INSERT INTO environments (id, team, name, spec, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)");
   const update = db.prepare("UPDATE environments SET name = ?, spec = ?, updated_at = ? WHERE id = ?");
-  const putSecret = db.prepare(`INSERT INTO environment_secrets (environment_id, name, sealed, setup_only, updated_at) VALUES (?, ?, ?, ?, ?)
-    ON CONFLICT (environment_id, name) DO UPDATE SET sealed = excluded.sealed, setup_only = excluded.setup_only, updated_at = excluded.updated_at`);
+  const putSecret = db.prepare(`INSERT INTO environment_secrets (environment_id, name, sealed, setup_only, updated_at, broker) VALUES (?, ?, ?, ?, ?, ?)
+    ON CONFLICT (environment_id, name) DO UPDATE SET sealed = excluded.sealed, setup_only = excluded.setup_only, updated_at = excluded.updated_at, broker = excluded.broker`);
   const dropSecret = db.prepare("DELETE FROM environment_secrets WHERE environment_id = ? AND name = ?");
   const remove = db.prepare("DELETE FROM environments WHERE id = ?");
   const page = db.prepare<Row>("SELECT * FROM environments WHERE team = ? AND seq < ? ORDER BY seq DESC LIMIT ?");
@@ -74,7 +93,7 @@ export function createEnvironmentsRepository(db: Database) {
     name: r.name,
     createdAt: r.created_at,
     updatedAt: r.updated_at,
-    secrets: secretsOf.all([r.id]).map((s) => ({ name: s.name, setupOnly: s.setup_only === 1, updatedAt: s.updated_at })),
+    secrets: secretsOf.all([r.id]).map((s) => ({ name: s.name, setupOnly: s.setup_only === 1, updatedAt: s.updated_at, broker: brokerOf(s.broker) })),
   });
 
   return {
@@ -88,7 +107,7 @@ export function createEnvironmentsRepository(db: Database) {
     /** Creates or replaces the environment and applies the secret changes, all or nothing. */
     save(
       e: { id: string; team: string; name: string; spec: EnvironmentSpec; now: number; create: boolean },
-      setSecrets: { name: string; sealed: string; setupOnly: boolean }[],
+      setSecrets: SealedSecret[],
       removeSecrets: string[],
     ): EnvironmentRecord {
       return db.transaction(() => {
@@ -100,14 +119,14 @@ export function createEnvironmentsRepository(db: Database) {
           if (/UNIQUE/.test((error as Error).message)) throw new AlreadyExistsError("environment", e.name);
           throw error;
         }
-        for (const s of setSecrets) putSecret.run([e.id, s.name, s.sealed, s.setupOnly ? 1 : 0, e.now]);
+        for (const s of setSecrets) putSecret.run([e.id, s.name, s.sealed, s.setupOnly ? 1 : 0, e.now, s.broker ? JSON.stringify(s.broker) : ""]);
         for (const n of removeSecrets) dropSecret.run([e.id, n]);
         return toRecord(byId.get([e.id])!);
       });
     },
     /** Sealed values, for the daemon only (decrypted just before a sandbox starts). */
-    sealedSecrets(id: string): { name: string; sealed: string; setupOnly: boolean }[] {
-      return secretsOf.all([id]).map((s) => ({ name: s.name, sealed: s.sealed, setupOnly: s.setup_only === 1 }));
+    sealedSecrets(id: string): SealedSecret[] {
+      return secretsOf.all([id]).map((s) => ({ name: s.name, sealed: s.sealed, setupOnly: s.setup_only === 1, broker: brokerOf(s.broker) }));
     },
     remove(id: string): void {
       db.transaction(() => {

@@ -268,6 +268,27 @@ export const MIGRATIONS: readonly { version: number; name: string; sql: string }
       END;
     `,
   },
+  {
+    version: 15,
+    name: "brokered secrets",
+    sql: `
+      -- A brokered secret's rule (JSON; '' for a plain secret): the sandbox holds a
+      -- placeholder and the egress proxy adds the value for this destination only. The
+      -- rule is also bound into the sealed value's additional data.
+      ALTER TABLE environment_secrets ADD COLUMN broker TEXT NOT NULL DEFAULT '';
+      -- Every request the egress proxy added a brokered secret to, by destination and name.
+      CREATE TABLE egress_brokered (
+        run_id      TEXT NOT NULL,
+        host        TEXT NOT NULL,
+        port        INTEGER NOT NULL,
+        secret_name TEXT NOT NULL,
+        count       INTEGER NOT NULL,
+        first_at    INTEGER NOT NULL,
+        last_at     INTEGER NOT NULL,
+        PRIMARY KEY (run_id, host, port, secret_name)
+      ) STRICT, WITHOUT ROWID;
+    `,
+  },
 ];
 
 /** Brings the schema to the newest version (or to `upTo`, for tests that make an older install). */

@@ -6,7 +6,7 @@ import { join } from "node:path";
  * here so installs made before that (or under a loose umask) are fixed at start.
  * paddock.db and its WAL files are openDatabase()'s, which fixes them on every open.
  */
-export const SECRET_FILES = ["admin-token", "secrets.key", "egress.key", "sandbox-token.key", "daemon.lock", "daemon.pid"] as const;
+export const SECRET_FILES = ["admin-token", "secrets.key", "egress.key", "broker-ca.key", "sandbox-token.key", "daemon.lock", "daemon.pid"] as const;
 
 /** Data dir 0700 and its secret files 0600, whatever the umask or an older paddock left. */
 export async function restrictDataDir(dataDir: string): Promise<void> {

@@ -106,6 +106,11 @@ export class DockerProvider implements SandboxProvider {
     return this.egressProblem === null;
   }
 
+  /** A run with brokered secrets goes on the egress network whatever its policy: the proxy is its only way out. */
+  get brokersSecrets(): boolean {
+    return this.egressProblem === null && !!this.opts.egress?.ca;
+  }
+
   /**
    * Sets up enforcement on first need: the internal network, the proxy on its gateway,
    * the firewall. When a step fails, restricted runs are refused (never let through).
@@ -191,12 +196,13 @@ export class DockerProvider implements SandboxProvider {
     await this.egress?.proxy.stop();
   }
 
-  private restricted(network: SandboxSpec["network"]): boolean {
-    return !!network && (network.setup.access !== "full" || network.agent.access !== "full");
+  /** Whether the sandbox reaches out only through the egress proxy: a restricted policy, or brokered secrets. */
+  private restricted(network: SandboxSpec["network"], brokered = false): boolean {
+    return brokered || (!!network && (network.setup.access !== "full" || network.agent.access !== "full"));
   }
 
-  stageEnv(runId: string, network: SandboxSpec["network"]): { setup: Record<string, string>; agent: Record<string, string> } {
-    if (!this.restricted(network) || !this.egress) return { setup: {}, agent: {} };
+  stageEnv(runId: string, network: SandboxSpec["network"], brokered = false): { setup: Record<string, string>; agent: Record<string, string> } {
+    if (!this.restricted(network, brokered) || !this.egress) return { setup: {}, agent: {} };
     const proxyEnv = (url: string) => ({ HTTP_PROXY: url, HTTPS_PROXY: url, http_proxy: url, https_proxy: url, NO_PROXY: "", no_proxy: "" });
     return { setup: proxyEnv(this.egress.proxy.urlFor(runId, "setup")), agent: proxyEnv(this.egress.proxy.urlFor(runId, "agent")) };
   }
@@ -251,9 +257,10 @@ export class DockerProvider implements SandboxProvider {
     );
     if (snapshot) this.opts.snapshots.touch(snapshot.id);
     const limits = await this.limitsFor(spec);
-    if (this.restricted(spec.network)) await this.ensureEgress();
-    if (this.restricted(spec.network) && !this.egress) throw new SandboxError(this.egressProblem ?? "egress is not ready", false);
-    const networkMode = this.restricted(spec.network) ? this.egress!.network.name : await this.openNetwork(progress);
+    const restricted = this.restricted(spec.network, spec.brokered);
+    if (restricted) await this.ensureEgress();
+    if (restricted && !this.egress) throw new SandboxError(this.egressProblem ?? "egress is not ready", false);
+    const networkMode = restricted ? this.egress!.network.name : await this.openNetwork(progress);
     const create = containerSpec(spec, { image, instanceId: this.opts.instanceId, source, limits, networkMode });
     if (this.opts.caFile) create.HostConfig = { ...create.HostConfig, Binds: [...(create.HostConfig?.Binds ?? []), `${this.opts.caFile}:${CA_MOUNT}:ro`] };
     signal.throwIfAborted();

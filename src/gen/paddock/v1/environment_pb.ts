@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file paddock/v1/environment.proto.
  */
 export const file_paddock_v1_environment: GenFile = /*@__PURE__*/
-  fileDesc("ChxwYWRkb2NrL3YxL2Vudmlyb25tZW50LnByb3RvEgpwYWRkb2NrLnYxIrEGCgtFbnZpcm9ubWVudBIKCgJpZBgBIAEoCRIMCgR0ZWFtGAIgASgJEgwKBG5hbWUYAyABKAkSMQoObmV0d29ya19hY2Nlc3MYBCABKA4yGS5wYWRkb2NrLnYxLk5ldHdvcmtBY2Nlc3MSFwoPYWxsb3dlZF9kb21haW5zGAUgAygJEhcKD2luY2x1ZGVfdHJ1c3RlZBgGIAEoCBI2CghlbnZfdmFycxgHIAMoCzIkLnBhZGRvY2sudjEuRW52aXJvbm1lbnQuRW52VmFyc0VudHJ5EicKB3NlY3JldHMYCCADKAsyFi5wYWRkb2NrLnYxLlNlY3JldEluZm8SFAoMc2V0dXBfc2NyaXB0GAkgASgJEjcKFHNldHVwX25ldHdvcmtfYWNjZXNzGAogASgOMhkucGFkZG9jay52MS5OZXR3b3JrQWNjZXNzEhQKDHJlcG9zaXRvcmllcxgLIAMoCRIYChBkZWZhdWx0X3Byb3ZpZGVyGAwgASgJEioKB3RpbWVvdXQYDSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SLwoLY3JlYXRlX3RpbWUYDiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3VwZGF0ZV90aW1lGA8gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVpbWFnZRgQIAEoCRIkCgVhZ2VudBgRIAEoCzIVLnBhZGRvY2sudjEuQWdlbnRTcGVjEiEKBG1vZGUYEiABKA4yEy5wYWRkb2NrLnYxLlJ1bk1vZGUSNwoRcGVybWlzc2lvbl9wb2xpY3kYEyABKA4yHC5wYWRkb2NrLnYxLlBlcm1pc3Npb25Qb2xpY3kSLwoMaWRsZV90aW1lb3V0GBQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhsKE21heF9jb25jdXJyZW50X3J1bnMYUCABKAUSGAoQZ3JhbnRfZ2l0X3Rva2VucxgyIAEoCBouCgxFbnZWYXJzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJfCgpTZWNyZXRJbmZvEgwKBG5hbWUYASABKAkSEgoKc2V0dXBfb25seRgCIAEoCBIvCgt1cGRhdGVfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiPgoLU2VjcmV0SW5wdXQSDAoEbmFtZRgBIAEoCRINCgV2YWx1ZRgCIAEoCRISCgpzZXR1cF9vbmx5GAMgASgIInIKGENyZWF0ZUVudmlyb25tZW50UmVxdWVzdBIsCgtlbnZpcm9ubWVudBgBIAEoCzIXLnBhZGRvY2sudjEuRW52aXJvbm1lbnQSKAoHc2VjcmV0cxgCIAMoCzIXLnBhZGRvY2sudjEuU2VjcmV0SW5wdXQiSQoZQ3JlYXRlRW52aXJvbm1lbnRSZXNwb25zZRIsCgtlbnZpcm9ubWVudBgBIAEoCzIXLnBhZGRvY2sudjEuRW52aXJvbm1lbnQiLwoVR2V0RW52aXJvbm1lbnRSZXF1ZXN0EhYKDmVudmlyb25tZW50X2lkGAEgASgJIkYKFkdldEVudmlyb25tZW50UmVzcG9uc2USLAoLZW52aXJvbm1lbnQYASABKAsyFy5wYWRkb2NrLnYxLkVudmlyb25tZW50IkAKF0xpc3RFbnZpcm9ubWVudHNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJImIKGExpc3RFbnZpcm9ubWVudHNSZXNwb25zZRItCgxlbnZpcm9ubWVudHMYASADKAsyFy5wYWRkb2NrLnYxLkVudmlyb25tZW50EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSKOAQoYVXBkYXRlRW52aXJvbm1lbnRSZXF1ZXN0EiwKC2Vudmlyb25tZW50GAEgASgLMhcucGFkZG9jay52MS5FbnZpcm9ubWVudBIsCgtzZXRfc2VjcmV0cxgCIAMoCzIXLnBhZGRvY2sudjEuU2VjcmV0SW5wdXQSFgoOcmVtb3ZlX3NlY3JldHMYAyADKAkiSQoZVXBkYXRlRW52aXJvbm1lbnRSZXNwb25zZRIsCgtlbnZpcm9ubWVudBgBIAEoCzIXLnBhZGRvY2sudjEuRW52aXJvbm1lbnQiMgoYRGVsZXRlRW52aXJvbm1lbnRSZXF1ZXN0EhYKDmVudmlyb25tZW50X2lkGAEgASgJIhsKGURlbGV0ZUVudmlyb25tZW50UmVzcG9uc2UqfwoNTmV0d29ya0FjY2VzcxIeChpORVRXT1JLX0FDQ0VTU19VTlNQRUNJRklFRBAAEhoKFk5FVFdPUktfQUNDRVNTX1RSVVNURUQQARIXChNORVRXT1JLX0FDQ0VTU19GVUxMEAISGQoVTkVUV09SS19BQ0NFU1NfQ1VTVE9NEAMy8gMKEkVudmlyb25tZW50U2VydmljZRJgChFDcmVhdGVFbnZpcm9ubWVudBIkLnBhZGRvY2sudjEuQ3JlYXRlRW52aXJvbm1lbnRSZXF1ZXN0GiUucGFkZG9jay52MS5DcmVhdGVFbnZpcm9ubWVudFJlc3BvbnNlElcKDkdldEVudmlyb25tZW50EiEucGFkZG9jay52MS5HZXRFbnZpcm9ubWVudFJlcXVlc3QaIi5wYWRkb2NrLnYxLkdldEVudmlyb25tZW50UmVzcG9uc2USXQoQTGlzdEVudmlyb25tZW50cxIjLnBhZGRvY2sudjEuTGlzdEVudmlyb25tZW50c1JlcXVlc3QaJC5wYWRkb2NrLnYxLkxpc3RFbnZpcm9ubWVudHNSZXNwb25zZRJgChFVcGRhdGVFbnZpcm9ubWVudBIkLnBhZGRvY2sudjEuVXBkYXRlRW52aXJvbm1lbnRSZXF1ZXN0GiUucGFkZG9jay52MS5VcGRhdGVFbnZpcm9ubWVudFJlc3BvbnNlEmAKEURlbGV0ZUVudmlyb25tZW50EiQucGFkZG9jay52MS5EZWxldGVFbnZpcm9ubWVudFJlcXVlc3QaJS5wYWRkb2NrLnYxLkRlbGV0ZUVudmlyb25tZW50UmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_paddock_v1_task_run]);
+  fileDesc("ChxwYWRkb2NrL3YxL2Vudmlyb25tZW50LnByb3RvEgpwYWRkb2NrLnYxIrEGCgtFbnZpcm9ubWVudBIKCgJpZBgBIAEoCRIMCgR0ZWFtGAIgASgJEgwKBG5hbWUYAyABKAkSMQoObmV0d29ya19hY2Nlc3MYBCABKA4yGS5wYWRkb2NrLnYxLk5ldHdvcmtBY2Nlc3MSFwoPYWxsb3dlZF9kb21haW5zGAUgAygJEhcKD2luY2x1ZGVfdHJ1c3RlZBgGIAEoCBI2CghlbnZfdmFycxgHIAMoCzIkLnBhZGRvY2sudjEuRW52aXJvbm1lbnQuRW52VmFyc0VudHJ5EicKB3NlY3JldHMYCCADKAsyFi5wYWRkb2NrLnYxLlNlY3JldEluZm8SFAoMc2V0dXBfc2NyaXB0GAkgASgJEjcKFHNldHVwX25ldHdvcmtfYWNjZXNzGAogASgOMhkucGFkZG9jay52MS5OZXR3b3JrQWNjZXNzEhQKDHJlcG9zaXRvcmllcxgLIAMoCRIYChBkZWZhdWx0X3Byb3ZpZGVyGAwgASgJEioKB3RpbWVvdXQYDSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SLwoLY3JlYXRlX3RpbWUYDiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3VwZGF0ZV90aW1lGA8gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVpbWFnZRgQIAEoCRIkCgVhZ2VudBgRIAEoCzIVLnBhZGRvY2sudjEuQWdlbnRTcGVjEiEKBG1vZGUYEiABKA4yEy5wYWRkb2NrLnYxLlJ1bk1vZGUSNwoRcGVybWlzc2lvbl9wb2xpY3kYEyABKA4yHC5wYWRkb2NrLnYxLlBlcm1pc3Npb25Qb2xpY3kSLwoMaWRsZV90aW1lb3V0GBQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhsKE21heF9jb25jdXJyZW50X3J1bnMYUCABKAUSGAoQZ3JhbnRfZ2l0X3Rva2VucxgyIAEoCBouCgxFbnZWYXJzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKJAQoKU2VjcmV0SW5mbxIMCgRuYW1lGAEgASgJEhIKCnNldHVwX29ubHkYAiABKAgSLwoLdXBkYXRlX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEigKBmJyb2tlchhGIAEoCzIYLnBhZGRvY2sudjEuU2VjcmV0QnJva2VyImgKC1NlY3JldElucHV0EgwKBG5hbWUYASABKAkSDQoFdmFsdWUYAiABKAkSEgoKc2V0dXBfb25seRgDIAEoCBIoCgZicm9rZXIYRiABKAsyGC5wYWRkb2NrLnYxLlNlY3JldEJyb2tlciJrCgxTZWNyZXRCcm9rZXISDAoEaG9zdBgBIAEoCRITCgtwYXRoX3ByZWZpeBgCIAEoCRIOCgZoZWFkZXIYAyABKAkSEAoIdGVtcGxhdGUYBCABKAkSFgoOYmFzaWNfdXNlcm5hbWUYBSABKAkicgoYQ3JlYXRlRW52aXJvbm1lbnRSZXF1ZXN0EiwKC2Vudmlyb25tZW50GAEgASgLMhcucGFkZG9jay52MS5FbnZpcm9ubWVudBIoCgdzZWNyZXRzGAIgAygLMhcucGFkZG9jay52MS5TZWNyZXRJbnB1dCJJChlDcmVhdGVFbnZpcm9ubWVudFJlc3BvbnNlEiwKC2Vudmlyb25tZW50GAEgASgLMhcucGFkZG9jay52MS5FbnZpcm9ubWVudCIvChVHZXRFbnZpcm9ubWVudFJlcXVlc3QSFgoOZW52aXJvbm1lbnRfaWQYASABKAkiRgoWR2V0RW52aXJvbm1lbnRSZXNwb25zZRIsCgtlbnZpcm9ubWVudBgBIAEoCzIXLnBhZGRvY2sudjEuRW52aXJvbm1lbnQiQAoXTGlzdEVudmlyb25tZW50c1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkiYgoYTGlzdEVudmlyb25tZW50c1Jlc3BvbnNlEi0KDGVudmlyb25tZW50cxgBIAMoCzIXLnBhZGRvY2sudjEuRW52aXJvbm1lbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIo4BChhVcGRhdGVFbnZpcm9ubWVudFJlcXVlc3QSLAoLZW52aXJvbm1lbnQYASABKAsyFy5wYWRkb2NrLnYxLkVudmlyb25tZW50EiwKC3NldF9zZWNyZXRzGAIgAygLMhcucGFkZG9jay52MS5TZWNyZXRJbnB1dBIWCg5yZW1vdmVfc2VjcmV0cxgDIAMoCSJJChlVcGRhdGVFbnZpcm9ubWVudFJlc3BvbnNlEiwKC2Vudmlyb25tZW50GAEgASgLMhcucGFkZG9jay52MS5FbnZpcm9ubWVudCIyChhEZWxldGVFbnZpcm9ubWVudFJlcXVlc3QSFgoOZW52aXJvbm1lbnRfaWQYASABKAkiGwoZRGVsZXRlRW52aXJvbm1lbnRSZXNwb25zZSp/Cg1OZXR3b3JrQWNjZXNzEh4KGk5FVFdPUktfQUNDRVNTX1VOU1BFQ0lGSUVEEAASGgoWTkVUV09SS19BQ0NFU1NfVFJVU1RFRBABEhcKE05FVFdPUktfQUNDRVNTX0ZVTEwQAhIZChVORVRXT1JLX0FDQ0VTU19DVVNUT00QAzLyAwoSRW52aXJvbm1lbnRTZXJ2aWNlEmAKEUNyZWF0ZUVudmlyb25tZW50EiQucGFkZG9jay52MS5DcmVhdGVFbnZpcm9ubWVudFJlcXVlc3QaJS5wYWRkb2NrLnYxLkNyZWF0ZUVudmlyb25tZW50UmVzcG9uc2USVwoOR2V0RW52aXJvbm1lbnQSIS5wYWRkb2NrLnYxLkdldEVudmlyb25tZW50UmVxdWVzdBoiLnBhZGRvY2sudjEuR2V0RW52aXJvbm1lbnRSZXNwb25zZRJdChBMaXN0RW52aXJvbm1lbnRzEiMucGFkZG9jay52MS5MaXN0RW52aXJvbm1lbnRzUmVxdWVzdBokLnBhZGRvY2sudjEuTGlzdEVudmlyb25tZW50c1Jlc3BvbnNlEmAKEVVwZGF0ZUVudmlyb25tZW50EiQucGFkZG9jay52MS5VcGRhdGVFbnZpcm9ubWVudFJlcXVlc3QaJS5wYWRkb2NrLnYxLlVwZGF0ZUVudmlyb25tZW50UmVzcG9uc2USYAoRRGVsZXRlRW52aXJvbm1lbnQSJC5wYWRkb2NrLnYxLkRlbGV0ZUVudmlyb25tZW50UmVxdWVzdBolLnBhZGRvY2sudjEuRGVsZXRlRW52aXJvbm1lbnRSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_paddock_v1_task_run]);
 
 /**
  * What a sandbox may reach and what it knows, for one team's tasks.
@@ -198,6 +198,14 @@ export type SecretInfo = Message<"paddock.v1.SecretInfo"> & {
    * @generated from field: google.protobuf.Timestamp update_time = 3;
    */
   updateTime?: Timestamp | undefined;
+
+  /**
+   * Set when the secret is brokered: the sandbox holds a placeholder, the egress proxy
+   * adds the value to requests for this destination only.
+   *
+   * @generated from field: paddock.v1.SecretBroker broker = 70;
+   */
+  broker?: SecretBroker | undefined;
 };
 
 /**
@@ -229,6 +237,15 @@ export type SecretInput = Message<"paddock.v1.SecretInput"> & {
    * @generated from field: bool setup_only = 3;
    */
   setupOnly: boolean;
+
+  /**
+   * Keep the value out of the sandbox: it gets the placeholder
+   * "paddock-brokered-<name>" instead, and the egress proxy adds the real value to
+   * HTTPS requests for this destination (and no other). Docker sandboxes only.
+   *
+   * @generated from field: paddock.v1.SecretBroker broker = 70;
+   */
+  broker?: SecretBroker | undefined;
 };
 
 /**
@@ -237,6 +254,60 @@ export type SecretInput = Message<"paddock.v1.SecretInput"> & {
  */
 export const SecretInputSchema: GenMessage<SecretInput> = /*@__PURE__*/
   messageDesc(file_paddock_v1_environment, 2);
+
+/**
+ * Where and how the egress proxy applies a brokered secret.
+ *
+ * @generated from message paddock.v1.SecretBroker
+ */
+export type SecretBroker = Message<"paddock.v1.SecretBroker"> & {
+  /**
+   * "api.example.com" or "*.example.com" (its subdomains), optionally ":port"; port
+   * 443 when none is given. HTTPS only: the proxy terminates TLS for this destination.
+   *
+   * @generated from field: string host = 1;
+   */
+  host: string;
+
+  /**
+   * Only requests whose path starts with it (after dot segments are resolved); empty
+   * for every path.
+   *
+   * @generated from field: string path_prefix = 2;
+   */
+  pathPrefix: string;
+
+  /**
+   * The header the proxy sets, e.g. "x-api-key" or "authorization"; any value the
+   * sandbox sent in it is replaced. Empty when basic_username is set.
+   *
+   * @generated from field: string header = 3;
+   */
+  header: string;
+
+  /**
+   * The header's value, with "{value}" where the secret goes, e.g. "Bearer {value}";
+   * empty for "{value}".
+   *
+   * @generated from field: string template = 4;
+   */
+  template: string;
+
+  /**
+   * HTTP basic authentication (git over HTTPS): Authorization is set to
+   * "Basic base64(basic_username:secret)". Excludes header and template.
+   *
+   * @generated from field: string basic_username = 5;
+   */
+  basicUsername: string;
+};
+
+/**
+ * Describes the message paddock.v1.SecretBroker.
+ * Use `create(SecretBrokerSchema)` to create a new message.
+ */
+export const SecretBrokerSchema: GenMessage<SecretBroker> = /*@__PURE__*/
+  messageDesc(file_paddock_v1_environment, 3);
 
 /**
  * @generated from message paddock.v1.CreateEnvironmentRequest
@@ -260,7 +331,7 @@ export type CreateEnvironmentRequest = Message<"paddock.v1.CreateEnvironmentRequ
  * Use `create(CreateEnvironmentRequestSchema)` to create a new message.
  */
 export const CreateEnvironmentRequestSchema: GenMessage<CreateEnvironmentRequest> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_environment, 3);
+  messageDesc(file_paddock_v1_environment, 4);
 
 /**
  * @generated from message paddock.v1.CreateEnvironmentResponse
@@ -277,7 +348,7 @@ export type CreateEnvironmentResponse = Message<"paddock.v1.CreateEnvironmentRes
  * Use `create(CreateEnvironmentResponseSchema)` to create a new message.
  */
 export const CreateEnvironmentResponseSchema: GenMessage<CreateEnvironmentResponse> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_environment, 4);
+  messageDesc(file_paddock_v1_environment, 5);
 
 /**
  * @generated from message paddock.v1.GetEnvironmentRequest
@@ -294,7 +365,7 @@ export type GetEnvironmentRequest = Message<"paddock.v1.GetEnvironmentRequest"> 
  * Use `create(GetEnvironmentRequestSchema)` to create a new message.
  */
 export const GetEnvironmentRequestSchema: GenMessage<GetEnvironmentRequest> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_environment, 5);
+  messageDesc(file_paddock_v1_environment, 6);
 
 /**
  * @generated from message paddock.v1.GetEnvironmentResponse
@@ -311,7 +382,7 @@ export type GetEnvironmentResponse = Message<"paddock.v1.GetEnvironmentResponse"
  * Use `create(GetEnvironmentResponseSchema)` to create a new message.
  */
 export const GetEnvironmentResponseSchema: GenMessage<GetEnvironmentResponse> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_environment, 6);
+  messageDesc(file_paddock_v1_environment, 7);
 
 /**
  * @generated from message paddock.v1.ListEnvironmentsRequest
@@ -333,7 +404,7 @@ export type ListEnvironmentsRequest = Message<"paddock.v1.ListEnvironmentsReques
  * Use `create(ListEnvironmentsRequestSchema)` to create a new message.
  */
 export const ListEnvironmentsRequestSchema: GenMessage<ListEnvironmentsRequest> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_environment, 7);
+  messageDesc(file_paddock_v1_environment, 8);
 
 /**
  * @generated from message paddock.v1.ListEnvironmentsResponse
@@ -355,7 +426,7 @@ export type ListEnvironmentsResponse = Message<"paddock.v1.ListEnvironmentsRespo
  * Use `create(ListEnvironmentsResponseSchema)` to create a new message.
  */
 export const ListEnvironmentsResponseSchema: GenMessage<ListEnvironmentsResponse> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_environment, 8);
+  messageDesc(file_paddock_v1_environment, 9);
 
 /**
  * @generated from message paddock.v1.UpdateEnvironmentRequest
@@ -388,7 +459,7 @@ export type UpdateEnvironmentRequest = Message<"paddock.v1.UpdateEnvironmentRequ
  * Use `create(UpdateEnvironmentRequestSchema)` to create a new message.
  */
 export const UpdateEnvironmentRequestSchema: GenMessage<UpdateEnvironmentRequest> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_environment, 9);
+  messageDesc(file_paddock_v1_environment, 10);
 
 /**
  * @generated from message paddock.v1.UpdateEnvironmentResponse
@@ -405,7 +476,7 @@ export type UpdateEnvironmentResponse = Message<"paddock.v1.UpdateEnvironmentRes
  * Use `create(UpdateEnvironmentResponseSchema)` to create a new message.
  */
 export const UpdateEnvironmentResponseSchema: GenMessage<UpdateEnvironmentResponse> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_environment, 10);
+  messageDesc(file_paddock_v1_environment, 11);
 
 /**
  * @generated from message paddock.v1.DeleteEnvironmentRequest
@@ -422,7 +493,7 @@ export type DeleteEnvironmentRequest = Message<"paddock.v1.DeleteEnvironmentRequ
  * Use `create(DeleteEnvironmentRequestSchema)` to create a new message.
  */
 export const DeleteEnvironmentRequestSchema: GenMessage<DeleteEnvironmentRequest> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_environment, 11);
+  messageDesc(file_paddock_v1_environment, 12);
 
 /**
  * @generated from message paddock.v1.DeleteEnvironmentResponse
@@ -435,7 +506,7 @@ export type DeleteEnvironmentResponse = Message<"paddock.v1.DeleteEnvironmentRes
  * Use `create(DeleteEnvironmentResponseSchema)` to create a new message.
  */
 export const DeleteEnvironmentResponseSchema: GenMessage<DeleteEnvironmentResponse> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_environment, 12);
+  messageDesc(file_paddock_v1_environment, 13);
 
 /**
  * @generated from enum paddock.v1.NetworkAccess
