@@ -27,6 +27,7 @@ import { createReadiness } from "./api/readiness.js";
 import { createRoutes } from "./api/routes.js";
 import { issueSandboxToken, loadOrCreateSandboxKeys } from "./auth/sandbox-token.js";
 import { ConfigError, type Config } from "./config.js";
+import { Handoffs } from "./runs/handoffs.js";
 import { RunManager } from "./runs/run-manager.js";
 import { DockerProvider } from "./sandbox/docker/docker-provider.js";
 import { LocalProvider } from "./sandbox/local/local-provider.js";
@@ -139,6 +140,7 @@ export async function createApp(opts: AppOptions): Promise<App> {
   }
   const runs = new RunManager({
     egress: egressAudit,
+    handoffs: new Handoffs(join(config.dataDir, "handoffs"), config.handoffMaxBytes),
     tasks,
     environments,
     runs: runsRepo,

@@ -107,6 +107,8 @@ export const ConfigSchema = z
     /** A run's log budget; lines past it are dropped with a note saying how many. */
     logMaxBytes: bytes,
     logMaxLines: z.coerce.number().int().min(10).max(1e12),
+    /** Largest handoff bundle taken out of a sandbox or uploaded (paddock handoff pull/push). */
+    handoffMaxBytes: bytes,
     /** Where local agents' workspaces live when they have their own uids; "" for /var/lib/paddock-work/<instance>. */
     localWorkDir: z.string(),
     idleTimeout: duration,
@@ -194,6 +196,7 @@ export const ENV_NAMES: Record<keyof ConfigInput, string> = {
   localAgentUids: "PADDOCK_LOCAL_AGENT_UIDS",
   logMaxBytes: "PADDOCK_LOG_MAX_BYTES",
   logMaxLines: "PADDOCK_LOG_MAX_LINES",
+  handoffMaxBytes: "PADDOCK_HANDOFF_MAX_BYTES",
   localWorkDir: "PADDOCK_LOCAL_WORK_DIR",
   sandboxAllowCidrs: "PADDOCK_SANDBOX_ALLOW_CIDRS",
   sandboxImages: "PADDOCK_SANDBOX_IMAGES",
@@ -252,6 +255,7 @@ export function loadConfig(env: Record<string, string | undefined>, flags: Confi
     localAgentUids: "auto",
     logMaxBytes: "1g",
     logMaxLines: 10_000_000,
+    handoffMaxBytes: "2g",
     localWorkDir: "",
     idleTimeout: "30s",
     headersTimeout: "10s",

@@ -4,8 +4,10 @@ import type { RunnerEvent, StartRequest } from "../agent/runner-protocol.js";
 import { issueSandboxToken } from "../auth/sandbox-token.js";
 import { isRetryable, SandboxError } from "../errors.js";
 import { sandboxName, type SandboxProvider, type SandboxSpec } from "../sandbox/provider.js";
-import { createRunnerClient } from "../sandbox/runner-client.js";
+import { createRunnerClient, type RunnerClient } from "../sandbox/runner-client.js";
 import type { StoredRun } from "../store/runs-repository.js";
+import type { RunHandoff } from "../store/records.js";
+import { transcriptOf } from "./transcript.js";
 import { networkOf, redactor, setupHash } from "./environments.js";
 import type { RunManagerDeps } from "./run-manager.js";
 import type { RunEvents } from "./run-events.js";
@@ -17,6 +19,8 @@ export interface RunEffectsDeps extends RunManagerDeps {
   current: (id: string) => StoredRun;
   /** An event for the run's machine (turns of an interactive run). */
   send: (id: string, event: TaskRunEvent) => void;
+  /** Changes the run's handoff record (in memory and stored). */
+  setHandoff: (id: string, change: Partial<RunHandoff>) => void;
 }
 
 /**
@@ -86,7 +90,7 @@ export class RunEffects {
       resultBranch: run.resultBranch,
       agentCommand: run.agentCommand,
       agent: { kind: run.agentKind, mode: run.runMode, permissionPolicy: run.permissionPolicy },
-      prompt: task.description ? `${task.title}\n\n${task.description}` : task.title,
+      prompt: this.promptOf(run, task.description ? `${task.title}\n\n${task.description}` : task.title),
       publicKeyPem: this.d.keys.publicKeyPem,
       token,
       limits: run.limits,
@@ -95,6 +99,7 @@ export class RunEffects {
       environmentId: run.environmentId,
       setupHash: setupHash(env),
       image: run.image,
+      handoff: this.handoffOf(run),
     };
     const status = await withRetry(() => provider.provision(spec, signal, (line) => this.system(id, line)), signal);
     // The runner holds the agent until now: the environment is handed over at the last moment.
@@ -112,8 +117,28 @@ export class RunEffects {
     this.system(id, `agent ${start.setupScript ? "to start after setup" : "started"}: ${run.agentCommand.join(" ")}`);
   }
 
+  /** A run from a handoff goes on with its own prompt; an interactive one with none waits. */
+  private promptOf(run: StoredRun, taskPrompt: string): string {
+    if (!run.handoff.uploadId) return taskPrompt;
+    if (run.handoff.prompt) return run.handoff.prompt;
+    return run.runMode === "interactive" ? "" : "Go on with the task where the conversation left off.";
+  }
+
+  /** What the sandbox restores for a run from a handoff: the upload's state and conversation. */
+  private handoffOf(run: StoredRun): SandboxSpec["handoff"] {
+    if (!run.handoff.uploadId || !this.d.handoffs) return undefined;
+    const { manifest: m, bundle } = this.d.handoffs.upload(run.handoff.uploadId, run.team);
+    return { bundle, head: m.head, index: m.index, worktree: m.worktree, conversation: m.conversation, sessionId: m.sessionId, sourceCwd: m.sourceCwd, files: m.files };
+  }
+
   /** Env vars and secrets of the run's environment; setup-only secrets go to setup alone. */
   private startRequest(run: StoredRun, provider: SandboxProvider): StartRequest {
+    const transcript = run.handoff.sourceRunId ? transcriptOf(this.d.runs, run.handoff.sourceRunId) : "";
+    const handoff: StartRequest = transcript ? { handoffTranscript: { runId: run.handoff.sourceRunId!, text: transcript } } : {};
+    return { ...this.environmentStart(run, provider), ...handoff };
+  }
+
+  private environmentStart(run: StoredRun, provider: SandboxProvider): StartRequest {
     if (!run.environmentId) return {};
     const env = this.d.environments.get(run.environmentId);
     if (!env) throw new SandboxError(`environment ${run.environmentId} no longer exists`, false);
@@ -180,6 +205,11 @@ export class RunEffects {
 
   private ingest(id: string, events: RunnerEvent[], redact: (t: string) => string): AgentExit | null {
     const exit = this.d.events.ingest(id, events, redact);
+    for (const e of events) {
+      // Only the runner writes stream "handoff": how the agent took the conversation back.
+      const m = e.kind === "log" && e.stream === "handoff" ? /^resume: (session_load|transcript|none):/.exec(e.text) : null;
+      if (m) this.d.setHandoff(id, { resume: m[1] as RunHandoff["resume"] });
+    }
     // An interactive run's turns move its machine between working and awaiting_input.
     if (this.d.current(id).runMode === "interactive") {
       for (const e of events) {
@@ -194,19 +224,19 @@ export class RunEffects {
    * Everything the runner recorded that is not stored yet: after a cancel, a deadline or
    * the sandbox's death (its runner brought back for this), nothing it wrote down is lost.
    */
-  private async drain(id: string, provider: SandboxProvider, signal: AbortSignal): Promise<void> {
+  private async drain(id: string, provider: SandboxProvider, signal: AbortSignal): Promise<RunnerClient | null> {
     const run = this.d.current(id);
     const name = sandboxName(id);
     const token = await this.tokenFor(run);
     const endpoint = (await provider.inspect(name)).endpoint ?? (await provider.revive?.(name, id, signal).catch(() => null));
-    if (!endpoint) return;
+    if (!endpoint) return null;
     const redact = this.redactorOf(run);
     const runner = createRunnerClient(endpoint, token);
     await runner.cancel(signal).catch(() => undefined); // a still-running agent stops writing first
     let cursor = this.d.runs.runnerCursor(id);
     for (;;) {
       const { events } = await runner.events(cursor, 0, signal);
-      if (events.length === 0) return;
+      if (events.length === 0) return runner;
       this.ingest(id, events, redact);
       cursor = events[events.length - 1]!.seq;
     }
@@ -216,16 +246,35 @@ export class RunEffects {
     return run.environmentId ? redactor(this.d.environments.secretValues(run.environmentId)) : (t: string) => t;
   }
 
+  /**
+   * The run's handoff state, taken before the work is exported (which commits what the
+   * agent left uncommitted) and kept, so a finished run can still be handed off. A run
+   * asked to hand off says in its log when this failed; others only in the daemon's log.
+   */
+  private async keepHandoff(run: StoredRun, runner: RunnerClient, signal: AbortSignal): Promise<void> {
+    if (!this.d.handoffs || this.d.handoffs.stored(run.id)) return;
+    const timeout = AbortSignal.any([signal, AbortSignal.timeout(120_000)]);
+    try {
+      await this.d.handoffs.takeFromRunner(run, runner, timeout);
+    } catch (error) {
+      if (signal.aborted) throw error;
+      if (run.handoff.handedOffAt) this.system(run.id, `the run's handoff state could not be taken: ${(error as Error).message}`);
+      else this.d.logger.info({ err: error, runId: run.id }, "no handoff state kept for the run");
+    }
+  }
+
   async cleanup(id: string, signal: AbortSignal): Promise<void> {
     const run = this.d.current(id);
     const provider = this.providerOf(run.provider);
     const name = sandboxName(id);
     await this.provisioning.get(id)?.catch(() => undefined);
     this.provisioning.delete(id);
-    await this.drain(id, provider, signal).catch((error: unknown) => {
+    const runner = await this.drain(id, provider, signal).catch((error: unknown) => {
       if (signal.aborted) throw error;
       this.d.logger.warn({ err: error, runId: id }, "could not read the runner's last events");
+      return null;
     });
+    if (runner) await this.keepHandoff(run, runner, signal);
     const result = await withRetry(() => provider.destroy(name, signal), signal, { attempts: 5, baseMs: 500 });
     if (result.notes?.length) this.system(id, ...result.notes);
     if (result.resultCommit) {

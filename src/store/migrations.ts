@@ -211,6 +211,15 @@ export const MIGRATIONS: readonly { version: number; name: string; sql: string }
       ALTER TABLE runs ADD COLUMN awaiting_input INTEGER NOT NULL DEFAULT 0;
     `,
   },
+  {
+    version: 11,
+    name: "run handoffs",
+    sql: `
+      -- JSON: the upload a run started from and how its agent took the conversation back,
+      -- and when and where the run was handed off. '{}' for none.
+      ALTER TABLE runs ADD COLUMN handoff TEXT NOT NULL DEFAULT '{}';
+    `,
+  },
 ];
 
 /** Brings the schema to the newest version (or to `upTo`, for tests that make an older install). */

@@ -1,5 +1,5 @@
 import type { Database } from "./database.js";
-import type { AgentKindName, LogLine, NewRunEvent, PermissionPolicyName, RunEventKind, RunEventRow, RunLimits, RunModeName, RunRecord, RunStatusName } from "./records.js";
+import type { AgentKindName, RunHandoff, LogLine, NewRunEvent, PermissionPolicyName, RunEventKind, RunEventRow, RunLimits, RunModeName, RunRecord, RunStatusName } from "./records.js";
 
 interface RunRow {
   seq: number;
@@ -34,6 +34,7 @@ interface RunRow {
   cleaned_at: number | null;
   machine_version: number;
   runner_cursor: number;
+  handoff: string;
 }
 
 const toRun = (r: RunRow): RunRecord & { seq: number } => ({
@@ -69,6 +70,7 @@ const toRun = (r: RunRow): RunRecord & { seq: number } => ({
   cleanedAt: r.cleaned_at,
   machineVersion: r.machine_version,
   runnerCursor: r.runner_cursor,
+  handoff: JSON.parse(r.handoff) as RunHandoff,
 });
 
 export type StoredRun = ReturnType<typeof toRun>;
@@ -99,13 +101,13 @@ export interface RunFilter {
 /** Every column but the snapshot: reads for clients never need it, restores do. */
 const COLUMNS = `seq, id, team, environment_id, network_policy_enforced, agent_isolated, task_id, run_number, status, phase, provider, error_message, exit_code, branch, result_branch,
   result_commit, agent_command, agent_kind, awaiting_input, run_mode, permission_policy, limits, image, idempotency_key, deadline_at, created_at, started_at, finished_at, updated_at,
-  cleaned_at, machine_version, runner_cursor`;
+  cleaned_at, machine_version, runner_cursor, handoff`;
 
 export function createRunsRepository(db: Database) {
   const insert = db.prepare(`INSERT INTO runs (id, team, environment_id, network_policy_enforced, agent_isolated, task_id, run_number, status, phase, provider, branch, result_branch,
-      agent_command, agent_kind, run_mode, permission_policy, limits, image, idempotency_key, deadline_at, created_at, updated_at, snapshot, machine_version)
+      agent_command, agent_kind, run_mode, permission_policy, limits, image, idempotency_key, deadline_at, created_at, updated_at, snapshot, machine_version, handoff)
     VALUES (:id, :team, :environmentId, :networkPolicyEnforced, :agentIsolated, :taskId, :runNumber, :status, :phase, :provider, :branch, :resultBranch,
-      :agentCommand, :agentKind, :runMode, :permissionPolicy, :limits, :image, :idempotencyKey, :deadlineAt, :createdAt, :updatedAt, :snapshot, :machineVersion)`);
+      :agentCommand, :agentKind, :runMode, :permissionPolicy, :limits, :image, :idempotencyKey, :deadlineAt, :createdAt, :updatedAt, :snapshot, :machineVersion, :handoff)`);
   const nextNumber = db.prepare<{ n: number }>(
     "SELECT coalesce(max(run_number), 0) + 1 AS n FROM runs WHERE task_id = ?",
   );
@@ -118,6 +120,7 @@ export function createRunsRepository(db: Database) {
       updated_at = :updatedAt, awaiting_input = :awaitingInput, snapshot = :snapshot, machine_version = :machineVersion
     WHERE id = :id`);
   const result = db.prepare("UPDATE runs SET result_commit = ? WHERE id = ?");
+  const handoff = db.prepare("UPDATE runs SET handoff = ? WHERE id = ?");
   const cursor = db.prepare("UPDATE runs SET runner_cursor = ? WHERE id = ?");
   const cursorOf = db.prepare<{ c: number }>("SELECT runner_cursor AS c FROM runs WHERE id = ?");
   const lastLog = db.prepare<{ s: number | null }>("SELECT max(seq) AS s FROM run_logs WHERE run_id = ?");
@@ -141,8 +144,9 @@ export function createRunsRepository(db: Database) {
 
     /** Inserts the run and its first log lines in one transaction. */
     create(
-      run: Omit<RunRecord, "runNumber" | "exitCode" | "resultCommit" | "errorMessage" | "startedAt" | "finishedAt" | "cleanedAt" | "runnerCursor" | "image" | "agentKind" | "runMode" | "permissionPolicy" | "awaitingInput"> & {
+      run: Omit<RunRecord, "runNumber" | "exitCode" | "resultCommit" | "errorMessage" | "startedAt" | "finishedAt" | "cleanedAt" | "runnerCursor" | "image" | "agentKind" | "runMode" | "permissionPolicy" | "awaitingInput" | "handoff"> & {
         snapshot: unknown;
+        handoff?: RunHandoff;
         image?: string;
         agentKind?: AgentKindName;
         runMode?: RunModeName;
@@ -170,6 +174,7 @@ export function createRunsRepository(db: Database) {
           runMode: run.runMode ?? "background",
           permissionPolicy: run.permissionPolicy ?? "auto_allow",
           limits: JSON.stringify(run.limits),
+          handoff: JSON.stringify(run.handoff ?? {}),
           image: run.image ?? "",
           idempotencyKey: run.idempotencyKey,
           deadlineAt: run.deadlineAt,
@@ -236,6 +241,9 @@ export function createRunsRepository(db: Database) {
     },
     setResultCommit(id: string, commit: string): void {
       result.run([commit, id]);
+    },
+    setHandoff(id: string, h: RunHandoff): void {
+      handoff.run([JSON.stringify(h), id]);
     },
     /**
      * Appends lines with the next seqs and, when given, moves the runner cursor in the
