@@ -154,7 +154,7 @@ export function runnerEnvOfRun(
 
 /** Where a handoff's bundle is fetched into the run's source: refs of the run's own. */
 export function handoffRefPrefix(runId: string): string {
-  return `refs/paddock/handoff/${runId}`;
+  return `refs/paddock/handoffs/${runId}`;
 }
 
 function handoffStartOf(runId: string, h: NonNullable<SandboxSpec["handoff"]>): HandoffStart {
