@@ -120,9 +120,10 @@ export async function applyHandoff(o: { top: string; gitDir: string; bundle: str
   for (const f of m.sessionFiles) if (!safeRelativePath(f.path)) fail(`the handoff names a session file outside the agent's home: ${JSON.stringify(f.path.slice(0, 200))}`, Code.DataLoss);
   const prefix = `refs/paddock/handoffs/${o.runId}`;
   const refspecs = [`+${HANDOFF_WORK_REF}:${prefix}/work`, ...(m.conversationCommit ? [`+${HANDOFF_CONVERSATION_REF}:${prefix}/conversation`] : [])];
-  await git(o.top, ["fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--no-recurse-submodules", o.bundle, ...refspecs]).catch((error: Error) => {
-    const why = /prerequisite|missing/i.test(error.message) ? "this checkout lacks commits the run started from (fetch the repository first)" : "it failed git's checks";
-    fail(`the handoff bundle was refused: ${why}: ${error.message.replace(/^git fetch failed: /, "")}`, Code.DataLoss);
+  await git(o.top, ["fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--no-recurse-submodules", o.bundle, ...refspecs]).catch((error: ConnectError) => {
+    const detail = error.rawMessage.replace(/^git fetch failed: /, "");
+    if (/prerequisite/i.test(detail)) fail(`this checkout lacks commits the run started from; fetch the repository first (${detail})`);
+    fail(`the handoff bundle was refused, it failed git's checks: ${detail}`, Code.DataLoss);
   });
   const at = (rev: string) => git(o.top, ["rev-parse", "--verify", "--quiet", rev]).catch(() => "");
   if ((await at(`${prefix}/work`)) !== m.worktreeCommit || (await at(`${m.worktreeCommit}^1`)) !== m.indexCommit || (await at(`${m.indexCommit}^1`)) !== m.headCommit) {

@@ -130,9 +130,16 @@ export class Handoffs {
       return { manifest, bundle: join(dir, "bundle") };
     } catch (error) {
       await rm(tmp, { force: true });
-      if (error instanceof InvalidArgumentError) throw new SandboxError(error.message, false);
-      throw error;
+      const failure = error instanceof InvalidArgumentError ? new SandboxError(error.message, false) : error;
+      await writeFile(join(dir, "failed"), (failure as Error).message, { mode: 0o600 }).catch(() => undefined);
+      throw failure;
     }
+  }
+
+  /** Why the run's state could not be kept, if that was tried and failed. */
+  failure(runId: string): string | null {
+    const file = join(this.runDir(runId), "failed");
+    return existsSync(file) ? readFileSync(file, "utf8") : null;
   }
 
   /** Keeps an uploaded state for the team; returns its id. */

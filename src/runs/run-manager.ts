@@ -318,7 +318,10 @@ export class RunManager {
     }
     if (!handoffs.stored(id)) await this.waitForCleaned(id, signal);
     const stored = handoffs.stored(id);
-    if (!stored) throw new FailedPreconditionError(`run ${id} has no handoff state: it was not kept when the run was cleaned (see the run's log)`);
+    if (!stored) {
+      const why = handoffs.failure(id);
+      throw new FailedPreconditionError(`run ${id} has no handoff state: ${why ? `it could not be taken: ${why}` : "none was kept when the run was cleaned"}`);
+    }
     return stored;
   }
 
