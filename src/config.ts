@@ -58,6 +58,16 @@ const bytes = z.union([z.number(), z.string()]).transform((v, ctx) => {
   return n;
 });
 
+/** A handoff's size limit: small ones are allowed (a daemon that only hands off small repositories). */
+const handoffBytes = z.union([z.number(), z.string()]).transform((v, ctx) => {
+  const n = parseBytes(v);
+  if (n === null || n < 1024) {
+    ctx.addIssue({ code: "custom", message: `${JSON.stringify(v)} is not a size of at least 1k (examples: 512m, 4g)` });
+    return z.NEVER;
+  }
+  return n;
+});
+
 const listenAddress = z.string().transform((v, ctx) => {
   const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(v);
   const port = m ? Number(m[3]) : NaN;
@@ -108,7 +118,7 @@ export const ConfigSchema = z
     logMaxBytes: bytes,
     logMaxLines: z.coerce.number().int().min(10).max(1e12),
     /** Largest handoff bundle taken out of a sandbox or uploaded (paddock handoff pull/push). */
-    handoffMaxBytes: bytes,
+    handoffMaxBytes: handoffBytes,
     /** Where local agents' workspaces live when they have their own uids; "" for /var/lib/paddock-work/<instance>. */
     localWorkDir: z.string(),
     idleTimeout: duration,

@@ -3,6 +3,11 @@ import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { describe, expect } from "vitest";
 import { EXIT, runClientCommand } from "../src/cli/commands.js";
+import { applyHandoff } from "../src/cli/handoff.js";
+import { create } from "@bufbuild/protobuf";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { HandoffManifestSchema } from "../src/gen/paddock/v1/task_run_pb.js";
+import { chmodSync, readdirSync } from "node:fs";
 import { AgentKind, RunMode, RunStatus, type RunEvent } from "../src/gen/paddock/v1/task_run_pb.js";
 import { gitEnv, sh, startDaemon, cleanUp, tempDir, test, watchToEnd, type Daemon } from "./fixtures.js";
 
@@ -173,6 +178,122 @@ describe("handoff", () => {
       expect(status(again)).toBe(before);
     } finally {
       for (const d of [repo, local, again]) rmSync(d, { recursive: true, force: true });
+    }
+  });
+
+  test("a finished background run hands off from the state kept at cleanup; an agent that cannot load is given the transcript", async ({ daemon }) => {
+    const repo = makeRepo();
+    const local = clone(repo);
+    try {
+      const script = `set -e\necho more >> a.txt\ngit add a.txt\necho later >> b.txt\necho new > fresh.txt\ngit status --porcelain\n`;
+      const { task } = await daemon.tasks.createTask({ title: "say:remember_the_word_zebra", description: `shell:${b64(script)}`, repository: repo });
+      const { run } = await daemon.runs.startRun({ taskId: task!.id, agent: { kind: AgentKind.ACP, command: PLAIN_AGENT } });
+      const done = (await watchToEnd(daemon, run!.id)).pop()!;
+      expect(done.status).toBe(RunStatus.COMPLETED);
+      const events: RunEvent[] = [];
+      for await (const res of daemon.runs.streamEvents({ runId: run!.id })) events.push(...res.events);
+
+      const pulled = await cli(daemon, local, "handoff", "pull", run!.id);
+      expect(pulled.err).toBe("");
+      expect(status(local)).toBe(shellOutput(events));
+      expect((await daemon.runs.getRun({ runId: run!.id })).run!.handedOffTo).toBe("local");
+
+      const pushed = await cli(daemon, local, "handoff", "push", "--prompt", "recall", "--json");
+      expect(pushed.err).toBe("");
+      const second = JSON.parse(pushed.out) as { id: string };
+      const final = (await watchToEnd(daemon, second.id)).pop()!;
+      expect(final).toMatchObject({ status: RunStatus.COMPLETED, handoffResume: "transcript", handoffSourceRunId: run!.id, mode: RunMode.BACKGROUND });
+      const later: RunEvent[] = [];
+      for await (const res of daemon.runs.streamEvents({ runId: second.id })) later.push(...res.events);
+      // The transcript came from paddock's own events: the earlier prompt and what the agent said.
+      expect(said(later)).toMatch(/recall: context: The conversation so far \(paddock run run_\w+.*User \(task\): say:remember_the_word_zebra.*Agent: remember the word zebra/);
+      const lines = later.flatMap((e) => (e.kind.case === "log" && e.kind.value.stream === "handoff" ? [e.kind.value.text] : []));
+      expect(lines.join("\n")).toMatch(/^resume: transcript: the agent cannot load sessions/m);
+    } finally {
+      for (const d of [repo, local]) rmSync(d, { recursive: true, force: true });
+    }
+  });
+
+  test("hostile sandboxes: planted hooks and config never run on the host; a bundle with a path out of the repository, or a session file out of the home, is refused", async ({ daemon }) => {
+    const repo = makeRepo();
+    const local = clone(repo);
+    const marks = tempDir("handoff-marks");
+    chmodSync(marks, 0o777);
+    try {
+      const plant = `set -e
+mkdir -p .git/hooks
+for h in post-checkout post-merge reference-transaction pre-commit; do printf '#!/bin/sh\ntouch ${marks}/hook-'$h'\n' > .git/hooks/$h; chmod +x .git/hooks/$h; done
+git config core.hooksPath .git/hooks
+git config core.fsmonitor "touch ${marks}/fsmonitor"
+git config filter.evil.smudge "touch ${marks}/smudge; cat"
+echo '* filter=evil' > .gitattributes
+echo data > planted.txt`;
+      const { task } = await daemon.tasks.createTask({ title: "plant", repository: repo });
+      const { run } = await daemon.runs.startRun({ taskId: task!.id, agentCommand: ["sh", "-c", plant] });
+      expect((await watchToEnd(daemon, run!.id)).pop()!.status).toBe(RunStatus.COMPLETED);
+      const config = readFileSync(join(local, ".git", "config"));
+      const pulled = await cli(daemon, local, "handoff", "pull", run!.id);
+      expect(pulled.err).toBe("");
+      expect(readdirSync(marks)).toEqual([]); // nothing planted ran, in the sandbox's export or here
+      expect(readFileSync(join(local, ".git", "config"))).toEqual(config);
+      expect(readFileSync(join(local, ".gitattributes"), "utf8")).toBe("* filter=evil\n"); // data, in the tree
+      expect(existsSync(join(local, ".git", "hooks", "post-checkout"))).toBe(false);
+      expect(status(local)).toBe("?? .gitattributes\n?? planted.txt\n");
+
+      // A bundle whose tree reaches out of the repository ("..") fails git's object checks.
+      const forge = tempDir("handoff-forge");
+      sh(forge, "git", "init", "--quiet");
+      const blob = execFileSync("git", ["hash-object", "-w", "--stdin"], { cwd: forge, input: "owned\n", encoding: "utf8" }).trim();
+      const inner = execFileSync("git", ["mktree"], { cwd: forge, input: `100644 blob ${blob}\tescape\n`, encoding: "utf8" }).trim();
+      const evilTree = execFileSync("git", ["hash-object", "-t", "tree", "--literally", "-w", "--stdin"], { cwd: forge, input: Buffer.concat([Buffer.from("40000 ..\0"), Buffer.from(inner, "hex")]), encoding: "utf8" }).trim();
+      const commit = (tree: string, ...parents: string[]) => execFileSync("git", ["commit-tree", tree, ...parents.flatMap((p) => ["-p", p]), "-m", "x"], { cwd: forge, env: gitEnv, encoding: "utf8" }).trim();
+      const head = commit(inner);
+      const index = commit(evilTree, head);
+      const worktree = commit(evilTree, index);
+      sh(forge, "git", "update-ref", "refs/paddock/handoff", worktree);
+      const bundle = join(forge, "evil.bundle");
+      sh(forge, "git", "bundle", "create", "--quiet", bundle, "refs/paddock/handoff");
+      const clean = clone(repo);
+      const manifest = create(HandoffManifestSchema, { headCommit: head, indexCommit: index, worktreeCommit: worktree });
+      const gitDir = join(clean, ".git");
+      const refused = await applyHandoff({ top: clean, gitDir, bundle, manifest, runId: "run_evil", branch: "paddock/run_evil" }).then(() => null, (e: unknown) => ConnectError.from(e));
+      expect(refused?.code).toBe(Code.DataLoss);
+      expect(refused?.rawMessage).toMatch(/^the handoff bundle was refused: git's object checks refused the bundle: .*hasDotdot: contains '\.\.'/);
+      expect(existsSync(join(clean, "..", "escape"))).toBe(false);
+      expect(sh(clean, "git", "for-each-ref", "refs/heads", "--format=%(refname)")).toBe("refs/heads/main");
+
+      // A manifest naming a session file out of the agent's home is refused before anything is fetched.
+      const outside = create(HandoffManifestSchema, { headCommit: head, indexCommit: index, worktreeCommit: worktree, conversationCommit: head, sessionFiles: [{ path: "../../.bashrc", format: "claude" }] });
+      const home = await applyHandoff({ top: clean, gitDir, bundle, manifest: outside, runId: "run_evil", branch: "paddock/run_evil" }).then(() => null, (e: unknown) => ConnectError.from(e));
+      expect(home?.rawMessage).toBe('the handoff names a session file outside the agent\'s home: "../../.bashrc"');
+      for (const d of [forge, clean]) rmSync(d, { recursive: true, force: true });
+    } finally {
+      for (const d of [repo, local, marks]) rmSync(d, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("handoff limits", () => {
+  test("an oversized state is refused both ways, naming the limit", async () => {
+    const daemon = await startDaemon({ config: { handoffMaxBytes: "64k" } });
+    const repo = makeRepo();
+    const local = clone(repo);
+    try {
+      const { task } = await daemon.tasks.createTask({ title: "big", repository: repo });
+      const { run } = await daemon.runs.startRun({ taskId: task!.id, agentCommand: ["sh", "-c", "head -c 300000 /dev/urandom > big.bin"] });
+      expect((await watchToEnd(daemon, run!.id)).pop()!.status).toBe(RunStatus.COMPLETED);
+      const out = await cli(daemon, local, "handoff", "pull", run!.id);
+      expect(out.code).toBe(EXIT.precondition);
+      expect(out.err).toMatch(/has no handoff state: it could not be taken: the run's handoff bundle is over the daemon's limit of 65536 bytes \(--handoff-max-bytes\)/);
+      expect(status(local)).toBe(""); // untouched
+
+      execFileSync("sh", ["-c", "head -c 300000 /dev/urandom > big.bin"], { cwd: local });
+      const pushed = await cli(daemon, local, "handoff", "push", "--task", task!.id);
+      expect(pushed.code).toBe(EXIT.usage);
+      expect(pushed.err).toMatch(/the uploaded handoff bundle is over the daemon's limit of 65536 bytes/);
+    } finally {
+      await cleanUp(daemon);
+      for (const d of [repo, local]) rmSync(d, { recursive: true, force: true });
     }
   });
 });

@@ -12,6 +12,7 @@ import { safeRelativePath } from "../agent/handoff-capture.js";
 import { HANDOFF_CONVERSATION_REF, HANDOFF_WORK_REF, type HandoffFileInfo } from "../agent/runner-protocol.js";
 import { rewriteSessionFile } from "../agent/session-files.js";
 import { HandoffManifestSchema, RunMode, TaskRunService, type HandoffManifest, type UploadHandoffRequest } from "../gen/paddock/v1/task_run_pb.js";
+import { unbundleChecked } from "../sandbox/checked-bundle.js";
 import type { Clients } from "./client.js";
 import { bearer } from "./client.js";
 
@@ -20,7 +21,7 @@ import { bearer } from "./client.js";
  * hooks off and every fetched object checked, only plumbing touches the checkout, and the
  * only refs that change are the run's own (refs/heads/paddock/<run>, refs/paddock/handoffs/<run>/…).
  */
-const HOST_GIT = ["-c", "core.hooksPath=/dev/null", "-c", "fetch.fsckObjects=true", "-c", "transfer.fsckObjects=true", "-c", "core.fsmonitor=false"];
+const HOST_GIT = ["-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false"];
 const SHA = /^[0-9a-f]{40}([0-9a-f]{24})?$/;
 
 export class HandoffError extends ConnectError {}
@@ -119,11 +120,10 @@ export async function applyHandoff(o: { top: string; gitDir: string; bundle: str
   if (m.conversationCommit && !SHA.test(m.conversationCommit)) fail("the handoff's conversation commit is not a commit id", Code.DataLoss);
   for (const f of m.sessionFiles) if (!safeRelativePath(f.path)) fail(`the handoff names a session file outside the agent's home: ${JSON.stringify(f.path.slice(0, 200))}`, Code.DataLoss);
   const prefix = `refs/paddock/handoffs/${o.runId}`;
-  const refspecs = [`+${HANDOFF_WORK_REF}:${prefix}/work`, ...(m.conversationCommit ? [`+${HANDOFF_CONVERSATION_REF}:${prefix}/conversation`] : [])];
-  await git(o.top, ["fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--no-recurse-submodules", o.bundle, ...refspecs]).catch((error: ConnectError) => {
-    const detail = error.rawMessage.replace(/^git fetch failed: /, "");
-    if (/prerequisite/i.test(detail)) fail(`this checkout lacks commits the run started from; fetch the repository first (${detail})`);
-    fail(`the handoff bundle was refused, it failed git's checks: ${detail}`, Code.DataLoss);
+  const refs: Record<string, string> = { [HANDOFF_WORK_REF]: `${prefix}/work`, ...(m.conversationCommit ? { [HANDOFF_CONVERSATION_REF]: `${prefix}/conversation` } : {}) };
+  await unbundleChecked({ cwd: o.top, bundle: o.bundle, refs, git: (args) => git(o.top, args) }).catch((error: Error) => {
+    if (/lacks .* commit\(s\) the bundle builds on/.test(error.message)) fail(`this checkout lacks commits the run started from; fetch the repository first (${error.message})`);
+    fail(`the handoff bundle was refused: ${error.message}`, Code.DataLoss);
   });
   const at = (rev: string) => git(o.top, ["rev-parse", "--verify", "--quiet", rev]).catch(() => "");
   if ((await at(`${prefix}/work`)) !== m.worktreeCommit || (await at(`${m.worktreeCommit}^1`)) !== m.indexCommit || (await at(`${m.indexCommit}^1`)) !== m.headCommit) {

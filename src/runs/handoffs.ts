@@ -130,7 +130,8 @@ export class Handoffs {
       return { manifest, bundle: join(dir, "bundle") };
     } catch (error) {
       await rm(tmp, { force: true });
-      const failure = error instanceof InvalidArgumentError ? new SandboxError(error.message, false) : error;
+      // The sandbox's fault, not the caller's: said without a request field.
+      const failure = error instanceof InvalidArgumentError ? new SandboxError(error.message.replace(/^bundle: /, ""), false) : error;
       await writeFile(join(dir, "failed"), (failure as Error).message, { mode: 0o600 }).catch(() => undefined);
       throw failure;
     }

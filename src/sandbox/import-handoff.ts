@@ -1,6 +1,7 @@
 import { HANDOFF_CONVERSATION_REF, HANDOFF_WORK_REF } from "../agent/runner-protocol.js";
 import { SandboxError } from "../errors.js";
 import { git } from "./git.js";
+import { unbundleChecked } from "./checked-bundle.js";
 import { HOST_GIT_CONFIG } from "./import-work.js";
 import { handoffRefPrefix, type SandboxSpec } from "./provider.js";
 
@@ -12,9 +13,9 @@ import { handoffRefPrefix, type SandboxSpec } from "./provider.js";
 export async function importHandoff(source: string, runId: string, h: NonNullable<SandboxSpec["handoff"]>, signal: AbortSignal): Promise<void> {
   const prefix = handoffRefPrefix(runId);
   const hostGit = (...args: string[]) => git([...HOST_GIT_CONFIG, ...args], { cwd: source, signal });
-  const refspecs = [`+${HANDOFF_WORK_REF}:${prefix}/work`, ...(h.conversation ? [`+${HANDOFF_CONVERSATION_REF}:${prefix}/conversation`] : [])];
-  await hostGit("fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--no-recurse-submodules", h.bundle, ...refspecs).catch((error: Error) => {
-    throw new SandboxError(`the handed-in state cannot be used: ${error.message.replace(/^git fetch failed: /, "")}`, false);
+  const refs: Record<string, string> = { [HANDOFF_WORK_REF]: `${prefix}/work`, ...(h.conversation ? { [HANDOFF_CONVERSATION_REF]: `${prefix}/conversation` } : {}) };
+  await unbundleChecked({ cwd: source, bundle: h.bundle, refs, git: (args) => hostGit(...args), signal }).catch((error: Error) => {
+    throw new SandboxError(`the handed-in state cannot be used: ${error.message}`, false);
   });
   const at = (rev: string) => hostGit("rev-parse", "--verify", "--quiet", rev).catch(() => "");
   if ((await at(`${prefix}/work`)) !== h.worktree || (await at(`${h.worktree}^1`)) !== h.index || (await at(`${h.index}^1`)) !== h.head) {
