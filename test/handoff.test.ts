@@ -9,7 +9,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { HandoffManifestSchema } from "../src/gen/paddock/v1/task_run_pb.js";
 import { chmodSync, readdirSync } from "node:fs";
 import { AgentKind, RunMode, RunStatus, type RunEvent } from "../src/gen/paddock/v1/task_run_pb.js";
-import { gitEnv, sh, startDaemon, cleanUp, tempDir, test, watchToEnd, type Daemon } from "./fixtures.js";
+import { allLogs, dockerAvailable, gitEnv, sh, startDaemon, cleanUp, tempDir, test, watchToEnd, type Daemon } from "./fixtures.js";
 
 /**
  * Handoff through the whole daemon: a scripted ACP agent (test/fixtures) changes a real
@@ -65,7 +65,8 @@ function clone(repo: string): string {
 async function cli(d: Daemon, cwd: string, ...argv: string[]) {
   const out: string[] = [];
   const err: string[] = [];
-  const code = await runClientCommand([...argv, "--address", d.url], {
+  const end = argv.includes("--") ? argv.indexOf("--") : argv.length; // what follows "--" is the agent's
+  const code = await runClientCommand([...argv.slice(0, end), "--address", d.url, ...argv.slice(end)], {
     out: (l) => out.push(l),
     err: (l) => err.push(l),
     env: { PADDOCK_TOKEN: d.adminToken },
@@ -293,6 +294,36 @@ describe("handoff limits", () => {
       expect(pushed.err).toMatch(/the uploaded handoff bundle is over the daemon's limit of 65536 bytes/);
     } finally {
       await cleanUp(daemon);
+      for (const d of [repo, local]) rmSync(d, { recursive: true, force: true });
+    }
+  });
+});
+
+describe.runIf(dockerAvailable() && !!process.env.PADDOCK_TEST_IMAGE)("handoff with docker sandboxes", () => {
+  /** The agent's stdout lines, as `git status --porcelain` printed them. */
+  const stdoutOf = async (d: Daemon, runId: string) => (await allLogs(d, runId)).filter((l) => l.stream === "stdout").map((l) => `${l.text}\n`).join("");
+
+  test("every kind of change out of a container and back into another, byte for byte", async ({ daemon }) => {
+    const repo = makeRepo();
+    const local = clone(repo);
+    try {
+      const { task } = await daemon.tasks.createTask({ title: "docker handoff", repository: repo });
+      const { run } = await daemon.runs.startRun({ taskId: task!.id, provider: "docker", agentCommand: ["sh", "-c", CHANGES] });
+      expect((await watchToEnd(daemon, run!.id, 180_000)).pop()!.status).toBe(RunStatus.COMPLETED);
+      const inSandbox = await stdoutOf(daemon, run!.id);
+      expect(inSandbox).toContain(`R  "old name.txt" -> "new name.txt"`);
+      const pulled = await cli(daemon, local, "handoff", "pull", run!.id);
+      expect(pulled.err).toBe("");
+      expect(status(local)).toBe(inSandbox);
+
+      const before = status(local);
+      const pushed = await cli(daemon, local, "handoff", "push", "--provider", "docker", "--json", "--", "sh", "-c", STATUS);
+      expect(pushed.err).toBe("");
+      const second = JSON.parse(pushed.out) as { id: string; provider: string };
+      expect(second.provider).toBe("docker");
+      expect((await watchToEnd(daemon, second.id, 180_000)).pop()!).toMatchObject({ status: RunStatus.COMPLETED, fromHandoff: true, handoffResume: "none" });
+      expect(await stdoutOf(daemon, second.id)).toBe(before);
+    } finally {
       for (const d of [repo, local]) rmSync(d, { recursive: true, force: true });
     }
   });

@@ -274,7 +274,7 @@ and untracked files as they were; the conversation (session files and manifest) 
     },
   },
   "handoff push": {
-    usage: "paddock handoff push [--task TASK_ID] [--provider docker|local] [--prompt TEXT] [--interactive] [--dir DIR]",
+    usage: "paddock handoff push [--task TASK_ID] [--provider docker|local] [--prompt TEXT] [--interactive] [--dir DIR] [-- AGENT COMMAND...]",
     summary: "start a run from the local branch and working tree, carrying the conversation on",
     help: `  --task TASK_ID     the task (default: the one this branch was pulled from)
   --provider NAME    sandbox provider (default: the environment's or the daemon's)
@@ -282,16 +282,18 @@ and untracked files as they were; the conversation (session files and manifest) 
                      --interactive run waits for one)
   --interactive      an ACP run that stays for follow-up prompts
   --dir DIR          the checkout (default: the current directory)
+  -- COMMAND...      the new run's agent command (default: the agent of the pulled run)
 The checkout is not changed. After a pull on this branch the conversation goes with it: the
 agent loads its session, or (an agent that cannot) is given the earlier turns as context.`,
     options: { task: { type: "string" }, provider: { type: "string" }, prompt: { type: "string" }, interactive: { type: "boolean" }, dir: { type: "string" } },
-    async run({ values, c, io, json: asJson }) {
+    async run({ values, positionals, c, io, json: asJson }) {
       const r = await pushHandoff(c, String(values.token ?? io.env.PADDOCK_TOKEN ?? "") || undefined, {
         dir: resolve(io.cwd, String(values.dir ?? ".")),
         taskId: String(values.task ?? ""),
         provider: String(values.provider ?? ""),
         prompt: String(values.prompt ?? ""),
         interactive: !!values.interactive,
+        agentCommand: positionals,
         env: io.env,
         signal: io.signal,
       });

@@ -219,6 +219,8 @@ export interface PushOptions {
   provider: string;
   prompt: string;
   interactive: boolean;
+  /** The new run's agent command; empty for the pulled run's agent. */
+  agentCommand: string[];
   env: Record<string, string | undefined>;
   signal: AbortSignal;
 }
@@ -290,7 +292,7 @@ export async function pushHandoff(c: Clients, token: string | undefined, o: Push
     if (statSync(bundle).size > maxBytes(o.env)) fail(`the working state is ${statSync(bundle).size} bytes, over ${maxBytes(o.env)} (PADDOCK_HANDOFF_MAX_BYTES)`, Code.ResourceExhausted);
     const upload = await streamingClient(c.address, token).uploadHandoff(requests(manifest, bundle), { signal: o.signal, timeoutMs: 0 });
     const { run } = await c.runs.startRun(
-      { taskId, provider: o.provider, handoff: { uploadId: upload.uploadId, prompt: o.prompt }, ...(o.interactive ? { mode: RunMode.INTERACTIVE } : {}) },
+      { taskId, provider: o.provider, agentCommand: o.agentCommand, handoff: { uploadId: upload.uploadId, prompt: o.prompt }, ...(o.interactive ? { mode: RunMode.INTERACTIVE } : {}) },
       { signal: o.signal },
     );
     return { run: run!, manifest, uploadBytes: Number(upload.sizeBytes), fromRun: pulled?.manifest.runId ?? "" };
