@@ -304,7 +304,8 @@ export type LogEntry = Message<"paddock.v1.LogEntry"> & {
 
   /**
    * "stdout", "stderr", "setup", "system" (paddock's own notes on the run), and for ACP
-   * runs "agent" (its messages and tool calls as lines), "prompt", "permission", "turn".
+   * runs "agent" (its messages and tool calls as lines), "prompt", "permission", "turn";
+   * "handoff" for how a run from a handoff took the conversation back.
    *
    * @generated from field: string stream = 3;
    */
