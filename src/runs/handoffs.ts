@@ -169,6 +169,11 @@ export class Handoffs {
     return { manifest: JSON.parse(readFileSync(join(dir, "manifest.json"), "utf8")) as HandoffManifestData, bundle: join(dir, "bundle") };
   }
 
+  /** An upload whose run is over: its state is in the run's sandbox's results (and its kept handoff) now. */
+  async removeUpload(uploadId: string): Promise<void> {
+    if (/^hnd_[a-z0-9]+$/.test(uploadId)) await rm(this.uploadDir(uploadId), { recursive: true, force: true });
+  }
+
   /** Passes bytes through until maxBytes; past it, fails naming the limit. */
   private limit(what: string): Transform {
     let seen = 0;

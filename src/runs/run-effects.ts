@@ -282,5 +282,6 @@ export class RunEffects {
       this.system(id, `the agent's work is on branch ${run.resultBranch} at ${result.resultCommit}`);
     }
     this.system(id, `sandbox ${name} removed`);
+    if (run.handoff.uploadId) await this.d.handoffs?.removeUpload(run.handoff.uploadId);
   }
 }
