@@ -157,6 +157,7 @@ export async function createApp(opts: AppOptions): Promise<App> {
       reapIntervalMs: 60_000,
       logBudget: { maxBytes: config.logMaxBytes, maxLines: config.logMaxLines },
       sandboxImages,
+      handoffKeep: config.handoffKeep,
     },
   });
   const health = createHealth();

@@ -119,6 +119,8 @@ export const ConfigSchema = z
     logMaxLines: z.coerce.number().int().min(10).max(1e12),
     /** Largest handoff bundle taken out of a sandbox or uploaded (paddock handoff pull/push). */
     handoffMaxBytes: handoffBytes,
+    /** Which runs keep their handoff state at cleanup (a run asked to hand off always does). */
+    handoffKeep: z.enum(["all", "acp", "none"]),
     /** Where local agents' workspaces live when they have their own uids; "" for /var/lib/paddock-work/<instance>. */
     localWorkDir: z.string(),
     idleTimeout: duration,
@@ -207,6 +209,7 @@ export const ENV_NAMES: Record<keyof ConfigInput, string> = {
   logMaxBytes: "PADDOCK_LOG_MAX_BYTES",
   logMaxLines: "PADDOCK_LOG_MAX_LINES",
   handoffMaxBytes: "PADDOCK_HANDOFF_MAX_BYTES",
+  handoffKeep: "PADDOCK_HANDOFF_KEEP",
   localWorkDir: "PADDOCK_LOCAL_WORK_DIR",
   sandboxAllowCidrs: "PADDOCK_SANDBOX_ALLOW_CIDRS",
   sandboxImages: "PADDOCK_SANDBOX_IMAGES",
@@ -266,6 +269,7 @@ export function loadConfig(env: Record<string, string | undefined>, flags: Confi
     logMaxBytes: "1g",
     logMaxLines: 10_000_000,
     handoffMaxBytes: "2g",
+    handoffKeep: "all",
     localWorkDir: "",
     idleTimeout: "30s",
     headersTimeout: "10s",

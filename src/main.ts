@@ -59,6 +59,8 @@ which wins over the config file.
                                and the log says exactly how many
   --handoff-max-bytes SIZE     largest handoff (paddock handoff pull/push) taken from a sandbox or
                                uploaded (PADDOCK_HANDOFF_MAX_BYTES; default 2g)
+  --handoff-keep all|acp|none  which finished runs keep their state for a later handoff pull
+                               (PADDOCK_HANDOFF_KEEP; default all; costs a git capture at cleanup)
   --default-provider NAME      sandbox provider for runs that name none: local or docker (PADDOCK_DEFAULT_PROVIDER)
   --default-timeout DURATION   run deadline, e.g. 60m (PADDOCK_DEFAULT_TIMEOUT; default 60m)
   --max-concurrent-runs N      runs in progress at once; the rest queue (PADDOCK_MAX_CONCURRENT_RUNS; default 4)

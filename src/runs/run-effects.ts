@@ -253,6 +253,8 @@ export class RunEffects {
    */
   private async keepHandoff(run: StoredRun, runner: RunnerClient, signal: AbortSignal): Promise<void> {
     if (!this.d.handoffs || this.d.handoffs.stored(run.id)) return;
+    const keep = this.d.settings.handoffKeep ?? "all";
+    if (!run.handoff.handedOffAt && (keep === "none" || (keep === "acp" && run.agentKind !== "acp"))) return;
     const timeout = AbortSignal.any([signal, AbortSignal.timeout(120_000)]);
     try {
       await this.d.handoffs.takeFromRunner(run, runner, timeout);

@@ -43,6 +43,8 @@ export interface RunSettings {
   logBudget: { maxBytes: number; maxLines: number };
   /** Sandbox images runs and environments may ask for (--sandbox-images). */
   sandboxImages: readonly string[];
+  /** Which runs keep their handoff state at cleanup; absent: all. */
+  handoffKeep?: "all" | "acp" | "none";
 }
 
 export interface RunManagerDeps {
