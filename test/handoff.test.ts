@@ -299,6 +299,31 @@ describe("handoff limits", () => {
   });
 });
 
+describe("handoff keeping", () => {
+  test("--handoff-keep none: a finished run keeps no state and says so; a running one handed off still does", async () => {
+    const daemon = await startDaemon({ config: { handoffKeep: "none" } });
+    const repo = makeRepo();
+    const local = clone(repo);
+    try {
+      const { task } = await daemon.tasks.createTask({ title: "k", repository: repo });
+      const { run } = await daemon.runs.startRun({ taskId: task!.id, agentCommand: ["sh", "-c", "echo x > u.txt"] });
+      await watchToEnd(daemon, run!.id);
+      const none = await cli(daemon, local, "handoff", "pull", run!.id);
+      expect(none.code).toBe(EXIT.precondition);
+      expect(none.err).toContain(`run ${run!.id} has no handoff state: none was kept when the run was cleaned`);
+
+      const live = await acpRun(daemon, repo, PLAIN_AGENT, "say:hello", `shell:${b64("echo y > v.txt")}`);
+      await followUntil(daemon, live.id, turnEnded);
+      const pulled = await cli(daemon, local, "handoff", "pull", live.id);
+      expect(pulled.err).toBe("");
+      expect(status(local)).toBe("?? v.txt\n");
+    } finally {
+      await cleanUp(daemon);
+      for (const d of [repo, local]) rmSync(d, { recursive: true, force: true });
+    }
+  });
+});
+
 describe.runIf(dockerAvailable() && !!process.env.PADDOCK_TEST_IMAGE)("handoff with docker sandboxes", () => {
   /** The agent's stdout lines, as `git status --porcelain` printed them. */
   const stdoutOf = async (d: Daemon, runId: string) => (await allLogs(d, runId)).filter((l) => l.stream === "stdout").map((l) => `${l.text}\n`).join("");
