@@ -317,6 +317,22 @@ describe("handoff keeping", () => {
       const pulled = await cli(daemon, local, "handoff", "pull", live.id);
       expect(pulled.err).toBe("");
       expect(status(local)).toBe("?? v.txt\n");
+
+      // Over the unix socket too (the upload is a client stream: HTTP/2 there as well).
+      const err: string[] = [];
+      const out: string[] = [];
+      const code = await runClientCommand(["handoff", "push", "--address", `unix:${join(daemon.dataDir, "p.sock")}`, "--json", "--", "sh", "-c", STATUS], {
+        out: (l) => out.push(l),
+        err: (l) => err.push(l),
+        env: {},
+        cwd: local,
+        defaultSocket: "/nonexistent/paddock.sock",
+        signal: new AbortController().signal,
+      });
+      expect(err.join("\n")).toBe("");
+      expect(code).toBe(EXIT.ok);
+      const third = JSON.parse(out.join("")) as { id: string };
+      expect((await watchToEnd(daemon, third.id)).pop()!.status).toBe(RunStatus.COMPLETED);
     } finally {
       await cleanUp(daemon);
       for (const d of [repo, local]) rmSync(d, { recursive: true, force: true });

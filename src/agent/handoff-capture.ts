@@ -6,7 +6,7 @@ import { sandboxGit } from "./sandbox-git.js";
 import { HANDOFF_CONVERSATION_REF, HANDOFF_WORK_REF, type HandoffFileInfo, type HandoffState } from "./runner-protocol.js";
 
 /** Bounds on what a conversation may carry: files, and bytes in all. */
-const MAX_SESSION_FILES = 64;
+const MAX_SESSION_FILES = 16; // the manifest travels in a response header (16 KiB)
 const MAX_SESSION_BYTES = 256 * 1024 * 1024;
 
 /**

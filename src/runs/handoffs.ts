@@ -57,7 +57,7 @@ export function checkManifest(m: HandoffManifestData, field = "manifest"): Hando
   for (const [f, v] of [["head_commit", m.head], ["index_commit", m.index], ["worktree_commit", m.worktree]] as const) if (!SHA.test(v)) bad(f, "is not a commit id");
   if (m.conversation && !SHA.test(m.conversation)) bad("conversation_commit", "is not a commit id");
   if (!SESSION_ID.test(m.sessionId)) bad("acp_session_id", "is not a session id");
-  if (m.files.length > 64) bad("session_files", "has more than 64 files");
+  if (m.files.length > 16) bad("session_files", "has more than 16 files");
   if (m.files.length > 0 && !m.conversation) bad("session_files", "needs a conversation_commit");
   m.files.forEach((f, i) => {
     if (!safeRelativePath(f.path)) bad(`session_files[${i}].path`, `${JSON.stringify(f.path.slice(0, 200))} is not a plain path inside the agent's home`);
