@@ -33,6 +33,7 @@ import { createReadiness, type Readiness } from "./api/readiness.js";
 import { createRoutes } from "./api/routes.js";
 import { issueSandboxToken, loadOrCreateSandboxKeys } from "./auth/sandbox-token.js";
 import { ConfigError, type Config } from "./config.js";
+import { Handoffs } from "./runs/handoffs.js";
 import { RunManager } from "./runs/run-manager.js";
 import { gitHubAppAuth } from "./github/github-auth.js";
 import { gitHubCloneCredentials, gitHubWebUrl, type GitHubSettings } from "./runs/pull-requests.js";
@@ -175,6 +176,7 @@ export async function createApp(opts: AppOptions): Promise<App> {
     egress: egressAudit,
     root: config.dataDir,
     github,
+    handoffs: new Handoffs(join(config.dataDir, "handoffs"), config.handoffMaxBytes),
     tasks,
     environments,
     runs: runsRepo,
@@ -195,6 +197,7 @@ export async function createApp(opts: AppOptions): Promise<App> {
       reapIntervalMs: 60_000,
       logBudget: { maxBytes: config.logMaxBytes, maxLines: config.logMaxLines },
       sandboxImages,
+      handoffKeep: config.handoffKeep,
     },
   });
   const health = createHealth();

@@ -69,6 +69,16 @@ const bytes = z.union([z.number(), z.string()]).transform((v, ctx) => {
   return n;
 });
 
+/** A handoff's size limit: small ones are allowed (a daemon that only hands off small repositories). */
+const handoffBytes = z.union([z.number(), z.string()]).transform((v, ctx) => {
+  const n = parseBytes(v);
+  if (n === null || n < 1024) {
+    ctx.addIssue({ code: "custom", message: `${JSON.stringify(v)} is not a size of at least 1k (examples: 512m, 4g)` });
+    return z.NEVER;
+  }
+  return n;
+});
+
 const listenAddress = z.string().transform((v, ctx) => {
   const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(v);
   const port = m ? Number(m[3]) : NaN;
@@ -131,6 +141,10 @@ export const ConfigSchema = z
     /** A run's log budget; lines past it are dropped with a note saying how many. */
     logMaxBytes: bytes,
     logMaxLines: z.coerce.number().int().min(10).max(1e12),
+    /** Largest handoff bundle taken out of a sandbox or uploaded (paddock handoff pull/push). */
+    handoffMaxBytes: handoffBytes,
+    /** Which runs keep their handoff state at cleanup (a run asked to hand off always does). */
+    handoffKeep: z.enum(["all", "acp", "none"]),
     /** Where local agents' workspaces live when they have their own uids; "" for /var/lib/paddock-work/<instance>. */
     localWorkDir: z.string(),
     idleTimeout: duration,
@@ -246,6 +260,8 @@ export const ENV_NAMES: Record<keyof ConfigInput, string> = {
   localAgentUids: "PADDOCK_LOCAL_AGENT_UIDS",
   logMaxBytes: "PADDOCK_LOG_MAX_BYTES",
   logMaxLines: "PADDOCK_LOG_MAX_LINES",
+  handoffMaxBytes: "PADDOCK_HANDOFF_MAX_BYTES",
+  handoffKeep: "PADDOCK_HANDOFF_KEEP",
   localWorkDir: "PADDOCK_LOCAL_WORK_DIR",
   sandboxAllowCidrs: "PADDOCK_SANDBOX_ALLOW_CIDRS",
   sandboxImages: "PADDOCK_SANDBOX_IMAGES",
@@ -315,6 +331,8 @@ export function loadConfig(env: Record<string, string | undefined>, flags: Confi
     localAgentUids: "auto",
     logMaxBytes: "1g",
     logMaxLines: 10_000_000,
+    handoffMaxBytes: "2g",
+    handoffKeep: "all",
     localWorkDir: "",
     idleTimeout: "30s",
     headersTimeout: "10s",

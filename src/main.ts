@@ -67,6 +67,10 @@ which wins over the config file.
   --log-max-bytes SIZE         a run's log budget in bytes (PADDOCK_LOG_MAX_BYTES; default 1g) and
   --log-max-lines N            in lines (PADDOCK_LOG_MAX_LINES; default 10000000): past it lines are dropped,
                                and the log says exactly how many
+  --handoff-max-bytes SIZE     largest handoff (paddock handoff pull/push) taken from a sandbox or
+                               uploaded (PADDOCK_HANDOFF_MAX_BYTES; default 2g)
+  --handoff-keep all|acp|none  which finished runs keep their state for a later handoff pull
+                               (PADDOCK_HANDOFF_KEEP; default all; costs a git capture at cleanup)
   --default-provider NAME      sandbox provider for runs that name none: local or docker (PADDOCK_DEFAULT_PROVIDER)
   --default-timeout DURATION   run deadline, e.g. 60m (PADDOCK_DEFAULT_TIMEOUT; default 60m)
   --max-concurrent-runs N      runs in progress at once; the rest queue (PADDOCK_MAX_CONCURRENT_RUNS; default 4)
@@ -247,6 +251,7 @@ async function agent(): Promise<number> {
         user,
         home: settings.PADDOCK_AGENT_HOME,
         log,
+        handoff: settings.PADDOCK_HANDOFF ? JSON.parse(settings.PADDOCK_HANDOFF) : null,
       });
     } catch (error) {
       // The provider reads this line from the sandbox's output to say why provisioning failed.

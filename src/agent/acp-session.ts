@@ -34,6 +34,10 @@ export interface AcpSessionOptions {
   redact: (text: string) => string;
   /** Back-pressure: a promise while events wait to be written. */
   ready: () => Promise<void> | null;
+  /** A run from a handoff: the session to take back with session/load (null: a new session). */
+  resume?: { sessionId: string } | null;
+  /** Records a line on stream "handoff" (how the conversation was taken back). */
+  handoffLine?: (text: string) => void;
 }
 
 /** How an ACP agent's run ended, for the exit event. */
@@ -85,6 +89,9 @@ export class AcpSession {
   private readonly projection: AcpProjection;
   private readonly files: WorkspaceFiles;
   private readonly decisions = new Map<string, Promise<PermissionOutcome>>();
+  /** While session/load replays history: updates are marked replayed. */
+  private loading = false;
+  private transcript: { runId: string; text: string } | null = null;
 
   constructor(private readonly o: AcpSessionOptions) {
     this.permissions = new PermissionBroker(o.policy, o.permissionTimeoutMs, o.append);
@@ -98,6 +105,16 @@ export class AcpSession {
       pendingPermissions: this.permissions.pending,
       queuedPrompts: this.queue.length,
     };
+  }
+
+  /** The ACP session, once it exists. */
+  get currentSessionId(): string {
+    return this.sessionId ?? "";
+  }
+
+  /** A handoff's earlier conversation, for an agent that cannot load its session. */
+  giveTranscript(t: { runId: string; text: string }): void {
+    this.transcript = t;
   }
 
   /** The task, the session's first prompt. */
@@ -203,7 +220,7 @@ export class AcpSession {
       throw new Error("the ACP connection closed");
     });
     closed.catch(() => undefined);
-    await Promise.race([
+    const init = await Promise.race([
       conn.agent.request("initialize", {
         protocolVersion: PROTOCOL_VERSION,
         // No fs capability offered: in a sandbox the agent's own file tools act as its own
@@ -215,16 +232,15 @@ export class AcpSession {
       }),
       closed,
     ]);
-    phase("session/new");
-    const session = await Promise.race([conn.agent.request("session/new", { cwd: this.o.workspace, mcpServers: [] }), closed]);
-    this.sessionId = session.sessionId;
+    const session = await this.openSession(init.agentCapabilities ?? {}, closed, phase);
     for (;;) {
       const next = await Promise.race([this.next(), closed]);
       if (!next) return null;
       phase("session/prompt");
       this.current = next;
       this.turnCancelled = false;
-      const { stopReason } = await Promise.race([conn.agent.request("session/prompt", { sessionId: session.sessionId, prompt: next.content as unknown as ContentBlock[] }), closed]);
+      const prompt = [...session.context.splice(0), ...next.content] as unknown as ContentBlock[];
+      const { stopReason } = await Promise.race([conn.agent.request("session/prompt", { sessionId: session.sessionId, prompt }), closed]);
       this.projection.flush();
       this.permissions.cancelAll("cancel"); // none should remain once a turn has ended
       this.o.append({ kind: "turn_end", promptId: next.promptId, stopReason });
@@ -235,6 +251,46 @@ export class AcpSession {
         return stopReason === "end_turn" ? { exitCode: 0 } : { exitCode: 1, reason: `the turn ended with stopReason ${stopReason}` };
       }
     }
+  }
+
+  /**
+   * session/new, or for a run from a handoff session/load of the carried session when the
+   * agent can load; otherwise the transcript goes with the first prompt. A line on stream
+   * "handoff" says which happened.
+   */
+  private async openSession(caps: { loadSession?: boolean; promptCapabilities?: { embeddedContext?: boolean } }, closed: Promise<never>, phase: (p: string) => void): Promise<{ sessionId: string; context: Json[] }> {
+    const conn = this.conn!;
+    const note = (text: string) => this.o.handoffLine?.(text);
+    const resume = this.o.resume;
+    if (resume && caps.loadSession) {
+      phase("session/load");
+      this.loading = true;
+      try {
+        await Promise.race([conn.agent.request("session/load", { sessionId: resume.sessionId, cwd: this.o.workspace, mcpServers: [] }), closed]);
+        this.sessionId = resume.sessionId;
+        note(`resume: session_load: the agent loaded session ${resume.sessionId} from its own files, rewritten for ${this.o.workspace}`);
+        return { sessionId: resume.sessionId, context: [] };
+      } catch (error) {
+        if (!(error instanceof RequestError)) throw error;
+        note(`the agent could not load session ${resume.sessionId}: ${this.o.redact(error.message)}`);
+      } finally {
+        this.projection.flush();
+        this.loading = false;
+      }
+    }
+    phase("session/new");
+    const session = await Promise.race([conn.agent.request("session/new", { cwd: this.o.workspace, mcpServers: [] }), closed]);
+    this.sessionId = session.sessionId;
+    const context: Json[] = [];
+    if (this.transcript) {
+      const t = this.transcript;
+      const text = `The conversation so far (paddock run ${t.runId}, handed off to this session):\n\n${t.text}`;
+      context.push(caps.promptCapabilities?.embeddedContext ? { type: "resource", resource: { uri: `paddock://runs/${t.runId}/transcript`, mimeType: "text/markdown", text } } : { type: "text", text });
+      note(`resume: transcript: ${resume && !caps.loadSession ? "the agent cannot load sessions; " : ""}the conversation of run ${t.runId} (${Buffer.byteLength(t.text)} bytes, from paddock's stored events) goes with the first prompt`);
+    } else if (resume) {
+      note("resume: none: the agent cannot load the session and no transcript was given");
+    }
+    return { sessionId: session.sessionId, context };
   }
 
   /** The next queued prompt, waiting for one; null once the agent is stopping. */
@@ -265,8 +321,8 @@ export class AcpSession {
       const update = params.update;
       if (!isObj(update) || typeof update.sessionUpdate !== "string") return;
       const redacted = this.redactJson(update);
-      this.o.update({ kind: "acp", sessionId: typeof params.sessionId === "string" ? params.sessionId : "", updateKind: update.sessionUpdate, update: redacted });
-      this.projection.update(redacted);
+      this.o.update({ kind: "acp", sessionId: typeof params.sessionId === "string" ? params.sessionId : "", updateKind: update.sessionUpdate, update: redacted, ...(this.loading ? { replayed: true } : {}) });
+      if (!this.loading) this.projection.update(redacted); // history is not news in the log
       return;
     }
     if (message.method === "session/request_permission" && "id" in message) {

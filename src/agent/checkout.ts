@@ -1,8 +1,11 @@
 import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import type { AgentUser } from "./agent-user.js";
+import { safeRelativePath } from "./handoff-capture.js";
+import type { HandoffStart } from "./runner-protocol.js";
 import { HARDENED_GIT_CONFIG, hardenedGitEnv } from "./sandbox-git.js";
+import { rewriteSessionFile } from "./session-files.js";
 
 export interface CheckoutOptions {
   runId: string;
@@ -17,6 +20,8 @@ export interface CheckoutOptions {
   user: AgentUser;
   home: string;
   log: (line: string) => void;
+  /** A run from a handoff: the state to restore, fetched into the source by the daemon. */
+  handoff?: HandoffStart | null;
 }
 
 const MARKER = "checked-out";
@@ -47,21 +52,56 @@ export function checkout(o: CheckoutOptions): void {
     o.log("cloning the repository into the sandbox");
     execFileSync("git", [...HARDENED_GIT_CONFIG, "clone", "--quiet", "--no-hardlinks", o.source, o.workdir], { env, stdio: ["ignore", "pipe", "pipe"] });
   }
-  const start = o.branch ? `origin/${o.branch}` : "origin/HEAD";
+  const start = o.handoff ? o.handoff.head : o.branch ? `origin/${o.branch}` : "origin/HEAD";
+  if (o.handoff) {
+    const h = o.handoff;
+    const refs = [`+${h.refPrefix}/work:refs/paddock/handoff-start`, ...(h.conversation ? [`+${h.refPrefix}/conversation:refs/paddock/handoff-conversation`] : [])];
+    git("fetch", "--quiet", "--no-tags", o.source, ...refs);
+  }
   try {
     git("rev-parse", "--verify", "--quiet", `${start}^{commit}`);
   } catch {
-    throw new Error(`branch ${JSON.stringify(o.branch)} not found in the repository`);
+    throw new Error(o.handoff ? `the handoff's commit ${start} is not in the repository` : `branch ${JSON.stringify(o.branch)} not found in the repository`);
   }
   // --force: a snapshot's workspace may hold the setup script's edits to tracked files;
   // the run starts from the commit, keeping what setup left untracked (dependencies…).
   git("checkout", "--quiet", "--force", "-B", o.resultBranch, start);
+  if (o.handoff) restoreHandoff(o, o.handoff, git);
   // What the source had, kept where the agent cannot write: the export leaves these out of
   // the bundle, whatever the agent does to its remote-tracking refs.
-  const bases = [...new Set(git("for-each-ref", "--format=%(objectname)", "refs/remotes/origin").split("\n").filter(Boolean))];
+  const bases = [...new Set([...git("for-each-ref", "--format=%(objectname)", "refs/remotes/origin").split("\n").filter(Boolean), ...(o.handoff ? [o.handoff.worktree] : [])])];
   writeFileSync(join(o.stateDir, BASES_FILE), bases.slice(0, 5000).join("\n"), { mode: 0o600 });
   // Not hardlinked (--no-hardlinks), so handing every file over touches nothing of the source's.
   if (o.user) execFileSync("chown", ["-R", `${o.user.uid}:${o.user.gid}`, o.workdir], { stdio: ["ignore", "ignore", "pipe"] });
   writeFileSync(marker, o.runId, { mode: 0o600 });
   o.log(`checked out ${o.branch || "the default branch"} on ${o.resultBranch}`);
+}
+
+/**
+ * The handed-in state on top of its head, as the user had it: the working tree (untracked
+ * files added, deleted ones gone), then the index, which leaves staged work staged and the
+ * rest unstaged; and the conversation's files in the agent's home, moved to this workspace.
+ */
+function restoreHandoff(o: CheckoutOptions, h: HandoffStart, git: (...args: string[]) => string): void {
+  const parent = (c: string) => git("rev-parse", "--verify", `${c}^1`);
+  if (parent(h.worktree) !== h.index || parent(h.index) !== h.head) throw new Error("the handoff's commits are not chained head <- index <- worktree");
+  git("read-tree", "-m", "-u", "HEAD", h.worktree);
+  git("read-tree", h.index);
+  try {
+    git("update-index", "-q", "--refresh");
+  } catch {
+    /* exits 1 when files differ from the index: they do, that is the unstaged work */
+  }
+  for (const f of h.conversation ? h.files : []) {
+    if (!safeRelativePath(f.path)) throw new Error(`the handoff names a session file outside the agent's home: ${JSON.stringify(f.path)}`);
+    const content = execFileSync("git", [...HARDENED_GIT_CONFIG, "cat-file", "blob", `${h.conversation}:${f.path}`], { cwd: o.workdir, env: hardenedGitEnv(o.home), stdio: ["ignore", "pipe", "pipe"], maxBuffer: 512 * 1024 * 1024 });
+    const moved = rewriteSessionFile(f, content, h.sourceCwd, o.workdir);
+    if (!safeRelativePath(moved.path)) continue;
+    const file = join(o.home, moved.path);
+    mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+    writeFileSync(file, moved.content, { mode: 0o600 });
+  }
+  // The home is new (the agent never ran here): all of it becomes the agent's.
+  if (o.user && existsSync(o.home)) execFileSync("chown", ["-R", `${o.user.uid}:${o.user.gid}`, o.home], { stdio: ["ignore", "ignore", "pipe"] });
+  o.log(`restored the handed-in working state (${h.worktree.slice(0, 12)}) and ${h.files.length} session file(s)`);
 }

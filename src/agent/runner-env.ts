@@ -43,6 +43,8 @@ export const RunnerEnvSchema = z.object({
   /** How long an asked permission request waits for an answer before it is rejected. */
   PADDOCK_PERMISSION_TIMEOUT_MS: z.coerce.number().int().min(1).default(600_000),
   PADDOCK_PROMPT: z.string().default(""),
+  /** A run started from a handoff: JSON HandoffStart (runner-protocol.ts); "" for none. */
+  PADDOCK_HANDOFF: z.string().default(""),
   PADDOCK_GRACE_MS: z.coerce.number().int().min(0).default(10_000),
   /** "1": wait for POST /start before starting anything (the daemon may snapshot first). */
   PADDOCK_HOLD: z.enum(["0", "1"]).default("1"),

@@ -1,7 +1,7 @@
 /** What the in-sandbox runner serves and the daemon reads. Both sides import this file. */
 
 /** "agent": readable lines projected from an ACP agent's updates (coalesced message chunks, one line per tool call). */
-export type RunnerLogStream = "stdout" | "stderr" | "setup" | "agent";
+export type RunnerLogStream = "stdout" | "stderr" | "setup" | "agent" | "handoff";
 
 /** An ACP content block or update, as the agent sent it: JSON, kept whole. */
 export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
@@ -90,6 +90,54 @@ export interface StartRequest {
   holdAfterSetup?: boolean;
   /** PEM CA certificates (a path in the sandbox) that setup and the agent must trust. */
   caFile?: string;
+  /**
+   * A run started from a handoff whose agent cannot load its session: the earlier
+   * conversation, as paddock stored it, given with the first prompt.
+   */
+  handoffTranscript?: { runId: string; text: string };
+}
+
+/** The refs a handoff bundle carries: the working state, and the conversation's files. */
+export const HANDOFF_WORK_REF = "refs/paddock/handoff";
+export const HANDOFF_CONVERSATION_REF = "refs/paddock/conversation";
+/** Header of POST /handoff's answer: the state's manifest, JSON in base64url; the body is the bundle. */
+export const HANDOFF_HEADER = "x-paddock-handoff";
+
+export interface HandoffFileInfo {
+  /** Relative to the agent's home. */
+  path: string;
+  format: "claude" | "codex" | "other";
+}
+
+/** What POST /handoff took: the commits in its bundle and what they mean. */
+export interface HandoffState {
+  /** The agent's branch; "" for a detached HEAD. */
+  branch: string;
+  head: string;
+  index: string;
+  worktree: string;
+  /** "" without a conversation. */
+  conversation: string;
+  sessionId: string;
+  /** The workspace the session files are keyed to. */
+  sourceCwd: string;
+  files: HandoffFileInfo[];
+  lastSeq: number;
+}
+
+/**
+ * PADDOCK_HANDOFF: a run that starts from a handed-in state. The daemon fetched the
+ * upload's bundle into the source under `${refPrefix}/work` and `${refPrefix}/conversation`.
+ */
+export interface HandoffStart {
+  refPrefix: string;
+  head: string;
+  index: string;
+  worktree: string;
+  conversation: string;
+  sessionId: string;
+  sourceCwd: string;
+  files: HandoffFileInfo[];
 }
 
 /** Written by the runner once it listens, read by providers to find it. */

@@ -12,16 +12,20 @@ import { asUser, killAllOf, type AgentUser } from "./agent-user.js";
 import { EventLog, type NewEvent } from "./event-log.js";
 import { BASES_FILE } from "./checkout.js";
 import { exportWork } from "./export-work.js";
+import { captureHandoff } from "./handoff-capture.js";
 import { readLines } from "./output-lines.js";
 import { trustCaFile } from "./trust-ca.js";
 import { agentConfigDirs, agentEnvironment, type RunnerSettings } from "./runner-env.js";
 import {
   EXPORT_BRANCH_HEADER,
   EXPORT_HEAD_HEADER,
+  HANDOFF_HEADER,
   RUNNER_EVENTS_FILE,
   RUNNER_INFO_FILE,
   type RunnerHealth,
   type RunnerInfo,
+  type HandoffStart,
+  type HandoffState,
   type RunnerLogStream,
   type StartRequest,
 } from "./runner-protocol.js";
@@ -44,6 +48,10 @@ export interface RunnerOptions {
   env: Record<string, string | undefined>;
   log: (msg: string) => void;
 }
+
+/** Where POST /handoff keeps what it took, in the runner's state. */
+const HANDOFF_BUNDLE = "handoff.bundle";
+const HANDOFF_STATE = "handoff.json";
 
 /** Output waiting to be written beyond which the agent's pipes are no longer read. */
 const BACKLOG_BYTES = 4 * 1024 * 1024;
@@ -103,8 +111,11 @@ export async function runRunner(opts: RunnerOptions): Promise<void> {
     }
     log.append({ kind: "log", stream, text: redact(text) });
   };
+  /** The ACP session the agent's updates belong to: what a handoff carries. */
+  let sessionId = "";
   /** An ACP session update counts against the same budget as log lines. */
   const recordUpdate = (e: Extract<NewEvent, { kind: "acp" }>) => {
+    if (e.sessionId) sessionId = e.sessionId;
     const size = JSON.stringify(e.update).length;
     if (!withinBudget(size)) {
       droppedUpdates.count++;
@@ -122,6 +133,7 @@ export async function runRunner(opts: RunnerOptions): Promise<void> {
     droppedUpdates.count = 0;
     droppedUpdates.bytes = 0;
   };
+  const handoffStart = s.PADDOCK_HANDOFF ? (JSON.parse(s.PADDOCK_HANDOFF) as HandoffStart) : null;
   if (s.PADDOCK_AGENT_KIND === "acp" && state === "starting") {
     acp = new AcpSession({
       workspace: s.PADDOCK_WORKDIR,
@@ -135,6 +147,8 @@ export async function runRunner(opts: RunnerOptions): Promise<void> {
       line: (text) => record("agent", text),
       redact: (text) => redact(text),
       ready: () => (log.backlog > BACKLOG_BYTES ? log.whenDrained() : null),
+      resume: handoffStart?.sessionId ? { sessionId: handoffStart.sessionId } : null,
+      handoffLine: (text) => log.append({ kind: "log", stream: "handoff", text }),
     });
     // An interactive run without a task starts idle, waiting for its first POST /prompt.
     if (s.PADDOCK_PROMPT || s.PADDOCK_RUN_MODE === "background") acp.promptTask(s.PADDOCK_PROMPT);
@@ -229,11 +243,18 @@ export async function runRunner(opts: RunnerOptions): Promise<void> {
       await terminateAgent();
       const bundleFile = join(s.PADDOCK_STATE_DIR, "work.bundle");
       rmSync(bundleFile, { force: true });
-      const bases = existsSync(join(s.PADDOCK_STATE_DIR, BASES_FILE)) ? readFileSync(join(s.PADDOCK_STATE_DIR, BASES_FILE), "utf8").split("\n").filter((l) => /^[0-9a-f]{40,64}$/.test(l)) : [];
-      const work = await exportWork({ workdir: s.PADDOCK_WORKDIR, user, home: s.PADDOCK_AGENT_HOME, runId: s.PADDOCK_RUN_ID, bundleFile, bases });
+      const work = await exportWork({ workdir: s.PADDOCK_WORKDIR, user, home: s.PADDOCK_AGENT_HOME, runId: s.PADDOCK_RUN_ID, bundleFile, bases: readBases() });
       res.writeHead(200, { "content-type": "application/octet-stream", [EXPORT_BRANCH_HEADER]: encodeURIComponent(work.branch), [EXPORT_HEAD_HEADER]: work.head });
       if (!work.bundled) return void res.end();
       createReadStream(bundleFile).pipe(res);
+      return;
+    }
+    if (req.method === "POST" && url.pathname === "/handoff") {
+      // The agent stops first: the state is taken once, consistently, and kept.
+      await terminateAgent();
+      const taken = await (handoff ??= takeHandoff());
+      res.writeHead(200, { "content-type": "application/octet-stream", [HANDOFF_HEADER]: Buffer.from(JSON.stringify(taken)).toString("base64url") });
+      createReadStream(join(s.PADDOCK_STATE_DIR, HANDOFF_BUNDLE)).pipe(res);
       return;
     }
     if (req.method === "POST" && url.pathname === "/cancel") {
@@ -247,6 +268,29 @@ export async function runRunner(opts: RunnerOptions): Promise<void> {
       return;
     }
     send(res, 404, { error: "not found" });
+  }
+
+  /** The handoff state, taken once (after the agent stopped) and kept in the runner's state. */
+  let handoff: Promise<HandoffState> | null = null;
+  async function takeHandoff(): Promise<HandoffState> {
+    const stateFile = join(s.PADDOCK_STATE_DIR, HANDOFF_STATE);
+    if (existsSync(stateFile) && existsSync(join(s.PADDOCK_STATE_DIR, HANDOFF_BUNDLE))) return JSON.parse(readFileSync(stateFile, "utf8")) as HandoffState;
+    const taken = await captureHandoff({
+      workdir: s.PADDOCK_WORKDIR,
+      user,
+      home: s.PADDOCK_AGENT_HOME,
+      bundleFile: join(s.PADDOCK_STATE_DIR, HANDOFF_BUNDLE),
+      bases: readBases(),
+      sessionId: acp?.currentSessionId || sessionId,
+    });
+    const full: HandoffState = { ...taken, lastSeq: log.lastSeq };
+    writeFileSync(stateFile + ".tmp", JSON.stringify(full), { mode: 0o600 });
+    renameSync(stateFile + ".tmp", stateFile);
+    return full;
+  }
+  function readBases(): string[] {
+    const file = join(s.PADDOCK_STATE_DIR, BASES_FILE);
+    return existsSync(file) ? readFileSync(file, "utf8").split("\n").filter((l) => /^[0-9a-f]{40,64}$/.test(l)) : [];
   }
 
   /** The ACP endpoints: a follow-up prompt, an answer to a permission request, a turn's cancel. */
@@ -343,6 +387,7 @@ export async function runRunner(opts: RunnerOptions): Promise<void> {
     if (state !== "starting") return;
     state = "running";
     redact = redactor(start.redact ?? []);
+    if (start.handoffTranscript) acp?.giveTranscript(start.handoffTranscript);
     let caEnv: Record<string, string> = {};
     if (start.caFile) {
       try {

@@ -33,6 +33,8 @@ export interface SandboxGitOptions {
   home: string;
   /** Where stdout goes: captured (default) or a file descriptor. */
   stdoutFd?: number;
+  /** Added to the hardened environment (GIT_INDEX_FILE…). */
+  env?: Record<string, string>;
 }
 
 /** Runs hardened git in the sandbox; resolves trimmed stdout, rejects with git's own message. */
@@ -40,7 +42,7 @@ export function sandboxGit(args: string[], o: SandboxGitOptions): Promise<string
   return new Promise((resolve, reject) => {
     const child = spawn("git", [...HARDENED_GIT_CONFIG, ...args], {
       cwd: o.cwd,
-      env: hardenedGitEnv(o.home),
+      env: { ...hardenedGitEnv(o.home), ...o.env },
       stdio: ["ignore", o.stdoutFd ?? "pipe", "pipe"],
       ...asUser(o.user),
     });

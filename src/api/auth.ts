@@ -27,6 +27,9 @@ const REQUIRED: Record<string, Scope> = {
   "paddock.v1.TaskRunService/RespondPermission": "runs:write",
   "paddock.v1.TaskRunService/CancelTurn": "runs:write",
   "paddock.v1.TaskRunService/CreatePullRequest": "runs:write",
+  // A handoff ends a running run and hands out its work: a write.
+  "paddock.v1.TaskRunService/ExportRun": "runs:write",
+  "paddock.v1.TaskRunService/UploadHandoff": "runs:write",
   "paddock.v1.EnvironmentService/CreateEnvironment": "environments:write",
   "paddock.v1.EnvironmentService/UpdateEnvironment": "environments:write",
   "paddock.v1.EnvironmentService/DeleteEnvironment": "environments:write",

@@ -109,6 +109,11 @@ export function runToProto(r: StoredRun): TaskRun {
       duration: p.end === null ? undefined : durationFromMs(p.end - p.start),
     })),
     exitCode: r.exitCode ?? undefined,
+    handedOffTime: r.handoff.handedOffAt ? ts(r.handoff.handedOffAt) : undefined,
+    handedOffTo: r.handoff.handedOffTo ?? "",
+    fromHandoff: !!r.handoff.uploadId,
+    handoffSourceRunId: r.handoff.sourceRunId ?? "",
+    handoffResume: r.handoff.resume ?? "",
     limits:
       Object.keys(r.limits).length > 0
         ? create(SandboxLimitsSchema, {

@@ -2,7 +2,8 @@ import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { EgressAttemptSchema,
-  BrokeredUseSchema, TaskRunService } from "../gen/paddock/v1/task_run_pb.js";
+  BrokeredUseSchema, HandoffManifestSchema, TaskRunService, type HandoffManifest, type UploadHandoffRequest } from "../gen/paddock/v1/task_run_pb.js";
+import { bundleChunks, type HandoffManifestData } from "../runs/handoffs.js";
 import { InvalidArgumentError } from "../errors.js";
 import { principalOf } from "./auth.js";
 import { runTimeoutMs } from "./run-timeout.js";
@@ -45,7 +46,8 @@ export function createTaskRunService(runs: RunManager): ServiceImpl<typeof TaskR
   const owned = (runId: string, ctx: HandlerContext) => runs.owned(required("run_id", runId), principalOf(ctx).team);
   return {
     startRun(req, ctx) {
-      required("task_id", req.taskId);
+      if (!req.handoff) required("task_id", req.taskId);
+      if (req.handoff && req.handoff.prompt.length > 1024 * 1024) throw new InvalidArgumentError("handoff.prompt", "is longer than 1 MiB");
       if (req.branch && !BRANCH.test(req.branch)) {
         throw new InvalidArgumentError("branch", `${JSON.stringify(req.branch)} is not a valid git branch name`);
       }
@@ -77,6 +79,7 @@ export function createTaskRunService(runs: RunManager): ServiceImpl<typeof TaskR
         image: req.image.trim(),
         priority: req.priority,
         openPullRequest: req.openPullRequest,
+        handoff: req.handoff ? { uploadId: required("handoff.upload_id", req.handoff.uploadId), prompt: req.handoff.prompt } : null,
       });
       return { run: runToProto(run) };
     },
@@ -164,6 +167,27 @@ export function createTaskRunService(runs: RunManager): ServiceImpl<typeof TaskR
       const { pullRequest, run: after } = await runs.createPullRequest(run.id, { title: req.title.trim(), body: req.body, draft: req.draft, base: req.base }, ctx.signal);
       return { url: pullRequest.url, number: BigInt(pullRequest.number), created: pullRequest.created, run: runToProto(after) };
     },
+    async *exportRun(req, ctx) {
+      owned(req.runId, ctx);
+      const h = await runs.exportRun(req.runId, "local", principalOf(ctx).name, ctx.signal);
+      yield { part: { case: "manifest", value: manifestToProto(h.manifest) } };
+      for await (const chunk of endOnShutdown(ctx, bundleChunks(h))) yield { part: { case: "chunk", value: new Uint8Array(chunk) } };
+    },
+    async uploadHandoff(reqs, ctx) {
+      const it = reqs[Symbol.asyncIterator]();
+      const first = await it.next();
+      if (first.done || first.value.part.case !== "manifest") throw new InvalidArgumentError("manifest", "the first message must carry the manifest");
+      const manifest = manifestFromProto(first.value.part.value);
+      const chunks = (async function* () {
+        for (let r = await it.next(); !r.done; r = await it.next()) {
+          const m: UploadHandoffRequest = r.value;
+          if (m.part.case !== "chunk") throw new InvalidArgumentError("manifest", "only the first message carries the manifest");
+          yield m.part.value;
+        }
+      })();
+      const { uploadId, size } = await runs.uploadHandoff(principalOf(ctx).team, manifest, chunks);
+      return { uploadId, sizeBytes: BigInt(size) };
+    },
     async *watchRun(req, ctx) {
       owned(req.runId, ctx);
       for await (const run of endOnShutdown(ctx, runs.watch(req.runId, ctx.signal))) yield { run: runToProto(run) };
@@ -171,3 +195,41 @@ export function createTaskRunService(runs: RunManager): ServiceImpl<typeof TaskR
   };
 }
 
+
+function manifestToProto(m: HandoffManifestData): HandoffManifest {
+  return create(HandoffManifestSchema, {
+    runId: m.runId,
+    taskId: m.taskId,
+    branch: m.branch,
+    headCommit: m.head,
+    indexCommit: m.index,
+    worktreeCommit: m.worktree,
+    conversationCommit: m.conversation,
+    agentKind: m.agentKind,
+    agentCommand: m.agentCommand,
+    acpSessionId: m.sessionId,
+    sourceCwd: m.sourceCwd,
+    lastEventSeq: BigInt(m.lastEventSeq),
+    sessionFiles: m.files,
+    bundleBytes: BigInt(m.bundleBytes),
+  });
+}
+
+function manifestFromProto(m: HandoffManifest): HandoffManifestData {
+  return {
+    runId: m.runId,
+    taskId: m.taskId,
+    branch: m.branch,
+    head: m.headCommit,
+    index: m.indexCommit,
+    worktree: m.worktreeCommit,
+    conversation: m.conversationCommit,
+    agentKind: m.agentKind,
+    agentCommand: m.agentCommand,
+    sessionId: m.acpSessionId,
+    sourceCwd: m.sourceCwd,
+    lastEventSeq: Number(m.lastEventSeq),
+    files: m.sessionFiles.map((f) => ({ path: f.path, format: f.format as "claude" | "codex" | "other" })),
+    bundleBytes: Number(m.bundleBytes),
+  };
+}

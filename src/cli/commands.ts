@@ -28,6 +28,7 @@ import { EnvironmentSchema, NetworkAccess, SecretBrokerSchema, SecretInputSchema
 import { CreateTokenResponseSchema, TokenSchema, type Token } from "../gen/paddock/v1/token_pb.js";
 import { connect, type Clients } from "./client.js";
 import { parseSecretFlags, readSecretValues } from "./secret-input.js";
+import { pullHandoff, pushHandoff } from "./handoff.js";
 
 export interface CliIo {
   out: (line: string) => void;
@@ -335,6 +336,62 @@ function showToken(t: Token): string {
 }
 
 const commands: Record<string, Command> = {
+  "handoff pull": {
+    usage: "paddock handoff pull RUN_ID [--dir DIR]",
+    summary: "bring a run's branch, working tree and conversation into a local checkout",
+    help: `  --dir DIR   the checkout (default: the current directory); it must be a clean checkout
+             of the run's repository
+A running run ends here and its state is taken; a finished run gives the state kept when
+it was cleaned. The checkout lands on branch paddock/RUN_ID with the run's staged, unstaged
+and untracked files as they were; the conversation (session files and manifest) goes to
+<git dir>/paddock/handoff/RUN_ID.`,
+    options: { dir: { type: "string" } },
+    async run({ values, positionals, c, io, json: asJson }) {
+      const runId = one(positionals, "run id");
+      const r = await pullHandoff(c, runId, resolve(io.cwd, String(values.dir ?? ".")), io.env, io.signal);
+      const m = r.manifest;
+      if (asJson) {
+        io.out(JSON.stringify({ runId, dir: r.top, branch: r.branch, head: m.headCommit, sessionId: m.acpSessionId, conversationDir: r.conversationDir, lastEventSeq: Number(m.lastEventSeq) }));
+      } else {
+        io.out(`run ${runId} handed off into ${r.top}, branch ${r.branch} at ${m.headCommit.slice(0, 12)} with its working tree`);
+        if (m.acpSessionId) io.out(`conversation: session ${m.acpSessionId} (${m.sessionFiles.length} file(s), up to event ${m.lastEventSeq}) in ${r.conversationDir}`);
+        io.out("send it back with: paddock handoff push");
+      }
+      return EXIT.ok;
+    },
+  },
+  "handoff push": {
+    usage: "paddock handoff push [--task TASK_ID] [--provider docker|local] [--prompt TEXT] [--interactive] [--dir DIR] [-- AGENT COMMAND...]",
+    summary: "start a run from the local branch and working tree, carrying the conversation on",
+    help: `  --task TASK_ID     the task (default: the one this branch was pulled from)
+  --provider NAME    sandbox provider (default: the environment's or the daemon's)
+  --prompt TEXT      the new run's first prompt (default: go on with the task; an
+                     --interactive run waits for one)
+  --interactive      an ACP run that stays for follow-up prompts
+  --dir DIR          the checkout (default: the current directory)
+  -- COMMAND...      the new run's agent command (default: the agent of the pulled run)
+The checkout is not changed. After a pull on this branch the conversation goes with it: the
+agent loads its session, or (an agent that cannot) is given the earlier turns as context.`,
+    options: { task: { type: "string" }, provider: { type: "string" }, prompt: { type: "string" }, interactive: { type: "boolean" }, dir: { type: "string" } },
+    async run({ values, positionals, c, io, json: asJson }) {
+      const r = await pushHandoff(c, String(values.token ?? io.env.PADDOCK_TOKEN ?? "") || undefined, {
+        dir: resolve(io.cwd, String(values.dir ?? ".")),
+        taskId: String(values.task ?? ""),
+        provider: String(values.provider ?? ""),
+        prompt: String(values.prompt ?? ""),
+        interactive: !!values.interactive,
+        agentCommand: positionals,
+        env: io.env,
+        signal: io.signal,
+      });
+      if (asJson) io.out(json(TaskRunSchema, r.run));
+      else {
+        io.out(`run ${r.run.id} started from ${r.manifest.branch || "a detached HEAD"} at ${r.manifest.headCommit.slice(0, 12)} with its working tree (${r.uploadBytes} bytes)`);
+        if (r.manifest.acpSessionId) io.out(`conversation: session ${r.manifest.acpSessionId} of run ${r.fromRun} goes on`);
+      }
+      return EXIT.ok;
+    },
+  },
   "task create": {
     usage: "paddock task create --title TITLE --repo REPOSITORY [--description TEXT | --description-file FILE] [--origin ORIGIN] [--environment ENV_ID]",
     summary: "create a task",

@@ -4,9 +4,11 @@ import type { RunnerEvent, StartRequest } from "../agent/runner-protocol.js";
 import { issueSandboxToken } from "../auth/sandbox-token.js";
 import { isRetryable, SandboxError } from "../errors.js";
 import { sandboxName, type SandboxProvider, type SandboxSpec } from "../sandbox/provider.js";
-import { createRunnerClient } from "../sandbox/runner-client.js";
+import { createRunnerClient, type RunnerClient } from "../sandbox/runner-client.js";
 import type { StoredRun } from "../store/runs-repository.js";
 import { brokeredPlaceholder, brokerRefusal, runSecrets, type RunSecret } from "./brokered-secrets.js";
+import type { RunHandoff } from "../store/records.js";
+import { transcriptOf } from "./transcript.js";
 import { networkOf, redactor, setupHash } from "./environments.js";
 import type { RunManagerDeps } from "./run-manager.js";
 import type { RunEvents } from "./run-events.js";
@@ -24,6 +26,8 @@ export interface RunEffectsDeps extends RunManagerDeps {
   reconcile: Gate;
   /** A phase boundary the machine does not see: setup started, the agent let go. */
   markPhase: (id: string, phase: "setup" | "running", at: number) => void;
+  /** Changes the run's handoff record (in memory and stored). */
+  setHandoff: (id: string, change: Partial<RunHandoff>) => void;
 }
 
 /**
@@ -120,7 +124,7 @@ export class RunEffects {
       resultBranch: run.resultBranch,
       agentCommand: run.agentCommand,
       agent: { kind: run.agentKind, mode: run.runMode, permissionPolicy: run.permissionPolicy },
-      prompt: task.description ? `${task.title}\n\n${task.description}` : task.title,
+      prompt: this.promptOf(run, task.description ? `${task.title}\n\n${task.description}` : task.title),
       publicKeyPem: this.d.keys.publicKeyPem,
       token,
       limits: run.limits,
@@ -130,6 +134,7 @@ export class RunEffects {
       setupHash: setupHash(env),
       image: run.image,
       brokered: brokered.length > 0,
+      handoff: this.handoffOf(run),
     };
     const status = await withRetry(() => provider.provision(spec, signal, (line) => this.system(id, line)), signal);
     if (provider.afterSetup) this.d.observer?.snapshotLookup?.(provider.name, !!status.setupDone);
@@ -160,12 +165,33 @@ export class RunEffects {
     return runSecrets(this.d.environments.secretValues(env.id), { agentCommand: run.agentCommand, envVars: env.envVars, providerBrokers: !!provider.brokersSecrets });
   }
 
+  /** A run from a handoff goes on with its own prompt; an interactive one with none waits. */
+  private promptOf(run: StoredRun, taskPrompt: string): string {
+    if (!run.handoff.uploadId) return taskPrompt;
+    if (run.handoff.prompt) return run.handoff.prompt;
+    return run.runMode === "interactive" ? "" : "Go on with the task where the conversation left off.";
+  }
+
+  /** What the sandbox restores for a run from a handoff: the upload's state and conversation. */
+  private handoffOf(run: StoredRun): SandboxSpec["handoff"] {
+    if (!run.handoff.uploadId || !this.d.handoffs) return undefined;
+    const { manifest: m, bundle } = this.d.handoffs.upload(run.handoff.uploadId, run.team);
+    return { bundle, head: m.head, index: m.index, worktree: m.worktree, conversation: m.conversation, sessionId: m.sessionId, sourceCwd: m.sourceCwd, files: m.files };
+  }
+
+  /** What the runner gets at /start: the environment, and a handoff's transcript. */
+  private startRequest(run: StoredRun, provider: SandboxProvider, secrets: RunSecret[]): StartRequest {
+    const transcript = run.handoff.sourceRunId ? transcriptOf(this.d.runs, run.handoff.sourceRunId) : "";
+    const handoff: StartRequest = transcript ? { handoffTranscript: { runId: run.handoff.sourceRunId!, text: transcript } } : {};
+    return { ...this.environmentStart(run, provider, secrets), ...handoff };
+  }
+
   /**
    * Env vars and secrets of the run's environment; setup-only secrets go to setup alone. A
    * brokered secret is its placeholder: its value never enters the sandbox, not even for
    * the runner's redaction (the daemon redacts what it ingests with every value).
    */
-  private startRequest(run: StoredRun, provider: SandboxProvider, secrets: RunSecret[]): StartRequest {
+  private environmentStart(run: StoredRun, provider: SandboxProvider, secrets: RunSecret[]): StartRequest {
     if (!run.environmentId) return {};
     const env = this.d.environments.get(run.environmentId);
     if (!env) throw new SandboxError(`environment ${run.environmentId} no longer exists`, false);
@@ -242,6 +268,11 @@ export class RunEffects {
 
   private ingest(id: string, events: RunnerEvent[], redact: (t: string) => string): AgentExit | null {
     const exit = this.d.events.ingest(id, events, redact);
+    for (const e of events) {
+      // Only the runner writes stream "handoff": how the agent took the conversation back.
+      const m = e.kind === "log" && e.stream === "handoff" ? /^resume: (session_load|transcript|none):/.exec(e.text) : null;
+      if (m) this.d.setHandoff(id, { resume: m[1] as RunHandoff["resume"] });
+    }
     // An interactive run's turns move its machine between working and awaiting_input.
     if (this.d.current(id).runMode === "interactive") {
       for (const e of events) {
@@ -256,19 +287,19 @@ export class RunEffects {
    * Everything the runner recorded that is not stored yet: after a cancel, a deadline or
    * the sandbox's death (its runner brought back for this), nothing it wrote down is lost.
    */
-  private async drain(id: string, provider: SandboxProvider, signal: AbortSignal): Promise<void> {
+  private async drain(id: string, provider: SandboxProvider, signal: AbortSignal): Promise<RunnerClient | null> {
     const run = this.d.current(id);
     const name = sandboxName(id);
     const token = await this.tokenFor(run);
     const endpoint = (await provider.inspect(name)).endpoint ?? (await provider.revive?.(name, id, signal).catch(() => null));
-    if (!endpoint) return;
+    if (!endpoint) return null;
     const redact = this.redactorOf(run);
     const runner = createRunnerClient(endpoint, token);
     await runner.cancel(signal).catch(() => undefined); // a still-running agent stops writing first
     let cursor = this.d.runs.runnerCursor(id);
     for (;;) {
       const { events } = await runner.events(cursor, 0, signal);
-      if (events.length === 0) return;
+      if (events.length === 0) return runner;
       this.ingest(id, events, redact);
       cursor = events[events.length - 1]!.seq;
     }
@@ -276,6 +307,25 @@ export class RunEffects {
 
   private redactorOf(run: StoredRun): (t: string) => string {
     return run.environmentId ? redactor(this.d.environments.secretValues(run.environmentId)) : (t: string) => t;
+  }
+
+  /**
+   * The run's handoff state, taken before the work is exported (which commits what the
+   * agent left uncommitted) and kept, so a finished run can still be handed off. A run
+   * asked to hand off says in its log when this failed; others only in the daemon's log.
+   */
+  private async keepHandoff(run: StoredRun, runner: RunnerClient, signal: AbortSignal): Promise<void> {
+    if (!this.d.handoffs || this.d.handoffs.stored(run.id)) return;
+    const keep = this.d.settings.handoffKeep ?? "all";
+    if (!run.handoff.handedOffAt && (keep === "none" || (keep === "acp" && run.agentKind !== "acp"))) return;
+    const timeout = AbortSignal.any([signal, AbortSignal.timeout(120_000)]);
+    try {
+      await this.d.handoffs.takeFromRunner(run, runner, timeout);
+    } catch (error) {
+      if (signal.aborted) throw error;
+      if (run.handoff.handedOffAt) this.system(run.id, `the run's handoff state could not be taken: ${(error as Error).message}`);
+      else this.d.logger.info({ err: error, runId: run.id }, "no handoff state kept for the run");
+    }
   }
 
   cleanup(id: string, signal: AbortSignal): Promise<void> {
@@ -288,10 +338,12 @@ export class RunEffects {
     const name = sandboxName(id);
     await this.provisioning.get(id)?.catch(() => undefined);
     this.provisioning.delete(id);
-    await this.drain(id, provider, signal).catch((error: unknown) => {
+    const runner = await this.drain(id, provider, signal).catch((error: unknown) => {
       if (signal.aborted) throw error;
       this.d.logger.warn({ err: error, runId: id }, "could not read the runner's last events");
+      return null;
     });
+    if (runner) await this.keepHandoff(run, runner, signal);
     const result = await withRetry(() => provider.destroy(name, signal), signal, { attempts: 5, baseMs: 500 });
     if (result.notes?.length) this.system(id, ...result.notes);
     if (result.resultCommit) {
@@ -299,5 +351,6 @@ export class RunEffects {
       this.system(id, `the agent's work is on branch ${run.resultBranch} at ${result.resultCommit}`);
     }
     this.system(id, `sandbox ${name} removed`);
+    if (run.handoff.uploadId) await this.d.handoffs?.removeUpload(run.handoff.uploadId);
   }
 }

@@ -31,6 +31,8 @@ import { reapOrphans } from "./reaper.js";
 import { PullRequests, type GitHubSettings, type PullRequestOptions } from "./pull-requests.js";
 import type { PullRequestRef } from "../github/pull-requests.js";
 import { advancePhase, phaseNameOf, type PhaseName } from "./phase-timings.js";
+import type { HandoffManifestData, Handoffs, StoredHandoff } from "./handoffs.js";
+import type { RunHandoff } from "../store/records.js";
 
 export interface RunSettings {
   /** Used when a run gives no agent_command; null means every run must give one. */
@@ -52,6 +54,8 @@ export interface RunSettings {
   logBudget: { maxBytes: number; maxLines: number };
   /** Sandbox images runs and environments may ask for (--sandbox-images). */
   sandboxImages: readonly string[];
+  /** Which runs keep their handoff state at cleanup; absent: all. */
+  handoffKeep?: "all" | "acp" | "none";
 }
 
 export interface RunManagerDeps {
@@ -71,6 +75,8 @@ export interface RunManagerDeps {
   root?: string;
   /** Where pull requests go; absent: github.com with environments' tokens only. */
   github?: GitHubSettings;
+  /** Where handoff states are kept; absent: runs cannot be handed off. */
+  handoffs?: Handoffs;
 }
 
 /** Hooks for metrics. Called synchronously: implementations must be cheap and must not throw. */
@@ -108,6 +114,8 @@ export interface StartRunParams {
   priority?: number;
   /** Open a pull request from the run's branch when it completes. */
   openPullRequest?: boolean;
+  /** Start from an uploaded working state (UploadHandoff). */
+  handoff?: { uploadId: string; prompt: string } | null;
 }
 
 type RunActor = Actor<ReturnType<typeof taskRunMachine.provide>>;
@@ -191,6 +199,7 @@ export class RunManager {
       send: (id, event) => this.actors.get(id)?.send(event),
       reconcile,
       markPhase: (id, phase, at) => this.markPhase(id, phase, at),
+      setHandoff: (id, change) => this.setHandoff(id, change),
     });
     this.pullRequests = new PullRequests({
       root: deps.root ?? "",
@@ -217,6 +226,8 @@ export class RunManager {
 
   start(p: StartRunParams): StoredRun {
     const { tasks, runs, settings, providers } = this.deps;
+    const from = p.handoff ? this.handoffStart(p) : null;
+    if (from) p = { ...p, ...from.params };
     const task = tasks.get(p.taskId);
     if (!task || task.team !== p.team) throw new NotFoundError("task", p.taskId);
     if (p.idempotencyKey) {
@@ -283,7 +294,11 @@ export class RunManager {
         snapshot: actor.getPersistedSnapshot(),
         machineVersion: MACHINE_VERSION,
         phaseTimings: [{ phase: "queued", start: now, end: null }],
-      }, [{ time: now, stream: "system", text: `run queued (provider ${providerName}, deadline ${new Date(deadlineAt).toISOString()})` }]);
+        handoff: from ? { ...from.handoff, ...(agent?.kind === "acp" ? {} : { resume: "none" as const }) } : {},
+      }, [
+        { time: now, stream: "system", text: `run queued (provider ${providerName}, deadline ${new Date(deadlineAt).toISOString()})` },
+        ...(from ? [{ time: now, stream: "system", text: from.note }] : []),
+      ]);
     } catch (error) {
       // Two StartRun calls raced with one key: the loser returns the winner's run.
       const existing = p.idempotencyKey && runs.byIdempotencyKey(p.taskId, p.idempotencyKey);
@@ -307,6 +322,87 @@ export class RunManager {
     if (maxQueuedRuns !== undefined && this.queue.size >= maxQueuedRuns) {
       throw new ResourceExhaustedError(`${this.queue.size} runs are queued, the most this daemon takes (--max-queued-runs); try again when some have started`);
     }
+  }
+
+  /**
+   * What a start from an upload changes: the task (the upload's when none is named), the
+   * agent (the source run's when none is named), the branch (the state carries its own).
+   */
+  private handoffStart(p: StartRunParams): { params: Partial<StartRunParams>; handoff: RunHandoff; note: string } {
+    if (!this.deps.handoffs) throw new FailedPreconditionError("this daemon keeps no handoffs");
+    const { manifest: m } = this.deps.handoffs.upload(p.handoff!.uploadId, p.team);
+    if (p.taskId && m.taskId && p.taskId !== m.taskId) throw new InvalidArgumentError("handoff.upload_id", `was uploaded for task ${m.taskId}, not ${p.taskId}`);
+    const taskId = p.taskId || m.taskId;
+    if (!taskId) throw new InvalidArgumentError("task_id", "is required (the upload names no task)");
+    let source: StoredRun | undefined;
+    try {
+      source = m.runId ? this.owned(m.runId, p.team) : undefined;
+    } catch {
+      source = undefined; // another team's, or gone: no transcript from it
+    }
+    const named = p.agentCommand.length > 0 || !!(p.agent && (p.agent.kind || p.agent.preset || p.agent.command.length > 0));
+    const params: Partial<StartRunParams> = { taskId, branch: "" };
+    if (!named && source) {
+      params.agent = { kind: source.agentKind, preset: "", command: source.agentCommand };
+      params.agentCommand = source.agentKind === "command" ? source.agentCommand : [];
+      params.mode = p.mode || source.runMode;
+      params.permissionPolicy = p.permissionPolicy || source.permissionPolicy;
+    }
+    const what = m.sessionId ? `, conversation ${m.sessionId}` : "";
+    return {
+      params,
+      handoff: { uploadId: p.handoff!.uploadId, sourceRunId: source?.id, prompt: p.handoff!.prompt },
+      note: `handed in: ${m.branch ? `branch ${m.branch} ` : ""}at ${m.head.slice(0, 12)} with its working tree${what}${source ? ` (from run ${source.id})` : ""}`,
+    };
+  }
+
+  /** Changes the run's handoff record, in memory and stored. */
+  private setHandoff(id: string, change: Partial<RunHandoff>): void {
+    const run = this.live.get(id)?.run ?? this.get(id);
+    const next = { ...run.handoff, ...change };
+    this.deps.runs.setHandoff(id, next);
+    const live = this.live.get(id);
+    if (live) live.run.handoff = next;
+    this.notifier.notify(`run:${id}`);
+  }
+
+  /**
+   * Hands the run off: a running run is ended (completed) and its state taken once its
+   * agent stopped; a finished run gives the state kept at its cleanup. Resolves when the
+   * state is there; the run records when and where it went.
+   */
+  async exportRun(id: string, to: string, by: string, signal: AbortSignal): Promise<StoredHandoff> {
+    const handoffs = this.deps.handoffs;
+    if (!handoffs) throw new FailedPreconditionError("this daemon keeps no handoffs");
+    const run = this.get(id);
+    if (run.phase === "queued" || run.phase === "provisioning") throw new FailedPreconditionError(`run ${id} is ${run.phase}; a run can be handed off once it runs`);
+    const first = !run.handoff.handedOffAt;
+    this.setHandoff(id, { handedOffAt: Date.now(), handedOffTo: to });
+    if (!handoffs.stored(id) && run.phase === "running") {
+      this.system(id, `handed off to ${to} by ${by}: the run ends here and its working state is taken`);
+      const actor = this.actors.get(id);
+      const event: TaskRunEvent = { type: "COMPLETE", status: "completed", message: "" };
+      if (actor?.getSnapshot().can(event)) actor.send(event);
+    } else if (first) {
+      this.system(id, `handed off to ${to} by ${by}`);
+    }
+    if (!handoffs.stored(id)) await this.waitForCleaned(id, signal);
+    const stored = handoffs.stored(id);
+    if (!stored) {
+      const why = handoffs.failure(id);
+      throw new FailedPreconditionError(`run ${id} has no handoff state: ${why ? `it could not be taken: ${why}` : "none was kept when the run was cleaned"}`);
+    }
+    return stored;
+  }
+
+  /** Keeps an uploaded working state for StartRun.handoff. */
+  uploadHandoff(team: string, manifest: HandoffManifestData, chunks: AsyncIterable<Uint8Array>): Promise<{ uploadId: string; size: number }> {
+    if (!this.deps.handoffs) throw new FailedPreconditionError("this daemon keeps no handoffs");
+    if (manifest.taskId) {
+      const task = this.deps.tasks.get(manifest.taskId);
+      if (!task || task.team !== team) throw new NotFoundError("task", manifest.taskId);
+    }
+    return this.deps.handoffs.saveUpload(team, manifest, chunks);
   }
 
   /** The run's image (its own, else its environment's), checked against the operator's allowlist. */

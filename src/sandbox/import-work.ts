@@ -14,7 +14,7 @@ import type { RunnerClient } from "./runner-client.js";
  * hooks and every object checked. Runs only in the daemon's copy of the repository (the
  * user's own, or our mirror), never in a tree the sandbox made.
  */
-const HOST_GIT_CONFIG = ["-c", "core.hooksPath=/dev/null", "-c", "fetch.fsckObjects=true", "-c", "transfer.fsckObjects=true"];
+export const HOST_GIT_CONFIG = ["-c", "core.hooksPath=/dev/null", "-c", "fetch.fsckObjects=true", "-c", "transfer.fsckObjects=true"];
 
 /**
  * Takes the agent's work out through its runner: the runner stops the agent and makes a

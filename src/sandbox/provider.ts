@@ -1,5 +1,5 @@
 import type { RunnerEnv } from "../agent/runner-env.js";
-import type { AgentKind, PermissionPolicy, RunMode } from "../agent/runner-protocol.js";
+import type { AgentKind, HandoffStart, PermissionPolicy, RunMode } from "../agent/runner-protocol.js";
 import type { NetworkPolicy } from "./egress-policy.js";
 
 /**
@@ -39,6 +39,11 @@ export interface SandboxSpec {
   limits: { cpus?: number; memoryBytes?: number; pids?: number; runtime?: string };
   /** The run has brokered secrets: all its traffic must go through the egress proxy, whatever its policy. */
   brokered?: boolean;
+  /**
+   * A run that starts from a handed-in state: the upload's bundle, fetched into the source
+   * by the provider (importHandoff) before the runner starts, and what it holds.
+   */
+  handoff?: { bundle: string } & Omit<HandoffStart, "refPrefix">;
 }
 
 export type SandboxState = "running" | "stopped" | "missing";
@@ -135,8 +140,8 @@ export interface SnapshotStart {
  * The runner holds the agent until POST /start, when the daemon hands over the environment.
  */
 export function runnerEnvOfRun(
-  run: Pick<SandboxSpec, "runId" | "branch" | "resultBranch" | "agentCommand" | "agent" | "prompt" | "publicKeyPem"> & { logBudget?: SandboxSpec["logBudget"] },
-): Pick<RunnerEnv, "PADDOCK_RUN_ID" | "PADDOCK_BRANCH" | "PADDOCK_RESULT_BRANCH" | "PADDOCK_AGENT_COMMAND" | "PADDOCK_AGENT_KIND" | "PADDOCK_RUN_MODE" | "PADDOCK_PERMISSION_POLICY" | "PADDOCK_PROMPT" | "PADDOCK_HOLD" | "PADDOCK_LOG_MAX_BYTES" | "PADDOCK_LOG_MAX_LINES" | "JWT_PUBLIC_KEY"> {
+  run: Pick<SandboxSpec, "runId" | "branch" | "resultBranch" | "agentCommand" | "agent" | "prompt" | "publicKeyPem" | "handoff"> & { logBudget?: SandboxSpec["logBudget"] },
+): Pick<RunnerEnv, "PADDOCK_RUN_ID" | "PADDOCK_BRANCH" | "PADDOCK_RESULT_BRANCH" | "PADDOCK_AGENT_COMMAND" | "PADDOCK_AGENT_KIND" | "PADDOCK_RUN_MODE" | "PADDOCK_PERMISSION_POLICY" | "PADDOCK_PROMPT" | "PADDOCK_HOLD" | "PADDOCK_LOG_MAX_BYTES" | "PADDOCK_LOG_MAX_LINES" | "PADDOCK_HANDOFF" | "JWT_PUBLIC_KEY"> {
   return {
     PADDOCK_RUN_ID: run.runId,
     PADDOCK_BRANCH: run.branch,
@@ -149,8 +154,19 @@ export function runnerEnvOfRun(
     PADDOCK_HOLD: "1",
     PADDOCK_LOG_MAX_BYTES: run.logBudget?.maxBytes,
     PADDOCK_LOG_MAX_LINES: run.logBudget?.maxLines,
+    PADDOCK_HANDOFF: run.handoff ? JSON.stringify(handoffStartOf(run.runId, run.handoff)) : undefined,
     JWT_PUBLIC_KEY: run.publicKeyPem,
   };
+}
+
+/** Where a handoff's bundle is fetched into the run's source: refs of the run's own. */
+export function handoffRefPrefix(runId: string): string {
+  return `refs/paddock/handoffs/${runId}`;
+}
+
+function handoffStartOf(runId: string, h: NonNullable<SandboxSpec["handoff"]>): HandoffStart {
+  const { bundle: _bundle, ...rest } = h;
+  return { refPrefix: handoffRefPrefix(runId), ...rest };
 }
 
 export function sandboxName(runId: string, attempt = 1): string {

@@ -3,6 +3,8 @@ import type { IncomingMessage } from "node:http";
 import {
   EXPORT_BRANCH_HEADER,
   EXPORT_HEAD_HEADER,
+  HANDOFF_HEADER,
+  type HandoffState,
   type PermissionResponse,
   type PromptRequest,
   type RunnerEventsResponse,
@@ -106,6 +108,36 @@ export function createRunnerClient(endpoint: string, token: string) {
       }
       await sink(res);
       return { branch, head: header(EXPORT_HEAD_HEADER) };
+    },
+    /**
+     * The run's handoff state: the runner stops the agent, takes the state once, and sends
+     * its manifest (a header) and bundle (the body, streamed to `sink`).
+     */
+    async handoff(sink: (body: IncomingMessage) => Promise<void>, signal?: AbortSignal): Promise<HandoffState> {
+      const res = await stream(new URL(endpoint + "/handoff"), { authorization: `Bearer ${token}` }, signal).catch((error: unknown) => {
+        if (signal?.aborted) throw error;
+        throw new SandboxError(`runner at ${endpoint} unreachable: ${(error as Error).message}`, true, { cause: error });
+      });
+      if (res.statusCode !== 200) {
+        const text = await readAll(res);
+        let detail = "";
+        try {
+          detail = String((JSON.parse(text) as { error?: string }).error ?? "");
+        } catch {
+          /* not JSON */
+        }
+        throw new SandboxError(`runner POST /handoff: HTTP ${res.statusCode}${detail ? `: ${detail.slice(0, 300)}` : ""}`, false);
+      }
+      const header = String(res.headers[HANDOFF_HEADER] ?? "");
+      let state: HandoffState;
+      try {
+        state = JSON.parse(Buffer.from(header, "base64url").toString("utf8")) as HandoffState;
+      } catch {
+        res.destroy();
+        throw new SandboxError("the runner's handoff manifest is not JSON", false);
+      }
+      await sink(res);
+      return state;
     },
     health: (signal?: AbortSignal) => call<RunnerHealth>("GET", "/health", signal),
     events: (afterSeq: number, waitMs: number, signal?: AbortSignal) =>

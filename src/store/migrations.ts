@@ -289,6 +289,15 @@ export const MIGRATIONS: readonly { version: number; name: string; sql: string }
       ) STRICT, WITHOUT ROWID;
     `,
   },
+  {
+    version: 16,
+    name: "run handoffs",
+    sql: `
+      -- JSON: the upload a run started from and how its agent took the conversation back,
+      -- and when and where the run was handed off. '{}' for none.
+      ALTER TABLE runs ADD COLUMN handoff TEXT NOT NULL DEFAULT '{}';
+    `,
+  },
 ];
 
 /** Brings the schema to the newest version (or to `upTo`, for tests that make an older install). */

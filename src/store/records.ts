@@ -69,6 +69,21 @@ export interface RunRecord {
   pullRequestNumber: number;
   /** When each phase began and ended, oldest first. */
   phaseTimings: PhaseSpan[];
+  /** Handoffs in and out of the run; {} for none. */
+  handoff: RunHandoff;
+}
+
+/** A run's handoffs: where it started from, how its agent took the conversation back, where it went. */
+export interface RunHandoff {
+  /** Started from this upload (UploadHandoff). */
+  uploadId?: string;
+  /** The run the uploaded state was pulled from, if the team owns it. */
+  sourceRunId?: string;
+  /** The first prompt of a run from a handoff. */
+  prompt?: string;
+  resume?: "session_load" | "transcript" | "none";
+  handedOffAt?: number;
+  handedOffTo?: string;
 }
 
 export interface LogLine {

@@ -1,5 +1,5 @@
 import type { Database } from "./database.js";
-import type { AgentKindName, LogLine, PhaseSpan, NewRunEvent, PermissionPolicyName, RunEventKind, RunEventRow, RunLimits, RunModeName, RunRecord, RunStatusName } from "./records.js";
+import type { AgentKindName, LogLine, PhaseSpan, RunHandoff, NewRunEvent, PermissionPolicyName, RunEventKind, RunEventRow, RunLimits, RunModeName, RunRecord, RunStatusName } from "./records.js";
 
 interface RunRow {
   seq: number;
@@ -39,6 +39,7 @@ interface RunRow {
   pull_request_url: string;
   pull_request_number: number;
   phase_timings: string;
+  handoff: string;
 }
 
 const toRun = (r: RunRow): RunRecord & { seq: number } => ({
@@ -81,6 +82,7 @@ const toRun = (r: RunRow): RunRecord & { seq: number } => ({
   pullRequestUrl: r.pull_request_url,
   pullRequestNumber: r.pull_request_number,
   phaseTimings: JSON.parse(r.phase_timings) as PhaseSpan[],
+  handoff: JSON.parse(r.handoff) as RunHandoff,
 });
 
 export type StoredRun = ReturnType<typeof toRun>;
@@ -113,13 +115,13 @@ export interface RunFilter {
 /** Every column but the snapshot: reads for clients never need it, restores do. */
 const COLUMNS = `seq, id, team, environment_id, network_policy_enforced, agent_isolated, task_id, run_number, status, phase, provider, error_message, exit_code, branch, result_branch,
   result_commit, agent_command, agent_kind, awaiting_input, run_mode, permission_policy, limits, image, idempotency_key, deadline_at, created_at, started_at, finished_at, updated_at,
-  cleaned_at, machine_version, runner_cursor, priority, open_pull_request, pull_request_url, pull_request_number, phase_timings`;
+  cleaned_at, machine_version, runner_cursor, priority, open_pull_request, pull_request_url, pull_request_number, phase_timings, handoff`;
 
 export function createRunsRepository(db: Database) {
   const insert = db.prepare(`INSERT INTO runs (id, team, environment_id, network_policy_enforced, agent_isolated, task_id, run_number, status, phase, provider, branch, result_branch,
-      agent_command, agent_kind, run_mode, permission_policy, limits, image, idempotency_key, deadline_at, created_at, updated_at, snapshot, machine_version, priority, open_pull_request, phase_timings)
+      agent_command, agent_kind, run_mode, permission_policy, limits, image, idempotency_key, deadline_at, created_at, updated_at, snapshot, machine_version, priority, open_pull_request, phase_timings, handoff)
     VALUES (:id, :team, :environmentId, :networkPolicyEnforced, :agentIsolated, :taskId, :runNumber, :status, :phase, :provider, :branch, :resultBranch,
-      :agentCommand, :agentKind, :runMode, :permissionPolicy, :limits, :image, :idempotencyKey, :deadlineAt, :createdAt, :updatedAt, :snapshot, :machineVersion, :priority, :openPullRequest, :phaseTimings)`);
+      :agentCommand, :agentKind, :runMode, :permissionPolicy, :limits, :image, :idempotencyKey, :deadlineAt, :createdAt, :updatedAt, :snapshot, :machineVersion, :priority, :openPullRequest, :phaseTimings, :handoff)`);
   const nextNumber = db.prepare<{ n: number }>(
     "SELECT coalesce(max(run_number), 0) + 1 AS n FROM runs WHERE task_id = ?",
   );
@@ -138,6 +140,7 @@ export function createRunsRepository(db: Database) {
   const lastLines = db.prepare<LogLine>(
     "SELECT seq, time, stream, text FROM run_logs WHERE run_id = ? AND kind = 'log' AND stream IN ('stdout', 'agent') ORDER BY seq DESC LIMIT ?",
   );
+  const handoff = db.prepare("UPDATE runs SET handoff = ? WHERE id = ?");
   const cursor = db.prepare("UPDATE runs SET runner_cursor = ? WHERE id = ?");
   const cursorOf = db.prepare<{ c: number }>("SELECT runner_cursor AS c FROM runs WHERE id = ?");
   const lastLog = db.prepare<{ s: number | null }>("SELECT max(seq) AS s FROM run_logs WHERE run_id = ?");
@@ -161,10 +164,11 @@ export function createRunsRepository(db: Database) {
 
     /** Inserts the run and its first log lines in one transaction. */
     create(
-      run: Omit<RunRecord, "runNumber" | "exitCode" | "resultCommit" | "errorMessage" | "startedAt" | "finishedAt" | "cleanedAt" | "runnerCursor" | "image" | "agentKind" | "runMode" | "permissionPolicy" | "awaitingInput" | "priority" | "queuePosition" | "openPullRequest" | "pullRequestUrl" | "pullRequestNumber" | "phaseTimings"> & {
+      run: Omit<RunRecord, "runNumber" | "exitCode" | "resultCommit" | "errorMessage" | "startedAt" | "finishedAt" | "cleanedAt" | "runnerCursor" | "image" | "agentKind" | "runMode" | "permissionPolicy" | "awaitingInput" | "handoff" | "priority" | "queuePosition" | "openPullRequest" | "pullRequestUrl" | "pullRequestNumber" | "phaseTimings"> & {
         openPullRequest?: boolean;
         phaseTimings?: PhaseSpan[];
         snapshot: unknown;
+        handoff?: RunHandoff;
         image?: string;
         agentKind?: AgentKindName;
         runMode?: RunModeName;
@@ -193,6 +197,7 @@ export function createRunsRepository(db: Database) {
           runMode: run.runMode ?? "background",
           permissionPolicy: run.permissionPolicy ?? "auto_allow",
           limits: JSON.stringify(run.limits),
+          handoff: JSON.stringify(run.handoff ?? {}),
           image: run.image ?? "",
           idempotencyKey: run.idempotencyKey,
           deadlineAt: run.deadlineAt,
@@ -270,6 +275,9 @@ export function createRunsRepository(db: Database) {
     /** The agent's last output lines (stdout, or an ACP agent's messages), oldest first. */
     lastOutput(id: string, limit: number): LogLine[] {
       return lastLines.all([id, limit]).reverse();
+    },
+    setHandoff(id: string, h: RunHandoff): void {
+      handoff.run([JSON.stringify(h), id]);
     },
     /**
      * Appends lines with the next seqs and, when given, moves the runner cursor in the

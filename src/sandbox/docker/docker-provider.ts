@@ -8,6 +8,7 @@ import { git } from "../git.js";
 import { ensureEgressNetwork, ensureOpenNetwork, firewallEgressNetwork, firewallOpenNetwork, firewallProblem, type EgressNetwork } from "./egress-network.js";
 import type { CleanupResult, SandboxProvider, SandboxSpec, SandboxStatus, SnapshotStore } from "../provider.js";
 import { PADDOCK_VERSION } from "../../version.js";
+import { importHandoff } from "../import-handoff.js";
 import { collectWork } from "../import-work.js";
 import type { GitCredentialSource } from "../git-credentials.js";
 import { prepareSource } from "../repository-source.js";
@@ -210,6 +211,7 @@ export class DockerProvider implements SandboxProvider {
   async provision(spec: SandboxSpec, signal: AbortSignal, progress: (line: string) => void): Promise<SandboxStatus> {
     const { docker } = this.opts;
     const source = await prepareSource(this.opts.root, spec.repositoryUrl, signal, progress, this.opts.gitCredentials);
+    if (spec.handoff) await importHandoff(source, spec.runId, spec.handoff, signal);
     let container = docker.getContainer(spec.name);
     const info = await container.inspect().catch((e: unknown) => (isNotFound(e) ? null : Promise.reject(dockerError("inspect", e))));
     if (info && info.Config.Labels?.[LABEL_INSTANCE] !== this.opts.instanceId) {

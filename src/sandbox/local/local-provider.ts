@@ -8,6 +8,7 @@ import { killAllOf, processesOf } from "../../agent/agent-user.js";
 import { runnerEnvironment } from "../../agent/runner-env.js";
 import { RUNNER_EVENTS_FILE, RUNNER_INFO_FILE, type RunnerInfo } from "../../agent/runner-protocol.js";
 import { SandboxError } from "../../errors.js";
+import { importHandoff } from "../import-handoff.js";
 import { collectWork } from "../import-work.js";
 import { runnerEnvOfRun, type CleanupResult, type SandboxProvider, type SandboxSpec, type SandboxStatus } from "../provider.js";
 import type { GitCredentialSource } from "../git-credentials.js";
@@ -52,6 +53,7 @@ interface SandboxRecord {
   token: string;
   /** The agent's own uid and gid, or absent when it runs as the daemon's user. */
   agentUid?: number;
+  handoff?: SandboxSpec["handoff"];
 }
 
 /**
@@ -95,6 +97,7 @@ export class LocalProvider implements SandboxProvider {
     }
 
     const source = await prepareSource(this.opts.root, spec.repositoryUrl, signal, progress, this.opts.gitCredentials);
+    if (spec.handoff) await importHandoff(source, spec.runId, spec.handoff, signal);
     let record = await readRecord(state);
     if (!record) {
       record = {
@@ -109,6 +112,7 @@ export class LocalProvider implements SandboxProvider {
         publicKeyPem: spec.publicKeyPem,
         token: spec.token,
         agentUid: await this.allocateUid(),
+        handoff: spec.handoff,
       };
       await writeFile(join(state, "sandbox.json"), JSON.stringify(record), { mode: 0o600 });
     }

@@ -12,7 +12,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file paddock/v1/task_run.proto.
  */
 export const file_paddock_v1_task_run: GenFile = /*@__PURE__*/
-  fileDesc("ChlwYWRkb2NrL3YxL3Rhc2tfcnVuLnByb3RvEgpwYWRkb2NrLnYxIpkICgdUYXNrUnVuEgoKAmlkGAEgASgJEg8KB3Rhc2tfaWQYAiABKAkSJQoGc3RhdHVzGAMgASgOMhUucGFkZG9jay52MS5SdW5TdGF0dXMSDQoFcGhhc2UYBCABKAkSEAoIcHJvdmlkZXIYBSABKAkSFQoNZXJyb3JfbWVzc2FnZRgGIAEoCRIsCghkZWFkbGluZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKY2xlYW5lZF9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLY3JlYXRlX3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0X3RpbWUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2ZpbmlzaF90aW1lGAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGYnJhbmNoGA0gASgJEhUKDXJlc3VsdF9icmFuY2gYDiABKAkSFQoNcmVzdWx0X2NvbW1pdBgPIAEoCRIVCg1hZ2VudF9jb21tYW5kGBAgAygJEhYKCWV4aXRfY29kZRgRIAEoBUgAiAEBEhIKCnJ1bl9udW1iZXIYEiABKAMSKQoGbGltaXRzGBMgASgLMhkucGFkZG9jay52MS5TYW5kYm94TGltaXRzEgwKBHRlYW0YFCABKAkSFgoOZW52aXJvbm1lbnRfaWQYFSABKAkSHwoXbmV0d29ya19wb2xpY3lfZW5mb3JjZWQYFiABKAgSFgoOYWdlbnRfaXNvbGF0ZWQYFyABKAgSDQoFaW1hZ2UYGCABKAkSKQoKYWdlbnRfa2luZBgZIAEoDjIVLnBhZGRvY2sudjEuQWdlbnRLaW5kEiEKBG1vZGUYGiABKA4yEy5wYWRkb2NrLnYxLlJ1bk1vZGUSNwoRcGVybWlzc2lvbl9wb2xpY3kYGyABKA4yHC5wYWRkb2NrLnYxLlBlcm1pc3Npb25Qb2xpY3kSFgoOYXdhaXRpbmdfaW5wdXQYHCABKAgSLgoNcGhhc2VfdGltaW5ncxgeIAMoCzIXLnBhZGRvY2sudjEuUGhhc2VUaW1pbmcSEAoIcHJpb3JpdHkYUCABKAUSFgoOcXVldWVfcG9zaXRpb24YUSABKAUSGAoQcHVsbF9yZXF1ZXN0X3VybBgyIAEoCRIbChNwdWxsX3JlcXVlc3RfbnVtYmVyGDMgASgDEhkKEW9wZW5fcHVsbF9yZXF1ZXN0GDQgASgIQgwKCl9leGl0X2NvZGUieQoLUGhhc2VUaW1pbmcSDQoFcGhhc2UYASABKAkSLgoKc3RhcnRfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKwoIZHVyYXRpb24YAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24icgoITG9nRW50cnkSCwoDc2VxGAEgASgDEigKBHRpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg4KBnN0cmVhbRgDIAEoCRIMCgR0ZXh0GAQgASgJEhEKCWNvbnRpbnVlZBgFIAEoCCJkChhDcmVhdGVQdWxsUmVxdWVzdFJlcXVlc3QSDgoGcnVuX2lkGAEgASgJEg0KBXRpdGxlGAIgASgJEgwKBGJvZHkYAyABKAkSDQoFZHJhZnQYBCABKAgSDAoEYmFzZRgFIAEoCSJrChlDcmVhdGVQdWxsUmVxdWVzdFJlc3BvbnNlEgsKA3VybBgBIAEoCRIOCgZudW1iZXIYAiABKAMSDwoHY3JlYXRlZBgDIAEoCBIgCgNydW4YBCABKAsyEy5wYWRkb2NrLnYxLlRhc2tSdW4iVwoTU3RyZWFtRXZlbnRzUmVxdWVzdBIOCgZydW5faWQYASABKAkSEQoJYWZ0ZXJfc2VxGAIgASgDEg4KBmZvbGxvdxgDIAEoCBINCgVraW5kcxgEIAMoCSI8ChRTdHJlYW1FdmVudHNSZXNwb25zZRIkCgZldmVudHMYASADKAsyFC5wYWRkb2NrLnYxLlJ1bkV2ZW50IvICCghSdW5FdmVudBILCgNzZXEYASABKAMSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASIwoDbG9nGAogASgLMhQucGFkZG9jay52MS5Mb2dFbnRyeUgAEi8KDGFnZW50X3VwZGF0ZRgLIAEoCzIXLnBhZGRvY2sudjEuQWdlbnRVcGRhdGVIABIoCgZwcm9tcHQYDCABKAsyFi5wYWRkb2NrLnYxLlByb21wdFNlbnRIABI7ChJwZXJtaXNzaW9uX3JlcXVlc3QYDSABKAsyHS5wYWRkb2NrLnYxLlBlcm1pc3Npb25SZXF1ZXN0SAASPQoTcGVybWlzc2lvbl9yZXNvbHZlZBgOIAEoCzIeLnBhZGRvY2sudjEuUGVybWlzc2lvblJlc29sdmVkSAASKwoKdHVybl9lbmRlZBgPIAEoCzIVLnBhZGRvY2sudjEuVHVybkVuZGVkSABCBgoEa2luZCJxCgtBZ2VudFVwZGF0ZRISCgpzZXNzaW9uX2lkGAEgASgJEhMKC3VwZGF0ZV9raW5kGAIgASgJEicKBnVwZGF0ZRgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSEAoIcmVwbGF5ZWQYBCABKAgiVQoKUHJvbXB0U2VudBIRCglwcm9tcHRfaWQYASABKAkSKAoHY29udGVudBgCIAMoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSCgoCYnkYAyABKAkiQQoQUGVybWlzc2lvbk9wdGlvbhIRCglvcHRpb25faWQYASABKAkSDAoEbmFtZRgCIAEoCRIMCgRraW5kGAMgASgJIrMBChFQZXJtaXNzaW9uUmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgJEioKCXRvb2xfY2FsbBgCIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSLQoHb3B0aW9ucxgDIAMoCzIcLnBhZGRvY2sudjEuUGVybWlzc2lvbk9wdGlvbhIvCgtleHBpcmVfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiRwoSUGVybWlzc2lvblJlc29sdmVkEhIKCnJlcXVlc3RfaWQYASABKAkSEQoJb3B0aW9uX2lkGAIgASgJEgoKAmJ5GAMgASgJIjMKCVR1cm5FbmRlZBIRCglwcm9tcHRfaWQYASABKAkSEwoLc3RvcF9yZWFzb24YAiABKAkidAoRU2VuZFByb21wdFJlcXVlc3QSDgoGcnVuX2lkGAEgASgJEgwKBHRleHQYAiABKAkSKAoHY29udGVudBgDIAMoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSFwoPaWRlbXBvdGVuY3lfa2V5GAQgASgJIicKElNlbmRQcm9tcHRSZXNwb25zZRIRCglwcm9tcHRfaWQYASABKAkiUQoYUmVzcG9uZFBlcm1pc3Npb25SZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCRISCgpyZXF1ZXN0X2lkGAIgASgJEhEKCW9wdGlvbl9pZBgDIAEoCSIbChlSZXNwb25kUGVybWlzc2lvblJlc3BvbnNlIiMKEUNhbmNlbFR1cm5SZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCSIUChJDYW5jZWxUdXJuUmVzcG9uc2UiJgoUTGlzdFJ1bkVncmVzc1JlcXVlc3QSDgoGcnVuX2lkGAEgASgJIqoBCg1FZ3Jlc3NBdHRlbXB0EgwKBGhvc3QYASABKAkSDAoEcG9ydBgCIAEoBRIPCgd2ZXJkaWN0GAMgASgJEg0KBWNvdW50GAQgASgDEi4KCmZpcnN0X3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi0KCWxhc3RfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAirAEKC0Jyb2tlcmVkVXNlEgwKBGhvc3QYASABKAkSDAoEcG9ydBgCIAEoBRITCgtzZWNyZXRfbmFtZRgDIAEoCRINCgVjb3VudBgEIAEoAxIuCgpmaXJzdF90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBItCglsYXN0X3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wInQKFUxpc3RSdW5FZ3Jlc3NSZXNwb25zZRIrCghhdHRlbXB0cxgBIAMoCzIZLnBhZGRvY2sudjEuRWdyZXNzQXR0ZW1wdBIuCg1icm9rZXJlZF91c2VzGEYgAygLMhcucGFkZG9jay52MS5Ccm9rZXJlZFVzZSKhAwoPU3RhcnRSdW5SZXF1ZXN0Eg8KB3Rhc2tfaWQYASABKAkSDgoGYnJhbmNoGAIgASgJEhUKDWFnZW50X2NvbW1hbmQYAyADKAkSKgoHdGltZW91dBgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIQCghwcm92aWRlchgFIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYBiABKAkSKQoGbGltaXRzGAcgASgLMhkucGFkZG9jay52MS5TYW5kYm94TGltaXRzEhYKDmVudmlyb25tZW50X2lkGAggASgJEg0KBWltYWdlGAkgASgJEiQKBWFnZW50GAogASgLMhUucGFkZG9jay52MS5BZ2VudFNwZWMSIQoEbW9kZRgLIAEoDjITLnBhZGRvY2sudjEuUnVuTW9kZRI3ChFwZXJtaXNzaW9uX3BvbGljeRgMIAEoDjIcLnBhZGRvY2sudjEuUGVybWlzc2lvblBvbGljeRIQCghwcmlvcml0eRhQIAEoBRIZChFvcGVuX3B1bGxfcmVxdWVzdBgyIAEoCCJRCglBZ2VudFNwZWMSIwoEa2luZBgBIAEoDjIVLnBhZGRvY2sudjEuQWdlbnRLaW5kEg4KBnByZXNldBgCIAEoCRIPCgdjb21tYW5kGAMgAygJIoQBCg1TYW5kYm94TGltaXRzEhEKBGNwdXMYASABKAFIAIgBARIZCgxtZW1vcnlfYnl0ZXMYAiABKANIAYgBARIRCgRwaWRzGAMgASgFSAKIAQESDwoHcnVudGltZRgEIAEoCUIHCgVfY3B1c0IPCg1fbWVtb3J5X2J5dGVzQgcKBV9waWRzIjQKEFN0YXJ0UnVuUmVzcG9uc2USIAoDcnVuGAEgASgLMhMucGFkZG9jay52MS5UYXNrUnVuIh8KDUdldFJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJIjIKDkdldFJ1blJlc3BvbnNlEiAKA3J1bhgBIAEoCzITLnBhZGRvY2sudjEuVGFza1J1biJwCg9MaXN0UnVuc1JlcXVlc3QSDwoHdGFza19pZBgBIAEoCRIlCgZzdGF0dXMYAiABKA4yFS5wYWRkb2NrLnYxLlJ1blN0YXR1cxIRCglwYWdlX3NpemUYAyABKAUSEgoKcGFnZV90b2tlbhgEIAEoCSJOChBMaXN0UnVuc1Jlc3BvbnNlEiEKBHJ1bnMYASADKAsyEy5wYWRkb2NrLnYxLlRhc2tSdW4SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIiIKEENhbmNlbFJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJIjUKEUNhbmNlbFJ1blJlc3BvbnNlEiAKA3J1bhgBIAEoCzITLnBhZGRvY2sudjEuVGFza1J1biJiChJDb21wbGV0ZVJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJEiUKBnN0YXR1cxgCIAEoDjIVLnBhZGRvY2sudjEuUnVuU3RhdHVzEhUKDWVycm9yX21lc3NhZ2UYAyABKAkiNwoTQ29tcGxldGVSdW5SZXNwb25zZRIgCgNydW4YASABKAsyEy5wYWRkb2NrLnYxLlRhc2tSdW4iRgoRU3RyZWFtTG9nc1JlcXVlc3QSDgoGcnVuX2lkGAEgASgJEhEKCWFmdGVyX3NlcRgCIAEoAxIOCgZmb2xsb3cYAyABKAgiOwoSU3RyZWFtTG9nc1Jlc3BvbnNlEiUKB2VudHJpZXMYASADKAsyFC5wYWRkb2NrLnYxLkxvZ0VudHJ5IiEKD1dhdGNoUnVuUmVxdWVzdBIOCgZydW5faWQYASABKAkiNAoQV2F0Y2hSdW5SZXNwb25zZRIgCgNydW4YASABKAsyEy5wYWRkb2NrLnYxLlRhc2tSdW4qpQEKCVJ1blN0YXR1cxIaChZSVU5fU1RBVFVTX1VOU1BFQ0lGSUVEEAASFQoRUlVOX1NUQVRVU19RVUVVRUQQARIaChZSVU5fU1RBVFVTX0lOX1BST0dSRVNTEAISGAoUUlVOX1NUQVRVU19DT01QTEVURUQQAxIVChFSVU5fU1RBVFVTX0ZBSUxFRBAEEhgKFFJVTl9TVEFUVVNfQ0FOQ0VMTEVEEAUqUwoJQWdlbnRLaW5kEhoKFkFHRU5UX0tJTkRfVU5TUEVDSUZJRUQQABIWChJBR0VOVF9LSU5EX0NPTU1BTkQQARISCg5BR0VOVF9LSU5EX0FDUBACKlYKB1J1bk1vZGUSGAoUUlVOX01PREVfVU5TUEVDSUZJRUQQABIXChNSVU5fTU9ERV9CQUNLR1JPVU5EEAESGAoUUlVOX01PREVfSU5URVJBQ1RJVkUQAiqOAQoQUGVybWlzc2lvblBvbGljeRIhCh1QRVJNSVNTSU9OX1BPTElDWV9VTlNQRUNJRklFRBAAEiAKHFBFUk1JU1NJT05fUE9MSUNZX0FVVE9fQUxMT1cQARIZChVQRVJNSVNTSU9OX1BPTElDWV9BU0sQAhIaChZQRVJNSVNTSU9OX1BPTElDWV9ERU5ZEAMymggKDlRhc2tSdW5TZXJ2aWNlEkUKCFN0YXJ0UnVuEhsucGFkZG9jay52MS5TdGFydFJ1blJlcXVlc3QaHC5wYWRkb2NrLnYxLlN0YXJ0UnVuUmVzcG9uc2USPwoGR2V0UnVuEhkucGFkZG9jay52MS5HZXRSdW5SZXF1ZXN0GhoucGFkZG9jay52MS5HZXRSdW5SZXNwb25zZRJFCghMaXN0UnVucxIbLnBhZGRvY2sudjEuTGlzdFJ1bnNSZXF1ZXN0GhwucGFkZG9jay52MS5MaXN0UnVuc1Jlc3BvbnNlEkgKCUNhbmNlbFJ1bhIcLnBhZGRvY2sudjEuQ2FuY2VsUnVuUmVxdWVzdBodLnBhZGRvY2sudjEuQ2FuY2VsUnVuUmVzcG9uc2USTgoLQ29tcGxldGVSdW4SHi5wYWRkb2NrLnYxLkNvbXBsZXRlUnVuUmVxdWVzdBofLnBhZGRvY2sudjEuQ29tcGxldGVSdW5SZXNwb25zZRJNCgpTdHJlYW1Mb2dzEh0ucGFkZG9jay52MS5TdHJlYW1Mb2dzUmVxdWVzdBoeLnBhZGRvY2sudjEuU3RyZWFtTG9nc1Jlc3BvbnNlMAESRwoIV2F0Y2hSdW4SGy5wYWRkb2NrLnYxLldhdGNoUnVuUmVxdWVzdBocLnBhZGRvY2sudjEuV2F0Y2hSdW5SZXNwb25zZTABElQKDUxpc3RSdW5FZ3Jlc3MSIC5wYWRkb2NrLnYxLkxpc3RSdW5FZ3Jlc3NSZXF1ZXN0GiEucGFkZG9jay52MS5MaXN0UnVuRWdyZXNzUmVzcG9uc2USUwoMU3RyZWFtRXZlbnRzEh8ucGFkZG9jay52MS5TdHJlYW1FdmVudHNSZXF1ZXN0GiAucGFkZG9jay52MS5TdHJlYW1FdmVudHNSZXNwb25zZTABEksKClNlbmRQcm9tcHQSHS5wYWRkb2NrLnYxLlNlbmRQcm9tcHRSZXF1ZXN0Gh4ucGFkZG9jay52MS5TZW5kUHJvbXB0UmVzcG9uc2USYAoRUmVzcG9uZFBlcm1pc3Npb24SJC5wYWRkb2NrLnYxLlJlc3BvbmRQZXJtaXNzaW9uUmVxdWVzdBolLnBhZGRvY2sudjEuUmVzcG9uZFBlcm1pc3Npb25SZXNwb25zZRJLCgpDYW5jZWxUdXJuEh0ucGFkZG9jay52MS5DYW5jZWxUdXJuUmVxdWVzdBoeLnBhZGRvY2sudjEuQ2FuY2VsVHVyblJlc3BvbnNlEmAKEUNyZWF0ZVB1bGxSZXF1ZXN0EiQucGFkZG9jay52MS5DcmVhdGVQdWxsUmVxdWVzdFJlcXVlc3QaJS5wYWRkb2NrLnYxLkNyZWF0ZVB1bGxSZXF1ZXN0UmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("ChlwYWRkb2NrL3YxL3Rhc2tfcnVuLnByb3RvEgpwYWRkb2NrLnYxIrIJCgdUYXNrUnVuEgoKAmlkGAEgASgJEg8KB3Rhc2tfaWQYAiABKAkSJQoGc3RhdHVzGAMgASgOMhUucGFkZG9jay52MS5SdW5TdGF0dXMSDQoFcGhhc2UYBCABKAkSEAoIcHJvdmlkZXIYBSABKAkSFQoNZXJyb3JfbWVzc2FnZRgGIAEoCRIsCghkZWFkbGluZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKY2xlYW5lZF9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLY3JlYXRlX3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0X3RpbWUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2ZpbmlzaF90aW1lGAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGYnJhbmNoGA0gASgJEhUKDXJlc3VsdF9icmFuY2gYDiABKAkSFQoNcmVzdWx0X2NvbW1pdBgPIAEoCRIVCg1hZ2VudF9jb21tYW5kGBAgAygJEhYKCWV4aXRfY29kZRgRIAEoBUgAiAEBEhIKCnJ1bl9udW1iZXIYEiABKAMSKQoGbGltaXRzGBMgASgLMhkucGFkZG9jay52MS5TYW5kYm94TGltaXRzEgwKBHRlYW0YFCABKAkSFgoOZW52aXJvbm1lbnRfaWQYFSABKAkSHwoXbmV0d29ya19wb2xpY3lfZW5mb3JjZWQYFiABKAgSFgoOYWdlbnRfaXNvbGF0ZWQYFyABKAgSDQoFaW1hZ2UYGCABKAkSKQoKYWdlbnRfa2luZBgZIAEoDjIVLnBhZGRvY2sudjEuQWdlbnRLaW5kEiEKBG1vZGUYGiABKA4yEy5wYWRkb2NrLnYxLlJ1bk1vZGUSNwoRcGVybWlzc2lvbl9wb2xpY3kYGyABKA4yHC5wYWRkb2NrLnYxLlBlcm1pc3Npb25Qb2xpY3kSFgoOYXdhaXRpbmdfaW5wdXQYHCABKAgSLgoNcGhhc2VfdGltaW5ncxgeIAMoCzIXLnBhZGRvY2sudjEuUGhhc2VUaW1pbmcSEAoIcHJpb3JpdHkYUCABKAUSFgoOcXVldWVfcG9zaXRpb24YUSABKAUSGAoQcHVsbF9yZXF1ZXN0X3VybBgyIAEoCRIbChNwdWxsX3JlcXVlc3RfbnVtYmVyGDMgASgDEhkKEW9wZW5fcHVsbF9yZXF1ZXN0GDQgASgIEjMKD2hhbmRlZF9vZmZfdGltZRgoIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNaGFuZGVkX29mZl90bxgpIAEoCRIUCgxmcm9tX2hhbmRvZmYYKiABKAgSHQoVaGFuZG9mZl9zb3VyY2VfcnVuX2lkGCsgASgJEhYKDmhhbmRvZmZfcmVzdW1lGCwgASgJQgwKCl9leGl0X2NvZGUieQoLUGhhc2VUaW1pbmcSDQoFcGhhc2UYASABKAkSLgoKc3RhcnRfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKwoIZHVyYXRpb24YAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24icgoITG9nRW50cnkSCwoDc2VxGAEgASgDEigKBHRpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg4KBnN0cmVhbRgDIAEoCRIMCgR0ZXh0GAQgASgJEhEKCWNvbnRpbnVlZBgFIAEoCCJkChhDcmVhdGVQdWxsUmVxdWVzdFJlcXVlc3QSDgoGcnVuX2lkGAEgASgJEg0KBXRpdGxlGAIgASgJEgwKBGJvZHkYAyABKAkSDQoFZHJhZnQYBCABKAgSDAoEYmFzZRgFIAEoCSJrChlDcmVhdGVQdWxsUmVxdWVzdFJlc3BvbnNlEgsKA3VybBgBIAEoCRIOCgZudW1iZXIYAiABKAMSDwoHY3JlYXRlZBgDIAEoCBIgCgNydW4YBCABKAsyEy5wYWRkb2NrLnYxLlRhc2tSdW4i2AIKD0hhbmRvZmZNYW5pZmVzdBIOCgZydW5faWQYASABKAkSDwoHdGFza19pZBgCIAEoCRIOCgZicmFuY2gYAyABKAkSEwoLaGVhZF9jb21taXQYBCABKAkSFAoMaW5kZXhfY29tbWl0GAUgASgJEhcKD3dvcmt0cmVlX2NvbW1pdBgGIAEoCRIbChNjb252ZXJzYXRpb25fY29tbWl0GAcgASgJEhIKCmFnZW50X2tpbmQYCCABKAkSFQoNYWdlbnRfY29tbWFuZBgJIAMoCRIWCg5hY3Bfc2Vzc2lvbl9pZBgKIAEoCRISCgpzb3VyY2VfY3dkGAsgASgJEhYKDmxhc3RfZXZlbnRfc2VxGAwgASgDEi4KDXNlc3Npb25fZmlsZXMYDSADKAsyFy5wYWRkb2NrLnYxLkhhbmRvZmZGaWxlEhQKDGJ1bmRsZV9ieXRlcxgOIAEoAyIrCgtIYW5kb2ZmRmlsZRIMCgRwYXRoGAEgASgJEg4KBmZvcm1hdBgCIAEoCSIiChBFeHBvcnRSdW5SZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCSJdChFFeHBvcnRSdW5SZXNwb25zZRIvCghtYW5pZmVzdBgBIAEoCzIbLnBhZGRvY2sudjEuSGFuZG9mZk1hbmlmZXN0SAASDwoFY2h1bmsYAiABKAxIAEIGCgRwYXJ0ImAKFFVwbG9hZEhhbmRvZmZSZXF1ZXN0Ei8KCG1hbmlmZXN0GAEgASgLMhsucGFkZG9jay52MS5IYW5kb2ZmTWFuaWZlc3RIABIPCgVjaHVuaxgCIAEoDEgAQgYKBHBhcnQiPgoVVXBsb2FkSGFuZG9mZlJlc3BvbnNlEhEKCXVwbG9hZF9pZBgBIAEoCRISCgpzaXplX2J5dGVzGAIgASgDIjIKDUhhbmRvZmZTb3VyY2USEQoJdXBsb2FkX2lkGAEgASgJEg4KBnByb21wdBgCIAEoCSJXChNTdHJlYW1FdmVudHNSZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCRIRCglhZnRlcl9zZXEYAiABKAMSDgoGZm9sbG93GAMgASgIEg0KBWtpbmRzGAQgAygJIjwKFFN0cmVhbUV2ZW50c1Jlc3BvbnNlEiQKBmV2ZW50cxgBIAMoCzIULnBhZGRvY2sudjEuUnVuRXZlbnQi8gIKCFJ1bkV2ZW50EgsKA3NlcRgBIAEoAxIoCgR0aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIjCgNsb2cYCiABKAsyFC5wYWRkb2NrLnYxLkxvZ0VudHJ5SAASLwoMYWdlbnRfdXBkYXRlGAsgASgLMhcucGFkZG9jay52MS5BZ2VudFVwZGF0ZUgAEigKBnByb21wdBgMIAEoCzIWLnBhZGRvY2sudjEuUHJvbXB0U2VudEgAEjsKEnBlcm1pc3Npb25fcmVxdWVzdBgNIAEoCzIdLnBhZGRvY2sudjEuUGVybWlzc2lvblJlcXVlc3RIABI9ChNwZXJtaXNzaW9uX3Jlc29sdmVkGA4gASgLMh4ucGFkZG9jay52MS5QZXJtaXNzaW9uUmVzb2x2ZWRIABIrCgp0dXJuX2VuZGVkGA8gASgLMhUucGFkZG9jay52MS5UdXJuRW5kZWRIAEIGCgRraW5kInEKC0FnZW50VXBkYXRlEhIKCnNlc3Npb25faWQYASABKAkSEwoLdXBkYXRlX2tpbmQYAiABKAkSJwoGdXBkYXRlGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIQCghyZXBsYXllZBgEIAEoCCJVCgpQcm9tcHRTZW50EhEKCXByb21wdF9pZBgBIAEoCRIoCgdjb250ZW50GAIgAygLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIKCgJieRgDIAEoCSJBChBQZXJtaXNzaW9uT3B0aW9uEhEKCW9wdGlvbl9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEgwKBGtpbmQYAyABKAkiswEKEVBlcm1pc3Npb25SZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAkSKgoJdG9vbF9jYWxsGAIgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBItCgdvcHRpb25zGAMgAygLMhwucGFkZG9jay52MS5QZXJtaXNzaW9uT3B0aW9uEi8KC2V4cGlyZV90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJHChJQZXJtaXNzaW9uUmVzb2x2ZWQSEgoKcmVxdWVzdF9pZBgBIAEoCRIRCglvcHRpb25faWQYAiABKAkSCgoCYnkYAyABKAkiMwoJVHVybkVuZGVkEhEKCXByb21wdF9pZBgBIAEoCRITCgtzdG9wX3JlYXNvbhgCIAEoCSJ0ChFTZW5kUHJvbXB0UmVxdWVzdBIOCgZydW5faWQYASABKAkSDAoEdGV4dBgCIAEoCRIoCgdjb250ZW50GAMgAygLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIXCg9pZGVtcG90ZW5jeV9rZXkYBCABKAkiJwoSU2VuZFByb21wdFJlc3BvbnNlEhEKCXByb21wdF9pZBgBIAEoCSJRChhSZXNwb25kUGVybWlzc2lvblJlcXVlc3QSDgoGcnVuX2lkGAEgASgJEhIKCnJlcXVlc3RfaWQYAiABKAkSEQoJb3B0aW9uX2lkGAMgASgJIhsKGVJlc3BvbmRQZXJtaXNzaW9uUmVzcG9uc2UiIwoRQ2FuY2VsVHVyblJlcXVlc3QSDgoGcnVuX2lkGAEgASgJIhQKEkNhbmNlbFR1cm5SZXNwb25zZSImChRMaXN0UnVuRWdyZXNzUmVxdWVzdBIOCgZydW5faWQYASABKAkiqgEKDUVncmVzc0F0dGVtcHQSDAoEaG9zdBgBIAEoCRIMCgRwb3J0GAIgASgFEg8KB3ZlcmRpY3QYAyABKAkSDQoFY291bnQYBCABKAMSLgoKZmlyc3RfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLQoJbGFzdF90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKsAQoLQnJva2VyZWRVc2USDAoEaG9zdBgBIAEoCRIMCgRwb3J0GAIgASgFEhMKC3NlY3JldF9uYW1lGAMgASgJEg0KBWNvdW50GAQgASgDEi4KCmZpcnN0X3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi0KCWxhc3RfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAidAoVTGlzdFJ1bkVncmVzc1Jlc3BvbnNlEisKCGF0dGVtcHRzGAEgAygLMhkucGFkZG9jay52MS5FZ3Jlc3NBdHRlbXB0Ei4KDWJyb2tlcmVkX3VzZXMYRiADKAsyFy5wYWRkb2NrLnYxLkJyb2tlcmVkVXNlIs0DCg9TdGFydFJ1blJlcXVlc3QSDwoHdGFza19pZBgBIAEoCRIOCgZicmFuY2gYAiABKAkSFQoNYWdlbnRfY29tbWFuZBgDIAMoCRIqCgd0aW1lb3V0GAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhAKCHByb3ZpZGVyGAUgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgGIAEoCRIpCgZsaW1pdHMYByABKAsyGS5wYWRkb2NrLnYxLlNhbmRib3hMaW1pdHMSFgoOZW52aXJvbm1lbnRfaWQYCCABKAkSDQoFaW1hZ2UYCSABKAkSJAoFYWdlbnQYCiABKAsyFS5wYWRkb2NrLnYxLkFnZW50U3BlYxIhCgRtb2RlGAsgASgOMhMucGFkZG9jay52MS5SdW5Nb2RlEjcKEXBlcm1pc3Npb25fcG9saWN5GAwgASgOMhwucGFkZG9jay52MS5QZXJtaXNzaW9uUG9saWN5EhAKCHByaW9yaXR5GFAgASgFEhkKEW9wZW5fcHVsbF9yZXF1ZXN0GDIgASgIEioKB2hhbmRvZmYYKCABKAsyGS5wYWRkb2NrLnYxLkhhbmRvZmZTb3VyY2UiUQoJQWdlbnRTcGVjEiMKBGtpbmQYASABKA4yFS5wYWRkb2NrLnYxLkFnZW50S2luZBIOCgZwcmVzZXQYAiABKAkSDwoHY29tbWFuZBgDIAMoCSKEAQoNU2FuZGJveExpbWl0cxIRCgRjcHVzGAEgASgBSACIAQESGQoMbWVtb3J5X2J5dGVzGAIgASgDSAGIAQESEQoEcGlkcxgDIAEoBUgCiAEBEg8KB3J1bnRpbWUYBCABKAlCBwoFX2NwdXNCDwoNX21lbW9yeV9ieXRlc0IHCgVfcGlkcyI0ChBTdGFydFJ1blJlc3BvbnNlEiAKA3J1bhgBIAEoCzITLnBhZGRvY2sudjEuVGFza1J1biIfCg1HZXRSdW5SZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCSIyCg5HZXRSdW5SZXNwb25zZRIgCgNydW4YASABKAsyEy5wYWRkb2NrLnYxLlRhc2tSdW4icAoPTGlzdFJ1bnNSZXF1ZXN0Eg8KB3Rhc2tfaWQYASABKAkSJQoGc3RhdHVzGAIgASgOMhUucGFkZG9jay52MS5SdW5TdGF0dXMSEQoJcGFnZV9zaXplGAMgASgFEhIKCnBhZ2VfdG9rZW4YBCABKAkiTgoQTGlzdFJ1bnNSZXNwb25zZRIhCgRydW5zGAEgAygLMhMucGFkZG9jay52MS5UYXNrUnVuEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIiChBDYW5jZWxSdW5SZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCSI1ChFDYW5jZWxSdW5SZXNwb25zZRIgCgNydW4YASABKAsyEy5wYWRkb2NrLnYxLlRhc2tSdW4iYgoSQ29tcGxldGVSdW5SZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCRIlCgZzdGF0dXMYAiABKA4yFS5wYWRkb2NrLnYxLlJ1blN0YXR1cxIVCg1lcnJvcl9tZXNzYWdlGAMgASgJIjcKE0NvbXBsZXRlUnVuUmVzcG9uc2USIAoDcnVuGAEgASgLMhMucGFkZG9jay52MS5UYXNrUnVuIkYKEVN0cmVhbUxvZ3NSZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCRIRCglhZnRlcl9zZXEYAiABKAMSDgoGZm9sbG93GAMgASgIIjsKElN0cmVhbUxvZ3NSZXNwb25zZRIlCgdlbnRyaWVzGAEgAygLMhQucGFkZG9jay52MS5Mb2dFbnRyeSIhCg9XYXRjaFJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJIjQKEFdhdGNoUnVuUmVzcG9uc2USIAoDcnVuGAEgASgLMhMucGFkZG9jay52MS5UYXNrUnVuKqUBCglSdW5TdGF0dXMSGgoWUlVOX1NUQVRVU19VTlNQRUNJRklFRBAAEhUKEVJVTl9TVEFUVVNfUVVFVUVEEAESGgoWUlVOX1NUQVRVU19JTl9QUk9HUkVTUxACEhgKFFJVTl9TVEFUVVNfQ09NUExFVEVEEAMSFQoRUlVOX1NUQVRVU19GQUlMRUQQBBIYChRSVU5fU1RBVFVTX0NBTkNFTExFRBAFKlMKCUFnZW50S2luZBIaChZBR0VOVF9LSU5EX1VOU1BFQ0lGSUVEEAASFgoSQUdFTlRfS0lORF9DT01NQU5EEAESEgoOQUdFTlRfS0lORF9BQ1AQAipWCgdSdW5Nb2RlEhgKFFJVTl9NT0RFX1VOU1BFQ0lGSUVEEAASFwoTUlVOX01PREVfQkFDS0dST1VORBABEhgKFFJVTl9NT0RFX0lOVEVSQUNUSVZFEAIqjgEKEFBlcm1pc3Npb25Qb2xpY3kSIQodUEVSTUlTU0lPTl9QT0xJQ1lfVU5TUEVDSUZJRUQQABIgChxQRVJNSVNTSU9OX1BPTElDWV9BVVRPX0FMTE9XEAESGQoVUEVSTUlTU0lPTl9QT0xJQ1lfQVNLEAISGgoWUEVSTUlTU0lPTl9QT0xJQ1lfREVOWRADMr4JCg5UYXNrUnVuU2VydmljZRJFCghTdGFydFJ1bhIbLnBhZGRvY2sudjEuU3RhcnRSdW5SZXF1ZXN0GhwucGFkZG9jay52MS5TdGFydFJ1blJlc3BvbnNlEj8KBkdldFJ1bhIZLnBhZGRvY2sudjEuR2V0UnVuUmVxdWVzdBoaLnBhZGRvY2sudjEuR2V0UnVuUmVzcG9uc2USRQoITGlzdFJ1bnMSGy5wYWRkb2NrLnYxLkxpc3RSdW5zUmVxdWVzdBocLnBhZGRvY2sudjEuTGlzdFJ1bnNSZXNwb25zZRJICglDYW5jZWxSdW4SHC5wYWRkb2NrLnYxLkNhbmNlbFJ1blJlcXVlc3QaHS5wYWRkb2NrLnYxLkNhbmNlbFJ1blJlc3BvbnNlEk4KC0NvbXBsZXRlUnVuEh4ucGFkZG9jay52MS5Db21wbGV0ZVJ1blJlcXVlc3QaHy5wYWRkb2NrLnYxLkNvbXBsZXRlUnVuUmVzcG9uc2USTQoKU3RyZWFtTG9ncxIdLnBhZGRvY2sudjEuU3RyZWFtTG9nc1JlcXVlc3QaHi5wYWRkb2NrLnYxLlN0cmVhbUxvZ3NSZXNwb25zZTABEkcKCFdhdGNoUnVuEhsucGFkZG9jay52MS5XYXRjaFJ1blJlcXVlc3QaHC5wYWRkb2NrLnYxLldhdGNoUnVuUmVzcG9uc2UwARJUCg1MaXN0UnVuRWdyZXNzEiAucGFkZG9jay52MS5MaXN0UnVuRWdyZXNzUmVxdWVzdBohLnBhZGRvY2sudjEuTGlzdFJ1bkVncmVzc1Jlc3BvbnNlElMKDFN0cmVhbUV2ZW50cxIfLnBhZGRvY2sudjEuU3RyZWFtRXZlbnRzUmVxdWVzdBogLnBhZGRvY2sudjEuU3RyZWFtRXZlbnRzUmVzcG9uc2UwARJLCgpTZW5kUHJvbXB0Eh0ucGFkZG9jay52MS5TZW5kUHJvbXB0UmVxdWVzdBoeLnBhZGRvY2sudjEuU2VuZFByb21wdFJlc3BvbnNlEmAKEVJlc3BvbmRQZXJtaXNzaW9uEiQucGFkZG9jay52MS5SZXNwb25kUGVybWlzc2lvblJlcXVlc3QaJS5wYWRkb2NrLnYxLlJlc3BvbmRQZXJtaXNzaW9uUmVzcG9uc2USSwoKQ2FuY2VsVHVybhIdLnBhZGRvY2sudjEuQ2FuY2VsVHVyblJlcXVlc3QaHi5wYWRkb2NrLnYxLkNhbmNlbFR1cm5SZXNwb25zZRJgChFDcmVhdGVQdWxsUmVxdWVzdBIkLnBhZGRvY2sudjEuQ3JlYXRlUHVsbFJlcXVlc3RSZXF1ZXN0GiUucGFkZG9jay52MS5DcmVhdGVQdWxsUmVxdWVzdFJlc3BvbnNlEkoKCUV4cG9ydFJ1bhIcLnBhZGRvY2sudjEuRXhwb3J0UnVuUmVxdWVzdBodLnBhZGRvY2sudjEuRXhwb3J0UnVuUmVzcG9uc2UwARJWCg1VcGxvYWRIYW5kb2ZmEiAucGFkZG9jay52MS5VcGxvYWRIYW5kb2ZmUmVxdWVzdBohLnBhZGRvY2sudjEuVXBsb2FkSGFuZG9mZlJlc3BvbnNlKAFiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * One attempt at a task, in one sandbox.
@@ -244,6 +244,44 @@ export type TaskRun = Message<"paddock.v1.TaskRun"> & {
    * @generated from field: bool open_pull_request = 52;
    */
   openPullRequest: boolean;
+
+  /**
+   * When the run was handed off (ExportRun on a live run ends it, its state taken); unset
+   * when never.
+   *
+   * @generated from field: google.protobuf.Timestamp handed_off_time = 40;
+   */
+  handedOffTime?: Timestamp | undefined;
+
+  /**
+   * Where it went: "local" (paddock handoff pull).
+   *
+   * @generated from field: string handed_off_to = 41;
+   */
+  handedOffTo: string;
+
+  /**
+   * The run started from a handoff (UploadHandoff + StartRun.handoff).
+   *
+   * @generated from field: bool from_handoff = 42;
+   */
+  fromHandoff: boolean;
+
+  /**
+   * The run whose conversation the handoff carried on; empty for none.
+   *
+   * @generated from field: string handoff_source_run_id = 43;
+   */
+  handoffSourceRunId: string;
+
+  /**
+   * How the agent took the conversation back: "session_load" (the agent loaded its own
+   * session files), "transcript" (it cannot load: paddock's stored events were given as
+   * context), "none" (no conversation came with the handoff). Empty until known.
+   *
+   * @generated from field: string handoff_resume = 44;
+   */
+  handoffResume: string;
 };
 
 /**
@@ -301,7 +339,8 @@ export type LogEntry = Message<"paddock.v1.LogEntry"> & {
 
   /**
    * "stdout", "stderr", "setup", "system" (paddock's own notes on the run), and for ACP
-   * runs "agent" (its messages and tool calls as lines), "prompt", "permission", "turn".
+   * runs "agent" (its messages and tool calls as lines), "prompt", "permission", "turn";
+   * "handoff" for how a run from a handoff took the conversation back.
    *
    * @generated from field: string stream = 3;
    */
@@ -410,6 +449,265 @@ export const CreatePullRequestResponseSchema: GenMessage<CreatePullRequestRespon
   messageDesc(file_paddock_v1_task_run, 4);
 
 /**
+ * What a handoff carries besides the bundle. The bundle holds refs/paddock/handoff (the
+ * worktree commit, whose parent is the index commit, whose parent is the head) and, with
+ * a conversation, refs/paddock/conversation (a commit whose tree holds the session files).
+ *
+ * @generated from message paddock.v1.HandoffManifest
+ */
+export type HandoffManifest = Message<"paddock.v1.HandoffManifest"> & {
+  /**
+   * The run the state comes from; empty for an upload that never was a run.
+   *
+   * @generated from field: string run_id = 1;
+   */
+  runId: string;
+
+  /**
+   * @generated from field: string task_id = 2;
+   */
+  taskId: string;
+
+  /**
+   * The branch the state is on: ExportRun gives "paddock/<run id>"; an upload the local
+   * branch's name (informational).
+   *
+   * @generated from field: string branch = 3;
+   */
+  branch: string;
+
+  /**
+   * @generated from field: string head_commit = 4;
+   */
+  headCommit: string;
+
+  /**
+   * Commit of the index (staged work), parent head_commit.
+   *
+   * @generated from field: string index_commit = 5;
+   */
+  indexCommit: string;
+
+  /**
+   * Commit of the working tree with untracked files (ignored ones left out), parent
+   * index_commit.
+   *
+   * @generated from field: string worktree_commit = 6;
+   */
+  worktreeCommit: string;
+
+  /**
+   * Commit whose tree holds the conversation's files; empty without one.
+   *
+   * @generated from field: string conversation_commit = 7;
+   */
+  conversationCommit: string;
+
+  /**
+   * The agent: its kind ("acp" or "command") and argv.
+   *
+   * @generated from field: string agent_kind = 8;
+   */
+  agentKind: string;
+
+  /**
+   * @generated from field: repeated string agent_command = 9;
+   */
+  agentCommand: string[];
+
+  /**
+   * The ACP session the conversation is; empty without one.
+   *
+   * @generated from field: string acp_session_id = 10;
+   */
+  acpSessionId: string;
+
+  /**
+   * The directory the session files are keyed to (the sandbox's workspace, or the local
+   * checkout after a pull).
+   *
+   * @generated from field: string source_cwd = 11;
+   */
+  sourceCwd: string;
+
+  /**
+   * The run's last event when the state was taken.
+   *
+   * @generated from field: int64 last_event_seq = 12;
+   */
+  lastEventSeq: bigint;
+
+  /**
+   * @generated from field: repeated paddock.v1.HandoffFile session_files = 13;
+   */
+  sessionFiles: HandoffFile[];
+
+  /**
+   * Size of the bundle that follows.
+   *
+   * @generated from field: int64 bundle_bytes = 14;
+   */
+  bundleBytes: bigint;
+};
+
+/**
+ * Describes the message paddock.v1.HandoffManifest.
+ * Use `create(HandoffManifestSchema)` to create a new message.
+ */
+export const HandoffManifestSchema: GenMessage<HandoffManifest> = /*@__PURE__*/
+  messageDesc(file_paddock_v1_task_run, 5);
+
+/**
+ * @generated from message paddock.v1.HandoffFile
+ */
+export type HandoffFile = Message<"paddock.v1.HandoffFile"> & {
+  /**
+   * Relative to the agent's home, e.g. ".claude/projects/<cwd key>/<session>.jsonl".
+   *
+   * @generated from field: string path = 1;
+   */
+  path: string;
+
+  /**
+   * "claude", "codex" or "other": how its cwd is rewritten for another directory.
+   *
+   * @generated from field: string format = 2;
+   */
+  format: string;
+};
+
+/**
+ * Describes the message paddock.v1.HandoffFile.
+ * Use `create(HandoffFileSchema)` to create a new message.
+ */
+export const HandoffFileSchema: GenMessage<HandoffFile> = /*@__PURE__*/
+  messageDesc(file_paddock_v1_task_run, 6);
+
+/**
+ * @generated from message paddock.v1.ExportRunRequest
+ */
+export type ExportRunRequest = Message<"paddock.v1.ExportRunRequest"> & {
+  /**
+   * @generated from field: string run_id = 1;
+   */
+  runId: string;
+};
+
+/**
+ * Describes the message paddock.v1.ExportRunRequest.
+ * Use `create(ExportRunRequestSchema)` to create a new message.
+ */
+export const ExportRunRequestSchema: GenMessage<ExportRunRequest> = /*@__PURE__*/
+  messageDesc(file_paddock_v1_task_run, 7);
+
+/**
+ * @generated from message paddock.v1.ExportRunResponse
+ */
+export type ExportRunResponse = Message<"paddock.v1.ExportRunResponse"> & {
+  /**
+   * @generated from oneof paddock.v1.ExportRunResponse.part
+   */
+  part: {
+    /**
+     * @generated from field: paddock.v1.HandoffManifest manifest = 1;
+     */
+    value: HandoffManifest;
+    case: "manifest";
+  } | {
+    /**
+     * @generated from field: bytes chunk = 2;
+     */
+    value: Uint8Array;
+    case: "chunk";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message paddock.v1.ExportRunResponse.
+ * Use `create(ExportRunResponseSchema)` to create a new message.
+ */
+export const ExportRunResponseSchema: GenMessage<ExportRunResponse> = /*@__PURE__*/
+  messageDesc(file_paddock_v1_task_run, 8);
+
+/**
+ * @generated from message paddock.v1.UploadHandoffRequest
+ */
+export type UploadHandoffRequest = Message<"paddock.v1.UploadHandoffRequest"> & {
+  /**
+   * @generated from oneof paddock.v1.UploadHandoffRequest.part
+   */
+  part: {
+    /**
+     * @generated from field: paddock.v1.HandoffManifest manifest = 1;
+     */
+    value: HandoffManifest;
+    case: "manifest";
+  } | {
+    /**
+     * @generated from field: bytes chunk = 2;
+     */
+    value: Uint8Array;
+    case: "chunk";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message paddock.v1.UploadHandoffRequest.
+ * Use `create(UploadHandoffRequestSchema)` to create a new message.
+ */
+export const UploadHandoffRequestSchema: GenMessage<UploadHandoffRequest> = /*@__PURE__*/
+  messageDesc(file_paddock_v1_task_run, 9);
+
+/**
+ * @generated from message paddock.v1.UploadHandoffResponse
+ */
+export type UploadHandoffResponse = Message<"paddock.v1.UploadHandoffResponse"> & {
+  /**
+   * @generated from field: string upload_id = 1;
+   */
+  uploadId: string;
+
+  /**
+   * @generated from field: int64 size_bytes = 2;
+   */
+  sizeBytes: bigint;
+};
+
+/**
+ * Describes the message paddock.v1.UploadHandoffResponse.
+ * Use `create(UploadHandoffResponseSchema)` to create a new message.
+ */
+export const UploadHandoffResponseSchema: GenMessage<UploadHandoffResponse> = /*@__PURE__*/
+  messageDesc(file_paddock_v1_task_run, 10);
+
+/**
+ * A run that starts from an uploaded working state and carries its conversation on.
+ *
+ * @generated from message paddock.v1.HandoffSource
+ */
+export type HandoffSource = Message<"paddock.v1.HandoffSource"> & {
+  /**
+   * @generated from field: string upload_id = 1;
+   */
+  uploadId: string;
+
+  /**
+   * The first prompt of the new run; empty: an interactive run waits for SendPrompt, a
+   * background run is told to go on with the task.
+   *
+   * @generated from field: string prompt = 2;
+   */
+  prompt: string;
+};
+
+/**
+ * Describes the message paddock.v1.HandoffSource.
+ * Use `create(HandoffSourceSchema)` to create a new message.
+ */
+export const HandoffSourceSchema: GenMessage<HandoffSource> = /*@__PURE__*/
+  messageDesc(file_paddock_v1_task_run, 11);
+
+/**
  * @generated from message paddock.v1.StreamEventsRequest
  */
 export type StreamEventsRequest = Message<"paddock.v1.StreamEventsRequest"> & {
@@ -442,7 +740,7 @@ export type StreamEventsRequest = Message<"paddock.v1.StreamEventsRequest"> & {
  * Use `create(StreamEventsRequestSchema)` to create a new message.
  */
 export const StreamEventsRequestSchema: GenMessage<StreamEventsRequest> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 5);
+  messageDesc(file_paddock_v1_task_run, 12);
 
 /**
  * @generated from message paddock.v1.StreamEventsResponse
@@ -459,7 +757,7 @@ export type StreamEventsResponse = Message<"paddock.v1.StreamEventsResponse"> & 
  * Use `create(StreamEventsResponseSchema)` to create a new message.
  */
 export const StreamEventsResponseSchema: GenMessage<StreamEventsResponse> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 6);
+  messageDesc(file_paddock_v1_task_run, 13);
 
 /**
  * One entry of a run's history, in the run's one gapless seq space.
@@ -524,7 +822,7 @@ export type RunEvent = Message<"paddock.v1.RunEvent"> & {
  * Use `create(RunEventSchema)` to create a new message.
  */
 export const RunEventSchema: GenMessage<RunEvent> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 7);
+  messageDesc(file_paddock_v1_task_run, 14);
 
 /**
  * An ACP session/update as the agent sent it.
@@ -564,7 +862,7 @@ export type AgentUpdate = Message<"paddock.v1.AgentUpdate"> & {
  * Use `create(AgentUpdateSchema)` to create a new message.
  */
 export const AgentUpdateSchema: GenMessage<AgentUpdate> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 8);
+  messageDesc(file_paddock_v1_task_run, 15);
 
 /**
  * @generated from message paddock.v1.PromptSent
@@ -595,7 +893,7 @@ export type PromptSent = Message<"paddock.v1.PromptSent"> & {
  * Use `create(PromptSentSchema)` to create a new message.
  */
 export const PromptSentSchema: GenMessage<PromptSent> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 9);
+  messageDesc(file_paddock_v1_task_run, 16);
 
 /**
  * @generated from message paddock.v1.PermissionOption
@@ -624,7 +922,7 @@ export type PermissionOption = Message<"paddock.v1.PermissionOption"> & {
  * Use `create(PermissionOptionSchema)` to create a new message.
  */
 export const PermissionOptionSchema: GenMessage<PermissionOption> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 10);
+  messageDesc(file_paddock_v1_task_run, 17);
 
 /**
  * @generated from message paddock.v1.PermissionRequest
@@ -660,7 +958,7 @@ export type PermissionRequest = Message<"paddock.v1.PermissionRequest"> & {
  * Use `create(PermissionRequestSchema)` to create a new message.
  */
 export const PermissionRequestSchema: GenMessage<PermissionRequest> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 11);
+  messageDesc(file_paddock_v1_task_run, 18);
 
 /**
  * @generated from message paddock.v1.PermissionResolved
@@ -691,7 +989,7 @@ export type PermissionResolved = Message<"paddock.v1.PermissionResolved"> & {
  * Use `create(PermissionResolvedSchema)` to create a new message.
  */
 export const PermissionResolvedSchema: GenMessage<PermissionResolved> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 12);
+  messageDesc(file_paddock_v1_task_run, 19);
 
 /**
  * @generated from message paddock.v1.TurnEnded
@@ -715,7 +1013,7 @@ export type TurnEnded = Message<"paddock.v1.TurnEnded"> & {
  * Use `create(TurnEndedSchema)` to create a new message.
  */
 export const TurnEndedSchema: GenMessage<TurnEnded> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 13);
+  messageDesc(file_paddock_v1_task_run, 20);
 
 /**
  * @generated from message paddock.v1.SendPromptRequest
@@ -751,7 +1049,7 @@ export type SendPromptRequest = Message<"paddock.v1.SendPromptRequest"> & {
  * Use `create(SendPromptRequestSchema)` to create a new message.
  */
 export const SendPromptRequestSchema: GenMessage<SendPromptRequest> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 14);
+  messageDesc(file_paddock_v1_task_run, 21);
 
 /**
  * @generated from message paddock.v1.SendPromptResponse
@@ -768,7 +1066,7 @@ export type SendPromptResponse = Message<"paddock.v1.SendPromptResponse"> & {
  * Use `create(SendPromptResponseSchema)` to create a new message.
  */
 export const SendPromptResponseSchema: GenMessage<SendPromptResponse> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 15);
+  messageDesc(file_paddock_v1_task_run, 22);
 
 /**
  * @generated from message paddock.v1.RespondPermissionRequest
@@ -797,7 +1095,7 @@ export type RespondPermissionRequest = Message<"paddock.v1.RespondPermissionRequ
  * Use `create(RespondPermissionRequestSchema)` to create a new message.
  */
 export const RespondPermissionRequestSchema: GenMessage<RespondPermissionRequest> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 16);
+  messageDesc(file_paddock_v1_task_run, 23);
 
 /**
  * @generated from message paddock.v1.RespondPermissionResponse
@@ -810,7 +1108,7 @@ export type RespondPermissionResponse = Message<"paddock.v1.RespondPermissionRes
  * Use `create(RespondPermissionResponseSchema)` to create a new message.
  */
 export const RespondPermissionResponseSchema: GenMessage<RespondPermissionResponse> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 17);
+  messageDesc(file_paddock_v1_task_run, 24);
 
 /**
  * @generated from message paddock.v1.CancelTurnRequest
@@ -827,7 +1125,7 @@ export type CancelTurnRequest = Message<"paddock.v1.CancelTurnRequest"> & {
  * Use `create(CancelTurnRequestSchema)` to create a new message.
  */
 export const CancelTurnRequestSchema: GenMessage<CancelTurnRequest> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 18);
+  messageDesc(file_paddock_v1_task_run, 25);
 
 /**
  * @generated from message paddock.v1.CancelTurnResponse
@@ -840,7 +1138,7 @@ export type CancelTurnResponse = Message<"paddock.v1.CancelTurnResponse"> & {
  * Use `create(CancelTurnResponseSchema)` to create a new message.
  */
 export const CancelTurnResponseSchema: GenMessage<CancelTurnResponse> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 19);
+  messageDesc(file_paddock_v1_task_run, 26);
 
 /**
  * @generated from message paddock.v1.ListRunEgressRequest
@@ -857,7 +1155,7 @@ export type ListRunEgressRequest = Message<"paddock.v1.ListRunEgressRequest"> & 
  * Use `create(ListRunEgressRequestSchema)` to create a new message.
  */
 export const ListRunEgressRequestSchema: GenMessage<ListRunEgressRequest> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 20);
+  messageDesc(file_paddock_v1_task_run, 27);
 
 /**
  * @generated from message paddock.v1.EgressAttempt
@@ -901,7 +1199,7 @@ export type EgressAttempt = Message<"paddock.v1.EgressAttempt"> & {
  * Use `create(EgressAttemptSchema)` to create a new message.
  */
 export const EgressAttemptSchema: GenMessage<EgressAttempt> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 21);
+  messageDesc(file_paddock_v1_task_run, 28);
 
 /**
  * Requests the egress proxy added a brokered secret to.
@@ -947,7 +1245,7 @@ export type BrokeredUse = Message<"paddock.v1.BrokeredUse"> & {
  * Use `create(BrokeredUseSchema)` to create a new message.
  */
 export const BrokeredUseSchema: GenMessage<BrokeredUse> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 22);
+  messageDesc(file_paddock_v1_task_run, 29);
 
 /**
  * @generated from message paddock.v1.ListRunEgressResponse
@@ -969,7 +1267,7 @@ export type ListRunEgressResponse = Message<"paddock.v1.ListRunEgressResponse"> 
  * Use `create(ListRunEgressResponseSchema)` to create a new message.
  */
 export const ListRunEgressResponseSchema: GenMessage<ListRunEgressResponse> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 23);
+  messageDesc(file_paddock_v1_task_run, 30);
 
 /**
  * @generated from message paddock.v1.StartRunRequest
@@ -1075,6 +1373,15 @@ export type StartRunRequest = Message<"paddock.v1.StartRunRequest"> & {
    * @generated from field: bool open_pull_request = 50;
    */
   openPullRequest: boolean;
+
+  /**
+   * Start from a handed-in working state (UploadHandoff) instead of the branch; the task
+   * may be left empty (the upload's). Without agent or agent_command, the agent of the
+   * run the state was pulled from.
+   *
+   * @generated from field: paddock.v1.HandoffSource handoff = 40;
+   */
+  handoff?: HandoffSource | undefined;
 };
 
 /**
@@ -1082,7 +1389,7 @@ export type StartRunRequest = Message<"paddock.v1.StartRunRequest"> & {
  * Use `create(StartRunRequestSchema)` to create a new message.
  */
 export const StartRunRequestSchema: GenMessage<StartRunRequest> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 24);
+  messageDesc(file_paddock_v1_task_run, 31);
 
 /**
  * @generated from message paddock.v1.AgentSpec
@@ -1113,7 +1420,7 @@ export type AgentSpec = Message<"paddock.v1.AgentSpec"> & {
  * Use `create(AgentSpecSchema)` to create a new message.
  */
 export const AgentSpecSchema: GenMessage<AgentSpec> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 25);
+  messageDesc(file_paddock_v1_task_run, 32);
 
 /**
  * Resources and isolation of one sandbox. Unset fields take the daemon's settings.
@@ -1151,7 +1458,7 @@ export type SandboxLimits = Message<"paddock.v1.SandboxLimits"> & {
  * Use `create(SandboxLimitsSchema)` to create a new message.
  */
 export const SandboxLimitsSchema: GenMessage<SandboxLimits> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 26);
+  messageDesc(file_paddock_v1_task_run, 33);
 
 /**
  * @generated from message paddock.v1.StartRunResponse
@@ -1168,7 +1475,7 @@ export type StartRunResponse = Message<"paddock.v1.StartRunResponse"> & {
  * Use `create(StartRunResponseSchema)` to create a new message.
  */
 export const StartRunResponseSchema: GenMessage<StartRunResponse> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 27);
+  messageDesc(file_paddock_v1_task_run, 34);
 
 /**
  * @generated from message paddock.v1.GetRunRequest
@@ -1185,7 +1492,7 @@ export type GetRunRequest = Message<"paddock.v1.GetRunRequest"> & {
  * Use `create(GetRunRequestSchema)` to create a new message.
  */
 export const GetRunRequestSchema: GenMessage<GetRunRequest> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 28);
+  messageDesc(file_paddock_v1_task_run, 35);
 
 /**
  * @generated from message paddock.v1.GetRunResponse
@@ -1202,7 +1509,7 @@ export type GetRunResponse = Message<"paddock.v1.GetRunResponse"> & {
  * Use `create(GetRunResponseSchema)` to create a new message.
  */
 export const GetRunResponseSchema: GenMessage<GetRunResponse> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 29);
+  messageDesc(file_paddock_v1_task_run, 36);
 
 /**
  * @generated from message paddock.v1.ListRunsRequest
@@ -1240,7 +1547,7 @@ export type ListRunsRequest = Message<"paddock.v1.ListRunsRequest"> & {
  * Use `create(ListRunsRequestSchema)` to create a new message.
  */
 export const ListRunsRequestSchema: GenMessage<ListRunsRequest> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 30);
+  messageDesc(file_paddock_v1_task_run, 37);
 
 /**
  * @generated from message paddock.v1.ListRunsResponse
@@ -1262,7 +1569,7 @@ export type ListRunsResponse = Message<"paddock.v1.ListRunsResponse"> & {
  * Use `create(ListRunsResponseSchema)` to create a new message.
  */
 export const ListRunsResponseSchema: GenMessage<ListRunsResponse> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 31);
+  messageDesc(file_paddock_v1_task_run, 38);
 
 /**
  * @generated from message paddock.v1.CancelRunRequest
@@ -1279,7 +1586,7 @@ export type CancelRunRequest = Message<"paddock.v1.CancelRunRequest"> & {
  * Use `create(CancelRunRequestSchema)` to create a new message.
  */
 export const CancelRunRequestSchema: GenMessage<CancelRunRequest> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 32);
+  messageDesc(file_paddock_v1_task_run, 39);
 
 /**
  * @generated from message paddock.v1.CancelRunResponse
@@ -1296,7 +1603,7 @@ export type CancelRunResponse = Message<"paddock.v1.CancelRunResponse"> & {
  * Use `create(CancelRunResponseSchema)` to create a new message.
  */
 export const CancelRunResponseSchema: GenMessage<CancelRunResponse> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 33);
+  messageDesc(file_paddock_v1_task_run, 40);
 
 /**
  * @generated from message paddock.v1.CompleteRunRequest
@@ -1325,7 +1632,7 @@ export type CompleteRunRequest = Message<"paddock.v1.CompleteRunRequest"> & {
  * Use `create(CompleteRunRequestSchema)` to create a new message.
  */
 export const CompleteRunRequestSchema: GenMessage<CompleteRunRequest> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 34);
+  messageDesc(file_paddock_v1_task_run, 41);
 
 /**
  * @generated from message paddock.v1.CompleteRunResponse
@@ -1342,7 +1649,7 @@ export type CompleteRunResponse = Message<"paddock.v1.CompleteRunResponse"> & {
  * Use `create(CompleteRunResponseSchema)` to create a new message.
  */
 export const CompleteRunResponseSchema: GenMessage<CompleteRunResponse> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 35);
+  messageDesc(file_paddock_v1_task_run, 42);
 
 /**
  * @generated from message paddock.v1.StreamLogsRequest
@@ -1373,7 +1680,7 @@ export type StreamLogsRequest = Message<"paddock.v1.StreamLogsRequest"> & {
  * Use `create(StreamLogsRequestSchema)` to create a new message.
  */
 export const StreamLogsRequestSchema: GenMessage<StreamLogsRequest> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 36);
+  messageDesc(file_paddock_v1_task_run, 43);
 
 /**
  * @generated from message paddock.v1.StreamLogsResponse
@@ -1393,7 +1700,7 @@ export type StreamLogsResponse = Message<"paddock.v1.StreamLogsResponse"> & {
  * Use `create(StreamLogsResponseSchema)` to create a new message.
  */
 export const StreamLogsResponseSchema: GenMessage<StreamLogsResponse> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 37);
+  messageDesc(file_paddock_v1_task_run, 44);
 
 /**
  * @generated from message paddock.v1.WatchRunRequest
@@ -1410,7 +1717,7 @@ export type WatchRunRequest = Message<"paddock.v1.WatchRunRequest"> & {
  * Use `create(WatchRunRequestSchema)` to create a new message.
  */
 export const WatchRunRequestSchema: GenMessage<WatchRunRequest> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 38);
+  messageDesc(file_paddock_v1_task_run, 45);
 
 /**
  * @generated from message paddock.v1.WatchRunResponse
@@ -1427,7 +1734,7 @@ export type WatchRunResponse = Message<"paddock.v1.WatchRunResponse"> & {
  * Use `create(WatchRunResponseSchema)` to create a new message.
  */
 export const WatchRunResponseSchema: GenMessage<WatchRunResponse> = /*@__PURE__*/
-  messageDesc(file_paddock_v1_task_run, 39);
+  messageDesc(file_paddock_v1_task_run, 46);
 
 /**
  * @generated from enum paddock.v1.RunStatus
@@ -1707,6 +2014,31 @@ export const TaskRunService: GenService<{
     methodKind: "unary";
     input: typeof CreatePullRequestRequestSchema;
     output: typeof CreatePullRequestResponseSchema;
+  },
+  /**
+   * Hands a run off to the caller: its working state (branch, index, working tree and
+   * untracked files, as a git bundle made in the sandbox) and its conversation. A running
+   * run is ended for it (its state taken once the agent stopped); a finished one gives
+   * the state kept at its cleanup. The first message carries the manifest, the rest the
+   * bundle's bytes in order.
+   *
+   * @generated from rpc paddock.v1.TaskRunService.ExportRun
+   */
+  exportRun: {
+    methodKind: "server_streaming";
+    input: typeof ExportRunRequestSchema;
+    output: typeof ExportRunResponseSchema;
+  },
+  /**
+   * Uploads a local working state (a bundle and its manifest, as ExportRun sends them) for
+   * StartRun.handoff. The first message carries the manifest.
+   *
+   * @generated from rpc paddock.v1.TaskRunService.UploadHandoff
+   */
+  uploadHandoff: {
+    methodKind: "client_streaming";
+    input: typeof UploadHandoffRequestSchema;
+    output: typeof UploadHandoffResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_paddock_v1_task_run, 0);
