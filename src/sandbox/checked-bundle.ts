@@ -20,7 +20,7 @@ type Git = (args: string[]) => Promise<string>;
  * missing prerequisite (the repository lacks commits the bundle builds on), a missing
  * ref, or git's fsck message.
  */
-export async function unbundleChecked(o: { cwd: string; bundle: string; refs: Record<string, string>; git: Git; env?: NodeJS.ProcessEnv; signal?: AbortSignal }): Promise<Record<string, string>> {
+export async function unbundleChecked(o: { cwd: string; bundle: string; refs: Record<string, string | null>; git: Git; env?: NodeJS.ProcessEnv; signal?: AbortSignal }): Promise<Record<string, string>> {
   const fh = await open(o.bundle, "r");
   let head: Buffer;
   try {
@@ -71,6 +71,7 @@ export async function unbundleChecked(o: { cwd: string; bundle: string; refs: Re
       reject(new SandboxError(`git's object checks refused the bundle: ${why || `index-pack exit ${code}`}`, false));
     });
   });
-  for (const [ref, local] of Object.entries(o.refs)) await o.git(["update-ref", local, out[ref]!]);
+  // A null local ref: the caller moves it itself (e.g. only as a fast-forward).
+  for (const [ref, local] of Object.entries(o.refs)) if (local) await o.git(["update-ref", local, out[ref]!]);
   return out;
 }

@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { pipeline } from "node:stream/promises";
 import { EXPORT_REF } from "../agent/export-work.js";
 import { SandboxError } from "../errors.js";
+import { unbundleChecked } from "./checked-bundle.js";
 import { git } from "./git.js";
 import type { CleanupResult } from "./provider.js";
 import type { RunnerClient } from "./runner-client.js";
@@ -42,21 +43,23 @@ export async function importWork(o: { source: string; resultBranch: string; bund
   const hostGit = (...args: string[]) => git([...HOST_GIT_CONFIG, ...args], { cwd: o.source, signal: o.signal });
   if (!/^[0-9a-f]{40}([0-9a-f]{24})?$/.test(o.head)) throw new SandboxError("the sandbox named no commit as its work", false);
   if (o.bundle) {
-    // No "+": an existing branch only moves forward. Tags and FETCH_HEAD stay untouched.
-    await hostGit("fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--no-recurse-submodules", o.bundle, `${EXPORT_REF}:${ref}`);
-  } else {
-    // Nothing new: the work is a commit the repository has (the agent changed nothing).
-    await hostGit("cat-file", "-e", `${o.head}^{commit}`).catch(() => {
-      throw new SandboxError(`the sandbox named ${o.head.slice(0, 12)} as its work, which the repository does not have`, false);
+    // Every object through `git index-pack --strict` (git's fetch from a bundle checks
+    // none, whatever fetch.fsckObjects says); no ref is set here, only the run's own below.
+    const { [EXPORT_REF]: exported } = await unbundleChecked({ cwd: o.source, bundle: o.bundle, refs: { [EXPORT_REF]: null }, git: (args) => hostGit(...args), signal: o.signal });
+    if (exported !== o.head) throw new SandboxError(`the sandbox named ${o.head.slice(0, 12)} as its work but its bundle holds ${exported!.slice(0, 12)}`, false);
+  }
+  // The work is a commit the repository now has (or had: the agent changed nothing).
+  await hostGit("cat-file", "-e", `${o.head}^{commit}`).catch(() => {
+    throw new SandboxError(`the sandbox named ${o.head.slice(0, 12)} as its work, which the repository does not have`, false);
+  });
+  // The run's branch is created, or moved only forward; nothing else changes.
+  const old = await hostGit("rev-parse", "--verify", "--quiet", ref).catch(() => "");
+  if (!old) await hostGit("update-ref", ref, o.head, "");
+  else if (old !== o.head) {
+    await hostGit("merge-base", "--is-ancestor", old, o.head).catch(() => {
+      throw new SandboxError(`the sandbox's work ${o.head.slice(0, 12)} does not fast-forward ${o.resultBranch}`, false);
     });
-    const old = await hostGit("rev-parse", "--verify", "--quiet", ref).catch(() => "");
-    if (!old) await hostGit("update-ref", ref, o.head, "");
-    else if (old !== o.head) {
-      await hostGit("merge-base", "--is-ancestor", old, o.head).catch(() => {
-        throw new SandboxError(`the sandbox's work ${o.head.slice(0, 12)} does not fast-forward ${o.resultBranch}`, false);
-      });
-      await hostGit("update-ref", ref, o.head, old);
-    }
+    await hostGit("update-ref", ref, o.head, old);
   }
   const resultCommit = await hostGit("rev-parse", "--verify", `${ref}^{commit}`);
   const notes: string[] = [];
