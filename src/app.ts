@@ -30,6 +30,8 @@ import { ConfigError, type Config } from "./config.js";
 import { RunManager } from "./runs/run-manager.js";
 import { DockerProvider } from "./sandbox/docker/docker-provider.js";
 import { LocalProvider } from "./sandbox/local/local-provider.js";
+import { ModalProvider } from "./sandbox/modal/modal-provider.js";
+import { trustRunnerCa } from "./sandbox/runner-client.js";
 import type { SandboxProvider } from "./sandbox/provider.js";
 import { lockDataDir } from "./store/data-dir-lock.js";
 import { instanceId, probeWritable } from "./store/meta.js";
@@ -137,6 +139,34 @@ export async function createApp(opts: AppOptions): Promise<App> {
   } else if (config.defaultProvider === "docker") {
     throw new Error(`--default-provider docker, but there is no Docker engine socket at ${config.dockerSocket} (--docker-socket)`);
   }
+  if (config.modalImage) {
+    if (config.modalTunnelCa) trustRunnerCa(await readCaFile(config.modalTunnelCa, "--modal-tunnel-ca"));
+    providers.set(
+      "modal",
+      new ModalProvider({
+        instanceId: instance,
+        appName: config.modalApp || `paddock-${instance}`,
+        environment: config.modalEnvironment,
+        image: config.modalImage,
+        tokenId: config.modalTokenId,
+        tokenSecret: config.modalTokenSecret,
+        serverUrl: config.modalServerUrl,
+        root: config.dataDir,
+        cpus: config.modalCpus,
+        memoryBytes: config.modalMemory,
+        graceMs: config.graceTime,
+        runnerStartTimeoutMs: 120_000,
+        callTimeoutMs: 30_000,
+        snapshots: createSnapshotsRepository(db),
+        snapshotMaxAgeMs: 7 * 24 * 3600_000,
+        tokenFor: (runId) => issueSandboxToken(keys, runId, 3600),
+        publicKeyPem: keys.publicKeyPem,
+        exitSnapshots: config.modalExitSnapshots === "on",
+      }),
+    );
+  } else if (config.defaultProvider === "modal") {
+    throw new ConfigError("--default-provider modal, but the modal provider is not configured (--modal-image)");
+  }
   const runs = new RunManager({
     egress: egressAudit,
     tasks,
@@ -235,6 +265,14 @@ export async function createApp(opts: AppOptions): Promise<App> {
       dataDirLock.release();
     },
   };
+}
+
+async function readCaFile(path: string, flag: string): Promise<string> {
+  const text = await readFile(path, "utf8").catch((error: unknown) => {
+    throw new ConfigError(`${flag}: cannot read ${path}: ${(error as Error).message}`);
+  });
+  if (!text.includes("-----BEGIN CERTIFICATE-----")) throw new ConfigError(`${flag}: ${path} holds no PEM certificate`);
+  return text;
 }
 
 /** The operator's CA file must hold PEM certificates: a typo is found at start, not in every run. */
