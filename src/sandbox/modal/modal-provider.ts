@@ -110,12 +110,13 @@ export class ModalProvider implements SandboxProvider {
 
   private modal(): ModalClient {
     if (!this.client) {
+      // The SDK takes its server only from MODAL_SERVER_URL or the profile.
+      if (this.opts.serverUrl) process.env.MODAL_SERVER_URL = this.opts.serverUrl;
       try {
         this.client = new ModalClient({
           tokenId: this.opts.tokenId || undefined,
           tokenSecret: this.opts.tokenSecret || undefined,
           environment: this.opts.environment || undefined,
-          endpoint: this.opts.serverUrl || undefined,
           timeoutMs: this.opts.callTimeoutMs,
           maxRetries: 3,
         });
@@ -311,7 +312,8 @@ export class ModalProvider implements SandboxProvider {
       name: spec.name,
       command: ["paddock", "agent"],
       tags: { [LABEL_INSTANCE]: this.opts.instanceId, [LABEL_RUN]: spec.runId, [LABEL_SANDBOX]: spec.name, ...(snapshot ? { [TAG_SNAPSHOT]: snapshot.id } : {}) },
-      timeoutMs: Math.min(MAX_TIMEOUT_MS, Math.max(60_000, deadline - Date.now() + this.opts.graceMs + CLEANUP_MARGIN_MS)),
+      // Whole seconds (the SDK refuses anything else).
+      timeoutMs: Math.ceil(Math.min(MAX_TIMEOUT_MS, Math.max(60_000, deadline - Date.now() + this.opts.graceMs + CLEANUP_MARGIN_MS)) / 1000) * 1000,
       cpu: spec.limits.cpus ?? this.opts.cpus,
       memoryMiB: Math.ceil((spec.limits.memoryBytes ?? this.opts.memoryBytes) / 1024 ** 2),
       encryptedPorts: [RUNNER_PORT],
