@@ -156,7 +156,7 @@ export async function createApp(opts: AppOptions): Promise<App> {
         memoryBytes: config.modalMemory,
         graceMs: config.graceTime,
         runnerStartTimeoutMs: 120_000,
-        callTimeoutMs: 30_000,
+        callTimeoutMs: Math.max(1000, config.modalCallTimeout),
         snapshots: createSnapshotsRepository(db),
         snapshotMaxAgeMs: 7 * 24 * 3600_000,
         tokenFor: (runId) => issueSandboxToken(keys, runId, 3600),

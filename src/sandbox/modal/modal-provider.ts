@@ -135,7 +135,7 @@ export class ModalProvider implements SandboxProvider {
   }
 
   /** A control-plane call that cannot hold the daemon up: past the limit it is given up (the SDK retries inside). */
-  private async call<T>(what: string, fn: () => Promise<T>, signal?: AbortSignal, ms = this.opts.callTimeoutMs + 5_000): Promise<T> {
+  private async call<T>(what: string, fn: () => Promise<T>, signal?: AbortSignal, ms = this.opts.callTimeoutMs): Promise<T> {
     let timer: NodeJS.Timeout | undefined;
     const limit = new Promise<never>((_, reject) => {
       timer = setTimeout(() => reject(new SandboxError(`modal: ${what}: the control plane did not answer within ${Math.round(ms / 1000)}s`, true)), ms);
