@@ -68,6 +68,8 @@ export interface FakeModal {
   failNext(method: string, code: Status, message: string, times?: number): void;
   /** Makes `method` hang (until resumed) — a control plane that does not answer. */
   hang(method: string, on: boolean): void;
+  /** Makes `method` do its work and then hang before answering — the caller never hears it happened. */
+  hangAfter(method: string, on: boolean): void;
   /** Sandboxes whose process still runs. */
   running(): FakeSandbox[];
   /** Kills a sandbox's processes from outside, as a node failure would. */
@@ -121,6 +123,7 @@ export async function startFakeModal(opts: { paddockBinary: string }): Promise<F
   const unimplemented: string[] = [];
   const failures = new Map<string, { code: Status; message: string; times: number }>();
   const hanging = new Set<string>();
+  const hangingAfter = new Set<string>();
   const apps = new Map<string, string>();
   const images = new Map<string, { tar?: string; dockerfile?: string[] }>();
   const sandboxes = new Map<string, FakeSandbox>();
@@ -282,7 +285,8 @@ export async function startFakeModal(opts: { paddockBinary: string }): Promise<F
       return { sandboxId: sb.id };
     },
     sandboxGetCommandRouterAccess: (req) => (must(req.sandboxId), { ...routerAccess(), taskId: must(req.sandboxId).taskId }),
-    sandboxGetTaskId: (req) => ({ taskId: must(req.sandboxId).taskId }),
+    // Keeps answering with the task after the sandbox exited (the SDK expects that).
+    sandboxGetTaskIdV2: (req) => ({ taskId: must(req.sandboxId).taskId }),
     sandboxGetTunnelsV2: (req) => ({ tunnels: tunnelsOf(must(req.sandboxId)) }),
     sandboxWaitV2: async (req) => {
       const sb = must(req.sandboxId);
@@ -358,7 +362,9 @@ export async function startFakeModal(opts: { paddockBinary: string }): Promise<F
           f.times--;
           throw new ServerError(f.code, f.message);
         }
-        return fn(req, ctx);
+        const out = await fn(req, ctx);
+        while (hangingAfter.has(m.name)) await new Promise((r) => setTimeout(r, 50));
+        return out;
       };
     }
     return out;
@@ -380,6 +386,7 @@ export async function startFakeModal(opts: { paddockBinary: string }): Promise<F
     unimplemented,
     failNext: (method, code, message, times = 1) => void failures.set(method, { code, message, times }),
     hang: (method, on) => void (on ? hanging.add(method) : hanging.delete(method)),
+    hangAfter: (method, on) => void (on ? hangingAfter.add(method) : hangingAfter.delete(method)),
     running: () => [...sandboxes.values()].filter(live),
     kill(name) {
       for (const sb of sandboxes.values()) if (sb.name === name && live(sb)) killGroup(sb, "SIGKILL");

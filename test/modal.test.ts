@@ -1,12 +1,14 @@
-import { execFileSync } from "node:child_process";
-import { existsSync } from "node:fs";
-import { resolve } from "node:path";
+import { execFileSync, spawn, type ChildProcess } from "node:child_process";
+import { existsSync, readFileSync, rmSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { EnvironmentService, NetworkAccess } from "../src/gen/paddock/v1/environment_pb.js";
-import { RunStatus } from "../src/gen/paddock/v1/task_run_pb.js";
-import { allLogs, bearer, cleanUp, instanceOf, makeGitRepo, sh, startDaemon, waitForPhase, watchToEnd, type Daemon } from "./fixtures.js";
+import { TaskService } from "../src/gen/paddock/v1/task_pb.js";
+import { RunStatus, TaskRunService } from "../src/gen/paddock/v1/task_run_pb.js";
+import { allLogs, bearer, cleanUp, freePort, gitEnv, instanceOf, makeGitRepo, sh, startDaemon, tempDir, waitForPhase, watchToEnd, type Daemon } from "./fixtures.js";
 import { startFakeModal, Status, type FakeModal } from "./fake-modal.js";
 
 /**
@@ -286,6 +288,70 @@ describe("the modal provider", () => {
       await cleanUp(d);
     }
   });
+});
+
+describe("the modal provider under a compiled daemon that is SIGKILLed", () => {
+  test("find-or-create: a create the daemon never heard back from is found by name after the restart, not made twice", async () => {
+    execFileSync("npm", ["run", "--silent", "build"], { cwd: ROOT, stdio: "ignore" });
+    const BIN = resolve(ROOT, "dist/paddock");
+    const repo = makeGitRepo();
+    const dataDir = tempDir("modal-kill");
+    const port = await freePort();
+    const env = {
+      ...gitEnv,
+      MODAL_CONFIG_PATH: "/nonexistent/.modal.toml",
+      PADDOCK_MODAL_IMAGE: "registry.test/paddock-sandbox:test",
+      PADDOCK_MODAL_SERVER_URL: fake.url,
+      PADDOCK_MODAL_TUNNEL_CA: fake.caFile,
+      PADDOCK_MODAL_TOKEN_ID: "ak-test",
+      PADDOCK_MODAL_TOKEN_SECRET: "as-test",
+    };
+    let daemon: ChildProcess | undefined;
+    const start = async () => {
+      const child = spawn(BIN, ["serve", "--data-dir", dataDir, "--listen", `127.0.0.1:${port}`, "--log-format", "json", "--grace-time", "1s"], { env, stdio: ["ignore", "ignore", "pipe"] });
+      let err = "";
+      child.stderr!.on("data", (c: Buffer) => (err += c));
+      for (let i = 0; i < 1200 && !err.includes("paddock listening"); i++) await sleep(50);
+      if (!err.includes("paddock listening")) throw new Error(`daemon did not start: ${err}`);
+      return child;
+    };
+    try {
+      daemon = await start();
+      const token = readFileSync(join(dataDir, "admin-token"), "utf8").trim();
+      const transport = createConnectTransport({ baseUrl: `http://127.0.0.1:${port}`, httpVersion: "1.1", interceptors: [bearer(token)] });
+      const tasks = createClient(TaskService, transport);
+      const runs = createClient(TaskRunService, transport);
+      const { task } = await tasks.createTask({ title: "kill", repository: repo });
+      fake.hangAfter("SandboxCreateV2", true);
+      const { run } = await runs.startRun({ taskId: task!.id, provider: "modal", agentCommand: ["sh", "-c", "i=0; while [ $i -lt 20 ]; do echo tick-$i; i=$((i+1)); sleep 0.05; done"] });
+      const made = () => [...fake.sandboxes.values()].filter((s) => s.tags["paddock.run"] === run!.id);
+      for (let i = 0; i < 600 && made().length === 0; i++) await sleep(50);
+      expect(made()).toHaveLength(1);
+      daemon.kill("SIGKILL");
+      await new Promise((r) => (daemon!.exitCode !== null || daemon!.signalCode ? r(null) : daemon!.once("exit", r)));
+      fake.hangAfter("SandboxCreateV2", false);
+      daemon = await start();
+      let phase = "";
+      for (let i = 0; i < 1200 && phase !== "cleaned"; i++) {
+        phase = (await runs.getRun({ runId: run!.id })).run!.phase;
+        if (phase !== "cleaned") await sleep(100);
+      }
+      const final = (await runs.getRun({ runId: run!.id })).run!;
+      const ticks: string[] = [];
+      for await (const res of runs.streamLogs({ runId: run!.id, follow: false })) ticks.push(...res.entries.map((l) => l.text));
+      expect(final, ticks.join("\n")).toMatchObject({ status: RunStatus.COMPLETED, phase: "cleaned" });
+      expect(ticks.filter((t) => t.startsWith("tick-"))).toEqual(Array.from({ length: 20 }, (_, i) => `tick-${i}`));
+      expect(made()).toHaveLength(1); // found by name, never created a second time
+      expect(fake.running().filter((s) => s.tags["paddock.run"] === run!.id)).toEqual([]);
+      daemon.kill("SIGTERM");
+      await new Promise((r) => daemon!.once("exit", r));
+    } finally {
+      fake.hangAfter("SandboxCreateV2", false);
+      if (daemon && daemon.exitCode === null && !daemon.signalCode) daemon.kill("SIGKILL");
+      rmSync(repo, { recursive: true, force: true });
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  }, 300_000);
 });
 
 /** Stops a daemon (runs stay stored) and starts another on its data dir. */
