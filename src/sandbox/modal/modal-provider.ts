@@ -234,7 +234,8 @@ export class ModalProvider implements SandboxProvider {
         ? `network policy enforced by Modal: ${(fromSnapshot ? networks.agent : networks.setup).describe} (no per-request egress audit on Modal)`
         : `network policy enforced by Modal: setup ${networks.setup.describe}; agent ${networks.agent.describe} (no per-request egress audit on Modal)`,
     );
-    return { state: "running", endpoint, setupDone: fromSnapshot, holdAfterSetup: true };
+    // From a snapshot there is nothing to do between setup and agent: setup is skipped and the agent's policy is on from the start.
+    return { state: "running", endpoint, setupDone: fromSnapshot, holdAfterSetup: !fromSnapshot };
   }
 
   /** The daemon's copy of the repository as one bundle (its own git, in its own repository). */
@@ -396,12 +397,12 @@ export class ModalProvider implements SandboxProvider {
     const sb = await this.find(spec.name, signal);
     if (!record || !sb) return;
     const endpoint = await this.endpointOf(sb, signal);
-    for (;;) {
+    for (let i = 1; ; i++) {
       signal.throwIfAborted();
       const health = await createRunnerClient(endpoint, spec.token).health(AbortSignal.any([signal, AbortSignal.timeout(5000)])).catch(() => null);
       if (health?.agent === "ready") break;
       if ((health?.agent === "running" && health.stage !== "setup") || health?.agent === "exited") return;
-      await sleep(250, undefined, { signal });
+      await sleep(Math.min(250, 10 * i), undefined, { signal }); // setup takes seconds to minutes; without one it is ready at once
     }
     if (!record.snapshotId) await this.takeSnapshot(spec, sb, record, progress, signal);
     if (!record.snapshotId && !sameNetwork(record.setupNetwork, record.agentNetwork)) {
