@@ -332,7 +332,7 @@ export async function startFakeModal(opts: { paddockBinary: string }): Promise<F
     },
     taskSetNetworkAccess: (req) => {
       const sb = mustTask(req.taskId);
-      sb.network = { networkAccessType: req.networkAccessType, allowedCidrs: req.allowedCidrs, allowedDomains: req.allowedDomains };
+      sb.network = req.networkAccess;
       return {};
     },
   };

@@ -267,6 +267,12 @@ describe("the modal provider", () => {
       const snap = firstLogs.find((l) => /^snapshot im-\S+ taken after setup/.test(l));
       expect(snap, firstLogs.join("\n")).toBeDefined();
       const imageId = snap!.split(" ")[1]!;
+      // Setup ran under its own policy (trusted: the allowlist), the agent under the environment's (full).
+      const firstSb = [...fake.sandboxes.values()].find((s) => s.tags["paddock.run"] === first.id)!;
+      expect(firstSb.definition.networkAccess.networkAccessType).toBe(3);
+      expect(firstSb.definition.networkAccess.allowedDomains).toContain("github.com");
+      expect(firstSb.network).toMatchObject({ allowedCidrs: ["0.0.0.0/0", "::/0"], allowedDomains: [] });
+      expect(firstLogs.join("\n")).toMatch(/network policy enforced by Modal: setup outbound HTTPS .*; agent open/);
       expect(fake.images.has(imageId)).toBe(true);
 
       const second = (await d.runs.startRun({ taskId: task!.id, provider: "modal", agentCommand: agent })).run!;
@@ -275,6 +281,8 @@ describe("the modal provider", () => {
       expect(secondLogs.join("\n")).toMatch(new RegExp(`from snapshot ${imageId}`));
       expect(secondLogs).not.toContain("setup-ran");
       expect(secondLogs).toContain("dep");
+      const secondSb = [...fake.sandboxes.values()].find((s) => s.tags["paddock.run"] === second.id)!;
+      expect(secondSb.definition.networkAccess?.networkAccessType ?? 1).toBe(1); // open from the start: setup is skipped
 
       // Age the snapshot past the limit: GC deletes its image at Modal (ImageDelete) and its row.
       const Database = (await import("better-sqlite3")).default;

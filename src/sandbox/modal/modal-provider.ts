@@ -407,7 +407,7 @@ export class ModalProvider implements SandboxProvider {
     if (!record.snapshotId) await this.takeSnapshot(spec, sb, record, progress, signal);
     if (!record.snapshotId && !sameNetwork(record.setupNetwork, record.agentNetwork)) {
       const domains = record.agentNetwork.allowedDomains;
-      await this.call("switch network policy", () => sb.updateNetworkPolicy(domains ? { outboundCidrAllowlist: [], outboundDomainAllowlist: domains } : { outboundCidrAllowlist: ["0.0.0.0/0"], outboundDomainAllowlist: [] }), signal);
+      await this.call("switch network policy", () => sb.updateNetworkPolicy(domains ? { outboundCidrAllowlist: [], outboundDomainAllowlist: domains } : { outboundCidrAllowlist: ["0.0.0.0/0", "::/0"], outboundDomainAllowlist: [] }), signal);
       progress(`network policy for the agent enforced by Modal: ${record.agentNetwork.describe}`);
     }
   }
