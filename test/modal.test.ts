@@ -218,6 +218,7 @@ describe("the modal provider", () => {
       const quotaFinal = (await watchToEnd(d2, quota.id, 60_000)).pop()!;
       expect(quotaFinal).toMatchObject({ status: RunStatus.FAILED, phase: "cleaned" });
       expect(quotaFinal.errorMessage).toMatch(/modal: create sandbox: quota or capacity exhausted.*sandbox quota exceeded/);
+      expect((await allLogs(d2, quota.id)).map((l) => l.text).join("\n")).not.toMatch(/lost/); // no sandbox, so no work to lose
 
       // More UNAVAILABLEs than the SDK retries by itself: the daemon's backoff takes over.
       const before = fake.calls.filter((c) => c === "SandboxCreateV2").length;

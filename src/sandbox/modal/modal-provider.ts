@@ -79,7 +79,9 @@ export function modalError(what: string, error: unknown): SandboxError {
   if (error instanceof SandboxError) return error;
   const code = (error as { code?: unknown }).code;
   const message = ((error as { details?: string }).details || (error as Error).message || String(error)).slice(0, 500);
-  if (code === CODE.UNAUTHENTICATED || code === CODE.PERMISSION_DENIED || /token id\/secret|no credentials|credentials/i.test(message) && code === undefined) {
+  // Without a gRPC code: the SDK's own refusal to start without usable credentials.
+  const noCredentials = code === undefined && /credential|token/i.test(message);
+  if (code === CODE.UNAUTHENTICATED || code === CODE.PERMISSION_DENIED || noCredentials) {
     return new SandboxError(`modal: ${what}: authentication failed (set --modal-token-id and --modal-token-secret, MODAL_TOKEN_ID/MODAL_TOKEN_SECRET, or a ~/.modal.toml profile): ${message}`, false, { cause: error });
   }
   if (code === CODE.RESOURCE_EXHAUSTED || error instanceof ResourceExhaustedError) {
@@ -171,6 +173,11 @@ export class ModalProvider implements SandboxProvider {
     } catch {
       return null;
     }
+  }
+
+  private async writeRecord(name: string, record: ModalRecord): Promise<void> {
+    await mkdir(join(this.opts.root, "modal"), { recursive: true, mode: 0o700 });
+    await writeFile(this.recordPath(name), JSON.stringify(record), { mode: 0o600 });
   }
 
   /** The running sandbox `name` of this App, or null. */
@@ -297,9 +304,12 @@ export class ModalProvider implements SandboxProvider {
       setupNetwork: networks.setup,
       agentNetwork: networks.agent,
     };
-    await mkdir(join(this.opts.root, "modal"), { recursive: true, mode: 0o700 });
-    await writeFile(this.recordPath(spec.name), JSON.stringify(record), { mode: 0o600 });
-    if (exists) return { sb: (await this.find(spec.name, signal))!, record };
+    // Written once the sandbox exists: cleanup never reports the work of one never made as lost.
+    const remember = () => this.writeRecord(spec.name, record);
+    if (exists) {
+      await remember();
+      return { sb: (await this.find(spec.name, signal))!, record };
+    }
     if (snapshot) this.opts.snapshots.touch(snapshot.id);
     progress(
       snapshot
@@ -344,11 +354,13 @@ export class ModalProvider implements SandboxProvider {
     });
     if (sb) {
       this.handles.set(spec.name, sb);
+      await remember();
       progress(`modal sandbox ${spec.name} created (${sb.sandboxId})`);
       return { sb, record };
     }
     const found = await this.find(spec.name, signal);
     if (!found) throw new SandboxError(`modal: sandbox ${spec.name} exists but could not be found by name (it may have just exited)`, true);
+    await remember();
     progress(`re-attached to the modal sandbox ${spec.name} made by an earlier attempt`);
     return { sb: found, record };
   }
