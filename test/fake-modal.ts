@@ -14,6 +14,7 @@ import { pathToFileURL } from "node:url";
 import { createServer as createTlsServer, type Server as TlsServer } from "node:tls";
 import { createServer, ServerError, Status, type CallContext, type Server } from "nice-grpc";
 
+// The SDK's messages, untyped here: the definitions are loaded at run time from its bundle.
 type Req = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 type MethodDef = { name: string; responseStream: boolean };
 type ServiceDef = { name: string; fullName: string; methods: Record<string, MethodDef> };

@@ -3,18 +3,18 @@ import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promis
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { AlreadyExistsError, ModalClient, NotFoundError, ResourceExhaustedError, type App, type Image, type Sandbox, type SandboxCreateParams } from "modal";
-import { runnerEnvironment } from "../../agent/runner-env.js";
+import { AlreadyExistsError, ModalClient, NotFoundError, ResourceExhaustedError, type App, type Image, type Sandbox } from "modal";
 import { SandboxError } from "../../errors.js";
 import { PADDOCK_VERSION } from "../../version.js";
 import { snapshotKey } from "../docker/docker-provider.js";
-import { AGENT_HOME, AGENT_UID, LABEL_INSTANCE, LABEL_RUN, LABEL_SANDBOX, RUNNER_PORT, WORKSPACE } from "../docker/container-spec.js";
+import { LABEL_INSTANCE, LABEL_SANDBOX, RUNNER_PORT } from "../docker/container-spec.js";
 import { git } from "../git.js";
 import { collectWork } from "../import-work.js";
-import { runnerEnvOfRun, type CleanupResult, type SandboxProvider, type SandboxSpec, type SandboxStatus, type SnapshotStore } from "../provider.js";
+import { type CleanupResult, type SandboxProvider, type SandboxSpec, type SandboxStatus, type SnapshotStore } from "../provider.js";
 import { prepareSource } from "../repository-source.js";
 import { createRunnerClient } from "../runner-client.js";
 import { modalNetworkOf, sameNetwork, type ModalNetwork } from "./modal-network.js";
+import { rescueParams, sandboxParams } from "./sandbox-params.js";
 
 export interface ModalProviderOptions {
   instanceId: string;
@@ -47,14 +47,6 @@ export interface ModalProviderOptions {
   exitSnapshots: boolean;
 }
 
-/** On snapshot-started sandboxes: the sandbox_snapshots row they came from. */
-const TAG_SNAPSHOT = "paddock.snapshot";
-/** The runner's state lives per run: a snapshot carries the workspace, never a run's records into the next. */
-const STATE_ROOT = "/paddock/state";
-/** Modal's longest sandbox lifetime. */
-const MAX_TIMEOUT_MS = 24 * 3_600_000;
-/** Time past the run's deadline the sandbox lives on, for cleanup to take the work out. */
-const CLEANUP_MARGIN_MS = 15 * 60_000;
 
 /** What provisioning remembers about a sandbox, for cleanup after a restart. */
 interface ModalRecord {
@@ -318,31 +310,16 @@ export class ModalProvider implements SandboxProvider {
     );
     // A snapshot's sandbox skips setup: it runs under the agent's policy from the start.
     const network = snapshot ? networks.agent : networks.setup;
-    const deadline = spec.deadlineAt ?? Date.now() + 3_600_000;
-    const params: SandboxCreateParams = {
-      name: spec.name,
-      command: ["paddock", "agent"],
-      tags: { [LABEL_INSTANCE]: this.opts.instanceId, [LABEL_RUN]: spec.runId, [LABEL_SANDBOX]: spec.name, ...(snapshot ? { [TAG_SNAPSHOT]: snapshot.id } : {}) },
-      // Whole seconds (the SDK refuses anything else).
-      timeoutMs: Math.ceil(Math.min(MAX_TIMEOUT_MS, Math.max(60_000, deadline - Date.now() + this.opts.graceMs + CLEANUP_MARGIN_MS)) / 1000) * 1000,
-      cpu: spec.limits.cpus ?? this.opts.cpus,
-      memoryMiB: Math.ceil((spec.limits.memoryBytes ?? this.opts.memoryBytes) / 1024 ** 2),
-      encryptedPorts: [RUNNER_PORT],
-      env: runnerEnvironment({
-        ...runnerEnvOfRun(spec),
-        PADDOCK_RUNNER_HOST: "0.0.0.0",
-        PADDOCK_RUNNER_PORT: RUNNER_PORT,
-        PADDOCK_WORKDIR: WORKSPACE,
-        PADDOCK_STATE_DIR: `${STATE_ROOT}/${spec.runId}`,
-        PADDOCK_IMPORT: "1",
-        PADDOCK_GRACE_MS: this.opts.graceMs,
-        PADDOCK_AGENT_UID: AGENT_UID,
-        PADDOCK_AGENT_GID: AGENT_UID,
-        PADDOCK_AGENT_HOME: AGENT_HOME,
-      }),
-      ...(network.allowedDomains ? { outboundDomainAllowlist: network.allowedDomains, outboundCidrAllowlist: [] } : {}),
-      ...(this.opts.exitSnapshots ? { experimentalOptions: { enable_exit_snapshot: true } } : {}),
-    };
+    const params = sandboxParams(spec, {
+      instanceId: this.opts.instanceId,
+      graceMs: this.opts.graceMs,
+      cpus: this.opts.cpus,
+      memoryBytes: this.opts.memoryBytes,
+      network,
+      snapshotId: snapshot?.id ?? "",
+      exitSnapshots: this.opts.exitSnapshots,
+      now: Date.now(),
+    });
     // Not abortable once sent: a sandbox made after a cancel is found by name and removed by cleanup.
     const sb = await this.call("create sandbox", async () => {
       try {
@@ -529,26 +506,7 @@ export class ModalProvider implements SandboxProvider {
     const publicKeyPem = await this.publicKey(record.runId);
     let rescue = await this.find(rescueName, signal);
     rescue ??= await this.call("create sandbox", () =>
-      this.modal().sandboxes.create(app, image, {
-        name: rescueName,
-        command: ["paddock", "agent"],
-        tags: { [LABEL_INSTANCE]: this.opts.instanceId, [LABEL_RUN]: record.runId, [LABEL_SANDBOX]: rescueName },
-        timeoutMs: 30 * 60_000,
-        encryptedPorts: [RUNNER_PORT],
-        outboundDomainAllowlist: [],
-        outboundCidrAllowlist: [],
-        env: runnerEnvironment({
-          ...runnerEnvOfRun({ runId: record.runId, branch: "", resultBranch: record.resultBranch, agentCommand: ["true"], prompt: "", publicKeyPem }),
-          PADDOCK_RUNNER_HOST: "0.0.0.0",
-          PADDOCK_RUNNER_PORT: RUNNER_PORT,
-          PADDOCK_WORKDIR: WORKSPACE,
-          PADDOCK_STATE_DIR: `${STATE_ROOT}/${record.runId}`,
-          PADDOCK_IMPORT: "1",
-          PADDOCK_AGENT_UID: AGENT_UID,
-          PADDOCK_AGENT_GID: AGENT_UID,
-          PADDOCK_AGENT_HOME: AGENT_HOME,
-        }),
-      }),
+      this.modal().sandboxes.create(app, image, rescueParams(rescueName, record.runId, record.resultBranch, this.opts.instanceId, publicKeyPem)),
     );
     this.handles.set(rescueName, rescue);
     try {
