@@ -161,6 +161,7 @@ export async function createApp(opts: AppOptions): Promise<App> {
         snapshotMaxAgeMs: 7 * 24 * 3600_000,
         tokenFor: (runId) => issueSandboxToken(keys, runId, 3600),
         publicKeyPem: keys.publicKeyPem,
+        log: (level, message, fields) => logger[level](fields, message),
         exitSnapshots: config.modalExitSnapshots === "on",
       }),
     );

@@ -41,6 +41,8 @@ export interface ModalProviderOptions {
   snapshotMaxAgeMs: number;
   /** A sandbox token for a run (cleanup after a restart needs one; none is kept in the sandbox). */
   tokenFor: (runId: string) => Promise<string>;
+  /** Where the SDK's own log lines go (the daemon's logger), rather than its stderr. */
+  log?: (level: "debug" | "info" | "warn" | "error", message: string, fields: Record<string, unknown>) => void;
   /** The daemon's public key for sandbox tokens (a rescue runner verifies with it). */
   publicKeyPem: string;
   /** Ask Modal for an exit snapshot of every sandbox, so a dead one's work can still be taken out. */
@@ -83,6 +85,18 @@ export function modalError(what: string, error: unknown): SandboxError {
   return new SandboxError(`modal: ${what}: ${message}`, transient.includes(code), { cause: error });
 }
 
+/** The SDK logs a message and key, value pairs. */
+function sdkLogger(log: NonNullable<ModalProviderOptions["log"]>) {
+  const at =
+    (level: "debug" | "info" | "warn" | "error") =>
+    (message: string, ...args: unknown[]) => {
+      const fields: Record<string, unknown> = { provider: "modal" };
+      for (let i = 0; i + 1 < args.length; i += 2) fields[String(args[i])] = args[i + 1];
+      log(level, message, fields);
+    };
+  return { debug: at("debug"), info: at("info"), warn: at("warn"), error: at("error") };
+}
+
 /**
  * Sandboxes on Modal (gVisor), one per run attempt, named paddock-<run>-<attempt> in the
  * daemon's App and tagged with its instance id. Modal mounts nothing of the host: the runner
@@ -113,6 +127,7 @@ export class ModalProvider implements SandboxProvider {
           environment: this.opts.environment || undefined,
           timeoutMs: this.opts.callTimeoutMs,
           maxRetries: 3,
+          ...(this.opts.log ? { logger: sdkLogger(this.opts.log) } : {}),
         });
       } catch (error) {
         throw modalError("client", error);
