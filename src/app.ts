@@ -163,6 +163,7 @@ export async function createApp(opts: AppOptions): Promise<App> {
         publicKeyPem: keys.publicKeyPem,
         log: (level, message, fields) => logger[level](fields, message),
         exitSnapshots: config.modalExitSnapshots === "on",
+        installPaddock: config.modalInstallPaddock ? resolve(config.modalInstallPaddock) : "",
       }),
     );
   } else if (config.defaultProvider === "modal") {

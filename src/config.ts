@@ -101,6 +101,8 @@ export const ConfigSchema = z
     modalCpus: z.coerce.number().positive().max(64),
     modalMemory: bytes,
     modalExitSnapshots: z.enum(["on", "off"]),
+    /** A Linux paddock binary brought into --modal-image at the first start of each version; "" when the image has paddock. */
+    modalInstallPaddock: z.string(),
     /** How long the daemon waits on one Modal control-plane call (the SDK's own retries included). */
     modalCallTimeout: duration,
     egressProxyPort: z.coerce.number().int().min(1).max(65535),
@@ -216,6 +218,7 @@ export const ENV_NAMES: Record<keyof ConfigInput, string> = {
   modalCpus: "PADDOCK_MODAL_CPUS",
   modalMemory: "PADDOCK_MODAL_MEMORY",
   modalExitSnapshots: "PADDOCK_MODAL_EXIT_SNAPSHOTS",
+  modalInstallPaddock: "PADDOCK_MODAL_INSTALL_PADDOCK",
   modalCallTimeout: "PADDOCK_MODAL_CALL_TIMEOUT",
   egressHostMap: "PADDOCK_EGRESS_HOST_MAP",
   tlsCert: "PADDOCK_TLS_CERT",
@@ -282,6 +285,7 @@ export function loadConfig(env: Record<string, string | undefined>, flags: Confi
     modalCpus: 2,
     modalMemory: "4g",
     modalExitSnapshots: "off",
+    modalInstallPaddock: "",
     modalCallTimeout: "30s",
     egressHostMap: "",
     sandboxAllowCidrs: "",

@@ -89,6 +89,8 @@ modal provider (registered when --modal-image is set; see README "Running on Mod
                                default 2, 4g)
   --modal-exit-snapshots on|off   keep an exit snapshot of every sandbox, to recover a dead one's work
                                (PADDOCK_MODAL_EXIT_SNAPSHOTS; default off)
+  --modal-install-paddock FILE   a Linux paddock binary brought into --modal-image (a plain image with git) once per
+                               version, then snapshotted (PADDOCK_MODAL_INSTALL_PADDOCK; default: the image has paddock)
   --modal-call-timeout DURATION   longest wait on one control-plane call (PADDOCK_MODAL_CALL_TIMEOUT; default 30s)
 
   --log-level LEVEL            trace…fatal, silent (PADDOCK_LOG_LEVEL; default info)

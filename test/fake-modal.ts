@@ -54,6 +54,10 @@ export interface FakeSandbox {
   /** The sandbox's files at its exit (a tar), when it asked for exit snapshots. */
   exitImage?: string;
   network: Req | undefined;
+  /** Maps a path or value of the sandbox's world onto this host (its dir, its ports). */
+  rewrite: (v: string) => string;
+  env: Record<string, string>;
+  execs: Map<string, Proc>;
 }
 
 export interface FakeModal {
@@ -178,7 +182,7 @@ export async function startFakeModal(opts: { paddockBinary: string }): Promise<F
     };
     const childEnv: Record<string, string> = { PATH: `${bin}:/usr/local/bin:/usr/bin:/bin`, HOME: dir + "/root" };
     for (const [k, v] of Object.entries(env)) childEnv[k] = rewrite(v);
-    const argv: string[] = d.entrypointArgs?.length ? d.entrypointArgs : ["sleep", String(d.timeoutSecs || 300)];
+    const argv: string[] = (d.entrypointArgs?.length ? (d.entrypointArgs as string[]) : ["sleep", String(d.timeoutSecs || 300)]).map(rewrite);
     const child = spawn(argv[0]!, argv.slice(1), { cwd: d.workdir ? rewrite(d.workdir) : dir, env: childEnv, detached: true, stdio: ["ignore", "pipe", "pipe"] });
     const main: Proc = { child, out: [Buffer.alloc(0), Buffer.alloc(0)], exit: null, waiters: [] };
     const sb: FakeSandbox = {
@@ -194,6 +198,9 @@ export async function startFakeModal(opts: { paddockBinary: string }): Promise<F
       tunnels: [],
       terminated: false,
       network: d.networkAccess,
+      rewrite,
+      env: childEnv,
+      execs: new Map(),
     };
     void appName;
     child.stdout!.on("data", (c: Buffer) => ((main.out[0] = Buffer.concat([main.out[0]!, c])), wake(main)));
@@ -201,6 +208,13 @@ export async function startFakeModal(opts: { paddockBinary: string }): Promise<F
     child.on("error", () => ((main.exit = { code: 127 }), wake(main)));
     child.on("exit", (code, signal) => {
       killGroup(sb, "SIGKILL"); // the sandbox ends with its main process
+      for (const p of sb.execs.values()) {
+        try {
+          process.kill(-p.child.pid!, "SIGKILL");
+        } catch {
+          /* gone */
+        }
+      }
       if (d.experimentalOptions?.enable_exit_snapshot === "true" || d.experimentalOptionsV2?.enable_exit_snapshot) {
         const tar = join(work, `${sb.id}-exit.tar`);
         try {
@@ -322,7 +336,41 @@ export async function startFakeModal(opts: { paddockBinary: string }): Promise<F
     },
   };
 
+  const mustExec = (req: Req) => {
+    const p = mustTask(req.taskId).execs.get(req.execId);
+    if (!p) throw new ServerError(Status.NOT_FOUND, `Exec ${req.execId} not found`);
+    return p;
+  };
   const router: Record<string, (req: Req, ctx: CallContext) => unknown> = {
+    taskExecStart: (req, ctx) => {
+      if (!String(ctx.metadata.get("authorization") ?? "").startsWith("Bearer ")) throw new ServerError(Status.UNAUTHENTICATED, "no router jwt");
+      const sb = mustTask(req.taskId);
+      if (sb.main.exit) throw new ServerError(Status.FAILED_PRECONDITION, "the sandbox has exited");
+      const argv = (req.commandArgs as string[]).map(sb.rewrite);
+      const child = spawn(argv[0]!, argv.slice(1), { cwd: req.workdir ? sb.rewrite(req.workdir) : sb.dir, env: sb.env, detached: true, stdio: ["pipe", "pipe", "pipe"] });
+      const p: Proc = { child, out: [Buffer.alloc(0), Buffer.alloc(0)], exit: null, waiters: [] };
+      child.stdin!.on("error", () => undefined);
+      child.stdout!.on("data", (c: Buffer) => ((p.out[0] = Buffer.concat([p.out[0]!, c])), wake(p)));
+      child.stderr!.on("data", (c: Buffer) => ((p.out[1] = Buffer.concat([p.out[1]!, c])), wake(p)));
+      child.on("error", () => ((p.exit = { code: 127 }), wake(p)));
+      child.on("exit", (code, signal) => ((p.exit = { code: code ?? undefined, signal: signal ? 9 : undefined }), wake(p)));
+      sb.execs.set(req.execId, p);
+      return {};
+    },
+    taskExecStdinWrite: async (req) => {
+      const p = mustExec(req);
+      const data = req.data as Uint8Array | undefined;
+      if (data?.length && !p.exit) p.child.stdin!.write(Buffer.from(data));
+      if (req.eof && !p.exit) p.child.stdin!.end();
+      return {};
+    },
+    taskExecWait: async (req) => {
+      const p = mustExec(req);
+      while (!p.exit) await changed(p);
+      return p.exit;
+    },
+    taskExecPoll: (req) => mustExec(req).exit ?? {},
+
     taskSnapshotFilesystem: (req) => {
       const sb = mustTask(req.taskId);
       const id = rid("im-");
@@ -401,6 +449,13 @@ export async function startFakeModal(opts: { paddockBinary: string }): Promise<F
     async close() {
       for (const sb of sandboxes.values()) {
         killGroup(sb, "SIGKILL");
+        for (const p of sb.execs.values()) {
+          try {
+            process.kill(-p.child.pid!, "SIGKILL");
+          } catch {
+            /* gone */
+          }
+        }
         for (const t of sb.tunnels) t.server.close();
       }
       await cpServer.shutdown().catch(() => undefined);

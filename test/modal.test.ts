@@ -299,6 +299,37 @@ describe("the modal provider", () => {
   });
 });
 
+describe("the modal provider with a plain registry image", () => {
+  test("--modal-install-paddock brings the binary in through exec stdin once per version and base, then runs start from that image", async () => {
+    const d = await modalDaemon({ modalImage: "registry.test/debian-with-git:plain", modalInstallPaddock: resolve(ROOT, "dist/paddock"), modalCallTimeout: "20s" });
+    const repo = makeGitRepo();
+    try {
+      const task = await modalTask(d, repo);
+      const ids: string[] = [];
+      for (let i = 0; i < 2; i++) {
+        const { run } = await d.runs.startRun({ taskId: task.id, provider: "modal", agentCommand: COMMIT });
+        const final = (await watchToEnd(d, run!.id, 180_000)).pop()!;
+        const text = (await allLogs(d, run!.id)).map((l) => l.text).join("\n");
+        expect(final, `${final.errorMessage}\n${fake.unimplemented.join(",")}\n${text}`).toMatchObject({ status: RunStatus.COMPLETED, phase: "cleaned" });
+        expect(sh(repo, "git", "show", `${final.resultBranch}:made.txt`)).toBe("made");
+        ids.push(run!.id);
+      }
+      const first = (await allLogs(d, ids[0]!)).map((l) => l.text);
+      expect(first.join("\n")).toMatch(/bringing paddock .* into registry\.test\/debian-with-git:plain \(once per paddock version\)/);
+      expect((await allLogs(d, ids[1]!)).map((l) => l.text).join("\n")).not.toMatch(/bringing paddock/);
+      const installs = [...fake.sandboxes.values()].filter((s) => s.name.startsWith("paddock-install-"));
+      expect(installs).toHaveLength(1);
+      expect(installs[0]!.main.exit).not.toBeNull(); // terminated after its snapshot
+      // The runs ran the installed binary (the fake maps /paddock/bin/paddock into each sandbox's own files).
+      const runSb = [...fake.sandboxes.values()].find((s) => s.tags["paddock.run"] === ids[1])!;
+      expect(runSb.definition.entrypointArgs).toEqual(["/paddock/bin/paddock", "agent"]);
+      expect(fake.calls).toEqual(expect.arrayContaining(["TaskExecStart", "TaskExecStdinWrite", "TaskSnapshotFilesystem"]));
+    } finally {
+      await cleanUp(d);
+    }
+  }, 300_000);
+});
+
 describe("the modal provider under a compiled daemon that is SIGKILLed", () => {
   test("find-or-create: a create the daemon never heard back from is found by name after the restart, not made twice", async () => {
     execFileSync("npm", ["run", "--silent", "build"], { cwd: ROOT, stdio: "ignore" });

@@ -1,4 +1,5 @@
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
+import { createReadStream } from "node:fs";
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -14,7 +15,7 @@ import { type CleanupResult, type SandboxProvider, type SandboxSpec, type Sandbo
 import { prepareSource } from "../repository-source.js";
 import { createRunnerClient } from "../runner-client.js";
 import { modalNetworkOf, sameNetwork, type ModalNetwork } from "./modal-network.js";
-import { rescueParams, sandboxParams } from "./sandbox-params.js";
+import { INSTALLED_PADDOCK, rescueParams, sandboxParams } from "./sandbox-params.js";
 
 export interface ModalProviderOptions {
   instanceId: string;
@@ -45,6 +46,12 @@ export interface ModalProviderOptions {
   log?: (level: "debug" | "info" | "warn" | "error", message: string, fields: Record<string, unknown>) => void;
   /** The daemon's public key for sandbox tokens (a rescue runner verifies with it). */
   publicKeyPem: string;
+  /**
+   * A Linux paddock binary to bring into `image` (a plain registry image with git), once per
+   * paddock version and base: streamed in through exec stdin, then snapshotted; "" when the
+   * image carries paddock itself.
+   */
+  installPaddock: string;
   /** Ask Modal for an exit snapshot of every sandbox, so a dead one's work can still be taken out. */
   exitSnapshots: boolean;
 }
@@ -113,6 +120,10 @@ export class ModalProvider implements SandboxProvider {
   private appPromise: Promise<App> | null = null;
   /** Sandboxes this daemon has a handle on, by name (a lookup costs a round trip). */
   private readonly handles = new Map<string, Sandbox>();
+  /** Helper sandboxes in use right now (bootstraps, rescues): no run owns them, and the reaper must not take them. */
+  private readonly helpers = new Set<string>();
+  /** Bases with paddock brought in, by base image id (one bootstrap at a time each). */
+  private readonly prepared = new Map<string, Promise<Image>>();
 
   constructor(private readonly opts: ModalProviderOptions) {}
 
@@ -149,16 +160,19 @@ export class ModalProvider implements SandboxProvider {
     const limit = new Promise<never>((_, reject) => {
       timer = setTimeout(() => reject(new SandboxError(`modal: ${what}: the control plane did not answer within ${Math.round(ms / 1000)}s`, true)), ms);
     });
+    let onAbort: (() => void) | undefined;
     const aborted = signal
       ? new Promise<never>((_, reject) => {
-          if (signal.aborted) reject(signal.reason);
-          signal.addEventListener("abort", () => reject(signal.reason), { once: true });
+          onAbort = () => reject(signal.reason);
+          if (signal.aborted) onAbort();
+          else signal.addEventListener("abort", onAbort, { once: true });
         })
       : null;
     try {
       return await Promise.race([fn().catch((e: unknown) => Promise.reject(modalError(what, e))), limit, ...(aborted ? [aborted] : [])]);
     } finally {
       clearTimeout(timer);
+      if (onAbort) signal!.removeEventListener("abort", onAbort);
     }
   }
 
@@ -282,9 +296,10 @@ export class ModalProvider implements SandboxProvider {
     const baseTag = spec.image || this.opts.image;
     const base = modal.images.fromRegistry(baseTag);
     await this.call("build image", () => base.build(app), signal, 30 * 60_000);
-    const key = this.keyFor(spec, base.imageId);
+    const prepared = this.opts.installPaddock ? await this.withPaddock(app, base, baseTag, signal, progress) : base;
+    const key = this.keyFor(spec, prepared.imageId);
     let snapshot = this.opts.snapshots.newestComplete(this.name, key);
-    let image: Image = base;
+    let image: Image = prepared;
     if (snapshot) {
       const found = await this.call("image", async () => {
         try {
@@ -306,7 +321,7 @@ export class ModalProvider implements SandboxProvider {
       source,
       resultBranch: spec.resultBranch,
       repositoryUrl: spec.repositoryUrl,
-      baseImageId: base.imageId,
+      baseImageId: prepared.imageId,
       snapshotId: snapshot?.id ?? "",
       setupNetwork: networks.setup,
       agentNetwork: networks.agent,
@@ -334,6 +349,7 @@ export class ModalProvider implements SandboxProvider {
       snapshotId: snapshot?.id ?? "",
       exitSnapshots: this.opts.exitSnapshots,
       now: Date.now(),
+      installed: !!this.opts.installPaddock,
     });
     // Not abortable once sent: a sandbox made after a cancel is found by name and removed by cleanup.
     const sb = await this.call("create sandbox", async () => {
@@ -355,6 +371,78 @@ export class ModalProvider implements SandboxProvider {
     await remember();
     progress(`re-attached to the modal sandbox ${spec.name} made by an earlier attempt`);
     return { sb: found, record };
+  }
+
+  /**
+   * `base` with this paddock binary in it: the image of an earlier bootstrap (a snapshot row
+   * keyed by base, version and binary), else a sandbox of the base that receives the binary
+   * through exec stdin and is snapshotted once. Later runs start from that image.
+   */
+  private withPaddock(app: App, base: Image, baseTag: string, signal: AbortSignal, progress: (line: string) => void): Promise<Image> {
+    let pending = this.prepared.get(base.imageId);
+    if (!pending) {
+      pending = this.bootstrap(app, base, baseTag, signal, progress);
+      this.prepared.set(base.imageId, pending);
+      pending.catch(() => this.prepared.delete(base.imageId));
+    }
+    return pending;
+  }
+
+  private async bootstrap(app: App, base: Image, baseTag: string, signal: AbortSignal, progress: (line: string) => void): Promise<Image> {
+    const modal = this.modal();
+    const binary = this.opts.installPaddock;
+    const digest = createHash("sha256");
+    for await (const chunk of createReadStream(binary)) digest.update(chunk as Buffer);
+    const key = createHash("sha256").update(["install", base.imageId, PADDOCK_VERSION, digest.digest("hex")].join("\0")).digest("hex").slice(0, 24);
+    const done = this.opts.snapshots.newestComplete(this.name, key);
+    if (done) {
+      const image = await this.call("image", async () => modal.images.fromId(done.externalId).catch((e: unknown) => (e instanceof NotFoundError ? null : Promise.reject(e))), signal);
+      if (image) {
+        this.opts.snapshots.touch(done.id);
+        return image;
+      }
+      this.opts.snapshots.fail(done.id, `its image ${done.externalId} is gone`);
+    }
+    progress(`bringing paddock ${PADDOCK_VERSION} into ${baseTag} (once per paddock version)`);
+    const row = this.opts.snapshots.begin({ id: `snap_${randomBytes(8).toString("hex")}`, provider: this.name, key, repository: "", commit: "", setupHash: "", baseImageId: base.imageId, paddockVersion: PADDOCK_VERSION, environmentId: "" });
+    const name = `paddock-install-${key.slice(0, 16)}`;
+    this.helpers.add(name);
+    const sb = await this.call("create sandbox", async () => {
+      try {
+        return await modal.sandboxes.create(app, base, { name, command: ["sleep", "1800"], timeoutMs: 1_800_000, tags: { [LABEL_INSTANCE]: this.opts.instanceId, [LABEL_SANDBOX]: name } });
+      } catch (error) {
+        if (error instanceof AlreadyExistsError) return modal.sandboxes.experimentalFromName(this.opts.appName, name, { environment: this.opts.environment || undefined });
+        throw error;
+      }
+    });
+    try {
+      const run = async (argv: string[], input?: string) => {
+        const p = await this.call(`exec ${argv[0]}`, () => sb.exec(argv, { mode: "binary", stdout: "ignore", stderr: "ignore" }), signal);
+        if (input) {
+          const writer = p.stdin.getWriter();
+          for await (const chunk of createReadStream(input, { highWaterMark: 1024 * 1024 })) await this.call("write stdin", () => writer.write(new Uint8Array(chunk as Buffer)), signal);
+          await this.call("close stdin", () => writer.close(), signal);
+        }
+        const code = await this.call(`exec ${argv[0]}`, () => p.wait(), signal, 10 * 60_000);
+        if (code !== 0) throw new SandboxError(`modal: bringing paddock into ${baseTag}: ${argv.join(" ")} exited with ${code}`, false);
+      };
+      const dir = INSTALLED_PADDOCK.slice(0, INSTALLED_PADDOCK.lastIndexOf("/"));
+      await run(["mkdir", "-p", dir]);
+      // Read from fd 0 itself (cat), which works whatever stdin is (a pipe or a socket).
+      await run(["sh", "-c", 'cat > "$0"', INSTALLED_PADDOCK], binary);
+      await run(["chmod", "755", INSTALLED_PADDOCK]);
+      const image = await this.call("snapshot filesystem", () => sb.snapshotFilesystem(), signal, 10 * 60_000);
+      if (row) this.opts.snapshots.complete(row.id, image.imageId, 0);
+      progress(`paddock ${PADDOCK_VERSION} is in image ${image.imageId}; later runs start from it`);
+      return image;
+    } catch (error) {
+      if (row) this.opts.snapshots.fail(row.id, (error as Error).message);
+      throw error;
+    } finally {
+      await this.call("terminate sandbox", () => sb.terminate()).catch(() => undefined);
+      sb.detach();
+      this.helpers.delete(name);
+    }
   }
 
   private keyFor(spec: Pick<SandboxSpec, "repositoryUrl" | "setupHash" | "environmentId">, baseImageId: string): string {
@@ -518,10 +606,11 @@ export class ModalProvider implements SandboxProvider {
     // A runner in a sandbox made from the snapshot: it finds the agent's records without an exit and never starts it.
     const app = await this.app();
     const rescueName = `${name}-exit`;
+    this.helpers.add(rescueName);
     const publicKeyPem = await this.publicKey(record.runId);
     let rescue = await this.find(rescueName, signal);
     rescue ??= await this.call("create sandbox", () =>
-      this.modal().sandboxes.create(app, image, rescueParams(rescueName, record.runId, record.resultBranch, this.opts.instanceId, publicKeyPem)),
+      this.modal().sandboxes.create(app, image, rescueParams(rescueName, record.runId, record.resultBranch, this.opts.instanceId, publicKeyPem, !!this.opts.installPaddock)),
     );
     this.handles.set(rescueName, rescue);
     try {
@@ -531,6 +620,7 @@ export class ModalProvider implements SandboxProvider {
       await this.call("terminate sandbox", () => rescue.terminate()).catch(() => undefined);
       rescue.detach();
       this.handles.delete(rescueName);
+      this.helpers.delete(rescueName);
     }
   }
 
@@ -553,7 +643,7 @@ export class ModalProvider implements SandboxProvider {
     }, undefined, 120_000);
     // Records of sandboxes Modal no longer runs: cleanup says what became of their work.
     const records = (await readdir(join(this.opts.root, "modal")).catch(() => [] as string[])).filter((f) => f.endsWith(".json")).map((f) => f.slice(0, -5));
-    return [...new Set([...names, ...records])];
+    return [...new Set([...names, ...records])].filter((n) => !this.helpers.has(n));
   }
 
   /** Removes snapshot images unused for longer than the limit (ImageDelete), and rows a crash left behind. */

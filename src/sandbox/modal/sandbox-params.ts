@@ -8,6 +8,8 @@ import type { ModalNetwork } from "./modal-network.js";
 export const TAG_SNAPSHOT = "paddock.snapshot";
 /** The runner's state lives per run: a snapshot carries the workspace, never a run's records into the next. */
 export const STATE_ROOT = "/paddock/state";
+/** Where paddock brings its own binary into a plain registry image (--modal-install-paddock). */
+export const INSTALLED_PADDOCK = "/paddock/bin/paddock";
 /** Modal's longest sandbox lifetime. */
 export const MAX_TIMEOUT_MS = 24 * 3_600_000;
 /** Time past the run's deadline the sandbox lives on, for cleanup to take the work out. */
@@ -35,13 +37,13 @@ function placement(runId: string): Pick<RunnerEnv, "PADDOCK_RUNNER_HOST" | "PADD
  */
 export function sandboxParams(
   spec: SandboxSpec,
-  o: { instanceId: string; graceMs: number; cpus: number; memoryBytes: number; network: ModalNetwork; snapshotId: string; exitSnapshots: boolean; now: number },
+  o: { instanceId: string; graceMs: number; cpus: number; memoryBytes: number; network: ModalNetwork; snapshotId: string; exitSnapshots: boolean; now: number; installed?: boolean },
 ): SandboxCreateParams {
   const deadline = spec.deadlineAt ?? o.now + 3_600_000;
   const lifetime = Math.min(MAX_TIMEOUT_MS, Math.max(60_000, deadline - o.now + o.graceMs + CLEANUP_MARGIN_MS));
   return {
     name: spec.name,
-    command: ["paddock", "agent"],
+    command: [o.installed ? INSTALLED_PADDOCK : "paddock", "agent"],
     tags: { [LABEL_INSTANCE]: o.instanceId, [LABEL_RUN]: spec.runId, [LABEL_SANDBOX]: spec.name, ...(o.snapshotId ? { [TAG_SNAPSHOT]: o.snapshotId } : {}) },
     timeoutMs: Math.ceil(lifetime / 1000) * 1000, // the SDK takes whole seconds only
     cpu: spec.limits.cpus ?? o.cpus,
@@ -57,10 +59,10 @@ export function sandboxParams(
  * A sandbox made from a dead one's exit snapshot, only to take its work out: its runner
  * finds the agent's records without an exit and never starts anything; no outbound network.
  */
-export function rescueParams(name: string, runId: string, resultBranch: string, instanceId: string, publicKeyPem: string): SandboxCreateParams {
+export function rescueParams(name: string, runId: string, resultBranch: string, instanceId: string, publicKeyPem: string, installed = false): SandboxCreateParams {
   return {
     name,
-    command: ["paddock", "agent"],
+    command: [installed ? INSTALLED_PADDOCK : "paddock", "agent"],
     tags: { [LABEL_INSTANCE]: instanceId, [LABEL_RUN]: runId, [LABEL_SANDBOX]: name },
     timeoutMs: 30 * 60_000,
     encryptedPorts: [RUNNER_PORT],
