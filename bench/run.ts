@@ -387,7 +387,11 @@ async function benchModal() {
 
     const keys = await loadOrCreateSandboxKeys(tmp("keys"));
     const mapp = await modal.apps.fromName("paddock-bench-bare", { createIfMissing: true });
-    const image = modal.images.fromRegistry("registry.test/paddock-sandbox:bench");
+    // The same image the daemon's runs start from (its snapshot): only the daemon's work differs.
+    const snapDb = await openDatabase(join(dataDir, "paddock.db"));
+    const snapshotImage = snapDb.prepare<{ image: string }>("SELECT external_id AS image FROM sandbox_snapshots WHERE provider = 'modal' AND status = 'complete'").all()[0]!.image;
+    snapDb.close();
+    const image = await modal.images.fromId(snapshotImage);
     const bare: number[] = [];
     for (let i = 0; i < n; i++) {
       const runId = `run_bare${i}`;
@@ -410,7 +414,7 @@ async function benchModal() {
       sb.detach();
     }
     console.log(
-      `modal StartRun → runner healthy and started (from snapshot, via the fake): p50 ${median(daemon).toFixed(0)} ms, p95 ${pct(daemon, 0.95).toFixed(0)} ms; fake's bare create+tunnel+health p50 ${median(bare).toFixed(0)} ms, p95 ${pct(bare, 0.95).toFixed(0)} ms; ratio p50 ${(median(daemon) / median(bare)).toFixed(2)}× (${n} runs each)`,
+      `modal StartRun → runner healthy and started (from snapshot, via the fake): p50 ${median(daemon).toFixed(0)} ms, p95 ${pct(daemon, 0.95).toFixed(0)} ms; fake's bare create+tunnel+health from the same snapshot p50 ${median(bare).toFixed(0)} ms, p95 ${pct(bare, 0.95).toFixed(0)} ms; ratio p50 ${(median(daemon) / median(bare)).toFixed(2)}× (${n} runs each)`,
     );
     console.log(`modal: sandboxes left in the fake: ${fake.running().length}; unimplemented RPCs called: ${fake.unimplemented.length}`);
   } finally {

@@ -474,7 +474,7 @@ export class ModalProvider implements SandboxProvider {
         const exit = await this.call("poll sandbox", () => sb.poll(), signal);
         if (exit !== null) throw new SandboxError(`modal sandbox ${name} exited (code ${exit}) before its runner answered (${last})`, false);
       }
-      await sleep(Math.min(500, 20 * (i + 1)), undefined, { signal });
+      await sleep(Math.min(250, 10 * (i + 1)), undefined, { signal }); // start-up latency is what this loop adds
     }
     throw new SandboxError(`runner in modal sandbox ${name} did not answer within ${this.opts.runnerStartTimeoutMs} ms (${last})`, false);
   }
