@@ -25,8 +25,9 @@ beforeAll(async () => {
 }, 300_000);
 
 afterAll(async () => {
-  expect(fake.unimplemented).toEqual([]);
+  const unimplemented = [...fake.unimplemented];
   await fake.close();
+  expect(unimplemented, "RPCs the provider called that the fake does not implement").toEqual([]);
 });
 
 function modalDaemon(extra: Record<string, string> = {}): Promise<Daemon> {
