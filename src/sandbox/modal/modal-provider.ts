@@ -563,10 +563,12 @@ export class ModalProvider implements SandboxProvider {
       await this.call("terminate sandbox", async () => {
         try {
           await sb.terminate();
+          // Removed means ended: the run is cleaned only once Modal says the sandbox exited.
+          await sb.wait();
         } catch (error) {
           if (!(error instanceof NotFoundError)) throw error;
         }
-      }, signal);
+      }, signal, this.opts.callTimeoutMs + 60_000);
       sb.detach();
     }
     this.handles.delete(name);
