@@ -3,7 +3,7 @@
  * process (or script) on the same machine, as a ratio; medians of several rounds.
  *
  *   npm run bench               all three
- *   npm run bench -- transitions|replay|rss|auth|proxy|broker|docker|flood|events|startup|restore|web|metrics
+ *   npm run bench -- transitions|replay|rss|auth|proxy|broker|docker|modal|flood|events|startup|restore|web|metrics
  */
 import { createClient } from "@connectrpc/connect";
 import { bearer } from "../src/cli/client.js";
@@ -343,6 +343,84 @@ async function benchDocker() {
       await docker.getImage(r.image).remove({ force: true }).catch(() => undefined);
     }
     db.close();
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * The modal provider's own overhead on the way to a healthy runner, through the local fake
+ * control plane (test/fake-modal.ts; sandboxes are local processes of dist/paddock): StartRun
+ * → running (create, tunnel, health, bundle import, start) against the fake's bare
+ * create + health through the same SDK.
+ */
+async function benchModal() {
+  const root = resolve(import.meta.dirname, "..");
+  execSync("npm run --silent build", { cwd: root, stdio: "ignore" });
+  const { startFakeModal } = await import("../test/fake-modal.js");
+  const { ModalClient } = await import("modal");
+  const { createRunnerClient } = await import("../src/sandbox/runner-client.js");
+  process.env.MODAL_CONFIG_PATH = "/nonexistent/.modal.toml";
+  const fake = await startFakeModal({ paddockBinary: join(root, "dist", "paddock") });
+  const n = Number(process.env.BENCH_MODAL_RUNS ?? 10);
+  const dataDir = tmp("modal");
+  const repo = join(dataDir, "repo");
+  execSync(`git init -q -b main ${repo} && cd ${repo} && for f in $(seq 200); do head -c 4096 /dev/urandom > f$f; done && git add . && git -c user.name=b -c user.email=b@b commit -qm bench`, { shell: "/bin/bash" });
+  const config = loadConfig({}, { dataDir, socket: "", listen: "127.0.0.1:0", graceTime: "1s", modalImage: "registry.test/paddock-sandbox:bench", modalServerUrl: fake.url, modalTunnelCa: fake.caFile, modalTokenId: "ak-bench", modalTokenSecret: "as-bench" });
+  const app = await createApp({ config, logger: pino({ level: "silent" }), runnerCommand: runnerCommand(), baseEnv: {} });
+  await app.start();
+  const tasks = createTasksRepository(await openDatabase(join(dataDir, "paddock.db")));
+  const t = tasks.create({ team: "default", environmentId: "", id: "task_modal", title: "b", description: "", repository: repo, repositoryUrl: repo, origin: "bench", createdAt: 0 });
+  const modal = new ModalClient({ tokenId: "ak-bench", tokenSecret: "as-bench" });
+  try {
+    const timeToRunning = async () => {
+      const t0 = performance.now();
+      const id = app.runs.start({ team: "default", taskId: t.id, branch: "", agentCommand: ["sleep", "300"], timeoutMs: null, provider: "modal", idempotencyKey: "", limits: {}, environmentId: "" }).id;
+      await until(app, id, (p) => p === "running" || p === "cleaned");
+      const ms = performance.now() - t0;
+      app.runs.cancel(id);
+      await until(app, id, (p) => p === "cleaned");
+      return ms;
+    };
+    await timeToRunning(); // the first run takes the snapshot
+    const daemon: number[] = [];
+    for (let i = 0; i < n; i++) daemon.push(await timeToRunning());
+
+    const keys = await loadOrCreateSandboxKeys(tmp("keys"));
+    const mapp = await modal.apps.fromName("paddock-bench-bare", { createIfMissing: true });
+    // The same image the daemon's runs start from (its snapshot): only the daemon's work differs.
+    const snapDb = await openDatabase(join(dataDir, "paddock.db"));
+    const snapshotImage = snapDb.prepare<{ image: string }>("SELECT external_id AS image FROM sandbox_snapshots WHERE provider = 'modal' AND status = 'complete'").all()[0]!.image;
+    snapDb.close();
+    const image = await modal.images.fromId(snapshotImage);
+    const bare: number[] = [];
+    for (let i = 0; i < n; i++) {
+      const runId = `run_bare${i}`;
+      const token = await issueSandboxToken(keys, runId);
+      const t0 = performance.now();
+      const sb = await modal.sandboxes.create(mapp, image, {
+        command: ["paddock", "agent"],
+        encryptedPorts: [47821],
+        timeoutMs: 300_000,
+        env: { PADDOCK_RUN_ID: runId, JWT_PUBLIC_KEY: keys.publicKeyPem, PADDOCK_AGENT_COMMAND: '["sleep","300"]', PADDOCK_RESULT_BRANCH: "b", PADDOCK_WORKDIR: "/workspace", PADDOCK_STATE_DIR: "/paddock/state", PADDOCK_AGENT_HOME: "/home/agent", PADDOCK_RUNNER_PORT: "47821" },
+      });
+      const url = (await sb.tunnels())[47821]!.url;
+      for (;;) {
+        if (await createRunnerClient(url, token).health().then(() => true, () => false)) break;
+        await sleep(5);
+      }
+      bare.push(performance.now() - t0);
+      await sb.terminate();
+      await sb.wait();
+      sb.detach();
+    }
+    console.log(
+      `modal StartRun → runner healthy and started (from snapshot, via the fake): p50 ${median(daemon).toFixed(0)} ms, p95 ${pct(daemon, 0.95).toFixed(0)} ms; fake's bare create+tunnel+health from the same snapshot p50 ${median(bare).toFixed(0)} ms, p95 ${pct(bare, 0.95).toFixed(0)} ms; ratio p50 ${(median(daemon) / median(bare)).toFixed(2)}× (${n} runs each)`,
+    );
+    console.log(`modal: sandboxes left in the fake: ${fake.running().length}; unimplemented RPCs called: ${fake.unimplemented.length}`);
+  } finally {
+    modal.close();
+    await app.stop();
+    await fake.close();
     rmSync(dataDir, { recursive: true, force: true });
   }
 }
@@ -1008,6 +1086,7 @@ if (!which || which === "auth") await benchAuth();
 if (!which || which === "proxy") await benchProxy();
 if (!which || which === "broker") await benchBroker();
 if (!which || which === "docker") await benchDocker();
+if (!which || which === "modal") await benchModal();
 if (!which || which === "flood") await benchFlood();
 if (!which || which === "events") await benchEvents();
 if (!which || which === "startup") await benchStartup();

@@ -39,6 +39,8 @@ import { gitHubAppAuth } from "./github/github-auth.js";
 import { gitHubCloneCredentials, gitHubWebUrl, type GitHubSettings } from "./runs/pull-requests.js";
 import { DockerProvider } from "./sandbox/docker/docker-provider.js";
 import { LocalProvider } from "./sandbox/local/local-provider.js";
+import { ModalProvider } from "./sandbox/modal/modal-provider.js";
+import { trustRunnerCa } from "./sandbox/runner-client.js";
 import type { SandboxProvider } from "./sandbox/provider.js";
 import { lockDataDir } from "./store/data-dir-lock.js";
 import { instanceId, probeWritable } from "./store/meta.js";
@@ -172,6 +174,36 @@ export async function createApp(opts: AppOptions): Promise<App> {
   } else if (config.defaultProvider === "docker") {
     throw new Error(`--default-provider docker, but there is no Docker engine socket at ${config.dockerSocket} (--docker-socket)`);
   }
+  if (config.modalImage) {
+    if (config.modalTunnelCa) trustRunnerCa(await readCaFile(config.modalTunnelCa, "--modal-tunnel-ca"));
+    providers.set(
+      "modal",
+      new ModalProvider({
+        instanceId: instance,
+        appName: config.modalApp || `paddock-${instance}`,
+        environment: config.modalEnvironment,
+        image: config.modalImage,
+        tokenId: config.modalTokenId,
+        tokenSecret: config.modalTokenSecret,
+        serverUrl: config.modalServerUrl,
+        root: config.dataDir,
+        cpus: config.modalCpus,
+        memoryBytes: config.modalMemory,
+        graceMs: config.graceTime,
+        runnerStartTimeoutMs: 120_000,
+        callTimeoutMs: Math.max(1000, config.modalCallTimeout),
+        snapshots: createSnapshotsRepository(db),
+        snapshotMaxAgeMs: 7 * 24 * 3600_000,
+        tokenFor: (runId) => issueSandboxToken(keys, runId, 3600),
+        publicKeyPem: keys.publicKeyPem,
+        log: (level, message, fields) => logger[level](fields, message),
+        exitSnapshots: config.modalExitSnapshots === "on",
+        installPaddock: config.modalInstallPaddock ? resolve(config.modalInstallPaddock) : "",
+      }),
+    );
+  } else if (config.defaultProvider === "modal") {
+    throw new ConfigError("--default-provider modal, but the modal provider is not configured (--modal-image)");
+  }
   const runs = new RunManager({
     egress: egressAudit,
     root: config.dataDir,
@@ -287,12 +319,17 @@ export async function createApp(opts: AppOptions): Promise<App> {
   };
 }
 
-/** The operator's CA files must hold PEM certificates: a typo is found at start, not in every run. */
-async function checkCaFile(path: string, flag: string): Promise<void> {
+async function readCaFile(path: string, flag: string): Promise<string> {
   const text = await readFile(path, "utf8").catch((error: unknown) => {
     throw new ConfigError(`${flag}: cannot read ${path}: ${(error as Error).message}`);
   });
   if (!text.includes("-----BEGIN CERTIFICATE-----")) throw new ConfigError(`${flag}: ${path} holds no PEM certificate`);
+  return text;
+}
+
+/** The operator's CA files must hold PEM certificates: a typo is found at start, not in every run. */
+async function checkCaFile(path: string, flag: string): Promise<void> {
+  await readCaFile(path, flag);
 }
 
 /**

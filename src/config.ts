@@ -96,7 +96,7 @@ export const ConfigSchema = z
     /** Unix socket for local clients; "" turns it off. */
     socket: z.string(),
     agentCommand: z.string(),
-    defaultProvider: z.enum(["local", "docker"]),
+    defaultProvider: z.enum(["local", "docker", "modal"]),
     defaultTimeout: duration,
     maxConcurrentRuns: z.coerce.number().int().min(1).max(1000),
     /** Runs in progress at once per team; 0: only the daemon's limit. */
@@ -122,6 +122,23 @@ export const ConfigSchema = z
     dockerMemory: bytes,
     dockerPids: z.coerce.number().int().min(16).max(1_000_000),
     dockerRuntime: z.string().regex(/^[a-z0-9._-]+$/, "is not a runtime name (runc, runsc)"),
+    /** The modal provider is registered when this is set: a registry image with paddock, git and the agents. */
+    modalImage: z.string(),
+    modalApp: z.string().regex(/^[A-Za-z0-9._-]{0,64}$/, "is not a Modal App name"),
+    modalEnvironment: z.string(),
+    modalTokenId: z.string(),
+    modalTokenSecret: z.string(),
+    /** Control plane URL; "" for the SDK's own (MODAL_SERVER_URL, the profile's, api.modal.com). */
+    modalServerUrl: z.string(),
+    /** PEM CA certificates trusted for the runners' tunnels besides the public roots (tests, private CAs). */
+    modalTunnelCa: z.string(),
+    modalCpus: z.coerce.number().positive().max(64),
+    modalMemory: bytes,
+    modalExitSnapshots: z.enum(["on", "off"]),
+    /** A Linux paddock binary brought into --modal-image at the first start of each version; "" when the image has paddock. */
+    modalInstallPaddock: z.string(),
+    /** How long the daemon waits on one Modal control-plane call (the SDK's own retries included). */
+    modalCallTimeout: duration,
     egressProxyPort: z.coerce.number().int().min(1).max(65535),
     tlsCert: z.string(),
     tlsKey: z.string(),
@@ -210,6 +227,9 @@ export const ConfigSchema = z
     for (const key of ["idleTimeout", "headersTimeout", "keepaliveInterval"] as const) {
       if (c[key] <= 0) ctx.addIssue({ code: "custom", path: [key], message: "must be more than 0" });
     }
+    if (!!c.modalTokenId !== !!c.modalTokenSecret) {
+      ctx.addIssue({ code: "custom", path: [c.modalTokenId ? "modalTokenSecret" : "modalTokenId"], message: "Modal credentials need both --modal-token-id and --modal-token-secret" });
+    }
     if (c.maxConnectionsPerAddress > c.maxConnections) {
       ctx.addIssue({ code: "custom", path: ["maxConnectionsPerAddress"], message: `must be at most --max-connections (${c.maxConnections})` });
     }
@@ -254,6 +274,18 @@ export const ENV_NAMES: Record<keyof ConfigInput, string> = {
   dockerPids: "PADDOCK_DOCKER_PIDS",
   dockerRuntime: "PADDOCK_DOCKER_RUNTIME",
   egressProxyPort: "PADDOCK_EGRESS_PROXY_PORT",
+  modalImage: "PADDOCK_MODAL_IMAGE",
+  modalApp: "PADDOCK_MODAL_APP",
+  modalEnvironment: "PADDOCK_MODAL_ENVIRONMENT",
+  modalTokenId: "PADDOCK_MODAL_TOKEN_ID",
+  modalTokenSecret: "PADDOCK_MODAL_TOKEN_SECRET",
+  modalServerUrl: "PADDOCK_MODAL_SERVER_URL",
+  modalTunnelCa: "PADDOCK_MODAL_TUNNEL_CA",
+  modalCpus: "PADDOCK_MODAL_CPUS",
+  modalMemory: "PADDOCK_MODAL_MEMORY",
+  modalExitSnapshots: "PADDOCK_MODAL_EXIT_SNAPSHOTS",
+  modalInstallPaddock: "PADDOCK_MODAL_INSTALL_PADDOCK",
+  modalCallTimeout: "PADDOCK_MODAL_CALL_TIMEOUT",
   egressHostMap: "PADDOCK_EGRESS_HOST_MAP",
   tlsCert: "PADDOCK_TLS_CERT",
   tlsKey: "PADDOCK_TLS_KEY",
@@ -321,6 +353,18 @@ export function loadConfig(env: Record<string, string | undefined>, flags: Confi
     dockerPids: 1024,
     dockerRuntime: "runc",
     egressProxyPort: 47830,
+    modalImage: "",
+    modalApp: "",
+    modalEnvironment: "",
+    modalTokenId: "",
+    modalTokenSecret: "",
+    modalServerUrl: "",
+    modalTunnelCa: "",
+    modalCpus: 2,
+    modalMemory: "4g",
+    modalExitSnapshots: "off",
+    modalInstallPaddock: "",
+    modalCallTimeout: "30s",
     egressHostMap: "",
     sandboxAllowCidrs: "",
     sandboxImages: "",

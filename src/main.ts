@@ -71,7 +71,7 @@ which wins over the config file.
                                uploaded (PADDOCK_HANDOFF_MAX_BYTES; default 2g)
   --handoff-keep all|acp|none  which finished runs keep their state for a later handoff pull
                                (PADDOCK_HANDOFF_KEEP; default all; costs a git capture at cleanup)
-  --default-provider NAME      sandbox provider for runs that name none: local or docker (PADDOCK_DEFAULT_PROVIDER)
+  --default-provider NAME      sandbox provider for runs that name none: local, docker or modal (PADDOCK_DEFAULT_PROVIDER)
   --default-timeout DURATION   run deadline, e.g. 60m (PADDOCK_DEFAULT_TIMEOUT; default 60m)
   --max-concurrent-runs N      runs in progress at once; the rest queue (PADDOCK_MAX_CONCURRENT_RUNS; default 4)
   --max-concurrent-runs-per-team N   runs in progress at once per team, 0 for no limit of its own
@@ -106,6 +106,22 @@ docker provider (registered when the engine's socket exists):
                                --docker-image (PADDOCK_SANDBOX_IMAGES; default: only --docker-image)
   --sandbox-ca-file FILE       PEM CA certificates every sandbox trusts, e.g. a TLS-inspecting proxy's
                                (PADDOCK_SANDBOX_CA_FILE)
+
+modal provider (registered when --modal-image is set; see README "Running on Modal"):
+  --modal-image IMAGE          registry image with paddock on PATH, git and the agents (PADDOCK_MODAL_IMAGE)
+  --modal-app NAME             Modal App the sandboxes live in (PADDOCK_MODAL_APP; default paddock-<instance>)
+  --modal-environment NAME     Modal environment (PADDOCK_MODAL_ENVIRONMENT; default the SDK's: MODAL_ENVIRONMENT or profile)
+  --modal-token-id ID, --modal-token-secret SECRET   credentials (PADDOCK_MODAL_TOKEN_ID, PADDOCK_MODAL_TOKEN_SECRET;
+                               default the SDK's: MODAL_TOKEN_ID/MODAL_TOKEN_SECRET or ~/.modal.toml)
+  --modal-server-url URL       control plane (PADDOCK_MODAL_SERVER_URL; default MODAL_SERVER_URL or api.modal.com)
+  --modal-tunnel-ca FILE       PEM CA trusted for the runners' tunnels besides public roots (PADDOCK_MODAL_TUNNEL_CA)
+  --modal-cpus N, --modal-memory SIZE   per sandbox unless the run sets limits (PADDOCK_MODAL_CPUS, PADDOCK_MODAL_MEMORY;
+                               default 2, 4g)
+  --modal-exit-snapshots on|off   keep an exit snapshot of every sandbox, to recover a dead one's work
+                               (PADDOCK_MODAL_EXIT_SNAPSHOTS; default off)
+  --modal-install-paddock FILE   a Linux paddock binary brought into --modal-image (a plain image with git) once per
+                               version, then snapshotted (PADDOCK_MODAL_INSTALL_PADDOCK; default: the image has paddock)
+  --modal-call-timeout DURATION   longest wait on one control-plane call (PADDOCK_MODAL_CALL_TIMEOUT; default 30s)
 
   --log-level LEVEL            trace…fatal, silent (PADDOCK_LOG_LEVEL; default info)
   --log-format FORMAT          auto (pretty on a terminal, journal when stdout is the systemd journal, else json),

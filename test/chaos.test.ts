@@ -7,14 +7,16 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TaskService } from "../src/gen/paddock/v1/task_pb.js";
 import { TaskRunService } from "../src/gen/paddock/v1/task_run_pb.js";
+import { startFakeModal, type FakeModal } from "./fake-modal.js";
 import { bearer, dockerAvailable, freePort, gitEnv, instanceOf, makeGitRepo, processesOf, removeEgress, removeLocalWork, removeSnapshots, tempDir } from "./fixtures.js";
 
 /**
- * Chaos: runs on both providers while the compiled daemon is SIGKILLed three times, as
+ * Chaos: runs on docker, local and modal (against the local fake control plane) while the compiled daemon is SIGKILLed three times, as
  * they provision, run and end, and started again. What is asserted is the outcome, never
  * the phase a kill happened to land in (a busy machine moves them): every run reaches
  * cleaned, every line it recorded is stored exactly once and in order, and nothing is left
- * of it: no container, no workspace, no process (checked in the process table).
+ * of it: no container, no workspace, no process (checked in the process table), no sandbox
+ * in the fake Modal.
  */
 const ROOT = resolve(import.meta.dirname, "..");
 const BIN = join(ROOT, "dist", "paddock");
@@ -24,14 +26,17 @@ describe.runIf(dockerUp)("chaos: SIGKILL the daemon at every phase", () => {
   let repo: string;
   let dataDir: string;
   let daemon: ChildProcess | undefined;
+  let fake: FakeModal;
 
-  beforeAll(() => {
+  beforeAll(async () => {
     if (!existsSync(BIN)) execFileSync("npm", ["run", "--silent", "build"], { cwd: ROOT, stdio: "inherit" });
     execFileSync("bash", ["scripts/build-images.sh"], { cwd: ROOT, stdio: "inherit" });
     repo = makeGitRepo();
     dataDir = tempDir("chaos");
+    fake = await startFakeModal({ paddockBinary: BIN });
   }, 600_000);
   afterAll(async () => {
+    await fake.close();
     if (daemon && daemon.exitCode === null && !daemon.signalCode) daemon.kill("SIGKILL");
     await removeEgress(dataDir); // the unrestricted docker runs' network and firewall chains
     rmSync(repo, { recursive: true, force: true });
@@ -44,7 +49,15 @@ describe.runIf(dockerUp)("chaos: SIGKILL the daemon at every phase", () => {
     const port = await freePort();
     const start = async () => {
       const child = spawn(BIN, ["serve", "--data-dir", dataDir, "--listen", `127.0.0.1:${port}`, "--log-format", "json", "--grace-time", "1s"], {
-        env: gitEnv,
+        env: {
+          ...gitEnv,
+          MODAL_CONFIG_PATH: "/nonexistent/.modal.toml",
+          PADDOCK_MODAL_IMAGE: "registry.test/paddock-sandbox:chaos",
+          PADDOCK_MODAL_SERVER_URL: fake.url,
+          PADDOCK_MODAL_TUNNEL_CA: fake.caFile,
+          PADDOCK_MODAL_TOKEN_ID: "ak-chaos",
+          PADDOCK_MODAL_TOKEN_SECRET: "as-chaos",
+        },
         stdio: ["ignore", "ignore", "pipe"],
       });
       let err = "";
@@ -67,7 +80,7 @@ describe.runIf(dockerUp)("chaos: SIGKILL the daemon at every phase", () => {
     const { task } = await tasks.createTask({ title: "chaos", repository: repo });
     const agent = ["sh", "-c", "i=0; while [ $i -lt 30 ]; do echo tick-$i; i=$((i+1)); sleep 0.1; done"];
     const ids: string[] = [];
-    for (const provider of ["docker", "local", "docker", "local", "docker", "local"]) {
+    for (const provider of ["docker", "local", "modal", "docker", "local", "modal", "docker", "local", "modal"]) {
       ids.push((await runs.startRun({ taskId: task!.id, provider, agentCommand: agent })).run!.id);
     }
 
@@ -100,6 +113,9 @@ describe.runIf(dockerUp)("chaos: SIGKILL the daemon at every phase", () => {
       expect(execFileSync("docker", ["ps", "-aq", "--filter", `label=paddock.run=${id}`], { encoding: "utf8" }).trim(), `containers of ${id}`).toBe("");
     }
     expect(readdirSync(join(dataDir, "sandboxes")), "local sandboxes left").toEqual([]);
+    for (let i = 0; i < 100 && fake.running().length > 0; i++) await sleep(50); // terminated ones exit within their grace
+    expect(fake.running().map((s) => s.name), "sandboxes left in the fake Modal").toEqual([]);
+    expect(fake.unimplemented, "RPCs the fake Modal does not implement").toEqual([]);
     expect(execFileSync("git", ["worktree", "list"], { cwd: repo, encoding: "utf8" }).trim().split("\n")).toHaveLength(1);
     const work = join("/var/lib/paddock-work", instanceOf(dataDir));
     expect(existsSync(work) ? readdirSync(work) : [], "local workspaces left").toEqual([]);

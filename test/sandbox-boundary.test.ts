@@ -61,7 +61,7 @@ describe.each(providers)("the sandbox boundary on %s", (provider) => {
     try {
       const run = await startRun(daemon, repo, provider, plantGitTraps(marker));
       const final = (await watchToEnd(daemon, run.id, timeout)).pop()!;
-      expect(final.status).toBe(RunStatus.COMPLETED);
+      expect({ status: final.status, error: final.errorMessage }).toEqual({ status: RunStatus.COMPLETED, error: "" });
       rootNeverRan(marker);
       // The uncommitted work still came back, on the run's branch only.
       expect(sh(repo, "git", "show", `${final.resultBranch}:work.txt`)).toBe("left-uncommitted");
@@ -89,7 +89,7 @@ describe.each(providers)("the sandbox boundary on %s", (provider) => {
     ].join(" && ");
     const run = await startRun(daemon, repo, provider, script);
     const final = (await watchToEnd(daemon, run.id, timeout)).pop()!;
-    expect(final.status).toBe(RunStatus.COMPLETED);
+    expect({ status: final.status, error: final.errorMessage }).toEqual({ status: RunStatus.COMPLETED, error: "" });
     const after = refsOf(repo);
     const resultRef = `refs/heads/${final.resultBranch}`;
     expect({ ...after, [resultRef]: undefined }).toEqual({ ...before, [resultRef]: undefined });
@@ -107,7 +107,7 @@ describe.each(providers)("the sandbox boundary on %s", (provider) => {
     const before = refsOf(repo);
     const run = await startRun(daemon, repo, provider, "git checkout -q main && git reset -q --hard HEAD~2");
     const final = (await watchToEnd(daemon, run.id, timeout)).pop()!;
-    expect(final.status).toBe(RunStatus.COMPLETED);
+    expect({ status: final.status, error: final.errorMessage }).toEqual({ status: RunStatus.COMPLETED, error: "" });
     const after = refsOf(repo);
     expect(after["refs/heads/main"]).toBe(before["refs/heads/main"]);
     expect(after[`refs/heads/${final.resultBranch}`]).toBe(sh(repo, "git", "rev-parse", "main~2"));
@@ -116,7 +116,7 @@ describe.each(providers)("the sandbox boundary on %s", (provider) => {
   test("an agent that exits while a child holds its output open finishes the run at once, not at the deadline", { timeout }, async ({ daemon, repo }) => {
     const run = await startRun(daemon, repo, provider, "(sleep 600) & echo finished", { timeoutSeconds: 45 });
     const final = (await watchToEnd(daemon, run.id, timeout)).pop()!;
-    expect(final.status).toBe(RunStatus.COMPLETED);
+    expect({ status: final.status, error: final.errorMessage }).toEqual({ status: RunStatus.COMPLETED, error: "" });
     expect(final.errorMessage).toBe("");
     expect((await allLogs(daemon, run.id)).some((l) => l.text === "finished")).toBe(true);
   });
@@ -132,7 +132,7 @@ describe.each(providers)("the sandbox boundary on %s", (provider) => {
     ].join("; ");
     const run = await startRun(daemon, repo, provider, script);
     const final = (await watchToEnd(daemon, run.id, timeout)).pop()!;
-    expect(final.status).toBe(RunStatus.COMPLETED);
+    expect({ status: final.status, error: final.errorMessage }).toEqual({ status: RunStatus.COMPLETED, error: "" });
     const out = (await allLogs(daemon, run.id)).filter((l) => l.stream === "stdout").map((l) => l.text);
     expect(out.find((l) => l.startsWith("uid="))).not.toBe("uid=0");
     const names = out.filter((l) => l.startsWith("env:")).map((l) => l.slice(4));
@@ -181,7 +181,7 @@ describe.runIf(isRoot)("local runs as root", () => {
     const script = `setsid nohup sleep ${tag}1 >/dev/null 2>&1 & (sh -c 'sleep ${tag}2 >/dev/null 2>&1 &' &) ; nohup sh -c 'trap "" TERM HUP; exec sleep ${tag}3' >/dev/null 2>&1 & echo spawned`;
     const run = await startRun(daemon, repo, "local", script);
     const final = (await watchToEnd(daemon, run.id)).pop()!;
-    expect(final.status).toBe(RunStatus.COMPLETED);
+    expect({ status: final.status, error: final.errorMessage }).toEqual({ status: RunStatus.COMPLETED, error: "" });
     const left = readdirSync("/proc").filter((p) => /^\d+$/.test(p)).filter((p) => {
       try {
         return readFileSync(`/proc/${p}/cmdline`, "latin1").includes(tag);

@@ -28,6 +28,12 @@ const MARKER = "checked-out";
 /** The source's commits at checkout, one per line. */
 export const BASES_FILE = "base-commits";
 
+/** Whether this run's checkout is done (its marker, in the runner's state, says so). */
+export function isCheckedOut(stateDir: string, runId: string): boolean {
+  const marker = join(stateDir, MARKER);
+  return existsSync(marker) && readFileSync(marker, "utf8") === runId;
+}
+
 /**
  * Puts the repository in the workdir on the result branch before the runner listens: a
  * fresh clone, or — in a sandbox started from a snapshot, which has one already — a fetch of

@@ -30,6 +30,8 @@ export const RunnerEnvSchema = z.object({
   PADDOCK_STATE_DIR: z.string().min(1),
   /** A git repository to clone into the workdir before the runner listens; "" for none. */
   PADDOCK_SOURCE: z.string().default(""),
+  /** "1": the repository arrives as a git bundle pushed to POST /import (no mounts: modal); /start waits for it. */
+  PADDOCK_IMPORT: z.enum(["0", "1"]).default("0"),
   PADDOCK_BRANCH: z.string().default(""),
   PADDOCK_RESULT_BRANCH: z.string().min(1),
   /** The agent's argv: a command (prompt on stdin), or for kind acp an agent speaking ACP over stdio. */

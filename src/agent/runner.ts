@@ -1,16 +1,17 @@
 import { spawn, type ChildProcess } from "node:child_process";
-import { chmodSync, createReadStream, existsSync, lchownSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, createReadStream, createWriteStream, existsSync, lchownSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 import { createSandboxTokenVerifier } from "../auth/sandbox-token.js";
 import { redactor } from "../redaction.js";
 import { AcpSession, RunnerRequestError } from "./acp-session.js";
 import { asUser, killAllOf, type AgentUser } from "./agent-user.js";
 import { EventLog, type NewEvent } from "./event-log.js";
-import { BASES_FILE } from "./checkout.js";
+import { BASES_FILE, checkout, isCheckedOut } from "./checkout.js";
 import { exportWork } from "./export-work.js";
 import { captureHandoff } from "./handoff-capture.js";
 import { readLines } from "./output-lines.js";
@@ -185,6 +186,10 @@ export async function runRunner(opts: RunnerOptions): Promise<void> {
     else await killRest(child);
   };
 
+  /** Import mode: whether the pushed repository is checked out (after a restart, the marker says so). */
+  let imported = s.PADDOCK_IMPORT !== "1" || isCheckedOut(s.PADDOCK_STATE_DIR, s.PADDOCK_RUN_ID);
+  let importing: Promise<void> = Promise.resolve();
+
   const server = createServer((req, res) => {
     lastContact = Date.now();
     handle(req, res).catch((error: unknown) => {
@@ -227,7 +232,9 @@ export async function runRunner(opts: RunnerOptions): Promise<void> {
       res.end(`{"events":${log.afterJson(after)}}`);
       return;
     }
+    if (req.method === "POST" && url.pathname === "/import") return importSource(req, res);
     if (req.method === "POST" && url.pathname === "/start") {
+      if (!imported) return send(res, 409, { error: "the repository has not been imported yet (POST /import first)" });
       startAgent(await readJson<StartRequest>(req));
       return send(res, 200, { ok: true, agent: state });
     }
@@ -291,6 +298,52 @@ export async function runRunner(opts: RunnerOptions): Promise<void> {
   function readBases(): string[] {
     const file = join(s.PADDOCK_STATE_DIR, BASES_FILE);
     return existsSync(file) ? readFileSync(file, "utf8").split("\n").filter((l) => /^[0-9a-f]{40,64}$/.test(l)) : [];
+  }
+
+  /**
+   * The mirror of /export, for sandboxes with no mounts: the body is a git bundle of the
+   * daemon's copy of the repository, cloned (or, in a snapshot's workspace, fetched) into
+   * the workdir with hardened git. Once checked out for this run, later imports are no-ops.
+   */
+  async function importSource(req: IncomingMessage, res: ServerResponse) {
+    if (s.PADDOCK_IMPORT !== "1") {
+      req.resume();
+      return send(res, 409, { error: "this runner takes its repository from PADDOCK_SOURCE" });
+    }
+    const previous = importing;
+    let done!: () => void;
+    importing = new Promise<void>((r) => (done = r));
+    await previous;
+    try {
+      if (imported) {
+        req.resume();
+        return send(res, 200, { ok: true, already: true });
+      }
+      const bundle = join(s.PADDOCK_STATE_DIR, "source.bundle");
+      await pipeline(req, createWriteStream(bundle, { mode: 0o600 }));
+      try {
+        checkout({
+          runId: s.PADDOCK_RUN_ID,
+          source: bundle,
+          workdir: s.PADDOCK_WORKDIR,
+          stateDir: s.PADDOCK_STATE_DIR,
+          branch: s.PADDOCK_BRANCH,
+          resultBranch: s.PADDOCK_RESULT_BRANCH,
+          user,
+          home: s.PADDOCK_AGENT_HOME,
+          log: opts.log,
+        });
+      } catch (error) {
+        const why = ((error as { stderr?: string }).stderr || (error as Error).message).trim();
+        return send(res, 400, { error: `checkout failed: ${why.slice(0, 1000)}` });
+      } finally {
+        rmSync(bundle, { force: true });
+      }
+      imported = true;
+      return send(res, 200, { ok: true });
+    } finally {
+      done();
+    }
   }
 
   /** The ACP endpoints: a follow-up prompt, an answer to a permission request, a turn's cancel. */

@@ -128,6 +128,7 @@ export class RunEffects {
       publicKeyPem: this.d.keys.publicKeyPem,
       token,
       limits: run.limits,
+      deadlineAt: run.deadlineAt,
       logBudget: this.d.settings.logBudget,
       network: this.networkOf(run),
       environmentId: run.environmentId,

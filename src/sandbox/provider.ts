@@ -35,6 +35,8 @@ export interface SandboxSpec {
   setupHash?: string;
   /** The sandbox image the run asked for (its own, or its environment's); "" for the provider's. */
   image?: string;
+  /** The run's deadline (epoch ms): providers with a sandbox lifetime (modal) set it from this. */
+  deadlineAt?: number;
   /** This run's overrides of the provider's resource limits and runtime. */
   limits: { cpus?: number; memoryBytes?: number; pids?: number; runtime?: string };
   /** The run has brokered secrets: all its traffic must go through the egress proxy, whatever its policy. */

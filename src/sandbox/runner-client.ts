@@ -1,5 +1,9 @@
-import { Agent, request } from "node:http";
-import type { IncomingMessage } from "node:http";
+import { createReadStream } from "node:fs";
+import { stat } from "node:fs/promises";
+import { Agent, request as httpRequest } from "node:http";
+import type { ClientRequest, IncomingMessage, RequestOptions } from "node:http";
+import { Agent as HttpsAgent, request as httpsRequest } from "node:https";
+import { rootCertificates } from "node:tls";
 import {
   EXPORT_BRANCH_HEADER,
   EXPORT_HEAD_HEADER,
@@ -16,6 +20,21 @@ import { SandboxError } from "../errors.js";
 // node:http with keep-alive rather than fetch: under Node, fetch costs about a millisecond
 // of CPU per call, which showed in provisioning throughput (bench transitions).
 const agent = new Agent({ keepAlive: true, maxSockets: 64 });
+/** Runners behind a TLS tunnel (modal): the public roots, plus the operator's CA when configured. */
+let httpsAgent = new HttpsAgent({ keepAlive: true, maxSockets: 64 });
+
+/**
+ * Extra CA certificates (PEM) trusted for runners reached over https, besides the public
+ * roots: a test's tunnel CA, or a private one in front of the tunnels. One per process.
+ */
+export function trustRunnerCa(pem: string): void {
+  httpsAgent.destroy();
+  httpsAgent = new HttpsAgent({ keepAlive: true, maxSockets: 64, ca: [...rootCertificates, pem] });
+}
+
+function request(url: URL, options: RequestOptions, callback?: (res: IncomingMessage) => void): ClientRequest {
+  return url.protocol === "https:" ? httpsRequest(url, { ...options, agent: httpsAgent }, callback) : httpRequest(url, { ...options, agent }, callback);
+}
 
 interface RawResponse {
   status: number;
@@ -25,7 +44,7 @@ interface RawResponse {
 
 function send(url: URL, method: string, headers: Record<string, string>, body: string | undefined, signal?: AbortSignal): Promise<RawResponse> {
   return new Promise((resolve, reject) => {
-    const req = request(url, { method, headers, agent, signal }, (res) => {
+    const req = request(url, { method, headers, signal }, (res) => {
       const chunks: Buffer[] = [];
       res.on("data", (c: Buffer) => chunks.push(c));
       res.on("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }));
@@ -38,7 +57,7 @@ function send(url: URL, method: string, headers: Record<string, string>, body: s
 
 function stream(url: URL, headers: Record<string, string>, signal?: AbortSignal): Promise<IncomingMessage> {
   return new Promise((resolve, reject) => {
-    const req = request(url, { method: "POST", headers, agent, signal }, resolve);
+    const req = request(url, { method: "POST", headers, signal }, resolve);
     req.on("error", reject);
     req.end();
   });
@@ -138,6 +157,32 @@ export function createRunnerClient(endpoint: string, token: string) {
       }
       await sink(res);
       return state;
+    },
+    /** Pushes the repository in as a git bundle (POST /import): the mirror of exportWork. */
+    async importSource(bundleFile: string, signal?: AbortSignal): Promise<void> {
+      const size = (await stat(bundleFile)).size;
+      const res = await new Promise<IncomingMessage>((resolve, reject) => {
+        const req = request(new URL(endpoint + "/import"), {
+          method: "POST",
+          headers: { authorization: `Bearer ${token}`, "content-type": "application/x-git-bundle", "content-length": String(size) },
+          signal,
+        }, resolve);
+        req.on("error", reject);
+        createReadStream(bundleFile).on("error", (e) => req.destroy(e)).pipe(req);
+      }).catch((error: unknown) => {
+        if (signal?.aborted) throw error;
+        throw new SandboxError(`runner at ${endpoint} unreachable: ${(error as Error).message}`, true, { cause: error });
+      });
+      const text = await readAll(res);
+      if (res.statusCode === 200) return;
+      let detail = "";
+      try {
+        detail = String((JSON.parse(text) as { error?: unknown }).error ?? "");
+      } catch {
+        /* not JSON */
+      }
+      // A checkout that failed (no such branch) will fail again; a runner in trouble may not.
+      throw new SandboxError(res.statusCode === 400 ? detail : `runner POST /import: HTTP ${res.statusCode}${detail ? `: ${detail.slice(0, 300)}` : ""}`, (res.statusCode ?? 0) >= 500);
     },
     health: (signal?: AbortSignal) => call<RunnerHealth>("GET", "/health", signal),
     events: (afterSeq: number, waitMs: number, signal?: AbortSignal) =>

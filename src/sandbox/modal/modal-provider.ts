@@ -1,0 +1,676 @@
+import { createHash, randomBytes } from "node:crypto";
+import { createReadStream } from "node:fs";
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { AlreadyExistsError, ModalClient, NotFoundError, ResourceExhaustedError, type App, type Image, type Sandbox } from "modal";
+import { SandboxError } from "../../errors.js";
+import { PADDOCK_VERSION } from "../../version.js";
+import { snapshotKey } from "../docker/docker-provider.js";
+import { LABEL_INSTANCE, LABEL_SANDBOX, RUNNER_PORT } from "../docker/container-spec.js";
+import { git } from "../git.js";
+import { collectWork } from "../import-work.js";
+import { type CleanupResult, type SandboxProvider, type SandboxSpec, type SandboxStatus, type SnapshotStore } from "../provider.js";
+import { prepareSource } from "../repository-source.js";
+import { createRunnerClient } from "../runner-client.js";
+import { modalNetworkOf, sameNetwork, type ModalNetwork } from "./modal-network.js";
+import { INSTALLED_PADDOCK, rescueParams, sandboxParams } from "./sandbox-params.js";
+
+export interface ModalProviderOptions {
+  instanceId: string;
+  /** The Modal App sandboxes live in (created if missing). */
+  appName: string;
+  /** Modal environment; "" for the SDK's (MODAL_ENVIRONMENT, the profile's, or the workspace default). */
+  environment: string;
+  /** Registry image the sandboxes start from; it must carry `paddock` on PATH, git and the agents. */
+  image: string;
+  /** Credentials; "" leaves them to the SDK (MODAL_TOKEN_ID/MODAL_TOKEN_SECRET, ~/.modal.toml). */
+  tokenId: string;
+  tokenSecret: string;
+  /** Control plane URL; "" for the SDK's (MODAL_SERVER_URL, the profile's, api.modal.com). */
+  serverUrl: string;
+  /** The daemon's data dir: mirrors of remote repositories, and the provider's records. */
+  root: string;
+  cpus: number;
+  memoryBytes: number;
+  graceMs: number;
+  runnerStartTimeoutMs: number;
+  /** How long one control-plane call may take before the daemon gives up on it (the SDK retries inside). */
+  callTimeoutMs: number;
+  snapshots: SnapshotStore;
+  snapshotMaxAgeMs: number;
+  /** A sandbox token for a run (cleanup after a restart needs one; none is kept in the sandbox). */
+  tokenFor: (runId: string) => Promise<string>;
+  /** Where the SDK's own log lines go (the daemon's logger), rather than its stderr. */
+  log?: (level: "debug" | "info" | "warn" | "error", message: string, fields: Record<string, unknown>) => void;
+  /** The daemon's public key for sandbox tokens (a rescue runner verifies with it). */
+  publicKeyPem: string;
+  /**
+   * A Linux paddock binary to bring into `image` (a plain registry image with git), once per
+   * paddock version and base: streamed in through exec stdin, then snapshotted; "" when the
+   * image carries paddock itself.
+   */
+  installPaddock: string;
+  /** Ask Modal for an exit snapshot of every sandbox, so a dead one's work can still be taken out. */
+  exitSnapshots: boolean;
+}
+
+
+/** What provisioning remembers about a sandbox, for cleanup after a restart. */
+interface ModalRecord {
+  runId: string;
+  source: string;
+  resultBranch: string;
+  repositoryUrl: string;
+  /** The Modal image id of the base the sandbox started from (the snapshot key's part). */
+  baseImageId: string;
+  /** The sandbox_snapshots row it started from; "" for a cold start. */
+  snapshotId: string;
+  /** Policies per stage, as Modal enforces them. */
+  setupNetwork: ModalNetwork;
+  agentNetwork: ModalNetwork;
+}
+
+/** gRPC status codes the SDK's errors carry. */
+const CODE = { CANCELLED: 1, UNKNOWN: 2, DEADLINE_EXCEEDED: 4, PERMISSION_DENIED: 7, RESOURCE_EXHAUSTED: 8, INTERNAL: 13, UNAVAILABLE: 14, UNAUTHENTICATED: 16 } as const;
+
+/** Modal's errors as run errors: auth and quota are said plainly and not retried; a control plane away or busy is. */
+export function modalError(what: string, error: unknown): SandboxError {
+  if (error instanceof SandboxError) return error;
+  const code = (error as { code?: unknown }).code;
+  const message = ((error as { details?: string }).details || (error as Error).message || String(error)).slice(0, 500);
+  // Without a gRPC code: the SDK's own refusal to start without usable credentials.
+  const noCredentials = code === undefined && /credential|token/i.test(message);
+  if (code === CODE.UNAUTHENTICATED || code === CODE.PERMISSION_DENIED || noCredentials) {
+    return new SandboxError(`modal: ${what}: authentication failed (set --modal-token-id and --modal-token-secret, MODAL_TOKEN_ID/MODAL_TOKEN_SECRET, or a ~/.modal.toml profile): ${message}`, false, { cause: error });
+  }
+  if (code === CODE.RESOURCE_EXHAUSTED || error instanceof ResourceExhaustedError) {
+    return new SandboxError(`modal: ${what}: quota or capacity exhausted (Modal refused to create more): ${message}`, false, { cause: error });
+  }
+  const transient: readonly unknown[] = [CODE.CANCELLED, CODE.UNKNOWN, CODE.DEADLINE_EXCEEDED, CODE.INTERNAL, CODE.UNAVAILABLE];
+  return new SandboxError(`modal: ${what}: ${message}`, transient.includes(code), { cause: error });
+}
+
+/** The SDK logs a message and key, value pairs. */
+function sdkLogger(log: NonNullable<ModalProviderOptions["log"]>) {
+  const at =
+    (level: "debug" | "info" | "warn" | "error") =>
+    (message: string, ...args: unknown[]) => {
+      const fields: Record<string, unknown> = { provider: "modal" };
+      for (let i = 0; i + 1 < args.length; i += 2) fields[String(args[i])] = args[i + 1];
+      log(level, message, fields);
+    };
+  return { debug: at("debug"), info: at("info"), warn: at("warn"), error: at("error") };
+}
+
+/**
+ * Sandboxes on Modal (gVisor), one per run attempt, named paddock-<run>-<attempt> in the
+ * daemon's App and tagged with its instance id. Modal mounts nothing of the host: the runner
+ * listens on an encrypted port reached through Modal's TLS tunnel, the repository goes in as
+ * a git bundle (POST /import), and the work comes out as a bundle the runner makes inside the
+ * sandbox, fetched into the daemon's repository onto the run's branch only.
+ */
+export class ModalProvider implements SandboxProvider {
+  readonly name = "modal";
+  /** A policy Modal cannot express is refused, never run looser. */
+  readonly enforcesNetworkPolicy = true;
+  readonly isolatesAgents = true;
+  private client: ModalClient | null = null;
+  private appPromise: Promise<App> | null = null;
+  /** Sandboxes this daemon has a handle on, by name (a lookup costs a round trip). */
+  private readonly handles = new Map<string, Sandbox>();
+  /** Helper sandboxes in use right now (bootstraps, rescues): no run owns them, and the reaper must not take them. */
+  private readonly helpers = new Set<string>();
+  /** Bases with paddock brought in, by base image id (one bootstrap at a time each). */
+  private readonly prepared = new Map<string, Promise<Image>>();
+
+  constructor(private readonly opts: ModalProviderOptions) {}
+
+  private modal(): ModalClient {
+    if (!this.client) {
+      // The SDK takes its server only from MODAL_SERVER_URL or the profile.
+      if (this.opts.serverUrl) process.env.MODAL_SERVER_URL = this.opts.serverUrl;
+      try {
+        this.client = new ModalClient({
+          tokenId: this.opts.tokenId || undefined,
+          tokenSecret: this.opts.tokenSecret || undefined,
+          environment: this.opts.environment || undefined,
+          timeoutMs: this.opts.callTimeoutMs,
+          maxRetries: 3,
+          ...(this.opts.log ? { logger: sdkLogger(this.opts.log) } : {}),
+        });
+      } catch (error) {
+        throw modalError("client", error);
+      }
+    }
+    return this.client;
+  }
+
+  async close(): Promise<void> {
+    for (const sb of this.handles.values()) sb.detach();
+    this.handles.clear();
+    this.client?.close();
+    this.client = null;
+  }
+
+  /** A control-plane call that cannot hold the daemon up: past the limit it is given up (the SDK retries inside). */
+  private async call<T>(what: string, fn: () => Promise<T>, signal?: AbortSignal, ms = this.opts.callTimeoutMs): Promise<T> {
+    let timer: NodeJS.Timeout | undefined;
+    const limit = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new SandboxError(`modal: ${what}: the control plane did not answer within ${Math.round(ms / 1000)}s`, true)), ms);
+    });
+    let onAbort: (() => void) | undefined;
+    const aborted = signal
+      ? new Promise<never>((_, reject) => {
+          onAbort = () => reject(signal.reason);
+          if (signal.aborted) onAbort();
+          else signal.addEventListener("abort", onAbort, { once: true });
+        })
+      : null;
+    try {
+      return await Promise.race([fn().catch((e: unknown) => Promise.reject(modalError(what, e))), limit, ...(aborted ? [aborted] : [])]);
+    } finally {
+      clearTimeout(timer);
+      if (onAbort) signal!.removeEventListener("abort", onAbort);
+    }
+  }
+
+  private app(): Promise<App> {
+    this.appPromise ??= this.call("app", () => this.modal().apps.fromName(this.opts.appName, { environment: this.opts.environment || undefined, createIfMissing: true })).catch((error: unknown) => {
+      this.appPromise = null;
+      throw error;
+    });
+    return this.appPromise;
+  }
+
+  private recordPath(name: string): string {
+    return join(this.opts.root, "modal", `${name}.json`);
+  }
+
+  private async readRecord(name: string): Promise<ModalRecord | null> {
+    try {
+      return JSON.parse(await readFile(this.recordPath(name), "utf8")) as ModalRecord;
+    } catch {
+      return null;
+    }
+  }
+
+  private async writeRecord(name: string, record: ModalRecord): Promise<void> {
+    await mkdir(join(this.opts.root, "modal"), { recursive: true, mode: 0o700 });
+    await writeFile(this.recordPath(name), JSON.stringify(record), { mode: 0o600 });
+  }
+
+  /** The running sandbox `name` of this App, or null. */
+  private async find(name: string, signal?: AbortSignal): Promise<Sandbox | null> {
+    const known = this.handles.get(name);
+    if (known) return known;
+    const sb = await this.call(
+      "look up sandbox",
+      async () => {
+        try {
+          return await this.modal().sandboxes.experimentalFromName(this.opts.appName, name, { environment: this.opts.environment || undefined });
+        } catch (error) {
+          if (error instanceof NotFoundError) return null;
+          throw error;
+        }
+      },
+      signal,
+    );
+    if (sb) this.handles.set(name, sb);
+    return sb;
+  }
+
+  /** Each stage's policy as Modal enforces it; a policy it cannot express is the run's error. */
+  private networks(spec: SandboxSpec): { setup: ModalNetwork; agent: ModalNetwork } {
+    if (!spec.network) {
+      const open = { allowedDomains: null, describe: "open (no environment)" };
+      return { setup: open, agent: open };
+    }
+    const setup = modalNetworkOf(spec.network.setup);
+    const agent = modalNetworkOf(spec.network.agent);
+    for (const n of [setup, agent]) if (typeof n === "string") throw new SandboxError(`modal cannot enforce this run's network policy: ${n}`, false);
+    return { setup: setup as ModalNetwork, agent: agent as ModalNetwork };
+  }
+
+  async provision(spec: SandboxSpec, signal: AbortSignal, progress: (line: string) => void): Promise<SandboxStatus> {
+    const networks = this.networks(spec);
+    const source = await prepareSource(this.opts.root, spec.repositoryUrl, signal, progress);
+    let record = await this.readRecord(spec.name);
+    let sb = await this.find(spec.name, signal);
+    if (sb) {
+      const exit = await this.call("poll sandbox", () => sb!.poll(), signal);
+      // It ran and stopped: starting another would run the agent twice.
+      if (exit !== null) throw new SandboxError(`modal sandbox ${spec.name} exited (code ${exit}) before the daemon reattached`, false);
+      progress(`re-attached to the running modal sandbox ${spec.name}`);
+    }
+    if (!sb || !record) {
+      const made = await this.create(spec, source, networks, signal, progress, !!sb);
+      sb ??= made.sb;
+      record = made.record;
+    }
+    const endpoint = await this.waitForRunner(spec.name, sb, spec.runId, spec.token, signal);
+    const bundle = await this.bundleOf(source, signal);
+    try {
+      await createRunnerClient(endpoint, spec.token).importSource(bundle.file, signal);
+    } finally {
+      await rm(bundle.dir, { recursive: true, force: true });
+    }
+    const fromSnapshot = !!record.snapshotId;
+    progress(
+      sameNetwork(networks.setup, networks.agent) || fromSnapshot
+        ? `network policy enforced by Modal: ${(fromSnapshot ? networks.agent : networks.setup).describe} (no per-request egress audit on Modal)`
+        : `network policy enforced by Modal: setup ${networks.setup.describe}; agent ${networks.agent.describe} (no per-request egress audit on Modal)`,
+    );
+    // From a snapshot there is nothing to do between setup and agent: setup is skipped and the agent's policy is on from the start.
+    return { state: "running", endpoint, setupDone: fromSnapshot, holdAfterSetup: !fromSnapshot };
+  }
+
+  /** The daemon's copy of the repository as one bundle (its own git, in its own repository). */
+  private async bundleOf(source: string, signal: AbortSignal): Promise<{ dir: string; file: string }> {
+    const dir = await mkdtemp(join(tmpdir(), "paddock-source-"));
+    const file = join(dir, "source.bundle");
+    try {
+      await git(["-c", "core.hooksPath=/dev/null", "bundle", "create", "--quiet", file, "HEAD", "--branches"], { cwd: source, signal });
+    } catch (error) {
+      await rm(dir, { recursive: true, force: true });
+      throw error;
+    }
+    return { dir, file };
+  }
+
+  /**
+   * Creates the sandbox from the newest snapshot of its key, else from the base image. A
+   * name Modal already has (a create before a crash, or a retry) is looked up instead.
+   */
+  private async create(
+    spec: SandboxSpec,
+    source: string,
+    networks: { setup: ModalNetwork; agent: ModalNetwork },
+    signal: AbortSignal,
+    progress: (line: string) => void,
+    exists: boolean,
+  ): Promise<{ sb: Sandbox; record: ModalRecord }> {
+    const modal = this.modal();
+    const app = await this.app();
+    const baseTag = spec.image || this.opts.image;
+    const base = modal.images.fromRegistry(baseTag);
+    await this.call("build image", () => base.build(app), signal, 30 * 60_000);
+    const prepared = this.opts.installPaddock ? await this.withPaddock(app, base, baseTag, signal, progress) : base;
+    const key = this.keyFor(spec, prepared.imageId);
+    let snapshot = this.opts.snapshots.newestComplete(this.name, key);
+    let image: Image = prepared;
+    if (snapshot) {
+      const found = await this.call("image", async () => {
+        try {
+          return await modal.images.fromId(snapshot!.externalId);
+        } catch (error) {
+          if (error instanceof NotFoundError) return null;
+          throw error;
+        }
+      }, signal);
+      if (found) image = found;
+      else {
+        this.opts.snapshots.fail(snapshot.id, `its image ${snapshot.externalId} is gone (removed outside paddock)`);
+        progress(`snapshot ${snapshot.externalId} is gone; starting cold from ${baseTag}`);
+        snapshot = undefined;
+      }
+    }
+    const record: ModalRecord = {
+      runId: spec.runId,
+      source,
+      resultBranch: spec.resultBranch,
+      repositoryUrl: spec.repositoryUrl,
+      baseImageId: prepared.imageId,
+      snapshotId: snapshot?.id ?? "",
+      setupNetwork: networks.setup,
+      agentNetwork: networks.agent,
+    };
+    // Written once the sandbox exists: cleanup never reports the work of one never made as lost.
+    const remember = () => this.writeRecord(spec.name, record);
+    if (exists) {
+      await remember();
+      return { sb: (await this.find(spec.name, signal))!, record };
+    }
+    if (snapshot) this.opts.snapshots.touch(snapshot.id);
+    progress(
+      snapshot
+        ? `creating modal sandbox ${spec.name} from snapshot ${image.imageId} (taken ${new Date(snapshot.createdAt).toISOString()})${spec.setupHash ? "; setup already ran in it and is skipped" : ""}`
+        : `creating modal sandbox ${spec.name} from ${baseTag}`,
+    );
+    // A snapshot's sandbox skips setup: it runs under the agent's policy from the start.
+    const network = snapshot ? networks.agent : networks.setup;
+    const params = sandboxParams(spec, {
+      instanceId: this.opts.instanceId,
+      graceMs: this.opts.graceMs,
+      cpus: this.opts.cpus,
+      memoryBytes: this.opts.memoryBytes,
+      network,
+      snapshotId: snapshot?.id ?? "",
+      exitSnapshots: this.opts.exitSnapshots,
+      now: Date.now(),
+      installed: !!this.opts.installPaddock,
+    });
+    // Not abortable once sent: a sandbox made after a cancel is found by name and removed by cleanup.
+    const sb = await this.call("create sandbox", async () => {
+      try {
+        return await modal.sandboxes.create(app, image, params);
+      } catch (error) {
+        if (error instanceof AlreadyExistsError) return null;
+        throw error;
+      }
+    });
+    if (sb) {
+      this.handles.set(spec.name, sb);
+      await remember();
+      progress(`modal sandbox ${spec.name} created (${sb.sandboxId})`);
+      return { sb, record };
+    }
+    const found = await this.find(spec.name, signal);
+    if (!found) throw new SandboxError(`modal: sandbox ${spec.name} exists but could not be found by name (it may have just exited)`, true);
+    await remember();
+    progress(`re-attached to the modal sandbox ${spec.name} made by an earlier attempt`);
+    return { sb: found, record };
+  }
+
+  /**
+   * `base` with this paddock binary in it: the image of an earlier bootstrap (a snapshot row
+   * keyed by base, version and binary), else a sandbox of the base that receives the binary
+   * through exec stdin and is snapshotted once. Later runs start from that image.
+   */
+  private withPaddock(app: App, base: Image, baseTag: string, signal: AbortSignal, progress: (line: string) => void): Promise<Image> {
+    let pending = this.prepared.get(base.imageId);
+    if (!pending) {
+      pending = this.bootstrap(app, base, baseTag, signal, progress);
+      this.prepared.set(base.imageId, pending);
+      pending.catch(() => this.prepared.delete(base.imageId));
+    }
+    return pending;
+  }
+
+  private async bootstrap(app: App, base: Image, baseTag: string, signal: AbortSignal, progress: (line: string) => void): Promise<Image> {
+    const modal = this.modal();
+    const binary = this.opts.installPaddock;
+    const digest = createHash("sha256");
+    for await (const chunk of createReadStream(binary)) digest.update(chunk as Buffer);
+    const key = createHash("sha256").update(["install", base.imageId, PADDOCK_VERSION, digest.digest("hex")].join("\0")).digest("hex").slice(0, 24);
+    const done = this.opts.snapshots.newestComplete(this.name, key);
+    if (done) {
+      const image = await this.call("image", async () => modal.images.fromId(done.externalId).catch((e: unknown) => (e instanceof NotFoundError ? null : Promise.reject(e))), signal);
+      if (image) {
+        this.opts.snapshots.touch(done.id);
+        return image;
+      }
+      this.opts.snapshots.fail(done.id, `its image ${done.externalId} is gone`);
+    }
+    progress(`bringing paddock ${PADDOCK_VERSION} into ${baseTag} (once per paddock version)`);
+    const row = this.opts.snapshots.begin({ id: `snap_${randomBytes(8).toString("hex")}`, provider: this.name, key, repository: "", commit: "", setupHash: "", baseImageId: base.imageId, paddockVersion: PADDOCK_VERSION, environmentId: "" });
+    const name = `paddock-install-${key.slice(0, 16)}`;
+    this.helpers.add(name);
+    const sb = await this.call("create sandbox", async () => {
+      try {
+        return await modal.sandboxes.create(app, base, { name, command: ["sleep", "1800"], timeoutMs: 1_800_000, tags: { [LABEL_INSTANCE]: this.opts.instanceId, [LABEL_SANDBOX]: name } });
+      } catch (error) {
+        if (error instanceof AlreadyExistsError) return modal.sandboxes.experimentalFromName(this.opts.appName, name, { environment: this.opts.environment || undefined });
+        throw error;
+      }
+    });
+    try {
+      const run = async (argv: string[], input?: string) => {
+        const p = await this.call(`exec ${argv[0]}`, () => sb.exec(argv, { mode: "binary", stdout: "ignore", stderr: "ignore" }), signal);
+        if (input) {
+          const writer = p.stdin.getWriter();
+          for await (const chunk of createReadStream(input, { highWaterMark: 1024 * 1024 })) await this.call("write stdin", () => writer.write(new Uint8Array(chunk as Buffer)), signal);
+          await this.call("close stdin", () => writer.close(), signal);
+        }
+        const code = await this.call(`exec ${argv[0]}`, () => p.wait(), signal, 10 * 60_000);
+        if (code !== 0) throw new SandboxError(`modal: bringing paddock into ${baseTag}: ${argv.join(" ")} exited with ${code}`, false);
+      };
+      const dir = INSTALLED_PADDOCK.slice(0, INSTALLED_PADDOCK.lastIndexOf("/"));
+      await run(["mkdir", "-p", dir]);
+      // Read from fd 0 itself (cat), which works whatever stdin is (a pipe or a socket).
+      await run(["sh", "-c", 'cat > "$0"', INSTALLED_PADDOCK], binary);
+      await run(["chmod", "755", INSTALLED_PADDOCK]);
+      const image = await this.call("snapshot filesystem", () => sb.snapshotFilesystem(), signal, 10 * 60_000);
+      if (row) this.opts.snapshots.complete(row.id, image.imageId, 0);
+      progress(`paddock ${PADDOCK_VERSION} is in image ${image.imageId}; later runs start from it`);
+      return image;
+    } catch (error) {
+      if (row) this.opts.snapshots.fail(row.id, (error as Error).message);
+      throw error;
+    } finally {
+      await this.call("terminate sandbox", () => sb.terminate()).catch(() => undefined);
+      sb.detach();
+      this.helpers.delete(name);
+    }
+  }
+
+  private keyFor(spec: Pick<SandboxSpec, "repositoryUrl" | "setupHash" | "environmentId">, baseImageId: string): string {
+    return snapshotKey({ baseImageId, paddockVersion: PADDOCK_VERSION, repositoryUrl: spec.repositoryUrl, setupHash: spec.setupHash ?? "", environmentId: spec.environmentId ?? "", caHash: "" });
+  }
+
+  private async endpointOf(sb: Sandbox, signal?: AbortSignal): Promise<string> {
+    const tunnels = await this.call("tunnels", () => sb.tunnels(30_000), signal);
+    const tunnel = tunnels[RUNNER_PORT];
+    if (!tunnel) throw new SandboxError(`modal: sandbox ${sb.sandboxId} has no tunnel to port ${RUNNER_PORT}`, false);
+    return tunnel.url;
+  }
+
+  /** The runner's tunnel URL once it answers for the run. */
+  private async waitForRunner(name: string, sb: Sandbox, runId: string, token: string, signal: AbortSignal): Promise<string> {
+    const endpoint = await this.endpointOf(sb, signal);
+    const until = Date.now() + this.opts.runnerStartTimeoutMs;
+    let last = "not answering yet";
+    for (let i = 0; Date.now() < until; i++) {
+      signal.throwIfAborted();
+      try {
+        const health = await createRunnerClient(endpoint, token).health(AbortSignal.any([signal, AbortSignal.timeout(5000)]));
+        if (health.runId === runId) return endpoint;
+        last = `runner answered for ${health.runId}`;
+      } catch (error) {
+        last = (error as Error).message;
+      }
+      if (i % 10 === 9) {
+        const exit = await this.call("poll sandbox", () => sb.poll(), signal);
+        if (exit !== null) throw new SandboxError(`modal sandbox ${name} exited (code ${exit}) before its runner answered (${last})`, false);
+      }
+      await sleep(Math.min(250, 10 * (i + 1)), undefined, { signal }); // start-up latency is what this loop adds
+    }
+    throw new SandboxError(`runner in modal sandbox ${name} did not answer within ${this.opts.runnerStartTimeoutMs} ms (${last})`, false);
+  }
+
+  /**
+   * After the held runner's setup: a filesystem snapshot for the next runs of the key
+   * (unless the sandbox came from one), then the agent's network policy when it differs
+   * from setup's. The switch must happen; a snapshot failure only costs the next run time.
+   */
+  async afterSetup(spec: SandboxSpec, signal: AbortSignal, progress: (line: string) => void): Promise<void> {
+    const record = await this.readRecord(spec.name);
+    const sb = await this.find(spec.name, signal);
+    if (!record || !sb) return;
+    const endpoint = await this.endpointOf(sb, signal);
+    for (let i = 1; ; i++) {
+      signal.throwIfAborted();
+      const health = await createRunnerClient(endpoint, spec.token).health(AbortSignal.any([signal, AbortSignal.timeout(5000)])).catch(() => null);
+      if (health?.agent === "ready") break;
+      if ((health?.agent === "running" && health.stage !== "setup") || health?.agent === "exited") return;
+      await sleep(Math.min(250, 10 * i), undefined, { signal }); // setup takes seconds to minutes; without one it is ready at once
+    }
+    if (!record.snapshotId) await this.takeSnapshot(spec, sb, record, progress, signal);
+    if (!record.snapshotId && !sameNetwork(record.setupNetwork, record.agentNetwork)) {
+      const domains = record.agentNetwork.allowedDomains;
+      await this.call("switch network policy", () => sb.updateNetworkPolicy(domains ? { outboundCidrAllowlist: [], outboundDomainAllowlist: domains } : { outboundCidrAllowlist: ["0.0.0.0/0", "::/0"], outboundDomainAllowlist: [] }), signal);
+      progress(`network policy for the agent enforced by Modal: ${record.agentNetwork.describe}`);
+    }
+  }
+
+  private async takeSnapshot(spec: SandboxSpec, sb: Sandbox, record: ModalRecord, progress: (line: string) => void, signal: AbortSignal): Promise<void> {
+    const key = this.keyFor(spec, record.baseImageId);
+    if (this.opts.snapshots.newestComplete(this.name, key)) return;
+    const commit = await git(["rev-parse", `${spec.branch || "HEAD"}^{commit}`], { cwd: record.source, signal }).catch(() => "");
+    const row = this.opts.snapshots.begin({
+      id: `snap_${randomBytes(8).toString("hex")}`,
+      provider: this.name,
+      key,
+      repository: spec.repositoryUrl,
+      commit,
+      setupHash: spec.setupHash ?? "",
+      baseImageId: record.baseImageId,
+      paddockVersion: PADDOCK_VERSION,
+      environmentId: spec.environmentId ?? "",
+    });
+    if (!row) return;
+    try {
+      const image = await this.call("snapshot filesystem", () => sb.snapshotFilesystem(), signal, 10 * 60_000);
+      this.opts.snapshots.complete(row.id, image.imageId, 0);
+      progress(`snapshot ${image.imageId} taken after setup for the next runs of this repository`);
+    } catch (error) {
+      this.opts.snapshots.fail(row.id, (error as Error).message);
+      if (signal.aborted) throw error;
+      progress(`snapshot failed (runs start cold): ${(error as Error).message}`);
+    }
+  }
+
+  async inspect(name: string): Promise<SandboxStatus> {
+    const sb = await this.find(name);
+    if (!sb) return { state: "missing" };
+    const exit = await this.call("poll sandbox", () => sb.poll());
+    if (exit !== null) return { state: "stopped" };
+    return { state: "running", endpoint: await this.endpointOf(sb) };
+  }
+
+  /**
+   * Takes the agent's work out through the runner's tunnel, then terminates the sandbox. A
+   * sandbox that died keeps its work in its exit snapshot when those are on: a sandbox made
+   * from it runs a runner (never the agent) for the export. Otherwise the run hears the
+   * work was lost.
+   */
+  async destroy(name: string, signal: AbortSignal): Promise<CleanupResult> {
+    const record = await this.readRecord(name);
+    const sb = await this.find(name, signal);
+    const running = sb ? (await this.call("poll sandbox", () => sb.poll(), signal)) === null : false;
+    const result: CleanupResult = {};
+    if (record) {
+      try {
+        if (running) Object.assign(result, await this.export(name, sb!, record, signal));
+        else Object.assign(result, await this.exportDead(name, record, signal));
+      } catch (error) {
+        if (signal.aborted) throw error;
+        result.notes = [`the agent's work could not be taken out: ${(error as Error).message}`];
+      }
+    }
+    if (sb) {
+      await this.call("terminate sandbox", async () => {
+        try {
+          await sb.terminate();
+          // Removed means ended: the run is cleaned only once Modal says the sandbox exited.
+          await sb.wait();
+        } catch (error) {
+          if (!(error instanceof NotFoundError)) throw error;
+        }
+      }, signal, this.opts.callTimeoutMs + 60_000);
+      sb.detach();
+    }
+    this.handles.delete(name);
+    await rm(this.recordPath(name), { force: true });
+    return result;
+  }
+
+  private async export(name: string, sb: Sandbox, record: ModalRecord, signal: AbortSignal): Promise<CleanupResult> {
+    const token = await this.opts.tokenFor(record.runId);
+    const endpoint = await this.waitForRunner(name, sb, record.runId, token, signal);
+    const runner = createRunnerClient(endpoint, token);
+    const health = await runner.health(signal);
+    // Never imported (cancelled early): there is no work to take.
+    if (health.agent === "starting" && health.lastSeq === 0) return {};
+    const timeout = AbortSignal.any([signal, AbortSignal.timeout(this.opts.graceMs + 120_000)]);
+    const result = await collectWork(runner, { source: record.source, resultBranch: record.resultBranch, signal, timeout });
+    await runner.shutdown(timeout).catch(() => undefined);
+    return result;
+  }
+
+  /** A sandbox that is gone: its exit snapshot, when there is one, else the run says what was lost. */
+  private async exportDead(name: string, record: ModalRecord, signal: AbortSignal): Promise<CleanupResult> {
+    const lost = { notes: [`modal sandbox ${name} is gone (it exited or was terminated outside paddock); the agent's work in it was lost${this.opts.exitSnapshots ? "" : " (exit snapshots are off: --modal-exit-snapshots)"}`] };
+    if (!this.opts.exitSnapshots) return lost;
+    const dead = await this.call("look up sandbox", async () => {
+      try {
+        return await this.modal().sandboxes.experimentalFromName(this.opts.appName, name, { environment: this.opts.environment || undefined, includeTerminated: true });
+      } catch (error) {
+        if (error instanceof NotFoundError) return null;
+        throw error;
+      }
+    }, signal);
+    if (!dead) return lost;
+    const image = await this.call("exit snapshot", () => dead.experimentalGetExitSnapshot(), signal).catch(() => null);
+    dead.detach();
+    if (!image) return lost;
+    // A runner in a sandbox made from the snapshot: it finds the agent's records without an exit and never starts it.
+    const app = await this.app();
+    const rescueName = `${name}-exit`;
+    this.helpers.add(rescueName);
+    const publicKeyPem = await this.publicKey(record.runId);
+    let rescue = await this.find(rescueName, signal);
+    rescue ??= await this.call("create sandbox", () =>
+      this.modal().sandboxes.create(app, image, rescueParams(rescueName, record.runId, record.resultBranch, this.opts.instanceId, publicKeyPem, !!this.opts.installPaddock)),
+    );
+    this.handles.set(rescueName, rescue);
+    try {
+      const result = await this.export(rescueName, rescue, record, signal);
+      return { ...result, notes: [`modal sandbox ${name} died; its work was recovered from its exit snapshot`, ...(result.notes ?? [])] };
+    } finally {
+      await this.call("terminate sandbox", () => rescue.terminate()).catch(() => undefined);
+      rescue.detach();
+      this.handles.delete(rescueName);
+      this.helpers.delete(rescueName);
+    }
+  }
+
+  /** The runner verifies tokens with the daemon's public key; the rescue runner needs it too. */
+  private publicKey(_runId: string): Promise<string> {
+    if (!this.opts.publicKeyPem) throw new SandboxError("modal: no public key for a rescue runner", false);
+    return Promise.resolve(this.opts.publicKeyPem);
+  }
+
+  async list(): Promise<string[]> {
+    const app = await this.app();
+    const names = await this.call("list sandboxes", async () => {
+      const found: string[] = [];
+      for await (const sb of this.modal().sandboxes.list({ appId: app.appId, tags: { [LABEL_INSTANCE]: this.opts.instanceId } })) {
+        const tags = await sb.getTags();
+        sb.detach();
+        if (tags[LABEL_INSTANCE] === this.opts.instanceId && tags[LABEL_SANDBOX]) found.push(tags[LABEL_SANDBOX]);
+      }
+      return found;
+    }, undefined, 120_000);
+    // Records of sandboxes Modal no longer runs: cleanup says what became of their work.
+    const records = (await readdir(join(this.opts.root, "modal")).catch(() => [] as string[])).filter((f) => f.endsWith(".json")).map((f) => f.slice(0, -5));
+    return [...new Set([...names, ...records])].filter((n) => !this.helpers.has(n));
+  }
+
+  /** Removes snapshot images unused for longer than the limit (ImageDelete), and rows a crash left behind. */
+  async collectGarbage(): Promise<number> {
+    let removed = 0;
+    const now = Date.now();
+    for (const s of this.opts.snapshots.list(this.name)) {
+      const stale = s.status === "in_progress" && now - s.createdAt > 3_600_000;
+      const old = now - s.lastUsedAt > this.opts.snapshotMaxAgeMs;
+      if (s.status === "in_progress" && !stale) continue;
+      if (s.status === "complete" && !old) continue;
+      if (s.externalId) {
+        const gone = await this.call("delete image", async () => {
+          try {
+            await this.modal().images.delete(s.externalId);
+          } catch (error) {
+            if (!(error instanceof NotFoundError)) throw error;
+          }
+          return true;
+        }).catch(() => false);
+        if (!gone) continue;
+      }
+      this.opts.snapshots.remove(s.id);
+      removed++;
+    }
+    return removed;
+  }
+}
