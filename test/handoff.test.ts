@@ -340,7 +340,7 @@ describe("handoff keeping", () => {
   });
 });
 
-describe.runIf(dockerAvailable() && !!process.env.PADDOCK_TEST_IMAGE)("handoff with docker sandboxes", () => {
+describe.runIf(dockerAvailable())("handoff with docker sandboxes", () => {
   /** The agent's stdout lines, as `git status --porcelain` printed them. */
   const stdoutOf = async (d: Daemon, runId: string) => (await allLogs(d, runId)).filter((l) => l.stream === "stdout").map((l) => `${l.text}\n`).join("");
 
