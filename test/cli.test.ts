@@ -39,6 +39,8 @@ describe("the paddock CLI", () => {
     expect(listed.out.split("\n").map((l) => JSON.parse(l).status)).toEqual(["RUN_STATUS_FAILED", "RUN_STATUS_COMPLETED"]);
     const shown = await cli(daemon, "run", "get", JSON.parse(listed.out.split("\n")[1]!).id);
     expect(shown.out).toMatch(/status:\s+COMPLETED\s+phase: cleaned/);
+    // Every phase it went through, each with how long it took.
+    expect(shown.out).toMatch(/phases: {3}queued \d+\.\d{3}s → provisioning \d+\.\d{3}s → running \d+\.\d{3}s → cleanup \d+\.\d{3}s$/m);
   });
 
   test("says what is wrong, with the exit code for it", async ({ daemon }) => {

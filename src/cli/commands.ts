@@ -117,7 +117,14 @@ function showRun(r: TaskRun): string {
     `  agent:    ${r.agentCommand.join(" ")}`,
     ...(r.pullRequestUrl ? [`  pull request: #${r.pullRequestNumber} ${r.pullRequestUrl}`] : r.openPullRequest ? ["  pull request: opened when the run completes"] : []),
     `  created:  ${when(r.createTime)}  deadline: ${when(r.deadline)}  cleaned: ${when(r.cleanedAt)}`,
+    ...(r.phaseTimings.length ? [`  phases:   ${r.phaseTimings.map((t) => `${t.phase} ${t.duration ? seconds(t.duration) : "(now)"}`).join(" → ")}`] : []),
+    ...(r.handedOffTime ? [`  handed off to ${r.handedOffTo || "local"} at ${when(r.handedOffTime)}`] : []),
   ].join("\n");
+}
+
+/** A protobuf Duration as "1.234s". */
+function seconds(d: { seconds: bigint; nanos: number }): string {
+  return `${(Number(d.seconds) + d.nanos / 1e9).toFixed(3)}s`;
 }
 
 function showLog(l: LogEntry): string {
