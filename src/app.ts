@@ -39,7 +39,6 @@ import { gitHubAppAuth } from "./github/github-auth.js";
 import { gitHubCloneCredentials, gitHubWebUrl, type GitHubSettings } from "./runs/pull-requests.js";
 import { DockerProvider } from "./sandbox/docker/docker-provider.js";
 import { LocalProvider } from "./sandbox/local/local-provider.js";
-import { ModalProvider } from "./sandbox/modal/modal-provider.js";
 import { trustRunnerCa } from "./sandbox/runner-client.js";
 import type { SandboxProvider } from "./sandbox/provider.js";
 import { lockDataDir } from "./store/data-dir-lock.js";
@@ -176,6 +175,8 @@ export async function createApp(opts: AppOptions): Promise<App> {
   }
   if (config.modalImage) {
     if (config.modalTunnelCa) trustRunnerCa(await readCaFile(config.modalTunnelCa, "--modal-tunnel-ca"));
+    // Loaded only here: the SDK (with its protobuf runtime) costs every other daemon memory and start-up.
+    const { ModalProvider } = await import("./sandbox/modal/modal-provider.js");
     providers.set(
       "modal",
       new ModalProvider({

@@ -1,5 +1,3 @@
-import { createAppAuth } from "@octokit/auth-app";
-import { Octokit } from "@octokit/rest";
 import { GitHubError, gitHubError } from "./github-error.js";
 
 /**
@@ -26,17 +24,18 @@ export interface GitHubAppSettings {
  * installation token (refresh: true skips auth-app's in-memory token cache, so nothing outlives its use).
  */
 export function gitHubAppAuth(s: GitHubAppSettings): GitHubAuth {
-  const auth = createAppAuth({
-    appId: s.appId,
-    privateKey: s.privateKey,
-    installationId: s.installationId,
-    request: new Octokit({ baseUrl: s.apiUrl, log: quietLog }).request,
-  });
+  // Octokit is loaded at the first use: a daemon that never opens a pull request never pays for it.
+  let loaded: ReturnType<typeof load> | null = null;
+  const load = async () => {
+    const [{ createAppAuth }, { Octokit }] = await Promise.all([import("@octokit/auth-app"), import("@octokit/rest")]);
+    return createAppAuth({ appId: s.appId, privateKey: s.privateKey, installationId: s.installationId, request: new Octokit({ baseUrl: s.apiUrl, log: quietLog }).request });
+  };
   const describe = `the GitHub App ${s.appId} (installation ${s.installationId})`;
   return {
     describe,
     async token() {
       try {
+        const auth = await (loaded ??= load());
         const { token } = await auth({ type: "installation", refresh: true });
         return token;
       } catch (error) {

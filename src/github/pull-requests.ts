@@ -1,4 +1,3 @@
-import { Octokit } from "@octokit/rest";
 import { quietLog } from "./github-auth.js";
 import { gitHubError } from "./github-error.js";
 
@@ -29,6 +28,7 @@ export interface PullRequestRef {
  * a retry (or a restart in the middle) find the first one instead of a 422 or a duplicate.
  */
 export async function openPullRequest(apiUrl: string, token: string, p: PullRequestParams, signal?: AbortSignal): Promise<PullRequestRef> {
+  const { Octokit } = await import("@octokit/rest"); // loaded at the first pull request, not at every start
   const octokit = new Octokit({ auth: token, baseUrl: apiUrl, log: quietLog, request: { retries: 0, signal } });
   const where = `${p.owner}/${p.repo}`;
   const existing = async () => {
