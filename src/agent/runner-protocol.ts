@@ -129,15 +129,8 @@ export interface HandoffState {
  * PADDOCK_HANDOFF: a run that starts from a handed-in state. The daemon fetched the
  * upload's bundle into the source under `${refPrefix}/work` and `${refPrefix}/conversation`.
  */
-export interface HandoffStart {
+export interface HandoffStart extends Omit<HandoffState, "branch" | "lastSeq"> {
   refPrefix: string;
-  head: string;
-  index: string;
-  worktree: string;
-  conversation: string;
-  sessionId: string;
-  sourceCwd: string;
-  files: HandoffFileInfo[];
 }
 
 /** Written by the runner once it listens, read by providers to find it. */

@@ -79,21 +79,20 @@ export function createRunnerClient(endpoint: string, token: string) {
     try {
       res = await send(new URL(endpoint + path), method, headers, json, signal);
     } catch (error) {
-      if (signal?.aborted) throw error;
-      throw new SandboxError(`runner at ${endpoint} unreachable: ${(error as Error).message}`, true, { cause: error });
+      return unreachable(error, signal);
     }
     if (res.status < 200 || res.status >= 300) {
       // The runner's own words (which field, which state) reach the caller, bounded.
-      let detail = "";
-      try {
-        detail = String((JSON.parse(res.body.toString("utf8")) as { error?: unknown }).error ?? "").slice(0, 300);
-      } catch {
-        /* not JSON */
-      }
+      const detail = runnerWords(res.body.toString("utf8")).slice(0, 300);
       throw new SandboxError(`runner ${method} ${path}: HTTP ${res.status}${detail ? `: ${detail}` : ""}`, res.status >= 500);
     }
     return res;
   }
+  /** A call that got no answer: retryable, unless the caller gave up. */
+  const unreachable = (error: unknown, signal?: AbortSignal): never => {
+    if (signal?.aborted) throw error;
+    throw new SandboxError(`runner at ${endpoint} unreachable: ${(error as Error).message}`, true, { cause: error });
+  };
   const call = async <T>(method: "GET" | "POST", path: string, signal?: AbortSignal, body?: unknown): Promise<T> =>
     JSON.parse((await raw(method, path, signal, body)).body.toString("utf8")) as T;
 
@@ -103,19 +102,10 @@ export function createRunnerClient(endpoint: string, token: string) {
      * commits) streamed to `sink`, never held in memory.
      */
     async exportWork(sink: (body: IncomingMessage) => Promise<void>, signal?: AbortSignal): Promise<{ branch: string; head: string }> {
-      const res = await stream(new URL(endpoint + "/export"), { authorization: `Bearer ${token}` }, signal).catch((error: unknown) => {
-        if (signal?.aborted) throw error;
-        throw new SandboxError(`runner at ${endpoint} unreachable: ${(error as Error).message}`, true, { cause: error });
-      });
+      const res = await stream(new URL(endpoint + "/export"), { authorization: `Bearer ${token}` }, signal).catch((error: unknown) => unreachable(error, signal));
       if (res.statusCode !== 200) {
         const text = await readAll(res);
-        const detail = (() => {
-          try {
-            return String((JSON.parse(text) as { error?: string }).error ?? "");
-          } catch {
-            return "";
-          }
-        })();
+        const detail = runnerWords(text);
         throw new SandboxError(`runner POST /export: HTTP ${res.statusCode}${detail ? `: ${detail.slice(0, 300)}` : ""}`, (res.statusCode ?? 0) >= 500 && !detail);
       }
       const header = (name: string) => String(res.headers[name] ?? "");
@@ -133,18 +123,10 @@ export function createRunnerClient(endpoint: string, token: string) {
      * its manifest (a header) and bundle (the body, streamed to `sink`).
      */
     async handoff(sink: (body: IncomingMessage) => Promise<void>, signal?: AbortSignal): Promise<HandoffState> {
-      const res = await stream(new URL(endpoint + "/handoff"), { authorization: `Bearer ${token}` }, signal).catch((error: unknown) => {
-        if (signal?.aborted) throw error;
-        throw new SandboxError(`runner at ${endpoint} unreachable: ${(error as Error).message}`, true, { cause: error });
-      });
+      const res = await stream(new URL(endpoint + "/handoff"), { authorization: `Bearer ${token}` }, signal).catch((error: unknown) => unreachable(error, signal));
       if (res.statusCode !== 200) {
         const text = await readAll(res);
-        let detail = "";
-        try {
-          detail = String((JSON.parse(text) as { error?: string }).error ?? "");
-        } catch {
-          /* not JSON */
-        }
+        const detail = runnerWords(text);
         throw new SandboxError(`runner POST /handoff: HTTP ${res.statusCode}${detail ? `: ${detail.slice(0, 300)}` : ""}`, false);
       }
       const header = String(res.headers[HANDOFF_HEADER] ?? "");
@@ -169,18 +151,10 @@ export function createRunnerClient(endpoint: string, token: string) {
         }, resolve);
         req.on("error", reject);
         createReadStream(bundleFile).on("error", (e) => req.destroy(e)).pipe(req);
-      }).catch((error: unknown) => {
-        if (signal?.aborted) throw error;
-        throw new SandboxError(`runner at ${endpoint} unreachable: ${(error as Error).message}`, true, { cause: error });
-      });
+      }).catch((error: unknown) => unreachable(error, signal));
       const text = await readAll(res);
       if (res.statusCode === 200) return;
-      let detail = "";
-      try {
-        detail = String((JSON.parse(text) as { error?: unknown }).error ?? "");
-      } catch {
-        /* not JSON */
-      }
+      const detail = runnerWords(text);
       // A checkout that failed (no such branch) will fail again; a runner in trouble may not.
       throw new SandboxError(res.statusCode === 400 ? detail : `runner POST /import: HTTP ${res.statusCode}${detail ? `: ${detail.slice(0, 300)}` : ""}`, (res.statusCode ?? 0) >= 500);
     },
@@ -200,3 +174,12 @@ export function createRunnerClient(endpoint: string, token: string) {
   };
 }
 export type RunnerClient = ReturnType<typeof createRunnerClient>;
+
+/** The runner's own words in an error answer (`{"error": "…"}`); "" when it said none. */
+function runnerWords(body: string): string {
+  try {
+    return String((JSON.parse(body) as { error?: unknown }).error ?? "");
+  } catch {
+    return ""; // not JSON
+  }
+}

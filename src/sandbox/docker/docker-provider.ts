@@ -1,10 +1,10 @@
-import { createHash, randomBytes } from "node:crypto";
+import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
 import type Docker from "dockerode";
 import { SandboxError } from "../../errors.js";
 import { EgressProxy, type EgressProxyOptions } from "../egress-proxy.js";
-import { git } from "../git.js";
+import { snapshotKey, takeSnapshotOnce } from "../snapshots.js";
 import { ensureEgressNetwork, ensureOpenNetwork, firewallEgressNetwork, firewallOpenNetwork, firewallProblem, type EgressNetwork } from "./egress-network.js";
 import type { CleanupResult, SandboxProvider, SandboxSpec, SandboxStatus, SnapshotStore } from "../provider.js";
 import { PADDOCK_VERSION } from "../../version.js";
@@ -49,24 +49,6 @@ const SNAPSHOT_REPO = "paddock-snapshot";
 export const LABEL_SNAPSHOT = "paddock.snapshot";
 /** Where the operator's CA certificates appear in a sandbox (read-only). */
 const CA_MOUNT = "/paddock/ca-certificates.pem";
-
-export interface SnapshotKeyParts {
-  /** The base image's id (sha256:…), not its tag: a rebuilt image under the same tag is another. */
-  baseImageId: string;
-  paddockVersion: string;
-  repositoryUrl: string;
-  setupHash: string;
-  /** Setup may write the environment's secrets to disk: a snapshot never crosses environments. */
-  environmentId: string;
-  /** The operator's CA certificates, which setup may have built into the sandbox; "" for none. */
-  caHash: string;
-}
-
-/** Runs share a snapshot only when everything it was made from is the same. */
-export function snapshotKey(k: SnapshotKeyParts): string {
-  const parts = [k.baseImageId, k.paddockVersion, k.repositoryUrl, k.setupHash, k.environmentId, k.caHash];
-  return createHash("sha256").update(parts.join("\0")).digest("hex").slice(0, 24);
-}
 
 interface DockerErrorLike {
   statusCode?: number;
@@ -334,38 +316,19 @@ export class DockerProvider implements SandboxProvider {
     progress: (line: string) => void,
     signal: AbortSignal,
   ): Promise<void> {
-    if (this.opts.snapshots.newestComplete(this.name, key)) return; // another run of the key took one meanwhile
-    const commit = source ? await git(["rev-parse", `${spec.branch || "HEAD"}^{commit}`], { cwd: source, signal }).catch(() => "") : "";
-    const row = this.opts.snapshots.begin({
-      id: `snap_${randomBytes(8).toString("hex")}`,
-      provider: this.name,
-      key,
-      repository: spec.repositoryUrl,
-      commit,
-      setupHash: spec.setupHash ?? "",
-      baseImageId,
-      paddockVersion: PADDOCK_VERSION,
-      environmentId: spec.environmentId ?? "",
-    });
-    if (!row) return; // another run of the key is taking it
-    const tag = `${key}-${row.id.slice(5)}`;
-    try {
+    await takeSnapshotOnce({ store: this.opts.snapshots, provider: this.name, key, spec, source, baseImageId, progress, signal }, async (rowId, commit) => {
+      const tag = `${key}-${rowId.slice(5)}`;
       await this.opts.docker.getContainer(spec.name).commit({
         repo: SNAPSHOT_REPO,
         tag,
         pause: true,
         comment: `paddock snapshot of ${spec.repositoryUrl} at ${commit} after setup`,
-        changes: [`LABEL ${LABEL_SNAPSHOT}=${row.id} ${LABEL_INSTANCE}=${this.opts.instanceId}`],
+        changes: [`LABEL ${LABEL_SNAPSHOT}=${rowId} ${LABEL_INSTANCE}=${this.opts.instanceId}`],
         abortSignal: signal,
       });
       const image = await this.opts.docker.getImage(`${SNAPSHOT_REPO}:${tag}`).inspect();
-      this.opts.snapshots.complete(row.id, `${SNAPSHOT_REPO}:${tag}`, image.Size);
-      progress(`snapshot ${SNAPSHOT_REPO}:${tag} taken after setup for the next runs of this repository`);
-    } catch (error) {
-      this.opts.snapshots.fail(row.id, (error as Error).message);
-      if (signal.aborted) throw error;
-      progress(`snapshot failed (runs start cold): ${(error as Error).message}`);
-    }
+      return { image: `${SNAPSHOT_REPO}:${tag}`, sizeBytes: image.Size };
+    });
   }
 
   /**

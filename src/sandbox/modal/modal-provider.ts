@@ -7,7 +7,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { AlreadyExistsError, ModalClient, NotFoundError, ResourceExhaustedError, type App, type Image, type Sandbox } from "modal";
 import { SandboxError } from "../../errors.js";
 import { PADDOCK_VERSION } from "../../version.js";
-import { snapshotKey } from "../docker/docker-provider.js";
+import { snapshotKey, takeSnapshotOnce } from "../snapshots.js";
 import { LABEL_INSTANCE, LABEL_SANDBOX, RUNNER_PORT } from "../docker/container-spec.js";
 import { git } from "../git.js";
 import { collectWork } from "../import-work.js";
@@ -506,29 +506,10 @@ export class ModalProvider implements SandboxProvider {
 
   private async takeSnapshot(spec: SandboxSpec, sb: Sandbox, record: ModalRecord, progress: (line: string) => void, signal: AbortSignal): Promise<void> {
     const key = this.keyFor(spec, record.baseImageId);
-    if (this.opts.snapshots.newestComplete(this.name, key)) return;
-    const commit = await git(["rev-parse", `${spec.branch || "HEAD"}^{commit}`], { cwd: record.source, signal }).catch(() => "");
-    const row = this.opts.snapshots.begin({
-      id: `snap_${randomBytes(8).toString("hex")}`,
-      provider: this.name,
-      key,
-      repository: spec.repositoryUrl,
-      commit,
-      setupHash: spec.setupHash ?? "",
-      baseImageId: record.baseImageId,
-      paddockVersion: PADDOCK_VERSION,
-      environmentId: spec.environmentId ?? "",
-    });
-    if (!row) return;
-    try {
+    await takeSnapshotOnce({ store: this.opts.snapshots, provider: this.name, key, spec, source: record.source, baseImageId: record.baseImageId, progress, signal }, async () => {
       const image = await this.call("snapshot filesystem", () => sb.snapshotFilesystem(), signal, 10 * 60_000);
-      this.opts.snapshots.complete(row.id, image.imageId, 0);
-      progress(`snapshot ${image.imageId} taken after setup for the next runs of this repository`);
-    } catch (error) {
-      this.opts.snapshots.fail(row.id, (error as Error).message);
-      if (signal.aborted) throw error;
-      progress(`snapshot failed (runs start cold): ${(error as Error).message}`);
-    }
+      return { image: image.imageId, sizeBytes: 0 }; // Modal does not say an image's size
+    });
   }
 
   async inspect(name: string): Promise<SandboxStatus> {
