@@ -278,7 +278,8 @@ async function benchDocker() {
   const timeToRunning = async (taskId: string) => {
     const t0 = performance.now();
     const id = await start(taskId);
-    await until(app, id, (p) => p === "running");
+    await until(app, id, (p) => p === "running" || p === "cleaned");
+    if (app.runs.get(id).phase === "cleaned") throw new Error(`run ${id} ended before it ran: ${app.runs.get(id).errorMessage}`);
     const ms = performance.now() - t0;
     const t1 = performance.now();
     app.runs.cancel(id);
@@ -317,10 +318,12 @@ async function benchDocker() {
       const runId = `run_bare${i}`;
       const token = await issueSandboxToken(keys, runId);
       const t0 = performance.now();
-      const c = await docker.createContainer({ Image: config.dockerImage, Env: [`PADDOCK_RUN_ID=${runId}`, `JWT_PUBLIC_KEY=${keys.publicKeyPem}`, `PADDOCK_AGENT_COMMAND=["sleep","300"]`], Labels: { "paddock.bench": "1" } });
+      const c = await docker.createContainer({ Image: config.dockerImage, Env: [`PADDOCK_RUN_ID=${runId}`, `PADDOCK_RESULT_BRANCH=paddock/${runId}`, `JWT_PUBLIC_KEY=${keys.publicKeyPem}`, `PADDOCK_AGENT_COMMAND=["sleep","300"]`], Labels: { "paddock.bench": "1" } });
       await c.start();
       const ip = Object.values((await c.inspect()).NetworkSettings.Networks)[0]!.IPAddress;
       for (;;) {
+        // A runner that exits (say, the environment it needs has changed) ends the bench, not hangs it.
+        if (!(await c.inspect()).State.Running) throw new Error(`the bare baseline's runner exited: ${(await c.logs({ stdout: true, stderr: true, tail: 5 })).toString()}`);
         const ok = await fetch(`http://${ip}:47821/health`, { headers: { authorization: `Bearer ${token}` } }).then((r) => r.ok, () => false);
         if (ok) break;
         await sleep(5);

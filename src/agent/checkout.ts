@@ -54,6 +54,10 @@ export function checkout(o: CheckoutOptions): void {
     // A snapshot's workspace: made by this runner before any agent ran in it.
     o.log("workspace from a snapshot: fetching what changed");
     git("fetch", "--quiet", "--prune", o.source, "+refs/heads/*:refs/remotes/origin/*");
+    // The image's files have new inode numbers, so every index entry looks stale: refreshed
+    // first (reading the files), the checkout below rewrites only what really differs, not
+    // every file — each rewrite a copy out of the image's layer.
+    refreshIndex(git);
   } else {
     o.log("cloning the repository into the sandbox");
     execFileSync("git", [...HARDENED_GIT_CONFIG, "clone", "--quiet", "--no-hardlinks", o.source, o.workdir], { env, stdio: ["ignore", "pipe", "pipe"] });
@@ -77,10 +81,32 @@ export function checkout(o: CheckoutOptions): void {
   // the bundle, whatever the agent does to its remote-tracking refs.
   const bases = [...new Set([...git("for-each-ref", "--format=%(objectname)", "refs/remotes/origin").split("\n").filter(Boolean), ...(o.handoff ? [o.handoff.worktree] : [])])];
   writeFileSync(join(o.stateDir, BASES_FILE), bases.slice(0, 5000).join("\n"), { mode: 0o600 });
-  // Not hardlinked (--no-hardlinks), so handing every file over touches nothing of the source's.
-  if (o.user) execFileSync("chown", ["-R", `${o.user.uid}:${o.user.gid}`, o.workdir], { stdio: ["ignore", "ignore", "pipe"] });
+  if (o.user) {
+    // Not hardlinked (--no-hardlinks), so handing the files over touches nothing of the
+    // source's. Only what is not the agent's yet changes owner: in a snapshot's workspace
+    // that is a few files, where chowning all of them would copy every one up out of the
+    // image's layer. The index is then refreshed (the new owners changed ctimes), so the
+    // first `git add -A` — at the export, or the handoff's capture — hashes only real edits.
+    handOver(o.workdir, o.user);
+    refreshIndex(git);
+    handOver(join(o.workdir, ".git"), o.user);
+  }
   writeFileSync(marker, o.runId, { mode: 0o600 });
   o.log(`checked out ${o.branch || "the default branch"} on ${o.resultBranch}`);
+}
+
+/** Brings the index's stat data up to date with the files (git exits 1 when some differ in content: that is fine). */
+function refreshIndex(git: (...args: string[]) => string): void {
+  try {
+    git("update-index", "-q", "--refresh");
+  } catch {
+    /* some files differ from the index: they are simply left as they are */
+  }
+}
+
+/** Gives the agent's user every file under `dir` that is not its own yet (symlinks themselves, never their targets). */
+function handOver(dir: string, user: { uid: number; gid: number }): void {
+  execFileSync("find", ["-P", dir, "(", "!", "-uid", String(user.uid), "-o", "!", "-gid", String(user.gid), ")", "-exec", "chown", "-h", `${user.uid}:${user.gid}`, "{}", "+"], { stdio: ["ignore", "ignore", "pipe"] });
 }
 
 /**

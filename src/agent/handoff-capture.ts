@@ -40,7 +40,10 @@ export async function captureHandoff(o: {
   const env = { GIT_INDEX_FILE: tmpIndex };
   let worktree: string;
   try {
-    await git(["read-tree", indexTree], env);
+    // Seeded with a copy of the agent's index (made as the agent), whose stat data lets
+    // `add -A` hash only what changed; an index that cannot be copied is read from its tree.
+    const copied = await runAs(o.user, ["cp", "--", await git(["rev-parse", "--path-format=absolute", "--git-path", "index"]), tmpIndex], true).then(() => true, () => false);
+    if (!copied) await git(["read-tree", indexTree], env);
     await git(["add", "-A"], env);
     worktree = await git([...ident, "commit-tree", await git(["write-tree"], env), "-p", index, "-m", "paddock handoff: working tree"]);
   } finally {
@@ -115,13 +118,14 @@ export function safeRelativePath(path: string): boolean {
   return path.split("/").every((c) => c !== "" && c !== "." && c !== ".." && c.toLowerCase().replace(/[. ]+$/, "") !== ".git");
 }
 
-function runAs(user: AgentUser, argv: string[]): Promise<string> {
+/** Runs argv as the agent's user; resolves its stdout (with `checked`, only when it exits 0). */
+function runAs(user: AgentUser, argv: string[], checked = false): Promise<string> {
   return new Promise((resolve, reject) => {
     const child = spawn(argv[0]!, argv.slice(1), { stdio: ["ignore", "pipe", "ignore"], env: { PATH: process.env.PATH ?? "/usr/bin:/bin", LC_ALL: "C" }, ...asUser(user) });
     let out = "";
     child.stdout.setEncoding("utf8").on("data", (d: string) => (out.length < 1 << 20 ? (out += d) : undefined));
     child.once("error", reject);
-    child.once("close", () => resolve(out));
+    child.once("close", (code) => (checked && code !== 0 ? reject(new Error(`${argv[0]} exited ${code}`)) : resolve(out)));
   });
 }
 
