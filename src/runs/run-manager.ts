@@ -24,6 +24,7 @@ import type { Json, RunnerEvent } from "../agent/runner-protocol.js";
 import { FairQueue, Gate, type Waiting } from "./admission.js";
 import { resolveAgent, type AgentRequest } from "./agent-spec.js";
 import { usableEnvironment, type Environments } from "./environments.js";
+import { GroupCommit } from "./group-commit.js";
 import { Notifier } from "./notifier.js";
 import { RunEffects } from "./run-effects.js";
 import { RunEvents } from "./run-events.js";
@@ -176,9 +177,8 @@ export class RunManager {
   private reaping = false;
   private reaper: NodeJS.Timeout | undefined;
   private readonly machine;
-  /** Transitions waiting for the group commit at the end of this event-loop turn. */
-  private readonly pending: { id: string; transition: RunTransition }[] = [];
-  private flushScheduled = false;
+  /** Transitions and paddock's own log lines, written at the end of this event-loop turn. */
+  private readonly commit: GroupCommit;
   /** Per live run: the row as last written, so effects and transitions need no read first. */
   private readonly live = new Map<string, LiveRun>();
 
@@ -188,10 +188,11 @@ export class RunManager {
       perEnvironment: (id) => deps.environments.get(id)?.maxConcurrentRuns ?? 0,
     });
     const reconcile = new Gate(deps.settings.reconcileConcurrency ?? 8);
+    this.commit = new GroupCommit(deps.runs, this.notifier);
     this.events = new RunEvents(deps.runs, this.notifier, (id) => this.get(id).phase, (id, events) => {
       deps.observer?.eventsIngested?.(id, events);
       this.setupEndedBy(id, events);
-    });
+    }, this.commit);
     this.effects = new RunEffects({
       ...deps,
       events: this.events,
@@ -622,6 +623,7 @@ export class RunManager {
         signal.addEventListener("abort", () => reject(signal.reason), { once: true });
         void live.cleaned.then(resolve);
       });
+      await this.commit.settled();
     }
     return this.get(id);
   }
@@ -742,27 +744,13 @@ export class RunManager {
   }
 
   private queueWrite(id: string, live: LiveRun): void {
-    this.pending.push({ id, transition: { ...live.run, phaseTimings: live.run.phaseTimings.map((p) => ({ ...p })), snapshotJson: live.persisted, machineVersion: MACHINE_VERSION } });
-    if (!this.flushScheduled) {
-      this.flushScheduled = true;
-      // A store that cannot take the write throws here and takes the daemon down: better
-      // than running on with state it cannot keep. The restart restores from what was stored.
-      setImmediate(() => this.flush());
-    }
+    const transition: RunTransition = { ...live.run, phaseTimings: live.run.phaseTimings.map((p) => ({ ...p })), snapshotJson: live.persisted, machineVersion: MACHINE_VERSION };
+    this.commit.transition(id, transition);
   }
 
-  /**
-   * Group commit: the transitions of every run made in one turn of the event loop are
-   * written in one transaction, each row with its own snapshot. Reads flush first, so a
-   * client never sees a state older than one it caused. A crash before the flush loses at
-   * most that turn's transitions; the restore re-runs their idempotent effects.
-   */
+  /** Writes this turn's transitions and lines (see group-commit.ts): reads come after it. */
   private flush(): void {
-    this.flushScheduled = false;
-    if (this.pending.length === 0) return;
-    const batch = this.pending.splice(0);
-    this.deps.runs.transitionAll(batch);
-    for (const { id } of batch) this.notifier.notify(`run:${id}`);
+    this.commit.flush();
   }
 
   /** Fills free slots from the queue, teams in turn (see admission.ts). */

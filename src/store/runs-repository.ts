@@ -122,8 +122,9 @@ export function createRunsRepository(db: Database) {
       agent_command, agent_kind, run_mode, permission_policy, limits, image, idempotency_key, deadline_at, created_at, updated_at, snapshot, machine_version, priority, open_pull_request, phase_timings, handoff)
     VALUES (:id, :team, :environmentId, :networkPolicyEnforced, :agentIsolated, :taskId, :runNumber, :status, :phase, :provider, :branch, :resultBranch,
       :agentCommand, :agentKind, :runMode, :permissionPolicy, :limits, :image, :idempotencyKey, :deadlineAt, :createdAt, :updatedAt, :snapshot, :machineVersion, :priority, :openPullRequest, :phaseTimings, :handoff)`);
+  // Not max(run_number): SQLite answers that by reading every run of the task; this reads one index entry.
   const nextNumber = db.prepare<{ n: number }>(
-    "SELECT coalesce(max(run_number), 0) + 1 AS n FROM runs WHERE task_id = ?",
+    "SELECT coalesce((SELECT run_number FROM runs WHERE task_id = ? ORDER BY run_number DESC LIMIT 1), 0) + 1 AS n",
   );
   const byId = db.prepare<RunRow>(`SELECT ${COLUMNS} FROM runs WHERE id = ?`);
   const byKey = db.prepare<RunRow>(`SELECT ${COLUMNS} FROM runs WHERE task_id = ? AND idempotency_key = ?`);
@@ -259,6 +260,10 @@ export function createRunsRepository(db: Database) {
         machineVersion: t.machineVersion,
         phaseTimings: t.phaseTimings ? JSON.stringify(t.phaseTimings) : null,
       });
+    },
+    /** Several writes of this repository in one transaction (the run manager's group commit). */
+    batch<T>(fn: () => T): T {
+      return db.transaction(fn);
     },
     /** Several transitions (of one run or many) in one transaction. */
     transitionAll(batch: { id: string; transition: RunTransition }[]): void {
