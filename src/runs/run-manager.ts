@@ -155,9 +155,19 @@ function assertNever(x: never): never {
   throw new Error(`unexpected ${String(x)}`);
 }
 
+/** Random bytes for ids, drawn 4 KiB at a time: a call to the CSPRNG per id cost more than the rest of newId. */
+let entropy = Buffer.alloc(0);
+let entropyAt = 0;
+
 export function newId(prefix: string): string {
+  if (entropyAt + 10 > entropy.length) {
+    entropy = randomBytes(4096);
+    entropyAt = 0;
+  }
   // Time first so ids sort roughly by creation; 10 random bytes keep them unguessable.
-  return `${prefix}_${Date.now().toString(36)}${randomBytes(10).toString("hex")}`;
+  const random = entropy.toString("hex", entropyAt, entropyAt + 10);
+  entropyAt += 10;
+  return `${prefix}_${Date.now().toString(36)}${random}`;
 }
 
 /**
@@ -266,6 +276,8 @@ export class RunManager {
     const idleMs = agent?.mode === "interactive" ? (env?.idleTimeoutMs ?? 0) : 0;
     const openPullRequest = !!p.openPullRequest;
     const actor = createActor(this.machine, { input: { runId: id, deadlineAt, idleMs, openPullRequest } });
+    const snapshot = actor.getPersistedSnapshot();
+    const snapshotJson = JSON.stringify(snapshot);
     let run: StoredRun;
     try {
       run = runs.create({
@@ -292,7 +304,8 @@ export class RunManager {
         deadlineAt,
         createdAt: now,
         updatedAt: now,
-        snapshot: actor.getPersistedSnapshot(),
+        snapshot,
+        snapshotJson,
         machineVersion: MACHINE_VERSION,
         phaseTimings: [{ phase: "queued", start: now, end: null }],
         handoff: from ? { ...from.handoff, ...(agent?.kind === "acp" ? {} : { resume: "none" as const }) } : {},
@@ -307,7 +320,7 @@ export class RunManager {
       throw error;
     }
     this.deps.logger.info({ runId: id, taskId: task.id, provider: providerName }, "run queued");
-    this.track(id, actor, "queued", run, JSON.stringify(actor.getPersistedSnapshot()));
+    this.track(id, actor, "queued", run, snapshotJson);
     this.pump();
     return { ...this.current(id) };
   }

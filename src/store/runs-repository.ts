@@ -169,6 +169,8 @@ export function createRunsRepository(db: Database) {
         openPullRequest?: boolean;
         phaseTimings?: PhaseSpan[];
         snapshot: unknown;
+        /** The snapshot already serialised (the run manager has it): not serialised again. */
+        snapshotJson?: string;
         handoff?: RunHandoff;
         image?: string;
         agentKind?: AgentKindName;
@@ -180,7 +182,7 @@ export function createRunsRepository(db: Database) {
     ): StoredRun {
       return db.transaction(() => {
         const runNumber = nextNumber.get([run.taskId])!.n;
-        insert.run({
+        const { lastInsertRowid } = insert.run({
           id: run.id,
           team: run.team,
           environmentId: run.environmentId,
@@ -204,14 +206,55 @@ export function createRunsRepository(db: Database) {
           deadlineAt: run.deadlineAt,
           createdAt: run.createdAt,
           updatedAt: run.updatedAt,
-          snapshot: JSON.stringify(run.snapshot),
+          snapshot: run.snapshotJson ?? JSON.stringify(run.snapshot),
           machineVersion: run.machineVersion,
           priority: run.priority ?? 0,
           openPullRequest: run.openPullRequest ? 1 : 0,
           phaseTimings: JSON.stringify(run.phaseTimings ?? []),
         });
         firstLines.forEach((l, i) => insertLog.run([run.id, i + 1, l.time, l.stream, l.text, "log", null]));
-        return toRun(byId.get([run.id])!);
+        // The row as toRun would read it back, without reading it (fresh copies of its lists).
+        return {
+          seq: Number(lastInsertRowid),
+          id: run.id,
+          team: run.team,
+          environmentId: run.environmentId,
+          networkPolicyEnforced: run.networkPolicyEnforced,
+          agentIsolated: run.agentIsolated,
+          taskId: run.taskId,
+          runNumber,
+          status: run.status,
+          phase: run.phase,
+          provider: run.provider,
+          errorMessage: "",
+          exitCode: null,
+          branch: run.branch,
+          resultBranch: run.resultBranch,
+          resultCommit: "",
+          agentCommand: [...run.agentCommand],
+          agentKind: run.agentKind ?? "command",
+          awaitingInput: false,
+          runMode: run.runMode ?? "background",
+          permissionPolicy: run.permissionPolicy ?? "auto_allow",
+          limits: { ...run.limits },
+          image: run.image ?? "",
+          idempotencyKey: run.idempotencyKey,
+          deadlineAt: run.deadlineAt,
+          createdAt: run.createdAt,
+          startedAt: null,
+          finishedAt: null,
+          updatedAt: run.updatedAt,
+          cleanedAt: null,
+          machineVersion: run.machineVersion,
+          runnerCursor: 0,
+          priority: run.priority ?? 0,
+          queuePosition: 0,
+          openPullRequest: !!run.openPullRequest,
+          pullRequestUrl: "",
+          pullRequestNumber: 0,
+          phaseTimings: (run.phaseTimings ?? []).map((p) => ({ ...p })),
+          handoff: { ...(run.handoff ?? {}) },
+        };
       });
     },
     get(id: string): StoredRun | undefined {
