@@ -1,17 +1,20 @@
 import type { NewRunEvent } from "../store/records.js";
-import type { RunsRepository, RunTransition } from "../store/runs-repository.js";
+import type { NewRun, RunsRepository, RunTransition, StoredRun } from "../store/runs-repository.js";
 import type { Notifier } from "./notifier.js";
 
 /**
- * Group commit: the transitions and paddock's own log lines of every run, made in one turn
- * of the event loop, written in one transaction at its end (a commit costs far more than
- * the rows in it). Every reader flushes first — the run manager's reads, StreamLogs and
+ * Group commit: the new runs, transitions and paddock's own log lines of every run, made
+ * in one turn of the event loop, written in one transaction at its end (a commit costs far
+ * more than the rows in it). Every reader flushes first — the run manager's reads, StreamLogs and
  * StreamEvents, and the ingest of a runner's events, which must come after the lines
  * before them — so nobody sees a state older than one they caused, and lines keep their
  * order. A crash before the flush loses at most that turn's writes, none of them reported
- * to anyone; a restore re-runs the idempotent effects that made them.
+ * to anyone (StartRun answers once its run is stored: see settled()); a restore re-runs
+ * the idempotent effects that made them.
  */
 export class GroupCommit {
+  /** Runs to insert, first: the lines and transitions after them may be theirs. */
+  private creates: { run: NewRun; lines: NewRunEvent[]; stored: (row: StoredRun) => void }[] = [];
   private transitions: { id: string; transition: RunTransition }[] = [];
   /** Lines by run, in the order they were made. */
   private lines = new Map<string, NewRunEvent[]>();
@@ -23,6 +26,12 @@ export class GroupCommit {
     private readonly runs: RunsRepository,
     private readonly notifier: Notifier,
   ) {}
+
+  /** A new run and its first lines, inserted at the end of the turn; `stored` gets its row (run number, seq). */
+  create(run: NewRun, lines: NewRunEvent[], stored: (row: StoredRun) => void): void {
+    this.creates.push({ run, lines, stored });
+    this.schedule();
+  }
 
   /** The run's row as this transition leaves it, written at the end of the turn. */
   transition(id: string, transition: RunTransition): void {
@@ -46,15 +55,16 @@ export class GroupCommit {
     this.scheduled = false;
     const waiting = this.waiting;
     this.waiting = [];
-    if (this.transitions.length === 0 && this.lines.size === 0) {
+    if (this.idle) {
       for (const w of waiting) w();
       return also?.();
     }
-    const transitions = this.transitions;
-    const lines = this.lines;
+    const { creates, transitions, lines } = this;
+    this.creates = [];
     this.transitions = [];
     this.lines = new Map();
     const result = this.runs.batch(() => {
+      for (const c of creates) c.stored(this.runs.create(c.run, c.lines));
       for (const [id, l] of lines) this.runs.appendLogs(id, l);
       if (transitions.length > 0) this.runs.transitionAll(transitions);
       return also?.();
@@ -70,8 +80,12 @@ export class GroupCommit {
    * of its own: in-process waiters (waitForCleaned) do not break the group into pieces.
    */
   settled(): Promise<void> {
-    if (this.transitions.length === 0 && this.lines.size === 0) return Promise.resolve();
+    if (this.idle) return Promise.resolve();
     return new Promise((resolve) => this.waiting.push(resolve));
+  }
+
+  private get idle(): boolean {
+    return this.creates.length === 0 && this.transitions.length === 0 && this.lines.size === 0;
   }
 
   private schedule(): void {

@@ -17,7 +17,7 @@ import { sandboxName } from "../sandbox/provider.js";
 import { brokerRefusal } from "./brokered-secrets.js";
 import { createRunnerClient } from "../sandbox/runner-client.js";
 import type { LogLine, PermissionPolicyName, RunEventKind, RunEventRow, RunLimits, RunModeName, RunStatusName } from "../store/records.js";
-import type { RunFilter, RunsRepository, RunTransition, StoredRun } from "../store/runs-repository.js";
+import type { NewRun, RunFilter, RunsRepository, RunTransition, StoredRun } from "../store/runs-repository.js";
 import type { TasksRepository } from "../store/tasks-repository.js";
 import type { BrokeredUseRow, EgressAuditRepository, EgressAuditRow } from "../store/egress-audit-repository.js";
 import type { Json, RunnerEvent } from "../agent/runner-protocol.js";
@@ -242,6 +242,7 @@ export class RunManager {
     const task = tasks.get(p.taskId);
     if (!task || task.team !== p.team) throw new NotFoundError("task", p.taskId);
     if (p.idempotencyKey) {
+      this.flush(); // runs started earlier in this turn are stored, and found
       const existing = runs.byIdempotencyKey(task.id, p.idempotencyKey);
       if (existing) return existing;
     }
@@ -278,51 +279,73 @@ export class RunManager {
     const actor = createActor(this.machine, { input: { runId: id, deadlineAt, idleMs, openPullRequest } });
     const snapshot = actor.getPersistedSnapshot();
     const snapshotJson = JSON.stringify(snapshot);
+    const record: NewRun = {
+      id,
+      team: task.team,
+      environmentId,
+      networkPolicyEnforced: !!env && providers.get(providerName)!.enforcesNetworkPolicy,
+      agentIsolated: providers.get(providerName)!.isolatesAgents,
+      taskId: task.id,
+      status: "queued",
+      phase: "queued",
+      provider: providerName,
+      branch: p.branch,
+      resultBranch: `paddock/${id}`,
+      agentCommand,
+      agentKind: agent?.kind ?? "command",
+      runMode: agent?.mode ?? "background",
+      permissionPolicy: agent?.permissionPolicy ?? "auto_allow",
+      limits: p.limits,
+      image,
+      priority: p.priority ?? 0,
+      idempotencyKey: p.idempotencyKey || null,
+      openPullRequest,
+      deadlineAt,
+      createdAt: now,
+      updatedAt: now,
+      snapshot,
+      snapshotJson,
+      machineVersion: MACHINE_VERSION,
+      phaseTimings: [{ phase: "queued", start: now, end: null }],
+      handoff: from ? { ...from.handoff, ...(agent?.kind === "acp" ? {} : { resume: "none" as const }) } : {},
+    };
+    const firstLines = [
+      { time: now, stream: "system", text: `run queued (provider ${providerName}, deadline ${new Date(deadlineAt).toISOString()})` },
+      ...(from ? [{ time: now, stream: "system", text: from.note }] : []),
+    ];
     let run: StoredRun;
-    try {
-      run = runs.create({
-        id,
-        team: task.team,
-        environmentId,
-        networkPolicyEnforced: !!env && providers.get(providerName)!.enforcesNetworkPolicy,
-        agentIsolated: providers.get(providerName)!.isolatesAgents,
-        taskId: task.id,
-        status: "queued",
-        phase: "queued",
-        provider: providerName,
-        branch: p.branch,
-        resultBranch: `paddock/${id}`,
-        agentCommand,
-        agentKind: agent?.kind ?? "command",
-        runMode: agent?.mode ?? "background",
-        permissionPolicy: agent?.permissionPolicy ?? "auto_allow",
-        limits: p.limits,
-        image,
-        priority: p.priority ?? 0,
-        idempotencyKey: p.idempotencyKey || null,
-        openPullRequest,
-        deadlineAt,
-        createdAt: now,
-        updatedAt: now,
-        snapshot,
-        snapshotJson,
-        machineVersion: MACHINE_VERSION,
-        phaseTimings: [{ phase: "queued", start: now, end: null }],
-        handoff: from ? { ...from.handoff, ...(agent?.kind === "acp" ? {} : { resume: "none" as const }) } : {},
-      }, [
-        { time: now, stream: "system", text: `run queued (provider ${providerName}, deadline ${new Date(deadlineAt).toISOString()})` },
-        ...(from ? [{ time: now, stream: "system", text: from.note }] : []),
-      ]);
-    } catch (error) {
-      // Two StartRun calls raced with one key: the loser returns the winner's run.
-      const existing = p.idempotencyKey && runs.byIdempotencyKey(p.taskId, p.idempotencyKey);
-      if (existing) return existing;
-      throw error;
+    if (p.idempotencyKey) {
+      // Stored now: a key is unique per task, and a second start with it must find this one.
+      try {
+        run = runs.create(record, firstLines);
+      } catch (error) {
+        // Two StartRun calls raced with one key: the loser returns the winner's run.
+        const existing = runs.byIdempotencyKey(p.taskId, p.idempotencyKey);
+        if (existing) return existing;
+        throw error;
+      }
+    } else {
+      // Stored with this turn's group commit; its number and seq are known from then on.
+      run = runs.draft(record);
+      this.commit.create(record, firstLines, (stored) => {
+        const live = this.live.get(id)?.run;
+        if (live) Object.assign(live, { runNumber: stored.runNumber, seq: stored.seq });
+      });
     }
     this.deps.logger.info({ runId: id, taskId: task.id, provider: providerName }, "run queued");
     this.track(id, actor, "queued", run, snapshotJson);
     this.pump();
     return { ...this.current(id) };
+  }
+
+  /**
+   * StartRun: start(), answered once the run is stored (with the turn's group commit), so a
+   * client never holds the id of a run a crash could lose.
+   */
+  async startStored(p: StartRunParams): Promise<StoredRun> {
+    const run = this.start(p);
+    await this.commit.settled();
+    return { ...this.current(run.id) };
   }
 
   /** Back-pressure: past the queue's depth, StartRun fails at once instead of queueing without end. */
