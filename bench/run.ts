@@ -12,7 +12,7 @@ import { execSync, spawn } from "node:child_process";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { loadavg, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import pino from "pino";
@@ -30,6 +30,7 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const tmp = (p: string) => mkdtempSync(join(tmpdir(), `paddock-bench-${p}-`));
 const fmt = (n: number) => Math.round(n).toLocaleString("en-US");
+const cpuMs = (u: NodeJS.CpuUsage) => (u.user + u.system) / 1000;
 
 /**
  * A provider whose sandbox is created at once and is gone when supervised: every run walks
@@ -47,7 +48,7 @@ const instantProvider: SandboxProvider = {
   list: async () => [],
 };
 
-async function transitionsRound(runsPerRound: number): Promise<{ managed: number; raw: number }> {
+async function transitionsRound(runsPerRound: number): Promise<{ managed: number; raw: number; managedCpu: number; rawCpu: number }> {
   const dir = tmp("tr");
   try {
     const db = await openDatabase(join(dir, "m.db"));
@@ -78,11 +79,13 @@ async function transitionsRound(runsPerRound: number): Promise<{ managed: number
     });
     tasks.create({ team: "default", environmentId: "", id: "task_b", title: "b", description: "", repository: "/r", repositoryUrl: "/r", origin: "bench", createdAt: 0 });
     const t0 = performance.now();
+    const cpu0 = process.cpuUsage();
     const ids = [];
     for (let i = 0; i < runsPerRound; i++) ids.push(manager.start({ team: "default", taskId: "task_b", branch: "", agentCommand: [], timeoutMs: null, provider: "", idempotencyKey: "", limits: {}, environmentId: "" }).id);
     await Promise.all(ids.map((id) => manager.waitForCleaned(id, AbortSignal.timeout(120_000))));
     const managedSecs = (performance.now() - t0) / 1000;
     const managedRate = written.length / managedSecs;
+    const managedCpu = cpuMs(process.cpuUsage(cpu0)) / written.length;
 
     // Baseline: the same rows — each run row as created, each transition's row with its
     // real snapshot and phase timings, each log line — written by a bare loop of prepared
@@ -113,6 +116,7 @@ async function transitionsRound(runsPerRound: number): Promise<{ managed: number
       logs: logs[i]!.map((l) => [r.id, l.seq, l.time, l.stream, l.text, "log", null]),
     }));
     const t1 = performance.now();
+    const cpu1 = process.cpuUsage();
     let rawTransitions = 0;
     for (const step of steps) {
       insertRun.run(step.run);
@@ -121,8 +125,9 @@ async function transitionsRound(runsPerRound: number): Promise<{ managed: number
       rawTransitions += step.transitions.length;
     }
     const rawRate = rawTransitions / ((performance.now() - t1) / 1000);
+    const rawCpu = cpuMs(process.cpuUsage(cpu1)) / rawTransitions;
     raw.close();
-    return { managed: managedRate, raw: rawRate };
+    return { managed: managedRate, raw: rawRate, managedCpu, rawCpu };
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -135,6 +140,11 @@ async function benchTransitions() {
   const managed = median(rounds.map((r) => r.managed));
   const raw = median(rounds.map((r) => r.raw));
   console.log(`transitions: RunManager ${fmt(managed)}/s (durable, with snapshot), raw SQLite loop ${fmt(raw)}/s, ratio ${(managed / raw).toFixed(2)}× (aim ≥ 0.25×; ${runs} runs × ${ROUNDS} rounds, medians)`);
+  // CPU time (this process, every thread: the token signatures run in libuv's pool) per
+  // transition: on a busy machine the wall-clock ratio above moves with the load, this less.
+  const managedCpu = median(rounds.map((r) => r.managedCpu));
+  const rawCpu = median(rounds.map((r) => r.rawCpu));
+  console.log(`transitions: CPU per transition RunManager ${managedCpu.toFixed(3)} ms, raw SQLite loop ${rawCpu.toFixed(3)} ms, ratio ${(rawCpu / managedCpu).toFixed(2)}× (load average ${loadavg()[0]!.toFixed(1)})`);
 }
 
 /** A data dir holding one finished run with `lines` stored lines, written straight into the store. */
