@@ -20,7 +20,7 @@ export class GroupCommit {
   private lines = new Map<string, NewRunEvent[]>();
   private scheduled = false;
   /** Callers waiting for the next flush without forcing one. */
-  private waiting: (() => void)[] = [];
+  private waiting: { resolve: () => void; reject: (error: unknown) => void }[] = [];
 
   constructor(
     private readonly runs: RunsRepository,
@@ -56,22 +56,29 @@ export class GroupCommit {
     const waiting = this.waiting;
     this.waiting = [];
     if (this.idle) {
-      for (const w of waiting) w();
+      for (const w of waiting) w.resolve();
       return also?.();
     }
     const { creates, transitions, lines } = this;
     this.creates = [];
     this.transitions = [];
     this.lines = new Map();
-    const result = this.runs.batch(() => {
-      for (const c of creates) c.stored(this.runs.create(c.run, c.lines));
-      for (const [id, l] of lines) this.runs.appendLogs(id, l);
-      if (transitions.length > 0) this.runs.transitionAll(transitions);
-      return also?.();
-    });
+    let result: T | undefined;
+    try {
+      result = this.runs.batch(() => {
+        for (const c of creates) c.stored(this.runs.create(c.run, c.lines));
+        for (const [id, l] of lines) this.runs.appendLogs(id, l);
+        if (transitions.length > 0) this.runs.transitionAll(transitions);
+        return also?.();
+      });
+    } catch (error) {
+      // Nothing of it is stored: whoever waits for it must not be told it is.
+      for (const w of waiting) w.reject(error);
+      throw error;
+    }
     for (const id of lines.keys()) this.notifier.notify(`logs:${id}`);
     for (const { id } of transitions) this.notifier.notify(`run:${id}`);
-    for (const w of waiting) w();
+    for (const w of waiting) w.resolve();
     return result;
   }
 
@@ -81,7 +88,7 @@ export class GroupCommit {
    */
   settled(): Promise<void> {
     if (this.idle) return Promise.resolve();
-    return new Promise((resolve) => this.waiting.push(resolve));
+    return new Promise((resolve, reject) => this.waiting.push({ resolve, reject }));
   }
 
   private get idle(): boolean {
