@@ -12,7 +12,7 @@ import { execSync, spawn } from "node:child_process";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { loadavg, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import pino from "pino";
@@ -30,6 +30,7 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const tmp = (p: string) => mkdtempSync(join(tmpdir(), `paddock-bench-${p}-`));
 const fmt = (n: number) => Math.round(n).toLocaleString("en-US");
+const cpuMs = (u: NodeJS.CpuUsage) => (u.user + u.system) / 1000;
 
 /**
  * A provider whose sandbox is created at once and is gone when supervised: every run walks
@@ -47,14 +48,21 @@ const instantProvider: SandboxProvider = {
   list: async () => [],
 };
 
-async function transitionsRound(runsPerRound: number): Promise<{ managed: number; raw: number }> {
+async function transitionsRound(runsPerRound: number): Promise<{ managed: number; raw: number; managedCpu: number; rawCpu: number }> {
   const dir = tmp("tr");
   try {
     const db = await openDatabase(join(dir, "m.db"));
     const tasks = createTasksRepository(db);
     const repo = createRunsRepository(db);
-    let transitions = 0;
-    const counted = { ...repo, transition: (...a: Parameters<typeof repo.transition>) => (transitions++, repo.transition(...a)) };
+    // What the manager writes, kept (by reference: nothing is copied on its path) so that the
+    // baseline below writes exactly the same rows.
+    const created: Parameters<typeof repo.create>[0][] = [];
+    const written: Parameters<typeof repo.transition>[] = [];
+    const counted = {
+      ...repo,
+      create: (...a: Parameters<typeof repo.create>) => (created.push(a[0]), repo.create(...a)),
+      transition: (...a: Parameters<typeof repo.transition>) => (written.push(a), repo.transition(...a)),
+    };
     // Every run's "runner" answers POST /start at once — from its own process, as real
     // runners do, so only the daemon's side of the handshake is measured here.
     const fakeRunner = spawn(process.execPath, ["-e", "const s = require('node:http').createServer((q, r) => { q.resume(); r.end('{}'); }); s.listen(0, '127.0.0.1', () => console.log(s.address().port));"], { stdio: ["ignore", "pipe", "inherit"] });
@@ -71,40 +79,55 @@ async function transitionsRound(runsPerRound: number): Promise<{ managed: number
     });
     tasks.create({ team: "default", environmentId: "", id: "task_b", title: "b", description: "", repository: "/r", repositoryUrl: "/r", origin: "bench", createdAt: 0 });
     const t0 = performance.now();
+    const cpu0 = process.cpuUsage();
     const ids = [];
     for (let i = 0; i < runsPerRound; i++) ids.push(manager.start({ team: "default", taskId: "task_b", branch: "", agentCommand: [], timeoutMs: null, provider: "", idempotencyKey: "", limits: {}, environmentId: "" }).id);
     await Promise.all(ids.map((id) => manager.waitForCleaned(id, AbortSignal.timeout(120_000))));
     const managedSecs = (performance.now() - t0) / 1000;
-    const managedRate = transitions / managedSecs;
+    const managedRate = written.length / managedSecs;
+    const managedCpu = cpuMs(process.cpuUsage(cpu0)) / written.length;
 
-    // Baseline: the same rows (each run row, each transition with its real snapshot, each
-    // log line), written by a bare loop of prepared statements, one transaction each, as
-    // RunManager does.
-    const stored = ids.map((id) => repo.get(id)!);
+    // Baseline: the same rows — each run row as created, each transition's row with its
+    // real snapshot and phase timings, each log line — written by a bare loop of prepared
+    // statements with their parameters made beforehand, one transaction per row: a durable
+    // loop that commits every step before the next, with nothing else to do.
     const logs = ids.map((id) => repo.logsAfter(id, 0, 1000));
     await manager.stop();
     fakeRunner.kill();
+    db.close();
     const raw = await openDatabase(join(dir, "raw.db"));
     const rawTasks = createTasksRepository(raw);
     rawTasks.create({ team: "default", environmentId: "", id: "task_b", title: "b", description: "", repository: "/r", repositoryUrl: "/r", origin: "bench", createdAt: 0 });
-    const insertRun = raw.prepare(`INSERT INTO runs (id, task_id, run_number, status, phase, provider, branch, result_branch, agent_command,
-      deadline_at, created_at, updated_at, snapshot, machine_version) VALUES (?, 'task_b', ?, 'queued', 'queued', 'bench', '', ?, '["true"]', 0, 0, 0, ?, 1)`);
-    const update = raw.prepare(`UPDATE runs SET status = ?, phase = ?, error_message = ?, exit_code = NULL, started_at = 1, finished_at = 1,
-      cleaned_at = NULL, updated_at = ?, snapshot = ?, machine_version = 1 WHERE id = ?`);
-    const insertLog = raw.prepare("INSERT INTO run_logs (run_id, seq, time, stream, text) VALUES (?, ?, ?, ?, ?)");
-    const perRun = transitions / ids.length;
-    const snapshotJson = db.prepare<{ s: string }>("SELECT snapshot AS s FROM runs LIMIT 1").get()!.s;
-    db.close();
+    const insertRun = raw.prepare(`INSERT INTO runs (id, team, environment_id, network_policy_enforced, agent_isolated, task_id, run_number, status, phase, provider, branch,
+      result_branch, agent_command, agent_kind, run_mode, permission_policy, limits, image, idempotency_key, deadline_at, created_at, updated_at, snapshot, machine_version,
+      priority, open_pull_request, phase_timings, handoff) VALUES (${Array(28).fill("?").join(", ")})`);
+    const update = raw.prepare(`UPDATE runs SET status = ?, phase = ?, error_message = ?, exit_code = ?, started_at = ?, finished_at = ?, cleaned_at = ?,
+      updated_at = ?, awaiting_input = ?, snapshot = ?, machine_version = ?, phase_timings = coalesce(?, phase_timings) WHERE id = ?`);
+    const insertLog = raw.prepare("INSERT INTO run_logs (run_id, seq, time, stream, text, kind, payload) VALUES (?, ?, ?, ?, ?, ?, ?)");
+    const byRun = new Map<string, Parameters<typeof repo.transition>[1][]>(ids.map((id) => [id, []]));
+    for (const [id, t] of written) byRun.get(id)!.push(t);
+    const steps = created.map((r, i) => ({
+      run: [r.id, r.team, r.environmentId, r.networkPolicyEnforced ? 1 : 0, r.agentIsolated ? 1 : 0, r.taskId, i + 1, r.status, r.phase, r.provider, r.branch,
+        r.resultBranch, JSON.stringify(r.agentCommand), r.agentKind ?? "command", r.runMode ?? "background", r.permissionPolicy ?? "auto_allow", JSON.stringify(r.limits),
+        r.image ?? "", r.idempotencyKey, r.deadlineAt, r.createdAt, r.updatedAt, JSON.stringify(r.snapshot), r.machineVersion, r.priority ?? 0, r.openPullRequest ? 1 : 0,
+        JSON.stringify(r.phaseTimings ?? []), JSON.stringify(r.handoff ?? {})],
+      transitions: byRun.get(r.id)!.map((t) => [t.status, t.phase, t.errorMessage, t.exitCode, t.startedAt, t.finishedAt, t.cleanedAt, t.updatedAt, t.awaitingInput ? 1 : 0,
+        t.snapshotJson, t.machineVersion, t.phaseTimings ? JSON.stringify(t.phaseTimings) : null, r.id]),
+      logs: logs[i]!.map((l) => [r.id, l.seq, l.time, l.stream, l.text, "log", null]),
+    }));
     const t1 = performance.now();
+    const cpu1 = process.cpuUsage();
     let rawTransitions = 0;
-    stored.forEach((r, i) => {
-      insertRun.run([r.id, i + 1, r.resultBranch, snapshotJson]);
-      for (let k = 0; k < perRun; k++, rawTransitions++) update.run(["failed", "failed", r.errorMessage, k, snapshotJson, r.id]);
-      for (const l of logs[i]!) insertLog.run([r.id, l.seq, l.time, l.stream, l.text]);
-    });
+    for (const step of steps) {
+      insertRun.run(step.run);
+      for (const t of step.transitions) update.run(t);
+      for (const l of step.logs) insertLog.run(l);
+      rawTransitions += step.transitions.length;
+    }
     const rawRate = rawTransitions / ((performance.now() - t1) / 1000);
+    const rawCpu = cpuMs(process.cpuUsage(cpu1)) / rawTransitions;
     raw.close();
-    return { managed: managedRate, raw: rawRate };
+    return { managed: managedRate, raw: rawRate, managedCpu, rawCpu };
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -117,6 +140,11 @@ async function benchTransitions() {
   const managed = median(rounds.map((r) => r.managed));
   const raw = median(rounds.map((r) => r.raw));
   console.log(`transitions: RunManager ${fmt(managed)}/s (durable, with snapshot), raw SQLite loop ${fmt(raw)}/s, ratio ${(managed / raw).toFixed(2)}× (aim ≥ 0.25×; ${runs} runs × ${ROUNDS} rounds, medians)`);
+  // CPU time (this process, every thread: the token signatures run in libuv's pool) per
+  // transition: on a busy machine the wall-clock ratio above moves with the load, this less.
+  const managedCpu = median(rounds.map((r) => r.managedCpu));
+  const rawCpu = median(rounds.map((r) => r.rawCpu));
+  console.log(`transitions: CPU per transition RunManager ${managedCpu.toFixed(3)} ms, raw SQLite loop ${rawCpu.toFixed(3)} ms, ratio ${(rawCpu / managedCpu).toFixed(2)}× (load average ${loadavg()[0]!.toFixed(1)})`);
 }
 
 /** A data dir holding one finished run with `lines` stored lines, written straight into the store. */

@@ -45,7 +45,7 @@ export function createTaskRunService(runs: RunManager): ServiceImpl<typeof TaskR
   /** The run, if the caller's team owns it; another team's run does not exist for them. */
   const owned = (runId: string, ctx: HandlerContext) => runs.owned(required("run_id", runId), principalOf(ctx).team);
   return {
-    startRun(req, ctx) {
+    async startRun(req, ctx) {
       if (!req.handoff) required("task_id", req.taskId);
       if (req.handoff && req.handoff.prompt.length > 1024 * 1024) throw new InvalidArgumentError("handoff.prompt", "is longer than 1 MiB");
       if (req.branch && !BRANCH.test(req.branch)) {
@@ -66,7 +66,7 @@ export function createTaskRunService(runs: RunManager): ServiceImpl<typeof TaskR
         if (l.pids !== undefined) limits.pids = l.pids;
         if (l.runtime) limits.runtime = l.runtime;
       }
-      const run = runs.start({
+      const run = await runs.startStored({
         ...agentOf(req),
         team: principalOf(ctx).team,
         taskId: req.taskId,

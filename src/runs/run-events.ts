@@ -1,6 +1,7 @@
 import type { Json, RunnerEvent } from "../agent/runner-protocol.js";
 import type { LogLine, NewRunEvent, RunEventKind, RunEventRow } from "../store/records.js";
 import type { RunsRepository } from "../store/runs-repository.js";
+import { GroupCommit } from "./group-commit.js";
 import type { Notifier } from "./notifier.js";
 
 import type { AgentExit } from "../../machines/task-run.machine.js";
@@ -81,6 +82,8 @@ export class RunEvents {
     private readonly phaseOf: (id: string) => string,
     /** Told of every ingested batch, for metrics. */
     private readonly ingested: (id: string, events: readonly RunnerEvent[]) => void = () => {},
+    /** Where paddock's own lines wait for the end of the turn (the run manager's, with its transitions). */
+    private readonly commit = new GroupCommit(runs, notifier),
   ) {}
 
   /** Stores a batch of the runner's events; returns the agent's exit among them. */
@@ -90,17 +93,17 @@ export class RunEvents {
       if (e.kind === "exit") exit = { exitCode: e.exitCode, stage: e.stage };
       return toStored(e, redact);
     });
-    this.runs.appendLogs(id, rows, events[events.length - 1]!.seq);
+    // With the lines still pending before them, so seqs keep the order things happened in.
+    this.commit.flush(() => this.runs.appendLogs(id, rows, events[events.length - 1]!.seq));
     this.notifier.notify(`logs:${id}`);
     this.ingested(id, events);
     return exit;
   }
 
-  /** A note from paddock itself in the run's log. */
+  /** A note from paddock itself in the run's log, stored with the turn's group commit. */
   system(id: string, ...texts: string[]): void {
     const time = Date.now();
-    this.runs.appendLogs(id, texts.map((text) => ({ time, stream: "system", text })));
-    this.notifier.notify(`logs:${id}`);
+    this.commit.log(id, texts.map((text) => ({ time, stream: "system", text })));
   }
 
   /** Stored lines after afterSeq in batches, then (follow) live ones until the run is cleaned. */
@@ -131,6 +134,7 @@ export class RunEvents {
     try {
       while (!signal.aborted) {
         sub.arm();
+        this.commit.flush(); // lines of this turn first
         const batch = read(cursor, limit);
         const last = batch.last ?? (batch.length > 0 ? batch[batch.length - 1]!.seq : null);
         if (last !== null) {

@@ -17,13 +17,14 @@ import { sandboxName } from "../sandbox/provider.js";
 import { brokerRefusal } from "./brokered-secrets.js";
 import { createRunnerClient } from "../sandbox/runner-client.js";
 import type { LogLine, PermissionPolicyName, RunEventKind, RunEventRow, RunLimits, RunModeName, RunStatusName } from "../store/records.js";
-import type { RunFilter, RunsRepository, RunTransition, StoredRun } from "../store/runs-repository.js";
+import type { NewRun, RunFilter, RunsRepository, RunTransition, StoredRun } from "../store/runs-repository.js";
 import type { TasksRepository } from "../store/tasks-repository.js";
 import type { BrokeredUseRow, EgressAuditRepository, EgressAuditRow } from "../store/egress-audit-repository.js";
 import type { Json, RunnerEvent } from "../agent/runner-protocol.js";
 import { FairQueue, Gate, type Waiting } from "./admission.js";
 import { resolveAgent, type AgentRequest } from "./agent-spec.js";
 import { usableEnvironment, type Environments } from "./environments.js";
+import { GroupCommit } from "./group-commit.js";
 import { Notifier } from "./notifier.js";
 import { RunEffects } from "./run-effects.js";
 import { RunEvents } from "./run-events.js";
@@ -154,9 +155,19 @@ function assertNever(x: never): never {
   throw new Error(`unexpected ${String(x)}`);
 }
 
+/** Random bytes for ids, drawn 4 KiB at a time: a call to the CSPRNG per id cost more than the rest of newId. */
+let entropy = Buffer.alloc(0);
+let entropyAt = 0;
+
 export function newId(prefix: string): string {
+  if (entropyAt + 10 > entropy.length) {
+    entropy = randomBytes(4096);
+    entropyAt = 0;
+  }
   // Time first so ids sort roughly by creation; 10 random bytes keep them unguessable.
-  return `${prefix}_${Date.now().toString(36)}${randomBytes(10).toString("hex")}`;
+  const random = entropy.toString("hex", entropyAt, entropyAt + 10);
+  entropyAt += 10;
+  return `${prefix}_${Date.now().toString(36)}${random}`;
 }
 
 /**
@@ -176,9 +187,8 @@ export class RunManager {
   private reaping = false;
   private reaper: NodeJS.Timeout | undefined;
   private readonly machine;
-  /** Transitions waiting for the group commit at the end of this event-loop turn. */
-  private readonly pending: { id: string; transition: RunTransition }[] = [];
-  private flushScheduled = false;
+  /** Transitions and paddock's own log lines, written at the end of this event-loop turn. */
+  private readonly commit: GroupCommit;
   /** Per live run: the row as last written, so effects and transitions need no read first. */
   private readonly live = new Map<string, LiveRun>();
 
@@ -188,10 +198,11 @@ export class RunManager {
       perEnvironment: (id) => deps.environments.get(id)?.maxConcurrentRuns ?? 0,
     });
     const reconcile = new Gate(deps.settings.reconcileConcurrency ?? 8);
+    this.commit = new GroupCommit(deps.runs, this.notifier);
     this.events = new RunEvents(deps.runs, this.notifier, (id) => this.get(id).phase, (id, events) => {
       deps.observer?.eventsIngested?.(id, events);
       this.setupEndedBy(id, events);
-    });
+    }, this.commit);
     this.effects = new RunEffects({
       ...deps,
       events: this.events,
@@ -231,6 +242,7 @@ export class RunManager {
     const task = tasks.get(p.taskId);
     if (!task || task.team !== p.team) throw new NotFoundError("task", p.taskId);
     if (p.idempotencyKey) {
+      this.flush(); // runs started earlier in this turn are stored, and found
       const existing = runs.byIdempotencyKey(task.id, p.idempotencyKey);
       if (existing) return existing;
     }
@@ -265,50 +277,75 @@ export class RunManager {
     const idleMs = agent?.mode === "interactive" ? (env?.idleTimeoutMs ?? 0) : 0;
     const openPullRequest = !!p.openPullRequest;
     const actor = createActor(this.machine, { input: { runId: id, deadlineAt, idleMs, openPullRequest } });
+    const snapshot = actor.getPersistedSnapshot();
+    const snapshotJson = JSON.stringify(snapshot);
+    const record: NewRun = {
+      id,
+      team: task.team,
+      environmentId,
+      networkPolicyEnforced: !!env && providers.get(providerName)!.enforcesNetworkPolicy,
+      agentIsolated: providers.get(providerName)!.isolatesAgents,
+      taskId: task.id,
+      status: "queued",
+      phase: "queued",
+      provider: providerName,
+      branch: p.branch,
+      resultBranch: `paddock/${id}`,
+      agentCommand,
+      agentKind: agent?.kind ?? "command",
+      runMode: agent?.mode ?? "background",
+      permissionPolicy: agent?.permissionPolicy ?? "auto_allow",
+      limits: p.limits,
+      image,
+      priority: p.priority ?? 0,
+      idempotencyKey: p.idempotencyKey || null,
+      openPullRequest,
+      deadlineAt,
+      createdAt: now,
+      updatedAt: now,
+      snapshot,
+      snapshotJson,
+      machineVersion: MACHINE_VERSION,
+      phaseTimings: [{ phase: "queued", start: now, end: null }],
+      handoff: from ? { ...from.handoff, ...(agent?.kind === "acp" ? {} : { resume: "none" as const }) } : {},
+    };
+    const firstLines = [
+      { time: now, stream: "system", text: `run queued (provider ${providerName}, deadline ${new Date(deadlineAt).toISOString()})` },
+      ...(from ? [{ time: now, stream: "system", text: from.note }] : []),
+    ];
     let run: StoredRun;
-    try {
-      run = runs.create({
-        id,
-        team: task.team,
-        environmentId,
-        networkPolicyEnforced: !!env && providers.get(providerName)!.enforcesNetworkPolicy,
-        agentIsolated: providers.get(providerName)!.isolatesAgents,
-        taskId: task.id,
-        status: "queued",
-        phase: "queued",
-        provider: providerName,
-        branch: p.branch,
-        resultBranch: `paddock/${id}`,
-        agentCommand,
-        agentKind: agent?.kind ?? "command",
-        runMode: agent?.mode ?? "background",
-        permissionPolicy: agent?.permissionPolicy ?? "auto_allow",
-        limits: p.limits,
-        image,
-        priority: p.priority ?? 0,
-        idempotencyKey: p.idempotencyKey || null,
-        openPullRequest,
-        deadlineAt,
-        createdAt: now,
-        updatedAt: now,
-        snapshot: actor.getPersistedSnapshot(),
-        machineVersion: MACHINE_VERSION,
-        phaseTimings: [{ phase: "queued", start: now, end: null }],
-        handoff: from ? { ...from.handoff, ...(agent?.kind === "acp" ? {} : { resume: "none" as const }) } : {},
-      }, [
-        { time: now, stream: "system", text: `run queued (provider ${providerName}, deadline ${new Date(deadlineAt).toISOString()})` },
-        ...(from ? [{ time: now, stream: "system", text: from.note }] : []),
-      ]);
-    } catch (error) {
-      // Two StartRun calls raced with one key: the loser returns the winner's run.
-      const existing = p.idempotencyKey && runs.byIdempotencyKey(p.taskId, p.idempotencyKey);
-      if (existing) return existing;
-      throw error;
+    if (p.idempotencyKey) {
+      // Stored now: a key is unique per task, and a second start with it must find this one.
+      try {
+        run = runs.create(record, firstLines);
+      } catch (error) {
+        // Two StartRun calls raced with one key: the loser returns the winner's run.
+        const existing = runs.byIdempotencyKey(p.taskId, p.idempotencyKey);
+        if (existing) return existing;
+        throw error;
+      }
+    } else {
+      // Stored with this turn's group commit; its number and seq are known from then on.
+      run = runs.draft(record);
+      this.commit.create(record, firstLines, (stored) => {
+        const live = this.live.get(id)?.run;
+        if (live) Object.assign(live, { runNumber: stored.runNumber, seq: stored.seq });
+      });
     }
     this.deps.logger.info({ runId: id, taskId: task.id, provider: providerName }, "run queued");
-    this.track(id, actor, "queued", run, JSON.stringify(actor.getPersistedSnapshot()));
+    this.track(id, actor, "queued", run, snapshotJson);
     this.pump();
     return { ...this.current(id) };
+  }
+
+  /**
+   * StartRun: start(), answered once the run is stored (with the turn's group commit), so a
+   * client never holds the id of a run a crash could lose.
+   */
+  async startStored(p: StartRunParams): Promise<StoredRun> {
+    const run = this.start(p);
+    await this.commit.settled();
+    return { ...this.current(run.id) };
   }
 
   /** Back-pressure: past the queue's depth, StartRun fails at once instead of queueing without end. */
@@ -622,6 +659,7 @@ export class RunManager {
         signal.addEventListener("abort", () => reject(signal.reason), { once: true });
         void live.cleaned.then(resolve);
       });
+      await this.commit.settled();
     }
     return this.get(id);
   }
@@ -742,27 +780,13 @@ export class RunManager {
   }
 
   private queueWrite(id: string, live: LiveRun): void {
-    this.pending.push({ id, transition: { ...live.run, phaseTimings: live.run.phaseTimings.map((p) => ({ ...p })), snapshotJson: live.persisted, machineVersion: MACHINE_VERSION } });
-    if (!this.flushScheduled) {
-      this.flushScheduled = true;
-      // A store that cannot take the write throws here and takes the daemon down: better
-      // than running on with state it cannot keep. The restart restores from what was stored.
-      setImmediate(() => this.flush());
-    }
+    const transition: RunTransition = { ...live.run, phaseTimings: live.run.phaseTimings.map((p) => ({ ...p })), snapshotJson: live.persisted, machineVersion: MACHINE_VERSION };
+    this.commit.transition(id, transition);
   }
 
-  /**
-   * Group commit: the transitions of every run made in one turn of the event loop are
-   * written in one transaction, each row with its own snapshot. Reads flush first, so a
-   * client never sees a state older than one it caused. A crash before the flush loses at
-   * most that turn's transitions; the restore re-runs their idempotent effects.
-   */
+  /** Writes this turn's transitions and lines (see group-commit.ts): reads come after it. */
   private flush(): void {
-    this.flushScheduled = false;
-    if (this.pending.length === 0) return;
-    const batch = this.pending.splice(0);
-    this.deps.runs.transitionAll(batch);
-    for (const { id } of batch) this.notifier.notify(`run:${id}`);
+    this.commit.flush();
   }
 
   /** Fills free slots from the queue, teams in turn (see admission.ts). */

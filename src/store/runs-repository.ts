@@ -117,13 +117,74 @@ const COLUMNS = `seq, id, team, environment_id, network_policy_enforced, agent_i
   result_commit, agent_command, agent_kind, awaiting_input, run_mode, permission_policy, limits, image, idempotency_key, deadline_at, created_at, started_at, finished_at, updated_at,
   cleaned_at, machine_version, runner_cursor, priority, open_pull_request, pull_request_url, pull_request_number, phase_timings, handoff`;
 
+/** What create() takes: the run as StartRun made it. */
+export type NewRun = Omit<RunRecord, "runNumber" | "exitCode" | "resultCommit" | "errorMessage" | "startedAt" | "finishedAt" | "cleanedAt" | "runnerCursor" | "image" | "agentKind" | "runMode" | "permissionPolicy" | "awaitingInput" | "handoff" | "priority" | "queuePosition" | "openPullRequest" | "pullRequestUrl" | "pullRequestNumber" | "phaseTimings"> & {
+  openPullRequest?: boolean;
+  phaseTimings?: PhaseSpan[];
+  snapshot: unknown;
+  /** The snapshot already serialised (the run manager has it): not serialised again. */
+  snapshotJson?: string;
+  handoff?: RunHandoff;
+  image?: string;
+  agentKind?: AgentKindName;
+  runMode?: RunModeName;
+  permissionPolicy?: PermissionPolicyName;
+  priority?: number;
+};
+
+/** The row of a new run as toRun would read it back, without reading it (fresh copies of its lists). */
+function createdRow(run: NewRun, runNumber: number, seq: number): StoredRun {
+  return {
+    seq,
+    id: run.id,
+    team: run.team,
+    environmentId: run.environmentId,
+    networkPolicyEnforced: run.networkPolicyEnforced,
+    agentIsolated: run.agentIsolated,
+    taskId: run.taskId,
+    runNumber,
+    status: run.status,
+    phase: run.phase,
+    provider: run.provider,
+    errorMessage: "",
+    exitCode: null,
+    branch: run.branch,
+    resultBranch: run.resultBranch,
+    resultCommit: "",
+    agentCommand: [...run.agentCommand],
+    agentKind: run.agentKind ?? "command",
+    awaitingInput: false,
+    runMode: run.runMode ?? "background",
+    permissionPolicy: run.permissionPolicy ?? "auto_allow",
+    limits: { ...run.limits },
+    image: run.image ?? "",
+    idempotencyKey: run.idempotencyKey,
+    deadlineAt: run.deadlineAt,
+    createdAt: run.createdAt,
+    startedAt: null,
+    finishedAt: null,
+    updatedAt: run.updatedAt,
+    cleanedAt: null,
+    machineVersion: run.machineVersion,
+    runnerCursor: 0,
+    priority: run.priority ?? 0,
+    queuePosition: 0,
+    openPullRequest: !!run.openPullRequest,
+    pullRequestUrl: "",
+    pullRequestNumber: 0,
+    phaseTimings: (run.phaseTimings ?? []).map((p) => ({ ...p })),
+    handoff: { ...(run.handoff ?? {}) },
+  };
+}
+
 export function createRunsRepository(db: Database) {
   const insert = db.prepare(`INSERT INTO runs (id, team, environment_id, network_policy_enforced, agent_isolated, task_id, run_number, status, phase, provider, branch, result_branch,
       agent_command, agent_kind, run_mode, permission_policy, limits, image, idempotency_key, deadline_at, created_at, updated_at, snapshot, machine_version, priority, open_pull_request, phase_timings, handoff)
     VALUES (:id, :team, :environmentId, :networkPolicyEnforced, :agentIsolated, :taskId, :runNumber, :status, :phase, :provider, :branch, :resultBranch,
       :agentCommand, :agentKind, :runMode, :permissionPolicy, :limits, :image, :idempotencyKey, :deadlineAt, :createdAt, :updatedAt, :snapshot, :machineVersion, :priority, :openPullRequest, :phaseTimings, :handoff)`);
+  // Not max(run_number): SQLite answers that by reading every run of the task; this reads one index entry.
   const nextNumber = db.prepare<{ n: number }>(
-    "SELECT coalesce(max(run_number), 0) + 1 AS n FROM runs WHERE task_id = ?",
+    "SELECT coalesce((SELECT run_number FROM runs WHERE task_id = ? ORDER BY run_number DESC LIMIT 1), 0) + 1 AS n",
   );
   const byId = db.prepare<RunRow>(`SELECT ${COLUMNS} FROM runs WHERE id = ?`);
   const byKey = db.prepare<RunRow>(`SELECT ${COLUMNS} FROM runs WHERE task_id = ? AND idempotency_key = ?`);
@@ -163,23 +224,10 @@ export function createRunsRepository(db: Database) {
     },
 
     /** Inserts the run and its first log lines in one transaction. */
-    create(
-      run: Omit<RunRecord, "runNumber" | "exitCode" | "resultCommit" | "errorMessage" | "startedAt" | "finishedAt" | "cleanedAt" | "runnerCursor" | "image" | "agentKind" | "runMode" | "permissionPolicy" | "awaitingInput" | "handoff" | "priority" | "queuePosition" | "openPullRequest" | "pullRequestUrl" | "pullRequestNumber" | "phaseTimings"> & {
-        openPullRequest?: boolean;
-        phaseTimings?: PhaseSpan[];
-        snapshot: unknown;
-        handoff?: RunHandoff;
-        image?: string;
-        agentKind?: AgentKindName;
-        runMode?: RunModeName;
-        permissionPolicy?: PermissionPolicyName;
-        priority?: number;
-      },
-      firstLines: { time: number; stream: string; text: string }[] = [],
-    ): StoredRun {
+    create(run: NewRun, firstLines: { time: number; stream: string; text: string }[] = []): StoredRun {
       return db.transaction(() => {
         const runNumber = nextNumber.get([run.taskId])!.n;
-        insert.run({
+        const { lastInsertRowid } = insert.run({
           id: run.id,
           team: run.team,
           environmentId: run.environmentId,
@@ -203,15 +251,19 @@ export function createRunsRepository(db: Database) {
           deadlineAt: run.deadlineAt,
           createdAt: run.createdAt,
           updatedAt: run.updatedAt,
-          snapshot: JSON.stringify(run.snapshot),
+          snapshot: run.snapshotJson ?? JSON.stringify(run.snapshot),
           machineVersion: run.machineVersion,
           priority: run.priority ?? 0,
           openPullRequest: run.openPullRequest ? 1 : 0,
           phaseTimings: JSON.stringify(run.phaseTimings ?? []),
         });
         firstLines.forEach((l, i) => insertLog.run([run.id, i + 1, l.time, l.stream, l.text, "log", null]));
-        return toRun(byId.get([run.id])!);
+        return createdRow(run, runNumber, Number(lastInsertRowid));
       });
+    },
+    /** The row create() will make, before it is made: its run number and seq are 0 until then. */
+    draft(run: NewRun): StoredRun {
+      return createdRow(run, 0, 0);
     },
     get(id: string): StoredRun | undefined {
       const row = byId.get([id]);
@@ -259,6 +311,10 @@ export function createRunsRepository(db: Database) {
         machineVersion: t.machineVersion,
         phaseTimings: t.phaseTimings ? JSON.stringify(t.phaseTimings) : null,
       });
+    },
+    /** Several writes of this repository in one transaction (the run manager's group commit). */
+    batch<T>(fn: () => T): T {
+      return db.transaction(fn);
     },
     /** Several transitions (of one run or many) in one transaction. */
     transitionAll(batch: { id: string; transition: RunTransition }[]): void {

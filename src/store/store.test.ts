@@ -53,9 +53,13 @@ describe("the SQLite store", () => {
     expect(tasks.create({ ...task, id: "task_2" }).taskNumber).toBe(2);
     const second = runs.create({ ...runs.get("run_1")!, id: "run_2", idempotencyKey: "k", snapshot: {} });
     expect(second.runNumber).toBe(2);
+    // create() gives the row as a read would, without reading it back.
+    expect(second).toEqual(runs.get("run_2"));
+    const third = runs.create({ ...runs.get("run_1")!, id: "run_4", snapshot: {}, phaseTimings: [{ phase: "queued", start: 1, end: null }], handoff: { uploadId: "u" }, limits: { cpus: 2 }, priority: 5, openPullRequest: true, image: "i" });
+    expect(third).toEqual(runs.get("run_4"));
     expect(runs.byIdempotencyKey(task.id, "k")?.id).toBe("run_2");
     expect(() => runs.create({ ...runs.get("run_1")!, id: "run_3", idempotencyKey: "k", snapshot: {} })).toThrow(/UNIQUE/);
-    expect(runs.list({ team: "default", taskId: task.id }, Number.MAX_SAFE_INTEGER, 10).map((r) => r.id)).toEqual(["run_2", "run_1"]);
+    expect(runs.list({ team: "default", taskId: task.id }, Number.MAX_SAFE_INTEGER, 10).map((r) => r.id)).toEqual(["run_4", "run_2", "run_1"]);
     expect(runs.list({ team: "default", status: "completed" }, Number.MAX_SAFE_INTEGER, 10)).toEqual([]);
   });
 
