@@ -1,43 +1,59 @@
+import { createPublicKey } from "node:crypto";
 import { chmod, mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { exportPKCS8, exportSPKI, generateKeyPair, importPKCS8, importSPKI, jwtVerify, SignJWT, type CryptoKey } from "jose";
 
 /**
  * Sandbox connection tokens: the daemon signs, the runner inside a sandbox verifies with
- * the public key it was given. Algorithm, issuer and audience are fixed, never read from
- * the token.
+ * the public key it was given. The algorithm comes from the key — EdDSA (Ed25519) for keys
+ * made now, RS256 for the RSA keys of data dirs made before (their sandboxes still verify
+ * with them) — and never from the token. Issuer and audience are fixed.
  */
-export const SANDBOX_TOKEN_ALG = "RS256";
+export type SandboxTokenAlg = "EdDSA" | "RS256";
 export const SANDBOX_TOKEN_ISSUER = "paddock";
 export const SANDBOX_TOKEN_AUDIENCE = "paddock:sandbox";
 
 export interface SandboxKeys {
+  alg: SandboxTokenAlg;
   privateKey: CryptoKey;
   publicKeyPem: string;
 }
 
-/** Loads the daemon's key pair from the data dir, generating it (0600) on first start. */
+/** The algorithm a public key signs with; anything but Ed25519 or RSA is refused. */
+export function sandboxTokenAlg(publicKeyPem: string): SandboxTokenAlg {
+  const type = createPublicKey(publicKeyPem).asymmetricKeyType;
+  if (type === "ed25519") return "EdDSA";
+  if (type === "rsa") return "RS256";
+  throw new Error(`sandbox token key: unsupported key type ${type}`);
+}
+
+/**
+ * Loads the daemon's key pair from the data dir, generating it (0600) on first start.
+ * Ed25519: a token is signed in about a tenth of RS256's time, and one is signed per run.
+ */
 export async function loadOrCreateSandboxKeys(dataDir: string): Promise<SandboxKeys> {
   const privPath = join(dataDir, "sandbox-token.key");
   const pubPath = join(dataDir, "sandbox-token.pub");
   try {
     const [priv, pub] = await Promise.all([readFile(privPath, "utf8"), readFile(pubPath, "utf8")]);
-    return { privateKey: await importPKCS8(priv, SANDBOX_TOKEN_ALG), publicKeyPem: pub };
+    const alg = sandboxTokenAlg(pub);
+    return { alg, privateKey: await importPKCS8(priv, alg), publicKeyPem: pub };
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
   }
-  const { privateKey, publicKey } = await generateKeyPair(SANDBOX_TOKEN_ALG, { extractable: true, modulusLength: 2048 });
+  const alg = "EdDSA";
+  const { privateKey, publicKey } = await generateKeyPair(alg, { extractable: true, crv: "Ed25519" });
   const publicKeyPem = await exportSPKI(publicKey);
   await mkdir(dataDir, { recursive: true });
   await writeFile(privPath, await exportPKCS8(privateKey), { mode: 0o600, flag: "wx" });
   await chmod(privPath, 0o600);
   await writeFile(pubPath, publicKeyPem, { mode: 0o644 });
-  return { privateKey, publicKeyPem };
+  return { alg, privateKey, publicKeyPem };
 }
 
 export async function issueSandboxToken(keys: SandboxKeys, runId: string, ttlSeconds = 24 * 3600): Promise<string> {
   return new SignJWT({})
-    .setProtectedHeader({ alg: SANDBOX_TOKEN_ALG, typ: "JWT" })
+    .setProtectedHeader({ alg: keys.alg, typ: "JWT" })
     .setIssuer(SANDBOX_TOKEN_ISSUER)
     .setAudience(SANDBOX_TOKEN_AUDIENCE)
     .setSubject(runId)
@@ -48,11 +64,12 @@ export async function issueSandboxToken(keys: SandboxKeys, runId: string, ttlSec
 
 /** A verifier bound to one run: rejects any token that is not for exactly that run. */
 export async function createSandboxTokenVerifier(publicKeyPem: string, runId: string) {
-  const key = await importSPKI(publicKeyPem, SANDBOX_TOKEN_ALG);
+  const alg = sandboxTokenAlg(publicKeyPem);
+  const key = await importSPKI(publicKeyPem, alg);
   return async (token: string): Promise<boolean> => {
     try {
       const { payload } = await jwtVerify(token, key, {
-        algorithms: [SANDBOX_TOKEN_ALG],
+        algorithms: [alg],
         issuer: SANDBOX_TOKEN_ISSUER,
         audience: SANDBOX_TOKEN_AUDIENCE,
         subject: runId,
