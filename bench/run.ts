@@ -30,6 +30,8 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const tmp = (p: string) => mkdtempSync(join(tmpdir(), `paddock-bench-${p}-`));
 const fmt = (n: number) => Math.round(n).toLocaleString("en-US");
+/** The binary under test: dist/paddock, or BENCH_BIN (e.g. an older build, for a before/after). */
+const distBinary = () => process.env.BENCH_BIN || resolve(import.meta.dirname, "..", "dist", "paddock");
 
 /**
  * A provider whose sandbox is created at once and is gone when supervised: every run walks
@@ -188,7 +190,7 @@ async function benchReplay() {
     rmSync(dataDir, { recursive: true, force: true });
   }
   // (2) The shipped binary as its own process, as clients meet it.
-  const bin = resolve(import.meta.dirname, "..", "dist", "paddock");
+  const bin = distBinary();
   if (!existsSync(bin)) return console.log("replay, dist/paddock: skipped (npm run build first)");
   dataDir = await seedReplayData(lines);
   const port = await freePort();
@@ -228,7 +230,7 @@ async function rssOf(argv: string[], ready: (out: string) => boolean): Promise<n
 }
 
 async function benchRss() {
-  const bin = resolve(import.meta.dirname, "..", "dist", "paddock");
+  const bin = distBinary();
   if (!existsSync(bin)) throw new Error("dist/paddock is missing: npm run build first");
   const bun = resolve(import.meta.dirname, "..", "node_modules", ".bin", "bun");
   const daemon: number[] = [];
@@ -657,7 +659,7 @@ async function benchBroker() {
  * rate of the same command writing the same lines to a file.
  */
 async function benchFlood() {
-  const bin = resolve(import.meta.dirname, "..", "dist", "paddock");
+  const bin = distBinary();
   if (!existsSync(bin)) throw new Error("dist/paddock is missing: npm run build first");
   const LINES = 2_000_000;
   const script = `awk 'BEGIN { s = sprintf("%090d", 0); for (i = 1; i <= ${LINES}; i++) printf "%09d %s\\n", i, s }'`;
@@ -800,7 +802,7 @@ async function benchEvents() {
 async function benchWeb() {
   const chromiumPath = process.env.PADDOCK_CHROMIUM || "/usr/bin/chromium";
   if (!existsSync(chromiumPath)) return console.log(`web: skipped (no chromium at ${chromiumPath})`);
-  const bin = resolve(import.meta.dirname, "..", "dist", "paddock");
+  const bin = distBinary();
   if (!existsSync(bin)) return console.log("web: skipped (npm run build first: the binary embeds the UI)");
   const { chromium } = await import("playwright-core");
   const dataDir = tmp("web");
@@ -951,44 +953,97 @@ function settledHeap(): number {
 }
 
 /** Wall time of one process from spawn to exit, in ms. */
-function timeProcess(argv: string[]): Promise<number> {
+function timeProcess(argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
   const t0 = performance.now();
   return new Promise((resolveTime, reject) => {
-    const child = spawn(argv[0]!, argv.slice(1), { stdio: "ignore" });
+    const child = spawn(argv[0]!, argv.slice(1), { stdio: "ignore", env });
     child.on("error", reject);
     child.on("exit", () => resolveTime(performance.now() - t0));
   });
 }
 
+/** Wall time from spawn until the process prints `ready` on stderr or stdout, in ms; then it is killed. */
+function timeUntilReady(argv: string[], ready: string, env: NodeJS.ProcessEnv = process.env): Promise<number> {
+  const t0 = performance.now();
+  return new Promise((resolveTime, reject) => {
+    const child = spawn(argv[0]!, argv.slice(1), { stdio: ["ignore", "pipe", "pipe"], env });
+    let out = "";
+    let took = 0;
+    const seen = (d: Buffer) => {
+      out += d;
+      if (!took && out.includes(ready)) {
+        took = performance.now() - t0;
+        child.kill("SIGKILL");
+      }
+    };
+    child.stdout!.on("data", seen);
+    child.stderr!.on("data", seen);
+    child.on("error", reject);
+    child.on("exit", () => (took ? resolveTime(took) : reject(new Error(`${argv.join(" ")} exited before "${ready}": ${out}`))));
+  });
+}
+
 /**
  * Start-up of the binary for the roles that start most often (every CLI call, every local
- * runner) against a bare Bun-compiled hello built here, run in turn.
+ * runner) against bare Bun-compiled programs built here (a hello; an HTTP listener), run in
+ * turn. The CLI call against a daemon talks to a `dist/paddock serve` started here.
  */
 async function benchStartup() {
-  const bin = resolve(import.meta.dirname, "..", "dist", "paddock");
+  const bin = distBinary();
   if (!existsSync(bin)) throw new Error("dist/paddock is missing: npm run build first");
   const bun = resolve(import.meta.dirname, "..", "node_modules", ".bin", "bun");
   const dir = tmp("startup");
+  const dataDir = join(dir, "data");
+  const daemon = spawn(bin, ["serve", "--data-dir", dataDir, "--listen", "127.0.0.1:0", "--log-format", "json"], { stdio: ["ignore", "ignore", "pipe"] });
   try {
     execSync(`echo 'console.log("hello")' > ${dir}/hello.ts && ${bun} build --compile ${dir}/hello.ts --outfile ${dir}/hello`, { stdio: "ignore" });
+    execSync(
+      `echo 'const s = require("node:http").createServer(); s.listen(0, "127.0.0.1", () => console.error("listening on " + s.address().port));' > ${dir}/listener.ts && ${bun} build --compile ${dir}/listener.ts --outfile ${dir}/listener`,
+      { stdio: "ignore" },
+    );
+    let err = "";
+    daemon.stderr!.on("data", (d: Buffer) => (err += d));
+    for (let i = 0; i < 400 && !err.includes("paddock listening"); i++) await sleep(50);
+    const keys = await loadOrCreateSandboxKeys(dir);
+    mkdirSync(join(dir, "work"));
+    // A runner as the local provider starts one (held until POST /start): until it listens.
+    const runnerEnv = {
+      PATH: process.env.PATH,
+      PADDOCK_RUN_ID: "run_bench1",
+      PADDOCK_RUNNER_HOST: "127.0.0.1",
+      PADDOCK_RUNNER_PORT: "0",
+      PADDOCK_WORKDIR: join(dir, "work"),
+      PADDOCK_STATE_DIR: join(dir, "state"),
+      PADDOCK_RESULT_BRANCH: "paddock/run_bench1",
+      PADDOCK_AGENT_COMMAND: JSON.stringify(["true"]),
+      PADDOCK_AGENT_HOME: join(dir, "home"),
+      JWT_PUBLIC_KEY: keys.publicKeyPem,
+    };
+    const cliEnv = { ...process.env, PADDOCK_DATA_DIR: dataDir };
     const n = Math.max(ROUNDS * 4, 20);
-    const roles: [string, string[]][] = [
-      ["--version", [bin, "--version"]],
-      ["run --help (CLI)", [bin, "run", "start", "--help"]],
-      ["agent --help (runner)", [bin, "agent", "--help"]],
+    const roles: [string, () => Promise<number>, "hello" | "listener"][] = [
+      ["--version", () => timeProcess([bin, "--version"]), "hello"],
+      ["run start --help (CLI)", () => timeProcess([bin, "run", "start", "--help"]), "hello"],
+      ["task list (CLI against a daemon)", () => timeProcess([bin, "task", "list"], cliEnv), "hello"],
+      ["agent --help (runner, bad environment)", () => timeProcess([bin, "agent", "--help"]), "hello"],
+      ["agent until it listens (command runner)", () => (rmSync(join(dir, "state"), { recursive: true, force: true }), timeUntilReady([bin, "agent"], "listening on", runnerEnv)), "listener"],
     ];
-    const hello: number[] = [];
+    const base = { hello: [] as number[], listener: [] as number[] };
     const times = roles.map(() => [] as number[]);
     for (let i = 0; i < n; i++) {
-      hello.push(await timeProcess([`${dir}/hello`]));
-      for (const [k, [, argv]] of roles.entries()) times[k]!.push(await timeProcess(argv));
+      base.hello.push(await timeProcess([`${dir}/hello`]));
+      base.listener.push(await timeUntilReady([`${dir}/listener`], "listening on"));
+      for (const [k, [, run]] of roles.entries()) times[k]!.push(await run());
     }
-    const h = median(hello);
-    for (const [k, [label]] of roles.entries()) {
+    const label = { hello: "bare Bun-compiled hello", listener: "bare Bun-compiled HTTP listener until it listens" };
+    for (const [k, [name, , against]] of roles.entries()) {
       const m = median(times[k]!);
-      console.log(`start-up: paddock ${label} ${m.toFixed(1)} ms, bare Bun-compiled hello ${h.toFixed(1)} ms, ratio ${(m / h).toFixed(1)}× (${n} runs each, alternating, medians)`);
+      const h = median(base[against]);
+      console.log(`start-up: paddock ${name} ${m.toFixed(1)} ms, ${label[against]} ${h.toFixed(1)} ms, ratio ${(m / h).toFixed(1)}× (aim ≤ 3×; ${n} runs each, alternating, medians)`);
     }
   } finally {
+    daemon.kill("SIGTERM");
+    await new Promise((r) => daemon.once("exit", r));
     rmSync(dir, { recursive: true, force: true });
   }
 }
