@@ -3,7 +3,7 @@
  * process (or script) on the same machine, as a ratio; medians of several rounds.
  *
  *   npm run bench               all three
- *   npm run bench -- transitions|replay|rss|auth|proxy|broker|docker|modal|flood|events|startup|restore|web|metrics
+ *   npm run bench -- transitions|replay|rss|auth|proxy|broker|docker|modal|flood|events|startup|restore|web|metrics|queued|local
  */
 import { createClient } from "@connectrpc/connect";
 import { bearer } from "../src/cli/client.js";
@@ -1133,6 +1133,109 @@ async function benchRestore() {
   }
 }
 
+/** A git repository with one commit, for runs to check out. */
+function benchRepo(dir: string): string {
+  const repo = join(dir, "repo");
+  mkdirSync(repo);
+  execSync("git init --quiet -b main && echo hello > README.md && git add . && git -c user.name=b -c user.email=b@b commit --quiet -m initial", { cwd: repo });
+  return repo;
+}
+
+/**
+ * Fills a daemon's queue: one run holds the only slot (its agent sleeps), then `count` more
+ * StartRun calls queue behind it. Returns the daemon's memory before and after, read by
+ * `measure`, once the queue holds them all.
+ */
+async function fillQueue(port: number, token: string, repo: string, count: number, measure: () => Promise<{ rss: number; heap: number }>) {
+  const { TaskService } = await import("../src/gen/paddock/v1/task_pb.js");
+  const transport = createConnectTransport({ baseUrl: `http://127.0.0.1:${port}`, httpVersion: "1.1", interceptors: [bearer(token)] });
+  const tasks = createClient(TaskService, transport);
+  const runs = createClient(TaskRunService, transport);
+  const { task } = await tasks.createTask({ title: "queued", repository: repo, description: "x" });
+  const busy = (await runs.startRun({ taskId: task!.id, agentCommand: ["sleep", "3600"] })).run!;
+  while ((await runs.getRun({ runId: busy.id })).run!.phase !== "running") await sleep(50);
+  const before = await measure();
+  const ids: string[] = [];
+  // 8 at once: the daemon's API, not this client, sets the pace.
+  for (let i = 0; i < count; i += 8) {
+    const batch = await Promise.all(Array.from({ length: Math.min(8, count - i) }, () => runs.startRun({ taskId: task!.id, agentCommand: ["true"] })));
+    ids.push(...batch.map((r) => r.run!.id));
+  }
+  const phases = new Map<string, number>();
+  for (let i = 0; i < ids.length; i += 100) {
+    for (const id of ids.slice(i, i + 100)) {
+      const p = (await runs.getRun({ runId: id })).run!.phase;
+      phases.set(p, (phases.get(p) ?? 0) + 1);
+    }
+  }
+  if (phases.get("queued") !== count) throw new Error(`expected ${count} queued runs: ${JSON.stringify([...phases])}`);
+  const after = await measure();
+  // The busy run's runner and agent are processes of their own: end them before the daemon.
+  await runs.cancelRun({ runId: busy.id });
+  while (!(await runs.getRun({ runId: busy.id })).run!.cleanedAt) await sleep(50);
+  return { before, after };
+}
+
+const rssOfPid = (pid: number) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1]) * 1024;
+
+/**
+ * Memory per queued run: a daemon with one busy slot takes `count` more runs into its queue.
+ * (1) dist/paddock as its own process: RSS growth per queued run. (2) The same daemon
+ * in this Node process (createApp): RSS and JS heap growth (after a full GC) per queued run.
+ */
+async function benchQueued() {
+  const count = Number(process.env.BENCH_RUNS ?? 1000);
+  const settle = async () => {
+    for (let i = 0; i < 3; i++) {
+      (globalThis as { gc?: () => void }).gc?.();
+      await sleep(500);
+    }
+  };
+  const report = (label: string, before: { rss: number; heap: number }, after: { rss: number; heap: number }, idleRss: number) => {
+    const rss = (after.rss - before.rss) / count / 1024;
+    const heap = after.heap ? `, JS heap ${fmt((after.heap - before.heap) / count / 1024)} KiB per run` : "";
+    console.log(`queued runs, ${label}: RSS ${fmt(rss)} KiB per queued run${heap} (aim ≤ 256 KiB; ${fmt(count)} queued behind 1 busy slot; idle daemon RSS ${(idleRss / 1024 ** 2).toFixed(1)} MiB, with the queue ${(after.rss / 1024 ** 2).toFixed(1)} MiB)`);
+  };
+  const bin = distBinary();
+  if (existsSync(bin)) {
+    const dir = tmp("queued");
+    const dataDir = join(dir, "data");
+    const port = await freePort();
+    const daemon = spawn(bin, ["serve", "--data-dir", dataDir, "--listen", `127.0.0.1:${port}`, "--socket", "", "--log-format", "json", "--log-level", "warn", "--max-concurrent-runs", "1", "--max-queued-runs-per-team", String(count * 2), "--default-provider", "local"], { stdio: ["ignore", "ignore", "pipe"] });
+    try {
+      let err = "";
+      daemon.stderr!.on("data", (d: Buffer) => (err += d));
+      for (let i = 0; i < 400 && !err.includes("paddock listening"); i++) await sleep(50);
+      await sleep(2000);
+      const idle = rssOfPid(daemon.pid!);
+      const token = readFileSync(join(dataDir, "admin-token"), "utf8").trim();
+      const measure = async () => (await sleep(2000), { rss: rssOfPid(daemon.pid!), heap: 0 });
+      const { before, after } = await fillQueue(port, token, benchRepo(dir), count, measure);
+      report("dist/paddock as its own process", before, after, idle);
+    } finally {
+      daemon.kill("SIGTERM");
+      await new Promise((r) => daemon.once("exit", r));
+      rmSync(dir, { recursive: true, force: true });
+    }
+  } else console.log("queued runs, dist/paddock: skipped (npm run build first)");
+
+  const dir = tmp("queued-node");
+  const config = loadConfig({}, { dataDir: join(dir, "data"), socket: "", listen: "127.0.0.1:0", maxConcurrentRuns: "1", maxQueuedRunsPerTeam: String(count * 2), defaultProvider: "local" });
+  const app = await createApp({ config, logger: pino({ level: "silent" }), runnerCommand: runnerCommand(), baseEnv: { PATH: process.env.PATH } });
+  const listener = await app.start();
+  try {
+    await settle();
+    const idle = process.memoryUsage().rss;
+    const token = readFileSync(join(dir, "data", "admin-token"), "utf8").trim();
+    const measure = async () => (await settle(), { rss: process.memoryUsage().rss, heap: process.memoryUsage().heapUsed });
+    const { before, after } = await fillQueue(listener.port, token, benchRepo(dir), count, measure);
+    report("daemon in the bench process (Node, createApp)", before, after, idle);
+  } finally {
+    await app.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 const which = process.argv[2];
 if (!which || which === "transitions") await benchTransitions();
 if (!which || which === "replay") await benchReplay();
@@ -1148,3 +1251,4 @@ if (!which || which === "startup") await benchStartup();
 if (!which || which === "restore") await benchRestore();
 if (!which || which === "web") await benchWeb();
 if (!which || which === "metrics") await benchMetrics();
+if (!which || which === "queued") await benchQueued();

@@ -171,7 +171,7 @@ async function serve(argv: string[]): Promise<number> {
   const { config } = parsed;
   const { createApp, runnerCommand } = await import("./app.js");
   const { createLogger } = await import("./logger.js");
-  const logger = createLogger({ level: config.logLevel, format: config.logFormat, isTty: !!process.stdout.isTTY, isJournal: stdoutIsJournal() });
+  const logger = await createLogger({ level: config.logLevel, format: config.logFormat, isTty: !!process.stdout.isTTY, isJournal: stdoutIsJournal() });
   const app = await createApp({ config, logger, runnerCommand: runnerCommand(), baseEnv: runnerEnv(process.env) });
   const listener = await app.start();
   // Under systemd (Type=notify): READY=1 once listening, WATCHDOG=1 while the store takes
