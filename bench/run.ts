@@ -11,7 +11,7 @@ import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect
 import { execSync, spawn } from "node:child_process";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -1236,6 +1236,75 @@ async function benchQueued() {
   }
 }
 
+/**
+ * StartRun → agent started on the local provider (dist/paddock serve, its runners the same
+ * binary), against a bare `git worktree add` of the same repository + spawn of the same
+ * agent, in turn. "Started" is the instant the agent itself writes (date +%s%N), so no
+ * poll of ours is in either figure.
+ */
+async function benchLocal() {
+  const bin = distBinary();
+  if (!existsSync(bin)) throw new Error("dist/paddock is missing: npm run build first");
+  const rounds = Math.max(ROUNDS * 2, 10);
+  const dir = tmp("local");
+  const dataDir = join(dir, "data");
+  const repo = benchRepo(dir);
+  const port = await freePort();
+  const daemon = spawn(bin, ["serve", "--data-dir", dataDir, "--listen", `127.0.0.1:${port}`, "--socket", "", "--log-format", "json", "--log-level", "warn", "--default-provider", "local"], { stdio: ["ignore", "ignore", "pipe"] });
+  // The agents write here: as root the daemon gives each agent a uid of its own.
+  const marks = join(dir, "marks");
+  mkdirSync(marks);
+  chmodSync(dir, 0o711);
+  chmodSync(marks, 0o1777);
+  const startedAt = (file: string) => Number(readFileSync(file, "utf8").trim()) / 1e6;
+  const agent = (file: string) => ["sh", "-c", `date +%s%N > ${file}`];
+  try {
+    let err = "";
+    daemon.stderr!.on("data", (d: Buffer) => (err += d));
+    for (let i = 0; i < 400 && !err.includes("paddock listening"); i++) await sleep(50);
+    const token = readFileSync(join(dataDir, "admin-token"), "utf8").trim();
+    const { TaskService } = await import("../src/gen/paddock/v1/task_pb.js");
+    const transport = createConnectTransport({ baseUrl: `http://127.0.0.1:${port}`, httpVersion: "1.1", interceptors: [bearer(token)] });
+    const tasks = createClient(TaskService, transport);
+    const runs = createClient(TaskRunService, transport);
+    const { task } = await tasks.createTask({ title: "local", repository: repo, description: "x" });
+    const paddock: number[] = [];
+    const bare: number[] = [];
+    const provisioning: number[] = [];
+    for (let i = 0; i <= rounds; i++) {
+      // Bare: a worktree of the repository, then the agent in it.
+      const file = join(marks, `bare-${i}`);
+      const t0 = Date.now() + (performance.now() % 1);
+      execSync(`git -C ${repo} worktree add --quiet --detach ${join(dir, `wt-${i}`)} HEAD`);
+      await new Promise<void>((r) => spawn(agent(file)[0]!, agent(file).slice(1), { cwd: join(dir, `wt-${i}`), stdio: "ignore" }).once("exit", () => r()));
+      const b = startedAt(file) - t0;
+
+      const pfile = join(marks, `paddock-${i}`);
+      const t1 = Date.now();
+      const run = (await runs.startRun({ taskId: task!.id, agentCommand: agent(pfile) })).run!;
+      let got = (await runs.getRun({ runId: run.id })).run!;
+      while (!got.cleanedAt) {
+        await sleep(20);
+        got = (await runs.getRun({ runId: run.id })).run!;
+      }
+      if (!existsSync(pfile)) throw new Error(`run ${run.id} ended ${got.status} without starting its agent: ${got.errorMessage}`);
+      // The first round warms the repository's mirror and the page cache: not counted.
+      if (i === 0) continue;
+      bare.push(b);
+      paddock.push(startedAt(pfile) - t1);
+      const p = got.phaseTimings.find((t) => t.phase === "provisioning")?.duration;
+      if (p) provisioning.push((Number(p.seconds) + p.nanos / 1e9) * 1000);
+    }
+    const m = median(paddock);
+    const b = median(bare);
+    console.log(`local start: StartRun → agent started ${m.toFixed(1)} ms (of it provisioning ${median(provisioning).toFixed(1)} ms), bare git worktree add + spawn ${b.toFixed(1)} ms, ratio ${(m / b).toFixed(1)}× (aim ≤ 2×; ${rounds} rounds, alternating, medians)`);
+  } finally {
+    daemon.kill("SIGTERM");
+    await new Promise((r) => daemon.once("exit", r));
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 const which = process.argv[2];
 if (!which || which === "transitions") await benchTransitions();
 if (!which || which === "replay") await benchReplay();
@@ -1252,3 +1321,4 @@ if (!which || which === "restore") await benchRestore();
 if (!which || which === "web") await benchWeb();
 if (!which || which === "metrics") await benchMetrics();
 if (!which || which === "queued") await benchQueued();
+if (!which || which === "local") await benchLocal();
