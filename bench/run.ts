@@ -3,7 +3,7 @@
  * process (or script) on the same machine, as a ratio; medians of several rounds.
  *
  *   npm run bench               all three
- *   npm run bench -- transitions|replay|rss|auth|proxy|broker|docker|modal|flood|events|startup|restore|web|metrics|queued|local
+ *   npm run bench -- transitions|replay|rss|auth|proxy|broker|docker|modal|flood|events|startup|restore|web|metrics|queued|local|modules
  */
 import { createClient } from "@connectrpc/connect";
 import { bearer } from "../src/cli/client.js";
@@ -1305,6 +1305,103 @@ async function benchLocal() {
   }
 }
 
+/** The package (or src/ directory) a bundled input belongs to. */
+function packageOf(input: string): string {
+  const nm = input.lastIndexOf("node_modules/");
+  if (nm >= 0) {
+    const [a, b] = input.slice(nm + "node_modules/".length).split("/");
+    return a!.startsWith("@") ? `${a}/${b}` : a!;
+  }
+  const src = input.indexOf("src/");
+  return src >= 0 ? input.slice(src).split("/").slice(0, 2).join("/") : input;
+}
+
+/**
+ * Which modules each role loads, traced: the binary's chunks are built as plain files
+ * (scripts/build-binary.ts --chunks), each role runs from them under strace, and the chunk
+ * files it opened are mapped to the packages and src/ directories bundled in them.
+ */
+async function benchModules() {
+  const { spawnSync } = await import("node:child_process");
+  const bun = resolve(import.meta.dirname, "..", "node_modules", ".bin", "bun");
+  const dir = tmp("modules");
+  const chunks = join(dir, "chunks");
+  const serveDir = join(dir, "serve");
+  const daemonDir = join(dir, "daemon");
+  execSync(`${bun} ${resolve(import.meta.dirname, "..", "scripts", "build-binary.ts")} --chunks ${chunks}`, { stdio: "ignore" });
+  const meta = JSON.parse(readFileSync(join(chunks, "metafile.json"), "utf8")) as { outputs: Record<string, { bytes: number; inputs: Record<string, { bytesInOutput: number }> }> };
+  const daemon = spawn(bun, [join(chunks, "main.js"), "serve", "--data-dir", daemonDir, "--listen", "127.0.0.1:0", "--log-format", "json"], { stdio: ["ignore", "ignore", "pipe"] });
+  try {
+    let err = "";
+    daemon.stderr!.on("data", (d: Buffer) => (err += d));
+    for (let i = 0; i < 400 && !err.includes("paddock listening"); i++) await sleep(50);
+    const keys = await loadOrCreateSandboxKeys(dir);
+    mkdirSync(join(dir, "work"));
+    const runnerEnv = (kind: string) => ({
+      PATH: process.env.PATH,
+      PADDOCK_RUN_ID: "run_bench1",
+      PADDOCK_RUNNER_HOST: "127.0.0.1",
+      PADDOCK_RUNNER_PORT: "0",
+      PADDOCK_WORKDIR: join(dir, "work"),
+      PADDOCK_STATE_DIR: join(dir, `state-${kind}`),
+      PADDOCK_RESULT_BRANCH: "paddock/run_bench1",
+      PADDOCK_AGENT_COMMAND: JSON.stringify(["true"]),
+      PADDOCK_AGENT_KIND: kind,
+      PADDOCK_AGENT_HOME: join(dir, "home"),
+      JWT_PUBLIC_KEY: keys.publicKeyPem,
+    });
+    // [role, argv, env, what it prints once up (long-running roles are then stopped)]
+    const roles: [string, string[], NodeJS.ProcessEnv, string | null][] = [
+      ["paddock --version", ["--version"], process.env, null],
+      ["paddock run start --help", ["run", "start", "--help"], process.env, null],
+      ["paddock task list (against a daemon)", ["task", "list"], { ...process.env, PADDOCK_DATA_DIR: daemonDir }, null],
+      ["paddock agent (command runner, until it listens)", ["agent"], runnerEnv("command"), "listening on"],
+      ["paddock agent (ACP runner, until it listens)", ["agent"], runnerEnv("acp"), "listening on"],
+      ["paddock serve (idle)", ["serve", "--data-dir", serveDir, "--listen", "127.0.0.1:0", "--socket", "", "--log-format", "json"], process.env, "paddock listening"],
+    ];
+    // What the CLI and the runner must never load (issue 13), and two costly ones besides.
+    const never = ["dockerode", "src/store", "src/api", "xstate", "node-forge", "@octokit/rest", "@octokit/auth-app", "modal", "zod", "@agentclientprotocol/sdk"];
+    console.log("modules: chunks each role opens (ES modules in them run; CommonJS packages in them, e.g. ssh2, gRPC, node-forge, run only when first required)");
+    for (const [label, args, env, ready] of roles) {
+      const trace = join(dir, "trace.txt");
+      const argv = ["-f", "-qq", "-e", "trace=openat", "-o", trace, bun, join(chunks, "main.js"), ...args];
+      if (ready === null) spawnSync("strace", argv, { env, stdio: "ignore" });
+      else {
+        // Its own process group: the traced program and strace are stopped together.
+        const child = spawn("strace", argv, { env, stdio: ["ignore", "pipe", "pipe"], detached: true });
+        let out = "";
+        const up = new Promise<void>((r) => {
+          const seen = (d: Buffer) => ((out += d), out.includes(ready) && r());
+          child.stdout!.on("data", seen);
+          child.stderr!.on("data", seen);
+        });
+        await Promise.race([up, sleep(20_000)]);
+        await sleep(1000);
+        const exited = new Promise((r) => child.once("exit", r));
+        process.kill(-child.pid!, "SIGKILL");
+        await exited;
+      }
+      const opened = new Set([...readFileSync(trace, "utf8").matchAll(/chunks\/([\w.-]+\.js)"/g)].map((m) => `./${m[1]}`));
+      const sizes = new Map<string, number>();
+      let bytes = 0;
+      for (const chunk of opened) {
+        const out = meta.outputs[chunk];
+        if (!out) continue;
+        bytes += out.bytes;
+        for (const [input, { bytesInOutput }] of Object.entries(out.inputs)) sizes.set(packageOf(input), (sizes.get(packageOf(input)) ?? 0) + bytesInOutput);
+      }
+      const top = [...sizes].sort((a, b) => b[1] - a[1]).filter(([, n]) => n >= 4096);
+      const loadedNever = never.filter((p) => sizes.has(p));
+      console.log(`modules: ${label}: ${opened.size} chunks, ${fmt(bytes / 1024)} KiB: ${top.map(([p, n]) => `${p} ${fmt(n / 1024)}K`).join(", ")}`);
+      console.log(`  of ${never.join(", ")}: ${loadedNever.length ? `loads ${loadedNever.join(", ")}` : "none"}`);
+    }
+  } finally {
+    daemon.kill("SIGTERM");
+    await new Promise((r) => daemon.once("exit", r));
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 const which = process.argv[2];
 if (!which || which === "transitions") await benchTransitions();
 if (!which || which === "replay") await benchReplay();
@@ -1322,3 +1419,4 @@ if (!which || which === "web") await benchWeb();
 if (!which || which === "metrics") await benchMetrics();
 if (!which || which === "queued") await benchQueued();
 if (!which || which === "local") await benchLocal();
+if (!which || which === "modules") await benchModules();

@@ -16,7 +16,8 @@ interface PluginBuilder {
   onLoad(options: { filter: RegExp }, callback: (args: OnLoadArgs) => Promise<{ contents: string; loader: string }>): void;
 }
 declare const Bun: {
-  build(options: Record<string, unknown>): Promise<{ success: boolean; logs: unknown[] }>;
+  build(options: Record<string, unknown>): Promise<{ success: boolean; logs: unknown[]; metafile?: unknown }>;
+  write(path: string, text: string): Promise<number>;
   file(path: string): { text(): Promise<string> };
 };
 
@@ -49,10 +50,17 @@ const lazyDockerExtras = {
   },
 };
 
+// `--chunks DIR`: the same chunks as plain files in DIR with a metafile, not an executable,
+// for `npm run bench -- modules` to trace which of them each role loads.
+const chunksAt = process.argv.indexOf("--chunks");
+const output =
+  chunksAt > 0
+    ? { outdir: resolve(process.argv[chunksAt + 1]!), target: "bun", metafile: true }
+    : { entrypoints: [resolve(root, "src/main.ts"), resolve(root, "dist/web-ui.pack")], compile: { outfile: resolve(root, "dist/paddock"), bytecodeOrder: process.env.BYTECODE_ORDER ? process.env.BYTECODE_ORDER.split(",") : null }, bytecode: true };
+
 const result = await Bun.build({
-  entrypoints: [resolve(root, "src/main.ts"), resolve(root, "dist/web-ui.pack")],
-  compile: { outfile: resolve(root, "dist/paddock"), bytecodeOrder: process.env.BYTECODE_ORDER ? process.env.BYTECODE_ORDER.split(",") : null },
-  bytecode: true,
+  entrypoints: [resolve(root, "src/main.ts")],
+  ...output,
   splitting: true,
   format: "esm",
   minify: { syntax: true },
@@ -63,4 +71,5 @@ if (!result.success) {
   console.error(result.logs);
   process.exit(1);
 }
-console.log("dist/paddock");
+if (chunksAt > 0) await Bun.write(resolve(process.argv[chunksAt + 1]!, "metafile.json"), JSON.stringify(result.metafile));
+console.log(chunksAt > 0 ? process.argv[chunksAt + 1] : "dist/paddock");
