@@ -1153,12 +1153,22 @@ async function fillQueue(port: number, token: string, repo: string, count: numbe
   const runs = createClient(TaskRunService, transport);
   const { task } = await tasks.createTask({ title: "queued", repository: repo, description: "x" });
   const busy = (await runs.startRun({ taskId: task!.id, agentCommand: ["sleep", "3600"] })).run!;
-  while ((await runs.getRun({ runId: busy.id })).run!.phase !== "running") await sleep(50);
+  try {
+    return await queueBehind(runs, task!.id, busy.id, count, measure);
+  } finally {
+    // The busy run's runner and agent are processes of their own: end them before the daemon.
+    await runs.cancelRun({ runId: busy.id });
+    while (!(await runs.getRun({ runId: busy.id })).run!.cleanedAt) await sleep(50);
+  }
+}
+
+async function queueBehind(runs: ReturnType<typeof createClient<typeof TaskRunService>>, taskId: string, busyId: string, count: number, measure: () => Promise<{ rss: number; heap: number }>) {
+  while ((await runs.getRun({ runId: busyId })).run!.phase !== "running") await sleep(50);
   const before = await measure();
   const ids: string[] = [];
   // 8 at once: the daemon's API, not this client, sets the pace.
   for (let i = 0; i < count; i += 8) {
-    const batch = await Promise.all(Array.from({ length: Math.min(8, count - i) }, () => runs.startRun({ taskId: task!.id, agentCommand: ["true"] })));
+    const batch = await Promise.all(Array.from({ length: Math.min(8, count - i) }, () => runs.startRun({ taskId, agentCommand: ["true"] })));
     ids.push(...batch.map((r) => r.run!.id));
   }
   const phases = new Map<string, number>();
@@ -1170,9 +1180,6 @@ async function fillQueue(port: number, token: string, repo: string, count: numbe
   }
   if (phases.get("queued") !== count) throw new Error(`expected ${count} queued runs: ${JSON.stringify([...phases])}`);
   const after = await measure();
-  // The busy run's runner and agent are processes of their own: end them before the daemon.
-  await runs.cancelRun({ runId: busy.id });
-  while (!(await runs.getRun({ runId: busy.id })).run!.cleanedAt) await sleep(50);
   return { before, after };
 }
 
