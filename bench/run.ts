@@ -3,7 +3,7 @@
  * process (or script) on the same machine, as a ratio; medians of several rounds.
  *
  *   npm run bench               all three
- *   npm run bench -- transitions|replay|rss|auth|proxy|broker|docker|modal|flood|events|startup|restore|web|metrics
+ *   npm run bench -- transitions|replay|rss|auth|proxy|broker|docker|modal|flood|events|startup|restore|web|metrics|queued|local|modules
  */
 import { createClient } from "@connectrpc/connect";
 import { bearer } from "../src/cli/client.js";
@@ -11,7 +11,7 @@ import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect
 import { execSync, spawn } from "node:child_process";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -31,6 +31,8 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
 const tmp = (p: string) => mkdtempSync(join(tmpdir(), `paddock-bench-${p}-`));
 const fmt = (n: number) => Math.round(n).toLocaleString("en-US");
 const cpuMs = (u: NodeJS.CpuUsage) => (u.user + u.system) / 1000;
+/** The binary under test: dist/paddock, or BENCH_BIN (e.g. an older build, for a before/after). */
+const distBinary = () => process.env.BENCH_BIN || resolve(import.meta.dirname, "..", "dist", "paddock");
 
 /**
  * A provider whose sandbox is created at once and is gone when supervised: every run walks
@@ -216,7 +218,7 @@ async function benchReplay() {
     rmSync(dataDir, { recursive: true, force: true });
   }
   // (2) The shipped binary as its own process, as clients meet it.
-  const bin = resolve(import.meta.dirname, "..", "dist", "paddock");
+  const bin = distBinary();
   if (!existsSync(bin)) return console.log("replay, dist/paddock: skipped (npm run build first)");
   dataDir = await seedReplayData(lines);
   const port = await freePort();
@@ -256,7 +258,7 @@ async function rssOf(argv: string[], ready: (out: string) => boolean): Promise<n
 }
 
 async function benchRss() {
-  const bin = resolve(import.meta.dirname, "..", "dist", "paddock");
+  const bin = distBinary();
   if (!existsSync(bin)) throw new Error("dist/paddock is missing: npm run build first");
   const bun = resolve(import.meta.dirname, "..", "node_modules", ".bin", "bun");
   const daemon: number[] = [];
@@ -688,7 +690,7 @@ async function benchBroker() {
  * rate of the same command writing the same lines to a file.
  */
 async function benchFlood() {
-  const bin = resolve(import.meta.dirname, "..", "dist", "paddock");
+  const bin = distBinary();
   if (!existsSync(bin)) throw new Error("dist/paddock is missing: npm run build first");
   const LINES = 2_000_000;
   const script = `awk 'BEGIN { s = sprintf("%090d", 0); for (i = 1; i <= ${LINES}; i++) printf "%09d %s\\n", i, s }'`;
@@ -831,7 +833,7 @@ async function benchEvents() {
 async function benchWeb() {
   const chromiumPath = process.env.PADDOCK_CHROMIUM || "/usr/bin/chromium";
   if (!existsSync(chromiumPath)) return console.log(`web: skipped (no chromium at ${chromiumPath})`);
-  const bin = resolve(import.meta.dirname, "..", "dist", "paddock");
+  const bin = distBinary();
   if (!existsSync(bin)) return console.log("web: skipped (npm run build first: the binary embeds the UI)");
   const { chromium } = await import("playwright-core");
   const dataDir = tmp("web");
@@ -982,44 +984,97 @@ function settledHeap(): number {
 }
 
 /** Wall time of one process from spawn to exit, in ms. */
-function timeProcess(argv: string[]): Promise<number> {
+function timeProcess(argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
   const t0 = performance.now();
   return new Promise((resolveTime, reject) => {
-    const child = spawn(argv[0]!, argv.slice(1), { stdio: "ignore" });
+    const child = spawn(argv[0]!, argv.slice(1), { stdio: "ignore", env });
     child.on("error", reject);
     child.on("exit", () => resolveTime(performance.now() - t0));
   });
 }
 
+/** Wall time from spawn until the process prints `ready` on stderr or stdout, in ms; then it is killed. */
+function timeUntilReady(argv: string[], ready: string, env: NodeJS.ProcessEnv = process.env): Promise<number> {
+  const t0 = performance.now();
+  return new Promise((resolveTime, reject) => {
+    const child = spawn(argv[0]!, argv.slice(1), { stdio: ["ignore", "pipe", "pipe"], env });
+    let out = "";
+    let took = 0;
+    const seen = (d: Buffer) => {
+      out += d;
+      if (!took && out.includes(ready)) {
+        took = performance.now() - t0;
+        child.kill("SIGKILL");
+      }
+    };
+    child.stdout!.on("data", seen);
+    child.stderr!.on("data", seen);
+    child.on("error", reject);
+    child.on("exit", () => (took ? resolveTime(took) : reject(new Error(`${argv.join(" ")} exited before "${ready}": ${out}`))));
+  });
+}
+
 /**
  * Start-up of the binary for the roles that start most often (every CLI call, every local
- * runner) against a bare Bun-compiled hello built here, run in turn.
+ * runner) against bare Bun-compiled programs built here (a hello; an HTTP listener), run in
+ * turn. The CLI call against a daemon talks to a `dist/paddock serve` started here.
  */
 async function benchStartup() {
-  const bin = resolve(import.meta.dirname, "..", "dist", "paddock");
+  const bin = distBinary();
   if (!existsSync(bin)) throw new Error("dist/paddock is missing: npm run build first");
   const bun = resolve(import.meta.dirname, "..", "node_modules", ".bin", "bun");
   const dir = tmp("startup");
+  const dataDir = join(dir, "data");
+  const daemon = spawn(bin, ["serve", "--data-dir", dataDir, "--listen", "127.0.0.1:0", "--log-format", "json"], { stdio: ["ignore", "ignore", "pipe"] });
   try {
     execSync(`echo 'console.log("hello")' > ${dir}/hello.ts && ${bun} build --compile ${dir}/hello.ts --outfile ${dir}/hello`, { stdio: "ignore" });
+    execSync(
+      `echo 'const s = require("node:http").createServer(); s.listen(0, "127.0.0.1", () => console.error("listening on " + s.address().port));' > ${dir}/listener.ts && ${bun} build --compile ${dir}/listener.ts --outfile ${dir}/listener`,
+      { stdio: "ignore" },
+    );
+    let err = "";
+    daemon.stderr!.on("data", (d: Buffer) => (err += d));
+    for (let i = 0; i < 400 && !err.includes("paddock listening"); i++) await sleep(50);
+    const keys = await loadOrCreateSandboxKeys(dir);
+    mkdirSync(join(dir, "work"));
+    // A runner as the local provider starts one (held until POST /start): until it listens.
+    const runnerEnv = {
+      PATH: process.env.PATH,
+      PADDOCK_RUN_ID: "run_bench1",
+      PADDOCK_RUNNER_HOST: "127.0.0.1",
+      PADDOCK_RUNNER_PORT: "0",
+      PADDOCK_WORKDIR: join(dir, "work"),
+      PADDOCK_STATE_DIR: join(dir, "state"),
+      PADDOCK_RESULT_BRANCH: "paddock/run_bench1",
+      PADDOCK_AGENT_COMMAND: JSON.stringify(["true"]),
+      PADDOCK_AGENT_HOME: join(dir, "home"),
+      JWT_PUBLIC_KEY: keys.publicKeyPem,
+    };
+    const cliEnv = { ...process.env, PADDOCK_DATA_DIR: dataDir };
     const n = Math.max(ROUNDS * 4, 20);
-    const roles: [string, string[]][] = [
-      ["--version", [bin, "--version"]],
-      ["run --help (CLI)", [bin, "run", "start", "--help"]],
-      ["agent --help (runner)", [bin, "agent", "--help"]],
+    const roles: [string, () => Promise<number>, "hello" | "listener"][] = [
+      ["--version", () => timeProcess([bin, "--version"]), "hello"],
+      ["run start --help (CLI)", () => timeProcess([bin, "run", "start", "--help"]), "hello"],
+      ["task list (CLI against a daemon)", () => timeProcess([bin, "task", "list"], cliEnv), "hello"],
+      ["agent --help (runner, bad environment)", () => timeProcess([bin, "agent", "--help"]), "hello"],
+      ["agent until it listens (command runner)", () => (rmSync(join(dir, "state"), { recursive: true, force: true }), timeUntilReady([bin, "agent"], "listening on", runnerEnv)), "listener"],
     ];
-    const hello: number[] = [];
+    const base = { hello: [] as number[], listener: [] as number[] };
     const times = roles.map(() => [] as number[]);
     for (let i = 0; i < n; i++) {
-      hello.push(await timeProcess([`${dir}/hello`]));
-      for (const [k, [, argv]] of roles.entries()) times[k]!.push(await timeProcess(argv));
+      base.hello.push(await timeProcess([`${dir}/hello`]));
+      base.listener.push(await timeUntilReady([`${dir}/listener`], "listening on"));
+      for (const [k, [, run]] of roles.entries()) times[k]!.push(await run());
     }
-    const h = median(hello);
-    for (const [k, [label]] of roles.entries()) {
+    const label = { hello: "bare Bun-compiled hello", listener: "bare Bun-compiled HTTP listener until it listens" };
+    for (const [k, [name, , against]] of roles.entries()) {
       const m = median(times[k]!);
-      console.log(`start-up: paddock ${label} ${m.toFixed(1)} ms, bare Bun-compiled hello ${h.toFixed(1)} ms, ratio ${(m / h).toFixed(1)}× (${n} runs each, alternating, medians)`);
+      const h = median(base[against]);
+      console.log(`start-up: paddock ${name} ${m.toFixed(1)} ms, ${label[against]} ${h.toFixed(1)} ms, ratio ${(m / h).toFixed(1)}× (aim ≤ 3×; ${n} runs each, alternating, medians)`);
     }
   } finally {
+    daemon.kill("SIGTERM");
+    await new Promise((r) => daemon.once("exit", r));
     rmSync(dir, { recursive: true, force: true });
   }
 }
@@ -1109,6 +1164,282 @@ async function benchRestore() {
   }
 }
 
+/** A git repository with one commit, for runs to check out. */
+function benchRepo(dir: string): string {
+  const repo = join(dir, "repo");
+  mkdirSync(repo);
+  execSync("git init --quiet -b main && echo hello > README.md && git add . && git -c user.name=b -c user.email=b@b commit --quiet -m initial", { cwd: repo });
+  return repo;
+}
+
+/**
+ * Fills a daemon's queue: one run holds the only slot (its agent sleeps), then `count` more
+ * StartRun calls queue behind it. Returns the daemon's memory before and after, read by
+ * `measure`, once the queue holds them all.
+ */
+async function fillQueue(port: number, token: string, repo: string, count: number, measure: () => Promise<{ rss: number; heap: number }>) {
+  const { TaskService } = await import("../src/gen/paddock/v1/task_pb.js");
+  const transport = createConnectTransport({ baseUrl: `http://127.0.0.1:${port}`, httpVersion: "1.1", interceptors: [bearer(token)] });
+  const tasks = createClient(TaskService, transport);
+  const runs = createClient(TaskRunService, transport);
+  const { task } = await tasks.createTask({ title: "queued", repository: repo, description: "x" });
+  const busy = (await runs.startRun({ taskId: task!.id, agentCommand: ["sleep", "3600"] })).run!;
+  try {
+    return await queueBehind(runs, task!.id, busy.id, count, measure);
+  } finally {
+    // The busy run's runner and agent are processes of their own: end them before the daemon.
+    await runs.cancelRun({ runId: busy.id });
+    while (!(await runs.getRun({ runId: busy.id })).run!.cleanedAt) await sleep(50);
+  }
+}
+
+async function queueBehind(runs: ReturnType<typeof createClient<typeof TaskRunService>>, taskId: string, busyId: string, count: number, measure: () => Promise<{ rss: number; heap: number }>) {
+  while ((await runs.getRun({ runId: busyId })).run!.phase !== "running") await sleep(50);
+  const before = await measure();
+  const ids: string[] = [];
+  // 8 at once: the daemon's API, not this client, sets the pace.
+  for (let i = 0; i < count; i += 8) {
+    const batch = await Promise.all(Array.from({ length: Math.min(8, count - i) }, () => runs.startRun({ taskId, agentCommand: ["true"] })));
+    ids.push(...batch.map((r) => r.run!.id));
+  }
+  const phases = new Map<string, number>();
+  for (let i = 0; i < ids.length; i += 100) {
+    for (const id of ids.slice(i, i + 100)) {
+      const p = (await runs.getRun({ runId: id })).run!.phase;
+      phases.set(p, (phases.get(p) ?? 0) + 1);
+    }
+  }
+  if (phases.get("queued") !== count) throw new Error(`expected ${count} queued runs: ${JSON.stringify([...phases])}`);
+  const after = await measure();
+  return { before, after };
+}
+
+const rssOfPid = (pid: number) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1]) * 1024;
+
+/**
+ * Memory per queued run: a daemon with one busy slot takes `count` more runs into its queue.
+ * (1) dist/paddock as its own process: RSS growth per queued run. (2) The same daemon
+ * in this Node process (createApp): RSS and JS heap growth (after a full GC) per queued run.
+ */
+async function benchQueued() {
+  const count = Number(process.env.BENCH_RUNS ?? 1000);
+  const settle = async () => {
+    for (let i = 0; i < 3; i++) {
+      (globalThis as { gc?: () => void }).gc?.();
+      await sleep(500);
+    }
+  };
+  const report = (label: string, before: { rss: number; heap: number }, after: { rss: number; heap: number }, idleRss: number) => {
+    const rss = (after.rss - before.rss) / count / 1024;
+    const heap = after.heap ? `, JS heap ${fmt((after.heap - before.heap) / count / 1024)} KiB per run` : "";
+    console.log(`queued runs, ${label}: RSS ${fmt(rss)} KiB per queued run${heap} (aim ≤ 256 KiB; ${fmt(count)} queued behind 1 busy slot; idle daemon RSS ${(idleRss / 1024 ** 2).toFixed(1)} MiB, with the queue ${(after.rss / 1024 ** 2).toFixed(1)} MiB)`);
+  };
+  const bin = distBinary();
+  if (existsSync(bin)) {
+    const dir = tmp("queued");
+    const dataDir = join(dir, "data");
+    const port = await freePort();
+    const daemon = spawn(bin, ["serve", "--data-dir", dataDir, "--listen", `127.0.0.1:${port}`, "--socket", "", "--log-format", "json", "--log-level", "warn", "--max-concurrent-runs", "1", "--max-queued-runs-per-team", String(count * 2), "--default-provider", "local"], { stdio: ["ignore", "ignore", "pipe"] });
+    try {
+      let err = "";
+      daemon.stderr!.on("data", (d: Buffer) => (err += d));
+      for (let i = 0; i < 400 && !err.includes("paddock listening"); i++) await sleep(50);
+      await sleep(2000);
+      const idle = rssOfPid(daemon.pid!);
+      const token = readFileSync(join(dataDir, "admin-token"), "utf8").trim();
+      const measure = async () => (await sleep(2000), { rss: rssOfPid(daemon.pid!), heap: 0 });
+      const { before, after } = await fillQueue(port, token, benchRepo(dir), count, measure);
+      report("dist/paddock as its own process", before, after, idle);
+    } finally {
+      daemon.kill("SIGTERM");
+      await new Promise((r) => daemon.once("exit", r));
+      rmSync(dir, { recursive: true, force: true });
+    }
+  } else console.log("queued runs, dist/paddock: skipped (npm run build first)");
+
+  const dir = tmp("queued-node");
+  const config = loadConfig({}, { dataDir: join(dir, "data"), socket: "", listen: "127.0.0.1:0", maxConcurrentRuns: "1", maxQueuedRunsPerTeam: String(count * 2), defaultProvider: "local" });
+  const app = await createApp({ config, logger: pino({ level: "silent" }), runnerCommand: runnerCommand(), baseEnv: { PATH: process.env.PATH } });
+  const listener = await app.start();
+  try {
+    await settle();
+    const idle = process.memoryUsage().rss;
+    const token = readFileSync(join(dir, "data", "admin-token"), "utf8").trim();
+    const measure = async () => (await settle(), { rss: process.memoryUsage().rss, heap: process.memoryUsage().heapUsed });
+    const { before, after } = await fillQueue(listener.port, token, benchRepo(dir), count, measure);
+    report("daemon in the bench process (Node, createApp)", before, after, idle);
+  } finally {
+    await app.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * StartRun → agent started on the local provider (dist/paddock serve, its runners the same
+ * binary), against a bare `git worktree add` of the same repository + spawn of the same
+ * agent, in turn. "Started" is the instant the agent itself writes (date +%s%N), so no
+ * poll of ours is in either figure.
+ */
+async function benchLocal() {
+  const bin = distBinary();
+  if (!existsSync(bin)) throw new Error("dist/paddock is missing: npm run build first");
+  const rounds = Math.max(ROUNDS * 2, 10);
+  const dir = tmp("local");
+  const dataDir = join(dir, "data");
+  const repo = benchRepo(dir);
+  const port = await freePort();
+  const daemon = spawn(bin, ["serve", "--data-dir", dataDir, "--listen", `127.0.0.1:${port}`, "--socket", "", "--log-format", "json", "--log-level", "warn", "--default-provider", "local"], { stdio: ["ignore", "ignore", "pipe"] });
+  // The agents write here: as root the daemon gives each agent a uid of its own.
+  const marks = join(dir, "marks");
+  mkdirSync(marks);
+  chmodSync(dir, 0o711);
+  chmodSync(marks, 0o1777);
+  const startedAt = (file: string) => Number(readFileSync(file, "utf8").trim()) / 1e6;
+  const agent = (file: string) => ["sh", "-c", `date +%s%N > ${file}`];
+  try {
+    let err = "";
+    daemon.stderr!.on("data", (d: Buffer) => (err += d));
+    for (let i = 0; i < 400 && !err.includes("paddock listening"); i++) await sleep(50);
+    const token = readFileSync(join(dataDir, "admin-token"), "utf8").trim();
+    const { TaskService } = await import("../src/gen/paddock/v1/task_pb.js");
+    const transport = createConnectTransport({ baseUrl: `http://127.0.0.1:${port}`, httpVersion: "1.1", interceptors: [bearer(token)] });
+    const tasks = createClient(TaskService, transport);
+    const runs = createClient(TaskRunService, transport);
+    const { task } = await tasks.createTask({ title: "local", repository: repo, description: "x" });
+    const paddock: number[] = [];
+    const bare: number[] = [];
+    const provisioning: number[] = [];
+    for (let i = 0; i <= rounds; i++) {
+      // Bare: a worktree of the repository, then the agent in it.
+      const file = join(marks, `bare-${i}`);
+      const t0 = Date.now() + (performance.now() % 1);
+      execSync(`git -C ${repo} worktree add --quiet --detach ${join(dir, `wt-${i}`)} HEAD`);
+      await new Promise<void>((r) => spawn(agent(file)[0]!, agent(file).slice(1), { cwd: join(dir, `wt-${i}`), stdio: "ignore" }).once("exit", () => r()));
+      const b = startedAt(file) - t0;
+
+      const pfile = join(marks, `paddock-${i}`);
+      const t1 = Date.now();
+      const run = (await runs.startRun({ taskId: task!.id, agentCommand: agent(pfile) })).run!;
+      let got = (await runs.getRun({ runId: run.id })).run!;
+      while (!got.cleanedAt) {
+        await sleep(20);
+        got = (await runs.getRun({ runId: run.id })).run!;
+      }
+      if (!existsSync(pfile)) throw new Error(`run ${run.id} ended ${got.status} without starting its agent: ${got.errorMessage}`);
+      // The first round warms the repository's mirror and the page cache: not counted.
+      if (i === 0) continue;
+      bare.push(b);
+      paddock.push(startedAt(pfile) - t1);
+      const p = got.phaseTimings.find((t) => t.phase === "provisioning")?.duration;
+      if (p) provisioning.push((Number(p.seconds) + p.nanos / 1e9) * 1000);
+    }
+    const m = median(paddock);
+    const b = median(bare);
+    console.log(`local start: StartRun → agent started ${m.toFixed(1)} ms (of it provisioning ${median(provisioning).toFixed(1)} ms), bare git worktree add + spawn ${b.toFixed(1)} ms, ratio ${(m / b).toFixed(1)}× (aim ≤ 2×; ${rounds} rounds, alternating, medians)`);
+  } finally {
+    daemon.kill("SIGTERM");
+    await new Promise((r) => daemon.once("exit", r));
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** The package (or src/ directory) a bundled input belongs to. */
+function packageOf(input: string): string {
+  const nm = input.lastIndexOf("node_modules/");
+  if (nm >= 0) {
+    const [a, b] = input.slice(nm + "node_modules/".length).split("/");
+    return a!.startsWith("@") ? `${a}/${b}` : a!;
+  }
+  const src = input.indexOf("src/");
+  return src >= 0 ? input.slice(src).split("/").slice(0, 2).join("/") : input;
+}
+
+/**
+ * Which modules each role loads, traced: the binary's chunks are built as plain files
+ * (scripts/build-binary.ts --chunks), each role runs from them under strace, and the chunk
+ * files it opened are mapped to the packages and src/ directories bundled in them.
+ */
+async function benchModules() {
+  const { spawnSync } = await import("node:child_process");
+  const bun = resolve(import.meta.dirname, "..", "node_modules", ".bin", "bun");
+  const dir = tmp("modules");
+  const chunks = join(dir, "chunks");
+  const serveDir = join(dir, "serve");
+  const daemonDir = join(dir, "daemon");
+  execSync(`${bun} ${resolve(import.meta.dirname, "..", "scripts", "build-binary.ts")} --chunks ${chunks}`, { stdio: "ignore" });
+  const meta = JSON.parse(readFileSync(join(chunks, "metafile.json"), "utf8")) as { outputs: Record<string, { bytes: number; inputs: Record<string, { bytesInOutput: number }> }> };
+  const daemon = spawn(bun, [join(chunks, "main.js"), "serve", "--data-dir", daemonDir, "--listen", "127.0.0.1:0", "--log-format", "json"], { stdio: ["ignore", "ignore", "pipe"] });
+  try {
+    let err = "";
+    daemon.stderr!.on("data", (d: Buffer) => (err += d));
+    for (let i = 0; i < 400 && !err.includes("paddock listening"); i++) await sleep(50);
+    const keys = await loadOrCreateSandboxKeys(dir);
+    mkdirSync(join(dir, "work"));
+    const runnerEnv = (kind: string) => ({
+      PATH: process.env.PATH,
+      PADDOCK_RUN_ID: "run_bench1",
+      PADDOCK_RUNNER_HOST: "127.0.0.1",
+      PADDOCK_RUNNER_PORT: "0",
+      PADDOCK_WORKDIR: join(dir, "work"),
+      PADDOCK_STATE_DIR: join(dir, `state-${kind}`),
+      PADDOCK_RESULT_BRANCH: "paddock/run_bench1",
+      PADDOCK_AGENT_COMMAND: JSON.stringify(["true"]),
+      PADDOCK_AGENT_KIND: kind,
+      PADDOCK_AGENT_HOME: join(dir, "home"),
+      JWT_PUBLIC_KEY: keys.publicKeyPem,
+    });
+    // [role, argv, env, what it prints once up (long-running roles are then stopped)]
+    const roles: [string, string[], NodeJS.ProcessEnv, string | null][] = [
+      ["paddock --version", ["--version"], process.env, null],
+      ["paddock run start --help", ["run", "start", "--help"], process.env, null],
+      ["paddock task list (against a daemon)", ["task", "list"], { ...process.env, PADDOCK_DATA_DIR: daemonDir }, null],
+      ["paddock agent (command runner, until it listens)", ["agent"], runnerEnv("command"), "listening on"],
+      ["paddock agent (ACP runner, until it listens)", ["agent"], runnerEnv("acp"), "listening on"],
+      ["paddock serve (idle)", ["serve", "--data-dir", serveDir, "--listen", "127.0.0.1:0", "--socket", "", "--log-format", "json"], process.env, "paddock listening"],
+    ];
+    // What the CLI and the runner must never load (issue 13), and two costly ones besides.
+    const never = ["dockerode", "src/store", "src/api", "xstate", "node-forge", "@octokit/rest", "@octokit/auth-app", "modal", "zod", "@agentclientprotocol/sdk"];
+    console.log("modules: chunks each role opens (ES modules in them run; CommonJS packages in them, e.g. ssh2, gRPC, node-forge, run only when first required)");
+    for (const [label, args, env, ready] of roles) {
+      const trace = join(dir, "trace.txt");
+      const argv = ["-f", "-qq", "-e", "trace=openat", "-o", trace, bun, join(chunks, "main.js"), ...args];
+      if (ready === null) spawnSync("strace", argv, { env, stdio: "ignore" });
+      else {
+        // Its own process group: the traced program and strace are stopped together.
+        const child = spawn("strace", argv, { env, stdio: ["ignore", "pipe", "pipe"], detached: true });
+        let out = "";
+        const up = new Promise<void>((r) => {
+          const seen = (d: Buffer) => ((out += d), out.includes(ready) && r());
+          child.stdout!.on("data", seen);
+          child.stderr!.on("data", seen);
+        });
+        await Promise.race([up, sleep(20_000)]);
+        await sleep(1000);
+        const exited = new Promise((r) => child.once("exit", r));
+        process.kill(-child.pid!, "SIGKILL");
+        await exited;
+      }
+      const opened = new Set([...readFileSync(trace, "utf8").matchAll(/chunks\/([\w.-]+\.js)"/g)].map((m) => `./${m[1]}`));
+      const sizes = new Map<string, number>();
+      let bytes = 0;
+      for (const chunk of opened) {
+        const out = meta.outputs[chunk];
+        if (!out) continue;
+        bytes += out.bytes;
+        for (const [input, { bytesInOutput }] of Object.entries(out.inputs)) sizes.set(packageOf(input), (sizes.get(packageOf(input)) ?? 0) + bytesInOutput);
+      }
+      const top = [...sizes].sort((a, b) => b[1] - a[1]).filter(([, n]) => n >= 4096);
+      const loadedNever = never.filter((p) => sizes.has(p));
+      console.log(`modules: ${label}: ${opened.size} chunks, ${fmt(bytes / 1024)} KiB: ${top.map(([p, n]) => `${p} ${fmt(n / 1024)}K`).join(", ")}`);
+      console.log(`  of ${never.join(", ")}: ${loadedNever.length ? `loads ${loadedNever.join(", ")}` : "none"}`);
+    }
+  } finally {
+    daemon.kill("SIGTERM");
+    await new Promise((r) => daemon.once("exit", r));
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 const which = process.argv[2];
 if (!which || which === "transitions") await benchTransitions();
 if (!which || which === "replay") await benchReplay();
@@ -1124,3 +1455,6 @@ if (!which || which === "startup") await benchStartup();
 if (!which || which === "restore") await benchRestore();
 if (!which || which === "web") await benchWeb();
 if (!which || which === "metrics") await benchMetrics();
+if (!which || which === "queued") await benchQueued();
+if (!which || which === "local") await benchLocal();
+if (!which || which === "modules") await benchModules();

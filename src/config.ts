@@ -1,8 +1,12 @@
 import { isIPv4 } from "node:net";
-import { homedir } from "node:os";
 import { join, resolve } from "node:path";
 import { z } from "zod";
+import { defaultDataDir } from "./data-dir.js";
+import { parseDuration } from "./duration.js";
 import { normalizeHost } from "./sandbox/host-name.js";
+
+// Kept where they were for their importers; they live apart so the CLI can use them without zod.
+export { defaultDataDir, parseDuration };
 
 const duration = z
   .union([z.number(), z.string()])
@@ -14,21 +18,6 @@ const duration = z
     }
     return ms;
   });
-
-/** "90s", "30m", "1h30m", "500ms" or a number of milliseconds. */
-export function parseDuration(v: number | string): number | null {
-  if (typeof v === "number") return Number.isFinite(v) && v >= 0 ? v : null;
-  const s = v.trim();
-  if (/^\d+$/.test(s)) return Number(s);
-  const re = /(\d+(?:\.\d+)?)(ms|s|m|h)/gy;
-  let total = 0;
-  let matched = 0;
-  for (let m = re.exec(s); m; m = re.exec(s)) {
-    total += Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] as "ms" | "s" | "m" | "h"];
-    matched = re.lastIndex;
-  }
-  return matched === s.length && matched > 0 ? total : null;
-}
 
 /** "4g", "512m", "1024k" or a number of bytes. */
 export function parseBytes(v: number | string): number | null {
@@ -306,11 +295,6 @@ export const ENV_NAMES: Record<keyof ConfigInput, string> = {
   keepaliveInterval: "PADDOCK_KEEPALIVE_INTERVAL",
   corsOrigin: "PADDOCK_CORS_ORIGIN",
 };
-
-export function defaultDataDir(env: Record<string, string | undefined>): string {
-  if (env.XDG_DATA_HOME) return join(env.XDG_DATA_HOME, "paddock");
-  return join(env.HOME || homedir(), ".local", "share", "paddock");
-}
 
 export class ConfigError extends Error {
   override name = "ConfigError";

@@ -1,5 +1,4 @@
 import pino, { type Logger } from "pino";
-import pretty from "pino-pretty";
 
 export type LogFormat = "auto" | "json" | "pretty" | "journal";
 
@@ -17,11 +16,13 @@ export function journalPriority(level: number): number {
  * For the journal, each JSON line starts with its syslog priority ("<6>{…}"): journald
  * strips the prefix and files the line under that priority, so `journalctl -p warning`
  * works. Never a pino transport (they run in worker threads, which crash inside the binary).
+ * pino-pretty is loaded only for pretty lines: a daemon logging JSON does without its memory.
  */
-export function createLogger(opts: { level: string; format: LogFormat; isTty: boolean; isJournal?: boolean; destination?: NodeJS.WritableStream }): Logger {
+export async function createLogger(opts: { level: string; format: LogFormat; isTty: boolean; isJournal?: boolean; destination?: NodeJS.WritableStream }): Promise<Logger> {
   const format = opts.format === "auto" ? (opts.isTty ? "pretty" : opts.isJournal ? "journal" : "json") : opts.format;
   const base = { level: opts.level, base: undefined, redact: { paths: ["token", "*.token", "authorization", "*.authorization"], censor: "[redacted]" } };
   if (format === "pretty") {
+    const { default: pretty } = await import("pino-pretty");
     return pino(base, pretty({ colorize: opts.isTty, translateTime: "SYS:HH:MM:ss.l", ignore: "pid,hostname", destination: opts.destination ?? 1, sync: true }));
   }
   const out = opts.destination ?? pino.destination({ dest: 1, sync: false });

@@ -3,13 +3,14 @@
 import { fstatSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-// Only what every role needs is imported here; each role loads its own modules, so the
-// runner in a sandbox carries none of the daemon's (measured: its idle RSS).
+// Only what every role needs is imported here; each role loads its own modules (the build
+// splits them into chunks), so `--version`, the CLI and the runner in a sandbox load none of
+// the daemon's, nor zod (the config and runner-env schemas cost milliseconds at every start).
 import { EXIT, isParseArgsError } from "./cli/exit.js";
-import { ConfigError, defaultDataDir, ENV_NAMES, kebab, loadConfig, type Config, type ConfigInput } from "./config.js";
-import { readRunnerEnvironment, RunnerEnvError } from "./agent/runner-env.js";
-import { PADDOCK_VERSION } from "./version.js";
+import type { Config, ConfigInput } from "./config.js";
+import { defaultDataDir } from "./data-dir.js";
 import { isGitHostToken } from "./runs/git-host-tokens.js";
+import { PADDOCK_VERSION } from "./version.js";
 
 const VERSION = PADDOCK_VERSION;
 
@@ -134,7 +135,8 @@ const SHUTDOWN_LIMIT_MS = 30_000;
  * The daemon's config from serve's flags, its environment and config file; null for --help.
  * doctor and cleanup take the same flags, so they look at what `serve` would use.
  */
-function serveConfig(argv: string[], extra: Record<string, { type: "boolean" }> = {}): { config: Config; values: Record<string, unknown> } | null {
+async function serveConfig(argv: string[], extra: Record<string, { type: "boolean" }> = {}): Promise<{ config: Config; values: Record<string, unknown> } | null> {
+  const { ConfigError, ENV_NAMES, kebab, loadConfig } = await import("./config.js");
   const keys = Object.keys(ENV_NAMES) as (keyof ConfigInput)[];
   const { values } = parseArgs({
     args: argv,
@@ -161,7 +163,7 @@ function serveConfig(argv: string[], extra: Record<string, { type: "boolean" }> 
 }
 
 async function serve(argv: string[]): Promise<number> {
-  const parsed = serveConfig(argv);
+  const parsed = await serveConfig(argv);
   if (!parsed) {
     process.stdout.write(SERVE_HELP + "\n");
     return EXIT.ok;
@@ -169,7 +171,7 @@ async function serve(argv: string[]): Promise<number> {
   const { config } = parsed;
   const { createApp, runnerCommand } = await import("./app.js");
   const { createLogger } = await import("./logger.js");
-  const logger = createLogger({ level: config.logLevel, format: config.logFormat, isTty: !!process.stdout.isTTY, isJournal: stdoutIsJournal() });
+  const logger = await createLogger({ level: config.logLevel, format: config.logFormat, isTty: !!process.stdout.isTTY, isJournal: stdoutIsJournal() });
   const app = await createApp({ config, logger, runnerCommand: runnerCommand(), baseEnv: runnerEnv(process.env) });
   const listener = await app.start();
   // Under systemd (Type=notify): READY=1 once listening, WATCHDOG=1 while the store takes
@@ -250,6 +252,7 @@ function runnerEnv(env: NodeJS.ProcessEnv): Record<string, string | undefined> {
 }
 
 async function agent(): Promise<number> {
+  const { readRunnerEnvironment } = await import("./agent/runner-env.js");
   const settings = readRunnerEnvironment(process.env);
   const { checkout } = await import("./agent/checkout.js");
   const { runRunner } = await import("./agent/runner.js");
@@ -292,7 +295,7 @@ async function main(argv: string[]): Promise<number> {
   if (cmd === "serve") return serve(rest);
   if (cmd === "agent") return agent();
   if (cmd === "doctor" || cmd === "cleanup") {
-    const parsed = serveConfig(rest, cmd === "cleanup" ? { instance: { type: "boolean" }, yes: { type: "boolean" } } : {});
+    const parsed = await serveConfig(rest, cmd === "cleanup" ? { instance: { type: "boolean" }, yes: { type: "boolean" } } : {});
     const io = { out: (l: string) => process.stdout.write(l + "\n"), err: (l: string) => process.stderr.write(l + "\n") };
     if (cmd === "doctor") {
       const { DOCTOR_HELP, doctor } = await import("./ops/doctor.js");
@@ -322,7 +325,15 @@ async function main(argv: string[]): Promise<number> {
     cwd: process.cwd(),
     defaultSocket: process.env.PADDOCK_SOCKET || join(dataDir, "paddock.sock"),
     signal: controller.signal,
-    stdio: { input: process.stdin, output: process.stdout },
+    // Getters: opening stdin costs milliseconds, and only a few commands read it.
+    stdio: {
+      get input() {
+        return process.stdin;
+      },
+      get output() {
+        return process.stdout;
+      },
+    },
   });
 }
 
@@ -334,12 +345,14 @@ main(process.argv.slice(2)).then(
     else process.exit(code);
   },
   (error: unknown) => {
-    if (error instanceof ConfigError || error instanceof RunnerEnvError || isParseArgsError(error)) {
+    // By name: the classes live in modules a role may never have loaded.
+    const name = (error as Error | null)?.name;
+    if (name === "ConfigError" || name === "RunnerEnvError" || isParseArgsError(error)) {
       process.stderr.write(`paddock: ${(error as Error).message}\n`);
       process.exit(EXIT.usage);
     }
     // Not our bug but the operator's situation: the message says it all.
-    if ((error as Error | null)?.name === "DataDirLockedError") {
+    if (name === "DataDirLockedError") {
       process.stderr.write(`paddock: ${(error as Error).message}\n`);
       process.exit(EXIT.failed);
     }

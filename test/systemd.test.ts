@@ -151,10 +151,10 @@ describe.runIf(canListen)("sd_notify from the compiled binary", () => {
 });
 
 describe("journal log format", () => {
-  it("prefixes each JSON line with its syslog priority", () => {
+  it("prefixes each JSON line with its syslog priority", async () => {
     const lines: string[] = [];
     const destination = new Writable({ write: (chunk: Buffer, _e, done) => (lines.push(chunk.toString()), done()) });
-    const logger = createLogger({ level: "debug", format: "auto", isTty: false, isJournal: true, destination });
+    const logger = await createLogger({ level: "debug", format: "auto", isTty: false, isJournal: true, destination });
     logger.debug("d");
     logger.info({ runId: "run_1" }, "i");
     logger.warn("w");

@@ -15,13 +15,14 @@ export function asUser(user: AgentUser): { uid?: number; gid?: number } {
  * they are dead already, and one whose parent does not reap it stays in /proc for good.
  */
 export async function processesOf(uid: number): Promise<number[]> {
+  // Read at once, not one after another: a local run's start waits on this scan.
+  const names = (await readdir("/proc").catch(() => [] as string[])).filter((n) => /^\d+$/.test(n));
+  const statuses = await Promise.all(names.map((name) => readFile(`/proc/${name}/status`, "utf8").catch(() => "")));
   const pids: number[] = [];
-  for (const name of await readdir("/proc").catch(() => [] as string[])) {
-    if (!/^\d+$/.test(name)) continue;
-    const status = await readFile(`/proc/${name}/status`, "utf8").catch(() => "");
+  statuses.forEach((status, i) => {
     const m = /^Uid:\s+(\d+)/m.exec(status);
-    if (m && Number(m[1]) === uid && !/^State:\s+Z/m.test(status)) pids.push(Number(name));
-  }
+    if (m && Number(m[1]) === uid && !/^State:\s+Z/m.test(status)) pids.push(Number(names[i]));
+  });
   return pids;
 }
 

@@ -8,7 +8,8 @@ import { pipeline } from "node:stream/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 import { createSandboxTokenVerifier } from "../auth/sandbox-token.js";
 import { redactor } from "../redaction.js";
-import { AcpSession, RunnerRequestError } from "./acp-session.js";
+// Type-only: the ACP SDK costs ~40 ms at start-up, and only ACP runs load it (below).
+import type { AcpSession, RunnerRequestError } from "./acp-session.js";
 import { asUser, killAllOf, type AgentUser } from "./agent-user.js";
 import { EventLog, type NewEvent } from "./event-log.js";
 import { BASES_FILE, checkout, isCheckedOut } from "./checkout.js";
@@ -136,6 +137,7 @@ export async function runRunner(opts: RunnerOptions): Promise<void> {
   };
   const handoffStart = s.PADDOCK_HANDOFF ? (JSON.parse(s.PADDOCK_HANDOFF) as HandoffStart) : null;
   if (s.PADDOCK_AGENT_KIND === "acp" && state === "starting") {
+    const { AcpSession } = await import("./acp-session.js");
     acp = new AcpSession({
       workspace: s.PADDOCK_WORKDIR,
       user,
@@ -364,7 +366,8 @@ export async function runRunner(opts: RunnerOptions): Promise<void> {
       }
       return send(res, 200, { ok: true, cancelled: acp.cancelTurn() });
     } catch (error) {
-      if (error instanceof RunnerRequestError) return send(res, error.status, { error: error.message });
+      // By name: the class lives in the lazily loaded ACP module.
+      if ((error as Error).name === "RunnerRequestError") return send(res, (error as RunnerRequestError).status, { error: (error as Error).message });
       throw error;
     }
   }

@@ -1,34 +1,47 @@
-import { create, toJson, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
+import type { DescMessage, MessageShape } from "@bufbuild/protobuf";
 import { EXIT, isParseArgsError } from "./exit.js";
-import { durationFromMs, timestampDate, type Timestamp } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError } from "@connectrpc/connect";
+import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { readFileSync } from "node:fs";
 import type { Readable, Writable } from "node:stream";
 import { PADDOCK_VERSION } from "../version.js";
 import { resolve } from "node:path";
 import { parseArgs, type ParseArgsConfig } from "node:util";
-import { TaskSchema, type Task } from "../gen/paddock/v1/task_pb.js";
-import {
-  AgentKind,
-  AgentSpecSchema,
-  LogEntrySchema,
+import type { Task } from "../gen/paddock/v1/task_pb.js";
+import type {
+  LogEntry,
   PermissionPolicy,
-  RunEventSchema,
+  RunEvent,
   RunMode,
   RunStatus,
-  TaskRunSchema,
-  CreatePullRequestResponseSchema,
-  type LogEntry,
-  type RunEvent,
-  type StreamLogsResponse,
-  type TaskRun,
+  StreamLogsResponse,
+  TaskRun,
 } from "../gen/paddock/v1/task_run_pb.js";
-import { parseDuration } from "../config.js";
-import { EnvironmentSchema, NetworkAccess, SecretBrokerSchema, SecretInputSchema, type Environment, type SecretBroker, type SecretInput } from "../gen/paddock/v1/environment_pb.js";
-import { CreateTokenResponseSchema, TokenSchema, type Token } from "../gen/paddock/v1/token_pb.js";
-import { connect, type Clients } from "./client.js";
+import { parseDuration } from "../duration.js";
+import type { Environment, NetworkAccess, SecretBroker, SecretInput } from "../gen/paddock/v1/environment_pb.js";
+import type { Token } from "../gen/paddock/v1/token_pb.js";
+import type { Clients } from "./client.js";
+import type * as Wire from "./wire.js";
 import { parseSecretFlags, readSecretValues } from "./secret-input.js";
-import { pullHandoff, pushHandoff } from "./handoff.js";
+
+/**
+ * The protobuf and Connect parts, loaded once a command is about to talk to the daemon:
+ * their descriptors and transports cost most of a CLI call's start-up, and `--help` and
+ * usage errors need none of them.
+ */
+let w: typeof Wire;
+let NETWORKS: Record<string, NetworkAccess>;
+let POLICIES: Record<string, PermissionPolicy>;
+let MODES: Record<string, RunMode>;
+
+async function loadWire(): Promise<typeof Wire> {
+  if (!w) {
+    w = await import("./wire.js");
+    NETWORKS = { trusted: w.NetworkAccess.TRUSTED, full: w.NetworkAccess.FULL, custom: w.NetworkAccess.CUSTOM };
+    POLICIES = { auto_allow: w.PermissionPolicy.AUTO_ALLOW, ask: w.PermissionPolicy.ASK, deny: w.PermissionPolicy.DENY };
+    MODES = { background: w.RunMode.BACKGROUND, interactive: w.RunMode.INTERACTIVE };
+  }
+  return w;
+}
 
 export interface CliIo {
   out: (line: string) => void;
@@ -70,11 +83,11 @@ const COMMON_HELP = `  --address ADDR   daemon address: http://host:port or unix
   --json           print JSON (one object per line for streams)
   -h, --help       this help`;
 
-const statusName = (s: RunStatus) => RunStatus[s] ?? String(s);
-const when = (t?: Timestamp) => (t ? timestampDate(t).toISOString() : "-");
+const statusName = (s: RunStatus) => w.RunStatus[s] ?? String(s);
+const when = (t?: Timestamp) => (t ? w.timestampDate(t).toISOString() : "-");
 
 function json<D extends DescMessage>(schema: D, m: MessageShape<D>): string {
-  return JSON.stringify(toJson(schema, m, { alwaysEmitImplicit: true }));
+  return JSON.stringify(w.toJson(schema, m, { alwaysEmitImplicit: true }));
 }
 
 function showTask(t: Task): string {
@@ -150,14 +163,13 @@ function one(positionals: string[], what: string): string {
   return positionals[0];
 }
 
-const NETWORKS: Record<string, NetworkAccess> = { trusted: NetworkAccess.TRUSTED, full: NetworkAccess.FULL, custom: NetworkAccess.CUSTOM };
 const networkName = (n: NetworkAccess) => Object.entries(NETWORKS).find(([, v]) => v === n)?.[0] ?? "unspecified";
 const list = (v: unknown) => (v as string[] | undefined) ?? [];
 
 function durationFlag(flag: string, value: unknown) {
   const ms = parseDuration(String(value));
   if (ms === null || ms <= 0) throw new UsageError(`--${flag}: ${JSON.stringify(value)} is not a duration (examples: 90s, 30m, 2h)`);
-  return durationFromMs(ms);
+  return w.durationFromMs(ms);
 }
 
 const ENV_OPTIONS: Options = {
@@ -186,8 +198,6 @@ const ENV_OPTIONS: Options = {
   permissions: { type: "string" },
   "idle-timeout": { type: "string" },
 };
-const POLICIES: Record<string, PermissionPolicy> = { auto_allow: PermissionPolicy.AUTO_ALLOW, ask: PermissionPolicy.ASK, deny: PermissionPolicy.DENY };
-const MODES: Record<string, RunMode> = { background: RunMode.BACKGROUND, interactive: RunMode.INTERACTIVE };
 const nameOf = <T>(map: Record<string, T>, v: T) => Object.entries(map).find(([, x]) => x === v)?.[0] ?? "";
 
 function choice<T>(flag: string, map: Record<string, T>, value: unknown): T {
@@ -266,9 +276,9 @@ function applyEnvFlags(e: Environment, values: Record<string, unknown>, io: CliI
   if (values["any-repository"]) e.repositories = [];
   const agents = [values.agent !== undefined, values["acp-command"] !== undefined, values["agent-command"] !== undefined, !!values["no-agent"]].filter(Boolean).length;
   if (agents > 1) throw new UsageError("give one of --agent, --acp-command, --agent-command and --no-agent");
-  if (values.agent !== undefined) e.agent = create(AgentSpecSchema, { kind: AgentKind.ACP, preset: String(values.agent) });
-  if (values["acp-command"] !== undefined) e.agent = create(AgentSpecSchema, { kind: AgentKind.ACP, command: list(values["acp-command"]) });
-  if (values["agent-command"] !== undefined) e.agent = create(AgentSpecSchema, { kind: AgentKind.COMMAND, command: list(values["agent-command"]) });
+  if (values.agent !== undefined) e.agent = w.create(w.AgentSpecSchema, { kind: w.AgentKind.ACP, preset: String(values.agent) });
+  if (values["acp-command"] !== undefined) e.agent = w.create(w.AgentSpecSchema, { kind: w.AgentKind.ACP, command: list(values["acp-command"]) });
+  if (values["agent-command"] !== undefined) e.agent = w.create(w.AgentSpecSchema, { kind: w.AgentKind.COMMAND, command: list(values["agent-command"]) });
   if (values["no-agent"]) e.agent = undefined;
   if (values.mode !== undefined) e.mode = choice("mode", MODES, values.mode);
   if (values.permissions !== undefined) e.permissionPolicy = choice("permissions", POLICIES, values.permissions);
@@ -292,7 +302,7 @@ async function secretInputs(values: Record<string, unknown>, io: CliIo): Promise
   const fromStdin = flags.find((f) => f.file === undefined);
   if (fromStdin && (io.stdio?.input as { isTTY?: boolean } | undefined)?.isTTY) io.err(`paddock: type the value of ${fromStdin.name}, then Ctrl-D`);
   const read = await readSecretValues(flags, io.cwd, io.stdio?.input, fail);
-  return flags.map((f) => create(SecretInputSchema, { name: f.name, value: read.get(f.name)!, setupOnly: f.setupOnly, broker: brokers.get(f.name) }));
+  return flags.map((f) => w.create(w.SecretInputSchema, { name: f.name, value: read.get(f.name)!, setupOnly: f.setupOnly, broker: brokers.get(f.name) }));
 }
 
 /** --broker NAME,host=…,header=…[,template=…][,path=…] | NAME,host=…,basic=USER; checked in full by the daemon. */
@@ -302,7 +312,7 @@ function brokerFlags(given: string[], secrets: ReadonlySet<string>): Map<string,
   for (const g of given) {
     const [name = "", ...parts] = g.split(",");
     if (!secrets.has(name)) throw new UsageError(`--broker ${name}: give the secret with --secret ${name} in the same command (a broker is set with its value)`);
-    const b = create(SecretBrokerSchema, {});
+    const b = w.create(w.SecretBrokerSchema, {});
     for (const part of parts) {
       const eq = part.indexOf("=");
       const key = keys[part.slice(0, eq)];
@@ -318,7 +328,7 @@ function showEnvironment(e: Environment): string {
   const vars = Object.entries(e.envVars);
   return [
     `environment ${e.id} (${e.name}, team ${e.team})`,
-    `  network:  ${networkName(e.networkAccess)}${e.networkAccess === NetworkAccess.CUSTOM ? `: ${[...e.allowedDomains, ...(e.includeTrusted ? ["(trusted list)"] : [])].join(", ") || "nothing"}` : ""}`,
+    `  network:  ${networkName(e.networkAccess)}${e.networkAccess === w.NetworkAccess.CUSTOM ? `: ${[...e.allowedDomains, ...(e.includeTrusted ? ["(trusted list)"] : [])].join(", ") || "nothing"}` : ""}`,
     ...(vars.length ? [`  vars:     ${vars.map(([k, v]) => `${k}=${v}`).join(" ")}`] : []),
     ...(e.secrets.length ? [`  secrets:  ${e.secrets.map((s) => `${s.name}${s.setupOnly ? " (setup only)" : ""}${s.broker ? ` (brokered for ${s.broker.host}${s.broker.pathPrefix})` : ""}`).join(", ")}`] : []),
     ...(e.setupScript ? [`  setup:    ${e.setupScript.split("\n").filter(Boolean).length} line script`] : []),
@@ -327,7 +337,7 @@ function showEnvironment(e: Environment): string {
     ...(e.grantGitTokens ? ["  git host tokens: given to its sandboxes (--grant-git-tokens)"] : []),
     ...(e.setupScript ? [`  setup network: ${networkName(e.setupNetworkAccess)}`] : []),
     ...(e.repositories.length ? [`  repositories: ${e.repositories.join(", ")}`] : []),
-    ...(e.agent ? [`  agent:    ${e.agent.kind === AgentKind.ACP ? "ACP " : ""}${e.agent.preset || e.agent.command.join(" ")}`] : []),
+    ...(e.agent ? [`  agent:    ${e.agent.kind === w.AgentKind.ACP ? "ACP " : ""}${e.agent.preset || e.agent.command.join(" ")}`] : []),
     ...(e.mode || e.permissionPolicy ? [`  mode:     ${nameOf(MODES, e.mode) || "(default)"}  permissions: ${nameOf(POLICIES, e.permissionPolicy) || "(default)"}`] : []),
     ...(e.idleTimeout ? [`  idle timeout: ${Number(e.idleTimeout.seconds)}s`] : []),
     `  created:  ${when(e.createTime)}  updated: ${when(e.updateTime)}`,
@@ -355,6 +365,7 @@ and untracked files as they were; the conversation (session files and manifest) 
     options: { dir: { type: "string" } },
     async run({ values, positionals, c, io, json: asJson }) {
       const runId = one(positionals, "run id");
+      const { pullHandoff } = await import("./handoff.js");
       const r = await pullHandoff(c, runId, resolve(io.cwd, String(values.dir ?? ".")), io.env, io.signal);
       const m = r.manifest;
       if (asJson) {
@@ -381,6 +392,7 @@ The checkout is not changed. After a pull on this branch the conversation goes w
 agent loads its session, or (an agent that cannot) is given the earlier turns as context.`,
     options: { task: { type: "string" }, provider: { type: "string" }, prompt: { type: "string" }, interactive: { type: "boolean" }, dir: { type: "string" } },
     async run({ values, positionals, c, io, json: asJson }) {
+      const { pushHandoff } = await import("./handoff.js");
       const r = await pushHandoff(c, String(values.token ?? io.env.PADDOCK_TOKEN ?? "") || undefined, {
         dir: resolve(io.cwd, String(values.dir ?? ".")),
         taskId: String(values.task ?? ""),
@@ -391,7 +403,7 @@ agent loads its session, or (an agent that cannot) is given the earlier turns as
         env: io.env,
         signal: io.signal,
       });
-      if (asJson) io.out(json(TaskRunSchema, r.run));
+      if (asJson) io.out(json(w.TaskRunSchema, r.run));
       else {
         io.out(`run ${r.run.id} started from ${r.manifest.branch || "a detached HEAD"} at ${r.manifest.headCommit.slice(0, 12)} with its working tree (${r.uploadBytes} bytes)`);
         if (r.manifest.acpSessionId) io.out(`conversation: session ${r.manifest.acpSessionId} of run ${r.fromRun} goes on`);
@@ -432,7 +444,7 @@ agent loads its session, or (an agent that cannot) is given the earlier turns as
         { title: String(values.title), description, repository, origin: String(values.origin ?? "cli"), environmentId: String(values.environment ?? "") },
         { signal: io.signal },
       );
-      io.out(asJson ? json(TaskSchema, task!) : showTask(task!));
+      io.out(asJson ? json(w.TaskSchema, task!) : showTask(task!));
       return EXIT.ok;
     },
   },
@@ -443,7 +455,7 @@ agent loads its session, or (an agent that cannot) is given the earlier turns as
     options: {},
     async run({ positionals, c, io, json: asJson }) {
       const { task } = await c.tasks.getTask({ taskId: one(positionals, "task id") }, { signal: io.signal });
-      io.out(asJson ? json(TaskSchema, task!) : showTask(task!));
+      io.out(asJson ? json(w.TaskSchema, task!) : showTask(task!));
       return EXIT.ok;
     },
   },
@@ -457,7 +469,7 @@ agent loads its session, or (an agent that cannot) is given the earlier turns as
         const res = await c.tasks.listTasks({ pageSize, pageToken }, { signal: io.signal });
         return { items: res.tasks, next: res.nextPageToken };
       });
-      for await (const t of pages) io.out(asJson ? json(TaskSchema, t) : `${t.id}  #${t.taskNumber}  ${t.title}  (${t.repository})`);
+      for await (const t of pages) io.out(asJson ? json(w.TaskSchema, t) : `${t.id}  #${t.taskNumber}  ${t.title}  (${t.repository})`);
       return EXIT.ok;
     },
   },
@@ -498,15 +510,15 @@ agent loads its session, or (an agent that cannot) is given the earlier turns as
       if (!Number.isInteger(priority)) throw new UsageError(`--priority: ${JSON.stringify(values.priority)} is not a whole number`);
       if (!taskId) throw new UsageError("expected a task id");
       const timeout = values.timeout === undefined ? undefined : durationFlag("timeout", values.timeout);
-      const permissions = values.permissions === undefined ? PermissionPolicy.UNSPECIFIED : choice("permissions", POLICIES, values.permissions);
+      const permissions = values.permissions === undefined ? w.PermissionPolicy.UNSPECIFIED : choice("permissions", POLICIES, values.permissions);
       const acp = !!values.acp || values.agent !== undefined;
       const { run } = await c.runs.startRun(
         {
           taskId,
           branch: String(values.branch ?? ""),
           agentCommand: acp ? [] : agentCommand,
-          agent: acp ? { kind: AgentKind.ACP, preset: String(values.agent ?? ""), command: agentCommand } : undefined,
-          mode: values.interactive ? RunMode.INTERACTIVE : RunMode.UNSPECIFIED,
+          agent: acp ? { kind: w.AgentKind.ACP, preset: String(values.agent ?? ""), command: agentCommand } : undefined,
+          mode: values.interactive ? w.RunMode.INTERACTIVE : w.RunMode.UNSPECIFIED,
           permissionPolicy: permissions,
           timeout,
           provider: String(values.provider ?? ""),
@@ -518,7 +530,7 @@ agent loads its session, or (an agent that cannot) is given the earlier turns as
         { signal: io.signal },
       );
       if (!values.follow) {
-        io.out(asJson ? json(TaskRunSchema, run!) : showRun(run!));
+        io.out(asJson ? json(w.TaskRunSchema, run!) : showRun(run!));
         return EXIT.ok;
       }
       if (!asJson) io.err(`run ${run!.id} started; following its logs`);
@@ -532,7 +544,7 @@ agent loads its session, or (an agent that cannot) is given the earlier turns as
     options: {},
     async run({ positionals, c, io, json: asJson }) {
       const { run } = await c.runs.getRun({ runId: one(positionals, "run id") }, { signal: io.signal });
-      io.out(asJson ? json(TaskRunSchema, run!) : showRun(run!));
+      io.out(asJson ? json(w.TaskRunSchema, run!) : showRun(run!));
       return EXIT.ok;
     },
   },
@@ -542,10 +554,10 @@ agent loads its session, or (an agent that cannot) is given the earlier turns as
     help: "  --task TASK_ID   only this task's runs\n  --status STATUS  queued, in_progress, completed, failed or cancelled\n  --limit N        how many (default 50)",
     options: { task: { type: "string" }, status: { type: "string" }, limit: { type: "string" } },
     async run({ values, c, io, json: asJson }) {
-      let status = RunStatus.UNSPECIFIED;
+      let status = w.RunStatus.UNSPECIFIED;
       if (values.status) {
-        const s = RunStatus[String(values.status).toUpperCase() as keyof typeof RunStatus];
-        if (s === undefined || s === RunStatus.UNSPECIFIED) throw new UsageError(`--status: ${values.status} is not one of queued, in_progress, completed, failed, cancelled`);
+        const s = w.RunStatus[String(values.status).toUpperCase() as keyof typeof w.RunStatus];
+        if (s === undefined || s === w.RunStatus.UNSPECIFIED) throw new UsageError(`--status: ${values.status} is not one of queued, in_progress, completed, failed, cancelled`);
         status = s;
       }
       const pages = paged(values.limit, async (pageSize, pageToken) => {
@@ -553,7 +565,7 @@ agent loads its session, or (an agent that cannot) is given the earlier turns as
         return { items: res.runs, next: res.nextPageToken };
       });
       for await (const r of pages) {
-        io.out(asJson ? json(TaskRunSchema, r) : `${r.id}  ${statusName(r.status).padEnd(11)} ${r.phase.padEnd(12)} task ${r.taskId}  ${when(r.createTime)}`);
+        io.out(asJson ? json(w.TaskRunSchema, r) : `${r.id}  ${statusName(r.status).padEnd(11)} ${r.phase.padEnd(12)} task ${r.taskId}  ${when(r.createTime)}`);
       }
       return EXIT.ok;
     },
@@ -573,7 +585,7 @@ the sandbox never has the credential. Asking again returns the same pull request
         { runId: one(positionals, "run id"), title: String(values.title ?? ""), body: String(values.body ?? ""), base: String(values.base ?? ""), draft: !!values.draft },
         { signal: io.signal },
       );
-      io.out(asJson ? json(CreatePullRequestResponseSchema, res) : `pull request #${res.number} ${res.created ? "opened" : "already open"}: ${res.url}`);
+      io.out(asJson ? json(w.CreatePullRequestResponseSchema, res) : `pull request #${res.number} ${res.created ? "opened" : "already open"}: ${res.url}`);
       return EXIT.ok;
     },
   },
@@ -584,7 +596,7 @@ the sandbox never has the credential. Asking again returns the same pull request
     options: {},
     async run({ positionals, c, io, json: asJson }) {
       const { run } = await c.runs.cancelRun({ runId: one(positionals, "run id") }, { signal: io.signal });
-      io.out(asJson ? json(TaskRunSchema, run!) : showRun(run!));
+      io.out(asJson ? json(w.TaskRunSchema, run!) : showRun(run!));
       return EXIT.ok;
     },
   },
@@ -595,10 +607,10 @@ the sandbox never has the credential. Asking again returns the same pull request
     options: { failed: { type: "boolean" }, message: { type: "string" } },
     async run({ values, positionals, c, io, json: asJson }) {
       const { run } = await c.runs.completeRun(
-        { runId: one(positionals, "run id"), status: values.failed ? RunStatus.FAILED : RunStatus.COMPLETED, errorMessage: String(values.message ?? "") },
+        { runId: one(positionals, "run id"), status: values.failed ? w.RunStatus.FAILED : w.RunStatus.COMPLETED, errorMessage: String(values.message ?? "") },
         { signal: io.signal },
       );
-      io.out(asJson ? json(TaskRunSchema, run!) : showRun(run!));
+      io.out(asJson ? json(w.TaskRunSchema, run!) : showRun(run!));
       return EXIT.ok;
     },
   },
@@ -679,7 +691,7 @@ cancels and permission answers go to the run. Nothing but the protocol is writte
       const open = () => c.runs.streamEvents({ runId, afterSeq: seq, follow, kinds }, { signal: io.signal, timeoutMs: follow ? 0 : undefined });
       await resuming(io, follow, open, (res) => {
         for (const e of res.events) {
-          io.out(asJson ? json(RunEventSchema, e) : showEvent(e));
+          io.out(asJson ? json(w.RunEventSchema, e) : showEvent(e));
           seq = e.seq;
         }
       });
@@ -696,7 +708,7 @@ cancels and permission answers go to the run. Nothing but the protocol is writte
       const after = BigInt(String(values["after-seq"] ?? "0"));
       if (!values.follow) {
         for await (const l of wholeLines(c.runs.streamLogs({ runId, afterSeq: after, follow: false }, { signal: io.signal }))) {
-          io.out(asJson ? json(LogEntrySchema, l) : showLog(l));
+          io.out(asJson ? json(w.LogEntrySchema, l) : showLog(l));
         }
         return EXIT.ok;
       }
@@ -710,11 +722,11 @@ cancels and permission answers go to the run. Nothing but the protocol is writte
     options: ENV_OPTIONS,
     async run({ values, c, io, json: asJson }) {
       if (!values.name) throw new UsageError("--name is required");
-      const environment = create(EnvironmentSchema, { networkAccess: NetworkAccess.TRUSTED });
+      const environment = w.create(w.EnvironmentSchema, { networkAccess: w.NetworkAccess.TRUSTED });
       applyEnvFlags(environment, values, io);
       const secrets = await secretInputs(values, io);
       const res = await c.environments.createEnvironment({ environment, secrets }, { signal: io.signal });
-      io.out(asJson ? json(EnvironmentSchema, res.environment!) : showEnvironment(res.environment!));
+      io.out(asJson ? json(w.EnvironmentSchema, res.environment!) : showEnvironment(res.environment!));
       return EXIT.ok;
     },
   },
@@ -729,7 +741,7 @@ cancels and permission answers go to the run. Nothing but the protocol is writte
         return { items: res.environments, next: res.nextPageToken };
       });
       for await (const e of pages) {
-        io.out(asJson ? json(EnvironmentSchema, e) : `${e.id}  ${e.name}  network ${networkName(e.networkAccess)}  ${e.secrets.length} secret(s)  ${Object.keys(e.envVars).length} var(s)`);
+        io.out(asJson ? json(w.EnvironmentSchema, e) : `${e.id}  ${e.name}  network ${networkName(e.networkAccess)}  ${e.secrets.length} secret(s)  ${Object.keys(e.envVars).length} var(s)`);
       }
       return EXIT.ok;
     },
@@ -741,7 +753,7 @@ cancels and permission answers go to the run. Nothing but the protocol is writte
     options: {},
     async run({ positionals, c, io, json: asJson }) {
       const { environment } = await c.environments.getEnvironment({ environmentId: one(positionals, "environment id") }, { signal: io.signal });
-      io.out(asJson ? json(EnvironmentSchema, environment!) : showEnvironment(environment!));
+      io.out(asJson ? json(w.EnvironmentSchema, environment!) : showEnvironment(environment!));
       return EXIT.ok;
     },
   },
@@ -767,7 +779,7 @@ cancels and permission answers go to the run. Nothing but the protocol is writte
         delete environment!.envVars[k];
       }
       const res = await c.environments.updateEnvironment({ environment, setSecrets, removeSecrets: list(values["remove-secret"]) }, { signal: io.signal });
-      io.out(asJson ? json(EnvironmentSchema, res.environment!) : showEnvironment(res.environment!));
+      io.out(asJson ? json(w.EnvironmentSchema, res.environment!) : showEnvironment(res.environment!));
       return EXIT.ok;
     },
   },
@@ -798,7 +810,7 @@ cancels and permission answers go to the run. Nothing but the protocol is writte
       if (scopes.length === 0) throw new UsageError("--scope is required (repeatable)");
       const res = await c.tokens.createToken({ team: String(values.team), name: String(values.name), scopes }, { signal: io.signal });
       if (asJson) {
-        io.out(json(CreateTokenResponseSchema, res));
+        io.out(json(w.CreateTokenResponseSchema, res));
       } else {
         io.out(`${showToken(res.token!)}\n  secret:  ${res.secret}`);
         io.err("paddock: the secret is shown only this once; store it now");
@@ -817,7 +829,7 @@ cancels and permission answers go to the run. Nothing but the protocol is writte
         return { items: res.tokens, next: res.nextPageToken };
       });
       for await (const t of pages) {
-        io.out(asJson ? json(TokenSchema, t) : `${t.id}  ${t.team}  ${t.name}  ${t.scopes.join(",")}  created ${when(t.createTime)}${t.revokeTime ? `  revoked ${when(t.revokeTime)}` : ""}`);
+        io.out(asJson ? json(w.TokenSchema, t) : `${t.id}  ${t.team}  ${t.name}  ${t.scopes.join(",")}  created ${when(t.createTime)}${t.revokeTime ? `  revoked ${when(t.revokeTime)}` : ""}`);
       }
       return EXIT.ok;
     },
@@ -829,7 +841,7 @@ cancels and permission answers go to the run. Nothing but the protocol is writte
     options: {},
     async run({ positionals, c, io, json: asJson }) {
       const { token } = await c.tokens.revokeToken({ tokenId: one(positionals, "token id") }, { signal: io.signal });
-      io.out(asJson ? json(TokenSchema, token!) : showToken(token!));
+      io.out(asJson ? json(w.TokenSchema, token!) : showToken(token!));
       return EXIT.ok;
     },
   },
@@ -859,12 +871,12 @@ async function followLogs(c: Clients, io: CliIo, runId: string, after: bigint, a
   let seq = after;
   const open = () => wholeLines(c.runs.streamLogs({ runId, afterSeq: seq, follow: true }, { signal: io.signal, timeoutMs: 0 }));
   await resuming(io, true, open, (l) => {
-    io.out(asJson ? json(LogEntrySchema, l) : showLog(l));
+    io.out(asJson ? json(w.LogEntrySchema, l) : showLog(l));
     seq = l.seq;
   });
   const { run } = await c.runs.getRun({ runId }, { signal: io.signal });
   if (!asJson) io.err(`run ${runId}: ${statusName(run!.status)}${run!.errorMessage ? ` (${run!.errorMessage})` : ""}`);
-  return run!.status === RunStatus.COMPLETED ? EXIT.ok : EXIT.failed;
+  return run!.status === w.RunStatus.COMPLETED ? EXIT.ok : EXIT.failed;
 }
 
 /** Longest wait between reconnect tries of a follow. */
@@ -872,8 +884,8 @@ const RECONNECT_MAX_DELAY_MS = 30_000;
 
 /** The daemon went away (restart, crash) rather than refusing the request: worth trying again. */
 function daemonGone(error: unknown): boolean {
-  const ce = ConnectError.from(error);
-  if (ce.code === Code.Unavailable) return true;
+  const ce = w.ConnectError.from(error);
+  if (ce.code === w.Code.Unavailable) return true;
   // A daemon killed mid-message leaves the stream cut inside an envelope.
   if (ce.rawMessage === "protocol error: incomplete envelope") return true;
   for (let e: unknown = error; e; e = (e as { cause?: unknown }).cause) {
@@ -904,7 +916,7 @@ async function resuming<T>(io: CliIo, follow: boolean, open: () => AsyncIterable
       if (!follow || io.signal.aborted || !daemonGone(error)) throw error;
       since ||= Date.now();
       if (Date.now() - since + delay > giveUpMs) throw error;
-      io.err(`paddock: lost the daemon (${ConnectError.from(error).rawMessage}); reconnecting in ${Math.ceil(delay / 1000)}s`);
+      io.err(`paddock: lost the daemon (${w.ConnectError.from(error).rawMessage}); reconnecting in ${Math.ceil(delay / 1000)}s`);
       await new Promise<void>((resolve) => {
         const timer = setTimeout(done, delay);
         io.signal.addEventListener("abort", done, { once: true });
@@ -945,29 +957,31 @@ export async function runClientCommand(argv: string[], io: CliIo): Promise<numbe
       io.out(`usage: ${cmd.usage}\n\n${cmd.summary}\n${cmd.help ? `\n${cmd.help}\n` : ""}\n${COMMON_HELP}`);
       return EXIT.ok;
     }
-    const c = connect(String(values.address ?? io.env.PADDOCK_ADDRESS ?? ""), io.defaultSocket, String(values.token ?? io.env.PADDOCK_TOKEN ?? "") || undefined);
+    await loadWire();
+    const c = w.connect(String(values.address ?? io.env.PADDOCK_ADDRESS ?? ""), io.defaultSocket, String(values.token ?? io.env.PADDOCK_TOKEN ?? "") || undefined);
     return await cmd.run({ values: values as Record<string, string | boolean | undefined>, positionals, c, io, json: !!values.json });
   } catch (error) {
-    return reportError(error, io, cmd.usage);
+    return await reportError(error, io, cmd.usage);
   }
 }
 
 /** node:util parseArgs rejects unknown flags with an ERR_PARSE_ARGS_* code. */
-function reportError(error: unknown, io: CliIo, usage: string): number {
+async function reportError(error: unknown, io: CliIo, usage: string): Promise<number> {
   if (error instanceof UsageError || isParseArgsError(error)) {
     io.err(`paddock: ${(error as Error).message}\nusage: ${usage}`);
     return EXIT.usage;
   }
-  const ce = ConnectError.from(error);
-  io.err(`paddock: ${ce.code === Code.Unavailable ? "cannot reach the daemon: " : ""}${ce.rawMessage} [${Code[ce.code] ?? ce.code}]`);
+  await loadWire();
+  const ce = w.ConnectError.from(error);
+  io.err(`paddock: ${ce.code === w.Code.Unavailable ? "cannot reach the daemon: " : ""}${ce.rawMessage} [${w.Code[ce.code] ?? ce.code}]`);
   switch (ce.code) {
-    case Code.InvalidArgument:
+    case w.Code.InvalidArgument:
       return EXIT.usage;
-    case Code.NotFound:
+    case w.Code.NotFound:
       return EXIT.notFound;
-    case Code.FailedPrecondition:
+    case w.Code.FailedPrecondition:
       return EXIT.precondition;
-    case Code.Unavailable:
+    case w.Code.Unavailable:
       return EXIT.unavailable;
     default:
       return EXIT.failed;

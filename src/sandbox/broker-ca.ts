@@ -1,11 +1,18 @@
-import { generateKeyPair, randomBytes } from "node:crypto";
+import { createPrivateKey, generateKeyPair, randomBytes, X509Certificate } from "node:crypto";
 import { chmod, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { createSecureContext, type SecureContext } from "node:tls";
 import { promisify } from "node:util";
-import forge from "node-forge";
+import type forge from "node-forge";
 
 const generateRsa = promisify(generateKeyPair);
+
+/**
+ * node-forge costs an idle daemon ~10 MiB: it is loaded when a CA is made (a new data dir)
+ * or the first leaf is issued (a brokered secret is used), not at every start.
+ */
+let forgeModule: Promise<typeof forge> | null = null;
+const loadForge = () => (forgeModule ??= import("node-forge").then((m) => m.default));
 
 /** Leaf certificates live this long: a copy taken out of the proxy is soon worthless. */
 export const LEAF_LIFETIME_MS = 60 * 60_000;
@@ -41,10 +48,11 @@ function serial(): string {
 export class BrokerCa {
   private readonly leaves = new Map<string, { context: SecureContext; renewAt: number }>();
   private leafKey: Promise<{ pem: string; key: forge.pki.rsa.PrivateKey; publicKey: forge.pki.rsa.PublicKey }> | null = null;
+  /** The CA as forge objects, parsed at the first leaf. */
+  private ca: Promise<{ lib: typeof forge; key: forge.pki.rsa.PrivateKey; cert: forge.pki.Certificate }> | null = null;
 
   private constructor(
-    private readonly caKey: forge.pki.rsa.PrivateKey,
-    private readonly caCert: forge.pki.Certificate,
+    private readonly caKeyPem: string,
     /** PEM of the CA certificate, for sandboxes' trust stores. */
     readonly certPem: string,
     /** Where certPem is, in the data dir. */
@@ -64,7 +72,7 @@ export class BrokerCa {
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
       keyPem = await rsaKeyPem();
-      certPem = makeCaCert(keyPem, instance, now());
+      certPem = makeCaCert(await loadForge(), keyPem, instance, now());
       // The key first and exclusively: a second daemon cannot share the data dir (lock), and
       // a half-made pair from a crash is found here as an error, not silently replaced.
       await writeFile(keyFile, keyPem, { mode: 0o600, flag: "wx" });
@@ -72,7 +80,8 @@ export class BrokerCa {
       // Public, but the data dir keeps everything to itself (docker mounts it; the runner is root).
       await writeFile(certFile, certPem, { mode: 0o600 });
     }
-    return new BrokerCa(forge.pki.privateKeyFromPem(keyPem), forge.pki.certificateFromPem(certPem), certPem, certFile, now);
+    checkCaPair(keyPem, certPem, keyFile, certFile);
+    return new BrokerCa(keyPem, certPem, certFile, now);
   }
 
   /** A TLS context presenting a fresh (cached) leaf for `host`, an exact DNS name. */
@@ -87,36 +96,63 @@ export class BrokerCa {
 
   /** A leaf certificate for `host`: serverAuth, the host as its only name, LEAF_LIFETIME_MS long. */
   async issue(host: string): Promise<{ certPem: string; keyPem: string; notAfter: number }> {
+    this.ca ??= loadForge().then((lib) => ({
+      lib,
+      key: lib.pki.privateKeyFromPem(this.caKeyPem) as forge.pki.rsa.PrivateKey,
+      cert: lib.pki.certificateFromPem(this.certPem),
+    }));
+    const { lib, key: caKey, cert: caCert } = await this.ca;
     this.leafKey ??= rsaKeyPem().then((pem) => {
-      const key = forge.pki.privateKeyFromPem(pem) as forge.pki.rsa.PrivateKey;
-      return { pem, key, publicKey: forge.pki.setRsaPublicKey(key.n, key.e) };
+      const key = lib.pki.privateKeyFromPem(pem) as forge.pki.rsa.PrivateKey;
+      return { pem, key, publicKey: lib.pki.setRsaPublicKey(key.n, key.e) };
     });
     const { pem, publicKey } = await this.leafKey;
     const now = this.now();
-    const cert = forge.pki.createCertificate();
+    const cert = lib.pki.createCertificate();
     cert.publicKey = publicKey;
     cert.serialNumber = serial();
     cert.validity.notBefore = new Date(now - BACKDATE_MS);
     cert.validity.notAfter = new Date(now + LEAF_LIFETIME_MS);
     cert.setSubject([{ name: "commonName", value: host }]);
-    cert.setIssuer(this.caCert.subject.attributes);
+    cert.setIssuer(caCert.subject.attributes);
     cert.setExtensions([
       { name: "basicConstraints", cA: false, critical: true },
       { name: "keyUsage", digitalSignature: true, keyEncipherment: true, critical: true },
       { name: "extKeyUsage", serverAuth: true },
       { name: "subjectAltName", altNames: [{ type: 2, value: host }] },
       { name: "subjectKeyIdentifier" },
-      { name: "authorityKeyIdentifier", keyIdentifier: this.caCert.generateSubjectKeyIdentifier().getBytes() },
+      { name: "authorityKeyIdentifier", keyIdentifier: caCert.generateSubjectKeyIdentifier().getBytes() },
     ]);
-    cert.sign(this.caKey, forge.md.sha256.create());
-    return { certPem: forge.pki.certificateToPem(cert), keyPem: pem, notAfter: cert.validity.notAfter.getTime() };
+    cert.sign(caKey, lib.md.sha256.create());
+    return { certPem: lib.pki.certificateToPem(cert), keyPem: pem, notAfter: cert.validity.notAfter.getTime() };
   }
 }
 
-function makeCaCert(keyPem: string, instance: string, now: number): string {
-  const key = forge.pki.privateKeyFromPem(keyPem) as forge.pki.rsa.PrivateKey;
-  const cert = forge.pki.createCertificate();
-  cert.publicKey = forge.pki.setRsaPublicKey(key.n, key.e);
+/**
+ * A bad CA pair fails the daemon's start, as parsing it with forge there did: an RSA key and
+ * an RSA certificate (all forge handles) that belong together, checked by Node's crypto.
+ */
+function checkCaPair(keyPem: string, certPem: string, keyFile: string, certFile: string): void {
+  let key: ReturnType<typeof createPrivateKey>;
+  let cert: X509Certificate;
+  try {
+    key = createPrivateKey(keyPem);
+  } catch (error) {
+    throw new Error(`the broker CA key ${keyFile} cannot be read: ${(error as Error).message}`);
+  }
+  try {
+    cert = new X509Certificate(certPem);
+  } catch (error) {
+    throw new Error(`the broker CA certificate ${certFile} cannot be read: ${(error as Error).message}`);
+  }
+  if (key.asymmetricKeyType !== "rsa" || cert.publicKey.asymmetricKeyType !== "rsa") throw new Error(`the broker CA in ${keyFile} and ${certFile} must be RSA`);
+  if (!cert.checkPrivateKey(key)) throw new Error(`the broker CA key ${keyFile} does not belong to the certificate ${certFile}`);
+}
+
+function makeCaCert(lib: typeof forge, keyPem: string, instance: string, now: number): string {
+  const key = lib.pki.privateKeyFromPem(keyPem) as forge.pki.rsa.PrivateKey;
+  const cert = lib.pki.createCertificate();
+  cert.publicKey = lib.pki.setRsaPublicKey(key.n, key.e);
   cert.serialNumber = serial();
   cert.validity.notBefore = new Date(now - BACKDATE_MS);
   cert.validity.notAfter = new Date(now);
@@ -133,6 +169,6 @@ function makeCaCert(keyPem: string, instance: string, now: number): string {
     { name: "keyUsage", keyCertSign: true, cRLSign: true, critical: true },
     { name: "subjectKeyIdentifier" },
   ]);
-  cert.sign(key, forge.md.sha256.create());
-  return forge.pki.certificateToPem(cert);
+  cert.sign(key, lib.md.sha256.create());
+  return lib.pki.certificateToPem(cert);
 }

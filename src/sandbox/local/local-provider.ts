@@ -1,6 +1,6 @@
 import { spawn } from "node:child_process";
 import { randomInt } from "node:crypto";
-import { closeSync, existsSync, openSync, writeFileSync } from "node:fs";
+import { closeSync, existsSync, openSync, watch, writeFileSync } from "node:fs";
 import { chmod, mkdir, readdir, readFile, rm, rmdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -193,23 +193,40 @@ export class LocalProvider implements SandboxProvider {
     const state = this.stateDir(name);
     const until = Date.now() + this.opts.runnerStartTimeoutMs;
     let last = "no runner.json yet";
-    while (Date.now() < until) {
-      signal.throwIfAborted();
-      const info = await readInfo(state);
-      const pid = info?.pid ?? (await readPid(state));
-      if (pid !== null && !alive(pid)) break;
-      if (info) {
-        const endpoint = `http://127.0.0.1:${info.port}`;
-        try {
-          const health = await createRunnerClient(endpoint, record.token).health(signal);
-          if (health.runId === record.runId) return { state: "running", endpoint };
-          last = `runner answered for ${health.runId}`;
-        } catch (error) {
-          last = (error as Error).message;
-        }
-      }
-      await sleep(20, undefined, { signal });
+    // The runner writes runner.json once it listens: its appearance wakes the loop at once;
+    // the 20 ms poll stays for what a watch can miss (and for a runner that died).
+    let wake = () => {};
+    let watcher: ReturnType<typeof watch> | null = null;
+    try {
+      watcher = watch(state, (_, file) => (file === null || file === RUNNER_INFO_FILE) && wake());
+      watcher.on("error", () => undefined);
+    } catch {
+      // no watch on this file system: the poll alone
     }
+    try {
+      while (Date.now() < until) {
+        signal.throwIfAborted();
+        const info = await readInfo(state);
+        const pid = info?.pid ?? (await readPid(state));
+        if (pid !== null && !alive(pid)) break;
+        if (info) {
+          const endpoint = `http://127.0.0.1:${info.port}`;
+          try {
+            const health = await createRunnerClient(endpoint, record.token).health(signal);
+            if (health.runId === record.runId) return { state: "running", endpoint };
+            last = `runner answered for ${health.runId}`;
+          } catch (error) {
+            last = (error as Error).message;
+          }
+        }
+        const tick = new AbortController();
+        await Promise.race([sleep(20, undefined, { signal: AbortSignal.any([signal, tick.signal]) }).catch(() => undefined), new Promise<void>((r) => (wake = r))]);
+        tick.abort();
+      }
+    } finally {
+      watcher?.close();
+    }
+    signal.throwIfAborted();
     const log = await readFile(join(state, "runner.log"), "utf8").catch(() => "");
     const checkout = /paddock agent: checkout failed: (.*)$/m.exec(log);
     if (checkout) throw new SandboxError(checkout[1]!, false);
