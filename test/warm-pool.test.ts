@@ -82,7 +82,7 @@ describe.runIf(dockerUp)("the docker warm pool", () => {
       // The first run of the key misses and is made as today (and snapshots the key); the
       // second misses too, as the key's image is its snapshot now and the member made from
       // the base image is retired.
-      const first = await warm(d, task!.id, agent);
+      await warm(d, task!.id, agent);
 
       // The pool learnt the key and made one member: nothing of any run is in it.
       const [member] = await poolSettled(d, instance, 1);
