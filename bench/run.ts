@@ -319,7 +319,7 @@ async function benchDocker() {
       const runId = `run_bare${i}`;
       const token = await issueSandboxToken(keys, runId);
       const t0 = performance.now();
-      const c = await docker.createContainer({ Image: config.dockerImage, Env: [`PADDOCK_RUN_ID=${runId}`, `JWT_PUBLIC_KEY=${keys.publicKeyPem}`, `PADDOCK_AGENT_COMMAND=["sleep","300"]`], Labels: { "paddock.bench": "1" } });
+      const c = await docker.createContainer({ Image: config.dockerImage, Env: [`PADDOCK_RUN_ID=${runId}`, `PADDOCK_RESULT_BRANCH=paddock/${runId}`, `JWT_PUBLIC_KEY=${keys.publicKeyPem}`, `PADDOCK_AGENT_COMMAND=["sleep","300"]`], Labels: { "paddock.bench": "1" } });
       await c.start();
       const ip = Object.values((await c.inspect()).NetworkSettings.Networks)[0]!.IPAddress;
       for (;;) {
@@ -367,7 +367,8 @@ async function benchPool() {
   }
   const image = process.env.PADDOCK_DOCKER_IMAGE || "paddock-sandbox:latest";
   // The image must hold the runner of this checkout.
-  execSync("npm run --silent build && bash scripts/build-images.sh", { cwd: resolve(import.meta.dirname, ".."), stdio: "ignore", env: { ...process.env, PADDOCK_DOCKER_IMAGE: image } });
+  // (BENCH_NO_BUILD=1: it was just built.)
+  if (!process.env.BENCH_NO_BUILD) execSync("npm run --silent build && bash scripts/build-images.sh", { cwd: resolve(import.meta.dirname, ".."), stdio: "ignore", env: { ...process.env, PADDOCK_DOCKER_IMAGE: image } });
   const n = Number(process.env.BENCH_DOCKER_RUNS ?? 10);
   const dataDir = tmp("pool");
   const repo = join(dataDir, "repo");
@@ -386,9 +387,33 @@ async function benchPool() {
     const ms = performance.now() - t0;
     app.runs.cancel(id);
     await until(app, id, (p) => p === "cleaned");
+    if (process.env.BENCH_POOL_TRACE) {
+      const db = await openDatabase(join(dataDir, "paddock.db"));
+      const rows = db.prepare<{ time: number; text: string }>("SELECT time, text FROM run_logs WHERE run_id = ? AND stream = 'system' ORDER BY seq").all([id]);
+      console.log(`${id} ${ms.toFixed(0)} ms:\n` + rows.map((r) => `  +${r.time - rows[0]!.time} ${r.text.slice(0, 120)}`).join("\n"));
+      db.close();
+    }
     return ms;
   };
   try {
+    const keys = await loadOrCreateSandboxKeys(tmp("keys"));
+    const bare: number[] = [];
+    for (let i = 0; i < n; i++) {
+      const runId = `run_bare${i}`;
+      const token = await issueSandboxToken(keys, runId);
+      const t0 = performance.now();
+      const c = await docker.createContainer({ Image: image, Env: [`PADDOCK_RUN_ID=${runId}`, `PADDOCK_RESULT_BRANCH=paddock/${runId}`, `JWT_PUBLIC_KEY=${keys.publicKeyPem}`, `PADDOCK_AGENT_COMMAND=["sleep","300"]`], Labels: { "paddock.bench": "pool" } });
+      await c.start();
+      const ip = Object.values((await c.inspect()).NetworkSettings.Networks)[0]!.IPAddress;
+      for (let tries = 0; ; tries++) {
+        const ok = await fetch(`http://${ip}:47821/health`, { headers: { authorization: `Bearer ${token}` } }).then((r) => r.ok, () => false);
+        if (ok) break;
+        if (tries > 2000) throw new Error(`the bare runner never answered: ${String(await c.logs({ stdout: true, stderr: true, tail: 5 }))}`);
+        await sleep(5);
+      }
+      bare.push(performance.now() - t0);
+      await c.remove({ force: true });
+    }
     // The first run snapshots the key, the second fills the pool from the snapshot.
     await timeToRunning();
     await timeToRunning();
@@ -396,23 +421,6 @@ async function benchPool() {
     for (let i = 0; i < n; i++) hit.push(await timeToRunning());
     const miss: number[] = [];
     for (let i = 0; i < n; i++) miss.push(await timeToRunning({ pids: 2000 + i }));
-    const keys = await loadOrCreateSandboxKeys(tmp("keys"));
-    const bare: number[] = [];
-    for (let i = 0; i < n; i++) {
-      const runId = `run_bare${i}`;
-      const token = await issueSandboxToken(keys, runId);
-      const t0 = performance.now();
-      const c = await docker.createContainer({ Image: image, Env: [`PADDOCK_RUN_ID=${runId}`, `JWT_PUBLIC_KEY=${keys.publicKeyPem}`, `PADDOCK_AGENT_COMMAND=["sleep","300"]`], Labels: { "paddock.bench": "pool" } });
-      await c.start();
-      const ip = Object.values((await c.inspect()).NetworkSettings.Networks)[0]!.IPAddress;
-      for (;;) {
-        const ok = await fetch(`http://${ip}:47821/health`, { headers: { authorization: `Bearer ${token}` } }).then((r) => r.ok, () => false);
-        if (ok) break;
-        await sleep(5);
-      }
-      bare.push(performance.now() - t0);
-      await c.remove({ force: true });
-    }
     const line = (label: string, xs: number[], aim: string) =>
       console.log(`pool ${label}: p50 ${median(xs).toFixed(0)} ms, p95 ${pct(xs, 0.95).toFixed(0)} ms; bare create+start+health p50 ${median(bare).toFixed(0)} ms, p95 ${pct(bare, 0.95).toFixed(0)} ms; ratio p50 ${(median(xs) / median(bare)).toFixed(2)}× (aim ${aim})`);
     line("StartRun → runner accepted /start, hit", hit, "≤ 0.15×");

@@ -2,6 +2,7 @@ import { createHash, timingSafeEqual } from "node:crypto";
 import { existsSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import { join } from "node:path";
+import { refreshIndex } from "./checkout.js";
 import { readRunnerEnvironment, RUN_VARIABLES, RunnerEnvSchema } from "./runner-env.js";
 import { CLAIM_PATH, POOL_HEALTH_PATH, type ClaimRequest } from "./runner-protocol.js";
 
@@ -43,6 +44,9 @@ export async function waitForClaim(env: Record<string, string | undefined>, log:
     // Only this container's own claim counts (the hash is per container).
     if (record.hash === s.PADDOCK_POOL_CLAIM) return { env: { ...own, ...record.env }, answer: () => Promise.resolve() };
   }
+  // A snapshot's workspace is made ready for the claim's checkout now, while no run waits.
+  const place = RunnerEnvSchema.pick({ PADDOCK_WORKDIR: true, PADDOCK_AGENT_HOME: true }).safeParse(env);
+  if (place.success) refreshIndex(place.data.PADDOCK_WORKDIR, place.data.PADDOCK_AGENT_HOME);
   const authentic = (req: IncomingMessage) => {
     const auth = req.headers.authorization ?? "";
     if (!auth.startsWith("Bearer ")) return false;

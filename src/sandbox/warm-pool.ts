@@ -75,17 +75,17 @@ export class WarmPool<R> {
 
   /**
    * A ready member of the key, or undefined. The pool still owns its name until
-   * `handedOver` (its container is being claimed and renamed); a refill starts at once.
+   * `handedOver` (its container is being claimed and renamed), which starts the refill:
+   * making a container meanwhile would compete with the claim for the machine.
    */
   take(key: string): PoolMember | undefined {
-    const member = this.ready.get(key)?.shift();
-    if (this.recipes.has(key)) this.fill(key);
-    return member;
+    return this.ready.get(key)?.shift();
   }
 
-  /** The member's name is no longer the pool's: it was claimed and renamed, or removed. */
-  handedOver(name: string): void {
-    this.ownedNames.delete(name);
+  /** The member's name is no longer the pool's (it was claimed and renamed, or removed); its key is refilled. */
+  handedOver(member: PoolMember): void {
+    this.ownedNames.delete(member.name);
+    if (this.recipes.has(member.key)) this.fill(member.key);
   }
 
   /** Resolves when no fill is under way (tests and benches wait on it). */

@@ -349,20 +349,26 @@ export class DockerProvider implements SandboxProvider {
       const container = this.opts.docker.getContainer(member.name);
       let id = "";
       try {
+        const t0 = Date.now();
         id = (await container.inspect()).Id;
         // Kept before the claim: after a crash, cleanup must know whose work the container holds.
         await this.writeClaim(id, { runId: spec.runId, resultBranch: spec.resultBranch });
+        const t1 = Date.now();
+        // A pool runner's variables are a runner's environment: the same contract, delivered later.
         await createRunnerClient(member.endpoint, member.secret).claim({ env: runnerEnvironment(runnerEnvOfRun(spec) as RunnerEnv) }, signal);
+        const t2 = Date.now();
         await container.rename({ name: spec.name });
-        this.pool.handedOver(member.name);
-        progress(`took the warm sandbox ${member.name} as ${spec.name}${plan.snapshot ? ` (from snapshot ${plan.image})` : ""}`);
+        this.pool.handedOver(member);
+        progress(
+          `took the warm sandbox ${member.name} as ${spec.name}${plan.snapshot ? ` (from snapshot ${plan.image})` : ""}: checkout ${t2 - t1} ms, docker ${t1 - t0 + Date.now() - t2} ms`,
+        );
         const fromSnapshot = !!plan.snapshot;
         return { state: "running", endpoint: member.endpoint, setupDone: fromSnapshot, holdAfterSetup: !fromSnapshot, caFile: this.opts.caFile ? CA_MOUNT : undefined };
       } catch (error) {
         progress(`warm sandbox ${member.name} could not be taken (${(error as Error).message}); ${signal.aborted ? "stopping" : "trying the next"}`);
         await this.removeContainer(member.name).catch(() => undefined);
         if (id) await this.dropClaim(id);
-        this.pool.handedOver(member.name);
+        this.pool.handedOver(member);
         if (signal.aborted) throw error;
       }
     }
