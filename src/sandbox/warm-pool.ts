@@ -55,8 +55,8 @@ export class WarmPool<R> {
   }
 
   /**
-   * Remembers how members of the key are made now and fills it up in the background;
-   * members made from an earlier recipe of the key are removed.
+   * Remembers how members of the key are made now (members made from an earlier recipe of
+   * it are removed); `refill` fills it up once the run that asked has its sandbox.
    */
   want(key: string, recipe: R): void {
     if (this.o.size <= 0 || this.closed) return;
@@ -70,7 +70,11 @@ export class WarmPool<R> {
       for (const m of stale) void this.discardOwned(m.name);
       this.backoff.delete(key);
     }
-    this.fill(key);
+  }
+
+  /** Fills the key up in the background (a no-op for a key never wanted, or full). */
+  refill(key: string): void {
+    if (this.recipes.has(key)) this.fill(key);
   }
 
   /**

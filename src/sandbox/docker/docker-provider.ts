@@ -239,6 +239,7 @@ export class DockerProvider implements SandboxProvider {
     const source = await prepareSource(this.opts.root, spec.repositoryUrl, signal, progress, this.opts.gitCredentials);
     if (spec.handoff) await importHandoff(source, spec.runId, spec.handoff, signal);
     let container = docker.getContainer(spec.name);
+    let plan: CreatePlan | undefined;
     const info = await container.inspect().catch((e: unknown) => (isNotFound(e) ? null : Promise.reject(dockerError("inspect", e))));
     if (info && info.Config.Labels?.[LABEL_INSTANCE] !== this.opts.instanceId) {
       throw new SandboxError(`a container named ${spec.name} exists and is not this daemon's`, false);
@@ -250,7 +251,7 @@ export class DockerProvider implements SandboxProvider {
       throw new SandboxError(`container ${spec.name} is ${info.State.Status} (exit code ${info.State.ExitCode})${await this.tail(spec.name)}`, false);
     } else {
       if (!info) {
-        const plan = await this.plan(spec, source, progress);
+        plan = await this.plan(spec, source, progress);
         const warm = await this.fromPool(spec, plan, signal, progress);
         if (warm) return warm;
         container = await this.create(spec, plan, signal, progress);
@@ -260,6 +261,8 @@ export class DockerProvider implements SandboxProvider {
       progress(`container ${spec.name} started`);
     }
     const status = await this.waitForRunner(spec, signal);
+    // A miss refills its key once its own sandbox is up, not while it is being made.
+    if (plan) this.pool?.refill(plan.key);
     // A sandbox made from a snapshot has its image's label: setup already ran in it.
     const fromSnapshot = !!(await container.inspect().catch((e: unknown) => Promise.reject(dockerError("inspect", e)))).Config.Labels?.[LABEL_SNAPSHOT];
     return { ...status, setupDone: fromSnapshot, holdAfterSetup: !fromSnapshot, caFile: this.opts.caFile ? CA_MOUNT : undefined };
