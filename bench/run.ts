@@ -396,7 +396,7 @@ async function benchPool() {
     return ms;
   };
   try {
-    const keys = await loadOrCreateSandboxKeys(tmp("keys"));
+    const keys = await loadOrCreateSandboxKeys(join(dataDir, "bare-keys"));
     const bare: number[] = [];
     for (let i = 0; i < n; i++) {
       const runId = `run_bare${i}`;
