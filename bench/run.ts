@@ -3,7 +3,7 @@
  * process (or script) on the same machine, as a ratio; medians of several rounds.
  *
  *   npm run bench               all three
- *   npm run bench -- transitions|replay|rss|auth|proxy|broker|docker|modal|flood|events|startup|restore|web|metrics|queued|local|modules
+ *   npm run bench -- transitions|replay|rss|auth|proxy|broker|docker|pool|modal|flood|events|startup|restore|web|metrics|queued|local|modules
  */
 import { createClient } from "@connectrpc/connect";
 import { bearer } from "../src/cli/client.js";
@@ -22,6 +22,8 @@ import { loadConfig } from "../src/config.js";
 import { TaskRunService } from "../src/gen/paddock/v1/task_run_pb.js";
 import { RunManager } from "../src/runs/run-manager.js";
 import type { SandboxProvider } from "../src/sandbox/provider.js";
+import type { DockerProvider } from "../src/sandbox/docker/docker-provider.js";
+import { removeEgressNetwork } from "../src/sandbox/docker/egress-network.js";
 import { openDatabase } from "../src/store/open-database.js";
 import { createRunsRepository } from "../src/store/runs-repository.js";
 import { createTasksRepository } from "../src/store/tasks-repository.js";
@@ -376,6 +378,96 @@ async function benchDocker() {
       await docker.getImage(r.image).remove({ force: true }).catch(() => undefined);
     }
     db.close();
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * The docker warm pool (--warm-pool 1): StartRun → running (the runner accepted /start; a
+ * run from a snapshot has no setup to hold for) on a pool hit and on a miss, against a bare
+ * Engine API create+start+health of the same image. A miss is a run of a key the pool has
+ * no member for (other limits each time: the same snapshot, another container), made with
+ * the pool on, so the refill it starts runs beside it as it would. PADDOCK_DOCKER_IMAGE
+ * names the image to build and use (default paddock-sandbox:latest).
+ */
+async function benchPool() {
+  const Docker = (await import("dockerode")).default;
+  const docker = new Docker();
+  try {
+    await docker.ping();
+  } catch {
+    return console.log("pool: skipped (no Docker engine)");
+  }
+  const image = process.env.PADDOCK_DOCKER_IMAGE || "paddock-sandbox:latest";
+  // The image must hold the runner of this checkout.
+  // (BENCH_NO_BUILD=1: it was just built.)
+  if (!process.env.BENCH_NO_BUILD) execSync("npm run --silent build && bash scripts/build-images.sh", { cwd: resolve(import.meta.dirname, ".."), stdio: "ignore", env: { ...process.env, PADDOCK_DOCKER_IMAGE: image } });
+  const n = Number(process.env.BENCH_DOCKER_RUNS ?? 10);
+  const dataDir = tmp("pool");
+  const repo = join(dataDir, "repo");
+  execSync(`git init -q -b main ${repo} && cd ${repo} && for d in $(seq 20); do mkdir -p d$d; for f in $(seq 100); do head -c 8192 /dev/urandom > d$d/f$f; done; done && git add . && git -c user.name=b -c user.email=b@b commit -qm bench`, { shell: "/bin/bash" });
+  const config = loadConfig({}, { dataDir, socket: "", listen: "127.0.0.1:0", graceTime: "1s", dockerImage: image, warmPool: 1 });
+  const app = await createApp({ config, logger: pino({ level: "silent" }), runnerCommand: runnerCommand(), baseEnv: {} });
+  await app.start();
+  const pool = (app.providers.get("docker") as DockerProvider).pool!;
+  const tasks = createTasksRepository(await openDatabase(join(dataDir, "paddock.db")));
+  const t = tasks.create({ team: "default", environmentId: "", id: "task_pool", title: "b", description: "", repository: repo, repositoryUrl: repo, origin: "bench", createdAt: 0 });
+  const timeToRunning = async (limits: { pids?: number } = {}) => {
+    await pool.settled(); // every measured start begins with the pool at rest
+    const t0 = performance.now();
+    const id = app.runs.start({ team: "default", taskId: t.id, branch: "", agentCommand: ["sleep", "300"], timeoutMs: null, provider: "docker", idempotencyKey: "", limits, environmentId: "" }).id;
+    await until(app, id, (p) => p === "running");
+    const ms = performance.now() - t0;
+    app.runs.cancel(id);
+    await until(app, id, (p) => p === "cleaned");
+    if (process.env.BENCH_POOL_TRACE) {
+      const db = await openDatabase(join(dataDir, "paddock.db"));
+      const rows = db.prepare<{ time: number; text: string }>("SELECT time, text FROM run_logs WHERE run_id = ? AND stream = 'system' ORDER BY seq").all([id]);
+      console.log(`${id} ${ms.toFixed(0)} ms:\n` + rows.map((r) => `  +${r.time - rows[0]!.time} ${r.text.slice(0, 120)}`).join("\n"));
+      db.close();
+    }
+    return ms;
+  };
+  try {
+    const keys = await loadOrCreateSandboxKeys(join(dataDir, "bare-keys"));
+    const bare: number[] = [];
+    for (let i = 0; i < n; i++) {
+      const runId = `run_bare${i}`;
+      const token = await issueSandboxToken(keys, runId);
+      const t0 = performance.now();
+      const c = await docker.createContainer({ Image: image, Env: [`PADDOCK_RUN_ID=${runId}`, `PADDOCK_RESULT_BRANCH=paddock/${runId}`, `JWT_PUBLIC_KEY=${keys.publicKeyPem}`, `PADDOCK_AGENT_COMMAND=["sleep","300"]`], Labels: { "paddock.bench": "pool" } });
+      await c.start();
+      const ip = Object.values((await c.inspect()).NetworkSettings.Networks)[0]!.IPAddress;
+      for (let tries = 0; ; tries++) {
+        const ok = await fetch(`http://${ip}:47821/health`, { headers: { authorization: `Bearer ${token}` } }).then((r) => r.ok, () => false);
+        if (ok) break;
+        if (tries > 2000) throw new Error(`the bare runner never answered: ${String(await c.logs({ stdout: true, stderr: true, tail: 5 }))}`);
+        await sleep(5);
+      }
+      bare.push(performance.now() - t0);
+      await c.remove({ force: true });
+    }
+    // The first run snapshots the key, the second fills the pool from the snapshot.
+    await timeToRunning();
+    await timeToRunning();
+    const hit: number[] = [];
+    for (let i = 0; i < n; i++) hit.push(await timeToRunning());
+    const miss: number[] = [];
+    for (let i = 0; i < n; i++) miss.push(await timeToRunning({ pids: 2000 + i }));
+    const line = (label: string, xs: number[], aim: string) =>
+      console.log(`pool ${label}: p50 ${median(xs).toFixed(0)} ms, p95 ${pct(xs, 0.95).toFixed(0)} ms; bare create+start+health p50 ${median(bare).toFixed(0)} ms, p95 ${pct(bare, 0.95).toFixed(0)} ms; ratio p50 ${(median(xs) / median(bare)).toFixed(2)}× (aim ${aim})`);
+    line("StartRun → runner accepted /start, hit", hit, "≤ 0.15×");
+    line("StartRun → runner accepted /start, miss", miss, "≤ 1.15×");
+  } finally {
+    await app.stop();
+    for (const c of await docker.listContainers({ all: true, filters: { label: ["paddock.bench=pool"] } })) await docker.getContainer(c.Id).remove({ force: true });
+    const db = await openDatabase(join(dataDir, "paddock.db"));
+    for (const r of db.prepare<{ image: string }>("SELECT external_id AS image FROM sandbox_snapshots WHERE external_id <> ''").all()) {
+      await docker.getImage(r.image).remove({ force: true }).catch(() => undefined);
+    }
+    const instance = db.prepare<{ value: string }>("SELECT value FROM meta WHERE key = 'instance_id'").get()?.value;
+    db.close();
+    if (instance) await removeEgressNetwork(docker, instance);
     rmSync(dataDir, { recursive: true, force: true });
   }
 }
@@ -1448,6 +1540,7 @@ if (!which || which === "auth") await benchAuth();
 if (!which || which === "proxy") await benchProxy();
 if (!which || which === "broker") await benchBroker();
 if (!which || which === "docker") await benchDocker();
+if (!which || which === "pool") await benchPool();
 if (!which || which === "modal") await benchModal();
 if (!which || which === "flood") await benchFlood();
 if (!which || which === "events") await benchEvents();

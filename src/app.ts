@@ -62,6 +62,8 @@ export interface AppOptions {
 
 export interface App {
   runs: RunManager;
+  /** The sandbox providers by name (tests and benches look at the docker provider's warm pool). */
+  providers: ReadonlyMap<string, SandboxProvider>;
   handlers: { tcp: RequestHandler; unix: RequestHandler };
   /** Restores live runs, then listens on the configured TCP address and unix socket. */
   start(listenOverride?: { host: string; port: number; socketPath?: string }): Promise<Listener>;
@@ -167,7 +169,9 @@ export async function createApp(opts: AppOptions): Promise<App> {
         },
         allowCidrs: config.sandboxAllowCidrs,
         warn: (msg) => logger.warn({ provider: "docker" }, msg),
+        info: (msg) => logger.info({ provider: "docker" }, msg),
         caFile: sandboxTrust,
+        warmPool: config.warmPool,
       }),
     );
   } else if (config.defaultProvider === "docker") {
@@ -286,6 +290,7 @@ export async function createApp(opts: AppOptions): Promise<App> {
   let listener: Listener | undefined;
   return {
     runs,
+    providers,
     handlers,
     readiness,
     async start(override) {

@@ -111,6 +111,8 @@ export const ConfigSchema = z
     dockerMemory: bytes,
     dockerPids: z.coerce.number().int().min(16).max(1_000_000),
     dockerRuntime: z.string().regex(/^[a-z0-9._-]+$/, "is not a runtime name (runc, runsc)"),
+    /** Started docker sandboxes kept ready per pool key (image, repository, network, limits); 0: none. */
+    warmPool: z.coerce.number().int().min(0).max(64),
     /** The modal provider is registered when this is set: a registry image with paddock, git and the agents. */
     modalImage: z.string(),
     modalApp: z.string().regex(/^[A-Za-z0-9._-]{0,64}$/, "is not a Modal App name"),
@@ -262,6 +264,7 @@ export const ENV_NAMES: Record<keyof ConfigInput, string> = {
   dockerMemory: "PADDOCK_DOCKER_MEMORY",
   dockerPids: "PADDOCK_DOCKER_PIDS",
   dockerRuntime: "PADDOCK_DOCKER_RUNTIME",
+  warmPool: "PADDOCK_WARM_POOL",
   egressProxyPort: "PADDOCK_EGRESS_PROXY_PORT",
   modalImage: "PADDOCK_MODAL_IMAGE",
   modalApp: "PADDOCK_MODAL_APP",
@@ -336,6 +339,7 @@ export function loadConfig(env: Record<string, string | undefined>, flags: Confi
     dockerMemory: "4g",
     dockerPids: 1024,
     dockerRuntime: "runc",
+    warmPool: 0,
     egressProxyPort: 47830,
     modalImage: "",
     modalApp: "",

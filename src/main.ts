@@ -101,6 +101,7 @@ docker provider (registered when the engine's socket exists):
   --docker-memory SIZE         memory per sandbox, e.g. 4g (PADDOCK_DOCKER_MEMORY; default 4g)
   --docker-pids N              process limit per sandbox (PADDOCK_DOCKER_PIDS; default 1024)
   --docker-runtime NAME        runc, or runsc for gVisor (PADDOCK_DOCKER_RUNTIME; default runc)
+  --warm-pool N                started docker sandboxes kept ready per image, repository, network and limits (PADDOCK_WARM_POOL; default 0)
   --sandbox-allow-cidrs LIST   IPv4 addresses/CIDRs, comma-separated, that unrestricted sandboxes may reach
                                although private, link-local or the host's own (PADDOCK_SANDBOX_ALLOW_CIDRS)
   --sandbox-images LIST        images, comma-separated, that runs and environments may ask for besides
@@ -252,11 +253,14 @@ function runnerEnv(env: NodeJS.ProcessEnv): Record<string, string | undefined> {
 }
 
 async function agent(): Promise<number> {
+  const log = (msg: string) => process.stderr.write(`${new Date().toISOString()} ${msg}\n`);
+  // A warm pool's runner has no run until the daemon claims it: the run's variables come with the claim.
+  const claim = process.env.PADDOCK_POOL_CLAIM ? await (await import("./agent/runner-pool.js")).waitForClaim(process.env, log) : null;
+  const env = claim?.env ?? process.env;
   const { readRunnerEnvironment } = await import("./agent/runner-env.js");
-  const settings = readRunnerEnvironment(process.env);
+  const settings = readRunnerEnvironment(env);
   const { checkout } = await import("./agent/checkout.js");
   const { runRunner } = await import("./agent/runner.js");
-  const log = (msg: string) => process.stderr.write(`${new Date().toISOString()} ${msg}\n`);
   const user = settings.PADDOCK_AGENT_UID !== undefined ? { uid: settings.PADDOCK_AGENT_UID, gid: settings.PADDOCK_AGENT_GID! } : null;
   if (settings.PADDOCK_SOURCE) {
     try {
@@ -274,11 +278,13 @@ async function agent(): Promise<number> {
       });
     } catch (error) {
       // The provider reads this line from the sandbox's output to say why provisioning failed.
-      process.stderr.write(`paddock agent: checkout failed: ${((error as { stderr?: string }).stderr || (error as Error).message).trim()}\n`);
+      const why = `checkout failed: ${((error as { stderr?: string }).stderr || (error as Error).message).trim()}`;
+      process.stderr.write(`paddock agent: ${why}\n`);
+      await claim?.answer(why);
       return EXIT.failed;
     }
   }
-  await runRunner({ settings, env: process.env, log });
+  await runRunner({ settings, env, log, onListening: claim ? () => void claim.answer(null) : undefined });
   return EXIT.ok;
 }
 

@@ -67,7 +67,34 @@ export const RunnerEnvSchema = z.object({
   /** PATH the agent gets. */
   PADDOCK_AGENT_PATH: z.string().default("/usr/local/bin:/usr/bin:/bin"),
   JWT_PUBLIC_KEY: z.string().includes("BEGIN PUBLIC KEY", { message: "is not a PEM public key" }),
+  /**
+   * A warm pool's runner: the SHA-256 (hex) of the secret only the daemon that made it
+   * holds. It waits for POST /claim with that secret, which brings the run's variables
+   * (RUN_VARIABLES); "" for a runner started for its run.
+   */
+  PADDOCK_POOL_CLAIM: z.string().regex(/^([0-9a-f]{64})?$/, "is not a SHA-256 in hex").default(""),
 });
+
+/**
+ * The variables a run brings: a warm pool's runner starts without them (it has no run yet)
+ * and receives them with its claim; every other runner starts with them.
+ */
+export const RUN_VARIABLES = [
+  "PADDOCK_RUN_ID",
+  "PADDOCK_BRANCH",
+  "PADDOCK_RESULT_BRANCH",
+  "PADDOCK_AGENT_COMMAND",
+  "PADDOCK_AGENT_KIND",
+  "PADDOCK_RUN_MODE",
+  "PADDOCK_PERMISSION_POLICY",
+  "PADDOCK_PROMPT",
+  "PADDOCK_HOLD",
+  "PADDOCK_LOG_MAX_BYTES",
+  "PADDOCK_LOG_MAX_LINES",
+  "PADDOCK_HANDOFF",
+  "JWT_PUBLIC_KEY",
+] as const satisfies readonly (keyof RunnerEnv)[];
+export type RunVariable = (typeof RUN_VARIABLES)[number];
 
 export type RunnerEnv = z.input<typeof RunnerEnvSchema>;
 export type RunnerSettings = z.output<typeof RunnerEnvSchema>;

@@ -1,3 +1,5 @@
+import { createHash } from "node:crypto";
+
 /** What the in-sandbox runner serves and the daemon reads. Both sides import this file. */
 
 /** "agent": readable lines projected from an ACP agent's updates (coalesced message chunks, one line per tool call). */
@@ -151,3 +153,15 @@ export const MAX_EVENTS_PER_RESPONSE = 2000;
 export const MAX_EVENT_BYTES_PER_RESPONSE = 4 * 1024 * 1024;
 /** Longer output lines are cut here, with a note saying how much was dropped. */
 export const MAX_LINE_BYTES = 1024 * 1024;
+
+/** A warm pool's runner, before its claim: GET whether it is up; POST its run (ClaimRequest). */
+export const POOL_HEALTH_PATH = "/pool";
+export const CLAIM_PATH = "/claim";
+
+/** POST /claim's body: the run's variables (RUN_VARIABLES), as a runner's environment would hold them. */
+export interface ClaimRequest {
+  env: Record<string, string>;
+}
+
+/** What a pool runner is started with (PADDOCK_POOL_CLAIM): the hash of the secret the daemon claims it with. */
+export const claimSecretHash = (secret: string): string => createHash("sha256").update(secret).digest("hex");

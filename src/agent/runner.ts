@@ -49,6 +49,8 @@ export interface RunnerOptions {
   /** The runner's own environment: the agent's is built from an allowlist of it. */
   env: Record<string, string | undefined>;
   log: (msg: string) => void;
+  /** Called once the runner listens (a claimed pool runner answers its claim then). */
+  onListening?: () => void;
 }
 
 /** Where POST /handoff keeps what it took, in the runner's state. */
@@ -486,6 +488,7 @@ export async function runRunner(opts: RunnerOptions): Promise<void> {
   if (s.PADDOCK_HOLD !== "1") startAgent();
   writeInfo();
   opts.log(`runner for ${s.PADDOCK_RUN_ID} listening on ${s.PADDOCK_RUNNER_HOST}:${port}`);
+  opts.onListening?.();
 
   const idleCheck = Math.min(s.PADDOCK_IDLE_EXIT_MS, 60_000);
   const idle = setInterval(() => {

@@ -1,4 +1,4 @@
-import type { RunnerEnv } from "../agent/runner-env.js";
+import type { RunnerEnv, RunVariable } from "../agent/runner-env.js";
 import type { AgentKind, HandoffStart, PermissionPolicy, RunMode } from "../agent/runner-protocol.js";
 import type { NetworkPolicy } from "./egress-policy.js";
 
@@ -140,10 +140,11 @@ export interface SnapshotStart {
  * The part of the runner's environment that comes from the run itself, the same for every
  * provider; each adds where things are (address, workdir, state, source, the agent's user).
  * The runner holds the agent until POST /start, when the daemon hands over the environment.
+ * A warm pool's runner gets these with its claim instead (RUN_VARIABLES).
  */
 export function runnerEnvOfRun(
   run: Pick<SandboxSpec, "runId" | "branch" | "resultBranch" | "agentCommand" | "agent" | "prompt" | "publicKeyPem" | "handoff"> & { logBudget?: SandboxSpec["logBudget"] },
-): Pick<RunnerEnv, "PADDOCK_RUN_ID" | "PADDOCK_BRANCH" | "PADDOCK_RESULT_BRANCH" | "PADDOCK_AGENT_COMMAND" | "PADDOCK_AGENT_KIND" | "PADDOCK_RUN_MODE" | "PADDOCK_PERMISSION_POLICY" | "PADDOCK_PROMPT" | "PADDOCK_HOLD" | "PADDOCK_LOG_MAX_BYTES" | "PADDOCK_LOG_MAX_LINES" | "PADDOCK_HANDOFF" | "JWT_PUBLIC_KEY"> {
+): Pick<RunnerEnv, RunVariable> {
   return {
     PADDOCK_RUN_ID: run.runId,
     PADDOCK_BRANCH: run.branch,

@@ -5,6 +5,9 @@ import type { ClientRequest, IncomingMessage, RequestOptions } from "node:http";
 import { Agent as HttpsAgent, request as httpsRequest } from "node:https";
 import { rootCertificates } from "node:tls";
 import {
+  CLAIM_PATH,
+  POOL_HEALTH_PATH,
+  type ClaimRequest,
   EXPORT_BRANCH_HEADER,
   EXPORT_HEAD_HEADER,
   HANDOFF_HEADER,
@@ -171,6 +174,10 @@ export function createRunnerClient(endpoint: string, token: string) {
     permission: (body: PermissionResponse, signal?: AbortSignal) => call<{ ok: boolean }>("POST", "/permission", signal, body),
     cancelTurn: (signal?: AbortSignal) => call<{ ok: boolean }>("POST", "/cancel-turn", signal),
     shutdown: (signal?: AbortSignal) => call<{ ok: boolean }>("POST", "/shutdown", signal),
+    /** A warm pool's runner (the client's token is its claim secret): whether it is up. */
+    poolReady: (signal?: AbortSignal) => call<{ pooled: boolean }>("GET", POOL_HEALTH_PATH, signal),
+    /** Gives a warm pool's runner its run; resolves once the run's runner listens. */
+    claim: (body: ClaimRequest, signal?: AbortSignal) => call<{ ok: boolean }>("POST", CLAIM_PATH, signal, body),
   };
 }
 export type RunnerClient = ReturnType<typeof createRunnerClient>;

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { readRunnerEnvironment } from "../../agent/runner-env.js";
-import { containerSpec } from "./container-spec.js";
+import { containerSpec, poolContainerSpec } from "./container-spec.js";
 
 describe("containerSpec", () => {
   const spec = {
@@ -48,5 +48,18 @@ describe("containerSpec", () => {
   it("is read back by the runner through the one contract, and the agent runs as uid 1000", () => {
     const settings = readRunnerEnvironment(Object.fromEntries(c.Env!.map((kv) => [kv.slice(0, kv.indexOf("=")), kv.slice(kv.indexOf("=") + 1)])));
     expect(settings).toMatchObject({ PADDOCK_RUN_ID: "run_1", PADDOCK_AGENT_UID: 1000, PADDOCK_AGENT_GID: 1000, PADDOCK_AGENT_COMMAND: spec.agentCommand, PADDOCK_LOG_MAX_BYTES: 2048 });
+  });
+
+  it("makes a pool member the same container as a run's of its key, with nothing of any run in it", () => {
+    const limits = { cpus: 1.5, memoryBytes: 512 * 1024 ** 2, pids: 256, runtime: "runc" };
+    const m = poolContainerSpec({ name: "paddock-pool-ab", key: "k1", claimHash: "f".repeat(64), image: "img:1", instanceId: "inst", source: "/data/repos/x.git", limits, networkMode: "paddock-open-inst" });
+    const run = containerSpec(spec, { image: "img:1", instanceId: "inst", source: "/data/repos/x.git", limits, networkMode: "paddock-open-inst" });
+    expect(m.HostConfig).toEqual(run.HostConfig);
+    expect(m.Labels).toEqual({ "paddock.instance": "inst", "paddock.pool": "k1", "paddock.run": "", "paddock.sandbox": "" });
+    const env = Object.fromEntries(m.Env!.map((kv) => [kv.slice(0, kv.indexOf("=")), kv.slice(kv.indexOf("=") + 1)]));
+    // The run's variables are blank (a snapshot's image carries an earlier run's); the claim's hash is there.
+    for (const k of ["PADDOCK_RUN_ID", "PADDOCK_RESULT_BRANCH", "PADDOCK_PROMPT", "PADDOCK_AGENT_COMMAND", "JWT_PUBLIC_KEY"]) expect(env[k]).toBe("");
+    expect(env.PADDOCK_POOL_CLAIM).toBe("f".repeat(64));
+    expect(env.PADDOCK_SOURCE).toBe("/paddock/source");
   });
 });

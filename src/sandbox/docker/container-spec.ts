@@ -1,5 +1,5 @@
 import type { ContainerCreateOptions } from "dockerode";
-import { runnerEnvironment } from "../../agent/runner-env.js";
+import { RUN_VARIABLES, runnerEnvironment, type RunnerEnv } from "../../agent/runner-env.js";
 import { runnerEnvOfRun, type SandboxSpec } from "../provider.js";
 
 export const RUNNER_PORT = 47821;
@@ -13,6 +13,8 @@ export const AGENT_HOME = "/home/agent";
 export const LABEL_INSTANCE = "paddock.instance";
 export const LABEL_RUN = "paddock.run";
 export const LABEL_SANDBOX = "paddock.sandbox";
+/** On a warm pool's members: the pool key (a claimed member keeps it, under its run's name). */
+export const LABEL_POOL = "paddock.pool";
 
 export interface ContainerLimits {
   /** CPUs, fractional allowed. */
@@ -21,6 +23,20 @@ export interface ContainerLimits {
   pids: number;
   /** OCI runtime: "runc", or "runsc" for gVisor. */
   runtime: string;
+}
+
+/** Where everything is in the sandbox image: the same for a run's container and a pool member. */
+function placement(): Pick<RunnerEnv, "PADDOCK_RUNNER_HOST" | "PADDOCK_RUNNER_PORT" | "PADDOCK_WORKDIR" | "PADDOCK_STATE_DIR" | "PADDOCK_SOURCE" | "PADDOCK_AGENT_UID" | "PADDOCK_AGENT_GID" | "PADDOCK_AGENT_HOME"> {
+  return {
+    PADDOCK_RUNNER_HOST: "0.0.0.0",
+    PADDOCK_RUNNER_PORT: RUNNER_PORT,
+    PADDOCK_WORKDIR: WORKSPACE,
+    PADDOCK_STATE_DIR: STATE_DIR,
+    PADDOCK_SOURCE: SOURCE_MOUNT,
+    PADDOCK_AGENT_UID: AGENT_UID,
+    PADDOCK_AGENT_GID: AGENT_UID,
+    PADDOCK_AGENT_HOME: AGENT_HOME,
+  };
 }
 
 /**
@@ -36,19 +52,32 @@ export function containerSpec(
     Image: o.image,
     Labels: { [LABEL_INSTANCE]: o.instanceId, [LABEL_RUN]: spec.runId, [LABEL_SANDBOX]: spec.name },
     // No token here: the runner needs only the public key, and the daemon mints tokens itself.
-    Env: Object.entries(
-      runnerEnvironment({
-        ...runnerEnvOfRun(spec),
-        PADDOCK_RUNNER_HOST: "0.0.0.0",
-        PADDOCK_RUNNER_PORT: RUNNER_PORT,
-        PADDOCK_WORKDIR: WORKSPACE,
-        PADDOCK_STATE_DIR: STATE_DIR,
-        PADDOCK_SOURCE: SOURCE_MOUNT,
-        PADDOCK_AGENT_UID: AGENT_UID,
-        PADDOCK_AGENT_GID: AGENT_UID,
-        PADDOCK_AGENT_HOME: AGENT_HOME,
-      }),
-    ).map(([k, v]) => `${k}=${v}`),
+    Env: Object.entries(runnerEnvironment({ ...runnerEnvOfRun(spec), ...placement() })).map(([k, v]) => `${k}=${v}`),
+    ...hostPart(o),
+  };
+}
+
+/**
+ * A warm pool's member: the same container as a run's of its key (image, source, network,
+ * limits), with nothing of any run — the runner waits for the claim whose secret hashes to
+ * `claimHash`. Labelled with its key, so the reaper and `paddock cleanup` know it.
+ */
+export function poolContainerSpec(
+  o: { name: string; key: string; claimHash: string; image: string; instanceId: string; source: string; limits: ContainerLimits; networkMode?: string },
+): ContainerCreateOptions {
+  return {
+    name: o.name,
+    Image: o.image,
+    // Blank run labels: a snapshot's image still carries those of the run it was taken from.
+    Labels: { [LABEL_INSTANCE]: o.instanceId, [LABEL_POOL]: o.key, [LABEL_RUN]: "", [LABEL_SANDBOX]: "" },
+    // The run's variables blank: a snapshot's image still carries those of the run it was taken from.
+    Env: [...RUN_VARIABLES.map((k) => `${k}=`), ...Object.entries(runnerEnvironment({ ...placement(), PADDOCK_POOL_CLAIM: o.claimHash } as RunnerEnv)).map(([k, v]) => `${k}=${v}`)],
+    ...hostPart(o),
+  };
+}
+
+function hostPart(o: { source: string; limits: ContainerLimits; networkMode?: string }): Pick<ContainerCreateOptions, "WorkingDir" | "ExposedPorts" | "HostConfig"> {
+  return {
     WorkingDir: WORKSPACE,
     ExposedPorts: { [`${RUNNER_PORT}/tcp`]: {} },
     HostConfig: {

@@ -1,5 +1,7 @@
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
+import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import type Docker from "dockerode";
 import { SandboxError } from "../../errors.js";
@@ -13,7 +15,11 @@ import { collectWork } from "../import-work.js";
 import type { GitCredentialSource } from "../git-credentials.js";
 import { prepareSource } from "../repository-source.js";
 import { createRunnerClient } from "../runner-client.js";
-import { containerSpec, LABEL_INSTANCE, LABEL_RUN, RUNNER_PORT, SOURCE_MOUNT, type ContainerLimits } from "./container-spec.js";
+import { containerSpec, LABEL_INSTANCE, LABEL_POOL, LABEL_RUN, poolContainerSpec, RUNNER_PORT, SOURCE_MOUNT, type ContainerLimits } from "./container-spec.js";
+import { runnerEnvironment, type RunnerEnv } from "../../agent/runner-env.js";
+import { claimSecretHash } from "../../agent/runner-protocol.js";
+import { WarmPool, type PoolMember } from "../warm-pool.js";
+import { runnerEnvOfRun } from "../provider.js";
 
 export interface DockerProviderOptions {
   docker: Docker;
@@ -40,8 +46,34 @@ export interface DockerProviderOptions {
   allowCidrs: readonly string[];
   /** Problems the operator must hear about at start, before any run meets them. */
   warn: (message: string) => void;
+  /** What the operator may want to follow (the warm pool's members). */
+  info?: (message: string) => void;
   /** PEM CA certificates (a host file) every sandbox trusts; "" for none. */
   caFile?: string;
+  /** Started sandboxes kept ready per pool key (see WarmPool); 0 or absent: none. */
+  warmPool?: number;
+}
+
+/**
+ * How the sandbox of a run is made; runs whose plans have the same key get
+ * interchangeable containers (same image, repository mount, network, limits, CA), so a
+ * warm pool keeps its members by it.
+ */
+interface CreatePlan {
+  /** The pool key: runs of one key get interchangeable containers. */
+  key: string;
+  base: string;
+  image: string;
+  snapshot?: { id: string; externalId: string; commit: string; createdAt: number };
+  source: string;
+  limits: ContainerLimits;
+  networkMode: string | undefined;
+}
+
+/** What the daemon keeps of a claimed pool member (the container's own labels and environment cannot say it). */
+interface ClaimRecord {
+  runId: string;
+  resultBranch: string;
 }
 
 const SNAPSHOT_REPO = "paddock-snapshot";
@@ -79,10 +111,21 @@ export class DockerProvider implements SandboxProvider {
   private openSetup: Promise<{ name: string | undefined; problem: string | null }> | null = null;
 
   private readonly caHash: string;
+  /** Ready sandboxes by plan key; null without --warm-pool. */
+  readonly pool: WarmPool<CreatePlan> | null;
 
   constructor(private readonly opts: DockerProviderOptions) {
     if (!opts.egress) this.egressProblem = "egress enforcement is not configured";
     this.caHash = opts.caFile ? createHash("sha256").update(readFileSync(opts.caFile)).digest("hex") : "";
+    this.pool = opts.warmPool
+      ? new WarmPool<CreatePlan>({
+          size: opts.warmPool,
+          make: (key, plan, name, secret) => this.makeMember(key, plan, name, secret),
+          recipeId: (plan) => plan.image,
+          discard: (name) => this.removeContainer(name),
+          log: (message, error) => (error ? opts.warn(`${message}: ${(error as Error).message}`) : opts.info?.(message)),
+        })
+      : null;
   }
 
   get enforcesNetworkPolicy(): boolean {
@@ -176,6 +219,7 @@ export class DockerProvider implements SandboxProvider {
   }
 
   async close(): Promise<void> {
+    await this.pool?.close();
     await this.egress?.proxy.stop();
   }
 
@@ -195,6 +239,7 @@ export class DockerProvider implements SandboxProvider {
     const source = await prepareSource(this.opts.root, spec.repositoryUrl, signal, progress, this.opts.gitCredentials);
     if (spec.handoff) await importHandoff(source, spec.runId, spec.handoff, signal);
     let container = docker.getContainer(spec.name);
+    let plan: CreatePlan | undefined;
     const info = await container.inspect().catch((e: unknown) => (isNotFound(e) ? null : Promise.reject(dockerError("inspect", e))));
     if (info && info.Config.Labels?.[LABEL_INSTANCE] !== this.opts.instanceId) {
       throw new SandboxError(`a container named ${spec.name} exists and is not this daemon's`, false);
@@ -205,22 +250,30 @@ export class DockerProvider implements SandboxProvider {
       // It ran and stopped: starting it again would run the agent twice.
       throw new SandboxError(`container ${spec.name} is ${info.State.Status} (exit code ${info.State.ExitCode})${await this.tail(spec.name)}`, false);
     } else {
-      if (!info) container = await this.create(spec, source, signal, progress);
+      if (!info) {
+        plan = await this.plan(spec, source, progress);
+        const warm = await this.fromPool(spec, plan, signal, progress);
+        if (warm) return warm;
+        container = await this.create(spec, plan, signal, progress);
+      }
       signal.throwIfAborted();
       await container.start().catch((e: unknown) => ((e as DockerErrorLike).statusCode === 304 ? undefined : Promise.reject(dockerError("start", e))));
       progress(`container ${spec.name} started`);
     }
     const status = await this.waitForRunner(spec, signal);
+    // A miss refills its key once its own sandbox is up, not while it is being made.
+    if (plan) this.pool?.refill(plan.key);
     // A sandbox made from a snapshot has its image's label: setup already ran in it.
     const fromSnapshot = !!(await container.inspect().catch((e: unknown) => Promise.reject(dockerError("inspect", e)))).Config.Labels?.[LABEL_SNAPSHOT];
     return { ...status, setupDone: fromSnapshot, holdAfterSetup: !fromSnapshot, caFile: this.opts.caFile ? CA_MOUNT : undefined };
   }
 
   /**
-   * Creates the sandbox's container from the newest snapshot of its key, else from the
-   * base image. A snapshot whose image is gone is marked (GC removes the row) and skipped.
+   * How the sandbox's container is to be made: from the newest snapshot of its key, else
+   * from the base image (a snapshot whose image is gone is marked, GC removes the row, and
+   * skipped), on the network its policy needs, with its limits.
    */
-  private async create(spec: SandboxSpec, source: string, signal: AbortSignal, progress: (line: string) => void): Promise<Docker.Container> {
+  private async plan(spec: SandboxSpec, source: string, progress: (line: string) => void): Promise<CreatePlan> {
     const { docker } = this.opts;
     const base = spec.image || this.opts.image;
     const baseImage = await docker.getImage(base).inspect().catch((e: unknown) => {
@@ -234,19 +287,31 @@ export class DockerProvider implements SandboxProvider {
       snapshot = undefined;
     }
     const image = snapshot?.externalId ?? base;
-    progress(
-      snapshot
-        ? `creating container ${spec.name} from snapshot ${image} (taken ${new Date(snapshot.createdAt).toISOString()} at ${snapshot.commit.slice(0, 12)})${spec.setupHash ? "; setup already ran in it and is skipped" : ""}`
-        : `creating container ${spec.name} from ${image}`,
-    );
     if (snapshot) this.opts.snapshots.touch(snapshot.id);
     const limits = await this.limitsFor(spec);
     const restricted = this.restricted(spec.network, spec.brokered);
     if (restricted) await this.ensureEgress();
     if (restricted && !this.egress) throw new SandboxError(this.egressProblem ?? "egress is not ready", false);
     const networkMode = restricted ? this.egress!.network.name : await this.openNetwork(progress);
-    const create = containerSpec(spec, { image, instanceId: this.opts.instanceId, source, limits, networkMode });
-    if (this.opts.caFile) create.HostConfig = { ...create.HostConfig, Binds: [...(create.HostConfig?.Binds ?? []), `${this.opts.caFile}:${CA_MOUNT}:ro`] };
+    // The snapshot key (base image by id, repository, setup, environment, CA) and what the
+    // container is made with besides; the image (a snapshot of the key, once there is one) is its recipe.
+    const key = createHash("sha256")
+      .update(JSON.stringify([this.keyFor(spec, baseImage.Id), source, networkMode ?? "", limits]))
+      .digest("hex")
+      .slice(0, 24);
+    return { key, base, image, snapshot, source, limits, networkMode };
+  }
+
+  /** Creates the sandbox's container as planned. */
+  private async create(spec: SandboxSpec, plan: CreatePlan, signal: AbortSignal, progress: (line: string) => void): Promise<Docker.Container> {
+    const { docker } = this.opts;
+    const { snapshot, image, base } = plan;
+    progress(
+      snapshot
+        ? `creating container ${spec.name} from snapshot ${image} (taken ${new Date(snapshot.createdAt).toISOString()} at ${snapshot.commit.slice(0, 12)})${spec.setupHash ? "; setup already ran in it and is skipped" : ""}`
+        : `creating container ${spec.name} from ${image}`,
+    );
+    const create = this.withCa(containerSpec(spec, { image, instanceId: this.opts.instanceId, source: plan.source, limits: plan.limits, networkMode: plan.networkMode }));
     signal.throwIfAborted();
     try {
       return await docker.createContainer(create);
@@ -260,6 +325,116 @@ export class DockerProvider implements SandboxProvider {
       if (isNotFound(e)) throw new SandboxError(`docker: image ${base} not found`, false);
       throw dockerError("create", e);
     }
+  }
+
+  private withCa(create: Docker.ContainerCreateOptions): Docker.ContainerCreateOptions {
+    if (this.opts.caFile) create.HostConfig = { ...create.HostConfig, Binds: [...(create.HostConfig?.Binds ?? []), `${this.opts.caFile}:${CA_MOUNT}:ro`] };
+    return create;
+  }
+
+  /**
+   * A pool hit: a ready member of the plan's key is claimed for the run (its runner checks
+   * the repository out and becomes the run's runner) and renamed to the run's sandbox name,
+   * so everything after finds it as it finds a container made for the run. Its network
+   * is its key's, set when it was made, before anything of the run came in. A member that
+   * cannot be taken is removed and the next one tried; none left is a miss (null), and
+   * either way the key is refilled in the background.
+   */
+  private async fromPool(spec: SandboxSpec, plan: CreatePlan, signal: AbortSignal, progress: (line: string) => void): Promise<SandboxStatus | null> {
+    if (!this.pool) return null;
+    this.pool.want(plan.key, plan);
+    for (;;) {
+      const member = this.pool.take(plan.key);
+      if (!member) {
+        progress(`warm pool: no ready sandbox for this key`);
+        return null;
+      }
+      const container = this.opts.docker.getContainer(member.name);
+      let id = "";
+      try {
+        const t0 = Date.now();
+        id = (await container.inspect()).Id;
+        // Kept before the claim: after a crash, cleanup must know whose work the container holds.
+        await this.writeClaim(id, { runId: spec.runId, resultBranch: spec.resultBranch });
+        const t1 = Date.now();
+        // A pool runner's variables are a runner's environment: the same contract, delivered later.
+        await createRunnerClient(member.endpoint, member.secret).claim({ env: runnerEnvironment(runnerEnvOfRun(spec) as RunnerEnv) }, signal);
+        const t2 = Date.now();
+        await container.rename({ name: spec.name });
+        this.pool.handedOver(member);
+        progress(
+          `took the warm sandbox ${member.name} as ${spec.name}${plan.snapshot ? ` (from snapshot ${plan.image})` : ""}: checkout ${t2 - t1} ms, docker ${t1 - t0 + Date.now() - t2} ms`,
+        );
+        const fromSnapshot = !!plan.snapshot;
+        return { state: "running", endpoint: member.endpoint, setupDone: fromSnapshot, holdAfterSetup: !fromSnapshot, caFile: this.opts.caFile ? CA_MOUNT : undefined };
+      } catch (error) {
+        progress(`warm sandbox ${member.name} could not be taken (${(error as Error).message}); ${signal.aborted ? "stopping" : "trying the next"}`);
+        await this.removeContainer(member.name).catch(() => undefined);
+        if (id) await this.dropClaim(id);
+        this.pool.handedOver(member);
+        if (signal.aborted) throw error;
+      }
+    }
+  }
+
+  /**
+   * Makes a pool member: the container of the plan with no run in it, started, its runner
+   * answering its claim secret. Removed again when it does not come up.
+   */
+  private async makeMember(key: string, plan: CreatePlan, name: string, secret: string): Promise<Omit<PoolMember, "recipe">> {
+    const { docker } = this.opts;
+    const create = this.withCa(
+      poolContainerSpec({ name, key, claimHash: claimSecretHash(secret), image: plan.image, instanceId: this.opts.instanceId, source: plan.source, limits: plan.limits, networkMode: plan.networkMode }),
+    );
+    try {
+      const container = await docker.createContainer(create).catch((e: unknown) => Promise.reject(dockerError("create", e)));
+      await container.start().catch((e: unknown) => Promise.reject(dockerError("start", e)));
+      const until = Date.now() + this.opts.runnerStartTimeoutMs;
+      let last = "not answering yet";
+      while (Date.now() < until) {
+        const status = await this.inspect(name);
+        if (status.state !== "running") throw new SandboxError(`pool container ${name} stopped before its runner answered${await this.tail(name)}`, false);
+        try {
+          await createRunnerClient(status.endpoint!, secret).poolReady(AbortSignal.timeout(2000));
+          return { name, key, secret, endpoint: status.endpoint! };
+        } catch (error) {
+          last = (error as Error).message;
+        }
+        await sleep(20);
+      }
+      throw new SandboxError(`runner in ${name} did not answer within ${this.opts.runnerStartTimeoutMs} ms (${last})`, false);
+    } catch (error) {
+      await this.removeContainer(name).catch(() => undefined);
+      throw error;
+    }
+  }
+
+  private removeContainer(name: string): Promise<void> {
+    return this.opts.docker
+      .getContainer(name)
+      .remove({ force: true, v: true })
+      .catch((e: unknown) => (isNotFound(e) ? undefined : Promise.reject(dockerError("remove", e))));
+  }
+
+  private claimFile(containerId: string): string {
+    return join(this.opts.root, "docker-claims", `${containerId}.json`);
+  }
+
+  private async writeClaim(containerId: string, record: ClaimRecord): Promise<void> {
+    await mkdir(join(this.opts.root, "docker-claims"), { recursive: true, mode: 0o700 });
+    await writeFile(this.claimFile(containerId), JSON.stringify(record), { mode: 0o600 });
+  }
+
+  private async readClaim(containerId: string): Promise<ClaimRecord | null> {
+    try {
+      return JSON.parse(await readFile(this.claimFile(containerId), "utf8")) as ClaimRecord;
+    } catch {
+      return null;
+    }
+  }
+
+  private dropClaim(containerId: string): Promise<void> {
+    return rm(this.claimFile(containerId), { force: true });
   }
 
   private keyFor(spec: SandboxSpec, baseImageId: string): string {
@@ -323,7 +498,8 @@ export class DockerProvider implements SandboxProvider {
         tag,
         pause: true,
         comment: `paddock snapshot of ${spec.repositoryUrl} at ${commit} after setup`,
-        changes: [`LABEL ${LABEL_SNAPSHOT}=${rowId} ${LABEL_INSTANCE}=${this.opts.instanceId}`],
+        // A pool-born container's key is not the image's: its members and runs set their own.
+        changes: [`LABEL ${LABEL_SNAPSHOT}=${rowId} ${LABEL_INSTANCE}=${this.opts.instanceId} ${LABEL_POOL}=`],
         abortSignal: signal,
       });
       const image = await this.opts.docker.getImage(`${SNAPSHOT_REPO}:${tag}`).inspect();
@@ -448,12 +624,17 @@ export class DockerProvider implements SandboxProvider {
       if (isNotFound(e)) return {};
       throw dockerError("inspect", e);
     }
-    const runId = info.Config.Labels?.[LABEL_RUN];
     const env = Object.fromEntries((info.Config.Env ?? []).map((kv) => [kv.slice(0, kv.indexOf("=")), kv.slice(kv.indexOf("=") + 1)]));
+    // A pool member says nothing of its run in labels or environment (Docker cannot change
+    // them after create): the daemon's claim record does, and an unclaimed one has no run.
+    const pooled = info.Config.Labels?.[LABEL_POOL] !== undefined && info.Config.Labels[LABEL_RUN] === "";
+    const claim = pooled ? await this.readClaim(info.Id) : null;
+    const runId = pooled ? claim?.runId : info.Config.Labels?.[LABEL_RUN];
+    const resultBranch = pooled ? claim?.resultBranch : env.PADDOCK_RESULT_BRANCH;
     const source = sourceOf(info);
     const result: CleanupResult = {};
     // A container that never started has no work (the clone happens at its start).
-    if (runId && source && env.PADDOCK_RESULT_BRANCH && info.State.Status !== "created") {
+    if (runId && source && resultBranch && info.State.Status !== "created") {
       try {
         if (!info.State.Running) {
           await container.start().catch((e: unknown) => ((e as DockerErrorLike).statusCode === 304 ? undefined : Promise.reject(dockerError("start", e))));
@@ -462,7 +643,7 @@ export class DockerProvider implements SandboxProvider {
         const endpoint = await this.waitForEndpoint(name, runId, token, signal);
         const runner = createRunnerClient(endpoint, token);
         const timeout = AbortSignal.any([signal, AbortSignal.timeout(this.opts.graceMs + 60_000)]);
-        Object.assign(result, await collectWork(runner, { source, resultBranch: env.PADDOCK_RESULT_BRANCH, signal, timeout }));
+        Object.assign(result, await collectWork(runner, { source, resultBranch, signal, timeout }));
       } catch (error) {
         if (signal.aborted) throw error;
         result.notes = [`the agent's work could not be taken out: ${(error as Error).message}`];
@@ -471,6 +652,7 @@ export class DockerProvider implements SandboxProvider {
     // The work is out (or cannot be had): nothing in the container is worth a grace period,
     // so it goes as `docker rm -f` would, with no stop and no runner shutdown to wait for.
     await container.remove({ force: true, v: true }).catch((e: unknown) => (isNotFound(e) ? undefined : Promise.reject(dockerError("remove", e))));
+    if (claim) await this.dropClaim(info.Id);
     return result;
   }
 
@@ -508,7 +690,8 @@ export class DockerProvider implements SandboxProvider {
     const containers = await this.opts.docker
       .listContainers({ all: true, filters: { label: [`${LABEL_INSTANCE}=${this.opts.instanceId}`] } })
       .catch((e: unknown) => Promise.reject(dockerError("list", e)));
-    return containers.map((c) => (c.Names[0] ?? "").replace(/^\//, "")).filter(Boolean);
+    // The pool's own members are not orphans; members of an earlier daemon process are.
+    return containers.map((c) => (c.Names[0] ?? "").replace(/^\//, "")).filter((name) => name && !this.pool?.owns(name));
   }
 }
 

@@ -1,0 +1,115 @@
+import { createHash, timingSafeEqual } from "node:crypto";
+import { existsSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
+import { join } from "node:path";
+import { refreshIndex } from "./checkout.js";
+import { readRunnerEnvironment, RUN_VARIABLES, RunnerEnvSchema } from "./runner-env.js";
+import { CLAIM_PATH, POOL_HEALTH_PATH, type ClaimRequest } from "./runner-protocol.js";
+
+/** Where a claimed pool runner keeps the run's variables (its state volume), for its restarts. */
+export const CLAIM_FILE = "claim.json";
+
+
+export interface Claim {
+  /** The runner's environment with the run's variables. */
+  env: Record<string, string | undefined>;
+  /**
+   * Answers the daemon's claim: null once the run's runner listens, or why it cannot take
+   * the run. Resolves when the answer is sent (a no-op after a restart: nobody is waiting).
+   */
+  answer(error: string | null): Promise<void>;
+}
+
+interface ClaimRecord {
+  hash: string;
+  env: Record<string, string>;
+}
+
+/**
+ * A warm pool's runner before it has a run: it serves only GET /pool and POST /claim, both
+ * authenticated with the secret whose hash it was started with (PADDOCK_POOL_CLAIM) — the
+ * daemon that made the container holds it, nobody else (no agent runs here yet). The first
+ * valid claim is the only one: its variables are kept in the runner's state, so after a
+ * restart of the container it is that run's runner, exactly as if it had started as one.
+ */
+export async function waitForClaim(env: Record<string, string | undefined>, log: (msg: string) => void): Promise<Claim> {
+  const s = RunnerEnvSchema.pick({ PADDOCK_RUNNER_HOST: true, PADDOCK_RUNNER_PORT: true, PADDOCK_STATE_DIR: true, PADDOCK_POOL_CLAIM: true }).parse(env);
+  const hash = Buffer.from(s.PADDOCK_POOL_CLAIM, "hex");
+  const file = join(s.PADDOCK_STATE_DIR, CLAIM_FILE);
+  // Only the claim says what the run is: a snapshot's image still carries the run it was taken from.
+  const run = new Set<string>(RUN_VARIABLES);
+  const own = Object.fromEntries(Object.entries(env).filter(([k]) => !run.has(k)));
+  if (existsSync(file)) {
+    const record = JSON.parse(readFileSync(file, "utf8")) as ClaimRecord;
+    // Only this container's own claim counts (the hash is per container).
+    if (record.hash === s.PADDOCK_POOL_CLAIM) return { env: { ...own, ...record.env }, answer: () => Promise.resolve() };
+  }
+  // A snapshot's workspace is made ready for the claim's checkout now, while no run waits.
+  const place = RunnerEnvSchema.pick({ PADDOCK_WORKDIR: true, PADDOCK_AGENT_HOME: true }).safeParse(env);
+  if (place.success) refreshIndex(place.data.PADDOCK_WORKDIR, place.data.PADDOCK_AGENT_HOME);
+  const authentic = (req: IncomingMessage) => {
+    const auth = req.headers.authorization ?? "";
+    if (!auth.startsWith("Bearer ")) return false;
+    const given = createHash("sha256").update(auth.slice(7)).digest();
+    return given.length === hash.length && timingSafeEqual(given, hash);
+  };
+  const send = (res: ServerResponse, status: number, body: unknown, close = false) =>
+    new Promise<void>((resolve) => {
+      res.writeHead(status, { "content-type": "application/json", ...(close ? { connection: "close" } : {}) });
+      res.end(JSON.stringify(body), () => resolve());
+    });
+  return new Promise<Claim>((resolve, reject) => {
+    let claimed = false;
+    const server = createServer((req, res) => {
+      void (async () => {
+        if (!authentic(req)) return send(res, 401, { error: "unauthenticated" });
+        if (req.method === "GET" && req.url === POOL_HEALTH_PATH) return send(res, 200, { pooled: true });
+        if (req.method !== "POST" || req.url !== CLAIM_PATH) return send(res, 404, { error: "not found (this runner waits for its claim)" });
+        if (claimed) return send(res, 409, { error: "claimed already" });
+        let body: ClaimRequest;
+        try {
+          body = await readBody(req);
+        } catch (error) {
+          return send(res, 400, { error: (error as Error).message });
+        }
+        const vars: Record<string, string> = {};
+        for (const k of RUN_VARIABLES) if (typeof body.env?.[k] === "string") vars[k] = body.env[k];
+        const merged = { ...own, ...vars };
+        try {
+          readRunnerEnvironment(merged);
+        } catch (error) {
+          return send(res, 400, { error: (error as Error).message });
+        }
+        claimed = true;
+        const record: ClaimRecord = { hash: s.PADDOCK_POOL_CLAIM, env: vars };
+        writeFileSync(file + ".tmp", JSON.stringify(record), { mode: 0o600 });
+        renameSync(file + ".tmp", file);
+        // The port is the run's runner's from now on: libuv closes the listening socket at once.
+        server.close();
+        log(`claimed for ${vars.PADDOCK_RUN_ID}`);
+        resolve({ env: merged, answer: (error) => send(res, error ? 400 : 200, error ? { error } : { ok: true }, true) });
+      })().catch((error: unknown) => {
+        log(`claim request failed: ${String(error)}`);
+        if (!res.headersSent) void send(res, 500, { error: "internal error" });
+      });
+    });
+    server.headersTimeout = 30_000;
+    server.once("error", reject);
+    server.listen(s.PADDOCK_RUNNER_PORT, s.PADDOCK_RUNNER_HOST, () => log(`pool runner waiting for its claim on ${s.PADDOCK_RUNNER_HOST}:${s.PADDOCK_RUNNER_PORT}`));
+  });
+}
+
+async function readBody(req: IncomingMessage): Promise<ClaimRequest> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const c of req) {
+    size += (c as Buffer).length;
+    if (size > 1024 * 1024) throw new Error("request body too large");
+    chunks.push(c as Buffer);
+  }
+  try {
+    return JSON.parse(Buffer.concat(chunks).toString("utf8")) as ClaimRequest;
+  } catch {
+    throw new Error("the body must be JSON");
+  }
+}

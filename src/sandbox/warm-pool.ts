@@ -1,0 +1,155 @@
+import { randomBytes } from "node:crypto";
+
+/** A started sandbox whose runner waits for its claim. */
+export interface PoolMember {
+  name: string;
+  key: string;
+  /** The recipe it was made from (recipeId): a key's recipe changes when a snapshot of it appears. */
+  recipe: string;
+  /** What the daemon claims it with; only its hash is in the sandbox. */
+  secret: string;
+  endpoint: string;
+}
+
+export interface WarmPoolOptions<R> {
+  /** Members kept ready per key; 0 turns the pool off. */
+  size: number;
+  /** Makes and starts a member of `key` named `name`, resolving once its runner answers; removes what it made on failure. */
+  make: (key: string, recipe: R, name: string, secret: string) => Promise<Omit<PoolMember, "recipe">>;
+  /** What tells recipes of a key apart (the image): members of an older one are removed, never handed out. */
+  recipeId: (recipe: R) => string;
+  /** Removes a member (at close, or one that went bad). */
+  discard: (name: string) => Promise<void>;
+  log: (message: string, error?: unknown) => void;
+}
+
+/**
+ * Ready sandboxes per key, kept at `size` in the background. A key is learned from the
+ * first run that asks for it (its recipe says how to make members); `take` hands one out
+ * and starts a refill. Every name the pool made and has not handed over is `owned`, from
+ * before its container exists, so a reaper never removes one as an orphan.
+ */
+export class WarmPool<R> {
+  private readonly ready = new Map<string, PoolMember[]>();
+  private readonly recipes = new Map<string, R>();
+  private readonly filling = new Map<string, Promise<void>>();
+  /** Keys whose last fill failed, with when to try again: a broken recipe is not retried in a loop. */
+  private readonly backoff = new Map<string, number>();
+  private readonly ownedNames = new Set<string>();
+  private closed = false;
+
+  constructor(private readonly o: WarmPoolOptions<R>) {}
+
+  get size(): number {
+    return this.o.size;
+  }
+
+  /** Whether the pool holds this name (ready, being made, or being handed over). */
+  owns(name: string): boolean {
+    return this.ownedNames.has(name);
+  }
+
+  /** Members ready for the key now. */
+  readyCount(key: string): number {
+    return this.ready.get(key)?.length ?? 0;
+  }
+
+  /**
+   * Remembers how members of the key are made now (members made from an earlier recipe of
+   * it are removed); `refill` fills it up once the run that asked has its sandbox.
+   */
+  want(key: string, recipe: R): void {
+    if (this.o.size <= 0 || this.closed) return;
+    const previous = this.recipes.get(key);
+    this.recipes.set(key, recipe);
+    if (previous && this.o.recipeId(previous) !== this.o.recipeId(recipe)) {
+      const id = this.o.recipeId(recipe);
+      const list = this.ready.get(key) ?? [];
+      const stale = list.filter((m) => m.recipe !== id);
+      this.ready.set(key, list.filter((m) => m.recipe === id));
+      for (const m of stale) void this.discardOwned(m.name);
+      this.backoff.delete(key);
+    }
+  }
+
+  /** Fills the key up in the background (a no-op for a key never wanted, or full). */
+  refill(key: string): void {
+    if (this.recipes.has(key)) this.fill(key);
+  }
+
+  /**
+   * A ready member of the key, or undefined. The pool still owns its name until
+   * `handedOver` (its container is being claimed and renamed), which starts the refill:
+   * making a container meanwhile would compete with the claim for the machine.
+   */
+  take(key: string): PoolMember | undefined {
+    return this.ready.get(key)?.shift();
+  }
+
+  /** The member's name is no longer the pool's (it was claimed and renamed, or removed); its key is refilled. */
+  handedOver(member: PoolMember): void {
+    this.ownedNames.delete(member.name);
+    if (this.recipes.has(member.key)) this.fill(member.key);
+  }
+
+  /** Resolves when no fill is under way (tests and benches wait on it). */
+  async settled(): Promise<void> {
+    while (this.filling.size > 0) await Promise.all(this.filling.values());
+  }
+
+  private fill(key: string): void {
+    if (this.filling.has(key) || this.closed) return;
+    if ((this.backoff.get(key) ?? 0) > Date.now() || this.readyCount(key) >= this.o.size) return;
+    const run = (async () => {
+      await null; // the body runs once `filling` holds it, so its `finally` removes a registered entry
+      try {
+        while (!this.closed && this.readyCount(key) < this.o.size) {
+          const name = `paddock-pool-${randomBytes(6).toString("hex")}`;
+          const secret = randomBytes(32).toString("base64url");
+          this.ownedNames.add(name);
+          const recipe = this.recipes.get(key)!;
+          let member: PoolMember;
+          try {
+            member = { ...(await this.o.make(key, recipe, name, secret)), recipe: this.o.recipeId(recipe) };
+          } catch (error) {
+            this.ownedNames.delete(name);
+            throw error;
+          }
+          if (this.closed || member.recipe !== this.o.recipeId(this.recipes.get(key)!)) {
+            await this.discardOwned(member.name);
+            continue; // closed: the loop ends; a newer recipe: made again from it
+          }
+          const list = this.ready.get(key) ?? [];
+          list.push(member);
+          this.ready.set(key, list);
+          this.o.log(`warm pool: ${member.name} ready for key ${key}`);
+        }
+        this.backoff.delete(key);
+      } catch (error) {
+        this.backoff.set(key, Date.now() + 30_000);
+        this.o.log(`warm pool: a sandbox for key ${key} could not be made; runs of it start cold for now`, error);
+      } finally {
+        this.filling.delete(key);
+      }
+    })();
+    this.filling.set(key, run);
+  }
+
+  private async discardOwned(name: string): Promise<void> {
+    try {
+      await this.o.discard(name);
+    } catch (error) {
+      this.o.log(`warm pool: ${name} could not be removed (the reaper will)`, error);
+    }
+    this.ownedNames.delete(name);
+  }
+
+  /** Stops filling and removes every ready member (daemon shutdown). */
+  async close(): Promise<void> {
+    this.closed = true;
+    await Promise.all(this.filling.values());
+    const all = [...this.ready.values()].flat();
+    this.ready.clear();
+    await Promise.all(all.map((m) => this.discardOwned(m.name)));
+  }
+}
