@@ -255,12 +255,15 @@ function runnerEnv(env: NodeJS.ProcessEnv): Record<string, string | undefined> {
 async function agent(): Promise<number> {
   const log = (msg: string) => process.stderr.write(`${new Date().toISOString()} ${msg}\n`);
   // A warm pool's runner has no run until the daemon claims it: the run's variables come with the claim.
-  const claim = process.env.PADDOCK_POOL_CLAIM ? await (await import("./agent/runner-pool.js")).waitForClaim(process.env, log) : null;
+  // It loads the run's runner while it waits, so a claim does not wait for that.
+  const pooled = !!process.env.PADDOCK_POOL_CLAIM;
+  const runnerModules = () => Promise.all([import("./agent/checkout.js"), import("./agent/runner.js")]);
+  const loaded = pooled ? runnerModules() : null;
+  const claim = pooled ? await (await import("./agent/runner-pool.js")).waitForClaim(process.env, log) : null;
   const env = claim?.env ?? process.env;
   const { readRunnerEnvironment } = await import("./agent/runner-env.js");
   const settings = readRunnerEnvironment(env);
-  const { checkout } = await import("./agent/checkout.js");
-  const { runRunner } = await import("./agent/runner.js");
+  const [{ checkout }, { runRunner }] = await (loaded ?? runnerModules());
   const user = settings.PADDOCK_AGENT_UID !== undefined ? { uid: settings.PADDOCK_AGENT_UID, gid: settings.PADDOCK_AGENT_GID! } : null;
   if (settings.PADDOCK_SOURCE) {
     try {
