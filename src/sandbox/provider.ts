@@ -150,14 +150,17 @@ export function runnerEnvOfRun(
     PADDOCK_BRANCH: run.branch,
     PADDOCK_RESULT_BRANCH: run.resultBranch,
     PADDOCK_AGENT_COMMAND: JSON.stringify(run.agentCommand),
-    PADDOCK_AGENT_KIND: run.agent?.kind,
-    PADDOCK_RUN_MODE: run.agent?.mode,
-    PADDOCK_PERMISSION_POLICY: run.agent?.permissionPolicy,
+    // Every variable is set, to the runner's default where the run has none: a container
+    // from a snapshot would otherwise inherit the value of the run the snapshot was taken
+    // from (its image keeps that run's environment) — its agent kind, its handoff.
+    PADDOCK_AGENT_KIND: run.agent?.kind ?? "command",
+    PADDOCK_RUN_MODE: run.agent?.mode ?? "background",
+    PADDOCK_PERMISSION_POLICY: run.agent?.permissionPolicy ?? "auto_allow",
     PADDOCK_PROMPT: run.prompt,
     PADDOCK_HOLD: "1",
-    PADDOCK_LOG_MAX_BYTES: run.logBudget?.maxBytes,
-    PADDOCK_LOG_MAX_LINES: run.logBudget?.maxLines,
-    PADDOCK_HANDOFF: run.handoff ? JSON.stringify(handoffStartOf(run.runId, run.handoff)) : undefined,
+    PADDOCK_LOG_MAX_BYTES: run.logBudget?.maxBytes ?? 1024 ** 3,
+    PADDOCK_LOG_MAX_LINES: run.logBudget?.maxLines ?? 10_000_000,
+    PADDOCK_HANDOFF: run.handoff ? JSON.stringify(handoffStartOf(run.runId, run.handoff)) : "",
     JWT_PUBLIC_KEY: run.publicKeyPem,
   };
 }
