@@ -343,7 +343,7 @@ async function benchDocker() {
     }
 
     // Baselines: the same image through the bare Engine API.
-    const keys = await loadOrCreateSandboxKeys(tmp("keys"));
+    const keys = await loadOrCreateSandboxKeys(join(dataDir, "bench-keys"));
     const bare: number[] = [];
     const bareRm: number[] = [];
     for (let i = 0; i < n; i++) {
@@ -510,7 +510,7 @@ async function benchModal() {
     const daemon: number[] = [];
     for (let i = 0; i < n; i++) daemon.push(await timeToRunning());
 
-    const keys = await loadOrCreateSandboxKeys(tmp("keys"));
+    const keys = await loadOrCreateSandboxKeys(join(dataDir, "bench-keys"));
     const mapp = await modal.apps.fromName("paddock-bench-bare", { createIfMissing: true });
     // The same image the daemon's runs start from (its snapshot): only the daemon's work differs.
     const snapDb = await openDatabase(join(dataDir, "paddock.db"));
