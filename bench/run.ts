@@ -287,6 +287,36 @@ async function until(app: Awaited<ReturnType<typeof createApp>>, runId: string, 
   }
 }
 
+/**
+ * The docker benches' baseline: `n` containers of `image` made through the bare Engine API
+ * (create, start, the runner's /health answering), then each removed as `docker rm -f` does.
+ * Times of both, in ms. A runner that exits ends the bench, not hangs it.
+ */
+async function bareRunnerStarts(docker: import("dockerode"), image: string, n: number, keysDir: string, label: string): Promise<{ bare: number[]; bareRm: number[] }> {
+  const keys = await loadOrCreateSandboxKeys(keysDir);
+  const bare: number[] = [];
+  const bareRm: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const runId = `run_bare${i}`;
+    const token = await issueSandboxToken(keys, runId);
+    const t0 = performance.now();
+    const c = await docker.createContainer({ Image: image, Env: [`PADDOCK_RUN_ID=${runId}`, `PADDOCK_RESULT_BRANCH=paddock/${runId}`, `JWT_PUBLIC_KEY=${keys.publicKeyPem}`, `PADDOCK_AGENT_COMMAND=["sleep","300"]`], Labels: { "paddock.bench": label } });
+    await c.start();
+    const ip = Object.values((await c.inspect()).NetworkSettings.Networks)[0]!.IPAddress;
+    for (;;) {
+      if (!(await c.inspect()).State.Running) throw new Error(`the bare baseline's runner exited: ${(await c.logs({ stdout: true, stderr: true, tail: 5 })).toString()}`);
+      const ok = await fetch(`http://${ip}:47821/health`, { headers: { authorization: `Bearer ${token}` } }).then((r) => r.ok, () => false);
+      if (ok) break;
+      await sleep(5);
+    }
+    bare.push(performance.now() - t0);
+    const t1 = performance.now();
+    await c.remove({ force: true });
+    bareRm.push(performance.now() - t1);
+  }
+  return { bare, bareRm };
+}
+
 async function benchDocker() {
   const Docker = (await import("dockerode")).default;
   const docker = new Docker();
@@ -343,28 +373,7 @@ async function benchDocker() {
     }
 
     // Baselines: the same image through the bare Engine API.
-    const keys = await loadOrCreateSandboxKeys(join(dataDir, "bench-keys"));
-    const bare: number[] = [];
-    const bareRm: number[] = [];
-    for (let i = 0; i < n; i++) {
-      const runId = `run_bare${i}`;
-      const token = await issueSandboxToken(keys, runId);
-      const t0 = performance.now();
-      const c = await docker.createContainer({ Image: config.dockerImage, Env: [`PADDOCK_RUN_ID=${runId}`, `PADDOCK_RESULT_BRANCH=paddock/${runId}`, `JWT_PUBLIC_KEY=${keys.publicKeyPem}`, `PADDOCK_AGENT_COMMAND=["sleep","300"]`], Labels: { "paddock.bench": "1" } });
-      await c.start();
-      const ip = Object.values((await c.inspect()).NetworkSettings.Networks)[0]!.IPAddress;
-      for (;;) {
-        // A runner that exits (say, the environment it needs has changed) ends the bench, not hangs it.
-        if (!(await c.inspect()).State.Running) throw new Error(`the bare baseline's runner exited: ${(await c.logs({ stdout: true, stderr: true, tail: 5 })).toString()}`);
-        const ok = await fetch(`http://${ip}:47821/health`, { headers: { authorization: `Bearer ${token}` } }).then((r) => r.ok, () => false);
-        if (ok) break;
-        await sleep(5);
-      }
-      bare.push(performance.now() - t0);
-      const t1 = performance.now();
-      await c.remove({ force: true });
-      bareRm.push(performance.now() - t1);
-    }
+    const { bare, bareRm } = await bareRunnerStarts(docker, config.dockerImage, n, join(dataDir, "bench-keys"), "1");
     const line = (label: string, xs: number[], base: number[], baseLabel: string) =>
       console.log(`docker ${label}: p50 ${median(xs).toFixed(0)} ms, p95 ${pct(xs, 0.95).toFixed(0)} ms; ${baseLabel} p50 ${median(base).toFixed(0)} ms, p95 ${pct(base, 0.95).toFixed(0)} ms; ratio p50 ${(median(xs) / median(base)).toFixed(2)}×`);
     line("StartRun → runner healthy (from snapshot)", warm, bare, "bare create+start+health");
@@ -429,24 +438,7 @@ async function benchPool() {
     return ms;
   };
   try {
-    const keys = await loadOrCreateSandboxKeys(join(dataDir, "bare-keys"));
-    const bare: number[] = [];
-    for (let i = 0; i < n; i++) {
-      const runId = `run_bare${i}`;
-      const token = await issueSandboxToken(keys, runId);
-      const t0 = performance.now();
-      const c = await docker.createContainer({ Image: image, Env: [`PADDOCK_RUN_ID=${runId}`, `PADDOCK_RESULT_BRANCH=paddock/${runId}`, `JWT_PUBLIC_KEY=${keys.publicKeyPem}`, `PADDOCK_AGENT_COMMAND=["sleep","300"]`], Labels: { "paddock.bench": "pool" } });
-      await c.start();
-      const ip = Object.values((await c.inspect()).NetworkSettings.Networks)[0]!.IPAddress;
-      for (let tries = 0; ; tries++) {
-        const ok = await fetch(`http://${ip}:47821/health`, { headers: { authorization: `Bearer ${token}` } }).then((r) => r.ok, () => false);
-        if (ok) break;
-        if (tries > 2000) throw new Error(`the bare runner never answered: ${String(await c.logs({ stdout: true, stderr: true, tail: 5 }))}`);
-        await sleep(5);
-      }
-      bare.push(performance.now() - t0);
-      await c.remove({ force: true });
-    }
+    const { bare } = await bareRunnerStarts(docker, image, n, join(dataDir, "bare-keys"), "pool");
     // The first run snapshots the key, the second fills the pool from the snapshot.
     await timeToRunning();
     await timeToRunning();
@@ -587,22 +579,27 @@ async function benchAuth() {
 }
 
 /** (b) 100 MB from a local listener: through the egress proxy (CONNECT) vs directly. */
+/** Answers with `size` bytes of `chunk`, honouring back-pressure. */
+function sendBytes(res: import("node:http").ServerResponse, size: number, chunk: Buffer): void {
+  res.writeHead(200, { "content-length": String(size) });
+  let sent = 0;
+  const pump = () => {
+    while (sent < size) {
+      sent += chunk.length;
+      if (!res.write(chunk)) return void res.once("drain", pump);
+    }
+    res.end();
+  };
+  pump();
+}
+
 async function benchProxy() {
   const { EgressProxy } = await import("../src/sandbox/egress-proxy.js");
   const { connect } = await import("node:net");
   const size = 100 * 1024 * 1024;
   const chunk = Buffer.alloc(1024 * 1024, 120);
   const source = createServer((_req, res) => {
-    res.writeHead(200, { "content-length": String(size) });
-    let sent = 0;
-    const pump = () => {
-      while (sent < size) {
-        sent += chunk.length;
-        if (!res.write(chunk)) return void res.once("drain", pump);
-      }
-      res.end();
-    };
-    pump();
+    sendBytes(res, size, chunk);
   });
   await new Promise<void>((r) => source.listen(0, "127.0.0.1", r));
   const port = (source.address() as AddressInfo).port;
@@ -679,16 +676,7 @@ async function benchBroker() {
   const leafB = await testCa.issue("plain.test");
   const source = https.createServer({ key: leafA.keyPem, cert: leafA.certPem }, (req, res) => {
     if (req.url === "/small") return void res.end("ok\n");
-    res.writeHead(200, { "content-length": String(size) });
-    let sent = 0;
-    const pump = () => {
-      while (sent < size) {
-        sent += chunk.length;
-        if (!res.write(chunk)) return void res.once("drain", pump);
-      }
-      res.end();
-    };
-    pump();
+    sendBytes(res, size, chunk);
   });
   source.addContext("plain.test", { key: leafB.keyPem, cert: leafB.certPem });
   source.keepAliveTimeout = 60_000;

@@ -13,6 +13,7 @@ import { HANDOFF_CONVERSATION_REF, HANDOFF_WORK_REF, type HandoffFileInfo } from
 import { rewriteSessionFile } from "../agent/session-files.js";
 import { HandoffManifestSchema, RunMode, TaskRunService, type HandoffManifest, type UploadHandoffRequest } from "../gen/paddock/v1/task_run_pb.js";
 import { unbundleChecked } from "../sandbox/checked-bundle.js";
+import type { HandoffManifestData } from "../runs/handoffs.js";
 import type { Clients } from "./client.js";
 import { bearer } from "./client.js";
 
@@ -171,18 +172,8 @@ async function saveConversation(top: string, gitDir: string, m: HandoffManifest,
   return dir;
 }
 
-interface SavedManifest {
-  runId: string;
-  taskId: string;
-  branch: string;
-  agentKind: string;
-  agentCommand: string[];
-  sessionId: string;
-  sourceCwd: string;
-  lastEventSeq: number;
-  files: HandoffFileInfo[];
-  pulledAt: number;
-}
+/** What a pull keeps of the handoff's manifest (the daemon's own record of it, less its commits), and when. */
+type SavedManifest = Pick<HandoffManifestData, "runId" | "taskId" | "branch" | "agentKind" | "agentCommand" | "sessionId" | "sourceCwd" | "lastEventSeq" | "files"> & { pulledAt: number };
 
 function manifestJson(m: HandoffManifest): Omit<SavedManifest, "pulledAt"> {
   return {

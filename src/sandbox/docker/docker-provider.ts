@@ -389,20 +389,10 @@ export class DockerProvider implements SandboxProvider {
     try {
       const container = await docker.createContainer(create).catch((e: unknown) => Promise.reject(dockerError("create", e)));
       await container.start().catch((e: unknown) => Promise.reject(dockerError("start", e)));
-      const until = Date.now() + this.opts.runnerStartTimeoutMs;
-      let last = "not answering yet";
-      while (Date.now() < until) {
-        const status = await this.inspect(name);
-        if (status.state !== "running") throw new SandboxError(`pool container ${name} stopped before its runner answered${await this.tail(name)}`, false);
-        try {
-          await createRunnerClient(status.endpoint!, secret).poolReady(AbortSignal.timeout(2000));
-          return { name, key, secret, endpoint: status.endpoint! };
-        } catch (error) {
-          last = (error as Error).message;
-        }
-        await sleep(20);
-      }
-      throw new SandboxError(`runner in ${name} did not answer within ${this.opts.runnerStartTimeoutMs} ms (${last})`, false);
+      const endpoint = await this.pollRunner(`pool container ${name}`, name, new AbortController().signal, (runner, timeout) =>
+        createRunnerClient(runner, secret).poolReady(timeout).then(() => undefined),
+      );
+      return { name, key, secret, endpoint };
     } catch (error) {
       await this.removeContainer(name).catch(() => undefined);
       throw error;
@@ -667,17 +657,27 @@ export class DockerProvider implements SandboxProvider {
   }
 
   /** The runner's endpoint once it answers for the run; for a restarted container, too. */
-  private async waitForEndpoint(name: string, runId: string, token: string, signal: AbortSignal): Promise<string> {
+  private waitForEndpoint(name: string, runId: string, token: string, signal: AbortSignal): Promise<string> {
+    return this.pollRunner(`container ${name}`, name, signal, async (endpoint, timeout) => {
+      const health = await createRunnerClient(endpoint, token).health(timeout);
+      if (health.runId !== runId) throw new Error(`runner answered for ${health.runId}`);
+    });
+  }
+
+  /**
+   * The container's runner endpoint once `answers` resolves there (it throws why not yet),
+   * polled until the runner start timeout; a container that stops first fails at once.
+   */
+  private async pollRunner(what: string, name: string, signal: AbortSignal, answers: (endpoint: string, timeout: AbortSignal) => Promise<void>): Promise<string> {
     const until = Date.now() + this.opts.runnerStartTimeoutMs;
     let last = "not answering yet";
     while (Date.now() < until) {
       signal.throwIfAborted();
       const status = await this.inspect(name);
-      if (status.state !== "running") throw new SandboxError(`container ${name} stopped before its runner answered${await this.tail(name)}`, false);
+      if (status.state !== "running") throw new SandboxError(`${what} stopped before its runner answered${await this.tail(name)}`, false);
       try {
-        const health = await createRunnerClient(status.endpoint!, token).health(AbortSignal.any([signal, AbortSignal.timeout(2000)]));
-        if (health.runId === runId) return status.endpoint!;
-        last = `runner answered for ${health.runId}`;
+        await answers(status.endpoint!, AbortSignal.any([signal, AbortSignal.timeout(2000)]));
+        return status.endpoint!;
       } catch (error) {
         last = (error as Error).message;
       }
