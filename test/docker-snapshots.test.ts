@@ -86,7 +86,8 @@ describe.runIf(dockerUp)("docker snapshots", () => {
       const env = (
         await envs.createEnvironment({ environment: { name: "tools", networkAccess: NetworkAccess.FULL, setupNetworkAccess: NetworkAccess.FULL, setupScript: setup("v1") } })
       ).environment!;
-      const { task } = await daemon.tasks.createTask({ title: "tools", repository: repo, environmentId: env.id });
+      const prompt = "the plan of run one: rotate the 7f3a keys";
+      const { task } = await daemon.tasks.createTask({ title: "tools", repository: repo, environmentId: env.id, description: prompt });
       const agent = ["sh", "-c", 'cat "$HOME/tool.txt"'];
 
       const first = await runToEnd(daemon, task!.id, agent);
@@ -95,6 +96,12 @@ describe.runIf(dockerUp)("docker snapshots", () => {
       expect(first.stdout).toEqual(["v1"]);
       const v1 = takenImage(first.system);
       expect(v1).toBeDefined();
+      // The image keeps nothing of the run it was taken from: not its prompt, id or command.
+      const imageEnv = JSON.parse(docker("image", "inspect", v1!, "--format", "{{json .Config.Env}}")) as string[];
+      expect(imageEnv).toContain("PADDOCK_PROMPT=");
+      expect(imageEnv.join("\n")).not.toContain(first.final.id);
+      expect(imageEnv.join("\n")).not.toContain("7f3a");
+      expect(imageEnv.join("\n")).not.toContain("tool.txt");
 
       const second = await runToEnd(daemon, task!.id, agent);
       expect(second.final.status).toBe(RunStatus.COMPLETED);

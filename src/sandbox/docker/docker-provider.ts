@@ -16,7 +16,7 @@ import type { GitCredentialSource } from "../git-credentials.js";
 import { prepareSource } from "../repository-source.js";
 import { createRunnerClient } from "../runner-client.js";
 import { containerSpec, LABEL_INSTANCE, LABEL_POOL, LABEL_RUN, poolContainerSpec, RUNNER_PORT, SOURCE_MOUNT, type ContainerLimits } from "./container-spec.js";
-import { runnerEnvironment, type RunnerEnv } from "../../agent/runner-env.js";
+import { RUN_VARIABLES, runnerEnvironment, type RunnerEnv } from "../../agent/runner-env.js";
 import { claimSecretHash } from "../../agent/runner-protocol.js";
 import { WarmPool, type PoolMember } from "../warm-pool.js";
 import { runnerEnvOfRun } from "../provider.js";
@@ -489,7 +489,10 @@ export class DockerProvider implements SandboxProvider {
         pause: true,
         comment: `paddock snapshot of ${spec.repositoryUrl} at ${commit} after setup`,
         // A pool-born container's key is not the image's: its members and runs set their own.
-        changes: [`LABEL ${LABEL_SNAPSHOT}=${rowId} ${LABEL_INSTANCE}=${this.opts.instanceId} ${LABEL_POOL}=`],
+        // Nothing of the run the snapshot is taken from stays in the image's metadata (its
+        // prompt, id, command), where `docker image inspect` would show it to any later run's
+        // operator: every container made from it sets all of these anew.
+        changes: [`LABEL ${LABEL_SNAPSHOT}=${rowId} ${LABEL_INSTANCE}=${this.opts.instanceId} ${LABEL_POOL}=`, `ENV ${RUN_VARIABLES.map((k) => `${k}=`).join(" ")}`],
         abortSignal: signal,
       });
       const image = await this.opts.docker.getImage(`${SNAPSHOT_REPO}:${tag}`).inspect();
