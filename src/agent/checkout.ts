@@ -50,14 +50,20 @@ export function checkout(o: CheckoutOptions): void {
   }
   const env = hardenedGitEnv(o.home);
   const git = (...args: string[]) => execFileSync("git", [...HARDENED_GIT_CONFIG, ...args], { cwd: o.workdir, env, encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] }).trim();
-  if (existsSync(join(o.workdir, ".git"))) {
+  const fromSnapshot = existsSync(join(o.workdir, ".git"));
+  // A fresh clone for a user of its own is checked out as that user: its files are the
+  // user's from the start, with no chown of each and no index refresh after (two processes
+  // and a pass over the tree fewer on every cold start).
+  const asAgent = o.user && !fromSnapshot && !o.handoff ? o.user : null;
+  if (fromSnapshot) {
     // A snapshot's workspace: made by this runner before any agent ran in it.
     o.log("workspace from a snapshot: fetching what changed");
     refreshIndex(o.workdir, o.home);
     git("fetch", "--quiet", "--prune", o.source, "+refs/heads/*:refs/remotes/origin/*");
   } else {
     o.log("cloning the repository into the sandbox");
-    execFileSync("git", [...HARDENED_GIT_CONFIG, "clone", "--quiet", "--no-hardlinks", o.source, o.workdir], { env, stdio: ["ignore", "pipe", "pipe"] });
+    const clone = ["clone", "--quiet", "--no-hardlinks", ...(asAgent ? ["--no-checkout"] : []), o.source, o.workdir];
+    execFileSync("git", [...HARDENED_GIT_CONFIG, ...clone], { env, stdio: ["ignore", "pipe", "pipe"] });
   }
   const start = o.handoff ? o.handoff.head : o.branch ? `origin/${o.branch}` : "origin/HEAD";
   if (o.handoff) {
@@ -65,20 +71,31 @@ export function checkout(o: CheckoutOptions): void {
     const refs = [`+${h.refPrefix}/work:refs/paddock/handoff-start`, ...(h.conversation ? [`+${h.refPrefix}/conversation:refs/paddock/handoff-conversation`] : [])];
     git("fetch", "--quiet", "--no-tags", o.source, ...refs);
   }
-  try {
-    git("rev-parse", "--verify", "--quiet", `${start}^{commit}`);
-  } catch {
-    throw new Error(o.handoff ? `the handoff's commit ${start} is not in the repository` : `branch ${JSON.stringify(o.branch)} not found in the repository`);
-  }
-  // --force: a snapshot's workspace may hold the setup script's edits to tracked files;
-  // the run starts from the commit, keeping what setup left untracked (dependencies…).
-  git("checkout", "--quiet", "--force", "-B", o.resultBranch, start);
-  if (o.handoff) restoreHandoff(o, o.handoff, git);
   // What the source had, kept where the agent cannot write: the export leaves these out of
-  // the bundle, whatever the agent does to its remote-tracking refs.
-  const bases = [...new Set([...git("for-each-ref", "--format=%(objectname)", "refs/remotes/origin").split("\n").filter(Boolean), ...(o.handoff ? [o.handoff.worktree] : [])])];
+  // the bundle, whatever the agent does to its remote-tracking refs. The same listing says
+  // whether the branch to start from exists (a handoff's commit is checked by rev-parse).
+  const origin = new Map(
+    git("for-each-ref", "--format=%(refname) %(objectname)", "refs/remotes/origin")
+      .split("\n")
+      .filter(Boolean)
+      .map((line) => line.split(" ") as [string, string]),
+  );
+  const found = o.handoff ? revParses(git, `${start}^{commit}`) : origin.has(`refs/remotes/${start}`);
+  if (!found) throw new Error(o.handoff ? `the handoff's commit ${start} is not in the repository` : `branch ${JSON.stringify(o.branch)} not found in the repository`);
+  const bases = [...new Set([...origin.values(), ...(o.handoff ? [o.handoff.worktree] : [])])];
   writeFileSync(join(o.stateDir, BASES_FILE), bases.slice(0, 5000).join("\n"), { mode: 0o600 });
-  if (o.user) {
+  if (asAgent) {
+    // Only git's own files so far (the clone made no work tree): all of them become the
+    // agent's, then git writes the work tree and index as the agent.
+    execFileSync("chown", ["-R", `${asAgent.uid}:${asAgent.gid}`, o.workdir], { stdio: ["ignore", "ignore", "pipe"] });
+    execFileSync("git", [...HARDENED_GIT_CONFIG, "checkout", "--quiet", "--force", "-B", o.resultBranch, start], { cwd: o.workdir, env, stdio: ["ignore", "pipe", "pipe"], uid: asAgent.uid, gid: asAgent.gid });
+  } else {
+    // --force: a snapshot's workspace may hold the setup script's edits to tracked files;
+    // the run starts from the commit, keeping what setup left untracked (dependencies…).
+    git("checkout", "--quiet", "--force", "-B", o.resultBranch, start);
+    if (o.handoff) restoreHandoff(o, o.handoff, git);
+  }
+  if (o.user && !asAgent) {
     // Not hardlinked (--no-hardlinks), so handing the files over touches nothing of the
     // source's. Only what root (git, just now) owns: in a snapshot's workspace the rest is
     // the agent's already, and a chown of every file copies each one up out of the image's
@@ -91,6 +108,15 @@ export function checkout(o: CheckoutOptions): void {
   }
   writeFileSync(marker, o.runId, { mode: 0o600 });
   o.log(`checked out ${o.branch || "the default branch"} on ${o.resultBranch}`);
+}
+
+function revParses(git: (...args: string[]) => string, rev: string): boolean {
+  try {
+    git("rev-parse", "--verify", "--quiet", rev);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /**
