@@ -325,10 +325,22 @@ async function main(argv: string[]): Promise<number> {
   }
   const controller = new AbortController();
   process.once("SIGINT", () => controller.abort());
+  // A reader that has gone (`paddock logs RUN | head`) ends the command quietly, as git's do.
+  const readerGone = (error: NodeJS.ErrnoException) => {
+    if (error.code !== "EPIPE") throw error;
+    process.exit(EXIT.ok);
+  };
+  process.stdout.on("error", readerGone);
   const dataDir = process.env.PADDOCK_DATA_DIR || defaultDataDir(process.env);
   const { runClientCommand } = await import("./cli/commands.js");
   return runClientCommand(argv, {
-    out: (l) => process.stdout.write(l + "\n"),
+    out: (l) => {
+      try {
+        process.stdout.write(l + "\n");
+      } catch (error) {
+        readerGone(error as NodeJS.ErrnoException);
+      }
+    },
     err: (l) => process.stderr.write(l + "\n"),
     env: process.env,
     cwd: process.cwd(),

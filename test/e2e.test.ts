@@ -1,6 +1,6 @@
 import { fromBinary, toBinary, type DescMessage, type MessageShape, create } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
-import { execFileSync, type ChildProcess } from "node:child_process";
+import { execFileSync, spawnSync, type ChildProcess } from "node:child_process";
 import { existsSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -132,6 +132,11 @@ describe("dist/paddock end to end", () => {
     // The CLI of the same binary, over the unix socket, agrees.
     const cli = execFileSync(BIN, ["run", "get", run.id, "--json"], { env: { ...gitEnv, PADDOCK_DATA_DIR: dataDir }, encoding: "utf8" });
     expect(JSON.parse(cli)).toMatchObject({ id: run.id, status: "RUN_STATUS_COMPLETED", phase: "cleaned" });
+    // Its output piped into a reader that is gone (`| head`, here `| true`): a quiet end, no stack trace.
+    for (const args of [["logs", run.id], ["run", "list"]]) {
+      const piped = spawnSync("bash", ["-c", '"$0" "$@" | true; exit "${PIPESTATUS[0]}"', BIN, ...args], { env: { ...gitEnv, PADDOCK_DATA_DIR: dataDir }, encoding: "utf8" });
+      expect({ args, status: piped.status, stderr: piped.stderr }).toEqual({ args, status: 0, stderr: "" });
+    }
 
     daemon.kill("SIGTERM");
     const code = await new Promise((r) => daemon!.once("exit", (c) => r(c)));
