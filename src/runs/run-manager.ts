@@ -780,7 +780,22 @@ export class RunManager {
   }
 
   private queueWrite(id: string, live: LiveRun): void {
-    const transition: RunTransition = { ...live.run, phaseTimings: live.run.phaseTimings.map((p) => ({ ...p })), snapshotJson: live.persisted, machineVersion: MACHINE_VERSION };
+    const r = live.run;
+    // Only what the row's UPDATE takes (a copy: the run goes on changing before the flush).
+    const transition: RunTransition = {
+      status: r.status,
+      phase: r.phase,
+      errorMessage: r.errorMessage,
+      exitCode: r.exitCode,
+      startedAt: r.startedAt,
+      finishedAt: r.finishedAt,
+      cleanedAt: r.cleanedAt,
+      updatedAt: r.updatedAt,
+      awaitingInput: r.awaitingInput,
+      phaseTimings: r.phaseTimings.map((p) => ({ ...p })),
+      snapshotJson: live.persisted,
+      machineVersion: MACHINE_VERSION,
+    };
     this.commit.transition(id, transition);
   }
 
