@@ -98,6 +98,9 @@ const result = await Bun.build({
   minify: { syntax: true },
   external: ["better-sqlite3", "cpu-features"],
   plugins: [lazyDockerExtras],
+  // Without it Bun resolves packages' "development" export condition: xstate's development
+  // build (extra checks and warnings on every transition) was in the binary.
+  define: { "process.env.NODE_ENV": '"production"' },
 });
 if (!result.success) {
   console.error(result.logs);
