@@ -35,6 +35,38 @@ const LAZY_REQUIRES: { file: RegExp; from: string; to: string }[] = [
     from: 'var grpc = require("@grpc/grpc-js"),\n  protoLoader = require("@grpc/proto-loader"),',
     to: 'var grpc = new Proxy({}, { get: (_, k) => require("@grpc/grpc-js")[k] }),\n  protoLoader = new Proxy({}, { get: (_, k) => require("@grpc/proto-loader")[k] }),',
   },
+  // connect-node imports node:http2, node:https and node:zlib at the top of its modules; a CLI
+  // call over HTTP/1.1 to a unix socket or plain http uses none of them, and in Bun each is a
+  // builtin module of its own to load (about a third of `paddock task list`'s start-up).
+  {
+    file: /@connectrpc[\\/]connect-node[\\/]dist[\\/]esm[\\/]http2-session-manager\.js$/,
+    from: 'import * as http2 from "node:http2";',
+    to: 'const http2 = new Proxy({}, { get: (_, k) => require("node:http2")[k] });',
+  },
+  {
+    file: /@connectrpc[\\/]connect-node[\\/]dist[\\/]esm[\\/]node-universal-client\.js$/,
+    from: 'import * as https from "node:https";',
+    to: 'const https = new Proxy({}, { get: (_, k) => require("node:https")[k] });',
+  },
+  {
+    file: /@connectrpc[\\/]connect-node[\\/]dist[\\/]esm[\\/]compression\.js$/,
+    from: `import * as zlib from "node:zlib";
+import { promisify } from "node:util";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { getNodeErrorProps } from "./node-error.js";
+const gzip = promisify(zlib.gzip);
+const gunzip = promisify(zlib.gunzip);
+const brotliCompress = promisify(zlib.brotliCompress);
+const brotliDecompress = promisify(zlib.brotliDecompress);`,
+    to: `import { promisify } from "node:util";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { getNodeErrorProps } from "./node-error.js";
+const lazyZlib = (name) => { let f; return (...a) => (f ??= promisify(require("node:zlib")[name]))(...a); };
+const gzip = lazyZlib("gzip");
+const gunzip = lazyZlib("gunzip");
+const brotliCompress = lazyZlib("brotliCompress");
+const brotliDecompress = lazyZlib("brotliDecompress");`,
+  },
 ];
 
 const lazyDockerExtras = {
@@ -66,6 +98,9 @@ const result = await Bun.build({
   minify: { syntax: true },
   external: ["better-sqlite3", "cpu-features"],
   plugins: [lazyDockerExtras],
+  // Without it Bun resolves packages' "development" export condition: xstate's development
+  // build (extra checks and warnings on every transition) was in the binary.
+  define: { "process.env.NODE_ENV": '"production"' },
 });
 if (!result.success) {
   console.error(result.logs);

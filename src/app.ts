@@ -1,6 +1,5 @@
 import { createContextValues } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
-import Docker from "dockerode";
 import { setMaxListeners } from "node:events";
 import { existsSync } from "node:fs";
 import { chmod, mkdir, readFile, writeFile } from "node:fs/promises";
@@ -38,6 +37,7 @@ import { RunManager } from "./runs/run-manager.js";
 import { gitHubAppAuth } from "./github/github-auth.js";
 import { gitHubCloneCredentials, gitHubWebUrl, type GitHubSettings } from "./runs/pull-requests.js";
 import { DockerProvider } from "./sandbox/docker/docker-provider.js";
+import { lazyDocker } from "./sandbox/docker/lazy-docker.js";
 import { LocalProvider } from "./sandbox/local/local-provider.js";
 import { trustRunnerCa } from "./sandbox/runner-client.js";
 import type { SandboxProvider } from "./sandbox/provider.js";
@@ -123,7 +123,8 @@ export async function createApp(opts: AppOptions): Promise<App> {
     providers.set(
       "docker",
       new DockerProvider({
-        docker: new Docker({ socketPath: config.dockerSocket }),
+        // dockerode loads at the first call an idle daemon does not make (see lazy-docker.ts).
+        docker: lazyDocker(config.dockerSocket),
         image: config.dockerImage,
         instanceId: instance,
         tokenFor: (runId) => issueSandboxToken(keys, runId, 3600),

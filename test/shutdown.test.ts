@@ -13,6 +13,8 @@ import { bearer, cleanUp, freePort, gitEnv, makeGitRepo, processesOf, removeLoca
 /** The daemon from source, as `paddock serve` runs it: signals and exit are the point here. */
 const ROOT = resolve(import.meta.dirname, "..");
 const PADDOCK = [process.execPath, "--import", "tsx", join(ROOT, "src", "main.ts")];
+/** The CLI that follows across the restart: the sources under Node, or PADDOCK_TEST_CLI (e.g. dist/paddock, which talks over Bun's fetch). */
+const CLI = process.env.PADDOCK_TEST_CLI ? [resolve(ROOT, process.env.PADDOCK_TEST_CLI)] : PADDOCK;
 const LINES = 120;
 
 function serve(dataDir: string, port: number): Promise<ChildProcess> {
@@ -92,7 +94,7 @@ describe("graceful shutdown", () => {
     // `paddock logs -f` over TCP, started before the SIGTERM; it must ride out the restart.
     let cliOut = "";
     let cliErr = "";
-    cli = spawn(PADDOCK[0]!, [...PADDOCK.slice(1), "logs", "-f", runId], {
+    cli = spawn(CLI[0]!, [...CLI.slice(1), "logs", "-f", runId], {
       cwd: ROOT,
       env: { ...gitEnv, PADDOCK_ADDRESS: url, PADDOCK_TOKEN: token },
       stdio: ["ignore", "pipe", "pipe"],
@@ -102,7 +104,7 @@ describe("graceful shutdown", () => {
     const cliExit = exited(cli, 120_000);
     // `paddock events -f` over the daemon's unix socket, which is gone while it restarts.
     let eventsOut = "";
-    events = spawn(PADDOCK[0]!, [...PADDOCK.slice(1), "events", "-f", runId], {
+    events = spawn(CLI[0]!, [...CLI.slice(1), "events", "-f", runId], {
       cwd: ROOT,
       env: { ...gitEnv, PADDOCK_DATA_DIR: dataDir },
       stdio: ["ignore", "pipe", "inherit"],

@@ -1,4 +1,4 @@
-import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import type { Counter, Histogram, Registry } from "prom-client";
 import type { RunObserver } from "../runs/run-manager.js";
 import type { EgressVerdict } from "../sandbox/egress-proxy.js";
 
@@ -10,7 +10,6 @@ export interface MetricsSources {
 }
 
 export interface Metrics extends RunObserver {
-  registry: Registry;
   egressDecision(verdict: EgressVerdict): void;
   /** The text exposition format, and its content type. */
   scrape(): Promise<{ contentType: string; body: string }>;
@@ -23,8 +22,69 @@ const PHASE_BUCKETS = [0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 1800, 3600, 3 
  * The daemon's Prometheus metrics, in a registry of its own (two daemons in one process,
  * as in tests, do not share counters). Gauges are read from their sources at scrape time;
  * counters and histograms are fed by RunManager's observer and the egress proxy's audit.
+ *
+ * prom-client is loaded at the first scrape or the first observation, not at start: an idle
+ * daemon nobody scrapes does not carry it. Observations made while it loads are kept, in
+ * order, and applied once it is there.
  */
 export function createMetrics(sources: MetricsSources): Metrics {
+  let made: Made | null = null;
+  let loading: Promise<Made> | null = null;
+  let pending: ((m: Made) => void)[] = [];
+  const load = (): Promise<Made> =>
+    (loading ??= import("prom-client").then((prom) => {
+      made = makeMetrics(prom, sources);
+      for (const apply of pending) apply(made);
+      pending = [];
+      return made;
+    }));
+  /** Applies the observation now, or once prom-client is loaded. */
+  const record = (apply: (m: Made) => void): void => {
+    if (made) return apply(made);
+    pending.push(apply);
+    void load();
+  };
+  return {
+    phaseEnded(_runId, provider, phase, ms) {
+      record((m) => m.phases.observe({ provider, phase }, ms / 1000));
+    },
+    sandboxError(provider, operation) {
+      record((m) => m.sandboxErrors.inc({ provider, operation }));
+    },
+    snapshotLookup(provider, hit) {
+      record((m) => m.snapshots.inc({ provider, result: hit ? "hit" : "miss" }));
+    },
+    eventsIngested(_runId, batch) {
+      const byKind = new Map<string, number>();
+      for (const e of batch) byKind.set(e.kind, (byKind.get(e.kind) ?? 0) + 1);
+      record((m) => {
+        for (const [kind, n] of byKind) m.events.inc({ kind }, n);
+      });
+    },
+    reaped(count) {
+      if (count > 0) record((m) => m.reaped.inc(count));
+    },
+    egressDecision(verdict) {
+      record((m) => m.egress.inc({ verdict }));
+    },
+    async scrape() {
+      const { registry } = await load();
+      return { contentType: registry.contentType, body: await registry.metrics() };
+    },
+  };
+}
+
+interface Made {
+  registry: Registry;
+  phases: Histogram<"provider" | "phase">;
+  events: Counter<"kind">;
+  egress: Counter<"verdict">;
+  sandboxErrors: Counter<"provider" | "operation">;
+  snapshots: Counter<"provider" | "result">;
+  reaped: Counter;
+}
+
+function makeMetrics({ Counter, Gauge, Histogram, Registry }: typeof import("prom-client"), sources: MetricsSources): Made {
   const registry = new Registry();
   new Gauge({
     name: "paddock_runs",
@@ -81,30 +141,5 @@ export function createMetrics(sources: MetricsSources): Metrics {
     help: "Sandboxes removed because no live run owned them.",
     registers: [registry],
   });
-  return {
-    registry,
-    phaseEnded(_runId, provider, phase, ms) {
-      phases.observe({ provider, phase }, ms / 1000);
-    },
-    sandboxError(provider, operation) {
-      sandboxErrors.inc({ provider, operation });
-    },
-    snapshotLookup(provider, hit) {
-      snapshots.inc({ provider, result: hit ? "hit" : "miss" });
-    },
-    eventsIngested(_runId, batch) {
-      const byKind = new Map<string, number>();
-      for (const e of batch) byKind.set(e.kind, (byKind.get(e.kind) ?? 0) + 1);
-      for (const [kind, n] of byKind) events.inc({ kind }, n);
-    },
-    reaped(count) {
-      if (count > 0) reaped.inc(count);
-    },
-    egressDecision(verdict) {
-      egress.inc({ verdict });
-    },
-    async scrape() {
-      return { contentType: registry.contentType, body: await registry.metrics() };
-    },
-  };
+  return { registry, phases, events, egress, sandboxErrors, snapshots, reaped };
 }

@@ -1,5 +1,4 @@
-import { createClient, type Client, type Interceptor } from "@connectrpc/connect";
-import { createConnectTransport } from "@connectrpc/connect-node";
+import { createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
 import { existsSync } from "node:fs";
 import { EnvironmentService } from "../gen/paddock/v1/environment_pb.js";
 import { TaskService } from "../gen/paddock/v1/task_pb.js";
@@ -23,16 +22,21 @@ export interface Clients {
 }
 
 /**
+ * A Connect transport (HTTP/1.1, binary) to the daemon: at `baseUrl`, or through the unix
+ * socket at `socketPath` when given. A daemon that cannot be reached fails a call with
+ * Code.Unavailable, its cause carrying the system error code (ECONNREFUSED, ENOENT…).
+ */
+export type TransportFactory = (o: { baseUrl: string; socketPath?: string; interceptors: Interceptor[] }) => Transport;
+
+/**
  * The address is "unix:/path/to/paddock.sock" or "http://host:port". Without one, the
  * daemon's socket in the data dir is used when it exists, else http://127.0.0.1:7777.
  */
-export function connect(address: string | undefined, defaultSocket: string, token?: string): Clients {
+export function connect(address: string | undefined, defaultSocket: string, token: string | undefined, makeTransport: TransportFactory): Clients {
   const addr = address || (existsSync(defaultSocket) ? `unix:${defaultSocket}` : "http://127.0.0.1:7777");
   // The unix socket is trusted as admin; over TCP the daemon wants an API token.
   const interceptors: Interceptor[] = token ? [bearer(token)] : [];
-  const transport = addr.startsWith("unix:")
-    ? createConnectTransport({ baseUrl: "http://localhost", httpVersion: "1.1", nodeOptions: { socketPath: addr.slice(5) }, interceptors })
-    : createConnectTransport({ baseUrl: addr, httpVersion: "1.1", interceptors });
+  const transport = addr.startsWith("unix:") ? makeTransport({ baseUrl: "http://localhost", socketPath: addr.slice(5), interceptors }) : makeTransport({ baseUrl: addr, interceptors });
   return {
     tasks: createClient(TaskService, transport),
     runs: createClient(TaskRunService, transport),

@@ -125,6 +125,8 @@ interface LiveRun {
   run: StoredRun;
   /** The snapshot JSON last written; an identical one is not written again. */
   persisted: string;
+  /** The snapshot `persisted` was made from: the same object again has nothing new to write. */
+  snapshot: unknown;
   cleaned: Promise<void>;
   markCleaned: () => void;
 }
@@ -333,7 +335,7 @@ export class RunManager {
       });
     }
     this.deps.logger.info({ runId: id, taskId: task.id, provider: providerName }, "run queued");
-    this.track(id, actor, "queued", run, snapshotJson);
+    this.track(id, actor, "queued", run, snapshotJson, true);
     this.pump();
     return { ...this.current(id) };
   }
@@ -683,11 +685,13 @@ export class RunManager {
     }
   }
 
-  private track(id: string, actor: RunActor, initialPhase: RunPhase, stored: StoredRun, persisted: string): void {
+  /** `fresh`: a run start() just made, whose `persisted` is its actor's snapshot now (a restored one's is the store's). */
+  private track(id: string, actor: RunActor, initialPhase: RunPhase, stored: StoredRun, persisted: string, fresh = false): void {
     this.actors.set(id, actor);
     let markCleaned!: () => void;
     const cleaned = new Promise<void>((r) => (markCleaned = r));
-    this.live.set(id, { run: { ...stored }, persisted, cleaned, markCleaned });
+    // A new run's first emission (at start) is the snapshot just stored: not serialised again.
+    this.live.set(id, { run: { ...stored }, persisted, snapshot: fresh ? actor.getSnapshot() : null, cleaned, markCleaned });
     if (initialPhase === "queued") this.queue.add({ id, team: stored.team, environmentId: stored.environmentId, priority: stored.priority });
     let lastPhase = initialPhase;
     actor.subscribe({
@@ -722,7 +726,8 @@ export class RunManager {
 
   private persist(id: string, actor: RunActor, snapshot: SnapshotFrom<typeof this.machine>): void {
     const live = this.live.get(id);
-    if (!live) return;
+    if (!live || snapshot === live.snapshot) return;
+    live.snapshot = snapshot;
     const persisted = JSON.stringify(actor.getPersistedSnapshot());
     if (persisted === live.persisted) return; // e.g. the initial snapshot on start: already stored
     live.persisted = persisted;
@@ -780,7 +785,22 @@ export class RunManager {
   }
 
   private queueWrite(id: string, live: LiveRun): void {
-    const transition: RunTransition = { ...live.run, phaseTimings: live.run.phaseTimings.map((p) => ({ ...p })), snapshotJson: live.persisted, machineVersion: MACHINE_VERSION };
+    const r = live.run;
+    // Only what the row's UPDATE takes (a copy: the run goes on changing before the flush).
+    const transition: RunTransition = {
+      status: r.status,
+      phase: r.phase,
+      errorMessage: r.errorMessage,
+      exitCode: r.exitCode,
+      startedAt: r.startedAt,
+      finishedAt: r.finishedAt,
+      cleanedAt: r.cleanedAt,
+      updatedAt: r.updatedAt,
+      awaitingInput: r.awaitingInput,
+      phaseTimings: r.phaseTimings.map((p) => ({ ...p })),
+      snapshotJson: live.persisted,
+      machineVersion: MACHINE_VERSION,
+    };
     this.commit.transition(id, transition);
   }
 

@@ -14,6 +14,7 @@ declare module "bun:sqlite" {
     exec(sql: string): void;
     prepare(sql: string): BunStatement;
     transaction<T>(fn: () => T): BunTransaction<T>;
+    readonly inTransaction: boolean;
     close(): void;
   }
 }

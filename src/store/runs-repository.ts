@@ -180,8 +180,7 @@ function createdRow(run: NewRun, runNumber: number, seq: number): StoredRun {
 export function createRunsRepository(db: Database) {
   const insert = db.prepare(`INSERT INTO runs (id, team, environment_id, network_policy_enforced, agent_isolated, task_id, run_number, status, phase, provider, branch, result_branch,
       agent_command, agent_kind, run_mode, permission_policy, limits, image, idempotency_key, deadline_at, created_at, updated_at, snapshot, machine_version, priority, open_pull_request, phase_timings, handoff)
-    VALUES (:id, :team, :environmentId, :networkPolicyEnforced, :agentIsolated, :taskId, :runNumber, :status, :phase, :provider, :branch, :resultBranch,
-      :agentCommand, :agentKind, :runMode, :permissionPolicy, :limits, :image, :idempotencyKey, :deadlineAt, :createdAt, :updatedAt, :snapshot, :machineVersion, :priority, :openPullRequest, :phaseTimings, :handoff)`);
+    VALUES (${Array(28).fill("?").join(", ")})`);
   // Not max(run_number): SQLite answers that by reading every run of the task; this reads one index entry.
   const nextNumber = db.prepare<{ n: number }>(
     "SELECT coalesce((SELECT run_number FROM runs WHERE task_id = ? ORDER BY run_number DESC LIMIT 1), 0) + 1 AS n",
@@ -191,11 +190,10 @@ export function createRunsRepository(db: Database) {
   // Kept by triggers (migration 13): no scan of the runs table at every scrape.
   const counts = db.prepare<{ status: string; provider: string; count: number }>("SELECT status, provider, count FROM run_counts WHERE count > 0");
   const live = db.prepare<RunRow & { snapshot: string }>(`SELECT ${COLUMNS}, snapshot FROM runs WHERE phase <> 'cleaned' ORDER BY seq`);
-  const transition = db.prepare(`UPDATE runs SET status = :status, phase = :phase, error_message = :errorMessage,
-      exit_code = :exitCode, started_at = :startedAt, finished_at = :finishedAt, cleaned_at = :cleanedAt,
-      updated_at = :updatedAt, awaiting_input = :awaitingInput, snapshot = :snapshot, machine_version = :machineVersion,
-      phase_timings = coalesce(:phaseTimings, phase_timings)
-    WHERE id = :id`);
+  // Positional: binding by name costs a lookup per parameter, on the hottest statement.
+  const transition = db.prepare(`UPDATE runs SET status = ?, phase = ?, error_message = ?, exit_code = ?, started_at = ?, finished_at = ?, cleaned_at = ?,
+      updated_at = ?, awaiting_input = ?, snapshot = ?, machine_version = ?, phase_timings = coalesce(?, phase_timings)
+    WHERE id = ?`);
   const result = db.prepare("UPDATE runs SET result_commit = ? WHERE id = ?");
   const pullRequest = db.prepare("UPDATE runs SET pull_request_url = ?, pull_request_number = ? WHERE id = ?");
   const lastLines = db.prepare<LogLine>(
@@ -227,36 +225,37 @@ export function createRunsRepository(db: Database) {
     create(run: NewRun, firstLines: { time: number; stream: string; text: string }[] = []): StoredRun {
       return db.transaction(() => {
         const runNumber = nextNumber.get([run.taskId])!.n;
-        const { lastInsertRowid } = insert.run({
-          id: run.id,
-          team: run.team,
-          environmentId: run.environmentId,
-          networkPolicyEnforced: run.networkPolicyEnforced ? 1 : 0,
-          agentIsolated: run.agentIsolated ? 1 : 0,
-          taskId: run.taskId,
+        // Positional, in the column order above.
+        const { lastInsertRowid } = insert.run([
+          run.id,
+          run.team,
+          run.environmentId,
+          run.networkPolicyEnforced ? 1 : 0,
+          run.agentIsolated ? 1 : 0,
+          run.taskId,
           runNumber,
-          status: run.status,
-          phase: run.phase,
-          provider: run.provider,
-          branch: run.branch,
-          resultBranch: run.resultBranch,
-          agentCommand: JSON.stringify(run.agentCommand),
-          agentKind: run.agentKind ?? "command",
-          runMode: run.runMode ?? "background",
-          permissionPolicy: run.permissionPolicy ?? "auto_allow",
-          limits: JSON.stringify(run.limits),
-          handoff: JSON.stringify(run.handoff ?? {}),
-          image: run.image ?? "",
-          idempotencyKey: run.idempotencyKey,
-          deadlineAt: run.deadlineAt,
-          createdAt: run.createdAt,
-          updatedAt: run.updatedAt,
-          snapshot: run.snapshotJson ?? JSON.stringify(run.snapshot),
-          machineVersion: run.machineVersion,
-          priority: run.priority ?? 0,
-          openPullRequest: run.openPullRequest ? 1 : 0,
-          phaseTimings: JSON.stringify(run.phaseTimings ?? []),
-        });
+          run.status,
+          run.phase,
+          run.provider,
+          run.branch,
+          run.resultBranch,
+          JSON.stringify(run.agentCommand),
+          run.agentKind ?? "command",
+          run.runMode ?? "background",
+          run.permissionPolicy ?? "auto_allow",
+          JSON.stringify(run.limits),
+          run.image ?? "",
+          run.idempotencyKey,
+          run.deadlineAt,
+          run.createdAt,
+          run.updatedAt,
+          run.snapshotJson ?? JSON.stringify(run.snapshot),
+          run.machineVersion,
+          run.priority ?? 0,
+          run.openPullRequest ? 1 : 0,
+          JSON.stringify(run.phaseTimings ?? []),
+          JSON.stringify(run.handoff ?? {}),
+        ]);
         firstLines.forEach((l, i) => insertLog.run([run.id, i + 1, l.time, l.stream, l.text, "log", null]));
         return createdRow(run, runNumber, Number(lastInsertRowid));
       });
@@ -296,21 +295,21 @@ export function createRunsRepository(db: Database) {
       return live.all().map((r) => ({ ...toRun(r), snapshot: JSON.parse(r.snapshot) as unknown }));
     },
     transition(id: string, t: RunTransition): void {
-      transition.run({
+      transition.run([
+        t.status,
+        t.phase,
+        t.errorMessage,
+        t.exitCode,
+        t.startedAt,
+        t.finishedAt,
+        t.cleanedAt,
+        t.updatedAt,
+        t.awaitingInput ? 1 : 0,
+        t.snapshotJson,
+        t.machineVersion,
+        t.phaseTimings ? JSON.stringify(t.phaseTimings) : null,
         id,
-        status: t.status,
-        phase: t.phase,
-        errorMessage: t.errorMessage,
-        exitCode: t.exitCode,
-        startedAt: t.startedAt,
-        finishedAt: t.finishedAt,
-        cleanedAt: t.cleanedAt,
-        updatedAt: t.updatedAt,
-        awaitingInput: t.awaitingInput ? 1 : 0,
-        snapshot: t.snapshotJson,
-        machineVersion: t.machineVersion,
-        phaseTimings: t.phaseTimings ? JSON.stringify(t.phaseTimings) : null,
-      });
+      ]);
     },
     /** Several writes of this repository in one transaction (the run manager's group commit). */
     batch<T>(fn: () => T): T {

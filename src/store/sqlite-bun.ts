@@ -1,5 +1,5 @@
 import { Database as BunDatabase } from "bun:sqlite";
-import type { Database, SqlParams, Statement } from "./database.js";
+import { joiningTransaction, type Database, type SqlParams, type Statement } from "./database.js";
 
 /** bun:sqlite adapter: the compiled binary only (bun:sqlite does not exist under Node). */
 export function openBunSqlite(path: string): Database {
@@ -21,7 +21,7 @@ export function openBunSqlite(path: string): Database {
         all: (p) => stmt.all(...args(p)) as Row[],
       };
     },
-    transaction: <T>(fn: () => T) => db.transaction(fn).immediate(),
+    transaction: joiningTransaction(db),
     pragma: (name) => {
       const row = db.prepare(`PRAGMA ${name}`).get() as Record<string, unknown> | null;
       return row ? Object.values(row)[0] : undefined;

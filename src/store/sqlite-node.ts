@@ -1,5 +1,5 @@
 import BetterSqlite3 from "better-sqlite3";
-import type { Database, SqlParams, Statement } from "./database.js";
+import { joiningTransaction, type Database, type SqlParams, type Statement } from "./database.js";
 
 /** better-sqlite3 adapter: Node only (it does not load under Bun). */
 export function openNodeSqlite(path: string): Database {
@@ -20,7 +20,7 @@ export function openNodeSqlite(path: string): Database {
         all: (p) => stmt.all(...args(p)) as Row[],
       };
     },
-    transaction: <T>(fn: () => T) => db.transaction(fn).immediate(),
+    transaction: joiningTransaction(db),
     pragma: (name) => db.pragma(name, { simple: true }),
     close: () => db.close(),
   };

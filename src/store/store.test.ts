@@ -27,6 +27,33 @@ function seed(db: Awaited<ReturnType<typeof openDatabase>>) {
 }
 
 describe("the SQLite store", () => {
+  it("joins nested transactions into the outer one, and a failure anywhere rolls all of it back", async () => {
+    const { db } = await freshDb();
+    const { runs } = seed(db);
+    const lines = () => runs.logsAfter("run_1", 0, 100).map((l) => l.text);
+    expect(() =>
+      db.transaction(() => {
+        runs.appendLogs("run_1", [{ time: 2, stream: "system", text: "outer" }]);
+        db.transaction(() => runs.appendLogs("run_1", [{ time: 3, stream: "system", text: "inner" }]));
+        throw new Error("boom");
+      }),
+    ).toThrow("boom");
+    expect(lines()).toEqual([]);
+    // A nested failure takes the outer writes with it, and the connection is usable after.
+    expect(() =>
+      db.transaction(() => {
+        runs.appendLogs("run_1", [{ time: 2, stream: "system", text: "outer" }]);
+        db.transaction(() => {
+          throw new Error("inner boom");
+        });
+      }),
+    ).toThrow("inner boom");
+    expect(lines()).toEqual([]);
+    expect(db.transaction(() => (runs.appendLogs("run_1", [{ time: 4, stream: "system", text: "kept" }]), db.transaction(() => 7)))).toBe(7);
+    expect(lines()).toEqual(["kept"]);
+    db.close();
+  });
+
   it("opens in WAL with synchronous=NORMAL and applies every migration once", async () => {
     const { db, path } = await freshDb();
     expect(db.driver).toBe("better-sqlite3");
