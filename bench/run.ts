@@ -427,12 +427,17 @@ async function benchPool() {
     const id = app.runs.start({ team: "default", taskId: t.id, branch: "", agentCommand: ["sleep", "300"], timeoutMs: null, provider: "docker", idempotencyKey: "", limits, environmentId: "" }).id;
     await until(app, id, (p) => p === "running");
     const ms = performance.now() - t0;
+    // The runner's own lines (stderr, timestamped): where the time inside the sandbox went.
+    const runnerLog = process.env.BENCH_POOL_TRACE
+      ? ((await docker.getContainer(`paddock-${id}-1`).logs({ stdout: true, stderr: true, timestamps: false })) as unknown as Buffer)
+      : null;
     app.runs.cancel(id);
     await until(app, id, (p) => p === "cleaned");
+    if (runnerLog) console.log(runnerLog.toString("utf8").replace(/[\x00-\x08]/g, "").split("\n").filter((l) => /^[^ ]*Z /.test(l.replace(/^[^0-9]*/, ""))).map((l) => `  runner ${l.replace(/^[^0-9]*/, "").slice(11, 180)}`).join("\n"));
     if (process.env.BENCH_POOL_TRACE) {
       const db = await openDatabase(join(dataDir, "paddock.db"));
       const rows = db.prepare<{ time: number; text: string }>("SELECT time, text FROM run_logs WHERE run_id = ? AND stream = 'system' ORDER BY seq").all([id]);
-      console.log(`${id} ${ms.toFixed(0)} ms:\n` + rows.map((r) => `  +${r.time - rows[0]!.time} ${r.text.slice(0, 120)}`).join("\n"));
+      console.log(`${id} ${ms.toFixed(0)} ms:\n` + rows.map((r) => `  +${r.time - rows[0]!.time} ${r.text.slice(0, 240)}`).join("\n"));
       db.close();
     }
     return ms;

@@ -278,6 +278,7 @@ async function agent(): Promise<number> {
         home: settings.PADDOCK_AGENT_HOME,
         log,
         handoff: settings.PADDOCK_HANDOFF ? JSON.parse(settings.PADDOCK_HANDOFF) : null,
+        prepared: claim?.prepared,
       });
     } catch (error) {
       // The provider reads this line from the sandbox's output to say why provisioning failed.

@@ -1,5 +1,5 @@
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { chownSync, existsSync, lstatSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import type { AgentUser } from "./agent-user.js";
 import { safeRelativePath } from "./handoff-capture.js";
@@ -22,6 +22,20 @@ export interface CheckoutOptions {
   log: (line: string) => void;
   /** A run from a handoff: the state to restore, fetched into the source by the daemon. */
   handoff?: HandoffStart | null;
+  /** What a warm pool's runner made ready before its claim (prepareWorkspace); null: nothing. */
+  prepared?: PreparedWorkspace | null;
+}
+
+/**
+ * A workspace made ready before any run came (a warm pool's member, before its claim): the
+ * source's branches fetched as they were, the source's default branch checked out
+ * (detached) and handed to the agent's user, the index refreshed. Nothing of a run in it.
+ */
+export interface PreparedWorkspace {
+  /** The commit checked out, detached. */
+  head: string;
+  /** refs/remotes/origin/* (and origin/HEAD, resolved) to their commits, as fetched. */
+  refs: Record<string, string>;
 }
 
 const MARKER = "checked-out";
@@ -46,6 +60,11 @@ export function checkout(o: CheckoutOptions): void {
   const marker = join(o.stateDir, MARKER);
   if (existsSync(marker) && readFileSync(marker, "utf8") === o.runId) {
     o.log(`workspace already checked out on ${o.resultBranch}`);
+    return;
+  }
+  if (o.prepared && !o.handoff && claimPrepared(o, o.prepared)) {
+    writeFileSync(marker, o.runId, { mode: 0o600 });
+    o.log(`checked out ${o.branch || "the default branch"} on ${o.resultBranch} (made ready before the claim)`);
     return;
   }
   const env = hardenedGitEnv(o.home);
@@ -116,6 +135,134 @@ function revParses(git: (...args: string[]) => string, rev: string): boolean {
     return true;
   } catch {
     return false;
+  }
+}
+
+/**
+ * A warm pool's runner, before its claim: the repository work no run is needed for. The
+ * workspace (a snapshot's, or a fresh clone of the source mount) gets the source's branches
+ * as they are now, and the source's default branch checked out detached and handed to the
+ * agent's user, so that a claim starting from that commit only names its branch
+ * (claimPrepared). Null when something failed: the claim then does the whole checkout.
+ */
+export function prepareWorkspace(o: { source: string; workdir: string; user: AgentUser; home: string; log: (line: string) => void }): PreparedWorkspace | null {
+  const env = hardenedGitEnv(o.home);
+  const git = (...args: string[]) => execFileSync("git", [...HARDENED_GIT_CONFIG, ...args], { cwd: o.workdir, env, encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] }).trim();
+  try {
+    if (existsSync(join(o.workdir, ".git"))) {
+      refreshIndex(o.workdir, o.home);
+      git("fetch", "--quiet", "--prune", o.source, "+refs/heads/*:refs/remotes/origin/*");
+    } else {
+      execFileSync("git", [...HARDENED_GIT_CONFIG, "clone", "--quiet", "--no-hardlinks", o.source, o.workdir], { env, stdio: ["ignore", "pipe", "pipe"] });
+    }
+    git("checkout", "--quiet", "--force", "--detach", "origin/HEAD");
+    const refs: Record<string, string> = {};
+    for (const line of git("for-each-ref", "--format=%(refname) %(objectname)", "refs/remotes/origin").split("\n")) {
+      const [name, commit] = line.split(" ");
+      if (name && commit) refs[name] = commit;
+    }
+    const head = git("rev-parse", "--verify", "HEAD^{commit}");
+    if (o.user) {
+      execFileSync("chown", ["-R", "--from=0", `${o.user.uid}:${o.user.gid}`, o.workdir], { stdio: ["ignore", "ignore", "pipe"] });
+      refreshIndex(o.workdir, o.home);
+      execFileSync("chown", ["-R", "--from=0", `${o.user.uid}:${o.user.gid}`, join(o.workdir, ".git")], { stdio: ["ignore", "ignore", "pipe"] });
+    }
+    return { head, refs };
+  } catch (error) {
+    o.log(`the workspace could not be made ready before the claim (the claim checks out in full): ${((error as { stderr?: string }).stderr || (error as Error).message).trim()}`);
+    return null;
+  }
+}
+
+/**
+ * The claim of a prepared workspace, without a git process, when it can be: the run starts
+ * from the commit already checked out, and the source's ref for it (read from its files)
+ * still names that commit — the source's other branches may have moved since, which only
+ * a full checkout would fetch. Then the result branch is made there and HEAD points at it,
+ * as `git checkout -B` would (the tree and index are the same), written by the agent's user
+ * as its files are. False (nothing changed) when any of that does not hold.
+ */
+function claimPrepared(o: CheckoutOptions, p: PreparedWorkspace): boolean {
+  const gitDir = join(o.workdir, ".git");
+  const start = p.refs[o.branch ? `refs/remotes/origin/${o.branch}` : "refs/remotes/origin/HEAD"];
+  if (!start || start !== p.head || sourceCommit(o.source, o.branch) !== start) return false;
+  if (!plainRefName(o.resultBranch) || !plainRefsRepository(gitDir)) return false;
+  try {
+    if (readFileSync(join(gitDir, "HEAD"), "utf8").trim() !== p.head) return false;
+  } catch {
+    return false;
+  }
+  const ref = join(gitDir, "refs", "heads", ...o.resultBranch.split("/"));
+  const own = (path: string) => {
+    if (o.user) chownSync(path, o.user.uid, o.user.gid);
+  };
+  // Directories of the branch's name (paddock/…), each the agent's as git would have made it as the agent.
+  let dir = join(gitDir, "refs", "heads");
+  for (const part of o.resultBranch.split("/").slice(0, -1)) {
+    dir = join(dir, part);
+    if (existsSync(dir)) {
+      if (!lstatSync(dir).isDirectory()) return false; // a branch named like the directory: git says why
+      continue;
+    }
+    mkdirSync(dir, { mode: 0o755 });
+    own(dir);
+  }
+  if (existsSync(ref)) return false;
+  const write = (path: string, content: string) => {
+    writeFileSync(path + ".lock", content, { mode: 0o644, flag: "wx" });
+    own(path + ".lock");
+    renameSync(path + ".lock", path);
+  };
+  write(ref, `${start}\n`);
+  write(join(gitDir, "HEAD"), `ref: refs/heads/${o.resultBranch}\n`);
+  writeFileSync(join(o.stateDir, BASES_FILE), [...new Set(Object.values(p.refs))].slice(0, 5000).join("\n"), { mode: 0o600 });
+  return true;
+}
+
+/** A branch name git takes as it is, checked conservatively: anything unusual goes through git. */
+function plainRefName(name: string): boolean {
+  return /^[A-Za-z0-9_-][A-Za-z0-9._-]*(\/[A-Za-z0-9_-][A-Za-z0-9._-]*)*$/.test(name) && !name.includes("..") && !/\.lock(\/|$)/.test(name) && !name.endsWith(".");
+}
+
+/** Whether the repository keeps its refs as files (not reftable), the layout written directly. */
+function plainRefsRepository(gitDir: string): boolean {
+  if (existsSync(join(gitDir, "reftable"))) return false;
+  try {
+    return !/^\s*refstorage\s*=/im.test(readFileSync(join(gitDir, "config"), "utf8"));
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The commit a branch of the source repository names (its HEAD's branch for ""), read from
+ * its files: a loose ref, else packed-refs. Undefined for anything else (reftable, a
+ * detached HEAD, a worktree's .git file): the caller fetches instead.
+ */
+export function sourceCommit(source: string, branch: string): string | undefined {
+  try {
+    const gitDir = existsSync(join(source, ".git")) ? join(source, ".git") : source;
+    if (!lstatSync(gitDir).isDirectory() || !existsSync(join(gitDir, "objects")) || !plainRefsRepository(gitDir)) return undefined;
+    let ref = `refs/heads/${branch}`;
+    if (!branch) {
+      const m = /^ref: (refs\/heads\/\S+)\s*$/.exec(readFileSync(join(gitDir, "HEAD"), "utf8"));
+      if (!m) return undefined;
+      ref = m[1]!;
+    }
+    if (!plainRefName(ref)) return undefined;
+    const loose = join(gitDir, ...ref.split("/"));
+    if (existsSync(loose)) {
+      const text = readFileSync(loose, "utf8").trim();
+      return /^[0-9a-f]{40}([0-9a-f]{24})?$/.test(text) ? text : undefined;
+    }
+    const packed = existsSync(join(gitDir, "packed-refs")) ? readFileSync(join(gitDir, "packed-refs"), "utf8") : "";
+    for (const line of packed.split("\n")) {
+      const sp = line.indexOf(" ");
+      if (sp > 0 && line.slice(sp + 1) === ref && /^[0-9a-f]{40}([0-9a-f]{24})?$/.test(line.slice(0, sp))) return line.slice(0, sp);
+    }
+    return undefined;
+  } catch {
+    return undefined;
   }
 }
 

@@ -2,9 +2,9 @@ import { createHash, timingSafeEqual } from "node:crypto";
 import { existsSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import { join } from "node:path";
-import { refreshIndex } from "./checkout.js";
+import { prepareWorkspace, type PreparedWorkspace } from "./checkout.js";
 import { readRunnerEnvironment, RUN_VARIABLES, RunnerEnvSchema } from "./runner-env.js";
-import { CLAIM_PATH, POOL_HEALTH_PATH, type ClaimRequest } from "./runner-protocol.js";
+import { CLAIM_ACCEPTED_HEADER, CLAIM_PATH, POOL_HEALTH_PATH, type ClaimRequest } from "./runner-protocol.js";
 
 /** Where a claimed pool runner keeps the run's variables (its state volume), for its restarts. */
 export const CLAIM_FILE = "claim.json";
@@ -18,6 +18,8 @@ export interface Claim {
    * the run. Resolves when the answer is sent (a no-op after a restart: nobody is waiting).
    */
   answer(error: string | null): Promise<void>;
+  /** The repository work done before the claim (none after a restart: the claim's checkout is then whole). */
+  prepared: PreparedWorkspace | null;
 }
 
 interface ClaimRecord {
@@ -42,20 +44,28 @@ export async function waitForClaim(env: Record<string, string | undefined>, log:
   if (existsSync(file)) {
     const record = JSON.parse(readFileSync(file, "utf8")) as ClaimRecord;
     // Only this container's own claim counts (the hash is per container).
-    if (record.hash === s.PADDOCK_POOL_CLAIM) return { env: { ...own, ...record.env }, answer: () => Promise.resolve() };
+    if (record.hash === s.PADDOCK_POOL_CLAIM) return { env: { ...own, ...record.env }, answer: () => Promise.resolve(), prepared: null };
   }
-  // A snapshot's workspace is made ready for the claim's checkout now, while no run waits.
-  const place = RunnerEnvSchema.pick({ PADDOCK_WORKDIR: true, PADDOCK_AGENT_HOME: true }).safeParse(env);
-  if (place.success) refreshIndex(place.data.PADDOCK_WORKDIR, place.data.PADDOCK_AGENT_HOME);
+  // The repository is made ready for the claim now, while no run waits: the source mount is
+  // the key's, the same for every run of it, and nothing of a run is in the sandbox yet.
+  const place = RunnerEnvSchema.pick({ PADDOCK_WORKDIR: true, PADDOCK_AGENT_HOME: true, PADDOCK_SOURCE: true, PADDOCK_AGENT_UID: true, PADDOCK_AGENT_GID: true }).safeParse(env);
+  let prepared: PreparedWorkspace | null = null;
+  if (place.success && place.data.PADDOCK_SOURCE) {
+    const p = place.data;
+    const user = p.PADDOCK_AGENT_UID !== undefined ? { uid: p.PADDOCK_AGENT_UID, gid: p.PADDOCK_AGENT_GID ?? p.PADDOCK_AGENT_UID } : null;
+    const t0 = Date.now();
+    prepared = prepareWorkspace({ source: p.PADDOCK_SOURCE, workdir: p.PADDOCK_WORKDIR, user, home: p.PADDOCK_AGENT_HOME, log });
+    if (prepared) log(`workspace ready at ${prepared.head.slice(0, 12)} before the claim (${Date.now() - t0} ms)`);
+  }
   const authentic = (req: IncomingMessage) => {
     const auth = req.headers.authorization ?? "";
     if (!auth.startsWith("Bearer ")) return false;
     const given = createHash("sha256").update(auth.slice(7)).digest();
     return given.length === hash.length && timingSafeEqual(given, hash);
   };
-  const send = (res: ServerResponse, status: number, body: unknown, close = false) =>
+  const send = (res: ServerResponse, status: number, body: unknown) =>
     new Promise<void>((resolve) => {
-      res.writeHead(status, { "content-type": "application/json", ...(close ? { connection: "close" } : {}) });
+      res.writeHead(status, { "content-type": "application/json" });
       res.end(JSON.stringify(body), () => resolve());
     });
   return new Promise<Claim>((resolve, reject) => {
@@ -87,7 +97,15 @@ export async function waitForClaim(env: Record<string, string | undefined>, log:
         // The port is the run's runner's from now on: libuv closes the listening socket at once.
         server.close();
         log(`claimed for ${vars.PADDOCK_RUN_ID}`);
-        resolve({ env: merged, answer: (error) => send(res, error ? 400 : 200, error ? { error } : { ok: true }, true) });
+        // Accepted at once (the daemon may rename the container meanwhile); the outcome is the body.
+        res.writeHead(200, { "content-type": "application/json", connection: "close", [CLAIM_ACCEPTED_HEADER]: "1" });
+        res.flushHeaders();
+        const answer = (error: string | null) =>
+          new Promise<void>((done) => {
+            log(error ? `claim failed: ${error}` : "claim answered: the run's runner listens");
+            res.end(JSON.stringify(error ? { error } : { ok: true }), () => done());
+          });
+        resolve({ env: merged, prepared, answer });
       })().catch((error: unknown) => {
         log(`claim request failed: ${String(error)}`);
         if (!res.headersSent) void send(res, 500, { error: "internal error" });

@@ -158,6 +158,13 @@ export const MAX_LINE_BYTES = 1024 * 1024;
 export const POOL_HEALTH_PATH = "/pool";
 export const CLAIM_PATH = "/claim";
 
+/**
+ * On POST /claim's 200 answer, sent with its headers as soon as the runner has recorded the
+ * claim (from then on the container is the run's, restarts included); the body follows once
+ * the run's runner listens: `{"ok":true}`, or `{"error":…}` when it cannot take the run.
+ */
+export const CLAIM_ACCEPTED_HEADER = "x-paddock-claim-accepted";
+
 /** POST /claim's body: the run's variables (RUN_VARIABLES), as a runner's environment would hold them. */
 export interface ClaimRequest {
   env: Record<string, string>;

@@ -5,6 +5,7 @@ import type { ClientRequest, IncomingMessage, RequestOptions } from "node:http";
 import { Agent as HttpsAgent, request as httpsRequest } from "node:https";
 import { rootCertificates } from "node:tls";
 import {
+  CLAIM_ACCEPTED_HEADER,
   CLAIM_PATH,
   POOL_HEALTH_PATH,
   type ClaimRequest,
@@ -176,8 +177,21 @@ export function createRunnerClient(endpoint: string, token: string) {
     shutdown: (signal?: AbortSignal) => call<{ ok: boolean }>("POST", "/shutdown", signal),
     /** A warm pool's runner (the client's token is its claim secret): whether it is up. */
     poolReady: (signal?: AbortSignal) => call<{ pooled: boolean }>("GET", POOL_HEALTH_PATH, signal),
-    /** Gives a warm pool's runner its run; resolves once the run's runner listens. */
-    claim: (body: ClaimRequest, signal?: AbortSignal) => call<{ ok: boolean }>("POST", CLAIM_PATH, signal, body),
+    /**
+     * Gives a warm pool's runner its run; resolves once the run's runner listens. `accepted`
+     * is called as soon as the runner says it recorded the claim, before its checkout.
+     */
+    async claim(body: ClaimRequest, signal?: AbortSignal, accepted?: () => void): Promise<void> {
+      const res = await new Promise<IncomingMessage>((resolve, reject) => {
+        const req = request(new URL(endpoint + CLAIM_PATH), { method: "POST", headers: { authorization: `Bearer ${token}`, "content-type": "application/json" }, signal }, resolve);
+        req.on("error", reject);
+        req.end(JSON.stringify(body));
+      }).catch((error: unknown) => unreachable(error, signal));
+      if (res.statusCode === 200 && res.headers[CLAIM_ACCEPTED_HEADER]) accepted?.();
+      const text = await readAll(res).catch((error: unknown) => unreachable(error, signal));
+      const detail = runnerWords(text);
+      if (res.statusCode !== 200 || detail) throw new SandboxError(`runner POST ${CLAIM_PATH}: ${res.statusCode !== 200 ? `HTTP ${res.statusCode}: ` : ""}${detail.slice(0, 300)}`, (res.statusCode ?? 0) >= 500);
+    },
   };
 }
 export type RunnerClient = ReturnType<typeof createRunnerClient>;

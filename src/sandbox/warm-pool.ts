@@ -3,6 +3,8 @@ import { randomBytes } from "node:crypto";
 /** A started sandbox whose runner waits for its claim. */
 export interface PoolMember {
   name: string;
+  /** The container's id: its name changes when it is claimed. */
+  id: string;
   key: string;
   /** The recipe it was made from (recipeId): a key's recipe changes when a snapshot of it appears. */
   recipe: string;

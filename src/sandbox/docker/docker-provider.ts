@@ -349,28 +349,37 @@ export class DockerProvider implements SandboxProvider {
         progress(`warm pool: no ready sandbox for this key`);
         return null;
       }
-      const container = this.opts.docker.getContainer(member.name);
-      let id = "";
+      const container = this.opts.docker.getContainer(member.id);
       try {
         const t0 = Date.now();
-        id = (await container.inspect()).Id;
         // Kept before the claim: after a crash, cleanup must know whose work the container holds.
-        await this.writeClaim(id, { runId: spec.runId, resultBranch: spec.resultBranch });
+        await this.writeClaim(member.id, { runId: spec.runId, resultBranch: spec.resultBranch });
         const t1 = Date.now();
+        // Renamed once the runner has recorded the claim (it is the run's runner from then
+        // on, restarts included), while its checkout goes on: a crash after the rename
+        // leaves the run's container with the run's runner in it, as a cold start would.
+        let renaming: Promise<Error | null> | undefined;
+        let renamedAt = 0;
+        const rename = () =>
+          (renaming ??= container.rename({ name: spec.name }).then(
+            () => ((renamedAt = Date.now()), null),
+            (e: unknown) => (e instanceof Error ? e : new Error(String(e))),
+          ));
         // A pool runner's variables are a runner's environment: the same contract, delivered later.
-        await createRunnerClient(member.endpoint, member.secret).claim({ env: runnerEnvironment(runnerEnvOfRun(spec) as RunnerEnv) }, signal);
+        await createRunnerClient(member.endpoint, member.secret).claim({ env: runnerEnvironment(runnerEnvOfRun(spec) as RunnerEnv) }, signal, () => void rename());
         const t2 = Date.now();
-        await container.rename({ name: spec.name });
+        const renameError = await rename();
+        if (renameError) throw dockerError("rename", renameError);
         this.pool.handedOver(member);
         progress(
-          `took the warm sandbox ${member.name} as ${spec.name}${plan.snapshot ? ` (from snapshot ${plan.image})` : ""}: checkout ${t2 - t1} ms, docker ${t1 - t0 + Date.now() - t2} ms`,
+          `took the warm sandbox ${member.name} as ${spec.name}${plan.snapshot ? ` (from snapshot ${plan.image})` : ""}: claim ${t2 - t1} ms, claim record ${t1 - t0} ms, rename done ${renamedAt - t2} ms after the claim`,
         );
         const fromSnapshot = !!plan.snapshot;
         return { state: "running", endpoint: member.endpoint, setupDone: fromSnapshot, holdAfterSetup: !fromSnapshot, caFile: this.opts.caFile ? CA_MOUNT : undefined };
       } catch (error) {
         progress(`warm sandbox ${member.name} could not be taken (${(error as Error).message}); ${signal.aborted ? "stopping" : "trying the next"}`);
-        await this.removeContainer(member.name).catch(() => undefined);
-        if (id) await this.dropClaim(id);
+        await this.removeContainer(member.id).catch(() => undefined);
+        await this.dropClaim(member.id);
         this.pool.handedOver(member);
         if (signal.aborted) throw error;
       }
@@ -392,7 +401,7 @@ export class DockerProvider implements SandboxProvider {
       const endpoint = await this.pollRunner(`pool container ${name}`, name, new AbortController().signal, (runner, timeout) =>
         createRunnerClient(runner, secret).poolReady(timeout).then(() => undefined),
       );
-      return { name, key, secret, endpoint };
+      return { name, id: container.id, key, secret, endpoint };
     } catch (error) {
       await this.removeContainer(name).catch(() => undefined);
       throw error;
