@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { CLAIM_FILE, waitForClaim } from "./runner-pool.js";
-import { claimSecretHash } from "./runner-protocol.js";
+import { CLAIM_ACCEPTED_HEADER, claimSecretHash } from "./runner-protocol.js";
 
 const KEY = "-----BEGIN PUBLIC KEY-----\nabc\n-----END PUBLIC KEY-----\n";
 const RUN = { PADDOCK_RUN_ID: "run_abc1", PADDOCK_RESULT_BRANCH: "paddock/run_abc1", PADDOCK_AGENT_COMMAND: '["true"]', JWT_PUBLIC_KEY: KEY };
@@ -56,6 +56,20 @@ describe("a warm pool's runner before its claim", () => {
     // A restart of the container: the same run, no claim needed.
     const again = await waitForClaim(r.env, () => {});
     expect(again.env).toMatchObject(RUN);
+  });
+
+  it("answers the claim's headers once it is recorded, and the outcome when the run's runner is up or cannot be", async () => {
+    for (const outcome of [null, "checkout failed: no such branch"]) {
+      const r = await poolRunner("s3cret");
+      const res = await fetch(r.url + "/claim", { method: "POST", headers: { authorization: "Bearer s3cret" }, body: JSON.stringify({ env: RUN }) });
+      // The answer's head came before the claim was answered: the daemon may rename the container now.
+      expect(res.status).toBe(200);
+      expect(res.headers.get(CLAIM_ACCEPTED_HEADER)).toBe("1");
+      expect(readFileSync(join(r.state, CLAIM_FILE), "utf8")).toContain(RUN.PADDOCK_RUN_ID);
+      const claim = await r.claim;
+      await claim.answer(outcome);
+      expect(await res.json()).toEqual(outcome ? { error: outcome } : { ok: true });
+    }
   });
 
   it("ignores a claim file that is not its own (a snapshot's image carried it)", async () => {

@@ -1,0 +1,105 @@
+import { readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { makeGitRepo, sh, tempDir } from "../../test/fixtures.js";
+import { BASES_FILE, checkout, prepareWorkspace, sourceCommit, type CheckoutOptions } from "./checkout.js";
+
+const dirs: string[] = [];
+afterEach(() => dirs.splice(0).forEach((d) => rmSync(d, { recursive: true, force: true })));
+
+/** Runs as root here: the agent's user is a uid of its own, as in the sandbox image. */
+const USER = process.getuid?.() === 0 ? { uid: 4242, gid: 4242 } : null;
+
+/** A source repository and a workspace made ready from it as a warm pool's member does, before any run. */
+function prepared() {
+  const source = makeGitRepo();
+  const dir = tempDir("prepared");
+  dirs.push(source, dir);
+  const workdir = join(dir, "workspace");
+  const home = join(dir, "home");
+  const lines: string[] = [];
+  const p = prepareWorkspace({ source, workdir, user: USER, home, log: (l) => lines.push(l) });
+  expect(lines).toEqual([]);
+  expect(p).not.toBeNull();
+  const claim = (over: Partial<CheckoutOptions> = {}) => {
+    const log: string[] = [];
+    checkout({ runId: "run_c1", source, workdir, stateDir: join(dir, "state"), branch: "", resultBranch: "paddock/run_c1", user: USER, home, log: (l) => log.push(l), prepared: p, ...over });
+    return log;
+  };
+  const git = (...args: string[]) => sh(workdir, "git", "-c", "safe.directory=*", ...args);
+  return { source, workdir, dir, p: p!, claim, git };
+}
+
+describe("a workspace made ready before its claim", () => {
+  it("holds the source's default branch, detached, the agent's, before any run", () => {
+    const w = prepared();
+    expect(w.p.head).toBe(sh(w.source, "git", "rev-parse", "main"));
+    expect(w.git("status", "--porcelain")).toBe("");
+    expect(() => w.git("symbolic-ref", "-q", "HEAD")).toThrow(); // detached: no branch of any run yet
+    if (USER) expect(statSync(join(w.workdir, "README.md")).uid).toBe(USER.uid);
+  });
+
+  it("is claimed without git when the run starts where it stands: the result branch there, HEAD on it, the agent's", () => {
+    const w = prepared();
+    expect(w.claim()).toEqual(["checked out the default branch on paddock/run_c1 (made ready before the claim)"]);
+    expect(w.git("symbolic-ref", "HEAD")).toBe("refs/heads/paddock/run_c1");
+    expect(w.git("rev-parse", "HEAD")).toBe(w.p.head);
+    expect(w.git("status", "--porcelain")).toBe("");
+    expect(readFileSync(join(w.dir, "state", BASES_FILE), "utf8").split("\n")).toContain(w.p.head);
+    if (USER) {
+      for (const f of [".git/HEAD", ".git/refs/heads/paddock", ".git/refs/heads/paddock/run_c1"]) expect(statSync(join(w.workdir, f)).uid).toBe(USER.uid);
+    }
+    // git takes what was written: a commit on the branch moves it.
+    writeFileSync(join(w.workdir, "new.txt"), "x\n");
+    w.git("add", "new.txt");
+    w.git("-c", "user.name=a", "-c", "user.email=a@a", "commit", "-qm", "work");
+    expect(w.git("rev-parse", "paddock/run_c1^")).toBe(w.p.head);
+    // Done for this run: a restarted runner leaves it alone.
+    expect(w.claim()).toEqual(["workspace already checked out on paddock/run_c1"]);
+  });
+
+  it("fetches when the source's branch moved since, and starts from where it is now", () => {
+    const w = prepared();
+    writeFileSync(join(w.source, "README.md"), "moved\n");
+    sh(w.source, "git", "commit", "-qam", "moved");
+    const now = sh(w.source, "git", "rev-parse", "main");
+    expect(w.claim().join("\n")).toMatch(/fetching what changed/);
+    expect(w.git("rev-parse", "HEAD")).toBe(now);
+    expect(w.git("symbolic-ref", "HEAD")).toBe("refs/heads/paddock/run_c1");
+    expect(readFileSync(join(w.workdir, "README.md"), "utf8")).toBe("moved\n");
+  });
+
+  it("checks another branch out in full, and names a missing one", () => {
+    const w = prepared();
+    sh(w.source, "git", "checkout", "-q", "feature");
+    writeFileSync(join(w.source, "f.txt"), "feature\n");
+    sh(w.source, "git", "add", "f.txt");
+    sh(w.source, "git", "commit", "-qm", "feature work");
+    sh(w.source, "git", "checkout", "-q", "main");
+    w.claim({ branch: "feature" });
+    expect(w.git("rev-parse", "HEAD")).toBe(sh(w.source, "git", "rev-parse", "feature"));
+    expect(readFileSync(join(w.workdir, "f.txt"), "utf8")).toBe("feature\n");
+    const other = prepared();
+    expect(() => other.claim({ branch: "nope" })).toThrow(/branch "nope" not found/);
+  });
+});
+
+describe("sourceCommit", () => {
+  it("reads a branch from loose refs and packed-refs, and gives up on what it does not know", () => {
+    const source = makeGitRepo();
+    dirs.push(source);
+    const main = sh(source, "git", "rev-parse", "main");
+    expect(sourceCommit(source, "")).toBe(main);
+    expect(sourceCommit(source, "feature")).toBe(main);
+    sh(source, "git", "pack-refs", "--all");
+    expect(sourceCommit(source, "feature")).toBe(main);
+    expect(sourceCommit(source, "nope")).toBeUndefined();
+    expect(sourceCommit(source, "../../HEAD")).toBeUndefined();
+    sh(source, "git", "checkout", "-q", "--detach");
+    expect(sourceCommit(source, "")).toBeUndefined(); // no branch to follow: the caller fetches
+    const bare = tempDir("bare");
+    dirs.push(bare);
+    sh(bare, "git", "clone", "-q", "--bare", source, "b.git");
+    expect(sourceCommit(join(bare, "b.git"), "feature")).toBe(main);
+  });
+});
