@@ -1,4 +1,4 @@
-import { readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { makeGitRepo, sh, tempDir } from "../../test/fixtures.js";
@@ -15,6 +15,7 @@ function prepared() {
   const source = makeGitRepo();
   const dir = tempDir("prepared");
   dirs.push(source, dir);
+  chmodSync(dir, 0o755); // the agent's user reaches its workspace, as in the sandbox image
   const workdir = join(dir, "workspace");
   const home = join(dir, "home");
   const lines: string[] = [];
@@ -63,8 +64,12 @@ describe("a workspace made ready before its claim", () => {
     writeFileSync(join(w.source, "README.md"), "moved\n");
     sh(w.source, "git", "commit", "-qam", "moved");
     const now = sh(w.source, "git", "rev-parse", "main");
-    expect(w.claim().join("\n")).toMatch(/fetching what changed/);
+    const log = w.claim().join("\n");
+    expect(log).toMatch(/fetching what changed/);
+    if (USER) expect(log).not.toMatch(/hand-over/); // the agent's user checked out: nothing of root's to hand over in the tree
     expect(w.git("rev-parse", "HEAD")).toBe(now);
+    if (USER) expect(statSync(join(w.workdir, "README.md")).uid).toBe(USER.uid);
+    expect(w.git("status", "--porcelain")).toBe("");
     expect(w.git("symbolic-ref", "HEAD")).toBe("refs/heads/paddock/run_c1");
     expect(readFileSync(join(w.workdir, "README.md"), "utf8")).toBe("moved\n");
   });

@@ -1,7 +1,7 @@
 import { execFileSync } from "node:child_process";
 import { chownSync, existsSync, lstatSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
-import type { AgentUser } from "./agent-user.js";
+import { asUser, type AgentUser } from "./agent-user.js";
 import { safeRelativePath } from "./handoff-capture.js";
 import type { HandoffStart } from "./runner-protocol.js";
 import { HARDENED_GIT_CONFIG, hardenedGitEnv } from "./sandbox-git.js";
@@ -69,21 +69,35 @@ export function checkout(o: CheckoutOptions): void {
   }
   const env = hardenedGitEnv(o.home);
   const git = (...args: string[]) => execFileSync("git", [...HARDENED_GIT_CONFIG, ...args], { cwd: o.workdir, env, encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] }).trim();
+  // Where the time went, for the log line at the end.
+  const steps: string[] = [];
+  let last = Date.now();
+  const step = (name: string) => {
+    const now = Date.now();
+    steps.push(`${name} ${now - last} ms`);
+    last = now;
+  };
+  const handOver = (user: { uid: number; gid: number }, dir: string, all = false) =>
+    execFileSync("chown", ["-R", ...(all ? [] : ["--from=0"]), `${user.uid}:${user.gid}`, dir], { stdio: ["ignore", "ignore", "pipe"] });
   const fromSnapshot = existsSync(join(o.workdir, ".git"));
-  // A fresh clone for a user of its own is checked out as that user: its files are the
-  // user's from the start, with no chown of each and no index refresh after (two processes
-  // and a pass over the tree fewer on every cold start).
-  const asAgent = o.user && !fromSnapshot && !o.handoff ? o.user : null;
+  // The agent's user checks out when it has one of its own (not for a handoff, whose state
+  // root restores): the files git writes are the agent's from the start, with no chown of
+  // each and no index refresh after. A fresh clone is taken without a work tree and all of
+  // git's files handed over; in a snapshot's workspace everything is the agent's already
+  // but what root's fetch (the source may be readable by root alone) just wrote into .git.
+  const asAgent = o.user && !o.handoff ? o.user : null;
   if (fromSnapshot) {
     // A snapshot's workspace: made by this runner before any agent ran in it.
     o.log("workspace from a snapshot: fetching what changed");
-    refreshIndex(o.workdir, o.home);
+    refreshIndex(o.workdir, o.home, asAgent);
+    step("index refresh");
     git("fetch", "--quiet", "--prune", o.source, "+refs/heads/*:refs/remotes/origin/*");
   } else {
     o.log("cloning the repository into the sandbox");
     const clone = ["clone", "--quiet", "--no-hardlinks", ...(asAgent ? ["--no-checkout"] : []), o.source, o.workdir];
     execFileSync("git", [...HARDENED_GIT_CONFIG, ...clone], { env, stdio: ["ignore", "pipe", "pipe"] });
   }
+  step(fromSnapshot ? "fetch" : "clone");
   const start = o.handoff ? o.handoff.head : o.branch ? `origin/${o.branch}` : "origin/HEAD";
   if (o.handoff) {
     const h = o.handoff;
@@ -103,30 +117,37 @@ export function checkout(o: CheckoutOptions): void {
   if (!found) throw new Error(o.handoff ? `the handoff's commit ${start} is not in the repository` : `branch ${JSON.stringify(o.branch)} not found in the repository`);
   const bases = [...new Set([...origin.values(), ...(o.handoff ? [o.handoff.worktree] : [])])];
   writeFileSync(join(o.stateDir, BASES_FILE), bases.slice(0, 5000).join("\n"), { mode: 0o600 });
+  // --force: a snapshot's workspace may hold the setup script's edits to tracked files;
+  // the run starts from the commit, keeping what setup left untracked (dependencies…).
+  const checkoutArgs = ["checkout", "--quiet", "--force", "-B", o.resultBranch, start];
+  let checkedOutAsAgent = false;
   if (asAgent) {
-    // Only git's own files so far (the clone made no work tree): all of them become the
-    // agent's, then git writes the work tree and index as the agent.
-    execFileSync("chown", ["-R", `${asAgent.uid}:${asAgent.gid}`, o.workdir], { stdio: ["ignore", "ignore", "pipe"] });
-    execFileSync("git", [...HARDENED_GIT_CONFIG, "checkout", "--quiet", "--force", "-B", o.resultBranch, start], { cwd: o.workdir, env, stdio: ["ignore", "pipe", "pipe"], uid: asAgent.uid, gid: asAgent.gid });
-  } else {
-    // --force: a snapshot's workspace may hold the setup script's edits to tracked files;
-    // the run starts from the commit, keeping what setup left untracked (dependencies…).
-    git("checkout", "--quiet", "--force", "-B", o.resultBranch, start);
+    try {
+      handOver(asAgent, fromSnapshot ? join(o.workdir, ".git") : o.workdir, !fromSnapshot);
+      execFileSync("git", [...HARDENED_GIT_CONFIG, ...checkoutArgs], { cwd: o.workdir, env, stdio: ["ignore", "pipe", "pipe"], ...asUser(asAgent) });
+      checkedOutAsAgent = true;
+    } catch {
+      /* something the agent cannot write is in the way: root checks out below, and hands everything over after */
+    }
+  }
+  if (!checkedOutAsAgent) {
+    git(...checkoutArgs);
     if (o.handoff) restoreHandoff(o, o.handoff, git);
   }
-  if (o.user && !asAgent) {
+  step("checkout");
+  if (o.user && !checkedOutAsAgent) {
     // Not hardlinked (--no-hardlinks), so handing the files over touches nothing of the
     // source's. Only what root (git, just now) owns: in a snapshot's workspace the rest is
     // the agent's already, and a chown of every file copies each one up out of the image's
     // layer (seconds). The index is then refreshed (new owners changed ctimes), so the first
     // `git add -A` — at the export, or the handoff's capture — hashes only real edits.
-    const handOver = (dir: string) => execFileSync("chown", ["-R", "--from=0", `${o.user!.uid}:${o.user!.gid}`, dir], { stdio: ["ignore", "ignore", "pipe"] });
-    handOver(o.workdir);
+    handOver(o.user, o.workdir);
     refreshIndex(o.workdir, o.home);
-    handOver(join(o.workdir, ".git"));
+    handOver(o.user, join(o.workdir, ".git"));
+    step("hand-over");
   }
   writeFileSync(marker, o.runId, { mode: 0o600 });
-  o.log(`checked out ${o.branch || "the default branch"} on ${o.resultBranch}`);
+  o.log(`checked out ${o.branch || "the default branch"} on ${o.resultBranch} (${steps.join(", ")})`);
 }
 
 function revParses(git: (...args: string[]) => string, rev: string): boolean {
@@ -272,10 +293,10 @@ export function sourceCommit(source: string, branch: string): string | undefined
  * checkout rewrites them all through the image's layer (4 s). A pool runner does it before
  * its claim. Nothing changes but the index's stat data; differing files are left as they are.
  */
-export function refreshIndex(workdir: string, home: string): void {
+export function refreshIndex(workdir: string, home: string, user: AgentUser = null): void {
   if (!existsSync(join(workdir, ".git"))) return;
   try {
-    execFileSync("git", [...HARDENED_GIT_CONFIG, "update-index", "-q", "--refresh"], { cwd: workdir, env: hardenedGitEnv(home), stdio: ["ignore", "ignore", "ignore"] });
+    execFileSync("git", [...HARDENED_GIT_CONFIG, "update-index", "-q", "--refresh"], { cwd: workdir, env: hardenedGitEnv(home), stdio: ["ignore", "ignore", "ignore"], ...asUser(user) });
   } catch {
     /* exits 1 when files differ from the index: the checkout deals with them */
   }

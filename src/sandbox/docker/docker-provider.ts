@@ -15,7 +15,8 @@ import { collectWork } from "../import-work.js";
 import type { GitCredentialSource } from "../git-credentials.js";
 import { prepareSource } from "../repository-source.js";
 import { createRunnerClient } from "../runner-client.js";
-import { containerSpec, LABEL_INSTANCE, LABEL_POOL, LABEL_RUN, poolContainerSpec, RUNNER_PORT, SOURCE_MOUNT, type ContainerLimits } from "./container-spec.js";
+import { containerSpec, LABEL_INSTANCE, LABEL_POOL, LABEL_RUN, poolContainerSpec, RUNNER_PORT, SOURCE_MOUNT, WORKSPACE, type ContainerLimits } from "./container-spec.js";
+import { HARDENED_GIT_CONFIG } from "../../agent/sandbox-git.js";
 import { RUN_VARIABLES, runnerEnvironment, type RunnerEnv } from "../../agent/runner-env.js";
 import { claimSecretHash } from "../../agent/runner-protocol.js";
 import { WarmPool, type PoolMember } from "../warm-pool.js";
@@ -111,6 +112,8 @@ export class DockerProvider implements SandboxProvider {
   private openSetup: Promise<{ name: string | undefined; problem: string | null }> | null = null;
 
   private readonly caHash: string;
+  /** Snapshots whose index is being settled (settleIndex). */
+  private readonly settling = new Set<Promise<void>>();
   /** Ready sandboxes by plan key; null without --warm-pool. */
   readonly pool: WarmPool<CreatePlan> | null;
 
@@ -263,8 +266,8 @@ export class DockerProvider implements SandboxProvider {
     const status = await this.waitForRunner(spec, signal);
     // A miss refills its key once its own sandbox is up, not while it is being made.
     if (plan) this.pool?.refill(plan.key);
-    // A sandbox made from a snapshot has its image's label: setup already ran in it.
-    const fromSnapshot = !!(await container.inspect().catch((e: unknown) => Promise.reject(dockerError("inspect", e)))).Config.Labels?.[LABEL_SNAPSHOT];
+    // A sandbox made from a snapshot has its image's label: setup already ran in it (the plan says so for one made just now).
+    const fromSnapshot = plan ? !!plan.snapshot : !!(await container.inspect().catch((e: unknown) => Promise.reject(dockerError("inspect", e)))).Config.Labels?.[LABEL_SNAPSHOT];
     return { ...status, setupDone: fromSnapshot, holdAfterSetup: !fromSnapshot, caFile: this.opts.caFile ? CA_MOUNT : undefined };
   }
 
@@ -505,8 +508,54 @@ export class DockerProvider implements SandboxProvider {
         abortSignal: signal,
       });
       const image = await this.opts.docker.getImage(`${SNAPSHOT_REPO}:${tag}`).inspect();
+      this.settleIndex(tag, rowId, commit);
       return { image: `${SNAPSHOT_REPO}:${tag}`, sizeBytes: image.Size };
     });
+  }
+
+  /**
+   * Gives a new snapshot an index that matches its files, in the background (the run that
+   * took it goes on meanwhile). Committed files get new inodes and ctimes, so the index
+   * taken along describes none of them as they are now: every sandbox from the image would
+   * hash the whole workspace again at its first git command (~0.2 s for 16 MB). Files of an
+   * image's layers keep their inode and ctime in every container of it, so a container of
+   * the image refreshes the index once and is committed under the same tag, its only change
+   * the index (back in the agent's hands). Git's own checks stay as they are: the index is
+   * newer than every file it describes. Best effort: on failure the tag keeps its first image.
+   */
+  private settleIndex(tag: string, rowId: string, commit: string): void {
+    const { docker } = this.opts;
+    const ref = `${SNAPSHOT_REPO}:${tag}`;
+    const git = ["git", ...HARDENED_GIT_CONFIG, "-C", WORKSPACE].map((a) => `'${a}'`).join(" ");
+    const run = (async () => {
+      const image = await docker.getImage(ref).inspect();
+      const c = await docker.createContainer({
+        Image: ref,
+        Entrypoint: ["sh", "-c", `${git} update-index -q --refresh; chown --reference=${WORKSPACE}/.git ${WORKSPACE}/.git/index`],
+        Cmd: [],
+        HostConfig: { NetworkMode: "none" },
+      });
+      try {
+        await c.start();
+        await c.wait();
+        await c.commit({
+          repo: SNAPSHOT_REPO,
+          tag,
+          comment: `paddock snapshot at ${commit} after setup, its index refreshed`,
+          // The container's entry point was the refresh's: the image's own comes back.
+          changes: [`ENTRYPOINT ${JSON.stringify(image.Config.Entrypoint ?? [])}`, `CMD ${JSON.stringify(image.Config.Cmd ?? [])}`, `LABEL ${LABEL_SNAPSHOT}=${rowId}`],
+        });
+      } finally {
+        await c.remove({ force: true, v: true }).catch(() => undefined);
+      }
+    })().catch((error: unknown) => this.opts.info?.(`snapshot ${ref}: its index was not refreshed (sandboxes from it refresh their own): ${(error as Error).message}`));
+    this.settling.add(run);
+    void run.finally(() => this.settling.delete(run));
+  }
+
+  /** Resolves once no snapshot's index is being settled (tests and benches wait on it). */
+  async snapshotsSettled(): Promise<void> {
+    while (this.settling.size > 0) await Promise.all(this.settling);
   }
 
   /**
