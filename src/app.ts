@@ -38,6 +38,9 @@ import { gitHubAppAuth } from "./github/github-auth.js";
 import { gitHubCloneCredentials, gitHubWebUrl, type GitHubSettings } from "./runs/pull-requests.js";
 import { DockerProvider } from "./sandbox/docker/docker-provider.js";
 import { lazyDocker } from "./sandbox/docker/lazy-docker.js";
+import { warmEnvironment } from "./runs/pool-warmer.js";
+import { resolveRepository } from "./runs/repository-ref.js";
+import type { EnvironmentRecord } from "./store/environments-repository.js";
 import { LocalProvider } from "./sandbox/local/local-provider.js";
 import { trustRunnerCa } from "./sandbox/runner-client.js";
 import type { SandboxProvider } from "./sandbox/provider.js";
@@ -89,7 +92,10 @@ export async function createApp(opts: AppOptions): Promise<App> {
   const runsRepo = createRunsRepository(db);
   const secretBox = await loadOrCreateSecretBox(config.dataDir);
   const environmentsRepo = createEnvironmentsRepository(db);
-  const environments = createEnvironments(environmentsRepo, secretBox);
+  // An environment that asks for a warm pool gets its members at once (providers are made below).
+  const warm = (env: EnvironmentRecord) =>
+    warmEnvironment(env, providers.get("docker") as DockerProvider | undefined, (r) => resolveRepository(r, config.gitHost), (msg) => logger.warn(msg));
+  const environments = createEnvironments(environmentsRepo, secretBox, warm);
   const egressAudit = createEgressAuditRepository(db);
   const instance = instanceId(db);
   const isRoot = process.getuid?.() === 0;
@@ -301,6 +307,7 @@ export async function createApp(opts: AppOptions): Promise<App> {
         initialised.add(provider.name);
       }
       await runs.restore();
+      for (const env of environmentsRepo.withWarmPool()) warm(env);
       const tls = config.tlsCert ? { cert: await readFile(config.tlsCert), key: await readFile(config.tlsKey) } : undefined;
       const connections = {
         idleTimeoutMs: config.idleTimeout,

@@ -85,6 +85,7 @@ export function environmentToProto(e: EnvironmentRecord): Environment {
     idleTimeout: e.idleTimeoutMs === null ? undefined : durationFromMs(e.idleTimeoutMs),
     maxConcurrentRuns: e.maxConcurrentRuns,
     grantGitTokens: e.grantGitTokens,
+    warmPool: e.warmPool,
     createTime: timestampFromMs(e.createdAt),
     updateTime: timestampFromMs(e.updatedAt),
   });
@@ -144,8 +145,18 @@ function specFrom(env: Environment, providers: ReadonlySet<string>, images: read
       idleTimeoutMs,
       maxConcurrentRuns: nonNegative("environment.max_concurrent_runs", env.maxConcurrentRuns),
       grantGitTokens: env.grantGitTokens,
+      warmPool: warmPoolSize(env.warmPool, providers),
     },
   };
+}
+
+/** Most sandboxes an environment may keep waiting per pool key: each holds a started container. */
+export const MAX_ENVIRONMENT_WARM_POOL = 8;
+
+function warmPoolSize(n: number, providers: ReadonlySet<string>): number {
+  if (n > MAX_ENVIRONMENT_WARM_POOL) throw new InvalidArgumentError("environment.warm_pool", `at most ${MAX_ENVIRONMENT_WARM_POOL} sandboxes per repository, not ${n} (0: the daemon's --warm-pool)`);
+  if (n > 0 && !providers.has("docker")) throw new InvalidArgumentError("environment.warm_pool", `a warm pool is kept by the docker provider, which this daemon does not have (it has: ${[...providers].join(", ")})`);
+  return n;
 }
 
 export interface EnvironmentServiceDeps {

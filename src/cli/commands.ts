@@ -197,6 +197,7 @@ const ENV_OPTIONS: Options = {
   mode: { type: "string" },
   permissions: { type: "string" },
   "idle-timeout": { type: "string" },
+  "warm-pool": { type: "string" },
 };
 const nameOf = <T>(map: Record<string, T>, v: T) => Object.entries(map).find(([, x]) => x === v)?.[0] ?? "";
 
@@ -240,7 +241,9 @@ const ENV_HELP = `  --name NAME               unique within your team
   --no-agent                (update) forget the agent: runs use the daemon's default
   --mode MODE               ACP runs: background (end with the first turn) or interactive
   --permissions POLICY      ACP permission requests: auto_allow, ask or deny
-  --idle-timeout DURATION   an interactive run waiting for a prompt this long is completed`;
+  --idle-timeout DURATION   an interactive run waiting for a prompt this long is completed
+  --warm-pool N             docker sandboxes kept started for its runs, per repository (0-8;
+                            0: the daemon's --warm-pool); made at once for its --repository list`;
 
 /** Sets on `e` what the flags of env create/update give; the rest stays as it is. */
 function applyEnvFlags(e: Environment, values: Record<string, unknown>, io: CliIo): void {
@@ -283,6 +286,11 @@ function applyEnvFlags(e: Environment, values: Record<string, unknown>, io: CliI
   if (values.mode !== undefined) e.mode = choice("mode", MODES, values.mode);
   if (values.permissions !== undefined) e.permissionPolicy = choice("permissions", POLICIES, values.permissions);
   if (values["idle-timeout"] !== undefined) e.idleTimeout = durationFlag("idle-timeout", values["idle-timeout"]);
+  if (values["warm-pool"] !== undefined) {
+    const n = String(values["warm-pool"]);
+    if (!/^\d{1,4}$/.test(n)) throw new UsageError(`--warm-pool: ${JSON.stringify(n)} is not a number of sandboxes (0 or more)`);
+    e.warmPool = Number(n);
+  }
 }
 
 /** The secrets of --secret and --setup-only-secret, values from stdin or files only. */
@@ -340,6 +348,7 @@ function showEnvironment(e: Environment): string {
     ...(e.agent ? [`  agent:    ${e.agent.kind === w.AgentKind.ACP ? "ACP " : ""}${e.agent.preset || e.agent.command.join(" ")}`] : []),
     ...(e.mode || e.permissionPolicy ? [`  mode:     ${nameOf(MODES, e.mode) || "(default)"}  permissions: ${nameOf(POLICIES, e.permissionPolicy) || "(default)"}`] : []),
     ...(e.idleTimeout ? [`  idle timeout: ${Number(e.idleTimeout.seconds)}s`] : []),
+    ...(e.warmPool ? [`  warm pool: ${e.warmPool} per repository`] : []),
     `  created:  ${when(e.createTime)}  updated: ${when(e.updateTime)}`,
   ].join("\n");
 }

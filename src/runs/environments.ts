@@ -56,7 +56,8 @@ export function setupHash(env: EnvironmentRecord | undefined): string {
   return createHash("sha256").update(JSON.stringify([env.setupScript, env.envVars, secrets])).digest("hex");
 }
 
-export function createEnvironments(repo: EnvironmentsRepository, box: SecretBox): Environments {
+/** `saved`: told of each environment created or updated (the daemon starts the warm pool it asks for). */
+export function createEnvironments(repo: EnvironmentsRepository, box: SecretBox, saved?: (env: EnvironmentRecord) => void): Environments {
   return {
     get: (id) => repo.get(id),
     secretValues: (id) =>
@@ -70,7 +71,9 @@ export function createEnvironments(repo: EnvironmentsRepository, box: SecretBox)
     save(e, setSecrets, removeSecrets) {
       const sealed = setSecrets.map((s) => ({ name: s.name, sealed: box.seal(s.value, secretAad(e.id, s.name, s.broker)), setupOnly: s.setupOnly, broker: s.broker }));
       try {
-        return repo.save({ ...e, now: Date.now() }, sealed, removeSecrets);
+        const record = repo.save({ ...e, now: Date.now() }, sealed, removeSecrets);
+        saved?.(record);
+        return record;
       } catch (error) {
         if (error instanceof AlreadyExistsError) throw new InvalidArgumentError("environment.name", `the team already has an environment named ${JSON.stringify(e.name)}`);
         throw error;

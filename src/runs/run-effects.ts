@@ -136,6 +136,7 @@ export class RunEffects {
       image: run.image,
       brokered: brokered.length > 0,
       handoff: this.handoffOf(run),
+      warmPool: env?.warmPool || undefined,
     };
     const status = await withRetry(() => provider.provision(spec, signal, (line) => this.system(id, line)), signal);
     if (provider.afterSetup) this.d.observer?.snapshotLookup?.(provider.name, !!status.setupDone);

@@ -41,6 +41,8 @@ export interface SandboxSpec {
   limits: { cpus?: number; memoryBytes?: number; pids?: number; runtime?: string };
   /** The run has brokered secrets: all its traffic must go through the egress proxy, whatever its policy. */
   brokered?: boolean;
+  /** Sandboxes its environment wants kept ready for runs like it (warm_pool); absent or 0: the provider's own. */
+  warmPool?: number;
   /**
    * A run that starts from a handed-in state: the upload's bundle, fetched into the source
    * by the provider (importHandoff) before the runner starts, and what it holds.

@@ -14,7 +14,7 @@ export interface PoolMember {
 }
 
 export interface WarmPoolOptions<R> {
-  /** Members kept ready per key; 0 turns the pool off. */
+  /** Members kept ready per key unless the key's `want` says otherwise; 0: none. */
   size: number;
   /** Makes and starts a member of `key` named `name`, resolving once its runner answers; removes what it made on failure. */
   make: (key: string, recipe: R, name: string, secret: string) => Promise<Omit<PoolMember, "recipe">>;
@@ -26,14 +26,17 @@ export interface WarmPoolOptions<R> {
 }
 
 /**
- * Ready sandboxes per key, kept at `size` in the background. A key is learned from the
- * first run that asks for it (its recipe says how to make members); `take` hands one out
+ * Ready sandboxes per key, kept at the key's size in the background. A key is learned from
+ * the first run that asks for it, or ahead of any run from an environment that wants
+ * members (its recipe says how to make them, its `want` how many); `take` hands one out
  * and starts a refill. Every name the pool made and has not handed over is `owned`, from
  * before its container exists, so a reaper never removes one as an orphan.
  */
 export class WarmPool<R> {
   private readonly ready = new Map<string, PoolMember[]>();
   private readonly recipes = new Map<string, R>();
+  /** Members kept ready per key, as its last `want` said. */
+  private readonly sizes = new Map<string, number>();
   private readonly filling = new Map<string, Promise<void>>();
   /** Keys whose last fill failed, with when to try again: a broken recipe is not retried in a loop. */
   private readonly backoff = new Map<string, number>();
@@ -42,8 +45,14 @@ export class WarmPool<R> {
 
   constructor(private readonly o: WarmPoolOptions<R>) {}
 
+  /** Members kept ready per key unless its `want` said otherwise. */
   get size(): number {
     return this.o.size;
+  }
+
+  /** Members kept ready for the key. */
+  sizeOf(key: string): number {
+    return this.sizes.get(key) ?? this.o.size;
   }
 
   /** Whether the pool holds this name (ready, being made, or being handed over). */
@@ -57,11 +66,16 @@ export class WarmPool<R> {
   }
 
   /**
-   * Remembers how members of the key are made now (members made from an earlier recipe of
-   * it are removed); `refill` fills it up once the run that asked has its sandbox.
+   * Remembers how members of the key are made now and how many to keep (members made from
+   * an earlier recipe of it, or past the size, are removed); `refill` fills it up once the
+   * run that asked has its sandbox.
    */
-  want(key: string, recipe: R): void {
-    if (this.o.size <= 0 || this.closed) return;
+  want(key: string, recipe: R, size = this.o.size): void {
+    if (this.closed) return;
+    this.sizes.set(key, size);
+    const extra = this.ready.get(key)?.splice(Math.max(0, size)) ?? [];
+    for (const m of extra) void this.discardOwned(m.name);
+    if (size <= 0) return;
     const previous = this.recipes.get(key);
     this.recipes.set(key, recipe);
     if (previous && this.o.recipeId(previous) !== this.o.recipeId(recipe)) {
@@ -76,7 +90,7 @@ export class WarmPool<R> {
 
   /** Fills the key up in the background (a no-op for a key never wanted, or full). */
   refill(key: string): void {
-    if (this.recipes.has(key)) this.fill(key);
+    if (this.recipes.has(key) && this.sizeOf(key) > 0) this.fill(key);
   }
 
   /**
@@ -91,7 +105,7 @@ export class WarmPool<R> {
   /** The member's name is no longer the pool's (it was claimed and renamed, or removed); its key is refilled. */
   handedOver(member: PoolMember): void {
     this.ownedNames.delete(member.name);
-    if (this.recipes.has(member.key)) this.fill(member.key);
+    this.refill(member.key);
   }
 
   /** Resolves when no fill is under way (tests and benches wait on it). */
@@ -101,11 +115,11 @@ export class WarmPool<R> {
 
   private fill(key: string): void {
     if (this.filling.has(key) || this.closed) return;
-    if ((this.backoff.get(key) ?? 0) > Date.now() || this.readyCount(key) >= this.o.size) return;
+    if ((this.backoff.get(key) ?? 0) > Date.now() || this.readyCount(key) >= this.sizeOf(key)) return;
     const run = (async () => {
       await null; // the body runs once `filling` holds it, so its `finally` removes a registered entry
       try {
-        while (!this.closed && this.readyCount(key) < this.o.size) {
+        while (!this.closed && this.readyCount(key) < this.sizeOf(key)) {
           const name = `paddock-pool-${randomBytes(6).toString("hex")}`;
           const secret = randomBytes(32).toString("base64url");
           this.ownedNames.add(name);

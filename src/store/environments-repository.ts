@@ -30,6 +30,8 @@ export interface EnvironmentSpec {
   maxConcurrentRuns: number;
   /** Git host tokens among its secrets and variables reach its sandboxes too (else the daemon alone has them). */
   grantGitTokens: boolean;
+  /** Docker sandboxes kept waiting per pool key of its runs; 0 for the daemon's --warm-pool. */
+  warmPool: number;
 }
 
 export interface SecretMeta {
@@ -69,7 +71,7 @@ interface Row {
 
 /** Fields added since an environment was saved take their defaults. */
 const withDefaults = (spec: Partial<EnvironmentSpec>): EnvironmentSpec =>
-  ({ ...spec, image: spec.image ?? "", agent: spec.agent ?? null, runMode: spec.runMode ?? "", permissionPolicy: spec.permissionPolicy ?? "", idleTimeoutMs: spec.idleTimeoutMs ?? null, maxConcurrentRuns: spec.maxConcurrentRuns ?? 0, grantGitTokens: spec.grantGitTokens ?? false }) as EnvironmentSpec;
+  ({ ...spec, image: spec.image ?? "", agent: spec.agent ?? null, runMode: spec.runMode ?? "", permissionPolicy: spec.permissionPolicy ?? "", idleTimeoutMs: spec.idleTimeoutMs ?? null, maxConcurrentRuns: spec.maxConcurrentRuns ?? 0, grantGitTokens: spec.grantGitTokens ?? false, warmPool: spec.warmPool ?? 0 }) as EnvironmentSpec;
 
 export function createEnvironmentsRepository(db: Database) {
   const byId = db.prepare<Row>("SELECT * FROM environments WHERE id = ?");
@@ -127,6 +129,10 @@ export function createEnvironmentsRepository(db: Database) {
     /** Sealed values, for the daemon only (decrypted just before a sandbox starts). */
     sealedSecrets(id: string): SealedSecret[] {
       return secretsOf.all([id]).map((s) => ({ name: s.name, sealed: s.sealed, setupOnly: s.setup_only === 1, broker: brokerOf(s.broker) }));
+    },
+    /** Every team's environments that ask for a warm pool of their own (started with the daemon). */
+    withWarmPool(): EnvironmentRecord[] {
+      return db.prepare<Row>("SELECT * FROM environments WHERE json_extract(spec, '$.warmPool') > 0 ORDER BY seq").all().map(toRecord);
     },
     remove(id: string): void {
       db.transaction(() => {

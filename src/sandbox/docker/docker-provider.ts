@@ -71,6 +71,9 @@ interface CreatePlan {
   networkMode: string | undefined;
 }
 
+/** What decides a sandbox's pool key, known before any run: a run's spec, or an environment's. */
+export type PoolSpec = Pick<SandboxSpec, "repositoryUrl" | "image" | "network" | "brokered" | "limits" | "setupHash" | "environmentId">;
+
 /** What the daemon keeps of a claimed pool member (the container's own labels and environment cannot say it). */
 interface ClaimRecord {
   runId: string;
@@ -114,21 +117,19 @@ export class DockerProvider implements SandboxProvider {
   private readonly caHash: string;
   /** Snapshots whose index is being settled (settleIndex). */
   private readonly settling = new Set<Promise<void>>();
-  /** Ready sandboxes by plan key; null without --warm-pool. */
-  readonly pool: WarmPool<CreatePlan> | null;
+  /** Ready sandboxes by plan key: --warm-pool of each, or its environment's warm_pool. */
+  readonly pool: WarmPool<CreatePlan>;
 
   constructor(private readonly opts: DockerProviderOptions) {
     if (!opts.egress) this.egressProblem = "egress enforcement is not configured";
     this.caHash = opts.caFile ? createHash("sha256").update(readFileSync(opts.caFile)).digest("hex") : "";
-    this.pool = opts.warmPool
-      ? new WarmPool<CreatePlan>({
-          size: opts.warmPool,
-          make: (key, plan, name, secret) => this.makeMember(key, plan, name, secret),
-          recipeId: (plan) => plan.image,
-          discard: (name) => this.removeContainer(name),
-          log: (message, error) => (error ? opts.warn(`${message}: ${(error as Error).message}`) : opts.info?.(message)),
-        })
-      : null;
+    this.pool = new WarmPool<CreatePlan>({
+      size: opts.warmPool ?? 0,
+      make: (key, plan, name, secret) => this.makeMember(key, plan, name, secret),
+      recipeId: (plan) => plan.image,
+      discard: (name) => this.removeContainer(name),
+      log: (message, error) => (error ? opts.warn(`${message}: ${(error as Error).message}`) : opts.info?.(message)),
+    });
   }
 
   get enforcesNetworkPolicy(): boolean {
@@ -222,7 +223,7 @@ export class DockerProvider implements SandboxProvider {
   }
 
   async close(): Promise<void> {
-    await this.pool?.close();
+    await this.pool.close();
     await this.egress?.proxy.stop();
   }
 
@@ -265,7 +266,7 @@ export class DockerProvider implements SandboxProvider {
     }
     const status = await this.waitForRunner(spec, signal);
     // A miss refills its key once its own sandbox is up, not while it is being made.
-    if (plan) this.pool?.refill(plan.key);
+    if (plan) this.pool.refill(plan.key);
     // A sandbox made from a snapshot has its image's label: setup already ran in it (the plan says so for one made just now).
     const fromSnapshot = plan ? !!plan.snapshot : !!(await container.inspect().catch((e: unknown) => Promise.reject(dockerError("inspect", e)))).Config.Labels?.[LABEL_SNAPSHOT];
     return { ...status, setupDone: fromSnapshot, holdAfterSetup: !fromSnapshot, caFile: this.opts.caFile ? CA_MOUNT : undefined };
@@ -276,7 +277,7 @@ export class DockerProvider implements SandboxProvider {
    * from the base image (a snapshot whose image is gone is marked, GC removes the row, and
    * skipped), on the network its policy needs, with its limits.
    */
-  private async plan(spec: SandboxSpec, source: string, progress: (line: string) => void): Promise<CreatePlan> {
+  private async plan(spec: PoolSpec, source: string, progress: (line: string) => void): Promise<CreatePlan> {
     const { docker } = this.opts;
     const base = spec.image || this.opts.image;
     const baseImage = await docker.getImage(base).inspect().catch((e: unknown) => {
@@ -344,8 +345,9 @@ export class DockerProvider implements SandboxProvider {
    * either way the key is refilled in the background.
    */
   private async fromPool(spec: SandboxSpec, plan: CreatePlan, signal: AbortSignal, progress: (line: string) => void): Promise<SandboxStatus | null> {
-    if (!this.pool) return null;
-    this.pool.want(plan.key, plan);
+    const size = spec.warmPool || this.opts.warmPool || 0;
+    this.pool.want(plan.key, plan, size);
+    if (size <= 0) return null;
     for (;;) {
       const member = this.pool.take(plan.key);
       if (!member) {
@@ -387,6 +389,21 @@ export class DockerProvider implements SandboxProvider {
         if (signal.aborted) throw error;
       }
     }
+  }
+
+  /**
+   * Starts `size` pool members for runs like `spec` ahead of any run (an environment that
+   * wants a warm pool, for each of its repositories), in the background; best effort: a
+   * run that differs (another image, limits, brokered secrets…) misses and teaches the pool
+   * its own key. Resolves once the key is known and its fill has begun.
+   */
+  async prewarm(spec: PoolSpec, size: number): Promise<void> {
+    if (size <= 0) return;
+    const noop = () => undefined;
+    const source = await prepareSource(this.opts.root, spec.repositoryUrl, new AbortController().signal, noop, this.opts.gitCredentials);
+    const plan = await this.plan(spec, source, noop);
+    this.pool.want(plan.key, plan, size);
+    this.pool.refill(plan.key);
   }
 
   /**
@@ -439,7 +456,7 @@ export class DockerProvider implements SandboxProvider {
     return rm(this.claimFile(containerId), { force: true });
   }
 
-  private keyFor(spec: SandboxSpec, baseImageId: string): string {
+  private keyFor(spec: Pick<SandboxSpec, "repositoryUrl" | "setupHash" | "environmentId">, baseImageId: string): string {
     return snapshotKey({
       baseImageId,
       paddockVersion: PADDOCK_VERSION,
@@ -626,7 +643,7 @@ export class DockerProvider implements SandboxProvider {
   }
 
   /** The daemon's limits with the run's overrides; a runtime the engine lacks is refused. */
-  private async limitsFor(spec: SandboxSpec): Promise<ContainerLimits> {
+  private async limitsFor(spec: Pick<SandboxSpec, "limits">): Promise<ContainerLimits> {
     const defined = Object.fromEntries(Object.entries(spec.limits).filter(([, v]) => v !== undefined && v !== ""));
     const limits: ContainerLimits = { ...this.opts.limits, ...defined };
     if (limits.runtime !== "runc") {
@@ -752,7 +769,7 @@ export class DockerProvider implements SandboxProvider {
       .listContainers({ all: true, filters: { label: [`${LABEL_INSTANCE}=${this.opts.instanceId}`] } })
       .catch((e: unknown) => Promise.reject(dockerError("list", e)));
     // The pool's own members are not orphans; members of an earlier daemon process are.
-    return containers.map((c) => (c.Names[0] ?? "").replace(/^\//, "")).filter((name) => name && !this.pool?.owns(name));
+    return containers.map((c) => (c.Names[0] ?? "").replace(/^\//, "")).filter((name) => name && !this.pool.owns(name));
   }
 }
 

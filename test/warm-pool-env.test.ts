@@ -1,0 +1,61 @@
+import { createClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import { execFileSync } from "node:child_process";
+import { existsSync } from "node:fs";
+import { resolve } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { beforeAll, describe, expect } from "vitest";
+import { EnvironmentService, NetworkAccess } from "../src/gen/paddock/v1/environment_pb.js";
+import { RunStatus } from "../src/gen/paddock/v1/task_run_pb.js";
+import { allLogs, bearer, cleanUp, dockerAvailable, instanceOf, startDaemon, test, watchToEnd } from "./fixtures.js";
+
+/**
+ * An environment's own warm pool (warm_pool) against a real engine and daemon: validated,
+ * its members made as soon as it is saved — for each repository it lists, before any run
+ * and with the daemon's --warm-pool off — and the first run of it takes one.
+ * PADDOCK_TEST_IMAGE names an image of this checkout's runner.
+ */
+const ROOT = resolve(import.meta.dirname, "..");
+const BIN = resolve(ROOT, "dist/paddock");
+const IMAGE = process.env.PADDOCK_TEST_IMAGE || "paddock-sandbox:latest";
+const docker = (...args: string[]) => execFileSync("docker", args, { encoding: "utf8" }).trim();
+const members = (instance: string) =>
+  docker("ps", "-a", "--format", "{{.Names}}", "--filter", `label=paddock.instance=${instance}`, "--filter", "label=paddock.pool")
+    .split("\n")
+    .filter((n) => n.startsWith("paddock-pool-"))
+    .sort();
+
+describe.runIf(dockerAvailable())("an environment's warm pool", () => {
+  beforeAll(() => {
+    if (process.env.PADDOCK_TEST_IMAGE) return; // built already, under its own tag
+    if (!existsSync(BIN)) execFileSync("npm", ["run", "--silent", "build"], { cwd: ROOT, stdio: "inherit" });
+    execFileSync("bash", ["scripts/build-images.sh"], { cwd: ROOT, stdio: "inherit" });
+  }, 600_000);
+
+  test("is made when the environment is saved, before any run, and its first run takes a member", async ({ repo }) => {
+    const d = await startDaemon({ config: { dockerImage: IMAGE } }); // the daemon's own pool is off
+    try {
+      const instance = instanceOf(d.dataDir);
+      const envs = createClient(EnvironmentService, createConnectTransport({ baseUrl: d.url, httpVersion: "1.1", interceptors: [bearer(d.adminToken)] }));
+      const refused = await envs.createEnvironment({ environment: { name: "big", networkAccess: NetworkAccess.FULL, warmPool: 9 } }).then(() => null, (e: Error) => e);
+      expect(refused?.message).toMatch(/environment\.warm_pool: at most 8 sandboxes per repository, not 9/);
+      const env = (await envs.createEnvironment({ environment: { name: "warm", networkAccess: NetworkAccess.FULL, warmPool: 2, repositories: [repo] } })).environment!;
+      expect(env.warmPool).toBe(2);
+      // Made with no run having asked: two members of the environment's key.
+      for (let i = 0; i < 2400 && members(instance).length < 2; i++) await sleep(50);
+      const made = members(instance);
+      expect(made).toHaveLength(2);
+
+      const { task } = await d.tasks.createTask({ title: "warm first", repository: repo, environmentId: env.id });
+      const run = (await d.runs.startRun({ taskId: task!.id, provider: "docker", agentCommand: ["git", "rev-parse", "--abbrev-ref", "HEAD"] })).run!;
+      const final = (await watchToEnd(d, run.id, 180_000)).pop()!;
+      expect(final).toMatchObject({ status: RunStatus.COMPLETED, exitCode: 0 });
+      const logs = await allLogs(d, run.id);
+      const took = logs.find((l) => l.stream === "system" && l.text.startsWith("took the warm sandbox"))?.text ?? "";
+      expect(made.some((m) => took.startsWith(`took the warm sandbox ${m} as paddock-${run.id}-1`))).toBe(true);
+      expect(logs.filter((l) => l.stream === "stdout").map((l) => l.text)).toEqual([`paddock/${run.id}`]);
+    } finally {
+      await cleanUp(d);
+    }
+  });
+});
