@@ -1,4 +1,4 @@
-import { createHash } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -115,8 +115,9 @@ export class DockerProvider implements SandboxProvider {
   private openSetup: Promise<{ name: string | undefined; problem: string | null }> | null = null;
 
   private readonly caHash: string;
-  /** Snapshots whose index is being settled (settleIndex). */
+  /** Snapshots whose index is being settled (settleIndex), and the containers doing it (not orphans). */
   private readonly settling = new Set<Promise<void>>();
+  private readonly settlers = new Set<string>();
   /** Ready sandboxes by plan key: --warm-pool of each, or its environment's warm_pool. */
   readonly pool: WarmPool<CreatePlan>;
 
@@ -223,6 +224,7 @@ export class DockerProvider implements SandboxProvider {
   }
 
   async close(): Promise<void> {
+    await this.snapshotsSettled();
     await this.pool.close();
     await this.egress?.proxy.stop();
   }
@@ -544,9 +546,12 @@ export class DockerProvider implements SandboxProvider {
     const { docker } = this.opts;
     const ref = `${SNAPSHOT_REPO}:${tag}`;
     const git = ["git", ...HARDENED_GIT_CONFIG, "-C", WORKSPACE].map((a) => `'${a}'`).join(" ");
+    const name = `paddock-settle-${randomBytes(6).toString("hex")}`;
+    this.settlers.add(name);
     const run = (async () => {
       const image = await docker.getImage(ref).inspect();
       const c = await docker.createContainer({
+        name,
         Image: ref,
         Entrypoint: ["sh", "-c", `${git} update-index -q --refresh; chown --reference=${WORKSPACE}/.git ${WORKSPACE}/.git/index`],
         Cmd: [],
@@ -567,7 +572,10 @@ export class DockerProvider implements SandboxProvider {
       }
     })().catch((error: unknown) => this.opts.info?.(`snapshot ${ref}: its index was not refreshed (sandboxes from it refresh their own): ${(error as Error).message}`));
     this.settling.add(run);
-    void run.finally(() => this.settling.delete(run));
+    void run.finally(() => {
+      this.settling.delete(run);
+      this.settlers.delete(name);
+    });
   }
 
   /** Resolves once no snapshot's index is being settled (tests and benches wait on it). */
@@ -769,7 +777,7 @@ export class DockerProvider implements SandboxProvider {
       .listContainers({ all: true, filters: { label: [`${LABEL_INSTANCE}=${this.opts.instanceId}`] } })
       .catch((e: unknown) => Promise.reject(dockerError("list", e)));
     // The pool's own members are not orphans; members of an earlier daemon process are.
-    return containers.map((c) => (c.Names[0] ?? "").replace(/^\//, "")).filter((name) => name && !this.pool.owns(name));
+    return containers.map((c) => (c.Names[0] ?? "").replace(/^\//, "")).filter((name) => name && !this.pool.owns(name) && !this.settlers.has(name));
   }
 }
 
