@@ -60,6 +60,11 @@ export class WarmPool<R> {
     return this.ownedNames.has(name);
   }
 
+  /** Whether a member of the key made from this recipe is ready. */
+  hasReady(key: string, recipe: string): boolean {
+    return this.ready.get(key)?.some((m) => m.recipe === recipe) ?? false;
+  }
+
   /** Members ready for the key now. */
   readyCount(key: string): number {
     return this.ready.get(key)?.length ?? 0;
