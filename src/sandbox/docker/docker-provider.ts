@@ -83,6 +83,8 @@ interface ClaimRecord {
 const SNAPSHOT_REPO = "paddock-snapshot";
 /** On snapshot images: the sandbox_snapshots row they belong to (with LABEL_INSTANCE, this daemon's). */
 export const LABEL_SNAPSHOT = "paddock.snapshot";
+/** On the container that settles a new snapshot's index (settleIndex): the daemon's instance id. */
+const LABEL_SETTLE = "paddock.settle";
 /** Where the operator's CA certificates appear in a sandbox (read-only). */
 const CA_MOUNT = "/paddock/ca-certificates.pem";
 
@@ -115,9 +117,8 @@ export class DockerProvider implements SandboxProvider {
   private openSetup: Promise<{ name: string | undefined; problem: string | null }> | null = null;
 
   private readonly caHash: string;
-  /** Snapshots whose index is being settled (settleIndex), and the containers doing it (not orphans). */
+  /** Snapshots whose index is being settled (settleIndex). */
   private readonly settling = new Set<Promise<void>>();
-  private readonly settlers = new Set<string>();
   /** Ready sandboxes by plan key: --warm-pool of each, or its environment's warm_pool. */
   readonly pool: WarmPool<CreatePlan>;
 
@@ -204,6 +205,9 @@ export class DockerProvider implements SandboxProvider {
    */
   async init(): Promise<string | null> {
     await this.recoverSnapshots().catch((error: unknown) => this.opts.warn(`snapshots interrupted by a crash were not recovered: ${(error as Error).message}`));
+    // A snapshot's index settling when the daemon stopped: its tag kept the first image.
+    const settlers = await this.opts.docker.listContainers({ all: true, filters: { label: [`${LABEL_SETTLE}=${this.opts.instanceId}`] } }).catch(() => []);
+    for (const c of settlers) await this.removeContainer(c.Id).catch(() => undefined);
     // The fence is rebuilt at each start (a reboot loses it); it is only probed while the
     // open network does not exist yet, so a daemon that never runs docker makes none.
     const openExists = await this.opts.docker
@@ -560,12 +564,17 @@ export class DockerProvider implements SandboxProvider {
     const ref = `${SNAPSHOT_REPO}:${tag}`;
     const git = ["git", ...HARDENED_GIT_CONFIG, "-C", WORKSPACE].map((a) => `'${a}'`).join(" ");
     const name = `paddock-settle-${randomBytes(6).toString("hex")}`;
-    this.settlers.add(name);
     const run = (async () => {
       const image = await docker.getImage(ref).inspect();
+      const labels = Object.fromEntries(Object.entries(image.Config.Labels ?? {}).filter(([k]) => k.startsWith("paddock.") && k !== LABEL_SETTLE));
+      if (labels[LABEL_SNAPSHOT] !== rowId) return; // not the image this snapshot made (the tag moved)
       const c = await docker.createContainer({
         name,
         Image: ref,
+        // Not a sandbox (the reaper and listings find those by the paddock labels the image
+        // carries: blanked here, put back on the image below), but marked as this daemon's
+        // settler, removed at its next start if a crash leaves it.
+        Labels: { ...Object.fromEntries(Object.keys(labels).map((k) => [k, ""])), [LABEL_SETTLE]: this.opts.instanceId },
         Entrypoint: ["sh", "-c", `${git} update-index -q --refresh; chown --reference=${WORKSPACE}/.git ${WORKSPACE}/.git/index`],
         Cmd: [],
         HostConfig: { NetworkMode: "none" },
@@ -578,17 +587,18 @@ export class DockerProvider implements SandboxProvider {
           tag,
           comment: `paddock snapshot at ${commit} after setup, its index refreshed`,
           // The container's entry point was the refresh's: the image's own comes back.
-          changes: [`ENTRYPOINT ${JSON.stringify(image.Config.Entrypoint ?? [])}`, `CMD ${JSON.stringify(image.Config.Cmd ?? [])}`, `LABEL ${LABEL_SNAPSHOT}=${rowId}`],
+          changes: [
+            `ENTRYPOINT ${JSON.stringify(image.Config.Entrypoint ?? [])}`,
+            `CMD ${JSON.stringify(image.Config.Cmd ?? [])}`,
+            `LABEL ${[...Object.entries(labels), [LABEL_SETTLE, ""]].map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(" ")}`,
+          ],
         });
       } finally {
         await c.remove({ force: true, v: true }).catch(() => undefined);
       }
     })().catch((error: unknown) => this.opts.info?.(`snapshot ${ref}: its index was not refreshed (sandboxes from it refresh their own): ${(error as Error).message}`));
     this.settling.add(run);
-    void run.finally(() => {
-      this.settling.delete(run);
-      this.settlers.delete(name);
-    });
+    void run.finally(() => this.settling.delete(run));
   }
 
   /** Resolves once no snapshot's index is being settled (tests and benches wait on it). */
@@ -790,7 +800,7 @@ export class DockerProvider implements SandboxProvider {
       .listContainers({ all: true, filters: { label: [`${LABEL_INSTANCE}=${this.opts.instanceId}`] } })
       .catch((e: unknown) => Promise.reject(dockerError("list", e)));
     // The pool's own members are not orphans; members of an earlier daemon process are.
-    return containers.map((c) => (c.Names[0] ?? "").replace(/^\//, "")).filter((name) => name && !this.pool.owns(name) && !this.settlers.has(name));
+    return containers.map((c) => (c.Names[0] ?? "").replace(/^\//, "")).filter((name) => name && !this.pool.owns(name));
   }
 }
 
