@@ -582,9 +582,7 @@ export class DockerProvider implements SandboxProvider {
       try {
         await c.start();
         await c.wait();
-        await c.commit({
-          repo: SNAPSHOT_REPO,
-          tag,
+        const settled = (await c.commit({
           comment: `paddock snapshot at ${commit} after setup, its index refreshed`,
           // The container's entry point was the refresh's: the image's own comes back.
           changes: [
@@ -592,7 +590,15 @@ export class DockerProvider implements SandboxProvider {
             `CMD ${JSON.stringify(image.Config.Cmd ?? [])}`,
             `LABEL ${[...Object.entries(labels), [LABEL_SETTLE, ""]].map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(" ")}`,
           ],
-        });
+        })) as { Id: string };
+        // Tagged only while the snapshot is still the tag's (not removed or replaced meanwhile).
+        const row = this.opts.snapshots.get(rowId);
+        const current = await docker.getImage(ref).inspect().then((i) => i.Id, () => "");
+        if ((row?.status === "complete" || row?.status === "in_progress") && current === image.Id) {
+          await docker.getImage(settled.Id).tag({ repo: SNAPSHOT_REPO, tag });
+        } else {
+          await docker.getImage(settled.Id).remove().catch(() => undefined);
+        }
       } finally {
         await c.remove({ force: true, v: true }).catch(() => undefined);
       }
