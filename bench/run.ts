@@ -325,14 +325,16 @@ async function benchDocker() {
   } catch {
     return console.log("docker: skipped (no Docker engine)");
   }
-  // The image must hold the runner of this checkout.
-  execSync("npm run --silent build && bash scripts/build-images.sh", { cwd: resolve(import.meta.dirname, ".."), stdio: "ignore" });
+  // The image must hold the runner of this checkout; PADDOCK_DOCKER_IMAGE names the tag to
+  // build and use (default paddock-sandbox:latest). BENCH_NO_BUILD=1: it was just built.
+  const image = process.env.PADDOCK_DOCKER_IMAGE || "paddock-sandbox:latest";
+  if (!process.env.BENCH_NO_BUILD) execSync("npm run --silent build && bash scripts/build-images.sh", { cwd: resolve(import.meta.dirname, ".."), stdio: "ignore", env: { ...process.env, PADDOCK_DOCKER_IMAGE: image } });
   const n = Number(process.env.BENCH_DOCKER_RUNS ?? 10);
   const dataDir = tmp("docker");
   const repo = join(dataDir, "repo");
   // A repository with some weight, so a clone costs what clones cost: 2,000 files, ~16 MB.
   execSync(`git init -q -b main ${repo} && cd ${repo} && for d in $(seq 20); do mkdir -p d$d; for f in $(seq 100); do head -c 8192 /dev/urandom > d$d/f$f; done; done && git add . && git -c user.name=b -c user.email=b@b commit -qm bench`, { shell: "/bin/bash" });
-  const config = loadConfig({}, { dataDir, socket: "", listen: "127.0.0.1:0", graceTime: "1s" });
+  const config = loadConfig({}, { dataDir, socket: "", listen: "127.0.0.1:0", graceTime: "1s", dockerImage: image });
   const app = await createApp({ config, logger: pino({ level: "silent" }), runnerCommand: runnerCommand(), baseEnv: {} });
   await app.start();
   const tasks = createTasksRepository(await openDatabase(join(dataDir, "paddock.db")));

@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
-import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import type Docker from "dockerode";
@@ -8,16 +8,16 @@ import { SandboxError } from "../../errors.js";
 import { EgressProxy, type EgressProxyOptions } from "../egress-proxy.js";
 import { snapshotKey, takeSnapshotOnce } from "../snapshots.js";
 import { ensureEgressNetwork, ensureOpenNetwork, firewallEgressNetwork, firewallOpenNetwork, firewallProblem, type EgressNetwork } from "./egress-network.js";
-import type { CleanupResult, SandboxProvider, SandboxSpec, SandboxStatus, SnapshotStore } from "../provider.js";
+import type { CleanupKeep, CleanupResult, HandoffSink, SandboxProvider, SandboxSpec, SandboxStatus, SnapshotStore } from "../provider.js";
 import { PADDOCK_VERSION } from "../../version.js";
 import { importHandoff } from "../import-handoff.js";
-import { collectWork } from "../import-work.js";
+import { collectWork, importWork } from "../import-work.js";
 import type { GitCredentialSource } from "../git-credentials.js";
 import { prepareSource } from "../repository-source.js";
-import { createRunnerClient } from "../runner-client.js";
+import { collectNotServed, createRunnerClient, type RunnerClient } from "../runner-client.js";
 import { containerSpec, LABEL_INSTANCE, LABEL_POOL, LABEL_RUN, poolContainerSpec, RUNNER_PORT, SOURCE_MOUNT, type ContainerLimits } from "./container-spec.js";
 import { runnerEnvironment, type RunnerEnv } from "../../agent/runner-env.js";
-import { claimSecretHash } from "../../agent/runner-protocol.js";
+import { claimSecretHash, type CollectManifest } from "../../agent/runner-protocol.js";
 import { WarmPool, type PoolMember } from "../warm-pool.js";
 import { runnerEnvOfRun } from "../provider.js";
 
@@ -70,6 +70,15 @@ interface CreatePlan {
   networkMode: string | undefined;
 }
 
+/** A container's work on its way out (<root>/cleanup/<name>/work.json, beside work.bundle). */
+interface StagedWork {
+  source: string;
+  resultBranch: string;
+  head: string;
+  agentBranch: string;
+  bundled: boolean;
+}
+
 /** What the daemon keeps of a claimed pool member (the container's own labels and environment cannot say it). */
 interface ClaimRecord {
   runId: string;
@@ -105,6 +114,7 @@ function dockerError(what: string, error: unknown): SandboxError {
 export class DockerProvider implements SandboxProvider {
   readonly name = "docker";
   readonly isolatesAgents = true;
+  readonly collectsHandoff = true;
   private egress: { proxy: EgressProxy; network: EgressNetwork } | null = null;
   private egressSetup: Promise<void> | null = null;
   private egressProblem: string | null = null;
@@ -602,16 +612,19 @@ export class DockerProvider implements SandboxProvider {
 
   /**
    * Takes the agent's work out and removes the container. The work leaves only as a bundle
-   * the runner makes inside the sandbox; a container that stopped is started again for
-   * that (its entrypoint is our runner, which never runs the agent a second time).
+   * the runner makes inside the sandbox, in the same capture as the handoff state `keep`
+   * asks for; a container that stopped is started again for that (its entrypoint is our
+   * runner, which never runs the agent a second time). Once the bytes are out (staged in
+   * the data dir) the container is removed while they are imported: a daemon stopped
+   * meanwhile imports them at the next cleanup, the container being gone by then.
    */
-  async destroy(name: string, signal: AbortSignal): Promise<CleanupResult> {
+  async destroy(name: string, signal: AbortSignal, keep?: CleanupKeep): Promise<CleanupResult> {
     const container = this.opts.docker.getContainer(name);
     let info;
     try {
       info = await container.inspect();
     } catch (e) {
-      if (isNotFound(e)) return {};
+      if (isNotFound(e)) return (await this.importStaged(name, signal)) ?? {};
       throw dockerError("inspect", e);
     }
     const env = Object.fromEntries((info.Config.Env ?? []).map((kv) => [kv.slice(0, kv.indexOf("=")), kv.slice(kv.indexOf("=") + 1)]));
@@ -622,7 +635,8 @@ export class DockerProvider implements SandboxProvider {
     const runId = pooled ? claim?.runId : info.Config.Labels?.[LABEL_RUN];
     const resultBranch = pooled ? claim?.resultBranch : env.PADDOCK_RESULT_BRANCH;
     const source = sourceOf(info);
-    const result: CleanupResult = {};
+    let result: CleanupResult = {};
+    let staged = false;
     // A container that never started has no work (the clone happens at its start).
     if (runId && source && resultBranch && info.State.Status !== "created") {
       try {
@@ -630,10 +644,13 @@ export class DockerProvider implements SandboxProvider {
           await container.start().catch((e: unknown) => ((e as DockerErrorLike).statusCode === 304 ? undefined : Promise.reject(dockerError("start", e))));
         }
         const token = await this.opts.tokenFor(runId);
-        const endpoint = await this.waitForEndpoint(name, runId, token, signal);
+        // The runner the daemon just drained answers for the run (its token says so).
+        const endpoint = keep?.endpoint && info.State.Running ? keep.endpoint : await this.waitForEndpoint(name, runId, token, signal);
         const runner = createRunnerClient(endpoint, token);
         const timeout = AbortSignal.any([signal, AbortSignal.timeout(this.opts.graceMs + 60_000)]);
-        Object.assign(result, await collectWork(runner, { source, resultBranch, signal, timeout }));
+        const collected = await this.stageWork(name, runner, { source, resultBranch, handoff: keep?.handoff, signal, timeout });
+        if (collected) result = collected;
+        else staged = true;
       } catch (error) {
         if (signal.aborted) throw error;
         result.notes = [`the agent's work could not be taken out: ${(error as Error).message}`];
@@ -641,9 +658,72 @@ export class DockerProvider implements SandboxProvider {
     }
     // The work is out (or cannot be had): nothing in the container is worth a grace period,
     // so it goes as `docker rm -f` would, with no stop and no runner shutdown to wait for.
-    await container.remove({ force: true, v: true }).catch((e: unknown) => (isNotFound(e) ? undefined : Promise.reject(dockerError("remove", e))));
+    const [imported] = await Promise.all([
+      staged ? this.importStaged(name, signal) : null,
+      container.remove({ force: true, v: true }).catch((e: unknown) => (isNotFound(e) ? undefined : Promise.reject(dockerError("remove", e)))),
+    ]);
     if (claim) await this.dropClaim(info.Id);
-    return result;
+    return imported ?? result;
+  }
+
+  /** Where a container's work waits between leaving it and reaching the source repository. */
+  private stageDir(name: string): string {
+    return join(this.opts.root, "cleanup", name);
+  }
+
+  /**
+   * POST /collect: the work's bundle (and the handoff's, to `handoff`) out of the runner,
+   * the work staged with what its import needs. Resolves null once staged; a runner from
+   * before /collect has its handoff state and work taken the old way, imported at once.
+   */
+  private async stageWork(
+    name: string,
+    runner: RunnerClient,
+    o: { source: string; resultBranch: string; handoff?: HandoffSink; signal: AbortSignal; timeout: AbortSignal },
+  ): Promise<CleanupResult | null> {
+    const dir = this.stageDir(name);
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    const bundle = join(dir, "work.bundle");
+    await rm(bundle, { force: true });
+    let manifest: CollectManifest;
+    try {
+      manifest = await runner.collect({ handoff: !!o.handoff, workFile: bundle, handoffFile: o.handoff?.file ?? join(dir, "handoff.bundle"), maxHandoffBytes: o.handoff?.maxBytes ?? 0 }, o.timeout);
+    } catch (error) {
+      if (!collectNotServed(error)) throw error;
+      await o.handoff?.takeFrom(runner);
+      return collectWork(runner, { source: o.source, resultBranch: o.resultBranch, signal: o.signal, timeout: o.timeout });
+    }
+    if (o.handoff && manifest.handoff) await o.handoff.keep(manifest.handoff, manifest.handoff.bytes);
+    else o.handoff?.failed(new SandboxError(manifest.handoffError || "the runner sent no handoff state", false));
+    const staged: StagedWork = { source: o.source, resultBranch: o.resultBranch, head: String(manifest.work.head), agentBranch: String(manifest.work.branch), bundled: manifest.work.bytes > 0 };
+    await writeFile(join(dir, "work.json.tmp"), JSON.stringify(staged), { mode: 0o600 });
+    await rename(join(dir, "work.json.tmp"), join(dir, "work.json"));
+    return null;
+  }
+
+  /**
+   * Imports the work staged for `name` into its source repository (checked as every
+   * bundle from a sandbox is) and forgets it; null when none is staged. Kept for the next
+   * try only when the daemon is stopping.
+   */
+  private async importStaged(name: string, signal: AbortSignal): Promise<CleanupResult | null> {
+    const dir = this.stageDir(name);
+    let staged: StagedWork;
+    try {
+      staged = JSON.parse(await readFile(join(dir, "work.json"), "utf8")) as StagedWork;
+    } catch {
+      return null;
+    }
+    try {
+      const bundle = staged.bundled ? join(dir, "work.bundle") : null;
+      const result = await importWork({ source: staged.source, resultBranch: staged.resultBranch, bundle, head: staged.head, agentBranch: staged.agentBranch, signal });
+      await rm(dir, { recursive: true, force: true });
+      return result;
+    } catch (error) {
+      if (signal.aborted) throw error;
+      await rm(dir, { recursive: true, force: true });
+      return { notes: [`the agent's work could not be taken out: ${(error as Error).message}`] };
+    }
   }
 
   async revive(name: string, runId: string, signal: AbortSignal): Promise<string | null> {
