@@ -51,10 +51,15 @@ describe.runIf(dockerAvailable())("cancel on docker: one capture, the container 
     const { task } = await daemon.tasks.createTask({ title: "cancel me", repository: repo });
     const { run } = await daemon.runs.startRun({ taskId: task!.id, provider: "docker", agentCommand: AGENT });
     await untilReady(daemon, run!.id);
+    const [container] = containersOf(run!.id);
+    const volumes = execFileSync("docker", ["inspect", "-f", "{{range .Mounts}}{{if eq .Type \"volume\"}}{{.Name}} {{end}}{{end}}", container!], { encoding: "utf8" }).trim().split(" ").filter(Boolean);
+    expect(volumes).toHaveLength(1); // the runner's state
     await daemon.runs.cancelRun({ runId: run!.id });
     const final = (await watchToEnd(daemon, run!.id, 120_000)).pop()!;
     expect(final).toMatchObject({ status: RunStatus.CANCELLED, phase: "cleaned" });
     expect(containersOf(run!.id)).toEqual([]);
+    // Removed as `docker rm -f` does, its state volume right after: nothing of it is left.
+    expect(() => execFileSync("docker", ["volume", "inspect", volumes[0]!], { stdio: "ignore" })).toThrow();
 
     // The work: the agent's commit, and on top of it everything it left uncommitted.
     const result = final.resultCommit;

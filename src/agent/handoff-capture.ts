@@ -48,7 +48,10 @@ export async function captureState(o: {
     await git(["rev-parse", "--absolute-git-dir", "--path-format=absolute", "--git-path", "index", "HEAD^{commit}", "HEAD^{tree}", "--symbolic-full-name", "HEAD"])
   ).split("\n") as [string, string, string, string, string?];
   const branch = !headRef || headRef === "HEAD" ? "" : headRef.replace(/^refs\/heads\//, "");
-  // The index as the agent left it, committed beside the tree's reading (handoff only).
+  // The conversation's files and the index as the agent left it are committed beside the
+  // tree's reading (handoff only).
+  const conversation = o.handoff ? conversationOf(o.home, o.handoff.sessionId, o.user, gitDir, git) : null;
+  conversation?.catch(() => undefined); // awaited below
   const indexCommit = o.handoff
     ? (async () => {
         const indexTree = await git(["write-tree"]).catch((error: Error) => {
@@ -72,26 +75,26 @@ export async function captureState(o: {
   }
   const out: Captured = {};
   const refs: string[] = [];
-  let workRef = "";
+  const handoffRefs: string[] = [];
+  // The export's commit and the handoff's commits are made side by side: neither needs the other.
+  const [work] = await Promise.all([
+    !o.work || tree === headTree ? head : git([...ident, "commit-tree", tree, "-p", head, "-m", `paddock: uncommitted work left by run ${o.work.runId}`]),
+    o.handoff &&
+      (async () => {
+        const index = await indexCommit!;
+        const worktree = await git([...ident, "commit-tree", tree, "-p", index, "-m", "paddock handoff: working tree"]);
+        const conv = await conversation!;
+        refs.push(`update ${HANDOFF_WORK_REF} ${worktree}`, conv.commit ? `update ${HANDOFF_CONVERSATION_REF} ${conv.commit}` : `delete ${HANDOFF_CONVERSATION_REF}`);
+        handoffRefs.push(HANDOFF_WORK_REF, ...(conv.commit ? [HANDOFF_CONVERSATION_REF] : []));
+        out.handoff = { branch, head, index, worktree, conversation: conv.commit, sessionId: conv.files.length > 0 ? o.handoff!.sessionId : "", sourceCwd: o.workdir, files: conv.files };
+      })().catch((error: Error) => {
+        if (!o.work) throw error;
+        out.handoffError = error.message;
+      }),
+  ]);
   if (o.work) {
-    const work = tree === headTree ? head : await git([...ident, "commit-tree", tree, "-p", head, "-m", `paddock: uncommitted work left by run ${o.work.runId}`]);
     if (work !== head) refs.push(`update HEAD ${work} ${head}`);
     refs.push(`update ${EXPORT_REF} ${work}`);
-    workRef = work;
-  }
-  const handoffRefs: string[] = [];
-  if (o.handoff) {
-    try {
-      const index = await indexCommit!;
-      const worktree = await git([...ident, "commit-tree", tree, "-p", index, "-m", "paddock handoff: working tree"]);
-      const conv = await conversationOf(o.home, o.handoff.sessionId, o.user, gitDir, git);
-      refs.push(`update ${HANDOFF_WORK_REF} ${worktree}`, conv.commit ? `update ${HANDOFF_CONVERSATION_REF} ${conv.commit}` : `delete ${HANDOFF_CONVERSATION_REF}`);
-      handoffRefs.push(HANDOFF_WORK_REF, ...(conv.commit ? [HANDOFF_CONVERSATION_REF] : []));
-      out.handoff = { branch, head, index, worktree, conversation: conv.commit, sessionId: conv.files.length > 0 ? o.handoff.sessionId : "", sourceCwd: o.workdir, files: conv.files };
-    } catch (error) {
-      if (!o.work) throw error;
-      out.handoffError = (error as Error).message;
-    }
   }
   // Every ref in one transaction: the branch moves together with what names the work.
   await git(["update-ref", "--stdin"], {}, refs.map((r) => r + "\n").join(""));
@@ -104,16 +107,19 @@ export async function captureState(o: {
     }
   };
   await Promise.all([
-    (async () => {
-      if (!o.work) return;
-      // Commits the source has are left out; the host has them. Without a record, the
-      // remote-tracking refs stand in (the agent could have moved those).
-      const not = o.bases.length > 0 ? o.bases : ["--remotes=origin"];
-      const ahead = Number(await git(["rev-list", "--count", EXPORT_REF, "--not", ...not]));
-      if (ahead) await bundle(o.work.bundleFile, [EXPORT_REF, "--not", ...not]);
-      out.work = { branch, head: workRef, bundled: ahead > 0 };
-    })(),
-    out.handoff ? bundle(o.handoff!.bundleFile, [...handoffRefs, ...(o.bases.length > 0 ? ["--not", ...o.bases] : [])]) : null,
+    o.work &&
+      (async () => {
+        // Commits the source has are left out; the host has them. Without a record, the
+        // remote-tracking refs stand in (the agent could have moved those). Nothing left
+        // to bundle (git refuses an empty bundle): the source has the work already.
+        const not = o.bases.length > 0 ? o.bases : ["--remotes=origin"];
+        const bundled = await bundle(o.work!.bundleFile, [EXPORT_REF, "--not", ...not]).then(
+          () => true,
+          (error: Error) => (/empty bundle/.test(error.message) ? false : Promise.reject(error)),
+        );
+        out.work = { branch, head: work, bundled };
+      })(),
+    out.handoff && bundle(o.handoff!.bundleFile, [...handoffRefs, ...(o.bases.length > 0 ? ["--not", ...o.bases] : [])]),
   ]);
   return out;
 }

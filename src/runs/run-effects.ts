@@ -285,24 +285,38 @@ export class RunEffects {
   }
 
   /**
-   * Everything the runner recorded that is not stored yet: after a cancel, a deadline or
-   * the sandbox's death (its runner brought back for this), nothing it wrote down is lost.
+   * The runner of the run's sandbox, its agent stopped (a still-running agent stops writing
+   * first); after the sandbox's death its runner is brought back for this. Null when there
+   * is none to reach.
    */
-  private async drain(id: string, provider: SandboxProvider, signal: AbortSignal): Promise<{ runner: RunnerClient; endpoint: string } | null> {
+  private async reach(id: string, provider: SandboxProvider, signal: AbortSignal): Promise<{ runner: RunnerClient; endpoint: string } | null> {
     const run = this.d.current(id);
     const name = sandboxName(id);
     const token = await this.tokenFor(run);
     const endpoint = (await provider.inspect(name)).endpoint ?? (await provider.revive?.(name, id, signal).catch(() => null));
     if (!endpoint) return null;
-    const redact = this.redactorOf(run);
     const runner = createRunnerClient(endpoint, token);
-    await runner.cancel(signal).catch(() => undefined); // a still-running agent stops writing first
-    let cursor = this.d.runs.runnerCursor(id);
-    for (;;) {
-      const { events } = await runner.events(cursor, 0, signal);
-      if (events.length === 0) return { runner, endpoint };
-      this.ingest(id, events, redact);
-      cursor = events[events.length - 1]!.seq;
+    await runner.cancel(signal).catch(() => undefined);
+    return { runner, endpoint };
+  }
+
+  /**
+   * Everything the runner recorded that is not stored yet: after a cancel, a deadline or
+   * the sandbox's death, nothing it wrote down is lost. A failure is logged, not thrown.
+   */
+  private async drain(id: string, runner: RunnerClient, signal: AbortSignal): Promise<void> {
+    try {
+      const redact = this.redactorOf(this.d.current(id));
+      let cursor = this.d.runs.runnerCursor(id);
+      for (;;) {
+        const { events } = await runner.events(cursor, 0, signal);
+        if (events.length === 0) return;
+        this.ingest(id, events, redact);
+        cursor = events[events.length - 1]!.seq;
+      }
+    } catch (error) {
+      if (signal.aborted) throw error;
+      this.d.logger.warn({ err: error, runId: id }, "could not read the runner's last events");
     }
   }
 
@@ -367,17 +381,25 @@ export class RunEffects {
     const name = sandboxName(id);
     await this.provisioning.get(id)?.catch(() => undefined);
     this.provisioning.delete(id);
-    const drained = await this.drain(id, provider, signal).catch((error: unknown) => {
+    const reached = await this.reach(id, provider, signal).catch((error: unknown) => {
       if (signal.aborted) throw error;
-      this.d.logger.warn({ err: error, runId: id }, "could not read the runner's last events");
+      this.d.logger.warn({ err: error, runId: id }, "could not reach the runner for its last events");
       return null;
     });
-    // A provider that collects the handoff state takes it with the work, in one capture;
-    // with others it is taken here first, before the export commits what was left uncommitted.
+    const drained = reached ? this.drain(id, reached.runner, signal) : null;
+    drained?.catch(() => undefined); // it throws only when aborted; awaited below
+    // A provider that collects the handoff state takes it with the work, in one capture,
+    // while the last events are read (it removes the sandbox only once they are); with
+    // others the state is taken here first, before the export commits what was left uncommitted.
     let keep: CleanupKeep | undefined;
-    if (drained && provider.collectsHandoff) keep = { endpoint: drained.endpoint, handoff: await this.handoffSink(run, signal) };
-    else if (drained) await this.keepHandoff(run, drained.runner, signal);
+    if (reached && provider.collectsHandoff) {
+      keep = { endpoint: reached.endpoint, handoff: await this.handoffSink(run, signal), drained: drained! };
+    } else if (reached) {
+      await drained;
+      await this.keepHandoff(run, reached.runner, signal);
+    }
     const result = await withRetry(() => provider.destroy(name, signal, keep), signal, { attempts: 5, baseMs: 500 });
+    await drained;
     if (result.notes?.length) this.system(id, ...result.notes);
     if (result.resultCommit) {
       this.d.runs.setResultCommit(id, result.resultCommit);
@@ -387,4 +409,3 @@ export class RunEffects {
     if (run.handoff.uploadId) await this.d.handoffs?.removeUpload(run.handoff.uploadId);
   }
 }
-

@@ -76,9 +76,11 @@ export interface CleanupResult {
  * kept — taken in the same capture as the work.
  */
 export interface CleanupKeep {
-  /** The runner's endpoint, just drained: no need to look it up and poll it again. */
+  /** The runner's endpoint, just reached: no need to look it up and poll it again. */
   endpoint?: string;
   handoff?: HandoffSink;
+  /** The runner's last events being read: the sandbox is removed only once they are. */
+  drained?: Promise<void>;
 }
 
 export interface HandoffSink {

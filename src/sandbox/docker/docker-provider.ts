@@ -624,7 +624,7 @@ export class DockerProvider implements SandboxProvider {
     try {
       info = await container.inspect();
     } catch (e) {
-      if (isNotFound(e)) return (await this.importStaged(name, signal)) ?? {};
+      if (isNotFound(e)) return await this.finishStaged(name, signal);
       throw dockerError("inspect", e);
     }
     const env = Object.fromEntries((info.Config.Env ?? []).map((kv) => [kv.slice(0, kv.indexOf("=")), kv.slice(kv.indexOf("=") + 1)]));
@@ -658,10 +658,14 @@ export class DockerProvider implements SandboxProvider {
     }
     // The work is out (or cannot be had): nothing in the container is worth a grace period,
     // so it goes as `docker rm -f` would, with no stop and no runner shutdown to wait for.
-    const [imported] = await Promise.all([
-      staged ? this.importStaged(name, signal) : null,
-      container.remove({ force: true, v: true }).catch((e: unknown) => (isNotFound(e) ? undefined : Promise.reject(dockerError("remove", e)))),
-    ]);
+    // Its anonymous volumes (the runner's state) go once it is gone, beside the import:
+    // recorded first, so a daemon stopped in between removes them at the next cleanup.
+    const volumes = (info.Mounts ?? []).flatMap((m) => (m.Type === "volume" && m.Name && /^[0-9a-f]{64}$/.test(m.Name) ? [m.Name] : []));
+    if (volumes.length > 0) await this.stage(name, "volumes.json", volumes);
+    await keep?.drained;
+    const removing = container.remove({ force: true }).catch((e: unknown) => (isNotFound(e) ? undefined : Promise.reject(dockerError("remove", e))));
+    const [imported] = await Promise.all([staged ? this.importStaged(name, signal) : null, removing.then(() => this.removeStagedVolumes(name))]);
+    await rm(this.stageDir(name), { recursive: true, force: true });
     if (claim) await this.dropClaim(info.Id);
     return imported ?? result;
   }
@@ -696,9 +700,32 @@ export class DockerProvider implements SandboxProvider {
     if (o.handoff && manifest.handoff) await o.handoff.keep(manifest.handoff, manifest.handoff.bytes);
     else o.handoff?.failed(new SandboxError(manifest.handoffError || "the runner sent no handoff state", false));
     const staged: StagedWork = { source: o.source, resultBranch: o.resultBranch, head: String(manifest.work.head), agentBranch: String(manifest.work.branch), bundled: manifest.work.bytes > 0 };
-    await writeFile(join(dir, "work.json.tmp"), JSON.stringify(staged), { mode: 0o600 });
-    await rename(join(dir, "work.json.tmp"), join(dir, "work.json"));
+    await this.stage(name, "work.json", staged);
     return null;
+  }
+
+  /** Writes a record of the container's stage (atomically). */
+  private async stage(name: string, file: string, value: unknown): Promise<void> {
+    const dir = this.stageDir(name);
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    await writeFile(join(dir, `${file}.tmp`), JSON.stringify(value), { mode: 0o600 });
+    await rename(join(dir, `${file}.tmp`), join(dir, file));
+  }
+
+  /** For a container already gone: what its stage still holds (work to import, volumes to remove) is done, then forgotten. */
+  private async finishStaged(name: string, signal: AbortSignal): Promise<CleanupResult> {
+    const [imported] = await Promise.all([this.importStaged(name, signal), this.removeStagedVolumes(name)]);
+    await rm(this.stageDir(name), { recursive: true, force: true });
+    return imported ?? {};
+  }
+
+  /** Removes the volumes recorded for a container that is gone. */
+  private async removeStagedVolumes(name: string): Promise<void> {
+    const volumes = await readFile(join(this.stageDir(name), "volumes.json"), "utf8").then((t) => JSON.parse(t) as string[], () => [] as string[]);
+    for (const v of volumes) {
+      await this.opts.docker.getVolume(v).remove().catch((e: unknown) => (isNotFound(e) ? undefined : Promise.reject(dockerError("remove volume", e))));
+    }
+    await rm(join(this.stageDir(name), "volumes.json"), { force: true });
   }
 
   /**
@@ -717,11 +744,11 @@ export class DockerProvider implements SandboxProvider {
     try {
       const bundle = staged.bundled ? join(dir, "work.bundle") : null;
       const result = await importWork({ source: staged.source, resultBranch: staged.resultBranch, bundle, head: staged.head, agentBranch: staged.agentBranch, signal });
-      await rm(dir, { recursive: true, force: true });
+      await rm(join(dir, "work.json"), { force: true });
       return result;
     } catch (error) {
       if (signal.aborted) throw error;
-      await rm(dir, { recursive: true, force: true });
+      await rm(join(dir, "work.json"), { force: true });
       return { notes: [`the agent's work could not be taken out: ${(error as Error).message}`] };
     }
   }
