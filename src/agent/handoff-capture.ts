@@ -1,4 +1,5 @@
 import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { closeSync, openSync } from "node:fs";
 import { asUser, type AgentUser } from "./agent-user.js";
 import { agentConfigDirs } from "./runner-env.js";
@@ -61,9 +62,11 @@ export async function captureState(o: {
       })()
     : null;
   indexCommit?.catch(() => undefined); // awaited below
-  const tmpIndex = `${gitDir}/paddock-capture.index`;
+  const tmpIndex = `${gitDir}/paddock-capture-${randomBytes(6).toString("hex")}.index`;
   const env = { GIT_INDEX_FILE: tmpIndex };
   let tree: string;
+  /** The temporary index goes while the rest is made (awaited at the end). */
+  let dropIndex: Promise<unknown>;
   try {
     // A copy made as the agent; an index that cannot be copied is read from HEAD instead.
     const copied = await runAs(o.user, ["cp", "--", indexFile, tmpIndex], true).then(() => true, () => false);
@@ -71,7 +74,7 @@ export async function captureState(o: {
     await git(["add", "-A"], env);
     tree = await git(["write-tree"], env);
   } finally {
-    await sandboxRm(tmpIndex, o.user);
+    dropIndex = sandboxRm(tmpIndex, o.user);
   }
   const out: Captured = {};
   const refs: string[] = [];
@@ -120,6 +123,7 @@ export async function captureState(o: {
         out.work = { branch, head: work, bundled };
       })(),
     out.handoff && bundle(o.handoff!.bundleFile, [...handoffRefs, ...(o.bases.length > 0 ? ["--not", ...o.bases] : [])]),
+    dropIndex,
   ]);
   return out;
 }
