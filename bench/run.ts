@@ -310,9 +310,12 @@ async function bareRunnerStarts(docker: import("dockerode"), image: string, n: n
       await sleep(5);
     }
     bare.push(performance.now() - t0);
+    const volumes = (await c.inspect()).Mounts.filter((m) => m.Type === "volume" && m.Name).map((m) => m.Name!);
     const t1 = performance.now();
     await c.remove({ force: true });
     bareRm.push(performance.now() - t1);
+    // `docker rm -f` leaves the runner's anonymous state volume; the bench does not.
+    for (const v of volumes) await docker.getVolume(v).remove().catch(() => undefined);
   }
   return { bare, bareRm };
 }

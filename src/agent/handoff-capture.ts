@@ -1,90 +1,173 @@
 import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { closeSync, openSync } from "node:fs";
 import { asUser, type AgentUser } from "./agent-user.js";
 import { agentConfigDirs } from "./runner-env.js";
 import { sandboxGit } from "./sandbox-git.js";
+import { EXPORT_REF, type ExportedWork } from "./export-work.js";
 import { HANDOFF_CONVERSATION_REF, HANDOFF_WORK_REF, type HandoffFileInfo, type HandoffState } from "./runner-protocol.js";
 
 /** Bounds on what a conversation may carry: files, and bytes in all. */
 const MAX_SESSION_FILES = 16; // the manifest travels in a response header (16 KiB)
 const MAX_SESSION_BYTES = 256 * 1024 * 1024;
 
+/** What one capture took: the work to export, the handoff state, or both. */
+export interface Captured {
+  work?: ExportedWork;
+  handoff?: Omit<HandoffState, "lastSeq">;
+  /** Why the handoff state could not be taken; the work, when asked for, still was. */
+  handoffError?: string;
+}
+
 /**
- * The agent's working state, taken without changing its tree or its index's content: a
- * commit of the index (parent HEAD), a commit of the working tree with its untracked files
- * (parent the index commit; ignored files stay out), built in a temporary index file, and a
- * commit holding the conversation's session files. All of it goes into a git bundle in the
- * runner's state. Every git runs as the agent's user with hardened config: what the agent
- * planted in its repository (hooks, config) runs, if at all, as the agent.
+ * The agent's work and/or its working state, in one pass over its tree, without changing
+ * its files or its index's content. The working tree (untracked files joined, ignored ones
+ * left out) is read once, into a temporary index seeded from the agent's, whose stat data
+ * lets `add -A` hash only what changed. From that one tree:
+ *  - the work (`o.work`): HEAD, or a commit of the tree on top of it when the agent left
+ *    something uncommitted; HEAD's branch moves to it (a second capture finds nothing new)
+ *    and the commits the source lacks go into a git bundle;
+ *  - the handoff state (`o.handoff`): a commit of the index (parent HEAD), a commit of the
+ *    tree (parent the index commit) and a commit of the conversation's session files, in a
+ *    bundle of their own.
+ * Every git runs as the agent's user with hardened config: what the agent planted in its
+ * repository (hooks, config) runs, if at all, as the agent. Bundles go to files of the
+ * runner's, which the agent's user cannot write.
  */
-export async function captureHandoff(o: {
+export async function captureState(o: {
   workdir: string;
   user: AgentUser;
   home: string;
-  bundleFile: string;
   bases: string[];
-  sessionId: string;
-}): Promise<Omit<HandoffState, "lastSeq">> {
-  const git = (args: string[], env: Record<string, string> = {}) => sandboxGit(args, { cwd: o.workdir, user: o.user, home: o.home, env });
+  work?: { runId: string; bundleFile: string };
+  handoff?: { bundleFile: string; sessionId: string };
+}): Promise<Captured> {
+  const git = (args: string[], env: Record<string, string> = {}, input?: string) => sandboxGit(args, { cwd: o.workdir, user: o.user, home: o.home, env, input });
   const ident = ["-c", "user.name=paddock", "-c", "user.email=paddock@localhost"];
-  const head = await git(["rev-parse", "--verify", "HEAD^{commit}"]);
-  const branch = await git(["symbolic-ref", "--quiet", "--short", "HEAD"]).catch(() => "");
-  const indexTree = await git(["write-tree"]).catch((error: Error) => {
-    throw new Error(`the index cannot be taken (unresolved conflicts?): ${error.message}`);
-  });
-  const index = await git([...ident, "commit-tree", indexTree, "-p", head, "-m", "paddock handoff: index"]);
-  // The working tree: the index's entries, updated, deleted and joined by untracked files,
-  // in an index file of its own so the agent's stays as it was.
-  const gitDir = await git(["rev-parse", "--absolute-git-dir"]);
-  const tmpIndex = `${gitDir}/paddock-handoff.index`;
+  // Where the agent stands, in one git: its git dir, its index, HEAD and HEAD's tree and branch.
+  const [gitDir, indexFile, head, headTree, headRef] = (
+    await git(["rev-parse", "--absolute-git-dir", "--path-format=absolute", "--git-path", "index", "HEAD^{commit}", "HEAD^{tree}", "--symbolic-full-name", "HEAD"])
+  ).split("\n") as [string, string, string, string, string?];
+  const branch = !headRef || headRef === "HEAD" ? "" : headRef.replace(/^refs\/heads\//, "");
+  // The conversation's files and the index as the agent left it are committed beside the
+  // tree's reading (handoff only).
+  const conversation = o.handoff ? conversationOf(o.home, o.handoff.sessionId, o.user, gitDir, git) : null;
+  conversation?.catch(() => undefined); // awaited below
+  const indexCommit = o.handoff
+    ? (async () => {
+        const indexTree = await git(["write-tree"]).catch((error: Error) => {
+          throw new Error(`the index cannot be taken (unresolved conflicts?): ${error.message}`);
+        });
+        return git([...ident, "commit-tree", indexTree, "-p", head, "-m", "paddock handoff: index"]);
+      })()
+    : null;
+  indexCommit?.catch(() => undefined); // awaited below
+  const tmpIndex = `${gitDir}/paddock-capture-${randomBytes(6).toString("hex")}.index`;
   const env = { GIT_INDEX_FILE: tmpIndex };
-  let worktree: string;
+  let tree: string;
+  /** The temporary index goes while the rest is made (awaited at the end). */
+  let dropIndex: Promise<unknown>;
   try {
-    // Seeded with a copy of the agent's index (made as the agent), whose stat data lets
-    // `add -A` hash only what changed; an index that cannot be copied is read from its tree.
-    const copied = await runAs(o.user, ["cp", "--", await git(["rev-parse", "--path-format=absolute", "--git-path", "index"]), tmpIndex], true).then(() => true, () => false);
-    if (!copied) await git(["read-tree", indexTree], env);
+    // A copy made as the agent; an index that cannot be copied is read from HEAD instead.
+    const copied = await runAs(o.user, ["cp", "--", indexFile, tmpIndex], true).then(() => true, () => false);
+    if (!copied) await git(["read-tree", head], env);
     await git(["add", "-A"], env);
-    worktree = await git([...ident, "commit-tree", await git(["write-tree"], env), "-p", index, "-m", "paddock handoff: working tree"]);
+    tree = await git(["write-tree"], env);
   } finally {
-    await sandboxRm(tmpIndex, o.user);
+    dropIndex = sandboxRm(tmpIndex, o.user);
   }
-  await git(["update-ref", HANDOFF_WORK_REF, worktree]);
-  const refs = [HANDOFF_WORK_REF];
-  const files = o.sessionId ? await sessionFiles(o.home, o.sessionId, o.user) : [];
-  let conversation = "";
-  if (files.length > 0) {
-    // The files as blobs in a tree of their own, read as the agent: a symlink it planted
-    // reaches only what it could read anyway.
-    const entries: string[] = [];
-    for (const f of files) {
-      const blob = await git(["hash-object", "-w", "--no-filters", "--", `${o.home}/${f.path}`]);
-      entries.push(`100644 blob ${blob}\t${f.path}`);
-    }
-    const convIndex = `${gitDir}/paddock-conversation.index`;
+  const out: Captured = {};
+  const refs: string[] = [];
+  const handoffRefs: string[] = [];
+  // The export's commit and the handoff's commits are made side by side: neither needs the other.
+  const [work] = await Promise.all([
+    !o.work || tree === headTree ? head : git([...ident, "commit-tree", tree, "-p", head, "-m", `paddock: uncommitted work left by run ${o.work.runId}`]),
+    o.handoff &&
+      (async () => {
+        const index = await indexCommit!;
+        const worktree = await git([...ident, "commit-tree", tree, "-p", index, "-m", "paddock handoff: working tree"]);
+        const conv = await conversation!;
+        refs.push(`update ${HANDOFF_WORK_REF} ${worktree}`, conv.commit ? `update ${HANDOFF_CONVERSATION_REF} ${conv.commit}` : `delete ${HANDOFF_CONVERSATION_REF}`);
+        handoffRefs.push(HANDOFF_WORK_REF, ...(conv.commit ? [HANDOFF_CONVERSATION_REF] : []));
+        out.handoff = { branch, head, index, worktree, conversation: conv.commit, sessionId: conv.files.length > 0 ? o.handoff!.sessionId : "", sourceCwd: o.workdir, files: conv.files };
+      })().catch((error: Error) => {
+        if (!o.work) throw error;
+        out.handoffError = error.message;
+      }),
+  ]);
+  if (o.work) {
+    if (work !== head) refs.push(`update HEAD ${work} ${head}`);
+    refs.push(`update ${EXPORT_REF} ${work}`);
+  }
+  // Every ref in one transaction: the branch moves together with what names the work.
+  await git(["update-ref", "--stdin"], {}, refs.map((r) => r + "\n").join(""));
+  const bundle = async (file: string, args: string[]) => {
+    const fd = openSync(file, "w", 0o600);
     try {
-      await git(["read-tree", "--empty"], { GIT_INDEX_FILE: convIndex });
-      for (const line of entries) {
-        const [meta, path] = line.split("\t") as [string, string];
-        await git(["update-index", "--add", "--cacheinfo", `100644,${meta.split(" ")[2]},${path}`], { GIT_INDEX_FILE: convIndex });
-      }
-      conversation = await git([...ident, "commit-tree", await git(["write-tree"], { GIT_INDEX_FILE: convIndex }), "-m", "paddock handoff: conversation"]);
+      await sandboxGit(["bundle", "create", "--quiet", "-", ...args], { cwd: o.workdir, user: o.user, home: o.home, stdoutFd: fd });
     } finally {
-      await sandboxRm(convIndex, o.user);
+      closeSync(fd);
     }
-    await git(["update-ref", HANDOFF_CONVERSATION_REF, conversation]);
-    refs.push(HANDOFF_CONVERSATION_REF);
-  } else {
-    await git(["update-ref", "-d", HANDOFF_CONVERSATION_REF]).catch(() => undefined);
-  }
-  const fd = openSync(o.bundleFile, "w", 0o600);
+  };
+  await Promise.all([
+    o.work &&
+      (async () => {
+        // Commits the source has are left out; the host has them. Without a record, the
+        // remote-tracking refs stand in (the agent could have moved those). Nothing left
+        // to bundle (git refuses an empty bundle): the source has the work already.
+        const not = o.bases.length > 0 ? o.bases : ["--remotes=origin"];
+        const bundled = await bundle(o.work!.bundleFile, [EXPORT_REF, "--not", ...not]).then(
+          () => true,
+          (error: Error) => (/empty bundle/.test(error.message) ? false : Promise.reject(error)),
+        );
+        out.work = { branch, head: work, bundled };
+      })(),
+    out.handoff && bundle(o.handoff!.bundleFile, [...handoffRefs, ...(o.bases.length > 0 ? ["--not", ...o.bases] : [])]),
+    dropIndex,
+  ]);
+  return out;
+}
+
+/**
+ * The agent's work, ready to leave the sandbox (POST /export): whatever it left
+ * uncommitted becomes a commit on top of its HEAD (whichever branch that is on), and the
+ * commits the source lacks go into a git bundle.
+ */
+export async function exportWork(o: { workdir: string; user: AgentUser; home: string; runId: string; bundleFile: string; bases: string[] }): Promise<ExportedWork> {
+  return (await captureState({ workdir: o.workdir, user: o.user, home: o.home, bases: o.bases, work: { runId: o.runId, bundleFile: o.bundleFile } })).work!;
+}
+
+/** The agent's working state alone (POST /handoff): its tree and branch stay as they are. */
+export async function captureHandoff(o: { workdir: string; user: AgentUser; home: string; bundleFile: string; bases: string[]; sessionId: string }): Promise<Omit<HandoffState, "lastSeq">> {
+  return (await captureState({ workdir: o.workdir, user: o.user, home: o.home, bases: o.bases, handoff: { bundleFile: o.bundleFile, sessionId: o.sessionId } })).handoff!;
+}
+
+/**
+ * The conversation's session files as a commit of their own: blobs read as the agent (a
+ * symlink it planted reaches only what it could read anyway), in a tree built in an index
+ * file of its own. No commit ("") when the session has no files.
+ */
+async function conversationOf(
+  home: string,
+  sessionId: string,
+  user: AgentUser,
+  gitDir: string,
+  git: (args: string[], env?: Record<string, string>) => Promise<string>,
+): Promise<{ commit: string; files: HandoffFileInfo[] }> {
+  const files = sessionId ? await sessionFiles(home, sessionId, user) : [];
+  if (files.length === 0) return { commit: "", files };
+  const blobs: string[] = [];
+  for (const f of files) blobs.push(await git(["hash-object", "-w", "--no-filters", "--", `${home}/${f.path}`]));
+  const convIndex = `${gitDir}/paddock-conversation.index`;
+  const env = { GIT_INDEX_FILE: convIndex };
   try {
-    const not = o.bases.length > 0 ? ["--not", ...o.bases] : [];
-    await sandboxGit(["bundle", "create", "--quiet", "-", ...refs, ...not], { cwd: o.workdir, user: o.user, home: o.home, stdoutFd: fd });
+    await git(["read-tree", "--empty"], env);
+    for (const [i, f] of files.entries()) await git(["update-index", "--add", "--cacheinfo", `100644,${blobs[i]},${f.path}`], env);
+    const ident = ["-c", "user.name=paddock", "-c", "user.email=paddock@localhost"];
+    return { commit: await git([...ident, "commit-tree", await git(["write-tree"], env), "-m", "paddock handoff: conversation"]), files };
   } finally {
-    closeSync(fd);
+    await sandboxRm(convIndex, user);
   }
-  return { branch, head, index, worktree, conversation, sessionId: files.length > 0 ? o.sessionId : "", sourceCwd: o.workdir, files };
 }
 
 /**

@@ -142,6 +142,23 @@ export interface RunnerInfo {
   agentPid: number | null;
 }
 
+/**
+ * POST /collect (`?handoff=1` for the handoff state too): the agent stops, and its work and
+ * handoff state are taken in one capture and sent in one answer — a CollectManifest in the
+ * header, then the work's bundle and the handoff's bundle, back to back, in the body.
+ */
+export const COLLECT_PATH = "/collect";
+export const COLLECT_HEADER = "x-paddock-collect";
+
+export interface CollectManifest {
+  /** `bytes`: the length of the work's bundle at the start of the body (0: nothing to bundle). */
+  work: { branch: string; head: string; bytes: number };
+  /** The handoff state, when asked for and taken; its bundle follows the work's. */
+  handoff?: HandoffState & { bytes: number };
+  /** Why the handoff state, asked for, could not be taken. */
+  handoffError?: string;
+}
+
 /** Headers of POST /export's answer; the body is a git bundle, or empty. */
 export const EXPORT_BRANCH_HEADER = "x-paddock-branch";
 export const EXPORT_HEAD_HEADER = "x-paddock-head";

@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
-import { chmodSync, createReadStream, createWriteStream, existsSync, lchownSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, createReadStream, createWriteStream, existsSync, lchownSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
+import { once } from "node:events";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
@@ -13,12 +14,14 @@ import type { AcpSession, RunnerRequestError } from "./acp-session.js";
 import { asUser, killAllOf, type AgentUser } from "./agent-user.js";
 import { EventLog, type NewEvent } from "./event-log.js";
 import { BASES_FILE, checkout, isCheckedOut } from "./checkout.js";
-import { exportWork } from "./export-work.js";
-import { captureHandoff } from "./handoff-capture.js";
+import { captureHandoff, captureState, exportWork } from "./handoff-capture.js";
 import { readLines } from "./output-lines.js";
 import { trustCaFile } from "./trust-ca.js";
 import { agentConfigDirs, agentEnvironment, type RunnerSettings } from "./runner-env.js";
 import {
+  COLLECT_HEADER,
+  COLLECT_PATH,
+  type CollectManifest,
   EXPORT_BRANCH_HEADER,
   EXPORT_HEAD_HEADER,
   HANDOFF_HEADER,
@@ -260,6 +263,7 @@ export async function runRunner(opts: RunnerOptions): Promise<void> {
       createReadStream(bundleFile).pipe(res);
       return;
     }
+    if (req.method === "POST" && url.pathname === COLLECT_PATH) return collect(url.searchParams.get("handoff") === "1", res);
     if (req.method === "POST" && url.pathname === "/handoff") {
       // The agent stops first: the state is taken once, consistently, and kept.
       await terminateAgent();
@@ -283,21 +287,72 @@ export async function runRunner(opts: RunnerOptions): Promise<void> {
 
   /** The handoff state, taken once (after the agent stopped) and kept in the runner's state. */
   let handoff: Promise<HandoffState> | null = null;
-  async function takeHandoff(): Promise<HandoffState> {
-    const stateFile = join(s.PADDOCK_STATE_DIR, HANDOFF_STATE);
-    if (existsSync(stateFile) && existsSync(join(s.PADDOCK_STATE_DIR, HANDOFF_BUNDLE))) return JSON.parse(readFileSync(stateFile, "utf8")) as HandoffState;
-    const taken = await captureHandoff({
-      workdir: s.PADDOCK_WORKDIR,
-      user,
-      home: s.PADDOCK_AGENT_HOME,
-      bundleFile: join(s.PADDOCK_STATE_DIR, HANDOFF_BUNDLE),
-      bases: readBases(),
-      sessionId: acp?.currentSessionId || sessionId,
-    });
+  const handoffFile = join(s.PADDOCK_STATE_DIR, HANDOFF_STATE);
+  const keptHandoff = (): HandoffState | null =>
+    existsSync(handoffFile) && existsSync(join(s.PADDOCK_STATE_DIR, HANDOFF_BUNDLE)) ? (JSON.parse(readFileSync(handoffFile, "utf8")) as HandoffState) : null;
+  const keepHandoff = (taken: Omit<HandoffState, "lastSeq">): HandoffState => {
     const full: HandoffState = { ...taken, lastSeq: log.lastSeq };
-    writeFileSync(stateFile + ".tmp", JSON.stringify(full), { mode: 0o600 });
-    renameSync(stateFile + ".tmp", stateFile);
+    writeFileSync(handoffFile + ".tmp", JSON.stringify(full), { mode: 0o600 });
+    renameSync(handoffFile + ".tmp", handoffFile);
     return full;
+  };
+  async function takeHandoff(): Promise<HandoffState> {
+    const kept = keptHandoff();
+    if (kept) return kept;
+    return keepHandoff(
+      await captureHandoff({
+        workdir: s.PADDOCK_WORKDIR,
+        user,
+        home: s.PADDOCK_AGENT_HOME,
+        bundleFile: join(s.PADDOCK_STATE_DIR, HANDOFF_BUNDLE),
+        bases: readBases(),
+        sessionId: acp?.currentSessionId || sessionId,
+      }),
+    );
+  }
+
+  /** One capture at a time: a retried POST /collect waits for the one before it. */
+  let collecting: Promise<unknown> = Promise.resolve();
+  /**
+   * POST /collect: the agent stops, then its work and (asked for, and not kept already)
+   * its handoff state are taken in one pass; both bundles go back in one answer.
+   */
+  async function collect(withHandoff: boolean, res: ServerResponse) {
+    await terminateAgent();
+    const turn = collecting.then(async () => {
+      const workBundle = join(s.PADDOCK_STATE_DIR, "work.bundle");
+      rmSync(workBundle, { force: true });
+      let state = withHandoff ? keptHandoff() : null;
+      const captured = await captureState({
+        workdir: s.PADDOCK_WORKDIR,
+        user,
+        home: s.PADDOCK_AGENT_HOME,
+        bases: readBases(),
+        work: { runId: s.PADDOCK_RUN_ID, bundleFile: workBundle },
+        handoff: withHandoff && !state ? { bundleFile: join(s.PADDOCK_STATE_DIR, HANDOFF_BUNDLE), sessionId: acp?.currentSessionId || sessionId } : undefined,
+      });
+      if (captured.handoff) state = keepHandoff(captured.handoff);
+      handoff = state ? Promise.resolve(state) : handoff;
+      const size = (file: string) => statSync(file).size;
+      const manifest: CollectManifest = {
+        work: { branch: captured.work!.branch, head: captured.work!.head, bytes: captured.work!.bundled ? size(workBundle) : 0 },
+        ...(state ? { handoff: { ...state, bytes: size(join(s.PADDOCK_STATE_DIR, HANDOFF_BUNDLE)) } } : {}),
+        ...(captured.handoffError ? { handoffError: captured.handoffError } : {}),
+      };
+      return manifest;
+    });
+    collecting = turn.catch(() => undefined);
+    const manifest = await turn;
+    res.writeHead(200, { "content-type": "application/octet-stream", [COLLECT_HEADER]: Buffer.from(JSON.stringify(manifest)).toString("base64url") });
+    const sendFile = async (file: string) => {
+      for await (const chunk of createReadStream(file)) {
+        if (res.destroyed) return; // the daemon went away: it asks again
+        if (!res.write(chunk)) await Promise.race([once(res, "drain"), once(res, "close")]);
+      }
+    };
+    if (manifest.work.bytes > 0) await sendFile(join(s.PADDOCK_STATE_DIR, "work.bundle"));
+    if (manifest.handoff) await sendFile(join(s.PADDOCK_STATE_DIR, HANDOFF_BUNDLE));
+    res.end();
   }
   function readBases(): string[] {
     const file = join(s.PADDOCK_STATE_DIR, BASES_FILE);

@@ -35,6 +35,8 @@ export interface SandboxGitOptions {
   stdoutFd?: number;
   /** Added to the hardened environment (GIT_INDEX_FILE…). */
   env?: Record<string, string>;
+  /** Written to git's stdin (update-ref --stdin); none by default. */
+  input?: string;
 }
 
 /** Runs hardened git in the sandbox; resolves trimmed stdout, rejects with git's own message. */
@@ -43,9 +45,13 @@ export function sandboxGit(args: string[], o: SandboxGitOptions): Promise<string
     const child = spawn("git", [...HARDENED_GIT_CONFIG, ...args], {
       cwd: o.cwd,
       env: { ...hardenedGitEnv(o.home), ...o.env },
-      stdio: ["ignore", o.stdoutFd ?? "pipe", "pipe"],
+      stdio: [o.input === undefined ? "ignore" : "pipe", o.stdoutFd ?? "pipe", "pipe"],
       ...asUser(o.user),
     });
+    if (o.input !== undefined) {
+      child.stdin!.on("error", () => undefined); // a git that failed early stops reading
+      child.stdin!.end(o.input);
+    }
     let out = "";
     let err = "";
     child.stdout?.setEncoding("utf8").on("data", (d: string) => (out.length < 1 << 20 ? (out += d) : undefined));

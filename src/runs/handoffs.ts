@@ -28,6 +28,9 @@ export interface HandoffManifestData {
   bundleBytes: number;
 }
 
+/** What a kept state says of its run. */
+type HandoffRun = { id: string; taskId: string; agentKind: string; agentCommand: string[] };
+
 export interface StoredHandoff {
   manifest: HandoffManifestData;
   /** Path of the bundle file. */
@@ -95,16 +98,37 @@ export class Handoffs {
     return { manifest: JSON.parse(readFileSync(join(dir, "manifest.json"), "utf8")) as HandoffManifestData, bundle: join(dir, "bundle") };
   }
 
+  /** The most bytes a handoff bundle may hold (--handoff-max-bytes). */
+  get limitBytes(): number {
+    return this.maxBytes;
+  }
+
+  /** A fresh file in the run's dir for a bundle being received (then keep() or failed()). */
+  async bundleFile(runId: string): Promise<string> {
+    const dir = this.runDir(runId);
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    return join(dir, `bundle.tmp-${randomBytes(4).toString("hex")}`);
+  }
+
   /**
    * Takes the run's state from its runner (which stops the agent first) and keeps it. A
    * bundle past the limit is cut off and refused, naming the limit.
    */
-  async takeFromRunner(run: { id: string; taskId: string; agentKind: string; agentCommand: string[] }, runner: RunnerClient, signal: AbortSignal): Promise<StoredHandoff> {
-    const dir = this.runDir(run.id);
-    await mkdir(dir, { recursive: true, mode: 0o700 });
-    const tmp = join(dir, `bundle.tmp-${randomBytes(4).toString("hex")}`);
+  async takeFromRunner(run: HandoffRun, runner: RunnerClient, signal: AbortSignal): Promise<StoredHandoff> {
+    const tmp = await this.bundleFile(run.id);
+    let state: HandoffState;
     try {
-      const state: HandoffState = await runner.handoff((body: IncomingMessage) => pipeline(body, this.limit("the run's handoff bundle"), createWriteStream(tmp, { mode: 0o600 })), signal);
+      state = await runner.handoff((body: IncomingMessage) => pipeline(body, this.limit("the run's handoff bundle"), createWriteStream(tmp, { mode: 0o600 })), signal);
+    } catch (error) {
+      throw await this.failed(run.id, error, tmp);
+    }
+    return this.keep(run, state, tmp);
+  }
+
+  /** Keeps the state a runner sent, whose bundle is in `tmp` (from bundleFile); checks its manifest first. */
+  async keep(run: HandoffRun, state: HandoffState, tmp: string): Promise<StoredHandoff> {
+    const dir = this.runDir(run.id);
+    try {
       const size = (await stat(tmp)).size;
       const manifest = checkManifest(
         {
@@ -129,12 +153,17 @@ export class Handoffs {
       await writeFile(join(dir, "manifest.json"), JSON.stringify(manifest), { mode: 0o600 });
       return { manifest, bundle: join(dir, "bundle") };
     } catch (error) {
-      await rm(tmp, { force: true });
-      // The sandbox's fault, not the caller's: said without a request field.
-      const failure = error instanceof InvalidArgumentError ? new SandboxError(error.message.replace(/^bundle: /, ""), false) : error;
-      await writeFile(join(dir, "failed"), (failure as Error).message, { mode: 0o600 }).catch(() => undefined);
-      throw failure;
+      throw await this.failed(run.id, error, tmp);
     }
+  }
+
+  /** Records why the run's state was not kept (the sandbox's fault, said without a request field); returns that error. */
+  async failed(runId: string, error: unknown, tmp?: string): Promise<Error> {
+    if (tmp) await rm(tmp, { force: true });
+    const failure = error instanceof InvalidArgumentError ? new SandboxError(error.message.replace(/^bundle: /, ""), false) : (error as Error);
+    await mkdir(this.runDir(runId), { recursive: true, mode: 0o700 }).catch(() => undefined);
+    await writeFile(join(this.runDir(runId), "failed"), failure.message, { mode: 0o600 }).catch(() => undefined);
+    return failure;
   }
 
   /** Why the run's state could not be kept, if that was tried and failed. */

@@ -3,7 +3,7 @@ import type { AgentExit, TaskRunEvent } from "../../machines/task-run.machine.js
 import type { RunnerEvent, StartRequest } from "../agent/runner-protocol.js";
 import { issueSandboxToken } from "../auth/sandbox-token.js";
 import { isRetryable, SandboxError } from "../errors.js";
-import { sandboxName, type SandboxProvider, type SandboxSpec } from "../sandbox/provider.js";
+import { sandboxName, type CleanupKeep, type HandoffSink, type SandboxProvider, type SandboxSpec } from "../sandbox/provider.js";
 import { createRunnerClient, type RunnerClient } from "../sandbox/runner-client.js";
 import type { StoredRun } from "../store/runs-repository.js";
 import { brokeredPlaceholder, brokerRefusal, runSecrets, type RunSecret } from "./brokered-secrets.js";
@@ -286,24 +286,38 @@ export class RunEffects {
   }
 
   /**
-   * Everything the runner recorded that is not stored yet: after a cancel, a deadline or
-   * the sandbox's death (its runner brought back for this), nothing it wrote down is lost.
+   * The runner of the run's sandbox, its agent stopped (a still-running agent stops writing
+   * first); after the sandbox's death its runner is brought back for this. Null when there
+   * is none to reach.
    */
-  private async drain(id: string, provider: SandboxProvider, signal: AbortSignal): Promise<RunnerClient | null> {
+  private async reach(id: string, provider: SandboxProvider, signal: AbortSignal): Promise<{ runner: RunnerClient; endpoint: string } | null> {
     const run = this.d.current(id);
     const name = sandboxName(id);
     const token = await this.tokenFor(run);
     const endpoint = (await provider.inspect(name)).endpoint ?? (await provider.revive?.(name, id, signal).catch(() => null));
     if (!endpoint) return null;
-    const redact = this.redactorOf(run);
     const runner = createRunnerClient(endpoint, token);
-    await runner.cancel(signal).catch(() => undefined); // a still-running agent stops writing first
-    let cursor = this.d.runs.runnerCursor(id);
-    for (;;) {
-      const { events } = await runner.events(cursor, 0, signal);
-      if (events.length === 0) return runner;
-      this.ingest(id, events, redact);
-      cursor = events[events.length - 1]!.seq;
+    await runner.cancel(signal).catch(() => undefined);
+    return { runner, endpoint };
+  }
+
+  /**
+   * Everything the runner recorded that is not stored yet: after a cancel, a deadline or
+   * the sandbox's death, nothing it wrote down is lost. A failure is logged, not thrown.
+   */
+  private async drain(id: string, runner: RunnerClient, signal: AbortSignal): Promise<void> {
+    try {
+      const redact = this.redactorOf(this.d.current(id));
+      let cursor = this.d.runs.runnerCursor(id);
+      for (;;) {
+        const { events } = await runner.events(cursor, 0, signal);
+        if (events.length === 0) return;
+        this.ingest(id, events, redact);
+        cursor = events[events.length - 1]!.seq;
+      }
+    } catch (error) {
+      if (signal.aborted) throw error;
+      this.d.logger.warn({ err: error, runId: id }, "could not read the runner's last events");
     }
   }
 
@@ -317,17 +331,45 @@ export class RunEffects {
    * asked to hand off says in its log when this failed; others only in the daemon's log.
    */
   private async keepHandoff(run: StoredRun, runner: RunnerClient, signal: AbortSignal): Promise<void> {
-    if (!this.d.handoffs || this.d.handoffs.stored(run.id)) return;
-    const keep = this.d.settings.handoffKeep ?? "all";
-    if (!run.handoff.handedOffAt && (keep === "none" || (keep === "acp" && run.agentKind !== "acp"))) return;
+    if (!this.wantsHandoff(run)) return;
     const timeout = AbortSignal.any([signal, AbortSignal.timeout(120_000)]);
     try {
-      await this.d.handoffs.takeFromRunner(run, runner, timeout);
+      await this.d.handoffs!.takeFromRunner(run, runner, timeout);
     } catch (error) {
       if (signal.aborted) throw error;
-      if (run.handoff.handedOffAt) this.system(run.id, `the run's handoff state could not be taken: ${(error as Error).message}`);
-      else this.d.logger.info({ err: error, runId: run.id }, "no handoff state kept for the run");
+      this.handoffNotKept(run, error);
     }
+  }
+
+  /** Whether cleanup keeps the run's handoff state: not kept yet, and the settings (or a handoff) ask for it. */
+  private wantsHandoff(run: StoredRun): boolean {
+    if (!this.d.handoffs || this.d.handoffs.stored(run.id)) return false;
+    const keep = this.d.settings.handoffKeep ?? "all";
+    return !!run.handoff.handedOffAt || !(keep === "none" || (keep === "acp" && run.agentKind !== "acp"));
+  }
+
+  private handoffNotKept(run: StoredRun, error: unknown): void {
+    if (run.handoff.handedOffAt) this.system(run.id, `the run's handoff state could not be taken: ${(error as Error).message}`);
+    else this.d.logger.info({ err: error, runId: run.id }, "no handoff state kept for the run");
+  }
+
+  /**
+   * Where a provider that takes the handoff state with the work (in one capture, at
+   * destroy) puts it: a file of the run's kept state, checked and kept as takeFromRunner does.
+   */
+  private async handoffSink(run: StoredRun, signal: AbortSignal): Promise<HandoffSink | undefined> {
+    if (!this.wantsHandoff(run)) return undefined;
+    const handoffs = this.d.handoffs!;
+    const file = await handoffs.bundleFile(run.id);
+    return {
+      file,
+      maxBytes: handoffs.limitBytes,
+      keep: async (state) => {
+        await handoffs.keep(run, state, file).catch((error: unknown) => this.handoffNotKept(run, error));
+      },
+      failed: (error) => void handoffs.failed(run.id, error, file).then((e) => this.handoffNotKept(run, e)),
+      takeFrom: (runner) => this.keepHandoff(run, runner, signal),
+    };
   }
 
   cleanup(id: string, signal: AbortSignal): Promise<void> {
@@ -340,13 +382,25 @@ export class RunEffects {
     const name = sandboxName(id);
     await this.provisioning.get(id)?.catch(() => undefined);
     this.provisioning.delete(id);
-    const runner = await this.drain(id, provider, signal).catch((error: unknown) => {
+    const reached = await this.reach(id, provider, signal).catch((error: unknown) => {
       if (signal.aborted) throw error;
-      this.d.logger.warn({ err: error, runId: id }, "could not read the runner's last events");
+      this.d.logger.warn({ err: error, runId: id }, "could not reach the runner for its last events");
       return null;
     });
-    if (runner) await this.keepHandoff(run, runner, signal);
-    const result = await withRetry(() => provider.destroy(name, signal), signal, { attempts: 5, baseMs: 500 });
+    const drained = reached ? this.drain(id, reached.runner, signal) : null;
+    drained?.catch(() => undefined); // it throws only when aborted; awaited below
+    // A provider that collects the handoff state takes it with the work, in one capture,
+    // while the last events are read (it removes the sandbox only once they are); with
+    // others the state is taken here first, before the export commits what was left uncommitted.
+    let keep: CleanupKeep | undefined;
+    if (reached && provider.collectsHandoff) {
+      keep = { endpoint: reached.endpoint, handoff: await this.handoffSink(run, signal), drained: drained! };
+    } else if (reached) {
+      await drained;
+      await this.keepHandoff(run, reached.runner, signal);
+    }
+    const result = await withRetry(() => provider.destroy(name, signal, keep), signal, { attempts: 5, baseMs: 500 });
+    await drained;
     if (result.notes?.length) this.system(id, ...result.notes);
     if (result.resultCommit) {
       this.d.runs.setResultCommit(id, result.resultCommit);

@@ -1,5 +1,6 @@
 import type { RunnerEnv, RunVariable } from "../agent/runner-env.js";
-import type { AgentKind, HandoffStart, PermissionPolicy, RunMode } from "../agent/runner-protocol.js";
+import type { AgentKind, HandoffStart, HandoffState, PermissionPolicy, RunMode } from "../agent/runner-protocol.js";
+import type { RunnerClient } from "./runner-client.js";
 import type { NetworkPolicy } from "./egress-policy.js";
 
 /**
@@ -71,6 +72,31 @@ export interface CleanupResult {
   notes?: string[];
 }
 
+/**
+ * What the daemon hands destroy() besides the name (providers with `collectsHandoff`):
+ * the runner it just talked to, and where the run's handoff state goes when it is to be
+ * kept — taken in the same capture as the work.
+ */
+export interface CleanupKeep {
+  /** The runner's endpoint, just reached: no need to look it up and poll it again. */
+  endpoint?: string;
+  handoff?: HandoffSink;
+  /** The runner's last events being read: the sandbox is removed only once they are. */
+  drained?: Promise<void>;
+}
+
+export interface HandoffSink {
+  /** A fresh file of the daemon's for the bundle, and the most bytes it may hold. */
+  file: string;
+  maxBytes: number;
+  /** The bundle is in `file`: checks the runner's manifest and keeps both. */
+  keep(state: HandoffState, bytes: number): Promise<void>;
+  /** The state could not be taken (the work may still have been). */
+  failed(error: Error): void;
+  /** A runner that predates the one-call capture: the state taken on its own, as before. */
+  takeFrom(runner: RunnerClient): Promise<void>;
+}
+
 export interface SandboxProvider {
   readonly name: string;
   /** Whether network policy is enforced (false on local: the agent runs on the host). */
@@ -103,8 +129,13 @@ export interface SandboxProvider {
    * Resolves with the runner's endpoint, or null when there is nothing to bring back.
    */
   revive?(name: string, runId: string, signal: AbortSignal): Promise<string | null>;
-  /** Stops everything in the sandbox and removes it, keeping the agent's work. */
-  destroy(name: string, signal: AbortSignal): Promise<CleanupResult>;
+  /**
+   * Stops everything in the sandbox and removes it, keeping the agent's work (and, for a
+   * provider that `collectsHandoff`, the handoff state `keep` asks for).
+   */
+  destroy(name: string, signal: AbortSignal, keep?: CleanupKeep): Promise<CleanupResult>;
+  /** destroy() takes the handoff state with the work, in one capture (CleanupKeep). */
+  readonly collectsHandoff?: boolean;
   /** Names of sandboxes this daemon instance owns, for reaping. */
   list(): Promise<string[]>;
   /** Removes snapshots past their age or over the size budget; returns how many. */

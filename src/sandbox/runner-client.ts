@@ -1,5 +1,5 @@
 import { createReadStream } from "node:fs";
-import { stat } from "node:fs/promises";
+import { open, stat } from "node:fs/promises";
 import { Agent, request as httpRequest } from "node:http";
 import type { ClientRequest, IncomingMessage, RequestOptions } from "node:http";
 import { Agent as HttpsAgent, request as httpsRequest } from "node:https";
@@ -7,6 +7,9 @@ import { rootCertificates } from "node:tls";
 import {
   CLAIM_ACCEPTED_HEADER,
   CLAIM_PATH,
+  COLLECT_HEADER,
+  COLLECT_PATH,
+  type CollectManifest,
   POOL_HEALTH_PATH,
   type ClaimRequest,
   EXPORT_BRANCH_HEADER,
@@ -144,6 +147,45 @@ export function createRunnerClient(endpoint: string, token: string) {
       await sink(res);
       return state;
     },
+    /**
+     * POST /collect: the runner stops the agent and takes its work (and, with `handoff`,
+     * its handoff state) in one capture. The work's bundle is written to `workFile`, the
+     * handoff's to `handoffFile` unless it is over `maxHandoffBytes` (then it is not read,
+     * and the manifest's handoffError says why). Files are written only when there are bytes.
+     */
+    async collect(o: { handoff: boolean; workFile: string; handoffFile: string; maxHandoffBytes: number }, signal?: AbortSignal): Promise<CollectManifest> {
+      const res = await stream(new URL(endpoint + COLLECT_PATH + (o.handoff ? "?handoff=1" : "")), { authorization: `Bearer ${token}` }, signal).catch((error: unknown) => unreachable(error, signal));
+      if (res.statusCode !== 200) {
+        const detail = runnerWords(await readAll(res));
+        throw new SandboxError(`runner POST ${COLLECT_PATH}: HTTP ${res.statusCode}${detail ? `: ${detail.slice(0, 300)}` : ""}`, (res.statusCode ?? 0) >= 500 && !detail, { cause: { status: res.statusCode } });
+      }
+      let manifest: CollectManifest;
+      try {
+        manifest = JSON.parse(Buffer.from(String(res.headers[COLLECT_HEADER] ?? ""), "base64url").toString("utf8")) as CollectManifest;
+      } catch {
+        res.destroy();
+        throw new SandboxError("the runner's collect manifest is not JSON", false);
+      }
+      const size = (n: unknown) => (Number.isSafeInteger(n) && (n as number) >= 0 ? (n as number) : -1);
+      const workBytes = size(manifest.work?.bytes);
+      const handoffBytes = manifest.handoff ? size(manifest.handoff.bytes) : 0;
+      if (workBytes < 0 || handoffBytes < 0) {
+        res.destroy();
+        throw new SandboxError("the runner's collect manifest has no byte counts", false);
+      }
+      if (handoffBytes > o.maxHandoffBytes) {
+        manifest = { ...manifest, handoff: undefined, handoffError: `the run's handoff bundle is over the daemon's limit of ${o.maxHandoffBytes} bytes (--handoff-max-bytes)` };
+      }
+      const parts = [{ file: o.workFile, bytes: workBytes }, ...(manifest.handoff ? [{ file: o.handoffFile, bytes: handoffBytes }] : [])];
+      try {
+        await splitInto(res, parts.filter((p) => p.bytes > 0));
+      } catch (error) {
+        return unreachable(error, signal);
+      } finally {
+        res.destroy(); // what is left (a refused handoff) is not read
+      }
+      return manifest;
+    },
     /** Pushes the repository in as a git bundle (POST /import): the mirror of exportWork. */
     async importSource(bundleFile: string, signal?: AbortSignal): Promise<void> {
       const size = (await stat(bundleFile)).size;
@@ -196,11 +238,51 @@ export function createRunnerClient(endpoint: string, token: string) {
 }
 export type RunnerClient = ReturnType<typeof createRunnerClient>;
 
+/** A runner from before POST /collect (a container older than the daemon) answered 404. */
+export function collectNotServed(error: unknown): boolean {
+  return (error as { cause?: { status?: number } }).cause?.status === 404;
+}
+
 /** The runner's own words in an error answer (`{"error": "…"}`); "" when it said none. */
 function runnerWords(body: string): string {
   try {
     return String((JSON.parse(body) as { error?: unknown }).error ?? "");
   } catch {
     return ""; // not JSON
+  }
+}
+
+/**
+ * Writes the first `bytes` of `body` to the first file, the next to the second, and so on
+ * (files 0600). Fails when the body ends before every part is complete.
+ */
+async function splitInto(body: AsyncIterable<Buffer>, parts: { file: string; bytes: number }[]): Promise<void> {
+  if (parts.length === 0) return;
+  let i = 0;
+  let left = 0;
+  let fh: Awaited<ReturnType<typeof open>> | null = null;
+  try {
+    for await (const data of body) {
+      let chunk = data;
+      while (chunk.length > 0 && i < parts.length) {
+        if (!fh) {
+          fh = await open(parts[i]!.file, "w", 0o600);
+          left = parts[i]!.bytes;
+        }
+        const piece = chunk.subarray(0, left);
+        await fh.write(piece);
+        left -= piece.length;
+        chunk = chunk.subarray(piece.length);
+        if (left === 0) {
+          await fh.close();
+          fh = null;
+          i++;
+        }
+      }
+      if (i === parts.length) return;
+    }
+    if (i < parts.length) throw new Error(`the answer ended ${left || parts[i]!.bytes} bytes short`);
+  } finally {
+    await fh?.close();
   }
 }

@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
-import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import type Docker from "dockerode";
@@ -8,17 +8,17 @@ import { SandboxError } from "../../errors.js";
 import { EgressProxy, type EgressProxyOptions } from "../egress-proxy.js";
 import { snapshotKey, takeSnapshotOnce } from "../snapshots.js";
 import { ensureEgressNetwork, ensureOpenNetwork, firewallEgressNetwork, firewallOpenNetwork, firewallProblem, type EgressNetwork } from "./egress-network.js";
-import type { CleanupResult, SandboxProvider, SandboxSpec, SandboxStatus, SnapshotStore } from "../provider.js";
+import type { CleanupKeep, CleanupResult, HandoffSink, SandboxProvider, SandboxSpec, SandboxStatus, SnapshotStore } from "../provider.js";
 import { PADDOCK_VERSION } from "../../version.js";
 import { importHandoff } from "../import-handoff.js";
-import { collectWork } from "../import-work.js";
+import { collectWork, importWork } from "../import-work.js";
 import type { GitCredentialSource } from "../git-credentials.js";
 import { prepareSource } from "../repository-source.js";
-import { createRunnerClient } from "../runner-client.js";
+import { collectNotServed, createRunnerClient, type RunnerClient } from "../runner-client.js";
 import { containerSpec, LABEL_INSTANCE, LABEL_POOL, LABEL_RUN, poolContainerSpec, RUNNER_PORT, SOURCE_MOUNT, WORKSPACE, type ContainerLimits } from "./container-spec.js";
 import { HARDENED_GIT_CONFIG } from "../../agent/sandbox-git.js";
 import { RUN_VARIABLES, runnerEnvironment, type RunnerEnv } from "../../agent/runner-env.js";
-import { claimSecretHash } from "../../agent/runner-protocol.js";
+import { claimSecretHash, type CollectManifest } from "../../agent/runner-protocol.js";
 import { WarmPool, type PoolMember } from "../warm-pool.js";
 import { runnerEnvOfRun } from "../provider.js";
 
@@ -74,6 +74,15 @@ interface CreatePlan {
 /** What decides a sandbox's pool key, known before any run: a run's spec, or an environment's. */
 export type PoolSpec = Pick<SandboxSpec, "repositoryUrl" | "image" | "network" | "brokered" | "limits" | "setupHash" | "environmentId">;
 
+/** A container's work on its way out (<root>/cleanup/<name>/work.json, beside work.bundle). */
+interface StagedWork {
+  source: string;
+  resultBranch: string;
+  head: string;
+  agentBranch: string;
+  bundled: boolean;
+}
+
 /** What the daemon keeps of a claimed pool member (the container's own labels and environment cannot say it). */
 interface ClaimRecord {
   runId: string;
@@ -111,6 +120,7 @@ function dockerError(what: string, error: unknown): SandboxError {
 export class DockerProvider implements SandboxProvider {
   readonly name = "docker";
   readonly isolatesAgents = true;
+  readonly collectsHandoff = true;
   private egress: { proxy: EgressProxy; network: EgressNetwork } | null = null;
   private egressSetup: Promise<void> | null = null;
   private egressProblem: string | null = null;
@@ -717,16 +727,19 @@ export class DockerProvider implements SandboxProvider {
 
   /**
    * Takes the agent's work out and removes the container. The work leaves only as a bundle
-   * the runner makes inside the sandbox; a container that stopped is started again for
-   * that (its entrypoint is our runner, which never runs the agent a second time).
+   * the runner makes inside the sandbox, in the same capture as the handoff state `keep`
+   * asks for; a container that stopped is started again for that (its entrypoint is our
+   * runner, which never runs the agent a second time). Once the bytes are out (staged in
+   * the data dir) the container is removed while they are imported: a daemon stopped
+   * meanwhile imports them at the next cleanup, the container being gone by then.
    */
-  async destroy(name: string, signal: AbortSignal): Promise<CleanupResult> {
+  async destroy(name: string, signal: AbortSignal, keep?: CleanupKeep): Promise<CleanupResult> {
     const container = this.opts.docker.getContainer(name);
     let info;
     try {
       info = await container.inspect();
     } catch (e) {
-      if (isNotFound(e)) return {};
+      if (isNotFound(e)) return await this.finishStaged(name, signal);
       throw dockerError("inspect", e);
     }
     const env = Object.fromEntries((info.Config.Env ?? []).map((kv) => [kv.slice(0, kv.indexOf("=")), kv.slice(kv.indexOf("=") + 1)]));
@@ -737,7 +750,8 @@ export class DockerProvider implements SandboxProvider {
     const runId = pooled ? claim?.runId : info.Config.Labels?.[LABEL_RUN];
     const resultBranch = pooled ? claim?.resultBranch : env.PADDOCK_RESULT_BRANCH;
     const source = sourceOf(info);
-    const result: CleanupResult = {};
+    let result: CleanupResult = {};
+    let staged = false;
     // A container that never started has no work (the clone happens at its start).
     if (runId && source && resultBranch && info.State.Status !== "created") {
       try {
@@ -745,10 +759,13 @@ export class DockerProvider implements SandboxProvider {
           await container.start().catch((e: unknown) => ((e as DockerErrorLike).statusCode === 304 ? undefined : Promise.reject(dockerError("start", e))));
         }
         const token = await this.opts.tokenFor(runId);
-        const endpoint = await this.waitForEndpoint(name, runId, token, signal);
+        // The runner the daemon just drained answers for the run (its token says so).
+        const endpoint = keep?.endpoint && info.State.Running ? keep.endpoint : await this.waitForEndpoint(name, runId, token, signal);
         const runner = createRunnerClient(endpoint, token);
         const timeout = AbortSignal.any([signal, AbortSignal.timeout(this.opts.graceMs + 60_000)]);
-        Object.assign(result, await collectWork(runner, { source, resultBranch, signal, timeout }));
+        const collected = await this.stageWork(name, runner, { source, resultBranch, handoff: keep?.handoff, signal, timeout });
+        if (collected) result = collected;
+        else staged = true;
       } catch (error) {
         if (signal.aborted) throw error;
         result.notes = [`the agent's work could not be taken out: ${(error as Error).message}`];
@@ -756,9 +773,99 @@ export class DockerProvider implements SandboxProvider {
     }
     // The work is out (or cannot be had): nothing in the container is worth a grace period,
     // so it goes as `docker rm -f` would, with no stop and no runner shutdown to wait for.
-    await container.remove({ force: true, v: true }).catch((e: unknown) => (isNotFound(e) ? undefined : Promise.reject(dockerError("remove", e))));
+    // Its anonymous volumes (the runner's state) go once it is gone, beside the import:
+    // recorded first, so a daemon stopped in between removes them at the next cleanup.
+    const volumes = (info.Mounts ?? []).flatMap((m) => (m.Type === "volume" && m.Name && /^[0-9a-f]{64}$/.test(m.Name) ? [m.Name] : []));
+    if (volumes.length > 0) await this.stage(name, "volumes.json", volumes);
+    await keep?.drained;
+    const removing = container.remove({ force: true }).catch((e: unknown) => (isNotFound(e) ? undefined : Promise.reject(dockerError("remove", e))));
+    const [imported] = await Promise.all([staged ? this.importStaged(name, signal) : null, removing.then(() => this.removeStagedVolumes(name))]);
+    await rm(this.stageDir(name), { recursive: true, force: true });
     if (claim) await this.dropClaim(info.Id);
-    return result;
+    return imported ?? result;
+  }
+
+  /** Where a container's work waits between leaving it and reaching the source repository. */
+  private stageDir(name: string): string {
+    return join(this.opts.root, "cleanup", name);
+  }
+
+  /**
+   * POST /collect: the work's bundle (and the handoff's, to `handoff`) out of the runner,
+   * the work staged with what its import needs. Resolves null once staged; a runner from
+   * before /collect has its handoff state and work taken the old way, imported at once.
+   */
+  private async stageWork(
+    name: string,
+    runner: RunnerClient,
+    o: { source: string; resultBranch: string; handoff?: HandoffSink; signal: AbortSignal; timeout: AbortSignal },
+  ): Promise<CleanupResult | null> {
+    const dir = this.stageDir(name);
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    const bundle = join(dir, "work.bundle");
+    await rm(bundle, { force: true });
+    let manifest: CollectManifest;
+    try {
+      manifest = await runner.collect({ handoff: !!o.handoff, workFile: bundle, handoffFile: o.handoff?.file ?? join(dir, "handoff.bundle"), maxHandoffBytes: o.handoff?.maxBytes ?? 0 }, o.timeout);
+    } catch (error) {
+      if (!collectNotServed(error)) throw error;
+      await o.handoff?.takeFrom(runner);
+      return collectWork(runner, { source: o.source, resultBranch: o.resultBranch, signal: o.signal, timeout: o.timeout });
+    }
+    if (o.handoff && manifest.handoff) await o.handoff.keep(manifest.handoff, manifest.handoff.bytes);
+    else o.handoff?.failed(new SandboxError(manifest.handoffError || "the runner sent no handoff state", false));
+    const staged: StagedWork = { source: o.source, resultBranch: o.resultBranch, head: String(manifest.work.head), agentBranch: String(manifest.work.branch), bundled: manifest.work.bytes > 0 };
+    await this.stage(name, "work.json", staged);
+    return null;
+  }
+
+  /** Writes a record of the container's stage (atomically). */
+  private async stage(name: string, file: string, value: unknown): Promise<void> {
+    const dir = this.stageDir(name);
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    await writeFile(join(dir, `${file}.tmp`), JSON.stringify(value), { mode: 0o600 });
+    await rename(join(dir, `${file}.tmp`), join(dir, file));
+  }
+
+  /** For a container already gone: what its stage still holds (work to import, volumes to remove) is done, then forgotten. */
+  private async finishStaged(name: string, signal: AbortSignal): Promise<CleanupResult> {
+    const [imported] = await Promise.all([this.importStaged(name, signal), this.removeStagedVolumes(name)]);
+    await rm(this.stageDir(name), { recursive: true, force: true });
+    return imported ?? {};
+  }
+
+  /** Removes the volumes recorded for a container that is gone. */
+  private async removeStagedVolumes(name: string): Promise<void> {
+    const volumes = await readFile(join(this.stageDir(name), "volumes.json"), "utf8").then((t) => JSON.parse(t) as string[], () => [] as string[]);
+    for (const v of volumes) {
+      await this.opts.docker.getVolume(v).remove().catch((e: unknown) => (isNotFound(e) ? undefined : Promise.reject(dockerError("remove volume", e))));
+    }
+    await rm(join(this.stageDir(name), "volumes.json"), { force: true });
+  }
+
+  /**
+   * Imports the work staged for `name` into its source repository (checked as every
+   * bundle from a sandbox is) and forgets it; null when none is staged. Kept for the next
+   * try only when the daemon is stopping.
+   */
+  private async importStaged(name: string, signal: AbortSignal): Promise<CleanupResult | null> {
+    const dir = this.stageDir(name);
+    let staged: StagedWork;
+    try {
+      staged = JSON.parse(await readFile(join(dir, "work.json"), "utf8")) as StagedWork;
+    } catch {
+      return null;
+    }
+    try {
+      const bundle = staged.bundled ? join(dir, "work.bundle") : null;
+      const result = await importWork({ source: staged.source, resultBranch: staged.resultBranch, bundle, head: staged.head, agentBranch: staged.agentBranch, signal });
+      await rm(join(dir, "work.json"), { force: true });
+      return result;
+    } catch (error) {
+      if (signal.aborted) throw error;
+      await rm(join(dir, "work.json"), { force: true });
+      return { notes: [`the agent's work could not be taken out: ${(error as Error).message}`] };
+    }
   }
 
   async revive(name: string, runId: string, signal: AbortSignal): Promise<string | null> {
