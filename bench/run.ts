@@ -387,14 +387,24 @@ async function benchDocker() {
     line("CancelRun → container gone", cancel, bareRm, "bare docker rm -f");
   } finally {
     await app.stop();
-    for (const c of await docker.listContainers({ all: true, filters: { label: ["paddock.bench=1"] } })) await docker.getContainer(c.Id).remove({ force: true });
-    const db = await openDatabase(join(dataDir, "paddock.db"));
-    for (const r of db.prepare<{ image: string }>("SELECT external_id AS image FROM sandbox_snapshots WHERE external_id <> ''").all()) {
-      await docker.getImage(r.image).remove({ force: true }).catch(() => undefined);
-    }
-    db.close();
-    rmSync(dataDir, { recursive: true, force: true });
+    await removeDockerBench(docker, "1", dataDir);
   }
+}
+
+/**
+ * What a docker bench's daemon leaves in the engine and the host's firewall (its bare
+ * containers, snapshot images, the instance's networks and chains), then its data dir.
+ */
+async function removeDockerBench(docker: import("dockerode"), label: string, dataDir: string): Promise<void> {
+  for (const c of await docker.listContainers({ all: true, filters: { label: [`paddock.bench=${label}`] } })) await docker.getContainer(c.Id).remove({ force: true });
+  const db = await openDatabase(join(dataDir, "paddock.db"));
+  for (const r of db.prepare<{ image: string }>("SELECT external_id AS image FROM sandbox_snapshots WHERE external_id <> ''").all()) {
+    await docker.getImage(r.image).remove({ force: true }).catch(() => undefined);
+  }
+  const instance = db.prepare<{ value: string }>("SELECT value FROM meta WHERE key = 'instance_id'").get()?.value;
+  db.close();
+  if (instance) await removeEgressNetwork(docker, instance);
+  rmSync(dataDir, { recursive: true, force: true });
 }
 
 /**
@@ -464,15 +474,7 @@ async function benchPool() {
     line("StartRun → runner accepted /start, miss", miss, "≤ 1.15×");
   } finally {
     await app.stop();
-    for (const c of await docker.listContainers({ all: true, filters: { label: ["paddock.bench=pool"] } })) await docker.getContainer(c.Id).remove({ force: true });
-    const db = await openDatabase(join(dataDir, "paddock.db"));
-    for (const r of db.prepare<{ image: string }>("SELECT external_id AS image FROM sandbox_snapshots WHERE external_id <> ''").all()) {
-      await docker.getImage(r.image).remove({ force: true }).catch(() => undefined);
-    }
-    const instance = db.prepare<{ value: string }>("SELECT value FROM meta WHERE key = 'instance_id'").get()?.value;
-    db.close();
-    if (instance) await removeEgressNetwork(docker, instance);
-    rmSync(dataDir, { recursive: true, force: true });
+    await removeDockerBench(docker, "pool", dataDir);
   }
 }
 
