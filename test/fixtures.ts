@@ -5,6 +5,8 @@ import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import Docker from "dockerode";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { bearer } from "../src/cli/client.js";
+import { runClientCommand } from "../src/cli/commands.js";
+import { Readable, Writable } from "node:stream";
 import { removeEgressNetwork } from "../src/sandbox/docker/egress-network.js";
 import { createServer, type AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
@@ -229,4 +231,20 @@ export function spawnServe(argv: string[], args: string[], opts: { cwd?: string;
     child.stdout!.resume();
     child.once("exit", (code) => reject(new Error(`paddock serve exited with ${code}: ${err}`)));
   });
+}
+
+/** The CLI in process against the daemon's TCP address: its exit code, stdout and stderr. */
+export async function cliIn(d: Daemon, argv: string[]): Promise<{ code: number; out: string; err: string }> {
+  const out: string[] = [];
+  const err: string[] = [];
+  const code = await runClientCommand([...argv, "--address", d.url], {
+    out: (l) => out.push(l),
+    err: (l) => err.push(l),
+    env: { PADDOCK_TOKEN: d.adminToken },
+    cwd: "/",
+    defaultSocket: "/nonexistent/paddock.sock",
+    signal: new AbortController().signal,
+    stdio: { input: Readable.from([]), output: new Writable({ write: (_c, _e, cb) => cb() }) },
+  });
+  return { code, out: out.join("\n"), err: err.join("\n") };
 }

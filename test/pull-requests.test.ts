@@ -12,12 +12,11 @@ import { git } from "../src/sandbox/git.js";
 import { sourcePath } from "../src/sandbox/repository-source.js";
 import { gitHubRepositoryOf, gitHubWebUrl } from "../src/runs/pull-requests.js";
 import { bearer } from "../src/cli/client.js";
-import { Readable, Writable } from "node:stream";
-import { EXIT, runClientCommand } from "../src/cli/commands.js";
+import { EXIT } from "../src/cli/commands.js";
 import { startFakeGitHub, type FakeGitHub } from "./fake-github.js";
 import Docker from "dockerode";
 import { sandboxName } from "../src/sandbox/provider.js";
-import { allLogs, cleanUp, dockerAvailable, failureOf, makeGitRepo, startDaemon, tempDir, waitForPhase, watchToEnd, type Daemon } from "./fixtures.js";
+import { allLogs, cleanUp, cliIn, dockerAvailable, failureOf, makeGitRepo, startDaemon, tempDir, waitForPhase, watchToEnd, type Daemon } from "./fixtures.js";
 
 const APP_ID = "4242";
 const INSTALLATION = "77";
@@ -41,21 +40,6 @@ function filesUnder(dir: string): string[] {
   return out;
 }
 
-/** The CLI in process, against the daemon's TCP address. */
-async function cli(d: Daemon, argv: string[]) {
-  const out: string[] = [];
-  const err: string[] = [];
-  const code = await runClientCommand([...argv, "--address", d.url], {
-    out: (l) => out.push(l),
-    err: (l) => err.push(l),
-    env: { PADDOCK_TOKEN: d.adminToken },
-    cwd: "/",
-    defaultSocket: "/nonexistent/paddock.sock",
-    signal: new AbortController().signal,
-    stdio: { input: Readable.from([]), output: new Writable({ write: (_c, _e, cb) => cb() }) },
-  });
-  return { code, out: out.join("\n"), err: err.join("\n") };
-}
 
 /** Writes its whole environment into the work, which becomes the run's branch. */
 const ENV_DUMPING_AGENT = ["sh", "-c", 'env > agent-env.txt; echo "the work is done"'];
@@ -133,10 +117,10 @@ describe("pull requests from runs, through a GitHub App", () => {
       const again = await d.runs.createPullRequest({ runId: run!.id, draft: true });
       expect(again).toMatchObject({ url: done.pullRequestUrl, number: 1n, created: false });
       expect(gh.pulls).toHaveLength(1);
-      const byCli = await cli(d, ["run", "pr", run!.id, "--title", "ignored: it exists"]);
+      const byCli = await cliIn(d, ["run", "pr", run!.id, "--title", "ignored: it exists"]);
       expect(byCli.code, byCli.err).toBe(EXIT.ok);
       expect(byCli.out).toBe(`pull request #1 already open: ${done.pullRequestUrl}`);
-      const shown = await cli(d, ["run", "get", run!.id]);
+      const shown = await cliIn(d, ["run", "get", run!.id]);
       expect(shown.out).toContain(`pull request: #1 ${done.pullRequestUrl}`);
       expect(gh.pulls).toHaveLength(1);
 
@@ -280,13 +264,13 @@ describe("git host tokens and sandboxes", () => {
       const files = tempDir("secrets");
       writeFileSync(join(files, "gh"), `${pat}\n`);
       writeFileSync(join(files, "other"), "plain-secret-value\n");
-      const made = await cli(d, ["env", "create", "--name", "granted", "--grant-git-tokens", "--secret", `GITHUB_TOKEN=@${files}/gh`, "--secret", `OTHER_SECRET=@${files}/other`, "--json"]);
+      const made = await cliIn(d, ["env", "create", "--name", "granted", "--grant-git-tokens", "--secret", `GITHUB_TOKEN=@${files}/gh`, "--secret", `OTHER_SECRET=@${files}/other`, "--json"]);
       rmSync(files, { recursive: true, force: true });
       expect(made.code, made.err).toBe(EXIT.ok);
       const granted = JSON.parse(made.out) as { id: string; grantGitTokens: boolean };
       expect(held!.grantGitTokens).toBe(false);
       expect(granted.grantGitTokens).toBe(true);
-      expect((await cli(d, ["env", "get", granted.id])).out).toContain("git host tokens: given to its sandboxes");
+      expect((await cliIn(d, ["env", "get", granted.id])).out).toContain("git host tokens: given to its sandboxes");
       const { task } = await d.tasks.createTask({ title: "env token", repository: gh.repoUrl("acme", "public"), origin: "test" });
       const agent = ["sh", "-c", 'echo "gh=${GITHUB_TOKEN:-none} other=${OTHER_SECRET:-none}" > seen.txt'];
 

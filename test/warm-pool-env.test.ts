@@ -3,13 +3,12 @@ import { createConnectTransport } from "@connectrpc/connect-node";
 import { execFileSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { resolve } from "node:path";
-import { Readable, Writable } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
 import { beforeAll, describe, expect } from "vitest";
 import { EnvironmentService, NetworkAccess } from "../src/gen/paddock/v1/environment_pb.js";
 import { RunStatus } from "../src/gen/paddock/v1/task_run_pb.js";
-import { EXIT, runClientCommand } from "../src/cli/commands.js";
-import { allLogs, bearer, cleanUp, dockerAvailable, instanceOf, startDaemon, test, watchToEnd, type Daemon } from "./fixtures.js";
+import { EXIT } from "../src/cli/commands.js";
+import { allLogs, bearer, cleanUp, cliIn, dockerAvailable, instanceOf, startDaemon, test, watchToEnd } from "./fixtures.js";
 
 /**
  * An environment's own warm pool (warm_pool) against a real engine and daemon: validated,
@@ -27,21 +26,6 @@ const members = (instance: string) =>
     .filter((n) => n.startsWith("paddock-pool-"))
     .sort();
 
-/** The CLI in-process against the daemon. */
-async function cli(d: Daemon, argv: string[]) {
-  const out: string[] = [];
-  const err: string[] = [];
-  const code = await runClientCommand([...argv, "--address", d.url], {
-    out: (l) => out.push(l),
-    err: (l) => err.push(l),
-    env: { PADDOCK_TOKEN: d.adminToken },
-    cwd: "/",
-    defaultSocket: "/nonexistent/paddock.sock",
-    signal: new AbortController().signal,
-    stdio: { input: Readable.from([]), output: new Writable({ write: (_c, _e, cb) => cb() }) },
-  });
-  return { code, out: out.join("\n"), err: err.join("\n") };
-}
 
 describe.runIf(dockerAvailable())("an environment's warm pool", () => {
   beforeAll(() => {
@@ -53,19 +37,19 @@ describe.runIf(dockerAvailable())("an environment's warm pool", () => {
   test("env create/update --warm-pool: set, shown, changed; a bad value is refused by the CLI or the daemon, naming the flag or field", async () => {
     const d = await startDaemon({ config: { dockerImage: IMAGE } });
     try {
-      const notNumber = await cli(d, ["env", "create", "--name", "w0", "--network", "full", "--warm-pool", "two"]);
+      const notNumber = await cliIn(d, ["env", "create", "--name", "w0", "--network", "full", "--warm-pool", "two"]);
       expect(notNumber.code).toBe(EXIT.usage);
       expect(notNumber.err).toMatch(/--warm-pool: "two" is not a number of sandboxes/);
-      const tooMany = await cli(d, ["env", "create", "--name", "w1", "--network", "full", "--warm-pool", "9"]);
+      const tooMany = await cliIn(d, ["env", "create", "--name", "w1", "--network", "full", "--warm-pool", "9"]);
       expect(tooMany.code).not.toBe(EXIT.ok);
       expect(tooMany.err).toMatch(/environment\.warm_pool: at most 8 sandboxes per repository, not 9/);
-      const made = await cli(d, ["env", "create", "--name", "w2", "--network", "full", "--warm-pool", "1"]);
+      const made = await cliIn(d, ["env", "create", "--name", "w2", "--network", "full", "--warm-pool", "1"]);
       expect(made.code).toBe(EXIT.ok);
       expect(made.out).toContain("warm pool: 1 per repository");
       const id = /environment (env_\S+)/.exec(made.out)![1]!;
-      const changed = await cli(d, ["env", "update", id, "--warm-pool", "3"]);
+      const changed = await cliIn(d, ["env", "update", id, "--warm-pool", "3"]);
       expect(changed.out).toContain("warm pool: 3 per repository");
-      const off = await cli(d, ["env", "update", id, "--warm-pool", "0"]);
+      const off = await cliIn(d, ["env", "update", id, "--warm-pool", "0"]);
       expect(off.out).not.toContain("warm pool");
     } finally {
       await cleanUp(d);
