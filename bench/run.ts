@@ -1305,6 +1305,9 @@ async function queueBehind(runs: ReturnType<typeof createClient<typeof TaskRunSe
   }
   if (phases.get("queued") !== count) throw new Error(`expected ${count} queued runs: ${JSON.stringify([...phases])}`);
   const after = await measure();
+  // Cancelled before the busy run frees its slot: else they start while the daemon stops,
+  // and their runners (which outlive a daemon, to be re-attached) would outlive the bench.
+  for (let i = 0; i < ids.length; i += 8) await Promise.all(ids.slice(i, i + 8).map((runId) => runs.cancelRun({ runId })));
   return { before, after };
 }
 
