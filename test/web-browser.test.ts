@@ -63,7 +63,7 @@ describe.skipIf(!available)("the web UI in Chromium", () => {
     await page.goto(d.url);
     await page.getByLabel("API token").fill("not-a-token");
     await page.getByRole("button", { name: "Sign in" }).click();
-    await expect.poll(() => page.getByRole("alert").textContent()).toMatch(/not signed in/);
+    await expect.poll(() => page.getByRole("alert").textContent(), { timeout: 30_000 }).toMatch(/not signed in/);
     await page.getByLabel("API token").fill(d.adminToken);
     await page.getByRole("button", { name: "Sign in" }).click();
     await page.getByRole("heading", { name: "Recent runs" }).waitFor();
@@ -99,29 +99,29 @@ describe.skipIf(!available)("the web UI in Chromium", () => {
     // Live: the conversation, the diff and the plan arrive, and the question waits for us.
     const pending = page.locator('[data-testid=permission-request][data-resolved="no"]');
     await pending.waitFor({ timeout: 30_000 });
-    await expect.poll(() => page.getByTestId("conversation").textContent()).toContain("Hello from the agent.");
-    await expect.poll(() => page.getByTestId("diff").textContent()).toContain("+written by the scripted agent");
-    await expect.poll(() => page.getByTestId("plan").textContent()).toContain("Write the file");
-    await expect.poll(() => page.getByTestId("run-status").textContent()).toMatch(/in progress · running/);
+    await expect.poll(() => page.getByTestId("conversation").textContent(), { timeout: 30_000 }).toContain("Hello from the agent.");
+    await expect.poll(() => page.getByTestId("diff").textContent(), { timeout: 30_000 }).toContain("+written by the scripted agent");
+    await expect.poll(() => page.getByTestId("plan").textContent(), { timeout: 30_000 }).toContain("Write the file");
+    await expect.poll(() => page.getByTestId("run-status").textContent(), { timeout: 30_000 }).toMatch(/in progress · running/);
     // An ACP run's log follows once its section is opened.
     await page.getByText("Logs", { exact: true }).click();
-    await expect.poll(() => page.getByTestId("logs").textContent()).toContain("Hello from the agent.");
+    await expect.poll(() => page.getByTestId("logs").textContent(), { timeout: 30_000 }).toContain("Hello from the agent.");
     await shot(page, "2-permission-request");
 
     await pending.getByRole("button", { name: "Allow", exact: true }).click();
     await page.locator('[data-testid=permission-request][data-resolved="yes"]').waitFor();
-    await expect.poll(() => page.getByTestId("permission-request").textContent()).toMatch(/Answered: Allow by admin/);
+    await expect.poll(() => page.getByTestId("permission-request").textContent(), { timeout: 30_000 }).toMatch(/Answered: Allow by admin/);
     await expect.poll(() => page.getByTestId("conversation").textContent(), { timeout: 30_000 }).toContain("first turn done");
-    await expect.poll(() => page.getByTestId("tool-call").textContent()).toContain("completed");
+    await expect.poll(() => page.getByTestId("tool-call").textContent(), { timeout: 30_000 }).toContain("completed");
     await expect.poll(() => page.getByTestId("run-status").textContent(), { timeout: 30_000 }).toContain("awaiting input");
 
     // A follow-up prompt from the box: a second turn, its lines in the log too.
     await page.getByTestId("prompt-box").getByRole("textbox").fill("say:second_turn_here");
     await page.getByTestId("prompt-box").getByRole("button", { name: /^Send/ }).click();
-    await expect.poll(() => page.getByTestId("prompt").allTextContents()).toEqual([expect.stringContaining("task prompt"), expect.stringContaining("prompt from admin")]);
+    await expect.poll(() => page.getByTestId("prompt").allTextContents(), { timeout: 30_000 }).toEqual([expect.stringContaining("task prompt"), expect.stringContaining("prompt from admin")]);
     await expect.poll(() => page.getByTestId("conversation").textContent(), { timeout: 30_000 }).toContain("second turn here");
     await expect.poll(() => page.getByTestId("logs").textContent(), { timeout: 30_000 }).toContain("second turn here");
-    await expect.poll(() => page.getByTestId("turn-ended").count()).toBe(2);
+    await expect.poll(() => page.getByTestId("turn-ended").count(), { timeout: 30_000 }).toBe(2);
     await shot(page, "3-follow-up");
 
     page.once("dialog", (d) => void d.accept());
@@ -135,9 +135,9 @@ describe.skipIf(!available)("the web UI in Chromium", () => {
     await page.goto(`${daemon.url}/#/`);
     await page.getByTestId("run-row").first().waitFor();
     await page.getByRole("searchbox").fill("no task has this title");
-    await expect.poll(() => page.getByTestId("task-row").count()).toBe(0);
+    await expect.poll(() => page.getByTestId("task-row").count(), { timeout: 30_000 }).toBe(0);
     await page.getByRole("searchbox").fill("asked.txt");
-    await expect.poll(() => page.getByTestId("task-row").count()).toBe(1);
+    await expect.poll(() => page.getByTestId("task-row").count(), { timeout: 30_000 }).toBe(1);
     expect(problems).toEqual([]);
     await page.close();
   });
@@ -152,7 +152,7 @@ describe.skipIf(!available)("the web UI in Chromium", () => {
     await form.getByLabel("Secret name").fill("API_KEY");
     await form.getByLabel("Secret value").fill("s3cr3t-value-never-shown");
     await form.getByRole("button", { name: "Create" }).click();
-    await expect.poll(() => page.getByTestId("environment-row").textContent()).toContain("API_KEY");
+    await expect.poll(() => page.getByTestId("environment-row").textContent(), { timeout: 30_000 }).toContain("API_KEY");
     await page.getByTestId("environment-row").getByRole("button", { name: "Edit" }).click();
     await page.getByTestId("secret").waitFor();
     expect(await page.content()).not.toContain("s3cr3t-value-never-shown");
@@ -162,7 +162,7 @@ describe.skipIf(!available)("the web UI in Chromium", () => {
     await form.getByLabel("Allowed domains").fill("api.example.test");
     await form.getByTestId("secret").getByRole("checkbox").check();
     await form.getByRole("button", { name: "Save" }).click();
-    await expect.poll(() => page.getByTestId("environment-row").textContent()).toMatch(/web-env.*custom \(api\.example\.test\)none/);
+    await expect.poll(() => page.getByTestId("environment-row").textContent(), { timeout: 30_000 }).toMatch(/web-env.*custom \(api\.example\.test\)none/);
 
     await page.getByRole("link", { name: "Tokens" }).click();
     const create = page.getByTestId("new-token");
@@ -193,7 +193,7 @@ describe.skipIf(!available)("the web UI in Chromium", () => {
     await page.goto(`${daemon.url}/#/runs/${run!.id}`);
     await expect.poll(() => page.getByTestId("logs").textContent(), { timeout: 30_000 }).toMatch(/first-line[\s\S]*second-line/);
     await expect.poll(() => page.getByTestId("run-status").textContent(), { timeout: 30_000 }).toMatch(/^failed/);
-    await expect.poll(() => page.getByTestId("run-summary").textContent()).toContain("Exit code3");
+    await expect.poll(() => page.getByTestId("run-summary").textContent(), { timeout: 30_000 }).toContain("Exit code3");
     expect(await page.getByTestId("conversation").count()).toBe(0);
     await shot(page, "7-command-run");
     await page.close();
@@ -219,9 +219,9 @@ describe.skipIf(!available)("the web UI in Chromium", () => {
       writeFileSync(flag, "");
       await expect.poll(() => page.getByTestId("run-status").textContent(), { timeout: 60_000 }).toMatch(/^completed/);
       await expect.poll(() => page.locator(".log-stdout").allTextContents(), { timeout: 30_000 }).toEqual(["stdoutbefore-restart", "stdoutafter-restart"]);
-      await expect.poll(() => page.getByTestId("logs").textContent()).toContain("daemon restarted");
+      await expect.poll(() => page.getByTestId("logs").textContent(), { timeout: 30_000 }).toContain("daemon restarted");
       // Back: the reconnecting note is gone.
-      await expect.poll(() => page.getByRole("alert").count()).toBe(0);
+      await expect.poll(() => page.getByRole("alert").count(), { timeout: 30_000 }).toBe(0);
       await shot(page, "8-after-restart");
       await page.close();
     } finally {
@@ -262,9 +262,9 @@ describe.skipIf(!available)("the web UI in Chromium", () => {
     for (let i = 0; i < 205; i++) await daemon.tasks.createTask({ title: `hay ${i}`, repository: repo });
     const page = await browser.newPage();
     await signIn(page);
-    await expect.poll(() => page.getByTestId("task-row").count()).toBe(200);
+    await expect.poll(() => page.getByTestId("task-row").count(), { timeout: 30_000 }).toBe(200);
     await page.getByRole("searchbox").fill("oldest needle");
-    await expect.poll(() => page.getByTestId("task-row").allTextContents()).toEqual([expect.stringContaining("the oldest needle")]);
+    await expect.poll(() => page.getByTestId("task-row").allTextContents(), { timeout: 30_000 }).toEqual([expect.stringContaining("the oldest needle")]);
     await page.close();
   });
 });
