@@ -67,8 +67,7 @@ export function checkout(o: CheckoutOptions): void {
     o.log(`checked out ${o.branch || "the default branch"} on ${o.resultBranch} (made ready before the claim)`);
     return;
   }
-  const env = hardenedGitEnv(o.home);
-  const git = (...args: string[]) => execFileSync("git", [...HARDENED_GIT_CONFIG, ...args], { cwd: o.workdir, env, encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] }).trim();
+  const git = sandboxGit(o.workdir, o.home);
   // Where the time went, for the log line at the end.
   const steps: string[] = [];
   let last = Date.now();
@@ -77,8 +76,6 @@ export function checkout(o: CheckoutOptions): void {
     steps.push(`${name} ${now - last} ms`);
     last = now;
   };
-  const handOver = (user: { uid: number; gid: number }, dir: string, all = false) =>
-    execFileSync("chown", ["-R", ...(all ? [] : ["--from=0"]), `${user.uid}:${user.gid}`, dir], { stdio: ["ignore", "ignore", "pipe"] });
   const fromSnapshot = existsSync(join(o.workdir, ".git"));
   // The agent's user checks out when it has one of its own (not for a handoff, whose state
   // root restores): the files git writes are the agent's from the start, with no chown of
@@ -91,12 +88,10 @@ export function checkout(o: CheckoutOptions): void {
     o.log("workspace from a snapshot: fetching what changed");
     refreshIndex(o.workdir, o.home, asAgent);
     step("index refresh");
-    git("fetch", "--quiet", "--prune", o.source, "+refs/heads/*:refs/remotes/origin/*");
   } else {
     o.log("cloning the repository into the sandbox");
-    const clone = ["clone", "--quiet", "--no-hardlinks", ...(asAgent ? ["--no-checkout"] : []), o.source, o.workdir];
-    execFileSync("git", [...HARDENED_GIT_CONFIG, ...clone], { env, stdio: ["ignore", "pipe", "pipe"] });
   }
+  fetchOrClone(o, { noCheckout: !!asAgent });
   step(fromSnapshot ? "fetch" : "clone");
   const start = o.handoff ? o.handoff.head : o.branch ? `origin/${o.branch}` : "origin/HEAD";
   if (o.handoff) {
@@ -107,12 +102,7 @@ export function checkout(o: CheckoutOptions): void {
   // What the source had, kept where the agent cannot write: the export leaves these out of
   // the bundle, whatever the agent does to its remote-tracking refs. The same listing says
   // whether the branch to start from exists (a handoff's commit is checked by rev-parse).
-  const origin = new Map(
-    git("for-each-ref", "--format=%(refname) %(objectname)", "refs/remotes/origin")
-      .split("\n")
-      .filter(Boolean)
-      .map((line) => line.split(" ") as [string, string]),
-  );
+  const origin = originRefs(git);
   const found = o.handoff ? revParses(git, `${start}^{commit}`) : origin.has(`refs/remotes/${start}`);
   if (!found) throw new Error(o.handoff ? `the handoff's commit ${start} is not in the repository` : `branch ${JSON.stringify(o.branch)} not found in the repository`);
   const bases = [...new Set([...origin.values(), ...(o.handoff ? [o.handoff.worktree] : [])])];
@@ -123,8 +113,9 @@ export function checkout(o: CheckoutOptions): void {
   let checkedOutAsAgent = false;
   if (asAgent) {
     try {
-      handOver(asAgent, fromSnapshot ? join(o.workdir, ".git") : o.workdir, !fromSnapshot);
-      execFileSync("git", [...HARDENED_GIT_CONFIG, ...checkoutArgs], { cwd: o.workdir, env, stdio: ["ignore", "pipe", "pipe"], ...asUser(asAgent) });
+      const chown = fromSnapshot ? ["--from=0", join(o.workdir, ".git")] : [o.workdir];
+      execFileSync("chown", ["-R", `${asAgent.uid}:${asAgent.gid}`, ...chown], { stdio: ["ignore", "ignore", "pipe"] });
+      execFileSync("git", [...HARDENED_GIT_CONFIG, ...checkoutArgs], { cwd: o.workdir, env: hardenedGitEnv(o.home), stdio: ["ignore", "pipe", "pipe"], ...asUser(asAgent) });
       checkedOutAsAgent = true;
     } catch {
       /* something the agent cannot write is in the way: root checks out below, and hands everything over after */
@@ -137,20 +128,60 @@ export function checkout(o: CheckoutOptions): void {
   step("checkout");
   if (o.user && !checkedOutAsAgent) {
     // Not hardlinked (--no-hardlinks), so handing the files over touches nothing of the
-    // source's. Only what root (git, just now) owns: in a snapshot's workspace the rest is
-    // the agent's already, and a chown of every file copies each one up out of the image's
-    // layer (seconds). The index is then refreshed (new owners changed ctimes), so the first
-    // `git add -A` — at the export, or the handoff's capture — hashes only real edits.
-    handOver(o.user, o.workdir);
-    refreshIndex(o.workdir, o.home);
-    handOver(o.user, join(o.workdir, ".git"));
+    // source's; in a snapshot's workspace the rest is the agent's already.
+    handOverRootsFiles(o.user, o.workdir, o.home);
     step("hand-over");
   }
   writeFileSync(marker, o.runId, { mode: 0o600 });
   o.log(`checked out ${o.branch || "the default branch"} on ${o.resultBranch} (${steps.join(", ")})`);
 }
 
-function revParses(git: (...args: string[]) => string, rev: string): boolean {
+type Git = (...args: string[]) => string;
+
+/** Git in the workspace, hardened (no hooks, no config of the repository's that runs anything); its output, trimmed. */
+function sandboxGit(workdir: string, home: string): Git {
+  const env = hardenedGitEnv(home);
+  return (...args) => execFileSync("git", [...HARDENED_GIT_CONFIG, ...args], { cwd: workdir, env, encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] }).trim();
+}
+
+/**
+ * The source's branches into the workspace as refs/remotes/origin/*: fetched into a
+ * snapshot's workspace (which has the repository), else cloned — without a work tree when
+ * the caller checks out as another user.
+ */
+function fetchOrClone(o: { source: string; workdir: string; home: string }, opts: { noCheckout: boolean }): void {
+  if (existsSync(join(o.workdir, ".git"))) {
+    sandboxGit(o.workdir, o.home)("fetch", "--quiet", "--prune", o.source, "+refs/heads/*:refs/remotes/origin/*");
+    return;
+  }
+  const clone = ["clone", "--quiet", "--no-hardlinks", ...(opts.noCheckout ? ["--no-checkout"] : []), o.source, o.workdir];
+  execFileSync("git", [...HARDENED_GIT_CONFIG, ...clone], { env: hardenedGitEnv(o.home), stdio: ["ignore", "pipe", "pipe"] });
+}
+
+/** refs/remotes/origin/* (origin/HEAD resolved) to their commits. */
+function originRefs(git: Git): Map<string, string> {
+  const refs = new Map<string, string>();
+  for (const line of git("for-each-ref", "--format=%(refname) %(objectname)", "refs/remotes/origin").split("\n")) {
+    const [name, commit] = line.split(" ");
+    if (name && commit) refs.set(name, commit);
+  }
+  return refs;
+}
+
+/**
+ * What root (git, just now) wrote in the workspace, handed to the agent's user: only
+ * root's files — elsewhere a chown of every file copies each one up out of the image's
+ * layer (seconds). The index is then refreshed (new owners changed ctimes), so the first
+ * `git add -A` hashes only real edits, and .git's files written by the refresh handed over.
+ */
+function handOverRootsFiles(user: { uid: number; gid: number }, workdir: string, home: string): void {
+  const chown = (dir: string) => execFileSync("chown", ["-R", "--from=0", `${user.uid}:${user.gid}`, dir], { stdio: ["ignore", "ignore", "pipe"] });
+  chown(workdir);
+  refreshIndex(workdir, home);
+  chown(join(workdir, ".git"));
+}
+
+function revParses(git: Git, rev: string): boolean {
   try {
     git("rev-parse", "--verify", "--quiet", rev);
     return true;
@@ -167,27 +198,14 @@ function revParses(git: (...args: string[]) => string, rev: string): boolean {
  * (claimPrepared). Null when something failed: the claim then does the whole checkout.
  */
 export function prepareWorkspace(o: { source: string; workdir: string; user: AgentUser; home: string; log: (line: string) => void }): PreparedWorkspace | null {
-  const env = hardenedGitEnv(o.home);
-  const git = (...args: string[]) => execFileSync("git", [...HARDENED_GIT_CONFIG, ...args], { cwd: o.workdir, env, encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] }).trim();
+  const git = sandboxGit(o.workdir, o.home);
   try {
-    if (existsSync(join(o.workdir, ".git"))) {
-      refreshIndex(o.workdir, o.home);
-      git("fetch", "--quiet", "--prune", o.source, "+refs/heads/*:refs/remotes/origin/*");
-    } else {
-      execFileSync("git", [...HARDENED_GIT_CONFIG, "clone", "--quiet", "--no-hardlinks", o.source, o.workdir], { env, stdio: ["ignore", "pipe", "pipe"] });
-    }
+    if (existsSync(join(o.workdir, ".git"))) refreshIndex(o.workdir, o.home);
+    fetchOrClone(o, { noCheckout: false });
     git("checkout", "--quiet", "--force", "--detach", "origin/HEAD");
-    const refs: Record<string, string> = {};
-    for (const line of git("for-each-ref", "--format=%(refname) %(objectname)", "refs/remotes/origin").split("\n")) {
-      const [name, commit] = line.split(" ");
-      if (name && commit) refs[name] = commit;
-    }
+    const refs = Object.fromEntries(originRefs(git));
     const head = git("rev-parse", "--verify", "HEAD^{commit}");
-    if (o.user) {
-      execFileSync("chown", ["-R", "--from=0", `${o.user.uid}:${o.user.gid}`, o.workdir], { stdio: ["ignore", "ignore", "pipe"] });
-      refreshIndex(o.workdir, o.home);
-      execFileSync("chown", ["-R", "--from=0", `${o.user.uid}:${o.user.gid}`, join(o.workdir, ".git")], { stdio: ["ignore", "ignore", "pipe"] });
-    }
+    if (o.user) handOverRootsFiles(o.user, o.workdir, o.home);
     return { head, refs };
   } catch (error) {
     o.log(`the workspace could not be made ready before the claim (the claim checks out in full): ${((error as { stderr?: string }).stderr || (error as Error).message).trim()}`);
@@ -307,7 +325,7 @@ export function refreshIndex(workdir: string, home: string, user: AgentUser = nu
  * files added, deleted ones gone), then the index, which leaves staged work staged and the
  * rest unstaged; and the conversation's files in the agent's home, moved to this workspace.
  */
-function restoreHandoff(o: CheckoutOptions, h: HandoffStart, git: (...args: string[]) => string): void {
+function restoreHandoff(o: CheckoutOptions, h: HandoffStart, git: Git): void {
   const parent = (c: string) => git("rev-parse", "--verify", `${c}^1`);
   if (parent(h.worktree) !== h.index || parent(h.index) !== h.head) throw new Error("the handoff's commits are not chained head <- index <- worktree");
   git("read-tree", "-m", "-u", "HEAD", h.worktree);
