@@ -9,6 +9,7 @@ import { createConnectTransport } from "@connectrpc/connect-node";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { EnvironmentService, NetworkAccess } from "../src/gen/paddock/v1/environment_pb.js";
+import type { DockerProvider } from "../src/sandbox/docker/docker-provider.js";
 import { allLogs, bearer, cleanUp, dockerAvailable, sh, startDaemon, test, waitForPhase, watchToEnd, type Daemon } from "./fixtures.js";
 
 /**
@@ -140,6 +141,39 @@ describe.runIf(dockerUp)("the docker provider", () => {
     const rows = db.prepare("SELECT status, external_id AS image, commit_sha AS sha FROM sandbox_snapshots").all() as { status: string; image: string; sha: string }[];
     db.close();
     expect(rows).toEqual([{ status: "complete", image, sha: sh(repo, "git", "rev-parse", "HEAD~1") }]);
+  });
+
+  test("from a settled snapshot, a run whose branch has not moved starts on it without a fetch; once the branch moves, the run fetches", async ({ daemon, repo }) => {
+    const task = await dockerTask(daemon, repo);
+    const look = ["sh", "-c", 'git log -1 --format=%s; git branch --show-current; git status --porcelain; git for-each-ref --format="%(refname)" refs/remotes; echo work > work.txt'];
+    const runOf = async () => {
+      const run = (await daemon.runs.startRun({ taskId: task.id, provider: "docker", agentCommand: look })).run!;
+      const final = (await watchToEnd(daemon, run.id, 120_000)).pop()!;
+      expect(final.status).toBe(RunStatus.COMPLETED);
+      const stdout = (await allLogs(daemon, run.id)).filter((l) => l.stream === "stdout").map((l) => l.text);
+      return { id: run.id, stdout };
+    };
+    const first = await runOf(); // the snapshot's run: its clone has the source's branches of then
+    await (daemon.app.providers.get("docker") as DockerProvider).snapshotsSettled();
+    const remotes = ["refs/remotes/origin/HEAD", "refs/remotes/origin/feature", "refs/remotes/origin/main"];
+
+    // main has not moved (the first run's result branch is new in the source): no fetch, so
+    // the remote-tracking branches are the snapshot's, without that result branch.
+    const unchanged = await runOf();
+    expect(unchanged.stdout).toEqual(["initial", `paddock/${unchanged.id}`, ...remotes]);
+    // Its work comes back on its branch, as from any start.
+    expect(sh(repo, "git", "show", `paddock/${unchanged.id}:work.txt`)).toBe("work");
+
+    // main moved: the run fetches, and starts from the new commit with every branch.
+    sh(repo, "git", "commit", "--allow-empty", "-q", "-m", "a newer commit");
+    const moved = await runOf();
+    expect(moved.stdout).toEqual([
+      "a newer commit",
+      `paddock/${moved.id}`,
+      ...remotes,
+      `refs/remotes/origin/paddock/${first.id}`,
+      `refs/remotes/origin/paddock/${unchanged.id}`,
+    ]);
   });
 
   test("per-run limits reach the container; a runtime the engine lacks fails provisioning clearly", async ({ daemon, repo }) => {

@@ -1,9 +1,9 @@
 import { execFileSync } from "node:child_process";
-import { chownSync, existsSync, lstatSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { chownSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { asUser, type AgentUser } from "./agent-user.js";
 import { safeRelativePath } from "./handoff-capture.js";
-import type { HandoffStart } from "./runner-protocol.js";
+import { SETTLED_FILE, type HandoffStart } from "./runner-protocol.js";
 import { HARDENED_GIT_CONFIG, hardenedGitEnv } from "./sandbox-git.js";
 import { rewriteSessionFile } from "./session-files.js";
 
@@ -39,6 +39,7 @@ export interface PreparedWorkspace {
 }
 
 const MARKER = "checked-out";
+const COMMIT = /^[0-9a-f]{40}([0-9a-f]{24})?$/;
 /** The source's commits at checkout, one per line. */
 export const BASES_FILE = "base-commits";
 
@@ -65,6 +66,12 @@ export function checkout(o: CheckoutOptions): void {
   if (o.prepared && !o.handoff && claimPrepared(o, o.prepared)) {
     writeFileSync(marker, o.runId, { mode: 0o600 });
     o.log(`checked out ${o.branch || "the default branch"} on ${o.resultBranch} (made ready before the claim)`);
+    return;
+  }
+  const settled = o.handoff ? null : settledSnapshot(o);
+  if (settled && startBranch(o, settled.start, settled.bases)) {
+    writeFileSync(marker, o.runId, { mode: 0o600 });
+    o.log(`checked out ${o.branch || "the default branch"} on ${o.resultBranch} (the snapshot's workspace, the source unchanged since)`);
     return;
   }
   const git = sandboxGit(o.workdir, o.home);
@@ -222,15 +229,58 @@ export function prepareWorkspace(o: { source: string; workdir: string; user: Age
  * as its files are. False (nothing changed) when any of that does not hold.
  */
 function claimPrepared(o: CheckoutOptions, p: PreparedWorkspace): boolean {
-  const gitDir = join(o.workdir, ".git");
   const start = p.refs[o.branch ? `refs/remotes/origin/${o.branch}` : "refs/remotes/origin/HEAD"];
   if (!start || start !== p.head || sourceCommit(o.source, o.branch) !== start) return false;
-  if (!plainRefName(o.resultBranch) || !plainRefsRepository(gitDir)) return false;
   try {
-    if (readFileSync(join(gitDir, "HEAD"), "utf8").trim() !== p.head) return false;
+    if (readFileSync(join(o.workdir, ".git", "HEAD"), "utf8").trim() !== p.head) return false;
   } catch {
     return false;
   }
+  return startBranch(o, start, Object.values(p.refs));
+}
+
+/**
+ * A snapshot's workspace that needs nothing of git to start from: settled (its HEAD, index
+ * and tracked files are the commit its settling recorded), and the branch the run starts
+ * from names that commit both in the workspace and in the source now — read from both
+ * repositories' files. The source's other branches stay as the snapshot fetched them, as
+ * in a warm pool's claim. Null when any of that does not hold: the checkout fetches.
+ */
+function settledSnapshot(o: CheckoutOptions): { start: string; bases: string[] } | null {
+  const gitDir = join(o.workdir, ".git");
+  try {
+    if (!lstatSync(gitDir).isDirectory() || !plainRefsRepository(gitDir)) return null;
+    const settled = readFileSync(join(gitDir, SETTLED_FILE), "utf8").trim();
+    if (!COMMIT.test(settled) || headCommit(gitDir) !== settled) return null;
+    const origin = refsFromFiles(gitDir, "refs/remotes/origin/");
+    const sourceDir = sourceGitDir(o.source);
+    if (!origin || !sourceDir) return null;
+    const startRef = o.branch ? `refs/remotes/origin/${o.branch}` : /^ref: (refs\/remotes\/origin\/\S+)$/.exec(origin.get("refs/remotes/origin/HEAD") ?? "")?.[1];
+    if (!startRef || !plainRefName(startRef) || origin.get(startRef) !== settled) return null;
+    if (readRef(sourceDir, `refs/heads/${startRef.slice("refs/remotes/origin/".length)}`) !== settled) return null;
+    return { start: settled, bases: [settled, ...[...origin.values()].filter((c) => COMMIT.test(c))] };
+  } catch {
+    return null;
+  }
+}
+
+/** The commit a repository's HEAD names (through its branch, or detached unless `detached` is false), read from its files. */
+function headCommit(gitDir: string, detached = true): string | undefined {
+  const head = readFileSync(join(gitDir, "HEAD"), "utf8").trim();
+  if (COMMIT.test(head)) return detached ? head : undefined;
+  const ref = /^ref: (refs\/heads\/\S+)$/.exec(head)?.[1];
+  return ref && plainRefName(ref) ? readRef(gitDir, ref) : undefined;
+}
+
+/**
+ * The run's branch made at `start` and HEAD pointed at it, as `git checkout -B` would where
+ * the tree and index are `start`'s already, written by the agent's user as its files are;
+ * `bases` (the source's commits) recorded for the export. False, with nothing changed,
+ * when the repository or the branch's name is anything but plain.
+ */
+function startBranch(o: CheckoutOptions, start: string, bases: string[]): boolean {
+  const gitDir = join(o.workdir, ".git");
+  if (!plainRefName(o.resultBranch) || !plainRefsRepository(gitDir)) return false;
   const ref = join(gitDir, "refs", "heads", ...o.resultBranch.split("/"));
   const own = (path: string) => {
     if (o.user) chownSync(path, o.user.uid, o.user.gid);
@@ -254,7 +304,7 @@ function claimPrepared(o: CheckoutOptions, p: PreparedWorkspace): boolean {
   };
   write(ref, `${start}\n`);
   write(join(gitDir, "HEAD"), `ref: refs/heads/${o.resultBranch}\n`);
-  writeFileSync(join(o.stateDir, BASES_FILE), [...new Set(Object.values(p.refs))].slice(0, 5000).join("\n"), { mode: 0o600 });
+  writeFileSync(join(o.stateDir, BASES_FILE), [...new Set(bases)].slice(0, 5000).join("\n"), { mode: 0o600 });
   return true;
 }
 
@@ -280,29 +330,66 @@ function plainRefsRepository(gitDir: string): boolean {
  */
 export function sourceCommit(source: string, branch: string): string | undefined {
   try {
-    const gitDir = existsSync(join(source, ".git")) ? join(source, ".git") : source;
-    if (!lstatSync(gitDir).isDirectory() || !existsSync(join(gitDir, "objects")) || !plainRefsRepository(gitDir)) return undefined;
-    let ref = `refs/heads/${branch}`;
-    if (!branch) {
-      const m = /^ref: (refs\/heads\/\S+)\s*$/.exec(readFileSync(join(gitDir, "HEAD"), "utf8"));
-      if (!m) return undefined;
-      ref = m[1]!;
-    }
-    if (!plainRefName(ref)) return undefined;
-    const loose = join(gitDir, ...ref.split("/"));
-    if (existsSync(loose)) {
-      const text = readFileSync(loose, "utf8").trim();
-      return /^[0-9a-f]{40}([0-9a-f]{24})?$/.test(text) ? text : undefined;
-    }
-    const packed = existsSync(join(gitDir, "packed-refs")) ? readFileSync(join(gitDir, "packed-refs"), "utf8") : "";
-    for (const line of packed.split("\n")) {
-      const sp = line.indexOf(" ");
-      if (sp > 0 && line.slice(sp + 1) === ref && /^[0-9a-f]{40}([0-9a-f]{24})?$/.test(line.slice(0, sp))) return line.slice(0, sp);
-    }
-    return undefined;
+    const gitDir = sourceGitDir(source);
+    if (!gitDir) return undefined;
+    if (!branch) return headCommit(gitDir, false);
+    const ref = `refs/heads/${branch}`;
+    return plainRefName(ref) ? readRef(gitDir, ref) : undefined;
   } catch {
     return undefined;
   }
+}
+
+/** The source's git dir (a repository or a bare one) when it keeps its refs as files; else undefined. */
+function sourceGitDir(source: string): string | undefined {
+  const gitDir = existsSync(join(source, ".git")) ? join(source, ".git") : source;
+  return lstatSync(gitDir).isDirectory() && existsSync(join(gitDir, "objects")) && plainRefsRepository(gitDir) ? gitDir : undefined;
+}
+
+/** One ref's commit, read from its files: its loose file, else packed-refs. */
+function readRef(gitDir: string, ref: string): string | undefined {
+  const loose = join(gitDir, ...ref.split("/"));
+  if (existsSync(loose)) {
+    const text = readFileSync(loose, "utf8").trim();
+    return COMMIT.test(text) ? text : undefined;
+  }
+  return packedRefs(gitDir).get(ref);
+}
+
+function packedRefs(gitDir: string, prefix = ""): Map<string, string> {
+  const refs = new Map<string, string>();
+  const packed = existsSync(join(gitDir, "packed-refs")) ? readFileSync(join(gitDir, "packed-refs"), "utf8") : "";
+  for (const line of packed.split("\n")) {
+    const sp = line.indexOf(" ");
+    const [commit, ref] = [line.slice(0, sp), line.slice(sp + 1)];
+    if (sp > 0 && ref.startsWith(prefix) && COMMIT.test(commit)) refs.set(ref, commit);
+  }
+  return refs;
+}
+
+/**
+ * Every ref under `prefix` ("refs/heads/"…) read from the repository's files: packed-refs,
+ * loose refs over them; a symbolic one as "ref: <target>". Undefined for anything git
+ * would have to say (a lock held, an unreadable or unknown file, over 5,000 refs).
+ */
+function refsFromFiles(gitDir: string, prefix: string): Map<string, string> | undefined {
+  const refs = packedRefs(gitDir, prefix);
+  const walk = (dir: string, name: string, depth: number): boolean => {
+    if (!existsSync(dir)) return true;
+    for (const entry of readdirSync(dir, { withFileTypes: true })) {
+      const full = join(dir, entry.name);
+      if (entry.isDirectory()) {
+        if (depth > 16 || !walk(full, `${name}${entry.name}/`, depth + 1)) return false;
+        continue;
+      }
+      if (!entry.isFile() || entry.name.endsWith(".lock") || refs.size >= 5000) return false;
+      const text = readFileSync(full, "utf8").trim();
+      if (!COMMIT.test(text) && !/^ref: refs\/\S+$/.test(text)) return false;
+      refs.set(`${name}${entry.name}`, text);
+    }
+    return true;
+  };
+  return walk(join(gitDir, ...prefix.split("/").filter(Boolean)), prefix, 0) ? refs : undefined;
 }
 
 /**

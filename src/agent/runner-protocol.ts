@@ -189,3 +189,9 @@ export interface ClaimRequest {
 
 /** What a pool runner is started with (PADDOCK_POOL_CLAIM): the hash of the secret the daemon claims it with. */
 export const claimSecretHash = (secret: string): string => createHash("sha256").update(secret).digest("hex");
+
+/**
+ * In a snapshot's .git: the commit its HEAD, index and tracked files matched when the
+ * snapshot was settled (in a container of its image, before any agent ran there).
+ */
+export const SETTLED_FILE = "paddock-settled";

@@ -18,7 +18,7 @@ import { collectNotServed, createRunnerClient, type RunnerClient } from "../runn
 import { containerSpec, LABEL_INSTANCE, LABEL_POOL, LABEL_RUN, poolContainerSpec, RUNNER_PORT, SOURCE_MOUNT, WORKSPACE, type ContainerLimits } from "./container-spec.js";
 import { HARDENED_GIT_CONFIG } from "../../agent/sandbox-git.js";
 import { RUN_VARIABLES, runnerEnvironment, type RunnerEnv } from "../../agent/runner-env.js";
-import { claimSecretHash, type CollectManifest } from "../../agent/runner-protocol.js";
+import { claimSecretHash, SETTLED_FILE, type CollectManifest } from "../../agent/runner-protocol.js";
 import { WarmPool, type PoolMember } from "../warm-pool.js";
 import { runnerEnvOfRun } from "../provider.js";
 
@@ -574,6 +574,7 @@ export class DockerProvider implements SandboxProvider {
     const ref = `${SNAPSHOT_REPO}:${tag}`;
     const git = ["git", ...HARDENED_GIT_CONFIG, "-C", WORKSPACE].map((a) => `'${a}'`).join(" ");
     const name = `paddock-settle-${randomBytes(6).toString("hex")}`;
+    const settled = `${WORKSPACE}/.git/${SETTLED_FILE}`;
     const run = (async () => {
       const image = await docker.getImage(ref).inspect();
       const labels = Object.fromEntries(Object.entries(image.Config.Labels ?? {}).filter(([k]) => k.startsWith("paddock.") && k !== LABEL_SETTLE));
@@ -585,7 +586,15 @@ export class DockerProvider implements SandboxProvider {
         // carries: blanked here, put back on the image below), but marked as this daemon's
         // settler, removed at its next start if a crash leaves it.
         Labels: { ...Object.fromEntries(Object.keys(labels).map((k) => [k, ""])), [LABEL_SETTLE]: this.opts.instanceId },
-        Entrypoint: ["sh", "-c", `${git} update-index -q --refresh; chown --reference=${WORKSPACE}/.git ${WORKSPACE}/.git/index`],
+        // Where HEAD, the index and the tracked files all match HEAD's commit, that commit is
+        // recorded: a sandbox from the image then starts on it without git while the source
+        // has not moved (checkout's settledSnapshot).
+        Entrypoint: [
+          "sh",
+          "-c",
+          `rm -f ${settled}; ${git} update-index -q --refresh; chown --reference=${WORKSPACE}/.git ${WORKSPACE}/.git/index; ` +
+            `${git} diff-index --quiet HEAD -- && ${git} rev-parse --verify -q 'HEAD^{commit}' > ${settled}.tmp && mv ${settled}.tmp ${settled}`,
+        ],
         Cmd: [],
         HostConfig: { NetworkMode: "none" },
       });
