@@ -902,17 +902,26 @@ export class DockerProvider implements SandboxProvider {
   private async pollRunner(what: string, name: string, signal: AbortSignal, answers: (endpoint: string, timeout: AbortSignal) => Promise<void>): Promise<string> {
     const until = Date.now() + this.opts.runnerStartTimeoutMs;
     let last = "not answering yet";
+    // The address holds while the container runs: the engine is asked again only every
+    // ~100 ms (has it stopped?), and the runner every 5 ms (start-up latency is what this
+    // loop adds; a refused connection costs next to nothing).
+    let endpoint = "";
+    let inspectedAt = 0;
     while (Date.now() < until) {
       signal.throwIfAborted();
-      const status = await this.inspect(name);
-      if (status.state !== "running") throw new SandboxError(`${what} stopped before its runner answered${await this.tail(name)}`, false);
+      if (!endpoint || Date.now() - inspectedAt >= 100) {
+        const status = await this.inspect(name);
+        if (status.state !== "running") throw new SandboxError(`${what} stopped before its runner answered${await this.tail(name)}`, false);
+        endpoint = status.endpoint!;
+        inspectedAt = Date.now();
+      }
       try {
-        await answers(status.endpoint!, AbortSignal.any([signal, AbortSignal.timeout(2000)]));
-        return status.endpoint!;
+        await answers(endpoint, AbortSignal.any([signal, AbortSignal.timeout(2000)]));
+        return endpoint;
       } catch (error) {
         last = (error as Error).message;
       }
-      await sleep(20, undefined, { signal }); // start-up latency is what this loop adds
+      await sleep(5, undefined, { signal });
     }
     throw new SandboxError(`runner in ${name} did not answer within ${this.opts.runnerStartTimeoutMs} ms (${last})`, false);
   }
