@@ -95,12 +95,16 @@ export async function captureState(o: {
         out.handoffError = error.message;
       }),
   ]);
-  if (o.work) {
+  // HEAD is a commit the source has, and nothing was left uncommitted: there is nothing to
+  // bundle (nor a ref to name it by), so no git runs for it.
+  const nothingNew = !!o.work && work === head && o.bases.includes(head);
+  if (o.work && !nothingNew) {
     if (work !== head) refs.push(`update HEAD ${work} ${head}`);
     refs.push(`update ${EXPORT_REF} ${work}`);
   }
   // Every ref in one transaction: the branch moves together with what names the work.
-  await git(["update-ref", "--stdin"], {}, refs.map((r) => r + "\n").join(""));
+  if (refs.length > 0) await git(["update-ref", "--stdin"], {}, refs.map((r) => r + "\n").join(""));
+  if (nothingNew) out.work = { branch, head, bundled: false };
   const bundle = async (file: string, args: string[]) => {
     const fd = openSync(file, "w", 0o600);
     try {
@@ -111,6 +115,7 @@ export async function captureState(o: {
   };
   await Promise.all([
     o.work &&
+      !nothingNew &&
       (async () => {
         // Commits the source has are left out; the host has them. Without a record, the
         // remote-tracking refs stand in (the agent could have moved those). Nothing left
