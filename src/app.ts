@@ -95,7 +95,7 @@ export async function createApp(opts: AppOptions): Promise<App> {
   // An environment that asks for a warm pool gets its members at once (providers are made below).
   const warm = (env: EnvironmentRecord) =>
     warmEnvironment(env, providers.get("docker") as DockerProvider | undefined, (r) => resolveRepository(r, config.gitHost), (msg) => logger.warn(msg));
-  const environments = createEnvironments(environmentsRepo, secretBox, warm);
+  const environments = createEnvironments(environmentsRepo, secretBox, warm, (id) => (providers.get("docker") as DockerProvider | undefined)?.resizeEnvironmentPool(id, null));
   const egressAudit = createEgressAuditRepository(db);
   const instance = instanceId(db);
   const isRoot = process.getuid?.() === 0;

@@ -26,7 +26,6 @@ const members = (instance: string) =>
     .filter((n) => n.startsWith("paddock-pool-"))
     .sort();
 
-
 describe.runIf(dockerAvailable())("an environment's warm pool", () => {
   beforeAll(() => {
     if (process.env.PADDOCK_TEST_IMAGE) return; // built already, under its own tag
@@ -78,6 +77,18 @@ describe.runIf(dockerAvailable())("an environment's warm pool", () => {
       const took = logs.find((l) => l.stream === "system" && l.text.startsWith("took the warm sandbox"))?.text ?? "";
       expect(made.some((m) => took.startsWith(`took the warm sandbox ${m} as paddock-${run.id}-1`))).toBe(true);
       expect(logs.filter((l) => l.stream === "stdout").map((l) => l.text)).toEqual([`paddock/${run.id}`]);
+
+      // A smaller warm_pool removes the members past it at once, not at the key's next run;
+      // removing the environment removes the rest.
+      const until = async (n: number) => {
+        for (let i = 0; i < 2400 && members(instance).length !== n; i++) await sleep(50);
+        return members(instance).length;
+      };
+      expect(await until(2)).toBe(2); // refilled after the claim
+      await envs.updateEnvironment({ environment: { ...env, warmPool: 1 } });
+      expect(await until(1)).toBe(1);
+      await envs.deleteEnvironment({ environmentId: env.id });
+      expect(await until(0)).toBe(0);
     } finally {
       await cleanUp(d);
     }

@@ -56,8 +56,11 @@ export function setupHash(env: EnvironmentRecord | undefined): string {
   return createHash("sha256").update(JSON.stringify([env.setupScript, env.envVars, secrets])).digest("hex");
 }
 
-/** `saved`: told of each environment created or updated (the daemon starts the warm pool it asks for). */
-export function createEnvironments(repo: EnvironmentsRepository, box: SecretBox, saved?: (env: EnvironmentRecord) => void): Environments {
+/**
+ * `saved`: told of each environment created or updated (the daemon starts the warm pool it
+ * asks for); `removed`: of each one removed (its warm pool goes).
+ */
+export function createEnvironments(repo: EnvironmentsRepository, box: SecretBox, saved?: (env: EnvironmentRecord) => void, removed?: (id: string) => void): Environments {
   return {
     get: (id) => repo.get(id),
     secretValues: (id) =>
@@ -79,7 +82,10 @@ export function createEnvironments(repo: EnvironmentsRepository, box: SecretBox,
         throw error;
       }
     },
-    remove: (id) => repo.remove(id),
+    remove: (id) => {
+      repo.remove(id);
+      removed?.(id);
+    },
   };
 }
 

@@ -93,6 +93,14 @@ export class WarmPool<R> {
     }
   }
 
+  /** A known key's size changed (its environment's warm_pool): members past it go now, a larger one fills. */
+  resize(key: string, size: number): void {
+    const recipe = this.recipes.get(key);
+    if (!recipe) return;
+    this.want(key, recipe, size);
+    this.refill(key);
+  }
+
   /** Fills the key up in the background (a no-op for a key never wanted, or full). */
   refill(key: string): void {
     if (this.recipes.has(key) && this.sizeOf(key) > 0) this.fill(key);
@@ -136,9 +144,9 @@ export class WarmPool<R> {
             this.ownedNames.delete(name);
             throw error;
           }
-          if (this.closed || member.recipe !== this.o.recipeId(this.recipes.get(key)!)) {
+          if (this.closed || member.recipe !== this.o.recipeId(this.recipes.get(key)!) || this.readyCount(key) >= this.sizeOf(key)) {
             await this.discardOwned(member.name);
-            continue; // closed: the loop ends; a newer recipe: made again from it
+            continue; // closed or made smaller meanwhile: the loop ends; a newer recipe: made again from it
           }
           const list = this.ready.get(key) ?? [];
           list.push(member);

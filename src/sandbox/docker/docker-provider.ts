@@ -127,6 +127,8 @@ export class DockerProvider implements SandboxProvider {
   private openSetup: Promise<{ name: string | undefined; problem: string | null }> | null = null;
 
   private readonly caHash: string;
+  /** The pool keys each environment's runs and pre-warming used (resizeEnvironmentPool). */
+  private readonly environmentKeys = new Map<string, Set<string>>();
   /** Snapshots whose index is being settled (settleIndex). */
   private readonly settling = new Set<Promise<void>>();
   /** Ready sandboxes by plan key: --warm-pool of each, or its environment's warm_pool. */
@@ -375,6 +377,7 @@ export class DockerProvider implements SandboxProvider {
    */
   private async fromPool(spec: SandboxSpec, plan: CreatePlan, signal: AbortSignal, progress: (line: string) => void): Promise<SandboxStatus | null> {
     const size = spec.warmPool || this.opts.warmPool || 0;
+    this.noteEnvironmentKey(spec.environmentId, plan.key);
     this.pool.want(plan.key, plan, size);
     if (size <= 0) return null;
     for (;;) {
@@ -431,8 +434,27 @@ export class DockerProvider implements SandboxProvider {
     const noop = () => undefined;
     const source = await prepareSource(this.opts.root, spec.repositoryUrl, new AbortController().signal, noop, this.opts.gitCredentials);
     const plan = await this.plan(spec, source, noop);
+    this.noteEnvironmentKey(spec.environmentId, plan.key);
     this.pool.want(plan.key, plan, size);
     this.pool.refill(plan.key);
+  }
+
+  /**
+   * An environment's warm_pool changed, or (null) the environment was removed: the pool
+   * keys its runs and pre-warming used take the new size now — past it, ready members are
+   * removed at once, not at the key's next run. 0 means the daemon's --warm-pool.
+   */
+  resizeEnvironmentPool(environmentId: string, size: number | null): void {
+    const keys = this.environmentKeys.get(environmentId);
+    if (size === null) this.environmentKeys.delete(environmentId);
+    for (const key of keys ?? []) this.pool.resize(key, size === null ? 0 : size || this.opts.warmPool || 0);
+  }
+
+  private noteEnvironmentKey(environmentId: string | undefined, key: string): void {
+    if (!environmentId) return;
+    const keys = this.environmentKeys.get(environmentId) ?? new Set<string>();
+    keys.add(key);
+    this.environmentKeys.set(environmentId, keys);
   }
 
   /**
