@@ -1,4 +1,4 @@
-import { chmodSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { makeGitRepo, sh, tempDir } from "../../test/fixtures.js";
@@ -86,6 +86,21 @@ describe("a workspace made ready before its claim", () => {
     expect(readFileSync(join(w.workdir, "f.txt"), "utf8")).toBe("feature\n");
     const other = prepared();
     expect(() => other.claim({ branch: "nope" })).toThrow(/branch "nope" not found/);
+  });
+});
+
+describe("a workspace whose refs lead out of it", () => {
+  it("is never written through a planted link: the claim falls back to git, which checks out in the workspace", () => {
+    const w = prepared();
+    const elsewhere = tempDir("elsewhere");
+    dirs.push(elsewhere);
+    // The branches' directory replaced by a link to somewhere root could write.
+    rmSync(join(w.workdir, ".git", "refs", "heads"), { recursive: true, force: true });
+    symlinkSync(elsewhere, join(w.workdir, ".git", "refs", "heads"));
+    expect(w.claim().join("\n")).toMatch(/fetching what changed/);
+    expect(readdirSync(elsewhere).filter((f) => f !== "paddock")).toEqual([]);
+    expect(existsSync(join(elsewhere, "paddock", "run_c1.lock"))).toBe(false);
+    expect(w.git("rev-parse", "HEAD")).toBe(w.p.head);
   });
 });
 

@@ -281,6 +281,24 @@ function headCommit(gitDir: string, detached = true): string | undefined {
 function startBranch(o: CheckoutOptions, start: string, bases: string[]): boolean {
   const gitDir = join(o.workdir, ".git");
   if (!plainRefName(o.resultBranch) || !plainRefsRepository(gitDir)) return false;
+  // Written as root: every directory on the way is a real one, never a link planted to lead elsewhere.
+  if (![gitDir, join(gitDir, "refs"), join(gitDir, "refs", "heads")].every(realDirectory)) return false;
+  try {
+    return writeStartBranch(o, gitDir, start, bases);
+  } catch {
+    return false; // something in the way (a lock, a file where a directory goes): git deals with it
+  }
+}
+
+function realDirectory(path: string): boolean {
+  try {
+    return lstatSync(path).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+function writeStartBranch(o: CheckoutOptions, gitDir: string, start: string, bases: string[]): boolean {
   const ref = join(gitDir, "refs", "heads", ...o.resultBranch.split("/"));
   const own = (path: string) => {
     if (o.user) chownSync(path, o.user.uid, o.user.gid);
@@ -289,14 +307,14 @@ function startBranch(o: CheckoutOptions, start: string, bases: string[]): boolea
   let dir = join(gitDir, "refs", "heads");
   for (const part of o.resultBranch.split("/").slice(0, -1)) {
     dir = join(dir, part);
-    if (existsSync(dir)) {
-      if (!lstatSync(dir).isDirectory()) return false; // a branch named like the directory: git says why
+    if (lstatSync(dir, { throwIfNoEntry: false })) {
+      if (!realDirectory(dir)) return false; // a branch named like the directory (git says why), or a link
       continue;
     }
     mkdirSync(dir, { mode: 0o755 });
     own(dir);
   }
-  if (existsSync(ref)) return false;
+  if (lstatSync(ref, { throwIfNoEntry: false })) return false;
   const write = (path: string, content: string) => {
     writeFileSync(path + ".lock", content, { mode: 0o644, flag: "wx" });
     own(path + ".lock");
