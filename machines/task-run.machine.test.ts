@@ -2,7 +2,6 @@ import { describe, expect, it } from "vitest";
 import { createActor, fromPromise, SimulatedClock, waitFor, type AnyActorLogic } from "xstate";
 import {
   awaitingInput,
-  deadlineTimer,
   phaseOf,
   taskRunMachine,
   type AgentExit,
@@ -38,13 +37,16 @@ function harness(deadlineInMs = 60 * 60_000, openPullRequest = false) {
       supervise: supervise.logic,
       cleanup: cleanup.logic,
       publish: publish.logic,
-      deadline: deadlineTimer(clock),
     },
   });
   const input: TaskRunInput = { runId: "run_1", deadlineAt: clock.now() + deadlineInMs, openPullRequest };
   const start = (snapshot?: ReturnType<ReturnType<typeof createActor<typeof machine>>["getPersistedSnapshot"]>) => {
     const actor = createActor(machine as AnyActorLogic as typeof machine, snapshot ? { input, clock, snapshot } : { input, clock });
     actor.start();
+    // The deadline's owner (src/runs/deadlines.ts in the daemon) sends DEADLINE at deadlineAt.
+    const timer = clock.setTimeout(() => actor.send({ type: "DEADLINE" }), input.deadlineAt - clock.now());
+    const stop = actor.stop.bind(actor);
+    actor.stop = () => (clock.clearTimeout(timer), stop());
     return actor;
   };
   return { clock, provision, supervise, cleanup, publish, machine, start };
@@ -163,7 +165,7 @@ describe("task-run machine", () => {
     expect(h.cleanup.calls).toEqual(["run_1"]);
   });
 
-  it("fails with 'timed out' at the deadline, on the simulated clock", async () => {
+  it("fails with 'timed out' on DEADLINE, sent at the deadline on the simulated clock", async () => {
     const h = harness(30_000);
     const run = h.start();
     run.send({ type: "ADMIT" });
@@ -203,7 +205,7 @@ describe("task-run machine", () => {
     expect(s.context).toMatchObject({ outcome: "cancelled", cleanupError: "rm: busy" });
   });
 
-  it("re-runs the invoked effect and re-arms the deadline when restored from a persisted snapshot", async () => {
+  it("re-runs the invoked effect when restored from a persisted snapshot, and still takes its DEADLINE", async () => {
     const h = harness(10_000);
     const first = h.start();
     first.send({ type: "ADMIT" });
@@ -266,7 +268,6 @@ describe("task-run machine", () => {
         provision: fromPromise<void, { runId: string }>(async () => {}),
         supervise: supervise.logic,
         cleanup: fromPromise<void, { runId: string }>(async () => {}),
-        deadline: deadlineTimer(clock),
       },
     });
     const run = createActor(machine, { input: { runId: "run_1", deadlineAt: clock.now() + 3_600_000, idleMs: 60_000 }, clock });

@@ -1,4 +1,4 @@
-import { assign, fromCallback, fromPromise, setup } from "xstate";
+import { assign, fromPromise, setup } from "xstate";
 
 /**
  * The life of one TaskRun. Pure: every effect is a named actor that `src/runs/` binds
@@ -6,8 +6,11 @@ import { assign, fromCallback, fromPromise, setup } from "xstate";
  * each of them must be idempotent (see DESIGN.md, "TaskRun lifecycle").
  */
 
-/** Bump when a change makes old persisted snapshots unreadable by this machine. */
-export const MACHINE_VERSION = 1;
+/**
+ * Bump when the persisted snapshot changes. 2: no `deadline` child (the owner keeps the
+ * deadline); a version 1 snapshot is restored without it.
+ */
+export const MACHINE_VERSION = 2;
 
 export type RunOutcome = "completed" | "failed" | "cancelled";
 
@@ -53,9 +56,6 @@ export interface CleanupInput {
 export interface PublishInput {
   runId: string;
 }
-export interface DeadlineInput {
-  deadlineAt: number;
-}
 
 export type TaskRunEvent =
   | { type: "ADMIT" }
@@ -68,31 +68,11 @@ export type TaskRunEvent =
   /** A prompt reached the agent: it is working again. */
   | { type: "PROMPTED" };
 
-/** A clock the deadline timer can run on: the real one in the daemon, a simulated one in tests. */
+/** A clock deadlines can run on: the real one in the daemon, a simulated one in tests. */
 export interface TimerClock {
   now(): number;
   setTimeout(fn: () => void, ms: number): unknown;
   clearTimeout(id: unknown): void;
-}
-
-// setTimeout overflows above 2^31-1 ms (about 24.8 days) and fires at once; re-arm instead.
-const MAX_TIMER_MS = 2_147_483_647;
-
-/** The deadline as an invoked actor, so it is re-armed from the stored absolute time on restore. */
-export function deadlineTimer(clock: TimerClock) {
-  return fromCallback<TaskRunEvent, DeadlineInput>(({ input, sendBack }) => {
-    let id: unknown;
-    const arm = () => {
-      const left = input.deadlineAt - clock.now();
-      if (left <= 0) {
-        sendBack({ type: "DEADLINE" });
-        return;
-      }
-      id = clock.setTimeout(arm, Math.min(left, MAX_TIMER_MS));
-    };
-    arm();
-    return () => clock.clearTimeout(id);
-  });
 }
 
 function unbound(name: string): never {
@@ -115,7 +95,6 @@ export const taskRunMachine = setup({
     supervise: fromPromise<AgentExit, SuperviseInput>(async () => unbound("supervise")),
     cleanup: fromPromise<void, CleanupInput>(async () => unbound("cleanup")),
     publish: fromPromise<void, PublishInput>(async () => unbound("publish")),
-    deadline: fromCallback<TaskRunEvent, DeadlineInput>(() => unbound("deadline")),
   },
   guards: {
     exitedCleanly: (_, exit: AgentExit) => exit.exitCode === 0,
@@ -142,10 +121,9 @@ export const taskRunMachine = setup({
   states: {
     active: {
       initial: "queued",
-      invoke: {
-        src: "deadline",
-        input: ({ context }) => ({ deadlineAt: context.deadlineAt }),
-      },
+      // The deadline (context.deadlineAt) is kept by the machine's owner, which sends
+      // DEADLINE: one timer for every run (src/runs/deadlines.ts). Until version 2 it was an
+      // invoked timer here, and stored snapshots of version 1 still carry that child.
       on: {
         CANCEL: {
           target: "#taskRun.terminal.cancelled",

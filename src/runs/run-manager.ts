@@ -1,9 +1,7 @@
 import { createHash, randomBytes } from "node:crypto";
 import type { Logger } from "pino";
-import { createActor, fromPromise, type Actor, type SnapshotFrom } from "xstate";
 import {
   awaitingInput,
-  deadlineTimer,
   MACHINE_VERSION,
   phaseOf,
   taskRunMachine,
@@ -25,6 +23,8 @@ import { FairQueue, Gate, type Waiting } from "./admission.js";
 import { resolveAgent, type AgentRequest } from "./agent-spec.js";
 import { usableEnvironment, type Environments } from "./environments.js";
 import { GroupCommit } from "./group-commit.js";
+import { Deadlines } from "./deadlines.js";
+import { PureActor, type Effects, type RunSnapshot } from "./pure-actor.js";
 import { Notifier } from "./notifier.js";
 import { RunEffects } from "./run-effects.js";
 import { RunEvents } from "./run-events.js";
@@ -119,8 +119,6 @@ export interface StartRunParams {
   handoff?: { uploadId: string; prompt: string } | null;
 }
 
-type RunActor = Actor<ReturnType<typeof taskRunMachine.provide>>;
-
 interface LiveRun {
   run: StoredRun;
   /** The snapshot JSON last written; an identical one is not written again. */
@@ -129,9 +127,13 @@ interface LiveRun {
   snapshot: unknown;
   cleaned: Promise<void>;
   markCleaned: () => void;
+  /** The phase its machine was last seen in. */
+  lastPhase: RunPhase;
 }
 
 
+/** Phases the deadline applies in (the machine's `active` state). */
+const ACTIVE_PHASES: ReadonlySet<RunPhase> = new Set(["queued", "provisioning", "running"]);
 const SLOT_PHASES: ReadonlySet<RunPhase> = new Set(["provisioning", "running", "completed", "failed", "cancelled"]);
 
 export function statusOf(phase: RunPhase, outcome: string | null): RunStatusName {
@@ -177,7 +179,7 @@ export function newId(prefix: string): string {
  * in one statement, admission by a concurrency limit, and restore-and-reconcile on start.
  */
 export class RunManager {
-  private readonly actors = new Map<string, RunActor>();
+  private readonly actors = new Map<string, PureActor>();
   private readonly queue: FairQueue;
   /** Runs in a slot (provisioning, running, finishing), with what their limits count. */
   private readonly holding = new Map<string, Pick<Waiting, "team" | "environmentId">>();
@@ -188,7 +190,12 @@ export class RunManager {
   private stopping = false;
   private reaping = false;
   private reaper: NodeJS.Timeout | undefined;
-  private readonly machine;
+  /** The machine's effects, by the name it invokes them with. */
+  private readonly machineEffects: Effects;
+  /** Every active run's deadline, on one timer. */
+  private readonly deadlines = new Deadlines({ now: Date.now, setTimeout, clearTimeout: (id) => clearTimeout(id as NodeJS.Timeout) }, (id) =>
+    this.actors.get(id)?.send({ type: "DEADLINE" }),
+  );
   /** Transitions and paddock's own log lines, written at the end of this event-loop turn. */
   private readonly commit: GroupCommit;
   /** Per live run: the row as last written, so effects and transitions need no read first. */
@@ -224,15 +231,13 @@ export class RunManager {
       system: (id, text) => this.system(id, text),
       logger: deps.logger,
     });
-    this.machine = taskRunMachine.provide({
-      actors: {
-        provision: fromPromise(({ input, signal }) => this.effects.provision(input.runId, signal)),
-        supervise: fromPromise(({ input, signal }) => this.effects.supervise(input.runId, signal)),
-        cleanup: fromPromise(({ input, signal }) => this.effects.cleanup(input.runId, signal)),
-        publish: fromPromise(({ input, signal }) => this.publish(input.runId, signal)),
-        deadline: deadlineTimer({ now: Date.now, setTimeout, clearTimeout: (id) => clearTimeout(id as NodeJS.Timeout) }),
-      },
-    });
+    const runId = (input: unknown) => (input as { runId: string }).runId;
+    this.machineEffects = {
+      provision: (input, signal) => this.effects.provision(runId(input), signal),
+      supervise: (input, signal) => this.effects.supervise(runId(input), signal),
+      cleanup: (input, signal) => this.effects.cleanup(runId(input), signal),
+      publish: (input, signal) => this.publish(runId(input), signal),
+    };
   }
 
   // ── Client operations ────────────────────────────────────────────────────────────
@@ -278,7 +283,7 @@ export class RunManager {
     const deadlineAt = now + (p.timeoutMs ?? env?.timeoutMs ?? settings.defaultTimeoutMs);
     const idleMs = agent?.mode === "interactive" ? (env?.idleTimeoutMs ?? 0) : 0;
     const openPullRequest = !!p.openPullRequest;
-    const actor = createActor(this.machine, { input: { runId: id, deadlineAt, idleMs, openPullRequest } });
+    const actor = this.newActor(id, (observe, onError) => PureActor.create(taskRunMachine, this.machineEffects, { runId: id, deadlineAt, idleMs, openPullRequest }, observe, onError));
     const snapshot = actor.getPersistedSnapshot();
     const snapshotJson = JSON.stringify(snapshot);
     const record: NewRun = {
@@ -617,14 +622,12 @@ export class RunManager {
   async restore(): Promise<void> {
     const live = this.deps.runs.live();
     for (const run of live) {
-      if (run.machineVersion !== MACHINE_VERSION) {
+      // Version 1 differs only in its deadline child, which is dropped (the deadline is the row's).
+      if (run.machineVersion !== MACHINE_VERSION && run.machineVersion !== 1) {
         this.deps.logger.warn({ runId: run.id, stored: run.machineVersion, current: MACHINE_VERSION }, "restoring a run written by another machine version");
       }
-      const actor = createActor(this.machine, {
-        // XState restores the state, context and invoked children; the children's effects run again.
-        snapshot: run.snapshot as SnapshotFrom<typeof this.machine>,
-        input: { runId: run.id, deadlineAt: run.deadlineAt },
-      });
+      // The state, context and invoked effects are restored; the effects run again.
+      const actor = this.newActor(run.id, (observe, onError) => PureActor.restore(taskRunMachine, this.machineEffects, run.snapshot, observe, onError));
       const phase = run.phase as RunPhase;
       if (SLOT_PHASES.has(phase)) this.hold(run);
       // Its effects run again: their first call to the provider waits for a reconcile slot.
@@ -646,6 +649,7 @@ export class RunManager {
     clearInterval(this.reaper);
     for (const actor of this.actors.values()) actor.stop();
     this.actors.clear();
+    this.deadlines.stop();
   }
 
   /** Runs waiting for a slot. */
@@ -685,50 +689,57 @@ export class RunManager {
     }
   }
 
+  /** A run's machine, observed by observe() below. */
+  private newActor(id: string, make: (observe: (s: RunSnapshot) => void, onError: (e: unknown) => void) => PureActor): PureActor {
+    return make(
+      (snapshot) => this.observe(id, snapshot),
+      (error) => this.deps.logger.error({ err: error, runId: id }, "run actor failed"),
+    );
+  }
+
   /** `fresh`: a run start() just made, whose `persisted` is its actor's snapshot now (a restored one's is the store's). */
-  private track(id: string, actor: RunActor, initialPhase: RunPhase, stored: StoredRun, persisted: string, fresh = false): void {
+  private track(id: string, actor: PureActor, initialPhase: RunPhase, stored: StoredRun, persisted: string, fresh = false): void {
     this.actors.set(id, actor);
     let markCleaned!: () => void;
     const cleaned = new Promise<void>((r) => (markCleaned = r));
     // A new run's first emission (at start) is the snapshot just stored: not serialised again.
-    this.live.set(id, { run: { ...stored }, persisted, snapshot: fresh ? actor.getSnapshot() : null, cleaned, markCleaned });
+    this.live.set(id, { run: { ...stored }, persisted, snapshot: fresh ? actor.getSnapshot() : null, cleaned, markCleaned, lastPhase: initialPhase });
     if (initialPhase === "queued") this.queue.add({ id, team: stored.team, environmentId: stored.environmentId, priority: stored.priority });
-    let lastPhase = initialPhase;
-    actor.subscribe({
-      next: (snapshot) => {
-        if (this.stopping) return;
-        const phase = phaseOf(snapshot.value);
-        this.persist(id, actor, snapshot);
-        if (phase !== lastPhase) {
-          this.deps.logger.info({ runId: id, from: lastPhase, to: phase, error: snapshot.context.error ?? undefined }, "run transition");
-          lastPhase = phase;
-        }
-        if (phase !== "queued") this.queue.remove(id);
-        if (phase === "cleaned") {
-          this.actors.delete(id);
-          this.live.get(id)?.markCleaned();
-          this.live.delete(id);
-          this.effects.forget(id);
-          const held = this.holding.get(id);
-          if (held) {
-            this.holding.delete(id);
-            this.queue.release(held);
-          }
-          this.pump();
-        }
-      },
-      error: (error) => {
-        this.deps.logger.error({ err: error, runId: id }, "run actor failed");
-      },
-    });
+    if (ACTIVE_PHASES.has(initialPhase)) this.deadlines.set(id, stored.deadlineAt);
     actor.start();
   }
 
-  private persist(id: string, actor: RunActor, snapshot: SnapshotFrom<typeof this.machine>): void {
+  /** Every state the run's machine enters: stored, and the queue, slots and deadline told. */
+  private observe(id: string, snapshot: RunSnapshot): void {
+    if (this.stopping) return;
+    const live = this.live.get(id);
+    const phase = phaseOf(snapshot.value);
+    this.persist(id, snapshot);
+    if (live && phase !== live.lastPhase) {
+      this.deps.logger.info({ runId: id, from: live.lastPhase, to: phase, error: snapshot.context.error ?? undefined }, "run transition");
+      live.lastPhase = phase;
+    }
+    if (phase !== "queued") this.queue.remove(id);
+    if (!ACTIVE_PHASES.has(phase)) this.deadlines.delete(id);
+    if (phase === "cleaned") {
+      this.actors.delete(id);
+      live?.markCleaned();
+      this.live.delete(id);
+      this.effects.forget(id);
+      const held = this.holding.get(id);
+      if (held) {
+        this.holding.delete(id);
+        this.queue.release(held);
+      }
+      this.pump();
+    }
+  }
+
+  private persist(id: string, snapshot: RunSnapshot): void {
     const live = this.live.get(id);
     if (!live || snapshot === live.snapshot) return;
     live.snapshot = snapshot;
-    const persisted = JSON.stringify(actor.getPersistedSnapshot());
+    const persisted = JSON.stringify(taskRunMachine.getPersistedSnapshot(snapshot));
     if (persisted === live.persisted) return; // e.g. the initial snapshot on start: already stored
     live.persisted = persisted;
     const prev = live.run;
