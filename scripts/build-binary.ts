@@ -8,6 +8,7 @@
 // BYTECODE_ORDER=file[,file] lays the bytecode out by what runs of an earlier build used
 // (recorded with BUN_BYTECODE_ORDER_OUT=file): measured ~4 MiB less RSS for an idle daemon.
 import { resolve } from "node:path";
+import { embedDescriptors, FILE_DESC_EXPECTED, FILE_DESC_MODULE, INDEX_EXPORTS_REPLACED } from "./embed-descriptors.ts";
 
 interface OnLoadArgs {
   path: string;
@@ -82,6 +83,35 @@ const lazyDockerExtras = {
   },
 };
 
+// Protobuf descriptors decoded here rather than at every start (see embed-descriptors.ts):
+// generated *_pb modules, ours and the well-known types', and the fileDesc() that takes them.
+const embeddedDescriptors = {
+  name: "embedded-descriptors",
+  setup(build: PluginBuilder) {
+    build.onLoad({ filter: /[\\/]@bufbuild[\\/]protobuf[\\/]dist[\\/]esm[\\/]codegenv2[\\/]file\.js$/ }, async ({ path }) => {
+      if (!(await Bun.file(path).text()).includes(FILE_DESC_EXPECTED)) throw new Error(`${path} changed: update FILE_DESC_MODULE in scripts/embed-descriptors.ts`);
+      return { contents: FILE_DESC_MODULE, loader: "js" };
+    });
+    for (const { file, lines } of INDEX_EXPORTS_REPLACED) {
+      build.onLoad({ filter: file }, async ({ path }) => {
+        let text = await Bun.file(path).text();
+        for (const [line, replacement] of lines) {
+          if (!text.includes(line)) throw new Error(`${path} no longer has ${line}: update INDEX_EXPORTS_REPLACED in scripts/embed-descriptors.ts`);
+          const by = await replacement();
+          text = text.replace(line, () => by);
+        }
+        return { contents: text, loader: "js" };
+      });
+    }
+    // Every generated module (ours, the well-known types, connect's google.rpc.Status): the
+    // replaced fileDesc() refuses one that was missed.
+    build.onLoad({ filter: /_pb\.[jt]s$/ }, async ({ path }) => ({
+      contents: embedDescriptors(await Bun.file(path).text(), (await import(path)) as Record<string, unknown>),
+      loader: path.endsWith(".ts") ? "ts" : "js",
+    }));
+  },
+};
+
 // `--chunks DIR`: the same chunks as plain files in DIR with a metafile, not an executable,
 // for `npm run bench -- modules` to trace which of them each role loads.
 const chunksAt = process.argv.indexOf("--chunks");
@@ -97,7 +127,7 @@ const result = await Bun.build({
   format: "esm",
   minify: { syntax: true },
   external: ["better-sqlite3", "cpu-features"],
-  plugins: [lazyDockerExtras],
+  plugins: [lazyDockerExtras, embeddedDescriptors],
   // Without it Bun resolves packages' "development" export condition: xstate's development
   // build (extra checks and warnings on every transition) was in the binary.
   define: { "process.env.NODE_ENV": '"production"' },

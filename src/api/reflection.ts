@@ -1,6 +1,7 @@
 import type { DescFile, DescMessage } from "@bufbuild/protobuf";
 import { toBinary } from "@bufbuild/protobuf";
-import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
+// Not through the wkt index: the binary leaves descriptor.proto out of it (scripts/embed-descriptors.ts).
+import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt/google/protobuf/descriptor_pb.js";
 import type { ConnectRouter, HandlerContext } from "@connectrpc/connect";
 import { Code } from "@connectrpc/connect";
 import { ServerReflection as ServerReflectionV1 } from "../gen/grpc/reflection/v1/reflection_pb.js";
