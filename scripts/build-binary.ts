@@ -5,9 +5,15 @@
 // modules: ssh2 (engines over SSH; paddock speaks to a unix socket) and gRPC (BuildKit
 // sessions; paddock builds no images). Together ~30 MiB of every daemon that has a docker
 // engine: the plugin below defers those two requires to their first use, nothing else.
-// BYTECODE_ORDER=file[,file] lays the bytecode out by what runs of an earlier build used
-// (recorded with BUN_BYTECODE_ORDER_OUT=file): measured ~4 MiB less RSS for an idle daemon.
-import { resolve } from "node:path";
+// The bytecode is laid out by what an idle daemon ran (Bun's --bytecode-order): the build
+// makes the binary once, starts its `serve` until it listens with BUN_BYTECODE_ORDER_OUT,
+// and builds again with that order: ~4 MiB less RSS for an idle daemon. BYTECODE_ORDER=file[,file]
+// gives the order files instead (recorded by earlier runs), BYTECODE_ORDER=none builds once without.
+import { spawn } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { embedDescriptors, FILE_DESC_EXPECTED, FILE_DESC_MODULE, INDEX_EXPORTS_REPLACED } from "./embed-descriptors.ts";
 
 interface OnLoadArgs {
   path: string;
@@ -82,29 +88,100 @@ const lazyDockerExtras = {
   },
 };
 
+// Protobuf descriptors decoded here rather than at every start (see embed-descriptors.ts):
+// generated *_pb modules, ours and the well-known types', and the fileDesc() that takes them.
+const embeddedDescriptors = {
+  name: "embedded-descriptors",
+  setup(build: PluginBuilder) {
+    build.onLoad({ filter: /[\\/]@bufbuild[\\/]protobuf[\\/]dist[\\/]esm[\\/]codegenv2[\\/]file\.js$/ }, async ({ path }) => {
+      if (!(await Bun.file(path).text()).includes(FILE_DESC_EXPECTED)) throw new Error(`${path} changed: update FILE_DESC_MODULE in scripts/embed-descriptors.ts`);
+      return { contents: FILE_DESC_MODULE, loader: "js" };
+    });
+    for (const { file, lines } of INDEX_EXPORTS_REPLACED) {
+      build.onLoad({ filter: file }, async ({ path }) => {
+        let text = await Bun.file(path).text();
+        for (const [line, replacement] of lines) {
+          if (!text.includes(line)) throw new Error(`${path} no longer has ${line}: update INDEX_EXPORTS_REPLACED in scripts/embed-descriptors.ts`);
+          const by = await replacement();
+          text = text.replace(line, () => by);
+        }
+        return { contents: text, loader: "js" };
+      });
+    }
+    // Every generated module (ours, the well-known types, connect's google.rpc.Status): the
+    // replaced fileDesc() refuses one that was missed.
+    build.onLoad({ filter: /_pb\.[jt]s$/ }, async ({ path }) => ({
+      contents: embedDescriptors(await Bun.file(path).text(), (await import(path)) as Record<string, unknown>),
+      loader: path.endsWith(".ts") ? "ts" : "js",
+    }));
+  },
+};
+
 // `--chunks DIR`: the same chunks as plain files in DIR with a metafile, not an executable,
 // for `npm run bench -- modules` to trace which of them each role loads.
 const chunksAt = process.argv.indexOf("--chunks");
-const output =
-  chunksAt > 0
-    ? { outdir: resolve(process.argv[chunksAt + 1]!), target: "bun", metafile: true }
-    : { entrypoints: [resolve(root, "src/main.ts"), resolve(root, "dist/web-ui.pack")], compile: { outfile: resolve(root, "dist/paddock"), bytecodeOrder: process.env.BYTECODE_ORDER ? process.env.BYTECODE_ORDER.split(",") : null }, bytecode: true };
+const outfile = resolve(root, "dist/paddock");
 
-const result = await Bun.build({
-  entrypoints: [resolve(root, "src/main.ts")],
-  ...output,
-  splitting: true,
-  format: "esm",
-  minify: { syntax: true },
-  external: ["better-sqlite3", "cpu-features"],
-  plugins: [lazyDockerExtras],
-  // Without it Bun resolves packages' "development" export condition: xstate's development
-  // build (extra checks and warnings on every transition) was in the binary.
-  define: { "process.env.NODE_ENV": '"production"' },
-});
-if (!result.success) {
-  console.error(result.logs);
-  process.exit(1);
+async function build(bytecodeOrder: string[] | null) {
+  const output =
+    chunksAt > 0
+      ? { outdir: resolve(process.argv[chunksAt + 1]!), target: "bun", metafile: true }
+      : { entrypoints: [resolve(root, "src/main.ts"), resolve(root, "dist/web-ui.pack")], compile: { outfile, bytecodeOrder }, bytecode: true };
+  const result = await Bun.build({
+    entrypoints: [resolve(root, "src/main.ts")],
+    ...output,
+    splitting: true,
+    format: "esm",
+    minify: { syntax: true },
+    external: ["better-sqlite3", "cpu-features"],
+    plugins: [lazyDockerExtras, embeddedDescriptors],
+    // Without it Bun resolves packages' "development" export condition: xstate's development
+    // build (extra checks and warnings on every transition) was in the binary.
+    define: { "process.env.NODE_ENV": '"production"' },
+  });
+  if (!result.success) {
+    console.error(result.logs);
+    process.exit(1);
+  }
+  return result;
 }
-if (chunksAt > 0) await Bun.write(resolve(process.argv[chunksAt + 1]!, "metafile.json"), JSON.stringify(result.metafile));
-console.log(chunksAt > 0 ? process.argv[chunksAt + 1] : "dist/paddock");
+
+/** The order file of the built binary's `serve`, from its start until it listens (then SIGTERM), in `dir`. */
+async function recordServeOrder(dir: string): Promise<string | null> {
+  const order = join(dir, "serve.order");
+  const daemon = spawn(outfile, ["serve", "--data-dir", join(dir, "data"), "--listen", "127.0.0.1:0", "--socket", "", "--log-format", "json"], {
+    env: { PATH: process.env.PATH, HOME: dir, BUN_BYTECODE_ORDER_OUT: order },
+    stdio: ["ignore", "ignore", "pipe"],
+  });
+  const exited = new Promise<number | null>((r) => daemon.once("exit", r));
+  let err = "";
+  const listening = await new Promise<boolean>((r) => {
+    const timer = setTimeout(() => r(false), 30_000);
+    daemon.stderr!.on("data", (d: Buffer) => (err += d) && err.includes("paddock listening") && (clearTimeout(timer), r(true)));
+    void exited.then(() => (clearTimeout(timer), r(false)));
+  });
+  daemon.kill("SIGTERM");
+  await exited;
+  if (!listening) console.error(`build-binary: the daemon did not start to record its bytecode order; built without one\n${err}`);
+  return listening ? order : null;
+}
+
+const orderEnv = process.env.BYTECODE_ORDER;
+if (chunksAt > 0) {
+  const result = await build(null);
+  await Bun.write(resolve(process.argv[chunksAt + 1]!, "metafile.json"), JSON.stringify(result.metafile));
+  console.log(process.argv[chunksAt + 1]);
+} else if (orderEnv) {
+  await build(orderEnv === "none" ? null : orderEnv.split(","));
+  console.log("dist/paddock");
+} else {
+  await build(null);
+  const dir = mkdtempSync(join(tmpdir(), "paddock-order-"));
+  try {
+    const order = await recordServeOrder(dir);
+    if (order) await build([order]);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  console.log("dist/paddock (bytecode laid out by an idle daemon's start)");
+}

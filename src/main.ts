@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // The only file that touches the process: argv, env, signals, exit.
-import { fstatSync, readFileSync } from "node:fs";
+import { fstatSync, readFileSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 // Only what every role needs is imported here; each role loads its own modules (the build
@@ -292,14 +292,57 @@ async function agent(): Promise<number> {
   return EXIT.ok;
 }
 
+/** A reader that has gone (`paddock logs RUN | head`) ends the command quietly, as git's do. */
+function readerGone(error: NodeJS.ErrnoException): void {
+  if (error.code !== "EPIPE") throw error;
+  process.exit(EXIT.ok);
+}
+
+let stdoutStream: NodeJS.WriteStream | null = null;
+/** process.stdout, from now on the only way to stdout (nothing written is reordered). */
+function stdoutAsStream(): NodeJS.WriteStream {
+  if (!stdoutStream) {
+    stdoutStream = process.stdout;
+    stdoutStream.on("error", readerGone);
+  }
+  return stdoutStream;
+}
+
+/**
+ * Writes to stdout with write(2): in the compiled binary, process.stdout (a Node stream Bun
+ * builds on first use) cost every CLI call ~10 ms of start-up. A stdout that would block
+ * (EAGAIN: a non-blocking pipe that is full), or a command that takes the stream itself,
+ * switches to process.stdout, which waits.
+ */
+function writeOut(text: string): void {
+  try {
+    if (stdoutStream) {
+      stdoutStream.write(text);
+      return;
+    }
+    let rest = Buffer.from(text);
+    while (rest.length > 0) {
+      try {
+        rest = rest.subarray(writeSync(1, rest));
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== "EAGAIN") throw error;
+        stdoutAsStream().write(rest);
+        return;
+      }
+    }
+  } catch (error) {
+    readerGone(error as NodeJS.ErrnoException);
+  }
+}
+
 async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
   if (!cmd || cmd === "--help" || cmd === "-h" || cmd === "help") {
-    process.stdout.write(help((await import("./cli/commands.js")).clientHelp) + "\n");
+    writeOut(help((await import("./cli/commands.js")).clientHelp) + "\n");
     return cmd ? EXIT.ok : EXIT.usage;
   }
   if (cmd === "--version" || cmd === "version") {
-    process.stdout.write(`paddock ${VERSION}\n`);
+    writeOut(`paddock ${VERSION}\n`);
     return EXIT.ok;
   }
   if (cmd === "serve") return serve(rest);
@@ -326,22 +369,10 @@ async function main(argv: string[]): Promise<number> {
   }
   const controller = new AbortController();
   process.once("SIGINT", () => controller.abort());
-  // A reader that has gone (`paddock logs RUN | head`) ends the command quietly, as git's do.
-  const readerGone = (error: NodeJS.ErrnoException) => {
-    if (error.code !== "EPIPE") throw error;
-    process.exit(EXIT.ok);
-  };
-  process.stdout.on("error", readerGone);
   const dataDir = process.env.PADDOCK_DATA_DIR || defaultDataDir(process.env);
   const { runClientCommand } = await import("./cli/commands.js");
   return runClientCommand(argv, {
-    out: (l) => {
-      try {
-        process.stdout.write(l + "\n");
-      } catch (error) {
-        readerGone(error as NodeJS.ErrnoException);
-      }
-    },
+    out: (l) => writeOut(l + "\n"),
     err: (l) => process.stderr.write(l + "\n"),
     env: process.env,
     cwd: process.cwd(),
@@ -353,7 +384,7 @@ async function main(argv: string[]): Promise<number> {
         return process.stdin;
       },
       get output() {
-        return process.stdout;
+        return stdoutAsStream();
       },
     },
   });

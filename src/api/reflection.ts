@@ -1,6 +1,5 @@
 import type { DescFile, DescMessage } from "@bufbuild/protobuf";
 import { toBinary } from "@bufbuild/protobuf";
-import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
 import type { ConnectRouter, HandlerContext } from "@connectrpc/connect";
 import { Code } from "@connectrpc/connect";
 import { ServerReflection as ServerReflectionV1 } from "../gen/grpc/reflection/v1/reflection_pb.js";
@@ -44,13 +43,18 @@ interface ReflectionIndex {
   fileBySymbol: Map<string, DescFile>;
   /** extendee type name → extension field number → declaring file */
   extensions: Map<string, Map<number, DescFile>>;
-  /** serialized FileDescriptorProto with its transitive imports, requested file first */
-  closures: Map<DescFile, Uint8Array[]>;
+  /**
+   * serialized FileDescriptorProto with its transitive imports, requested file first; made
+   * at the first request: serializing needs descriptor.proto's descriptors, which an idle
+   * daemon does without (building them costs start-up time and memory).
+   */
+  closures: Map<DescFile, Uint8Array[]> | null;
 }
 
 function reflectionInfo(index: ReflectionIndex) {
   return async function* <Req extends ReflectionRequest>(requests: AsyncIterable<Req>, ctx: HandlerContext) {
     for await (const request of untilAborted(requests, ctx.signal)) {
+      index.closures ??= await serializeClosures(index);
       yield { validHost: request.host, originalRequest: request, messageResponse: answer(index, request) };
     }
   };
@@ -85,7 +89,7 @@ function answer(index: ReflectionIndex, request: ReflectionRequest): ReflectionA
 }
 
 function describe(index: ReflectionIndex, file: DescFile | undefined, missing: string): ReflectionAnswer {
-  const closure = file && index.closures.get(file);
+  const closure = file && index.closures?.get(file);
   if (!closure) return notFound(missing);
   return { case: "fileDescriptorResponse", value: { fileDescriptorProto: closure } };
 }
@@ -101,7 +105,7 @@ function buildIndex(files: DescFile[]): ReflectionIndex {
     fileByName: new Map(),
     fileBySymbol: new Map(),
     extensions: new Map(),
-    closures: new Map(),
+    closures: null,
   };
   for (const file of files) {
     for (const service of file.services) {
@@ -115,17 +119,20 @@ function buildIndex(files: DescFile[]): ReflectionIndex {
     index.fileByName.set(file.proto.name, file);
     indexSymbols(index, file);
   }
-  // Serialized once up front: files are shared by many closures and never change.
+  return index;
+}
+
+async function serializeClosures(index: ReflectionIndex): Promise<Map<DescFile, Uint8Array[]>> {
+  // Not through the wkt index: the binary leaves descriptor.proto out of it (scripts/embed-descriptors.ts).
+  const { FileDescriptorProtoSchema } = await import("@bufbuild/protobuf/wkt/google/protobuf/descriptor_pb.js");
+  // Serialized once: files are shared by many closures and never change.
   const bytes = new Map<DescFile, Uint8Array>();
   const serialize = (file: DescFile): Uint8Array => {
     let b = bytes.get(file);
     if (!b) bytes.set(file, (b = toBinary(FileDescriptorProtoSchema, file.proto)));
     return b;
   };
-  for (const file of index.fileByName.values()) {
-    index.closures.set(file, withImports(file).map(serialize));
-  }
-  return index;
+  return new Map([...index.fileByName.values()].map((file) => [file, withImports(file).map(serialize)]));
 }
 
 /** `file` followed by everything it imports, transitively, each once. */

@@ -26,21 +26,25 @@ import { parseSecretFlags, readSecretValues } from "./secret-input.js";
 /**
  * The protobuf and Connect parts, loaded once a command is about to talk to the daemon:
  * their descriptors and transports cost most of a CLI call's start-up, and `--help` and
- * usage errors need none of them.
+ * usage errors need none of them. Of the generated files, only the command's services'.
  */
-let w: typeof Wire;
+let w: typeof Wire & Wire.Generated;
 let NETWORKS: Record<string, NetworkAccess>;
 let POLICIES: Record<string, PermissionPolicy>;
 let MODES: Record<string, RunMode>;
 
-async function loadWire(): Promise<typeof Wire> {
-  if (!w) {
-    w = await import("./wire.js");
-    NETWORKS = { trusted: w.NetworkAccess.TRUSTED, full: w.NetworkAccess.FULL, custom: w.NetworkAccess.CUSTOM };
+/** The services each group of commands calls (`task list` calls TaskService alone); any other command loads all. */
+const SERVICES_OF_GROUP: Record<string, readonly Wire.ServiceName[]> = { task: ["tasks"], token: ["tokens"] };
+const ALL_SERVICES: readonly Wire.ServiceName[] = ["tasks", "runs", "environments", "tokens"];
+
+async function loadWire(services: readonly Wire.ServiceName[] = []): Promise<void> {
+  const core = w ?? (await import("./wire.js"));
+  w = Object.assign({}, core, await core.loadGenerated(services)) as typeof w;
+  if (w.NetworkAccess) NETWORKS = { trusted: w.NetworkAccess.TRUSTED, full: w.NetworkAccess.FULL, custom: w.NetworkAccess.CUSTOM };
+  if (w.RunMode) {
     POLICIES = { auto_allow: w.PermissionPolicy.AUTO_ALLOW, ask: w.PermissionPolicy.ASK, deny: w.PermissionPolicy.DENY };
     MODES = { background: w.RunMode.BACKGROUND, interactive: w.RunMode.INTERACTIVE };
   }
-  return w;
 }
 
 export interface CliIo {
@@ -966,8 +970,8 @@ export async function runClientCommand(argv: string[], io: CliIo): Promise<numbe
       io.out(`usage: ${cmd.usage}\n\n${cmd.summary}\n${cmd.help ? `\n${cmd.help}\n` : ""}\n${COMMON_HELP}`);
       return EXIT.ok;
     }
-    await loadWire();
-    const c = w.connect(String(values.address ?? io.env.PADDOCK_ADDRESS ?? ""), io.defaultSocket, String(values.token ?? io.env.PADDOCK_TOKEN ?? "") || undefined);
+    await loadWire(SERVICES_OF_GROUP[String(argv[0])] ?? ALL_SERVICES);
+    const c = w.connect(String(values.address ?? io.env.PADDOCK_ADDRESS ?? ""), io.defaultSocket, String(values.token ?? io.env.PADDOCK_TOKEN ?? "") || undefined, w);
     return await cmd.run({ values: values as Record<string, string | boolean | undefined>, positionals, c, io, json: !!values.json });
   } catch (error) {
     return await reportError(error, io, cmd.usage);
@@ -980,7 +984,7 @@ async function reportError(error: unknown, io: CliIo, usage: string): Promise<nu
     io.err(`paddock: ${(error as Error).message}\nusage: ${usage}`);
     return EXIT.usage;
   }
-  await loadWire();
+  if (!w) await loadWire();
   const ce = w.ConnectError.from(error);
   io.err(`paddock: ${ce.code === w.Code.Unavailable ? "cannot reach the daemon: " : ""}${ce.rawMessage} [${w.Code[ce.code] ?? ce.code}]`);
   switch (ce.code) {
