@@ -30,7 +30,8 @@ describe.runIf(dockerUp)("chaos: SIGKILL the daemon at every phase", () => {
 
   beforeAll(async () => {
     if (!existsSync(BIN)) execFileSync("npm", ["run", "--silent", "build"], { cwd: ROOT, stdio: "inherit" });
-    execFileSync("bash", ["scripts/build-images.sh"], { cwd: ROOT, stdio: "inherit" });
+    // PADDOCK_TEST_IMAGE: a sandbox image built under another tag, not rebuilt here.
+    if (!process.env.PADDOCK_TEST_IMAGE) execFileSync("bash", ["scripts/build-images.sh"], { cwd: ROOT, stdio: "inherit" });
     repo = makeGitRepo();
     dataDir = tempDir("chaos");
     fake = await startFakeModal({ paddockBinary: BIN });
@@ -51,6 +52,7 @@ describe.runIf(dockerUp)("chaos: SIGKILL the daemon at every phase", () => {
       const child = spawn(BIN, ["serve", "--data-dir", dataDir, "--listen", `127.0.0.1:${port}`, "--log-format", "json", "--grace-time", "1s"], {
         env: {
           ...gitEnv,
+          ...(process.env.PADDOCK_TEST_IMAGE ? { PADDOCK_DOCKER_IMAGE: process.env.PADDOCK_TEST_IMAGE } : {}),
           MODAL_CONFIG_PATH: "/nonexistent/.modal.toml",
           PADDOCK_MODAL_IMAGE: "registry.test/paddock-sandbox:chaos",
           PADDOCK_MODAL_SERVER_URL: fake.url,

@@ -70,6 +70,12 @@ const RULES = {
    * (RUN_VARIABLES); "" for a runner started for its run.
    */
   PADDOCK_POOL_CLAIM: { type: "string", pattern: [/^([0-9a-f]{64})?$/, "is not a SHA-256 in hex"], default: "" },
+  /**
+   * A pipe the provider that spawned the runner reads (the local provider): the runner
+   * writes one line of JSON RunnerInfo to it once it listens, then closes it, so the daemon
+   * needs no poll. Unset: none (containers; the daemon reads runner.json or polls).
+   */
+  PADDOCK_READY_FD: { type: "int", min: 3, max: 1023, optional: true },
 } as const satisfies Record<string, Rule>;
 
 type Rules = typeof RULES;

@@ -16,6 +16,7 @@ import { EventLog, type NewEvent } from "./event-log.js";
 import { BASES_FILE, checkout, isCheckedOut } from "./checkout.js";
 import { captureHandoff, captureState, exportWork } from "./handoff-capture.js";
 import { readLines } from "./output-lines.js";
+import { announceReady } from "./ready-fd.js";
 import { trustCaFile } from "./trust-ca.js";
 import { agentConfigDirs, agentEnvironment, type RunnerSettings } from "./runner-env.js";
 import {
@@ -542,6 +543,7 @@ export async function runRunner(opts: RunnerOptions): Promise<void> {
   }
   if (s.PADDOCK_HOLD !== "1") startAgent();
   writeInfo();
+  announceReady(s.PADDOCK_READY_FD, { pid: process.pid, port, agentPid: (agent as ChildProcess | null)?.pid ?? null });
   opts.log(`runner for ${s.PADDOCK_RUN_ID} listening on ${s.PADDOCK_RUNNER_HOST}:${port}`);
   opts.onListening?.();
 

@@ -3,6 +3,7 @@ import { randomInt } from "node:crypto";
 import { closeSync, existsSync, openSync, watch, writeFileSync } from "node:fs";
 import { chmod, mkdir, readdir, readFile, rm, rmdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import type { Readable } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
 import { killAllOf, processesOf } from "../../agent/agent-user.js";
 import { runnerEnvironment } from "../../agent/runner-env.js";
@@ -125,8 +126,8 @@ export class LocalProvider implements SandboxProvider {
     // A runner started before a daemon crash may not have written runner.json yet: wait
     // for that one rather than start a second, which would run the agent twice.
     const started = await readPid(state);
-    if (started === null || !alive(started)) await this.startRunner(spec.name, record);
-    return this.waitForRunner(spec.name, record, signal);
+    const ready = started === null || !alive(started) ? (await this.startRunner(spec.name, record)).ready : null;
+    return this.waitForRunner(spec.name, record, signal, ready);
   }
 
   /** A uid of the range that no sandbox of ours holds and no process runs as. */
@@ -145,7 +146,12 @@ export class LocalProvider implements SandboxProvider {
     throw new SandboxError(`no free agent uid in ${range.first}-${range.first + range.count - 1}`, true);
   }
 
-  private async startRunner(name: string, record: SandboxRecord): Promise<void> {
+  /**
+   * Spawns the runner; `ready` resolves to what it says on its ready pipe once it listens (null if
+   * it exited first, e.g. its checkout failed). Only this daemon process holds the pipe: a
+   * restarted daemon finds the runner through runner.json.
+   */
+  private async startRunner(name: string, record: SandboxRecord): Promise<{ ready: Promise<RunnerInfo | null> }> {
     const state = this.stateDir(name);
     const work = this.workDir(name);
     const uid = record.agentUid;
@@ -163,7 +169,7 @@ export class LocalProvider implements SandboxProvider {
       const child = spawn(file!, args, {
         cwd: state,
         detached: true, // own process group: survives a daemon SIGKILL, killable as a group
-        stdio: ["ignore", logFd, logFd],
+        stdio: ["ignore", logFd, logFd, "pipe"],
         env: {
           ...this.opts.baseEnv,
           ...runnerEnvironment({
@@ -178,21 +184,34 @@ export class LocalProvider implements SandboxProvider {
             PADDOCK_AGENT_GID: uid,
             PADDOCK_AGENT_HOME: join(work, "home"),
             PADDOCK_AGENT_PATH: this.opts.baseEnv.PATH ?? "/usr/local/bin:/usr/bin:/bin",
+            PADDOCK_READY_FD: 3,
           }),
         },
       });
       child.on("error", () => {}); // surfaces below as a runner that never answers
       child.unref();
       if (child.pid) writeFileSync(join(state, RUNNER_PID_FILE), String(child.pid), { mode: 0o600 });
+      return { ready: readyLine(child.stdio[3] as Readable | null) };
     } finally {
       closeSync(logFd);
     }
   }
 
-  private async waitForRunner(name: string, record: SandboxRecord, signal: AbortSignal): Promise<SandboxStatus> {
+  /**
+   * Until the runner answers for the run. One this process spawned says so on its ready
+   * pipe (`ready`): no poll, no health call (the pid is our child's, the run its record's).
+   * One started by an earlier daemon process is found through runner.json and /health.
+   */
+  private async waitForRunner(name: string, record: SandboxRecord, signal: AbortSignal, ready: Promise<RunnerInfo | null> | null = null): Promise<SandboxStatus> {
     const state = this.stateDir(name);
-    const until = Date.now() + this.opts.runnerStartTimeoutMs;
     let last = "no runner.json yet";
+    if (ready) {
+      const timeout = AbortSignal.any([signal, AbortSignal.timeout(this.opts.runnerStartTimeoutMs)]);
+      const info = await Promise.race([ready, new Promise<null>((resolve) => timeout.addEventListener("abort", () => resolve(null), { once: true }))]);
+      if (info) return { state: "running", endpoint: `http://127.0.0.1:${info.port}` };
+      return this.runnerFailed(state, signal, "the runner exited before it listened");
+    }
+    const until = Date.now() + this.opts.runnerStartTimeoutMs;
     // The runner writes runner.json once it listens: its appearance wakes the loop at once;
     // the 20 ms poll stays for what a watch can miss (and for a runner that died).
     let wake = () => {};
@@ -226,6 +245,11 @@ export class LocalProvider implements SandboxProvider {
     } finally {
       watcher?.close();
     }
+    return this.runnerFailed(state, signal, last);
+  }
+
+  /** Why a runner did not come up, from its log. */
+  private async runnerFailed(state: string, signal: AbortSignal, last: string): Promise<never> {
     signal.throwIfAborted();
     const log = await readFile(join(state, "runner.log"), "utf8").catch(() => "");
     const checkout = /paddock agent: checkout failed: (.*)$/m.exec(log);
@@ -248,8 +272,8 @@ export class LocalProvider implements SandboxProvider {
     const status = await this.inspect(name);
     if (status.endpoint) return status.endpoint;
     if (!existsSync(join(this.stateDir(name), RUNNER_EVENTS_FILE))) return null;
-    await this.startRunner(name, record);
-    return (await this.waitForRunner(name, record, signal)).endpoint ?? null;
+    const { ready } = await this.startRunner(name, record);
+    return (await this.waitForRunner(name, record, signal, ready)).endpoint ?? null;
   }
 
   async destroy(name: string, signal: AbortSignal): Promise<CleanupResult> {
@@ -261,8 +285,8 @@ export class LocalProvider implements SandboxProvider {
       let status = await this.inspect(name);
       if (status.state !== "running") {
         // The runner is gone: a new one, which never runs the agent again, makes the export.
-        await this.startRunner(name, record);
-        status = await this.waitForRunner(name, record, signal).catch(() => status);
+        const { ready } = await this.startRunner(name, record);
+        status = await this.waitForRunner(name, record, signal, ready).catch(() => status);
       }
       if (status.endpoint) {
         const runner = createRunnerClient(status.endpoint, record.token);
@@ -297,6 +321,31 @@ export class LocalProvider implements SandboxProvider {
     const names = await readdir(join(this.opts.root, "sandboxes")).catch(() => [] as string[]);
     return names.filter((n) => n.startsWith("paddock-"));
   }
+}
+
+/** The first line on a runner's ready pipe, or null at its end without one. */
+function readyLine(pipe: Readable | null): Promise<RunnerInfo | null> {
+  if (!pipe) return Promise.resolve(null);
+  return new Promise((resolve) => {
+    let text = "";
+    const done = (info: RunnerInfo | null) => {
+      pipe.destroy();
+      resolve(info);
+    };
+    pipe.setEncoding("utf8");
+    pipe.on("data", (chunk: string) => {
+      text += chunk;
+      const nl = text.indexOf("\n");
+      if (nl < 0) return;
+      try {
+        done(JSON.parse(text.slice(0, nl)) as RunnerInfo);
+      } catch {
+        done(null);
+      }
+    });
+    pipe.once("end", () => done(null));
+    pipe.once("error", () => done(null));
+  });
 }
 
 /** The runner's pid as the provider saw it at spawn, before the runner could say anything. */
