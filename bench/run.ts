@@ -11,7 +11,7 @@ import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect
 import { execSync, spawn } from "node:child_process";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -1375,7 +1375,10 @@ async function benchQueued() {
  * StartRun → agent started on the local provider (dist/paddock serve, its runners the same
  * binary), against a bare `git worktree add` of the same repository + spawn of the same
  * agent, in turn. "Started" is the instant the agent itself writes (date +%s%N), so no
- * poll of ours is in either figure.
+ * poll of ours is in either figure. Two paddock figures: a run with no environment (today's
+ * path: a runner started for the run, a pool miss) and a run of an environment with
+ * warm_pool 1 that takes a pool member (a hit; each round waits until the refilled member
+ * is ready, as a run arriving later would find it).
  */
 async function benchLocal() {
   const bin = distBinary();
@@ -1393,19 +1396,53 @@ async function benchLocal() {
   chmodSync(marks, 0o1777);
   const startedAt = (file: string) => Number(readFileSync(file, "utf8").trim()) / 1e6;
   const agent = (file: string) => ["sh", "-c", `date +%s%N > ${file}`];
+  /** Pool members waiting for their claim (their runner said so in its log). */
+  const readyMembers = () => {
+    const root = join(dataDir, "sandboxes");
+    const says = (n: string) => {
+      try {
+        return readFileSync(join(root, n, "state", "runner.log"), "utf8").includes("waiting for its claim");
+      } catch {
+        return false; // not started yet, or claimed and gone
+      }
+    };
+    return (existsSync(root) ? readdirSync(root) : []).filter((n) => n.startsWith("paddock-pool-") && says(n)).length;
+  };
   try {
     let err = "";
     daemon.stderr!.on("data", (d: Buffer) => (err += d));
     for (let i = 0; i < 400 && !err.includes("paddock listening"); i++) await sleep(50);
     const token = readFileSync(join(dataDir, "admin-token"), "utf8").trim();
     const { TaskService } = await import("../src/gen/paddock/v1/task_pb.js");
+    const { EnvironmentService, NetworkAccess } = await import("../src/gen/paddock/v1/environment_pb.js");
     const transport = createConnectTransport({ baseUrl: `http://127.0.0.1:${port}`, httpVersion: "1.1", interceptors: [bearer(token)] });
     const tasks = createClient(TaskService, transport);
     const runs = createClient(TaskRunService, transport);
+    const envs = createClient(EnvironmentService, transport);
     const { task } = await tasks.createTask({ title: "local", repository: repo, description: "x" });
+    const env = (await envs.createEnvironment({ environment: { name: "warm", networkAccess: NetworkAccess.FULL, warmPool: 1, repositories: [repo] } })).environment!;
+    const { task: warmTask } = await tasks.createTask({ title: "local warm", repository: repo, description: "x", environmentId: env.id });
     const paddock: number[] = [];
+    const hits: number[] = [];
     const bare: number[] = [];
     const provisioning: number[] = [];
+    let missedPool = 0;
+    const runOnce = async (taskId: string, file: string) => {
+      const t1 = Date.now();
+      const run = (await runs.startRun({ taskId, agentCommand: agent(file) })).run!;
+      let got = (await runs.getRun({ runId: run.id })).run!;
+      while (!got.cleanedAt) {
+        await sleep(20);
+        got = (await runs.getRun({ runId: run.id })).run!;
+      }
+      if (!existsSync(file)) throw new Error(`run ${run.id} ended ${got.status} without starting its agent: ${got.errorMessage}`);
+      const p = got.phaseTimings.find((t) => t.phase === "provisioning")?.duration;
+      return { ms: startedAt(file) - t1, provisioning: p ? (Number(p.seconds) + p.nanos / 1e9) * 1000 : 0, runId: run.id };
+    };
+    const logsSay = async (runId: string, text: string) => {
+      for await (const r of runs.streamLogs({ runId, follow: false })) if (r.entries.some((e) => e.text.includes(text))) return true;
+      return false;
+    };
     for (let i = 0; i <= rounds; i++) {
       // Bare: a worktree of the repository, then the agent in it.
       const file = join(marks, `bare-${i}`);
@@ -1414,25 +1451,22 @@ async function benchLocal() {
       await new Promise<void>((r) => spawn(agent(file)[0]!, agent(file).slice(1), { cwd: join(dir, `wt-${i}`), stdio: "ignore" }).once("exit", () => r()));
       const b = startedAt(file) - t0;
 
-      const pfile = join(marks, `paddock-${i}`);
-      const t1 = Date.now();
-      const run = (await runs.startRun({ taskId: task!.id, agentCommand: agent(pfile) })).run!;
-      let got = (await runs.getRun({ runId: run.id })).run!;
-      while (!got.cleanedAt) {
-        await sleep(20);
-        got = (await runs.getRun({ runId: run.id })).run!;
-      }
-      if (!existsSync(pfile)) throw new Error(`run ${run.id} ended ${got.status} without starting its agent: ${got.errorMessage}`);
+      const miss = await runOnce(task!.id, join(marks, `paddock-${i}`));
+      for (let w = 0; w < 600 && readyMembers() < 1; w++) await sleep(20);
+      const hit = await runOnce(warmTask!.id, join(marks, `warm-${i}`));
+      if (!(await logsSay(hit.runId, "took the warm runner"))) missedPool++;
       // The first round warms the repository's mirror and the page cache: not counted.
       if (i === 0) continue;
       bare.push(b);
-      paddock.push(startedAt(pfile) - t1);
-      const p = got.phaseTimings.find((t) => t.phase === "provisioning")?.duration;
-      if (p) provisioning.push((Number(p.seconds) + p.nanos / 1e9) * 1000);
+      paddock.push(miss.ms);
+      hits.push(hit.ms);
+      if (miss.provisioning) provisioning.push(miss.provisioning);
     }
     const m = median(paddock);
+    const h = median(hits);
     const b = median(bare);
     console.log(`local start: StartRun → agent started ${m.toFixed(1)} ms (of it provisioning ${median(provisioning).toFixed(1)} ms), bare git worktree add + spawn ${b.toFixed(1)} ms, ratio ${(m / b).toFixed(1)}× (aim ≤ 2×; ${rounds} rounds, alternating, medians)`);
+    console.log(`local start, warm pool hit: StartRun → agent started ${h.toFixed(1)} ms, bare ${b.toFixed(1)} ms, ratio ${(h / b).toFixed(1)}× (aim ≤ 2×; ${rounds} rounds${missedPool ? `, ${missedPool} of ${rounds + 1} missed the pool` : ""})`);
   } finally {
     daemon.kill("SIGTERM");
     await new Promise((r) => daemon.once("exit", r));

@@ -93,9 +93,14 @@ export async function createApp(opts: AppOptions): Promise<App> {
   const secretBox = await loadOrCreateSecretBox(config.dataDir);
   const environmentsRepo = createEnvironmentsRepository(db);
   // An environment that asks for a warm pool gets its members at once (providers are made below).
-  const warm = (env: EnvironmentRecord) =>
-    warmEnvironment(env, providers.get("docker") as DockerProvider | undefined, (r) => resolveRepository(r, config.gitHost), (msg) => logger.warn(msg));
-  const environments = createEnvironments(environmentsRepo, secretBox, warm, (id) => (providers.get("docker") as DockerProvider | undefined)?.resizeEnvironmentPool(id, null));
+  // The local provider's pool only where local is the default: an environment has no provider of its own.
+  const warmers = () => (config.defaultProvider === "local" ? ["docker", "local"] : ["docker"]).map((name) => providers.get(name) as DockerProvider | LocalProvider | undefined);
+  const warm = (env: EnvironmentRecord) => {
+    for (const warmer of warmers()) warmEnvironment(env, warmer, (r) => resolveRepository(r, config.gitHost), (msg) => logger.warn(msg));
+  };
+  const environments = createEnvironments(environmentsRepo, secretBox, warm, (id) => {
+    for (const warmer of warmers()) warmer?.resizeEnvironmentPool(id, null);
+  });
   const egressAudit = createEgressAuditRepository(db);
   const instance = instanceId(db);
   const isRoot = process.getuid?.() === 0;
@@ -122,6 +127,7 @@ export async function createApp(opts: AppOptions): Promise<App> {
         baseEnv: opts.baseEnv,
         graceMs: config.graceTime,
         runnerStartTimeoutMs: 30_000,
+        warn: (msg) => logger.warn({ provider: "local" }, msg),
       }),
     ],
   ]);

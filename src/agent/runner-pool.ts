@@ -2,7 +2,9 @@ import { createHash, timingSafeEqual } from "node:crypto";
 import { existsSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import { join } from "node:path";
+import type { AddressInfo } from "node:net";
 import { prepareWorkspace, type PreparedWorkspace } from "./checkout.js";
+import { announceReady } from "./ready-fd.js";
 import { readRunnerEnvironment, RUN_VARIABLES, RunnerEnvSchema } from "./runner-env.js";
 import { CLAIM_ACCEPTED_HEADER, CLAIM_PATH, POOL_HEALTH_PATH, type ClaimRequest } from "./runner-protocol.js";
 
@@ -35,7 +37,7 @@ interface ClaimRecord {
  * restart of the container it is that run's runner, exactly as if it had started as one.
  */
 export async function waitForClaim(env: Record<string, string | undefined>, log: (msg: string) => void): Promise<Claim> {
-  const s = RunnerEnvSchema.pick({ PADDOCK_RUNNER_HOST: true, PADDOCK_RUNNER_PORT: true, PADDOCK_STATE_DIR: true, PADDOCK_POOL_CLAIM: true }).parse(env);
+  const s = RunnerEnvSchema.pick({ PADDOCK_RUNNER_HOST: true, PADDOCK_RUNNER_PORT: true, PADDOCK_STATE_DIR: true, PADDOCK_POOL_CLAIM: true, PADDOCK_READY_FD: true }).parse(env);
   const hash = Buffer.from(s.PADDOCK_POOL_CLAIM, "hex");
   const file = join(s.PADDOCK_STATE_DIR, CLAIM_FILE);
   // Only the claim says what the run is: a snapshot's image still carries the run it was taken from.
@@ -113,7 +115,12 @@ export async function waitForClaim(env: Record<string, string | undefined>, log:
     });
     server.headersTimeout = 30_000;
     server.once("error", reject);
-    server.listen(s.PADDOCK_RUNNER_PORT, s.PADDOCK_RUNNER_HOST, () => log(`pool runner waiting for its claim on ${s.PADDOCK_RUNNER_HOST}:${s.PADDOCK_RUNNER_PORT}`));
+    server.listen(s.PADDOCK_RUNNER_PORT, s.PADDOCK_RUNNER_HOST, () => {
+      const port = (server.address() as AddressInfo).port;
+      // A local pool's provider learns the port (0: any) and that the workspace is ready here.
+      announceReady(s.PADDOCK_READY_FD, { pid: process.pid, port, agentPid: null, pooled: true });
+      log(`pool runner waiting for its claim on ${s.PADDOCK_RUNNER_HOST}:${port}`);
+    });
   });
 }
 

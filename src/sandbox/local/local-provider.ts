@@ -1,13 +1,14 @@
 import { spawn } from "node:child_process";
 import { randomInt } from "node:crypto";
-import { closeSync, existsSync, openSync, watch, writeFileSync } from "node:fs";
-import { chmod, mkdir, readdir, readFile, rm, rmdir, writeFile } from "node:fs/promises";
+import { createHash } from "node:crypto";
+import { closeSync, existsSync, openSync, readFileSync, watch, writeFileSync } from "node:fs";
+import { chmod, mkdir, readdir, readFile, readlink, rm, rmdir, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
 import { killAllOf, processesOf } from "../../agent/agent-user.js";
-import { runnerEnvironment } from "../../agent/runner-env.js";
-import { RUNNER_EVENTS_FILE, RUNNER_INFO_FILE, type RunnerInfo } from "../../agent/runner-protocol.js";
+import { runnerEnvironment, type RunnerEnv } from "../../agent/runner-env.js";
+import { claimSecretHash, RUNNER_EVENTS_FILE, RUNNER_INFO_FILE, type RunnerInfo } from "../../agent/runner-protocol.js";
 import { SandboxError } from "../../errors.js";
 import { importHandoff } from "../import-handoff.js";
 import { collectWork } from "../import-work.js";
@@ -15,6 +16,8 @@ import { runnerEnvOfRun, type CleanupResult, type SandboxProvider, type SandboxS
 import type { GitCredentialSource } from "../git-credentials.js";
 import { prepareSource } from "../repository-source.js";
 import { createRunnerClient } from "../runner-client.js";
+import { WarmPool, type PoolMember } from "../warm-pool.js";
+import type { PoolSpec } from "../docker/docker-provider.js";
 
 export interface LocalProviderOptions {
   /** Runner state lives in <root>/sandboxes/<name>/state, mirrors of remote repositories in <root>/repos. */
@@ -37,7 +40,23 @@ export interface LocalProviderOptions {
   graceMs: number;
   /** How long provisioning waits for a started runner to answer. */
   runnerStartTimeoutMs: number;
+  /** What the operator may want to follow (the warm pool's members). */
+  warn?: (message: string, error?: unknown) => void;
 }
+
+/** How a local pool member is made: the repository's copy its workspace is prepared from. */
+interface LocalRecipe {
+  source: string;
+}
+
+/** What a pool member's state holds before its claim: nothing of a run. */
+interface MemberRecord {
+  key: string;
+  agentUid?: number;
+}
+
+/** A pool member's record, in its state dir until a claim makes it the run's (sandbox.json). */
+const MEMBER_FILE = "pool.json";
 
 /** What provisioning remembers about a sandbox, for cleanup after a restart. */
 interface SandboxRecord {
@@ -55,6 +74,8 @@ interface SandboxRecord {
   /** The agent's own uid and gid, or absent when it runs as the daemon's user. */
   agentUid?: number;
   handoff?: SandboxSpec["handoff"];
+  /** A claimed pool member: the directory that holds this sandbox (its name is a link to it). */
+  member?: string;
 }
 
 /**
@@ -67,7 +88,24 @@ export class LocalProvider implements SandboxProvider {
   readonly name = "local";
   readonly enforcesNetworkPolicy = false;
 
-  constructor(private readonly opts: LocalProviderOptions) {}
+  /**
+   * Runners started ahead per (environment, repository) that asks for it (warm_pool), each
+   * with its workspace prepared and nothing of a run; a claim hands the run over.
+   */
+  readonly pool: WarmPool<LocalRecipe>;
+  readonly brokersSecrets = false;
+  /** The pool keys each environment's runs and pre-warming used (resizeEnvironmentPool). */
+  private readonly environmentKeys = new Map<string, Set<string>>();
+
+  constructor(private readonly opts: LocalProviderOptions) {
+    this.pool = new WarmPool<LocalRecipe>({
+      size: 0, // only environments ask for local members (warm_pool)
+      make: (key, recipe, name, secret) => this.makeMember(key, recipe, name, secret),
+      recipeId: (r) => r.source,
+      discard: async (name) => void (await this.destroy(name, AbortSignal.timeout(60_000))),
+      log: (message, error) => opts.warn?.(error ? `${message}: ${(error as Error).message}` : message),
+    });
+  }
 
   private stateDir(name: string) {
     return join(this.opts.root, "sandboxes", name, "state");
@@ -100,6 +138,14 @@ export class LocalProvider implements SandboxProvider {
     const source = await prepareSource(this.opts.root, spec.repositoryUrl, signal, progress, this.opts.gitCredentials);
     if (spec.handoff) await importHandoff(source, spec.runId, spec.handoff, signal);
     let record = await readRecord(state);
+    const key = poolKey(spec.environmentId ?? "", source);
+    if (!record && spec.warmPool && !spec.handoff) {
+      this.noteEnvironmentKey(spec.environmentId, key);
+      this.pool.want(key, { source }, spec.warmPool);
+      const warm = await this.fromPool(spec, key, source, signal, progress);
+      if (warm) return warm;
+      this.pool.refill(key);
+    }
     if (!record) {
       record = {
         runId: spec.runId,
@@ -130,13 +176,131 @@ export class LocalProvider implements SandboxProvider {
     return this.waitForRunner(spec.name, record, signal, ready);
   }
 
+  /**
+   * A pool hit: a ready member of the key becomes the run's sandbox. The run's record goes
+   * into the member's state and the run's sandbox name becomes a link to the member before
+   * the claim (after a crash, cleanup finds the work through it); the claim then hands the
+   * runner the run's variables, and its checkout needs no git process when the branch has
+   * not moved since the member prepared the workspace. A member that cannot be taken is
+   * removed and null returned: the run starts cold.
+   */
+  private async fromPool(spec: SandboxSpec, key: string, source: string, signal: AbortSignal, progress: (line: string) => void): Promise<SandboxStatus | null> {
+    const member = this.pool.take(key);
+    if (!member) {
+      progress("warm pool: no ready runner for this repository");
+      return null;
+    }
+    const link = join(this.opts.root, "sandboxes", spec.name);
+    try {
+      const t0 = Date.now();
+      const memberState = this.stateDir(member.name);
+      const own = await readMember(memberState);
+      const record: SandboxRecord = {
+        runId: spec.runId,
+        source,
+        branch: spec.branch,
+        resultBranch: spec.resultBranch,
+        agentCommand: spec.agentCommand,
+        agent: spec.agent,
+        prompt: spec.prompt,
+        logBudget: spec.logBudget,
+        publicKeyPem: spec.publicKeyPem,
+        token: spec.token,
+        agentUid: own?.agentUid,
+        member: member.name,
+      };
+      await writeFile(join(memberState, "sandbox.json"), JSON.stringify(record), { mode: 0o600 });
+      // The run's state dir was made before the pool was asked: the name becomes the link.
+      await rm(link, { recursive: true, force: true });
+      await symlink(member.name, link);
+      await createRunnerClient(member.endpoint, member.secret).claim({ env: runnerEnvironment(runnerEnvOfRun(spec) as RunnerEnv) }, signal);
+      const info = await readInfo(memberState);
+      if (!info) throw new SandboxError("the claimed runner wrote no runner.json", false);
+      progress(`took the warm runner ${member.name} as ${spec.name} (${Date.now() - t0} ms)`);
+      progress(
+        record.agentUid !== undefined
+          ? `the agent runs as uid ${record.agentUid}, with no access to the daemon's data`
+          : "note: the daemon is not root, so the agent runs as the daemon's own user and can read its data dir",
+      );
+      return { state: "running", endpoint: `http://127.0.0.1:${info.port}` };
+    } catch (error) {
+      progress(`warm runner ${member.name} could not be taken (${(error as Error).message}); starting cold`);
+      await rm(link, { force: true }).catch(() => undefined);
+      await this.destroyMember(member.name);
+      if (signal.aborted) throw error;
+      return null;
+    } finally {
+      this.pool.handedOver(member);
+    }
+  }
+
+  /**
+   * Starts `size` pool members for runs of `spec`'s environment and repository ahead of any
+   * run, in the background (an environment with warm_pool, for each of its repositories).
+   */
+  async prewarm(spec: PoolSpec, size: number): Promise<void> {
+    if (size <= 0) return;
+    const source = await prepareSource(this.opts.root, spec.repositoryUrl, new AbortController().signal, () => undefined, this.opts.gitCredentials);
+    const key = poolKey(spec.environmentId ?? "", source);
+    this.noteEnvironmentKey(spec.environmentId, key);
+    this.pool.want(key, { source }, size);
+    this.pool.refill(key);
+  }
+
+  /** An environment's warm_pool changed (null: it was deleted): its keys keep that many members. */
+  resizeEnvironmentPool(environmentId: string, size: number | null): void {
+    const keys = this.environmentKeys.get(environmentId);
+    if (size === null) this.environmentKeys.delete(environmentId);
+    for (const key of keys ?? []) this.pool.resize(key, size ?? 0);
+  }
+
+  private noteEnvironmentKey(environmentId: string | undefined, key: string): void {
+    if (!environmentId) return;
+    const keys = this.environmentKeys.get(environmentId) ?? new Set<string>();
+    keys.add(key);
+    this.environmentKeys.set(environmentId, keys);
+  }
+
+  /**
+   * A pool member: a runner with no run (no token, secrets, prompt or agent) that prepares
+   * the workspace from the key's source, then waits for its claim on a port it says on its
+   * ready pipe. Removed again when it does not come up.
+   */
+  private async makeMember(key: string, recipe: LocalRecipe, name: string, secret: string): Promise<Omit<PoolMember, "recipe">> {
+    const state = this.stateDir(name);
+    try {
+      await mkdir(state, { recursive: true, mode: 0o700 });
+      await chmod(join(this.opts.root, "sandboxes"), 0o700);
+      const agentUid = await this.allocateUid();
+      const member: MemberRecord = { key, agentUid };
+      await writeFile(join(state, MEMBER_FILE), JSON.stringify(member), { mode: 0o600 });
+      const { ready } = await this.spawnRunner(name, agentUid, recipe.source, { PADDOCK_POOL_CLAIM: claimSecretHash(secret) });
+      const info = await Promise.race([ready, new Promise<null>((r) => setTimeout(() => r(null), this.opts.runnerStartTimeoutMs).unref())]);
+      if (!info) await this.runnerFailed(state, new AbortController().signal, "the pool runner did not say it listens");
+      return { name, id: name, key, secret, endpoint: `http://127.0.0.1:${info!.port}` };
+    } catch (error) {
+      await this.destroyMember(name);
+      throw error;
+    }
+  }
+
+  private async destroyMember(name: string): Promise<void> {
+    await this.destroy(name, AbortSignal.timeout(60_000)).catch((error: unknown) => this.opts.warn?.(`warm runner ${name} could not be removed: ${(error as Error).message}`));
+  }
+
+  /** Stops filling the pool and removes its unclaimed members (daemon shutdown). */
+  async close(): Promise<void> {
+    await this.pool.close();
+  }
+
   /** A uid of the range that no sandbox of ours holds and no process runs as. */
   private async allocateUid(): Promise<number | undefined> {
     const range = this.opts.agentUids;
     if (!range) return undefined;
     const taken = new Set<number>();
-    for (const name of await this.list()) {
-      const r = await readRecord(this.stateDir(name));
+    const names = await readdir(join(this.opts.root, "sandboxes")).catch(() => [] as string[]);
+    for (const name of names) {
+      const r = (await readRecord(this.stateDir(name))) ?? (await readMember(this.stateDir(name)));
       if (r?.agentUid !== undefined) taken.add(r.agentUid);
     }
     for (let i = 0; i < 64; i++) {
@@ -151,10 +315,14 @@ export class LocalProvider implements SandboxProvider {
    * it exited first, e.g. its checkout failed). Only this daemon process holds the pipe: a
    * restarted daemon finds the runner through runner.json.
    */
-  private async startRunner(name: string, record: SandboxRecord): Promise<{ ready: Promise<RunnerInfo | null> }> {
-    const state = this.stateDir(name);
-    const work = this.workDir(name);
-    const uid = record.agentUid;
+  private startRunner(name: string, record: SandboxRecord): Promise<{ ready: Promise<RunnerInfo | null> }> {
+    return this.spawnRunner(record.member ?? name, record.agentUid, record.source, runnerEnvOfRun(record));
+  }
+
+  /** Spawns `paddock agent` for the sandbox directory `dir`: a run's (its variables in `vars`) or a pool member's. */
+  private async spawnRunner(dir: string, uid: number | undefined, source: string, vars: Partial<RunnerEnv>): Promise<{ ready: Promise<RunnerInfo | null> }> {
+    const state = this.stateDir(dir);
+    const work = this.workDir(dir);
     if (uid !== undefined) {
       // Traversable (not listable) down to the workspace; the workspace and home are the agent's.
       await mkdir(this.opts.workRoot, { recursive: true, mode: 0o711 });
@@ -173,24 +341,25 @@ export class LocalProvider implements SandboxProvider {
         env: {
           ...this.opts.baseEnv,
           ...runnerEnvironment({
-            ...runnerEnvOfRun(record),
+            ...vars,
             PADDOCK_RUNNER_HOST: "127.0.0.1",
             PADDOCK_RUNNER_PORT: 0,
             PADDOCK_WORKDIR: join(work, "workspace"),
             PADDOCK_STATE_DIR: state,
-            PADDOCK_SOURCE: record.source,
+            PADDOCK_SOURCE: source,
             PADDOCK_GRACE_MS: this.opts.graceMs,
             PADDOCK_AGENT_UID: uid,
             PADDOCK_AGENT_GID: uid,
             PADDOCK_AGENT_HOME: join(work, "home"),
             PADDOCK_AGENT_PATH: this.opts.baseEnv.PATH ?? "/usr/local/bin:/usr/bin:/bin",
             PADDOCK_READY_FD: 3,
-          }),
+          } as RunnerEnv),
         },
       });
       child.on("error", () => {}); // surfaces below as a runner that never answers
       child.unref();
-      if (child.pid) writeFileSync(join(state, RUNNER_PID_FILE), String(child.pid), { mode: 0o600 });
+      // With the process's start time: a pid the kernel gave to another process since is not ours.
+      if (child.pid) writeFileSync(join(state, RUNNER_PID_FILE), `${child.pid} ${processStart(child.pid) ?? ""}`.trim(), { mode: 0o600 });
       return { ready: readyLine(child.stdio[3] as Readable | null) };
     } finally {
       closeSync(logFd);
@@ -278,10 +447,16 @@ export class LocalProvider implements SandboxProvider {
 
   async destroy(name: string, signal: AbortSignal): Promise<CleanupResult> {
     const state = this.stateDir(name);
-    if (!existsSync(join(this.opts.root, "sandboxes", name))) return {};
+    if (!existsSync(join(this.opts.root, "sandboxes", name))) {
+      // A claimed member's link may be gone with its target still there: nothing of ours to find by this name.
+      await rm(join(this.opts.root, "sandboxes", name), { force: true });
+      return {};
+    }
     const record = await readRecord(state);
+    const dir = record?.member ?? name;
+    const agentUid = record ? record.agentUid : (await readMember(state))?.agentUid;
     const result: CleanupResult = {};
-    if (record && existsSync(join(this.workDir(name), "workspace", ".git"))) {
+    if (record && existsSync(join(this.workDir(dir), "workspace", ".git"))) {
       let status = await this.inspect(name);
       if (status.state !== "running") {
         // The runner is gone: a new one, which never runs the agent again, makes the export.
@@ -305,21 +480,29 @@ export class LocalProvider implements SandboxProvider {
     if (info?.agentPid) await killGroup(info.agentPid, 0);
     const pid = await readPid(state);
     if (pid !== null && alive(pid)) await killGroup(pid, 0);
-    if (record?.agentUid !== undefined) await killAllOf({ uid: record.agentUid, gid: record.agentUid });
+    if (agentUid !== undefined) await killAllOf({ uid: agentUid, gid: agentUid });
 
     if (this.opts.agentUids) {
-      await rm(this.workDir(name), { recursive: true, force: true });
+      await rm(this.workDir(dir), { recursive: true, force: true });
       // The instance's tree goes with its last sandbox (rmdir refuses while others live in it;
       // a provisioning racing this makes it again).
       await rmdir(this.opts.workRoot).catch(() => undefined);
     }
+    await rm(join(this.opts.root, "sandboxes", dir), { recursive: true, force: true });
     await rm(join(this.opts.root, "sandboxes", name), { recursive: true, force: true });
     return result;
   }
 
+  /**
+   * This instance's sandboxes by name: runs' (a claimed member by its run's name, the link),
+   * and pool members this daemon process did not make (an earlier one's: orphans now).
+   */
   async list(): Promise<string[]> {
-    const names = await readdir(join(this.opts.root, "sandboxes")).catch(() => [] as string[]);
-    return names.filter((n) => n.startsWith("paddock-"));
+    const root = join(this.opts.root, "sandboxes");
+    const entries = await readdir(root, { withFileTypes: true }).catch(() => []);
+    const claimed = new Set<string>();
+    for (const e of entries) if (e.isSymbolicLink()) claimed.add(await readlink(join(root, e.name)).catch(() => ""));
+    return entries.map((e) => e.name).filter((n) => n.startsWith("paddock-") && !claimed.has(n) && !this.pool.owns(n));
   }
 }
 
@@ -359,10 +542,39 @@ async function readRecord(state: string): Promise<SandboxRecord | null> {
   }
 }
 
+/** The runner's pid while it is the process that was spawned (its start time matches), else null. */
 async function readPid(state: string): Promise<number | null> {
-  const text = await readFile(join(state, RUNNER_PID_FILE), "utf8").catch(() => "");
+  const [text = "", start] = (await readFile(join(state, RUNNER_PID_FILE), "utf8").catch(() => "")).split(" ");
   const pid = Number(text);
-  return Number.isInteger(pid) && pid > 0 ? pid : null;
+  if (!Number.isInteger(pid) || pid <= 0) return null;
+  if (start !== undefined) {
+    const now = processStart(pid);
+    if (now !== null && now !== start) return null; // another process has that pid now
+  }
+  return pid;
+}
+
+async function readMember(state: string): Promise<MemberRecord | null> {
+  try {
+    return JSON.parse(await readFile(join(state, MEMBER_FILE), "utf8")) as MemberRecord;
+  } catch {
+    return null;
+  }
+}
+
+/** When the process started (clock ticks since boot, /proc/<pid>/stat field 22); null where unknown. */
+function processStart(pid: number): string | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19] ?? null;
+  } catch {
+    return null;
+  }
+}
+
+/** A local pool key: members serve one environment's runs of one repository. */
+function poolKey(environmentId: string, source: string): string {
+  return createHash("sha256").update(`${environmentId}\0${source}`).digest("hex").slice(0, 16);
 }
 
 async function readInfo(state: string): Promise<RunnerInfo | null> {
