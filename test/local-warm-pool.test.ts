@@ -8,6 +8,9 @@ import { describe, expect } from "vitest";
 import { EnvironmentService, NetworkAccess } from "../src/gen/paddock/v1/environment_pb.js";
 import { TaskService } from "../src/gen/paddock/v1/task_pb.js";
 import { RunStatus, TaskRunService } from "../src/gen/paddock/v1/task_run_pb.js";
+import { runnerCommand } from "../src/app.js";
+import { issueSandboxToken, loadOrCreateSandboxKeys } from "../src/auth/sandbox-token.js";
+import { LocalProvider } from "../src/sandbox/local/local-provider.js";
 import { bearer, cleanUp, freePort, gitEnv, makeGitRepo, removeLocalWork, sh, startDaemon, tempDir, test, type Daemon } from "./fixtures.js";
 
 /**
@@ -217,6 +220,31 @@ describe("local warm pool", () => {
       rmSync(dataDir, { recursive: true, force: true });
       rmSync(gate, { recursive: true, force: true });
     }
+  });
+});
+
+describe("local provider", () => {
+  test("cleanup of a provisioning cut short after its runner's checkout, before it listens, leaves that runner no way to outlive it", async ({ repo }) => {
+    const root = tempDir("lp");
+    // The first start stands for a runner that has checked out (the workspace has .git) and
+    // does not listen yet; a second start is the real runner.
+    const first = 'if [ -e "$PADDOCK_STATE_DIR/second" ]; then exec "$@"; fi; touch "$PADDOCK_STATE_DIR/second"; mkdir -p "$PADDOCK_WORKDIR/.git"; exec sleep 300';
+    const provider = new LocalProvider({ root, agentUids: null, workRoot: join(root, "work"), runnerCommand: ["sh", "-c", first, "sh", ...runnerCommand()], baseEnv: gitEnv, graceMs: 1000, runnerStartTimeoutMs: 3_000 });
+    const keys = await loadOrCreateSandboxKeys(root);
+    const runId = "run_cutshort";
+    const name = `paddock-${runId}-1`;
+    const spec = { runId, name, repositoryUrl: repo, branch: "", resultBranch: `paddock/${runId}`, agentCommand: ["true"], prompt: "", publicKeyPem: keys.publicKeyPem, token: await issueSandboxToken(keys, runId, 600), network: null, logBudget: { maxBytes: 1 << 20, maxLines: 1000 }, limits: {} };
+    const cut = new AbortController();
+    const provisioning = provider.provision(spec, cut.signal, () => undefined).then(() => null, (e: Error) => e);
+    const sandbox = join(root, "sandboxes", name);
+    await until("the first runner's checkout", () => existsSync(join(sandbox, "workspace", ".git")));
+    const pid = Number(readFileSync(join(sandbox, "state", "runner.pid"), "utf8").split(" ")[0]);
+    cut.abort(); // the run's deadline, or a cancel
+    expect(await provisioning).toBeInstanceOf(Error);
+    await provider.destroy(name, AbortSignal.timeout(60_000));
+    expect(alive(pid)).toBe(false);
+    expect(existsSync(sandbox)).toBe(false);
+    rmSync(root, { recursive: true, force: true });
   });
 });
 

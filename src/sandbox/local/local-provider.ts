@@ -460,7 +460,10 @@ export class LocalProvider implements SandboxProvider {
       let status = await this.inspect(name);
       if (status.state !== "running") {
         // The runner is gone: a new one, which never runs the agent again, makes the export.
-        const { ready } = await this.startRunner(name, record);
+        // One still starting (a provisioning cut short: the deadline, a cancel) is waited for
+        // instead; a second would overwrite its pid and leave it running.
+        const starting = await readPid(state);
+        const ready = starting !== null && alive(starting) ? null : (await this.startRunner(name, record)).ready;
         status = await this.waitForRunner(name, record, signal, ready).catch(() => status);
       }
       if (status.endpoint) {
