@@ -1377,8 +1377,8 @@ async function benchQueued() {
  * agent, in turn. "Started" is the instant the agent itself writes (date +%s%N), so no
  * poll of ours is in either figure. Two paddock figures: a run with no environment (today's
  * path: a runner started for the run, a pool miss) and a run of an environment with
- * warm_pool 1 that takes a pool member (a hit; each round waits until the refilled member
- * is ready, as a run arriving later would find it).
+ * warm_pool 1 that takes a pool member (a hit; each round starts once the refilled member
+ * is ready, as a run arriving later would find it, so the refill competes with nothing timed).
  */
 async function benchLocal() {
   const bin = distBinary();
@@ -1444,6 +1444,8 @@ async function benchLocal() {
       return false;
     };
     for (let i = 0; i <= rounds; i++) {
+      // The pool's refill after the last hit is done before anything is timed (it would compete).
+      for (let w = 0; w < 600 && readyMembers() < 1; w++) await sleep(20);
       // Bare: a worktree of the repository, then the agent in it.
       const file = join(marks, `bare-${i}`);
       const t0 = Date.now() + (performance.now() % 1);
@@ -1452,7 +1454,6 @@ async function benchLocal() {
       const b = startedAt(file) - t0;
 
       const miss = await runOnce(task!.id, join(marks, `paddock-${i}`));
-      for (let w = 0; w < 600 && readyMembers() < 1; w++) await sleep(20);
       const hit = await runOnce(warmTask!.id, join(marks, `warm-${i}`));
       if (!(await logsSay(hit.runId, "took the warm runner"))) missedPool++;
       // The first round warms the repository's mirror and the page cache: not counted.
