@@ -1439,10 +1439,16 @@ async function benchLocal() {
       const p = got.phaseTimings.find((t) => t.phase === "provisioning")?.duration;
       return { ms: startedAt(file) - t1, provisioning: p ? (Number(p.seconds) + p.nanos / 1e9) * 1000 : 0, runId: run.id };
     };
-    const logsSay = async (runId: string, text: string) => {
-      for await (const r of runs.streamLogs({ runId, follow: false })) if (r.entries.some((e) => e.text.includes(text))) return true;
-      return false;
+    /** The claim's duration the provider logged ("took the warm runner … (N ms)"), or null on a miss. */
+    const claimMs = async (runId: string) => {
+      for await (const r of runs.streamLogs({ runId, follow: false })) {
+        const took = r.entries.find((e) => e.text.startsWith("took the warm runner"));
+        if (took) return Number(/\((\d+) ms\)$/.exec(took.text)?.[1] ?? 0);
+      }
+      return null;
     };
+    const hitProvisioning: number[] = [];
+    const claims: number[] = [];
     for (let i = 0; i <= rounds; i++) {
       // The pool's refill after the last hit is done before anything is timed (it would compete).
       for (let w = 0; w < 600 && readyMembers() < 1; w++) await sleep(20);
@@ -1455,19 +1461,22 @@ async function benchLocal() {
 
       const miss = await runOnce(task!.id, join(marks, `paddock-${i}`));
       const hit = await runOnce(warmTask!.id, join(marks, `warm-${i}`));
-      if (!(await logsSay(hit.runId, "took the warm runner"))) missedPool++;
+      const claim = await claimMs(hit.runId);
+      if (claim === null) missedPool++;
       // The first round warms the repository's mirror and the page cache: not counted.
       if (i === 0) continue;
       bare.push(b);
       paddock.push(miss.ms);
       hits.push(hit.ms);
+      hitProvisioning.push(hit.provisioning);
+      if (claim !== null) claims.push(claim);
       if (miss.provisioning) provisioning.push(miss.provisioning);
     }
     const m = median(paddock);
     const h = median(hits);
     const b = median(bare);
     console.log(`local start: StartRun → agent started ${m.toFixed(1)} ms (of it provisioning ${median(provisioning).toFixed(1)} ms), bare git worktree add + spawn ${b.toFixed(1)} ms, ratio ${(m / b).toFixed(1)}× (aim ≤ 2×; ${rounds} rounds, alternating, medians)`);
-    console.log(`local start, warm pool hit: StartRun → agent started ${h.toFixed(1)} ms, bare ${b.toFixed(1)} ms, ratio ${(h / b).toFixed(1)}× (aim ≤ 2×; ${rounds} rounds${missedPool ? `, ${missedPool} of ${rounds + 1} missed the pool` : ""})`);
+    console.log(`local start, warm pool hit: StartRun → agent started ${h.toFixed(1)} ms (of it provisioning ${median(hitProvisioning).toFixed(1)} ms, the claim ${median(claims).toFixed(1)} ms), bare ${b.toFixed(1)} ms, ratio ${(h / b).toFixed(1)}× (aim ≤ 2×; ${rounds} rounds${missedPool ? `, ${missedPool} of ${rounds + 1} missed the pool` : ""})`);
   } finally {
     daemon.kill("SIGTERM");
     await new Promise((r) => daemon.once("exit", r));

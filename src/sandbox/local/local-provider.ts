@@ -122,9 +122,6 @@ export class LocalProvider implements SandboxProvider {
 
   async provision(spec: SandboxSpec, signal: AbortSignal, progress: (line: string) => void): Promise<SandboxStatus> {
     const state = this.stateDir(spec.name);
-    await mkdir(state, { recursive: true, mode: 0o700 });
-    await chmod(join(this.opts.root, "sandboxes"), 0o700);
-
     const found = await this.inspect(spec.name);
     if (found.state === "running") {
       progress(`re-attached to the running sandbox ${spec.name}`);
@@ -146,6 +143,9 @@ export class LocalProvider implements SandboxProvider {
       if (warm) return warm;
       this.pool.refill(key);
     }
+    // Made after the pool had its chance: a hit's sandbox is the member's directory.
+    await mkdir(state, { recursive: true, mode: 0o700 });
+    await chmod(join(this.opts.root, "sandboxes"), 0o700);
     if (!record) {
       record = {
         runId: spec.runId,
@@ -210,8 +210,6 @@ export class LocalProvider implements SandboxProvider {
         member: member.name,
       };
       await writeFile(join(memberState, "sandbox.json"), JSON.stringify(record), { mode: 0o600 });
-      // The run's state dir was made before the pool was asked: the name becomes the link.
-      await rm(link, { recursive: true, force: true });
       await symlink(member.name, link);
       await createRunnerClient(member.endpoint, member.secret).claim({ env: runnerEnvironment(runnerEnvOfRun(spec) as RunnerEnv) }, signal);
       const info = await readInfo(memberState);
