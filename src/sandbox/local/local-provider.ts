@@ -210,6 +210,8 @@ export class LocalProvider implements SandboxProvider {
         member: member.name,
       };
       await writeFile(join(memberState, "sandbox.json"), JSON.stringify(record), { mode: 0o600 });
+      // A directory left here holds no record, so no runner (an earlier attempt that stopped short).
+      await rm(link, { recursive: true, force: true });
       await symlink(member.name, link);
       await createRunnerClient(member.endpoint, member.secret).claim({ env: runnerEnvironment(runnerEnvOfRun(spec) as RunnerEnv) }, signal);
       const info = await readInfo(memberState);
