@@ -134,6 +134,12 @@ describe("local warm pool", () => {
       expect(run4.out.commit).toBe("initial");
       expect(waitingMembers(d.dataDir).has(third)).toBe(true);
 
+      // warm_pool 0 removes the environment's waiting members (of both its repositories).
+      const warmMembers = [...waitingMembers(d.dataDir)].filter(([n]) => n === third || preparedAt(d.dataDir, n) === head(other));
+      expect(warmMembers.length).toBe(2);
+      await envs.updateEnvironment({ environment: { ...warm, warmPool: 0 } });
+      await until("the environment's members to go", () => warmMembers.every(([n, pid]) => !existsSync(join(d.dataDir, "sandboxes", n)) && !alive(pid)));
+
       // The daemon's stop removes the members nobody claimed, and their runners.
       const pids = [...waitingMembers(d.dataDir).values()];
       expect(pids.length).toBeGreaterThan(0);
