@@ -8,6 +8,7 @@ import { beforeAll, describe, expect } from "vitest";
 import { EnvironmentService, NetworkAccess } from "../src/gen/paddock/v1/environment_pb.js";
 import { RunStatus } from "../src/gen/paddock/v1/task_run_pb.js";
 import { EXIT } from "../src/cli/commands.js";
+import type { DockerProvider } from "../src/sandbox/docker/docker-provider.js";
 import { allLogs, bearer, cleanUp, cliIn, dockerAvailable, instanceOf, startDaemon, test, watchToEnd } from "./fixtures.js";
 
 /**
@@ -68,6 +69,7 @@ describe.runIf(dockerAvailable())("an environment's warm pool", () => {
       for (let i = 0; i < 2400 && members(instance).length < 2; i++) await sleep(50);
       const made = members(instance);
       expect(made).toHaveLength(2);
+      await (d.app.providers.get("docker") as DockerProvider).pool.settled(); // made and answering, not only created
 
       const { task } = await d.tasks.createTask({ title: "warm first", repository: repo, environmentId: env.id });
       const run = (await d.runs.startRun({ taskId: task!.id, provider: "docker", agentCommand: ["git", "rev-parse", "--abbrev-ref", "HEAD"] })).run!;
