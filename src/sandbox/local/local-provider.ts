@@ -147,20 +147,7 @@ export class LocalProvider implements SandboxProvider {
     await mkdir(state, { recursive: true, mode: 0o700 });
     await chmod(join(this.opts.root, "sandboxes"), 0o700);
     if (!record) {
-      record = {
-        runId: spec.runId,
-        source,
-        branch: spec.branch,
-        resultBranch: spec.resultBranch,
-        agentCommand: spec.agentCommand,
-        agent: spec.agent,
-        prompt: spec.prompt,
-        logBudget: spec.logBudget,
-        publicKeyPem: spec.publicKeyPem,
-        token: spec.token,
-        agentUid: await this.allocateUid(),
-        handoff: spec.handoff,
-      };
+      record = recordOf(spec, source, { agentUid: await this.allocateUid(), handoff: spec.handoff });
       await writeFile(join(state, "sandbox.json"), JSON.stringify(record), { mode: 0o600 });
     }
     progress(
@@ -195,20 +182,7 @@ export class LocalProvider implements SandboxProvider {
       const t0 = Date.now();
       const memberState = this.stateDir(member.name);
       const own = await readMember(memberState);
-      const record: SandboxRecord = {
-        runId: spec.runId,
-        source,
-        branch: spec.branch,
-        resultBranch: spec.resultBranch,
-        agentCommand: spec.agentCommand,
-        agent: spec.agent,
-        prompt: spec.prompt,
-        logBudget: spec.logBudget,
-        publicKeyPem: spec.publicKeyPem,
-        token: spec.token,
-        agentUid: own?.agentUid,
-        member: member.name,
-      };
+      const record = recordOf(spec, source, { agentUid: own?.agentUid, member: member.name });
       await writeFile(join(memberState, "sandbox.json"), JSON.stringify(record), { mode: 0o600 });
       // A directory left here holds no record, so no runner (an earlier attempt that stopped short).
       await rm(link, { recursive: true, force: true });
@@ -614,4 +588,21 @@ async function killGroup(pid: number, graceMs: number): Promise<void> {
   signalGroup("SIGKILL");
   const until = Date.now() + 2_000;
   while (alive(pid) && Date.now() < until) await sleep(10);
+}
+
+/** What a sandbox's record keeps of its run: what its runner is started with, and whose it is. */
+function recordOf(spec: SandboxSpec, source: string, own: Partial<SandboxRecord>): SandboxRecord {
+  return {
+    runId: spec.runId,
+    source,
+    branch: spec.branch,
+    resultBranch: spec.resultBranch,
+    agentCommand: spec.agentCommand,
+    agent: spec.agent,
+    prompt: spec.prompt,
+    logBudget: spec.logBudget,
+    publicKeyPem: spec.publicKeyPem,
+    token: spec.token,
+    ...own,
+  };
 }
