@@ -6,7 +6,7 @@ import { createServer, type Server } from "node:net";
 import { join } from "node:path";
 import { describe, expect } from "vitest";
 import { RunStatus } from "../src/gen/paddock/v1/task_run_pb.js";
-import { allLogs, cleanUp, failureOf, processesOf, sh, startDaemon, test, waitForPhase, watchToEnd, type Daemon } from "./fixtures.js";
+import { alive, allLogs, cleanUp, type Daemon, failureOf, processesOf, sh, startDaemon, test, waitForPhase, watchToEnd } from "./fixtures.js";
 
 async function newTask(d: Daemon, repo: string, title = "add a file") {
   const { task } = await d.tasks.createTask({ title, description: "write f.txt and commit it", repository: repo, origin: "test" });
@@ -292,13 +292,4 @@ async function waitForLine(d: Daemon, runId: string, text: string): Promise<void
     if (res.entries.some((l) => l.text === text)) return;
   }
   throw new Error(`run ${runId} ended without printing ${text}`);
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }

@@ -248,3 +248,13 @@ export async function cliIn(d: Daemon, argv: string[]): Promise<{ code: number; 
   });
   return { code, out: out.join("\n"), err: err.join("\n") };
 }
+
+/** Whether a process with this pid exists (signal 0). */
+export function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}

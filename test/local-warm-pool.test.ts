@@ -11,7 +11,7 @@ import { RunStatus, TaskRunService } from "../src/gen/paddock/v1/task_run_pb.js"
 import { runnerCommand } from "../src/app.js";
 import { issueSandboxToken, loadOrCreateSandboxKeys } from "../src/auth/sandbox-token.js";
 import { LocalProvider } from "../src/sandbox/local/local-provider.js";
-import { bearer, cleanUp, freePort, gitEnv, makeGitRepo, removeLocalWork, sh, startDaemon, tempDir, test, type Daemon } from "./fixtures.js";
+import { alive, bearer, cleanUp, type Daemon, freePort, gitEnv, makeGitRepo, removeLocalWork, sh, startDaemon, tempDir, test } from "./fixtures.js";
 
 /**
  * The local provider's warm pool (an environment's warm_pool), with real git, real runner
@@ -57,15 +57,6 @@ async function until<T>(what: string, probe: () => T | undefined | false, timeou
     if (v) return v;
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
     await sleep(25);
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
   }
 }
 
