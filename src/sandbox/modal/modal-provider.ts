@@ -151,6 +151,8 @@ export class ModalProvider implements SandboxProvider {
   private readonly handles = new Map<string, Sandbox>();
   /** Helper sandboxes in use right now (bootstraps, rescues): no run owns them, and the reaper must not take them. */
   private readonly helpers = new Set<string>();
+  /** Base images built (looked up at Modal), by registry tag. */
+  private readonly bases = new Map<string, Promise<Image>>();
   /** Bases with paddock brought in, by base image id (one bootstrap at a time each). */
   private readonly prepared = new Map<string, Promise<Image>>();
   /** Ready sandboxes by pool key: --warm-pool of each, or its environment's warm_pool. */
@@ -298,6 +300,24 @@ export class ModalProvider implements SandboxProvider {
   async provision(spec: SandboxSpec, signal: AbortSignal, progress: (line: string) => void): Promise<SandboxStatus> {
     const networks = this.networks(spec);
     const source = await prepareSource(this.opts.root, spec.repositoryUrl, signal, progress);
+    // Made while the sandbox is found, made or claimed: the import needs it either way.
+    const bundling = this.bundleOf(source, signal);
+    bundling.catch(() => undefined); // awaited (and its error seen) below, or dropped in finally
+    try {
+      return await this.provisionWith(spec, source, networks, bundling, signal, progress);
+    } finally {
+      await bundling.then((b) => rm(b.dir, { recursive: true, force: true }), () => undefined);
+    }
+  }
+
+  private async provisionWith(
+    spec: SandboxSpec,
+    source: string,
+    networks: { setup: ModalNetwork; agent: ModalNetwork },
+    bundling: Promise<{ dir: string; file: string }>,
+    signal: AbortSignal,
+    progress: (line: string) => void,
+  ): Promise<SandboxStatus> {
     let record = await this.readRecord(spec.name);
     let sb = await this.find(spec.name, signal);
     if (sb && record?.sandboxId && !(await this.claimLanded(sb, record, signal))) {
@@ -316,11 +336,12 @@ export class ModalProvider implements SandboxProvider {
       progress(`re-attached to the running modal sandbox ${spec.name}`);
     }
     let missed: string | undefined;
+    let claimed: { endpoint: string; tagged: Promise<void>; member: PoolMember } | undefined;
     if (!sb || !record) {
       const plan = await this.plan(spec, signal, progress);
       if (!sb) {
         const warm = await this.fromPool(spec, source, plan, networks, signal, progress);
-        if (warm.hit) ({ sb, record } = warm.hit);
+        if (warm.hit) ({ sb, record, claimed } = warm.hit);
         else missed = warm.key;
       }
       if (!sb || !record) {
@@ -329,12 +350,15 @@ export class ModalProvider implements SandboxProvider {
         record = made.record;
       }
     }
-    const endpoint = await this.waitForRunner(spec.name, sb, spec.runId, spec.token, signal);
-    const bundle = await this.bundleOf(source, signal);
+    // A claim answers once the run's runner listens, at the member's endpoint: nothing to wait for.
+    const endpoint = claimed?.endpoint ?? (await this.waitForRunner(spec.name, sb, spec.runId, spec.token, signal));
     try {
-      await createRunnerClient(endpoint, spec.token).importSource(bundle.file, signal);
+      await createRunnerClient(endpoint, spec.token).importSource((await bundling).file, signal);
+      // The retag ran beside the import; the run is the sandbox's (for list() and a restart) before its agent can start.
+      await claimed?.tagged;
     } finally {
-      await rm(bundle.dir, { recursive: true, force: true });
+      // The refill starts once the run has its repository, so it does not compete with the import.
+      if (claimed) this.pool.handedOver(claimed.member);
     }
     // A miss refills its key once its own sandbox is up, not while it is being made.
     if (missed) this.pool.refill(missed);
@@ -369,8 +393,16 @@ export class ModalProvider implements SandboxProvider {
     const modal = this.modal();
     const app = await this.app();
     const baseTag = spec.image || this.opts.image;
-    const base = modal.images.fromRegistry(baseTag);
-    await this.call("build image", () => base.build(app), signal, 30 * 60_000);
+    // Once per tag and process: Modal answers the same image for the same definition, and a pool hit should not wait on it.
+    let building = this.bases.get(baseTag);
+    if (!building) {
+      const image = modal.images.fromRegistry(baseTag);
+      building = this.call("build image", () => image.build(app), undefined, 30 * 60_000).then(() => image);
+      this.bases.set(baseTag, building);
+      building.catch(() => this.bases.delete(baseTag));
+    }
+    const pending = building;
+    const base = await this.call("build image", () => pending, signal, 30 * 60_000);
     const prepared = this.opts.installPaddock ? await this.withPaddock(app, base, baseTag, signal, progress) : base;
     const key = this.keyFor(spec, prepared.imageId);
     let snapshot = this.opts.snapshots.newestComplete(this.name, key);
@@ -479,7 +511,7 @@ export class ModalProvider implements SandboxProvider {
     networks: { setup: ModalNetwork; agent: ModalNetwork },
     signal: AbortSignal,
     progress: (line: string) => void,
-  ): Promise<{ key: string; hit?: { sb: Sandbox; record: ModalRecord } }> {
+  ): Promise<{ key: string; hit?: { sb: Sandbox; record: ModalRecord; claimed: { endpoint: string; tagged: Promise<void>; member: PoolMember } } }> {
     // A snapshot's sandbox skips setup: it runs under the agent's policy from the start, as a cold one of the key would.
     const network = plan.snapshot ? networks.agent : networks.setup;
     const cpus = spec.limits.cpus ?? this.opts.cpus;
@@ -532,12 +564,13 @@ export class ModalProvider implements SandboxProvider {
         const retag = () => (tagging ??= this.call("tag sandbox", () => sb.setTags(tags), signal));
         // A pool runner's variables are a runner's environment: the same contract, delivered later.
         await createRunnerClient(member.endpoint, member.secret).claim({ env: runnerEnvironment(runnerEnvOfRun(spec) as RunnerEnv) }, signal, () => void retag().catch(() => undefined));
-        await retag();
+        const tagged = retag();
+        tagged.catch(() => undefined); // the caller awaits it after the import
         this.handles.set(spec.name, sb);
         this.members.delete(member.name);
-        this.pool.handedOver(member);
-        progress(`took the warm modal sandbox ${member.name} (${member.id}) as ${spec.name}${plan.snapshot ? ` (from snapshot ${plan.image.imageId})` : ""}: claim and retag ${Date.now() - t0} ms`);
-        return { key, hit: { sb, record } };
+        progress(`took the warm modal sandbox ${member.name} (${member.id}) as ${spec.name}${plan.snapshot ? ` (from snapshot ${plan.image.imageId})` : ""}: claim ${Date.now() - t0} ms`);
+        // Handed over (and its key refilled) by the caller once the run has its repository.
+        return { key, hit: { sb, record, claimed: { endpoint: member.endpoint, tagged, member } } };
       } catch (error) {
         progress(`warm modal sandbox ${member.name} could not be taken (${(error as Error).message}); ${signal.aborted ? "stopping" : "trying the next"}`);
         await this.discardMember(member.name).catch(() => undefined);
