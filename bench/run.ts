@@ -1480,6 +1480,8 @@ async function benchLocal() {
   } finally {
     daemon.kill("SIGTERM");
     await new Promise((r) => daemon.once("exit", r));
+    // With a docker engine on the machine, the daemon made its instance's network at start.
+    await removeDockerBench(new (await import("dockerode")).default(), "local", dataDir).catch(() => undefined);
     rmSync(dir, { recursive: true, force: true });
   }
 }
