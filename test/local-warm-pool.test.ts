@@ -204,6 +204,7 @@ describe("local warm pool", () => {
       expect(sh(repo, "git", "rev-parse", "--verify", `paddock/${run.id}`)).toMatch(/^[0-9a-f]{40}$/);
       expect(existsSync(join(dataDir, "sandboxes", claimedBy!))).toBe(false);
     } finally {
+      writeFileSync(go, ""); // an agent still waiting (an assertion failed before) ends, rather than outlive the test
       decoy.kill("SIGKILL");
       if (daemon && daemon.exitCode === null) {
         daemon.kill("SIGTERM");
