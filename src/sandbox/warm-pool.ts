@@ -41,6 +41,8 @@ export class WarmPool<R> {
   /** Keys whose last fill failed, with when to try again: a broken recipe is not retried in a loop. */
   private readonly backoff = new Map<string, number>();
   private readonly ownedNames = new Set<string>();
+  /** The keys each environment's runs and pre-warming used. */
+  private readonly environmentKeys = new Map<string, Set<string>>();
   private closed = false;
 
   constructor(private readonly o: WarmPoolOptions<R>) {}
@@ -91,6 +93,24 @@ export class WarmPool<R> {
       for (const m of stale) void this.discardOwned(m.name);
       this.backoff.delete(key);
     }
+  }
+
+  /** Records that runs (or pre-warming) of an environment use the key, for resizeEnvironment. */
+  noteEnvironment(environmentId: string | undefined, key: string): void {
+    if (!environmentId) return;
+    const keys = this.environmentKeys.get(environmentId) ?? new Set<string>();
+    keys.add(key);
+    this.environmentKeys.set(environmentId, keys);
+  }
+
+  /**
+   * The keys an environment's runs used take `size` now; null (the environment was
+   * removed): none, and the environment is forgotten.
+   */
+  resizeEnvironment(environmentId: string, size: number | null): void {
+    const keys = this.environmentKeys.get(environmentId);
+    if (size === null) this.environmentKeys.delete(environmentId);
+    for (const key of keys ?? []) this.resize(key, size ?? 0);
   }
 
   /** A known key's size changed (its environment's warm_pool): members past it go now, a larger one fills. */

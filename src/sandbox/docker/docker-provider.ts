@@ -127,8 +127,6 @@ export class DockerProvider implements SandboxProvider {
   private openSetup: Promise<{ name: string | undefined; problem: string | null }> | null = null;
 
   private readonly caHash: string;
-  /** The pool keys each environment's runs and pre-warming used (resizeEnvironmentPool). */
-  private readonly environmentKeys = new Map<string, Set<string>>();
   /** Snapshots whose index is being settled (settleIndex). */
   private readonly settling = new Set<Promise<void>>();
   /** Ready sandboxes by plan key: --warm-pool of each, or its environment's warm_pool. */
@@ -377,7 +375,7 @@ export class DockerProvider implements SandboxProvider {
    */
   private async fromPool(spec: SandboxSpec, plan: CreatePlan, signal: AbortSignal, progress: (line: string) => void): Promise<SandboxStatus | null> {
     const size = spec.warmPool || this.opts.warmPool || 0;
-    this.noteEnvironmentKey(spec.environmentId, plan.key);
+    this.pool.noteEnvironment(spec.environmentId, plan.key);
     this.pool.want(plan.key, plan, size);
     if (size <= 0) return null;
     for (;;) {
@@ -434,7 +432,7 @@ export class DockerProvider implements SandboxProvider {
     const noop = () => undefined;
     const source = await prepareSource(this.opts.root, spec.repositoryUrl, new AbortController().signal, noop, this.opts.gitCredentials);
     const plan = await this.plan(spec, source, noop);
-    this.noteEnvironmentKey(spec.environmentId, plan.key);
+    this.pool.noteEnvironment(spec.environmentId, plan.key);
     this.pool.want(plan.key, plan, size);
     this.pool.refill(plan.key);
   }
@@ -445,17 +443,9 @@ export class DockerProvider implements SandboxProvider {
    * removed at once, not at the key's next run. 0 means the daemon's --warm-pool.
    */
   resizeEnvironmentPool(environmentId: string, size: number | null): void {
-    const keys = this.environmentKeys.get(environmentId);
-    if (size === null) this.environmentKeys.delete(environmentId);
-    for (const key of keys ?? []) this.pool.resize(key, size === null ? 0 : size || this.opts.warmPool || 0);
+    this.pool.resizeEnvironment(environmentId, size === null ? null : size || this.opts.warmPool || 0);
   }
 
-  private noteEnvironmentKey(environmentId: string | undefined, key: string): void {
-    if (!environmentId) return;
-    const keys = this.environmentKeys.get(environmentId) ?? new Set<string>();
-    keys.add(key);
-    this.environmentKeys.set(environmentId, keys);
-  }
 
   /**
    * Makes a pool member: the container of the plan with no run in it, started, its runner

@@ -94,8 +94,6 @@ export class LocalProvider implements SandboxProvider {
    */
   readonly pool: WarmPool<LocalRecipe>;
   readonly brokersSecrets = false;
-  /** The pool keys each environment's runs and pre-warming used (resizeEnvironmentPool). */
-  private readonly environmentKeys = new Map<string, Set<string>>();
 
   constructor(private readonly opts: LocalProviderOptions) {
     this.pool = new WarmPool<LocalRecipe>({
@@ -137,7 +135,7 @@ export class LocalProvider implements SandboxProvider {
     let record = await readRecord(state);
     const key = poolKey(spec.environmentId ?? "", source);
     if (!record && spec.warmPool && !spec.handoff) {
-      this.noteEnvironmentKey(spec.environmentId, key);
+      this.pool.noteEnvironment(spec.environmentId, key);
       this.pool.want(key, { source }, spec.warmPool);
       const warm = await this.fromPool(spec, key, source, signal, progress);
       if (warm) return warm;
@@ -216,24 +214,16 @@ export class LocalProvider implements SandboxProvider {
     if (size <= 0) return;
     const source = await prepareSource(this.opts.root, spec.repositoryUrl, new AbortController().signal, () => undefined, this.opts.gitCredentials);
     const key = poolKey(spec.environmentId ?? "", source);
-    this.noteEnvironmentKey(spec.environmentId, key);
+    this.pool.noteEnvironment(spec.environmentId, key);
     this.pool.want(key, { source }, size);
     this.pool.refill(key);
   }
 
   /** An environment's warm_pool changed (null: it was deleted): its keys keep that many members. */
   resizeEnvironmentPool(environmentId: string, size: number | null): void {
-    const keys = this.environmentKeys.get(environmentId);
-    if (size === null) this.environmentKeys.delete(environmentId);
-    for (const key of keys ?? []) this.pool.resize(key, size ?? 0);
+    this.pool.resizeEnvironment(environmentId, size);
   }
 
-  private noteEnvironmentKey(environmentId: string | undefined, key: string): void {
-    if (!environmentId) return;
-    const keys = this.environmentKeys.get(environmentId) ?? new Set<string>();
-    keys.add(key);
-    this.environmentKeys.set(environmentId, keys);
-  }
 
   /**
    * A pool member: a runner with no run (no token, secrets, prompt or agent) that prepares
