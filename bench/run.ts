@@ -23,6 +23,7 @@ import { TaskRunService } from "../src/gen/paddock/v1/task_run_pb.js";
 import { RunManager } from "../src/runs/run-manager.js";
 import type { SandboxProvider } from "../src/sandbox/provider.js";
 import type { DockerProvider } from "../src/sandbox/docker/docker-provider.js";
+import { hostPart } from "../src/sandbox/docker/container-spec.js";
 import { removeEgressNetwork } from "../src/sandbox/docker/egress-network.js";
 import { openDatabase } from "../src/store/open-database.js";
 import { createRunsRepository } from "../src/store/runs-repository.js";
@@ -292,7 +293,14 @@ async function until(app: Awaited<ReturnType<typeof createApp>>, runId: string, 
  * (create, start, the runner's /health answering), then each removed as `docker rm -f` does.
  * Times of both, in ms. A runner that exits ends the bench, not hangs it.
  */
-async function bareRunnerStarts(docker: import("dockerode"), image: string, n: number, keysDir: string, label: string): Promise<{ bare: number[]; bareRm: number[] }> {
+async function bareRunnerStarts(
+  docker: import("dockerode"),
+  image: string,
+  n: number,
+  keysDir: string,
+  label: string,
+  host: Pick<import("dockerode").ContainerCreateOptions, "HostConfig" | "WorkingDir" | "ExposedPorts"> = {},
+): Promise<{ bare: number[]; bareRm: number[] }> {
   const keys = await loadOrCreateSandboxKeys(keysDir);
   const bare: number[] = [];
   const bareRm: number[] = [];
@@ -300,9 +308,10 @@ async function bareRunnerStarts(docker: import("dockerode"), image: string, n: n
     const runId = `run_bare${i}`;
     const token = await issueSandboxToken(keys, runId);
     const t0 = performance.now();
-    const c = await docker.createContainer({ Image: image, Env: [`PADDOCK_RUN_ID=${runId}`, `PADDOCK_RESULT_BRANCH=paddock/${runId}`, `JWT_PUBLIC_KEY=${keys.publicKeyPem}`, `PADDOCK_AGENT_COMMAND=["sleep","300"]`], Labels: { "paddock.bench": label } });
+    const c = await docker.createContainer({ Image: image, Env: [`PADDOCK_RUN_ID=${runId}`, `PADDOCK_RESULT_BRANCH=paddock/${runId}`, `JWT_PUBLIC_KEY=${keys.publicKeyPem}`, `PADDOCK_AGENT_COMMAND=["sleep","300"]`], Labels: { "paddock.bench": label }, ...host });
     await c.start();
     const ip = Object.values((await c.inspect()).NetworkSettings.Networks)[0]!.IPAddress;
+    if (!ip) throw new Error("the bare baseline's container has no address");
     for (;;) {
       if (!(await c.inspect()).State.Running) throw new Error(`the bare baseline's runner exited: ${(await c.logs({ stdout: true, stderr: true, tail: 5 })).toString()}`);
       const ok = await fetch(`http://${ip}:47821/health`, { headers: { authorization: `Bearer ${token}` } }).then((r) => r.ok, () => false);
@@ -318,6 +327,21 @@ async function bareRunnerStarts(docker: import("dockerode"), image: string, n: n
     for (const v of volumes) await docker.getVolume(v).remove().catch(() => undefined);
   }
   return { bare, bareRm };
+}
+
+/**
+ * The engine's floor for a paddock sandbox: bare containers made with the daemon's own
+ * settings (its open network, limits, hardening, a read-only source mount), to set beside
+ * the default-bridge baseline. A user-defined network costs every container's start its
+ * own setup (Docker's embedded DNS among it), which no paddock code adds or can remove.
+ */
+async function paddockSettingsStarts(docker: import("dockerode"), config: ReturnType<typeof loadConfig>, dataDir: string, source: string, n: number): Promise<number[]> {
+  const db = await openDatabase(join(dataDir, "paddock.db"));
+  const instance = db.prepare<{ value: string }>("SELECT value FROM meta WHERE key = 'instance_id'").get()?.value;
+  db.close();
+  const limits = { cpus: config.dockerCpus, memoryBytes: config.dockerMemory, pids: config.dockerPids, runtime: config.dockerRuntime };
+  const host = hostPart({ source, limits, networkMode: `paddock-open-${instance}` });
+  return (await bareRunnerStarts(docker, config.dockerImage, n, join(dataDir, "settings-keys"), "settings", host)).bare;
 }
 
 async function benchDocker() {
@@ -380,9 +404,11 @@ async function benchDocker() {
 
     // Baselines: the same image through the bare Engine API.
     const { bare, bareRm } = await bareRunnerStarts(docker, config.dockerImage, n, join(dataDir, "bench-keys"), "1");
+    const settings = await paddockSettingsStarts(docker, config, dataDir, repo, n);
     const line = (label: string, xs: number[], base: number[], baseLabel: string) =>
       console.log(`docker ${label}: p50 ${median(xs).toFixed(0)} ms, p95 ${pct(xs, 0.95).toFixed(0)} ms; ${baseLabel} p50 ${median(base).toFixed(0)} ms, p95 ${pct(base, 0.95).toFixed(0)} ms; ratio p50 ${(median(xs) / median(base)).toFixed(2)}×`);
     line("StartRun → runner healthy (from snapshot)", warm, bare, "bare create+start+health");
+    line("StartRun → runner healthy (from snapshot)", warm, settings, "bare create+start+health with paddock's container settings");
     line("cold start (clone + snapshot)", cold, warm, "snapshot start");
     line("CancelRun → container gone", cancel, bareRm, "bare docker rm -f");
   } finally {
@@ -468,10 +494,12 @@ async function benchPool() {
     for (let i = 0; i < n; i++) hit.push(await timeToRunning());
     const miss: number[] = [];
     for (let i = 0; i < n; i++) miss.push(await timeToRunning({ pids: 2000 + i }));
+    const settings = await paddockSettingsStarts(docker, config, dataDir, repo, n);
     const line = (label: string, xs: number[], aim: string) =>
       console.log(`pool ${label}: p50 ${median(xs).toFixed(0)} ms, p95 ${pct(xs, 0.95).toFixed(0)} ms; bare create+start+health p50 ${median(bare).toFixed(0)} ms, p95 ${pct(bare, 0.95).toFixed(0)} ms; ratio p50 ${(median(xs) / median(bare)).toFixed(2)}× (aim ${aim})`);
     line("StartRun → runner accepted /start, hit", hit, "≤ 0.15×");
     line("StartRun → runner accepted /start, miss", miss, "≤ 1.15×");
+    console.log(`pool the same miss against bare create+start+health with paddock's container settings (its network, limits, hardening): p50 ${median(settings).toFixed(0)} ms; ratio p50 ${(median(miss) / median(settings)).toFixed(2)}×`);
   } finally {
     await app.stop();
     await removeDockerBench(docker, "pool", dataDir);

@@ -76,7 +76,8 @@ export function poolContainerSpec(
   };
 }
 
-function hostPart(o: { source: string; limits: ContainerLimits; networkMode?: string }): Pick<ContainerCreateOptions, "WorkingDir" | "ExposedPorts" | "HostConfig"> {
+/** What every sandbox container is made with besides its image, labels and environment: mounts, network, limits, hardening. */
+export function hostPart(o: { source: string; limits: ContainerLimits; networkMode?: string }): Pick<ContainerCreateOptions, "WorkingDir" | "ExposedPorts" | "HostConfig"> {
   return {
     WorkingDir: WORKSPACE,
     ExposedPorts: { [`${RUNNER_PORT}/tcp`]: {} },
