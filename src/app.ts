@@ -1,16 +1,10 @@
-import { createContextValues } from "@connectrpc/connect";
-import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { setMaxListeners } from "node:events";
 import { existsSync } from "node:fs";
 import { chmod, mkdir, readFile, writeFile } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Logger } from "pino";
-import { authInterceptor, kTrustedTransport } from "./api/auth.js";
-import { errorInterceptor } from "./api/error-interceptor.js";
-import { specGrpcMessage } from "./api/grpc-message.js";
 import { shutdownReason } from "./api/shutdown.js";
-import { decodeUnaryBodiesFirst, requestChecks } from "./api/request-checks.js";
 import { createApiTokens } from "./auth/api-tokens.js";
 import { loadOrCreateKey, loadOrCreateSecretBox } from "./auth/secret-box.js";
 import { brokersOfStage, runSecrets } from "./runs/brokered-secrets.js";
@@ -18,10 +12,10 @@ import { createEnvironments, networkOf } from "./runs/environments.js";
 import { BrokerCa } from "./sandbox/broker-ca.js";
 import { brokerMatchesHost } from "./sandbox/secret-broker.js";
 import { createTasks } from "./runs/tasks.js";
+import type { ApiHandlers } from "./api/api-handlers.js";
 import { createEgressAuditRepository } from "./store/egress-audit-repository.js";
 import { createEnvironmentsRepository } from "./store/environments-repository.js";
 import { createTokensRepository } from "./store/tokens-repository.js";
-import { createHealth } from "./api/health.js";
 import { listen, type Listener, type RequestHandler } from "./api/listener.js";
 import { createMetrics } from "./api/metrics.js";
 import { withPlainEndpoints } from "./api/plain-endpoints.js";
@@ -29,7 +23,6 @@ import { withCors } from "./api/cors.js";
 import { loadWebAssets } from "./api/web-assets.js";
 import { withWebUi } from "./api/web-ui.js";
 import { createReadiness, type Readiness } from "./api/readiness.js";
-import { createRoutes } from "./api/routes.js";
 import { issueSandboxToken, loadOrCreateSandboxKeys } from "./auth/sandbox-token.js";
 import { ConfigError, type Config } from "./config.js";
 import { Handoffs } from "./runs/handoffs.js";
@@ -75,9 +68,6 @@ export interface App {
   /** What /readyz says (the store takes writes, providers are initialised); the watchdog asks it too. */
   readiness(): Readiness;
 }
-
-/** The largest request message accepted. */
-const READ_MAX_BYTES = 4 * 1024 * 1024;
 
 /** The composition root: builds the concrete parts; listening is start()'s job. */
 export async function createApp(opts: AppOptions): Promise<App> {
@@ -250,7 +240,6 @@ export async function createApp(opts: AppOptions): Promise<App> {
       handoffKeep: config.handoffKeep,
     },
   });
-  const health = createHealth();
   const shutdown = new AbortController();
   // Every open stream listens on it: hundreds of followers are expected, not a leak.
   setMaxListeners(0, shutdown.signal);
@@ -258,35 +247,34 @@ export async function createApp(opts: AppOptions): Promise<App> {
   const apiTokens = createApiTokens(tokens);
   const adminTokenFile = await apiTokens.bootstrapAdmin(config.dataDir);
   if (adminTokenFile) logger.warn({ file: adminTokenFile }, "first start: an admin API token was written to this file (0600); keep it safe");
-  const routes = createRoutes({
-    tasks: createTasks(tasks),
-    runs,
-    health,
-    gitHost: config.gitHost,
-    apiTokens,
-    environments,
-    providers: new Set(providers.keys()),
-    sandboxImages,
-  });
-  const makeHandler = (trusted: boolean) =>
-    specGrpcMessage(connectNodeAdapter({
-      routes: (router) => {
-        routes(router);
-        decodeUnaryBodiesFirst(router, READ_MAX_BYTES);
-      },
-      // Auth inside the error boundary: its ConnectErrors pass through unchanged. Request
-      // checks after auth: a caller without a token learns nothing about bodies.
-      interceptors: [errorInterceptor(logger), authInterceptor(apiTokens), requestChecks()],
-      contextValues: () => createContextValues().set(kTrustedTransport, trusted),
-      shutdownSignal: shutdown.signal,
-      // No gzip: clients are on this host or a LAN, where compressing every log batch
-      // costs more CPU than the bytes it saves.
-      acceptCompression: [],
-      readMaxBytes: READ_MAX_BYTES,
-      writeMaxBytes: 16 * 1024 * 1024,
-      // The longest deadline a client may ask for: a follow of a run's whole life.
-      maxTimeoutMs: 25 * 3600_000,
-    }));
+  // The API (Connect, protobuf, every service's descriptors) is built at its first request:
+  // a daemon that only answers probes, scrapes and the web UI never loads it.
+  let api: Promise<ApiHandlers> | undefined;
+  const loadApi = () =>
+    (api ??= import("./api/api-handlers.js").then((m) =>
+      m.createApiHandlers({
+        tasks: createTasks(tasks),
+        runs,
+        gitHost: config.gitHost,
+        apiTokens,
+        environments,
+        providers: new Set(providers.keys()),
+        sandboxImages,
+        logger,
+        shutdownSignal: shutdown.signal,
+      }),
+    ));
+  const apiHandler =
+    (transport: "tcp" | "unix"): RequestHandler =>
+    (req, res) =>
+      void loadApi().then(
+        (made) => made[transport](req, res),
+        (error: unknown) => {
+          logger.error({ err: error }, "the API could not be loaded");
+          if (!res.headersSent) res.writeHead(500);
+          res.end();
+        },
+      );
   const initialised = new Set<string>();
   const readiness = createReadiness(
     { store: () => probeWritable(db), uninitialisedProviders: () => [...providers.keys()].filter((name) => !initialised.has(name)) },
@@ -297,8 +285,8 @@ export async function createApp(opts: AppOptions): Promise<App> {
   if (!webAssets) logger.warn("the web UI is not built (npm run build:web): / answers 404");
   // CORS outermost: it answers preflights for every path. Only TCP: the socket has no browsers.
   const handlers = {
-    tcp: withCors(withWebUi(plain(makeHandler(false)), webAssets), config.corsOrigin),
-    unix: withWebUi(plain(makeHandler(true)), webAssets),
+    tcp: withCors(withWebUi(plain(apiHandler("tcp")), webAssets), config.corsOrigin),
+    unix: withWebUi(plain(apiHandler("unix")), webAssets),
   };
   let listener: Listener | undefined;
   return {
@@ -327,7 +315,8 @@ export async function createApp(opts: AppOptions): Promise<App> {
       return listener;
     },
     async stop() {
-      health.shutdown();
+      // gRPC health watchers hear NOT_SERVING (only if anything loaded the API).
+      if (api) (await api.catch(() => null))?.health.shutdown();
       // Open streams end with UNAVAILABLE (api/shutdown.ts); close() lets them send that end.
       shutdown.abort(shutdownReason());
       await listener?.close();
