@@ -575,6 +575,37 @@ async function benchModal() {
     console.log(
       `modal StartRun → runner healthy and started (from snapshot, via the fake): p50 ${median(daemon).toFixed(0)} ms, p95 ${pct(daemon, 0.95).toFixed(0)} ms; fake's bare create+tunnel+health from the same snapshot p50 ${median(bare).toFixed(0)} ms, p95 ${pct(bare, 0.95).toFixed(0)} ms; ratio p50 ${(median(daemon) / median(bare)).toFixed(2)}× (${n} runs each)`,
     );
+    // The warm pool: the same StartRun → running on a hit (a member claimed, retagged, then the bundle imported).
+    const poolDir = tmp("modal-pool");
+    const poolApp = await createApp({ config: { ...config, dataDir: poolDir, warmPool: 1 }, logger: pino({ level: "silent" }), runnerCommand: runnerCommand(), baseEnv: {} });
+    await poolApp.start();
+    try {
+      const poolTasks = createTasksRepository(await openDatabase(join(poolDir, "paddock.db")));
+      const pt = poolTasks.create({ team: "default", environmentId: "", id: "task_modal_pool", title: "b", description: "", repository: repo, repositoryUrl: repo, origin: "bench", createdAt: 0 });
+      const provider = poolApp.providers.get("modal") as import("../src/sandbox/modal/modal-provider.js").ModalProvider;
+      const poolRun = async () => {
+        const t0 = performance.now();
+        const id = poolApp.runs.start({ team: "default", taskId: pt.id, branch: "", agentCommand: ["sleep", "300"], timeoutMs: null, provider: "modal", idempotencyKey: "", limits: {}, environmentId: "" }).id;
+        await until(poolApp, id, (p) => p === "running" || p === "cleaned");
+        const ms = performance.now() - t0;
+        poolApp.runs.cancel(id);
+        await until(poolApp, id, (p) => p === "cleaned");
+        return ms;
+      };
+      await poolRun(); // takes the snapshot
+      await poolRun(); // from the snapshot; the pool is filled from it
+      const hits: number[] = [];
+      for (let i = 0; i < n; i++) {
+        await provider.pool.settled();
+        hits.push(await poolRun());
+      }
+      console.log(
+        `modal pool hit StartRun → runner healthy and started (via the fake): p50 ${median(hits).toFixed(0)} ms, p95 ${pct(hits, 0.95).toFixed(0)} ms; cold from the snapshot (above) p50 ${median(daemon).toFixed(0)} ms; bare create+tunnel+health p50 ${median(bare).toFixed(0)} ms; hit/bare ${(median(hits) / median(bare)).toFixed(2)}× (${n} runs)`,
+      );
+    } finally {
+      await poolApp.stop();
+      rmSync(poolDir, { recursive: true, force: true });
+    }
     console.log(`modal: sandboxes left in the fake: ${fake.running().length}; unimplemented RPCs called: ${fake.unimplemented.length}`);
   } finally {
     modal.close();

@@ -207,6 +207,7 @@ export async function createApp(opts: AppOptions): Promise<App> {
         log: (level, message, fields) => logger[level](fields, message),
         exitSnapshots: config.modalExitSnapshots === "on",
         installPaddock: config.modalInstallPaddock ? resolve(config.modalInstallPaddock) : "",
+        warmPool: config.warmPool,
       }),
     );
   } else if (config.defaultProvider === "modal") {

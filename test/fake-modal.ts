@@ -318,6 +318,12 @@ export async function startFakeModal(opts: { paddockBinary: string }): Promise<F
       }
       return {};
     },
+    // Modal replaces a sandbox's tags with the given set.
+    sandboxTagsSetV2: (req) => {
+      const sb = must(req.sandboxId);
+      sb.tags = Object.fromEntries(((req.tags ?? []) as Req[]).map((t) => [t.tagName, t.tagValue]));
+      return {};
+    },
     sandboxTagsGetV2: (req) => ({ tags: Object.entries(must(req.sandboxId).tags).map(([tagName, tagValue]) => ({ tagName, tagValue })) }),
     sandboxListV2: (req) => {
       const tags = (req.tags ?? []) as Req[];

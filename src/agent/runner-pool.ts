@@ -1,5 +1,5 @@
 import { createHash, timingSafeEqual } from "node:crypto";
-import { existsSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import { join } from "node:path";
 import type { AddressInfo } from "node:net";
@@ -94,6 +94,8 @@ export async function waitForClaim(env: Record<string, string | undefined>, log:
         }
         claimed = true;
         const record: ClaimRecord = { hash: s.PADDOCK_POOL_CLAIM, env: vars };
+        // A volume (docker) has it already; a modal sandbox's state directory is made here.
+        mkdirSync(s.PADDOCK_STATE_DIR, { recursive: true, mode: 0o700 });
         writeFileSync(file + ".tmp", JSON.stringify(record), { mode: 0o600 });
         renameSync(file + ".tmp", file);
         // The port is the run's runner's from now on: libuv closes the listening socket at once.

@@ -155,7 +155,8 @@ export const MAX_ENVIRONMENT_WARM_POOL = 8;
 
 function warmPoolSize(n: number, providers: ReadonlySet<string>): number {
   if (n > MAX_ENVIRONMENT_WARM_POOL) throw new InvalidArgumentError("environment.warm_pool", `at most ${MAX_ENVIRONMENT_WARM_POOL} sandboxes per repository, not ${n} (0: the daemon's --warm-pool)`);
-  if (n > 0 && !providers.has("docker") && !providers.has("local")) throw new InvalidArgumentError("environment.warm_pool", `a warm pool is kept by the docker and local providers, which this daemon does not have (it has: ${[...providers].join(", ")})`);
+  const pooled = ["docker", "local", "modal"];
+  if (n > 0 && !pooled.some((p) => providers.has(p))) throw new InvalidArgumentError("environment.warm_pool", `a warm pool is kept by the docker, local and modal providers, which this daemon does not have (it has: ${[...providers].join(", ")})`);
   return n;
 }
 

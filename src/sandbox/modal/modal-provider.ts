@@ -8,14 +8,17 @@ import { AlreadyExistsError, ModalClient, NotFoundError, ResourceExhaustedError,
 import { SandboxError } from "../../errors.js";
 import { PADDOCK_VERSION } from "../../version.js";
 import { snapshotKey, takeSnapshotOnce } from "../snapshots.js";
-import { LABEL_INSTANCE, LABEL_SANDBOX, RUNNER_PORT } from "../docker/container-spec.js";
+import { LABEL_INSTANCE, LABEL_POOL, LABEL_RUN, LABEL_SANDBOX, RUNNER_PORT } from "../docker/container-spec.js";
+import { claimSecretHash } from "../../agent/runner-protocol.js";
+import { runnerEnvironment, type RunnerEnv } from "../../agent/runner-env.js";
+import { WarmPool, type PoolMember } from "../warm-pool.js";
 import { git } from "../git.js";
 import { collectWork } from "../import-work.js";
-import { type CleanupResult, type SandboxProvider, type SandboxSpec, type SandboxStatus, type SnapshotStore } from "../provider.js";
+import { runnerEnvOfRun, type CleanupResult, type SandboxProvider, type SandboxSpec, type SandboxStatus, type SnapshotStore } from "../provider.js";
 import { prepareSource } from "../repository-source.js";
 import { createRunnerClient } from "../runner-client.js";
 import { modalNetworkOf, sameNetwork, type ModalNetwork } from "./modal-network.js";
-import { INSTALLED_PADDOCK, rescueParams, sandboxParams } from "./sandbox-params.js";
+import { CLEANUP_MARGIN_MS, INSTALLED_PADDOCK, MAX_TIMEOUT_MS, memberParams, rescueParams, sandboxParams, TAG_MEMBER, TAG_SNAPSHOT } from "./sandbox-params.js";
 
 export interface ModalProviderOptions {
   instanceId: string;
@@ -54,6 +57,8 @@ export interface ModalProviderOptions {
   installPaddock: string;
   /** Ask Modal for an exit snapshot of every sandbox, so a dead one's work can still be taken out. */
   exitSnapshots: boolean;
+  /** Started sandboxes kept ready per pool key (--warm-pool); a run's environment may ask for its own; 0 or absent: none. */
+  warmPool?: number;
 }
 
 
@@ -70,6 +75,30 @@ interface ModalRecord {
   /** Policies per stage, as Modal enforces them. */
   setupNetwork: ModalNetwork;
   agentNetwork: ModalNetwork;
+  /**
+   * A warm pool member serving the run: Modal cannot rename a sandbox, so the record says
+   * which one has this name. Written before the claim, so a restarted daemon finds it.
+   */
+  sandboxId?: string;
+  /** The runner's state directory's name when it is not the run's id (a pool member's). */
+  stateName?: string;
+}
+
+/** How a sandbox of a run is made: the image (the key's snapshot, else the base with paddock). */
+interface ModalPlan {
+  image: Image;
+  baseTag: string;
+  baseImageId: string;
+  /** The snapshot row the image is, if any. */
+  snapshot: { id: string; createdAt: number } | undefined;
+}
+
+/** How a warm pool member of a key is made: its run's plan, stage policy and limits. */
+interface MemberRecipe {
+  plan: ModalPlan;
+  network: ModalNetwork;
+  cpus: number;
+  memoryMiB: number;
 }
 
 /** gRPC status codes the SDK's errors carry. */
@@ -122,10 +151,24 @@ export class ModalProvider implements SandboxProvider {
   private readonly handles = new Map<string, Sandbox>();
   /** Helper sandboxes in use right now (bootstraps, rescues): no run owns them, and the reaper must not take them. */
   private readonly helpers = new Set<string>();
+  /** Base images built (looked up at Modal), by registry tag. */
+  private readonly bases = new Map<string, Promise<Image>>();
   /** Bases with paddock brought in, by base image id (one bootstrap at a time each). */
   private readonly prepared = new Map<string, Promise<Image>>();
+  /** Ready sandboxes by pool key: --warm-pool of each, or its environment's warm_pool. */
+  readonly pool: WarmPool<MemberRecipe>;
+  /** The pool's members this process made: Modal id and when it was made (a member lives Modal's longest, from then). */
+  private readonly members = new Map<string, { id: string; bornAt: number }>();
 
-  constructor(private readonly opts: ModalProviderOptions) {}
+  constructor(private readonly opts: ModalProviderOptions) {
+    this.pool = new WarmPool<MemberRecipe>({
+      size: opts.warmPool ?? 0,
+      make: (key, recipe, name, secret) => this.makeMember(key, recipe, name, secret),
+      recipeId: (recipe) => recipe.plan.image.imageId,
+      discard: (name) => this.discardMember(name),
+      log: (message, error) => opts.log?.(error ? "warn" : "info", message, { provider: "modal", ...(error ? { err: (error as Error).message } : {}) }),
+    });
+  }
 
   private modal(): ModalClient {
     if (!this.client) {
@@ -148,6 +191,8 @@ export class ModalProvider implements SandboxProvider {
   }
 
   async close(): Promise<void> {
+    // Members hold nothing of a run: they go with the daemon (a dead daemon's are reaped at the next start).
+    await this.pool.close();
     for (const sb of this.handles.values()) sb.detach();
     this.handles.clear();
     this.client?.close();
@@ -201,10 +246,29 @@ export class ModalProvider implements SandboxProvider {
     await writeFile(this.recordPath(name), JSON.stringify(record), { mode: 0o600 });
   }
 
-  /** The running sandbox `name` of this App, or null. */
+  /** The running sandbox `name` of this App, or null; a claimed pool member's through the run's record. */
   private async find(name: string, signal?: AbortSignal): Promise<Sandbox | null> {
     const known = this.handles.get(name);
     if (known) return known;
+    const sandboxId = (await this.readRecord(name))?.sandboxId;
+    if (sandboxId) {
+      const member = await this.call(
+        "look up sandbox",
+        async () => {
+          const sb = await this.modal().sandboxes.fromId(sandboxId);
+          try {
+            if ((await sb.poll()) === null) return sb;
+          } catch (error) {
+            if (!(error instanceof NotFoundError)) throw error;
+          }
+          sb.detach();
+          return null;
+        },
+        signal,
+      );
+      if (member) this.handles.set(name, member);
+      return member;
+    }
     const sb = await this.call(
       "look up sandbox",
       async () => {
@@ -236,26 +300,68 @@ export class ModalProvider implements SandboxProvider {
   async provision(spec: SandboxSpec, signal: AbortSignal, progress: (line: string) => void): Promise<SandboxStatus> {
     const networks = this.networks(spec);
     const source = await prepareSource(this.opts.root, spec.repositoryUrl, signal, progress);
+    // Made while the sandbox is found, made or claimed: the import needs it either way.
+    const bundling = this.bundleOf(source, signal);
+    bundling.catch(() => undefined); // awaited (and its error seen) below, or dropped in finally
+    try {
+      return await this.provisionWith(spec, source, networks, bundling, signal, progress);
+    } finally {
+      await bundling.then((b) => rm(b.dir, { recursive: true, force: true }), () => undefined);
+    }
+  }
+
+  private async provisionWith(
+    spec: SandboxSpec,
+    source: string,
+    networks: { setup: ModalNetwork; agent: ModalNetwork },
+    bundling: Promise<{ dir: string; file: string }>,
+    signal: AbortSignal,
+    progress: (line: string) => void,
+  ): Promise<SandboxStatus> {
     let record = await this.readRecord(spec.name);
     let sb = await this.find(spec.name, signal);
+    if (sb && record?.sandboxId && !(await this.claimLanded(sb, record, signal))) {
+      // Its claim was under way when the daemon stopped: nothing of the run ran in it (the agent starts only after the retag).
+      progress(`the warm modal sandbox ${record.sandboxId} was being claimed for this run when the daemon stopped; it is terminated and the run starts anew`);
+      await this.terminate(sb, signal);
+      this.handles.delete(spec.name);
+      await rm(this.recordPath(spec.name), { force: true });
+      sb = null;
+      record = null;
+    }
     if (sb) {
       const exit = await this.call("poll sandbox", () => sb!.poll(), signal);
       // It ran and stopped: starting another would run the agent twice.
       if (exit !== null) throw new SandboxError(`modal sandbox ${spec.name} exited (code ${exit}) before the daemon reattached`, false);
       progress(`re-attached to the running modal sandbox ${spec.name}`);
     }
+    let missed: string | undefined;
+    let claimed: { endpoint: string; tagged: Promise<void>; member: PoolMember } | undefined;
     if (!sb || !record) {
-      const made = await this.create(spec, source, networks, signal, progress, !!sb);
-      sb ??= made.sb;
-      record = made.record;
+      const plan = await this.plan(spec, signal, progress);
+      if (!sb) {
+        const warm = await this.fromPool(spec, source, plan, networks, signal, progress);
+        if (warm.hit) ({ sb, record, claimed } = warm.hit);
+        else missed = warm.key;
+      }
+      if (!sb || !record) {
+        const made = await this.create(spec, source, plan, networks, signal, progress, !!sb);
+        sb ??= made.sb;
+        record = made.record;
+      }
     }
-    const endpoint = await this.waitForRunner(spec.name, sb, spec.runId, spec.token, signal);
-    const bundle = await this.bundleOf(source, signal);
+    // A claim answers once the run's runner listens, at the member's endpoint: nothing to wait for.
+    const endpoint = claimed?.endpoint ?? (await this.waitForRunner(spec.name, sb, spec.runId, spec.token, signal));
     try {
-      await createRunnerClient(endpoint, spec.token).importSource(bundle.file, signal);
+      await createRunnerClient(endpoint, spec.token).importSource((await bundling).file, signal);
+      // The retag ran beside the import; the run is the sandbox's (for list() and a restart) before its agent can start.
+      await claimed?.tagged;
     } finally {
-      await rm(bundle.dir, { recursive: true, force: true });
+      // The refill starts once the run has its repository, so it does not compete with the import.
+      if (claimed) this.pool.handedOver(claimed.member);
     }
+    // A miss refills its key once its own sandbox is up, not while it is being made.
+    if (missed) this.pool.refill(missed);
     const fromSnapshot = !!record.snapshotId;
     progress(
       sameNetwork(networks.setup, networks.agent) || fromSnapshot
@@ -283,19 +389,20 @@ export class ModalProvider implements SandboxProvider {
    * Creates the sandbox from the newest snapshot of its key, else from the base image. A
    * name Modal already has (a create before a crash, or a retry) is looked up instead.
    */
-  private async create(
-    spec: SandboxSpec,
-    source: string,
-    networks: { setup: ModalNetwork; agent: ModalNetwork },
-    signal: AbortSignal,
-    progress: (line: string) => void,
-    exists: boolean,
-  ): Promise<{ sb: Sandbox; record: ModalRecord }> {
+  private async plan(spec: SandboxSpec, signal: AbortSignal, progress: (line: string) => void): Promise<ModalPlan> {
     const modal = this.modal();
     const app = await this.app();
     const baseTag = spec.image || this.opts.image;
-    const base = modal.images.fromRegistry(baseTag);
-    await this.call("build image", () => base.build(app), signal, 30 * 60_000);
+    // Once per tag and process: Modal answers the same image for the same definition, and a pool hit should not wait on it.
+    let building = this.bases.get(baseTag);
+    if (!building) {
+      const image = modal.images.fromRegistry(baseTag);
+      building = this.call("build image", () => image.build(app), undefined, 30 * 60_000).then(() => image);
+      this.bases.set(baseTag, building);
+      building.catch(() => this.bases.delete(baseTag));
+    }
+    const pending = building;
+    const base = await this.call("build image", () => pending, signal, 30 * 60_000);
     const prepared = this.opts.installPaddock ? await this.withPaddock(app, base, baseTag, signal, progress) : base;
     const key = this.keyFor(spec, prepared.imageId);
     let snapshot = this.opts.snapshots.newestComplete(this.name, key);
@@ -316,12 +423,27 @@ export class ModalProvider implements SandboxProvider {
         snapshot = undefined;
       }
     }
+    return { image, baseTag, baseImageId: prepared.imageId, snapshot: snapshot ? { id: snapshot.id, createdAt: snapshot.createdAt } : undefined };
+  }
+
+  private async create(
+    spec: SandboxSpec,
+    source: string,
+    plan: ModalPlan,
+    networks: { setup: ModalNetwork; agent: ModalNetwork },
+    signal: AbortSignal,
+    progress: (line: string) => void,
+    exists: boolean,
+  ): Promise<{ sb: Sandbox; record: ModalRecord }> {
+    const modal = this.modal();
+    const app = await this.app();
+    const { image, baseTag, snapshot } = plan;
     const record: ModalRecord = {
       runId: spec.runId,
       source,
       resultBranch: spec.resultBranch,
       repositoryUrl: spec.repositoryUrl,
-      baseImageId: prepared.imageId,
+      baseImageId: plan.baseImageId,
       snapshotId: snapshot?.id ?? "",
       setupNetwork: networks.setup,
       agentNetwork: networks.agent,
@@ -371,6 +493,171 @@ export class ModalProvider implements SandboxProvider {
     await remember();
     progress(`re-attached to the modal sandbox ${spec.name} made by an earlier attempt`);
     return { sb: found, record };
+  }
+
+  /**
+   * A pool hit: a ready member of the run's key is claimed (its runner becomes the run's
+   * runner) and retagged as the run's; the run's record, written before the claim, says
+   * which sandbox serves the run's name (Modal cannot rename one). Its policy and limits
+   * are the key's, set when it was made, before anything of the run came in; the
+   * repository comes by POST /import as for a cold start. A member that cannot be taken is
+   * terminated and the next one tried; none left is a miss (no hit): the caller refills
+   * the key once the run's own sandbox is up.
+   */
+  private async fromPool(
+    spec: SandboxSpec,
+    source: string,
+    plan: ModalPlan,
+    networks: { setup: ModalNetwork; agent: ModalNetwork },
+    signal: AbortSignal,
+    progress: (line: string) => void,
+  ): Promise<{ key: string; hit?: { sb: Sandbox; record: ModalRecord; claimed: { endpoint: string; tagged: Promise<void>; member: PoolMember } } }> {
+    // A snapshot's sandbox skips setup: it runs under the agent's policy from the start, as a cold one of the key would.
+    const network = plan.snapshot ? networks.agent : networks.setup;
+    const cpus = spec.limits.cpus ?? this.opts.cpus;
+    const memoryMiB = Math.ceil((spec.limits.memoryBytes ?? this.opts.memoryBytes) / 1024 ** 2);
+    const key = createHash("sha256")
+      .update(JSON.stringify([this.keyFor(spec, plan.baseImageId), networks.setup.allowedDomains, networks.agent.allowedDomains, cpus, memoryMiB, this.opts.exitSnapshots, !!this.opts.installPaddock]))
+      .digest("hex")
+      .slice(0, 24);
+    const size = spec.warmPool || this.opts.warmPool || 0;
+    this.pool.want(key, { plan, network, cpus, memoryMiB }, size);
+    if (size <= 0) return { key };
+    const now = Date.now();
+    // Modal fixes a sandbox's lifetime when it is made: a member must outlive the run as a cold sandbox would.
+    const needed = Math.min(now + MAX_TIMEOUT_MS, (spec.deadlineAt ?? now + 3_600_000) + this.opts.graceMs + CLEANUP_MARGIN_MS);
+    for (;;) {
+      const member = this.pool.take(key);
+      if (!member) {
+        progress(`warm pool: no ready modal sandbox for this key`);
+        return { key };
+      }
+      const record: ModalRecord = {
+        runId: spec.runId,
+        source,
+        resultBranch: spec.resultBranch,
+        repositoryUrl: spec.repositoryUrl,
+        baseImageId: plan.baseImageId,
+        snapshotId: plan.snapshot?.id ?? "",
+        setupNetwork: networks.setup,
+        agentNetwork: networks.agent,
+        sandboxId: member.id,
+        stateName: member.name,
+      };
+      try {
+        const bornAt = this.members.get(member.name)?.bornAt ?? 0;
+        if (bornAt + MAX_TIMEOUT_MS < needed) throw new SandboxError("its lifetime ends before this run's deadline", false);
+        const t0 = Date.now();
+        // Kept before the claim: after a crash, the run's name must lead to this sandbox.
+        await this.writeRecord(spec.name, record);
+        const sb = await this.modal().sandboxes.fromId(member.id);
+        const tags = {
+          [LABEL_INSTANCE]: this.opts.instanceId,
+          [LABEL_RUN]: spec.runId,
+          [LABEL_SANDBOX]: spec.name,
+          [LABEL_POOL]: key,
+          [TAG_MEMBER]: member.name,
+          ...(plan.snapshot ? { [TAG_SNAPSHOT]: plan.snapshot.id } : {}),
+        };
+        // Retagged once the runner has recorded the claim (it is the run's runner from then on), while it starts as the run's.
+        let tagging: Promise<void> | undefined;
+        const retag = () => (tagging ??= this.call("tag sandbox", () => sb.setTags(tags), signal));
+        // A pool runner's variables are a runner's environment: the same contract, delivered later.
+        await createRunnerClient(member.endpoint, member.secret).claim({ env: runnerEnvironment(runnerEnvOfRun(spec) as RunnerEnv) }, signal, () => void retag().catch(() => undefined));
+        const tagged = retag();
+        tagged.catch(() => undefined); // the caller awaits it after the import
+        this.handles.set(spec.name, sb);
+        this.members.delete(member.name);
+        progress(`took the warm modal sandbox ${member.name} (${member.id}) as ${spec.name}${plan.snapshot ? ` (from snapshot ${plan.image.imageId})` : ""}: claim ${Date.now() - t0} ms`);
+        // Handed over (and its key refilled) by the caller once the run has its repository.
+        return { key, hit: { sb, record, claimed: { endpoint: member.endpoint, tagged, member } } };
+      } catch (error) {
+        progress(`warm modal sandbox ${member.name} could not be taken (${(error as Error).message}); ${signal.aborted ? "stopping" : "trying the next"}`);
+        await this.discardMember(member.name).catch(() => undefined);
+        this.handles.delete(spec.name);
+        await rm(this.recordPath(spec.name), { force: true });
+        this.pool.handedOver(member);
+        if (signal.aborted) throw error;
+      }
+    }
+  }
+
+  /**
+   * Makes a pool member: a sandbox of the recipe with no run in it, its runner answering
+   * its claim secret through the tunnel. Terminated again when it does not come up.
+   */
+  private async makeMember(key: string, recipe: MemberRecipe, name: string, secret: string): Promise<Omit<PoolMember, "recipe">> {
+    const app = await this.app();
+    const params = memberParams({
+      name,
+      key,
+      claimHash: claimSecretHash(secret),
+      instanceId: this.opts.instanceId,
+      graceMs: this.opts.graceMs,
+      cpus: recipe.cpus,
+      memoryMiB: recipe.memoryMiB,
+      network: recipe.network,
+      exitSnapshots: this.opts.exitSnapshots,
+      installed: !!this.opts.installPaddock,
+    });
+    const bornAt = Date.now();
+    const sb = await this.call("create sandbox", () => this.modal().sandboxes.create(app, recipe.plan.image, params));
+    this.members.set(name, { id: sb.sandboxId, bornAt });
+    try {
+      const endpoint = await this.endpointOf(sb);
+      const until = Date.now() + this.opts.runnerStartTimeoutMs;
+      for (let i = 0; ; i++) {
+        const ready = await createRunnerClient(endpoint, secret)
+          .poolReady(AbortSignal.timeout(5000))
+          .then(() => null, (error: unknown) => (error as Error).message);
+        if (ready === null) break;
+        if (Date.now() > until) throw new SandboxError(`runner in the pool's modal sandbox ${name} did not answer within ${this.opts.runnerStartTimeoutMs} ms (${ready})`, false);
+        if (i % 10 === 9) {
+          const exit = await this.call("poll sandbox", () => sb.poll());
+          if (exit !== null) throw new SandboxError(`the pool's modal sandbox ${name} exited (code ${exit}) before its runner answered (${ready})`, false);
+        }
+        await sleep(Math.min(250, 10 * (i + 1))); // start-up latency is what this loop adds
+      }
+      sb.detach();
+      return { name, id: sb.sandboxId, key, secret, endpoint };
+    } catch (error) {
+      sb.detach();
+      await this.discardMember(name).catch(() => undefined);
+      throw error;
+    }
+  }
+
+  /** Terminates a member (ready, or made for a key that no longer wants it). */
+  private async discardMember(name: string): Promise<void> {
+    const id = this.members.get(name)?.id;
+    this.members.delete(name);
+    const sb = id ? await this.modal().sandboxes.fromId(id) : await this.find(name);
+    this.handles.delete(name);
+    if (sb) await this.terminate(sb);
+  }
+
+  /** Terminates a sandbox and waits until Modal says it exited (a sandbox already gone is fine). */
+  private async terminate(sb: Sandbox, signal?: AbortSignal): Promise<void> {
+    await this.call(
+      "terminate sandbox",
+      async () => {
+        try {
+          await sb.terminate();
+          await sb.wait();
+        } catch (error) {
+          if (!(error instanceof NotFoundError)) throw error;
+        }
+      },
+      signal,
+      this.opts.callTimeoutMs + 60_000,
+    );
+    sb.detach();
+  }
+
+  /** Whether a claimed member's claim completed (it was retagged as the run's: the retag precedes everything of the run). */
+  private async claimLanded(sb: Sandbox, record: ModalRecord, signal?: AbortSignal): Promise<boolean> {
+    const tags = await this.call("sandbox tags", () => sb.getTags(), signal);
+    return tags[LABEL_RUN] === record.runId;
   }
 
   /**
@@ -531,7 +818,9 @@ export class ModalProvider implements SandboxProvider {
     const sb = await this.find(name, signal);
     const running = sb ? (await this.call("poll sandbox", () => sb.poll(), signal)) === null : false;
     const result: CleanupResult = {};
-    if (record) {
+    // A member whose claim never completed holds nothing of the run: no work to take out.
+    const unclaimed = !!(running && record?.sandboxId && !(await this.claimLanded(sb!, record, signal).catch(() => false)));
+    if (record && !unclaimed) {
       try {
         if (running) Object.assign(result, await this.export(name, sb!, record, signal));
         else Object.assign(result, await this.exportDead(name, record, signal));
@@ -576,6 +865,8 @@ export class ModalProvider implements SandboxProvider {
     if (!this.opts.exitSnapshots) return lost;
     const dead = await this.call("look up sandbox", async () => {
       try {
+        // A claimed pool member has another name: the record says which sandbox it is.
+        if (record.sandboxId) return await this.modal().sandboxes.fromId(record.sandboxId);
         return await this.modal().sandboxes.experimentalFromName(this.opts.appName, name, { environment: this.opts.environment || undefined, includeTerminated: true });
       } catch (error) {
         if (error instanceof NotFoundError) return null;
@@ -593,7 +884,7 @@ export class ModalProvider implements SandboxProvider {
     const publicKeyPem = await this.publicKey(record.runId);
     let rescue = await this.find(rescueName, signal);
     rescue ??= await this.call("create sandbox", () =>
-      this.modal().sandboxes.create(app, image, rescueParams(rescueName, record.runId, record.resultBranch, this.opts.instanceId, publicKeyPem, !!this.opts.installPaddock)),
+      this.modal().sandboxes.create(app, image, rescueParams(rescueName, record.runId, record.resultBranch, this.opts.instanceId, publicKeyPem, !!this.opts.installPaddock, record.stateName)),
     );
     this.handles.set(rescueName, rescue);
     try {
@@ -615,18 +906,28 @@ export class ModalProvider implements SandboxProvider {
 
   async list(): Promise<string[]> {
     const app = await this.app();
-    const names = await this.call("list sandboxes", async () => {
+    const { names, members } = await this.call("list sandboxes", async () => {
       const found: string[] = [];
+      const members: { name: string; id: string }[] = [];
       for await (const sb of this.modal().sandboxes.list({ appId: app.appId, tags: { [LABEL_INSTANCE]: this.opts.instanceId } })) {
         const tags = await sb.getTags();
         sb.detach();
-        if (tags[LABEL_INSTANCE] === this.opts.instanceId && tags[LABEL_SANDBOX]) found.push(tags[LABEL_SANDBOX]);
+        if (tags[LABEL_INSTANCE] !== this.opts.instanceId) continue;
+        if (tags[LABEL_SANDBOX]) found.push(tags[LABEL_SANDBOX]);
+        else if (tags[TAG_MEMBER]) members.push({ name: tags[TAG_MEMBER], id: sb.sandboxId });
       }
-      return found;
+      return { names: found, members };
     }, undefined, 120_000);
     // Records of sandboxes Modal no longer runs: cleanup says what became of their work.
     const records = (await readdir(join(this.opts.root, "modal")).catch(() => [] as string[])).filter((f) => f.endsWith(".json")).map((f) => f.slice(0, -5));
-    return [...new Set([...names, ...records])].filter((n) => !this.helpers.has(n));
+    // Unclaimed members of an earlier daemon process are orphans; this pool's own are not, nor one a run's record names (its claim was under way).
+    const claimed = new Set<string>();
+    if (members.length > 0) for (const r of records) {
+      const id = (await this.readRecord(r))?.sandboxId;
+      if (id) claimed.add(id);
+    }
+    const orphans = members.filter((m) => !this.pool.owns(m.name) && !claimed.has(m.id)).map((m) => m.name);
+    return [...new Set([...names, ...records, ...orphans])].filter((n) => !this.helpers.has(n));
   }
 
   /** Removes snapshot images unused for longer than the limit (ImageDelete), and rows a crash left behind. */

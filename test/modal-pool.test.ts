@@ -1,0 +1,192 @@
+import { execFileSync, spawn, type ChildProcess } from "node:child_process";
+import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { createClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { RUN_VARIABLES } from "../src/agent/runner-env.js";
+import { TaskService } from "../src/gen/paddock/v1/task_pb.js";
+import { RunStatus, TaskRunService } from "../src/gen/paddock/v1/task_run_pb.js";
+import type { ModalProvider } from "../src/sandbox/modal/modal-provider.js";
+import { allLogs, bearer, cleanUp, freePort, gitEnv, instanceOf, makeGitRepo, sh, startDaemon, tempDir, watchToEnd } from "./fixtures.js";
+import { startFakeModal, type FakeModal, type FakeSandbox } from "./fake-modal.js";
+
+/**
+ * The modal provider's warm pool against the local fake of Modal (test/fake-modal.ts), with
+ * a real daemon, the real SDK and this worktree's dist/paddock as every sandbox's runner.
+ */
+const ROOT = resolve(import.meta.dirname, "..");
+let fake: FakeModal;
+
+beforeAll(async () => {
+  if (!existsSync(resolve(ROOT, "dist/paddock"))) execFileSync("npm", ["run", "--silent", "build"], { cwd: ROOT, stdio: "inherit" });
+  process.env.MODAL_CONFIG_PATH = "/nonexistent/.modal.toml"; // never the machine's own profile
+  fake = await startFakeModal({ paddockBinary: resolve(ROOT, "dist/paddock") });
+}, 300_000);
+
+afterAll(async () => {
+  const unimplemented = [...fake.unimplemented];
+  await fake.close();
+  expect(unimplemented, "RPCs the provider called that the fake does not implement").toEqual([]);
+});
+
+/** Waits (on a condition, never a fixed time) until `get` gives what `ok` accepts. */
+async function until<T>(get: () => T, ok: (v: T) => boolean, what: string, ms = 120_000): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = get();
+    if (ok(v)) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await sleep(50);
+  }
+}
+
+/** Pool members of the instance that no run has claimed, still running. */
+const waiting = (instance: string): FakeSandbox[] => fake.running().filter((s) => s.tags["paddock.instance"] === instance && s.tags["paddock.member"] && s.tags["paddock.run"] === "");
+
+const COMMIT = ["sh", "-c", 'read -r p; echo "got: $p"; echo made > made.txt; git add made.txt; git -c user.name=a -c user.email=a@x commit -qm made; echo left > uncommitted.txt'];
+const OTHER = ["sh", "-c", "echo other > other.txt; git add other.txt; git -c user.name=a -c user.email=a@x commit -qm other; echo secret-of-another-run > stray.txt"];
+
+describe("the modal provider's warm pool", () => {
+  test("a hit: the run claims a member made ahead that held nothing of any run, runs on its branch, and its work comes back", async () => {
+    const d = await startDaemon({ config: { modalImage: "registry.test/paddock-sandbox:test", modalTokenId: "ak-test", modalTokenSecret: "as-test", modalServerUrl: fake.url, modalTunnelCa: fake.caFile, warmPool: "1" } });
+    const repo = makeGitRepo();
+    sh(repo, "git", "checkout", "-q", "feature");
+    sh(repo, "sh", "-c", "echo feature > feature.txt && git add feature.txt && git -c user.name=a -c user.email=a@x commit -qm feature && git checkout -q -");
+    const instance = instanceOf(d.dataDir);
+    try {
+      const { task } = await d.tasks.createTask({ title: "pool", description: "commit a file", repository: repo });
+      const provider = d.app.providers.get("modal") as ModalProvider;
+      // The first run teaches the pool its key and leaves a snapshot; the second starts from
+      // the snapshot (a member of the base image is of an older recipe) and refills from it.
+      for (const _ of [1, 2]) {
+        const { run } = await d.runs.startRun({ taskId: task!.id, provider: "modal", agentCommand: OTHER });
+        expect((await watchToEnd(d, run!.id, 120_000)).pop()).toMatchObject({ status: RunStatus.COMPLETED, phase: "cleaned" });
+        expect((await allLogs(d, run!.id)).map((l) => l.text).join("\n")).toMatch(/warm pool: no ready modal sandbox/);
+      }
+      await provider.pool.settled();
+      const [member] = await until(() => waiting(instance), (m) => m.length === 1, "one ready member");
+      // Before the claim it holds nothing of any run: blank run tags, no run variable, no claim, nothing naming a run.
+      expect(member!.tags).toMatchObject({ "paddock.run": "", "paddock.sandbox": "" });
+      expect(member!.tags["paddock.pool"]).toMatch(/^[0-9a-f]{24}$/);
+      expect(member!.name).toMatch(/^paddock-pool-/);
+      for (const k of RUN_VARIABLES) expect(member!.env[k] ?? "", k).toBe("");
+      expect(member!.env.PADDOCK_POOL_CLAIM).toMatch(/^[0-9a-f]{64}$/);
+      const stateDir = join(member!.dir, "paddock", "state", member!.name);
+      expect(existsSync(join(stateDir, "claim.json"))).toBe(false);
+      const made = fake.sandboxes.size;
+
+      const { run } = await d.runs.startRun({ taskId: task!.id, provider: "modal", agentCommand: COMMIT, branch: "feature" });
+      const final = (await watchToEnd(d, run!.id, 120_000)).pop()!;
+      const text = (await allLogs(d, run!.id)).map((l) => l.text).join("\n");
+      expect(final, text).toMatchObject({ status: RunStatus.COMPLETED, phase: "cleaned" });
+      expect(text).toMatch(new RegExp(`took the warm modal sandbox ${member!.name} \\(${member!.id}\\) as paddock-${run!.id}-1`));
+      expect(text).toMatch(/got: pool/);
+      // The run's sandbox is the member, retagged as the run's; no sandbox was made for it.
+      expect(member!.tags).toMatchObject({ "paddock.run": run!.id, "paddock.sandbox": `paddock-${run!.id}-1`, "paddock.member": member!.name });
+      expect(fake.sandboxes.size - made).toBeLessThanOrEqual(1); // at most the refill
+      expect([...fake.sandboxes.values()].filter((s) => s.tags["paddock.run"] === run!.id)).toEqual([member]);
+      expect(member!.terminated).toBe(true);
+      // Its work came back onto paddock/<run>, from the run's branch, with nothing of the other runs.
+      expect(final.resultBranch).toBe(`paddock/${run!.id}`);
+      expect(sh(repo, "git", "show", `${final.resultBranch}:made.txt`)).toBe("made");
+      expect(sh(repo, "git", "show", `${final.resultBranch}:uncommitted.txt`)).toBe("left");
+      expect(sh(repo, "git", "show", `${final.resultBranch}:feature.txt`)).toBe("feature");
+      expect(sh(repo, "git", "ls-tree", "-r", "--name-only", final.resultBranch).split("\n").sort()).toEqual(["README.md", "feature.txt", "made.txt", "uncommitted.txt"].sort());
+      expect(fake.calls).toContain("SandboxTagsSetV2");
+      // The refill is a member again; the daemon's stop terminates it.
+      await provider.pool.settled();
+      await until(() => waiting(instance), (m) => m.length === 1, "the refilled member");
+    } finally {
+      await cleanUp(d);
+      rmSync(repo, { recursive: true, force: true });
+    }
+    expect(waiting(instance)).toEqual([]);
+  }, 300_000);
+});
+
+describe("the modal provider's warm pool under a compiled daemon that is SIGKILLed", () => {
+  test("the restarted daemon treats a claimed member as the run's and terminates the dead process's unclaimed one", async () => {
+    execFileSync("npm", ["run", "--silent", "build"], { cwd: ROOT, stdio: "ignore" });
+    const BIN = resolve(ROOT, "dist/paddock");
+    const repo = makeGitRepo();
+    const dataDir = tempDir("modal-pool-kill");
+    const port = await freePort();
+    const env = {
+      ...gitEnv,
+      MODAL_CONFIG_PATH: "/nonexistent/.modal.toml",
+      PADDOCK_MODAL_IMAGE: "registry.test/paddock-sandbox:test",
+      PADDOCK_MODAL_SERVER_URL: fake.url,
+      PADDOCK_MODAL_TUNNEL_CA: fake.caFile,
+      PADDOCK_MODAL_TOKEN_ID: "ak-test",
+      PADDOCK_MODAL_TOKEN_SECRET: "as-test",
+      PADDOCK_WARM_POOL: "1",
+    };
+    let daemon: ChildProcess | undefined;
+    const start = async () => {
+      const child = spawn(BIN, ["serve", "--data-dir", dataDir, "--listen", `127.0.0.1:${port}`, "--log-format", "json", "--grace-time", "1s"], { env, stdio: ["ignore", "ignore", "pipe"] });
+      let err = "";
+      child.stderr!.on("data", (c: Buffer) => (err += c));
+      await until(() => err, (e) => e.includes("paddock listening") || child.exitCode !== null, "the daemon to listen", 60_000);
+      if (!err.includes("paddock listening")) throw new Error(`daemon did not start: ${err}`);
+      return child;
+    };
+    try {
+      daemon = await start();
+      const instance = instanceOf(dataDir);
+      const token = readFileSync(join(dataDir, "admin-token"), "utf8").trim();
+      const transport = createConnectTransport({ baseUrl: `http://127.0.0.1:${port}`, httpVersion: "1.1", interceptors: [bearer(token)] });
+      const tasks = createClient(TaskService, transport);
+      const runs = createClient(TaskRunService, transport);
+      const { task } = await tasks.createTask({ title: "pool kill", repository: repo });
+      const phaseOf = async (id: string) => (await runs.getRun({ runId: id })).run!;
+      const cleaned = async (id: string) => {
+        const end = Date.now() + 120_000;
+        while ((await phaseOf(id)).phase !== "cleaned" && Date.now() < end) await sleep(100);
+        return phaseOf(id);
+      };
+      for (const _ of [1, 2]) {
+        const { run } = await runs.startRun({ taskId: task!.id, provider: "modal", agentCommand: ["true"] });
+        expect(await cleaned(run!.id)).toMatchObject({ status: RunStatus.COMPLETED });
+      }
+      const [member] = await until(() => waiting(instance), (m) => m.length === 1, "one ready member");
+      // It runs until the test lets it finish: across the daemon's death and restart.
+      const agent = ["sh", "-c", "echo waiting; while [ ! -e go ]; do sleep 0.05; done; rm go; echo kept > kept.txt; git add kept.txt; git -c user.name=a -c user.email=a@x commit -qm kept; echo done"];
+      const { run } = await runs.startRun({ taskId: task!.id, provider: "modal", agentCommand: agent });
+      await until(() => member!.tags["paddock.run"], (r) => r === run!.id, "the member to be claimed for the run");
+      // The refill: a member of the dead process nobody claimed.
+      const [unclaimed] = await until(() => waiting(instance), (m) => m.length === 1, "the refilled member");
+      expect(existsSync(join(dataDir, "modal", `paddock-${run!.id}-1.json`))).toBe(true);
+      // The agent runs in the claimed member when the daemon dies.
+      for (let i = 0; i < 1200 && (await phaseOf(run!.id)).phase !== "running"; i++) await sleep(100);
+      expect((await phaseOf(run!.id)).phase).toBe("running");
+      daemon.kill("SIGKILL");
+      await new Promise((r) => (daemon!.exitCode !== null || daemon!.signalCode ? r(null) : daemon!.once("exit", r)));
+      expect(unclaimed!.main.exit).toBeNull();
+      expect(member!.main.exit).toBeNull();
+
+      daemon = await start();
+      writeFileSync(join(member!.dir, "workspace", "go"), "");
+      const final = await cleaned(run!.id);
+      const lines: string[] = [];
+      for await (const res of runs.streamLogs({ runId: run!.id, follow: false })) lines.push(...res.entries.map((l) => l.text));
+      expect(final, lines.join("\n")).toMatchObject({ status: RunStatus.COMPLETED, phase: "cleaned" });
+      expect(lines.filter((t) => t === "waiting" || t === "done")).toEqual(["waiting", "done"]);
+      expect(sh(repo, "git", "show", `paddock/${run!.id}:kept.txt`)).toBe("kept");
+      // The claimed member was the run's sandbox throughout, and is gone with it.
+      expect([...fake.sandboxes.values()].filter((s) => s.tags["paddock.run"] === run!.id)).toEqual([member]);
+      expect(member!.terminated).toBe(true);
+      // The dead process's unclaimed member is reaped; nothing of the instance's pool is left running but the new daemon's.
+      await until(() => unclaimed!.main.exit, (e) => e !== null, "the unclaimed member to be terminated");
+      expect(unclaimed!.terminated).toBe(true);
+      daemon.kill("SIGTERM");
+      await new Promise((r) => daemon!.once("exit", r));
+      expect(waiting(instance)).toEqual([]);
+    } finally {
+      if (daemon && daemon.exitCode === null && !daemon.signalCode) daemon.kill("SIGKILL");
+      rmSync(repo, { recursive: true, force: true });
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  }, 300_000);
+});
