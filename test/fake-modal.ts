@@ -117,6 +117,13 @@ export async function startFakeModal(opts: { paddockBinary: string }): Promise<F
   const defs = await loadDefinitions();
   const work = mkdtempSync(join(tmpdir(), "fake-modal-"));
   chmodSync(work, 0o755);
+  // The agent's user of this fake's sandboxes. In Modal each sandbox is a machine of its own;
+  // here every sandbox shares this host's uids, and a runner ends its agent by killing every
+  // process of the agent's uid (kill -9 -1 as that uid). With the image's uid (1000) for all,
+  // a runner of another fake (another test file, run at the same time) killed this one's
+  // git in the middle of an export. One uid per fake, outside the local provider's
+  // 600000-699999 range: its snapshots and rescues keep their files' owner, as in Modal.
+  const agentUid = String(1_000_000 + Math.floor(Math.random() * 1_000_000_000));
   const tls = makeTls(work);
   // `paddock` on the sandboxes' PATH: this worktree's binary (never process.execPath, which
   // in a compiled binary would be paddock itself, and under vitest is node).
@@ -181,7 +188,7 @@ export async function startFakeModal(opts: { paddockBinary: string }): Promise<F
       return v === "0.0.0.0" ? "127.0.0.1" : v;
     };
     const childEnv: Record<string, string> = { PATH: `${bin}:/usr/local/bin:/usr/bin:/bin`, HOME: dir + "/root" };
-    for (const [k, v] of Object.entries(env)) childEnv[k] = rewrite(v);
+    for (const [k, v] of Object.entries(env)) childEnv[k] = k === "PADDOCK_AGENT_UID" || k === "PADDOCK_AGENT_GID" ? agentUid : rewrite(v);
     const argv: string[] = (d.entrypointArgs?.length ? (d.entrypointArgs as string[]) : ["sleep", String(d.timeoutSecs || 300)]).map(rewrite);
     const child = spawn(argv[0]!, argv.slice(1), { cwd: d.workdir ? rewrite(d.workdir) : dir, env: childEnv, detached: true, stdio: ["ignore", "pipe", "pipe"] });
     const main: Proc = { child, out: [Buffer.alloc(0), Buffer.alloc(0)], exit: null, waiters: [] };
