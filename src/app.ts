@@ -31,7 +31,7 @@ import { gitHubAppAuth } from "./github/github-auth.js";
 import { gitHubCloneCredentials, gitHubWebUrl, type GitHubSettings } from "./runs/pull-requests.js";
 import { DockerProvider } from "./sandbox/docker/docker-provider.js";
 import { lazyDocker } from "./sandbox/docker/lazy-docker.js";
-import { warmEnvironment } from "./runs/pool-warmer.js";
+import { warmEnvironment, type PoolWarmer } from "./runs/pool-warmer.js";
 import { resolveRepository } from "./runs/repository-ref.js";
 import type { EnvironmentRecord } from "./store/environments-repository.js";
 import { LocalProvider } from "./sandbox/local/local-provider.js";
@@ -83,8 +83,10 @@ export async function createApp(opts: AppOptions): Promise<App> {
   const secretBox = await loadOrCreateSecretBox(config.dataDir);
   const environmentsRepo = createEnvironmentsRepository(db);
   // An environment that asks for a warm pool gets its members at once (providers are made below).
-  // The local provider's pool only where local is the default: an environment has no provider of its own.
-  const warmers = () => (config.defaultProvider === "local" ? ["docker", "local"] : ["docker"]).map((name) => providers.get(name) as DockerProvider | LocalProvider | undefined);
+  // Local's and Modal's pools only where that provider is the default: an environment has no
+  // provider of its own, and a Modal member is a billed sandbox nobody may have meant to keep.
+  const warmers = () =>
+    (config.defaultProvider === "docker" ? ["docker"] : ["docker", config.defaultProvider]).map((name) => providers.get(name) as PoolWarmer | undefined);
   const warm = (env: EnvironmentRecord) => {
     for (const warmer of warmers()) warmEnvironment(env, warmer, (r) => resolveRepository(r, config.gitHost), (msg) => logger.warn(msg));
   };

@@ -6,6 +6,7 @@ import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { RUN_VARIABLES } from "../src/agent/runner-env.js";
+import { EnvironmentService, NetworkAccess } from "../src/gen/paddock/v1/environment_pb.js";
 import { TaskService } from "../src/gen/paddock/v1/task_pb.js";
 import { RunStatus, TaskRunService } from "../src/gen/paddock/v1/task_run_pb.js";
 import type { ModalProvider } from "../src/sandbox/modal/modal-provider.js";
@@ -98,6 +99,45 @@ describe("the modal provider's warm pool", () => {
       // The refill is a member again; the daemon's stop terminates it.
       await provider.pool.settled();
       await until(() => waiting(instance), (m) => m.length === 1, "the refilled member");
+    } finally {
+      await cleanUp(d);
+      rmSync(repo, { recursive: true, force: true });
+    }
+    expect(waiting(instance)).toEqual([]);
+  }, 300_000);
+});
+
+describe("an environment's warm pool on a daemon whose default provider is modal", () => {
+  test("is made when the environment is saved, before any run; its first run takes a member; lowering warm_pool and deleting the environment remove members at once", async () => {
+    // The daemon's own pool is off: only the environment asks for members. No docker engine:
+    // on a machine with one, the environment would get docker members besides.
+    const d = await startDaemon({
+      config: { modalImage: "registry.test/paddock-sandbox:test", modalTokenId: "ak-test", modalTokenSecret: "as-test", modalServerUrl: fake.url, modalTunnelCa: fake.caFile, defaultProvider: "modal", dockerSocket: "/nonexistent/docker.sock" },
+    });
+    const repo = makeGitRepo();
+    const instance = instanceOf(d.dataDir);
+    try {
+      const envs = createClient(EnvironmentService, createConnectTransport({ baseUrl: d.url, httpVersion: "1.1", interceptors: [bearer(d.adminToken)] }));
+      const env = (await envs.createEnvironment({ environment: { name: "warm-modal", networkAccess: NetworkAccess.FULL, warmPool: 2, repositories: [repo] } })).environment!;
+      const provider = d.app.providers.get("modal") as ModalProvider;
+      const made = await until(() => waiting(instance), (m) => m.length === 2, "two members made for the environment");
+      await provider.pool.settled();
+
+      const { task } = await d.tasks.createTask({ title: "warm modal", description: "commit a file", repository: repo, environmentId: env.id });
+      const { run } = await d.runs.startRun({ taskId: task!.id, agentCommand: COMMIT });
+      const final = (await watchToEnd(d, run!.id, 120_000)).pop()!;
+      const text = (await allLogs(d, run!.id)).map((l) => l.text).join("\n");
+      expect(final, text).toMatchObject({ status: RunStatus.COMPLETED, phase: "cleaned" });
+      expect(made.some((m) => text.includes(`took the warm modal sandbox ${m.name} (${m.id}) as paddock-${run!.id}-1`)), text).toBe(true);
+      expect(sh(repo, "git", "show", `${final.resultBranch}:made.txt`)).toBe("made");
+
+      // Its refill brings the key back to two; one fewer asked for: one goes at once, not at the next run.
+      await provider.pool.settled();
+      await until(() => waiting(instance), (m) => m.length === 2, "the refilled pool of two");
+      await envs.updateEnvironment({ environment: { ...env, warmPool: 1 } });
+      await until(() => waiting(instance), (m) => m.length === 1, "one member after warm_pool 1");
+      await envs.deleteEnvironment({ environmentId: env.id });
+      await until(() => waiting(instance), (m) => m.length === 0, "no member once the environment is deleted");
     } finally {
       await cleanUp(d);
       rmSync(repo, { recursive: true, force: true });

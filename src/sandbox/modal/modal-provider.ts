@@ -1,3 +1,4 @@
+import type { PoolSpec } from "../docker/docker-provider.js";
 import { createHash, randomBytes } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
@@ -144,6 +145,8 @@ export class ModalProvider implements SandboxProvider {
   readonly name = "modal";
   /** A policy Modal cannot express is refused, never run looser. */
   readonly enforcesNetworkPolicy = true;
+  /** Modal's own network policy holds no per-request proxy: secrets are never brokered here. */
+  readonly brokersSecrets = false;
   readonly isolatesAgents = true;
   private client: ModalClient | null = null;
   private appPromise: Promise<App> | null = null;
@@ -286,7 +289,7 @@ export class ModalProvider implements SandboxProvider {
   }
 
   /** Each stage's policy as Modal enforces it; a policy it cannot express is the run's error. */
-  private networks(spec: SandboxSpec): { setup: ModalNetwork; agent: ModalNetwork } {
+  private networks(spec: Pick<SandboxSpec, "network">): { setup: ModalNetwork; agent: ModalNetwork } {
     if (!spec.network) {
       const open = { allowedDomains: null, describe: "open (no environment)" };
       return { setup: open, agent: open };
@@ -389,7 +392,7 @@ export class ModalProvider implements SandboxProvider {
    * Creates the sandbox from the newest snapshot of its key, else from the base image. A
    * name Modal already has (a create before a crash, or a retry) is looked up instead.
    */
-  private async plan(spec: SandboxSpec, signal: AbortSignal, progress: (line: string) => void): Promise<ModalPlan> {
+  private async plan(spec: PoolSpec, signal: AbortSignal, progress: (line: string) => void): Promise<ModalPlan> {
     const modal = this.modal();
     const app = await this.app();
     const baseTag = spec.image || this.opts.image;
@@ -496,6 +499,41 @@ export class ModalProvider implements SandboxProvider {
   }
 
   /**
+   * The pool key of runs like `spec` and how its members are made: the snapshot key, both
+   * stages' policy and the limits. A snapshot's sandbox skips setup: it runs under the
+   * agent's policy from the start, as a cold one of the key would.
+   */
+  private poolKey(spec: PoolSpec, plan: ModalPlan, networks: { setup: ModalNetwork; agent: ModalNetwork }): { key: string; recipe: MemberRecipe } {
+    const network = plan.snapshot ? networks.agent : networks.setup;
+    const cpus = spec.limits.cpus ?? this.opts.cpus;
+    const memoryMiB = Math.ceil((spec.limits.memoryBytes ?? this.opts.memoryBytes) / 1024 ** 2);
+    const key = createHash("sha256")
+      .update(JSON.stringify([this.keyFor(spec, plan.baseImageId), networks.setup.allowedDomains, networks.agent.allowedDomains, cpus, memoryMiB, this.opts.exitSnapshots, !!this.opts.installPaddock]))
+      .digest("hex")
+      .slice(0, 24);
+    return { key, recipe: { plan, network, cpus, memoryMiB } };
+  }
+
+  /**
+   * Starts `size` members for runs like `spec` ahead of any run (an environment that wants a
+   * warm pool, for each repository it lists), as the docker provider does; resolves once
+   * the key is known and its fill has begun.
+   */
+  async prewarm(spec: PoolSpec, size: number): Promise<void> {
+    if (size <= 0) return;
+    const plan = await this.plan(spec, new AbortController().signal, () => undefined);
+    const { key, recipe } = this.poolKey(spec, plan, this.networks(spec));
+    this.pool.noteEnvironment(spec.environmentId, key);
+    this.pool.want(key, recipe, size);
+    this.pool.refill(key);
+  }
+
+  /** An environment's warm_pool changed, or (null) it was removed: its keys take the size now (0: the daemon's --warm-pool). */
+  resizeEnvironmentPool(environmentId: string, size: number | null): void {
+    this.pool.resizeEnvironment(environmentId, size === null ? null : size || this.opts.warmPool || 0);
+  }
+
+  /**
    * A pool hit: a ready member of the run's key is claimed (its runner becomes the run's
    * runner) and retagged as the run's; the run's record, written before the claim, says
    * which sandbox serves the run's name (Modal cannot rename one). Its policy and limits
@@ -512,16 +550,10 @@ export class ModalProvider implements SandboxProvider {
     signal: AbortSignal,
     progress: (line: string) => void,
   ): Promise<{ key: string; hit?: { sb: Sandbox; record: ModalRecord; claimed: { endpoint: string; tagged: Promise<void>; member: PoolMember } } }> {
-    // A snapshot's sandbox skips setup: it runs under the agent's policy from the start, as a cold one of the key would.
-    const network = plan.snapshot ? networks.agent : networks.setup;
-    const cpus = spec.limits.cpus ?? this.opts.cpus;
-    const memoryMiB = Math.ceil((spec.limits.memoryBytes ?? this.opts.memoryBytes) / 1024 ** 2);
-    const key = createHash("sha256")
-      .update(JSON.stringify([this.keyFor(spec, plan.baseImageId), networks.setup.allowedDomains, networks.agent.allowedDomains, cpus, memoryMiB, this.opts.exitSnapshots, !!this.opts.installPaddock]))
-      .digest("hex")
-      .slice(0, 24);
+    const { key, recipe } = this.poolKey(spec, plan, networks);
     const size = spec.warmPool || this.opts.warmPool || 0;
-    this.pool.want(key, { plan, network, cpus, memoryMiB }, size);
+    this.pool.noteEnvironment(spec.environmentId, key);
+    this.pool.want(key, recipe, size);
     if (size <= 0) return { key };
     const now = Date.now();
     // Modal fixes a sandbox's lifetime when it is made: a member must outlive the run as a cold sandbox would.
