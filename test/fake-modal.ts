@@ -478,4 +478,16 @@ export async function startFakeModal(opts: { paddockBinary: string }): Promise<F
   };
 }
 
+/** The environment of a compiled daemon whose modal provider talks to `fake`. */
+export function modalEnv(fake: FakeModal): Record<string, string> {
+  return {
+    MODAL_CONFIG_PATH: "/nonexistent/.modal.toml",
+    PADDOCK_MODAL_IMAGE: "registry.test/paddock-sandbox:test",
+    PADDOCK_MODAL_SERVER_URL: fake.url,
+    PADDOCK_MODAL_TUNNEL_CA: fake.caFile,
+    PADDOCK_MODAL_TOKEN_ID: "ak-test",
+    PADDOCK_MODAL_TOKEN_SECRET: "as-test",
+  };
+}
+
 export { Status };

@@ -182,6 +182,41 @@ export function dockerAvailable(): boolean {
   }
 }
 
+/**
+ * A compiled daemon (`bin serve`) on `dataDir` and `port`, for tests that kill it: resolves
+ * once it listens; throws with its stderr when it exits first or does not listen within a
+ * minute. `log` gets its stderr as it comes.
+ */
+export async function serveCompiled(bin: string, o: { dataDir: string; port: number; env: NodeJS.ProcessEnv; args?: string[]; log?: (chunk: string) => void }): Promise<ChildProcess> {
+  const child = spawn(bin, ["serve", "--data-dir", o.dataDir, "--listen", `127.0.0.1:${o.port}`, "--log-format", "json", "--grace-time", "1s", ...(o.args ?? [])], { env: o.env, stdio: ["ignore", "ignore", "pipe"] });
+  let err = "";
+  child.stderr!.on("data", (b: Buffer) => {
+    err += b;
+    o.log?.(b.toString());
+  });
+  for (let i = 0; i < 1200 && !err.includes("paddock listening") && child.exitCode === null; i++) await new Promise((r) => setTimeout(r, 50));
+  if (!err.includes("paddock listening")) {
+    child.kill("SIGKILL");
+    throw new Error(`daemon did not start: ${err}`);
+  }
+  return child;
+}
+
+/** Kills a compiled daemon with SIGKILL and resolves once it is gone. */
+export async function killHard(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode) return;
+  const gone = new Promise((r) => child.once("exit", r));
+  child.kill("SIGKILL");
+  await gone;
+}
+
+/** Task and run clients of the compiled daemon on `port`, with its data dir's admin token. */
+export function compiledClients(dataDir: string, port: number) {
+  const token = readFileSync(join(dataDir, "admin-token"), "utf8").trim();
+  const transport = createConnectTransport({ baseUrl: `http://127.0.0.1:${port}`, httpVersion: "1.1", interceptors: [bearer(token)] });
+  return { tasks: createClient(TaskService, transport), runs: createClient(TaskRunService, transport) };
+}
+
 export async function freePort(): Promise<number> {
   const s = createServer();
   await new Promise<void>((r) => s.listen(0, "127.0.0.1", r));

@@ -1,17 +1,17 @@
-import { execFileSync, spawn, type ChildProcess } from "node:child_process";
-import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { execFileSync, type ChildProcess } from "node:child_process";
+import { existsSync, rmSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
-import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { describe, expect, test } from "vitest";
 import { RUN_VARIABLES } from "../src/agent/runner-env.js";
 import { EnvironmentService, NetworkAccess } from "../src/gen/paddock/v1/environment_pb.js";
-import { TaskService } from "../src/gen/paddock/v1/task_pb.js";
-import { RunStatus, TaskRunService } from "../src/gen/paddock/v1/task_run_pb.js";
+import { RunStatus } from "../src/gen/paddock/v1/task_run_pb.js";
 import type { ModalProvider } from "../src/sandbox/modal/modal-provider.js";
-import { allLogs, bearer, cleanUp, freePort, gitEnv, instanceOf, makeGitRepo, sh, startDaemon, tempDir, watchToEnd } from "./fixtures.js";
-import { startFakeModal, type FakeModal, type FakeSandbox } from "./fake-modal.js";
+import { allLogs, bearer, cleanUp, compiledClients, freePort, gitEnv, instanceOf, killHard, makeGitRepo, serveCompiled, sh, startDaemon, tempDir, watchToEnd } from "./fixtures.js";
+import { type FakeModal, type FakeSandbox, modalEnv } from "./fake-modal.js";
+import { useFakeModal } from "./fake-modal-hooks.js";
 
 /**
  * The modal provider's warm pool against the local fake of Modal (test/fake-modal.ts), with
@@ -19,18 +19,7 @@ import { startFakeModal, type FakeModal, type FakeSandbox } from "./fake-modal.j
  */
 const ROOT = resolve(import.meta.dirname, "..");
 let fake: FakeModal;
-
-beforeAll(async () => {
-  if (!existsSync(resolve(ROOT, "dist/paddock"))) execFileSync("npm", ["run", "--silent", "build"], { cwd: ROOT, stdio: "inherit" });
-  process.env.MODAL_CONFIG_PATH = "/nonexistent/.modal.toml"; // never the machine's own profile
-  fake = await startFakeModal({ paddockBinary: resolve(ROOT, "dist/paddock") });
-}, 300_000);
-
-afterAll(async () => {
-  const unimplemented = [...fake.unimplemented];
-  await fake.close();
-  expect(unimplemented, "RPCs the provider called that the fake does not implement").toEqual([]);
-});
+useFakeModal((f) => (fake = f));
 
 /** Waits (on a condition, never a fixed time) until `get` gives what `ok` accepts. */
 async function until<T>(get: () => T, ok: (v: T) => boolean, what: string, ms = 120_000): Promise<T> {
@@ -153,32 +142,12 @@ describe("the modal provider's warm pool under a compiled daemon that is SIGKILL
     const repo = makeGitRepo();
     const dataDir = tempDir("modal-pool-kill");
     const port = await freePort();
-    const env = {
-      ...gitEnv,
-      MODAL_CONFIG_PATH: "/nonexistent/.modal.toml",
-      PADDOCK_MODAL_IMAGE: "registry.test/paddock-sandbox:test",
-      PADDOCK_MODAL_SERVER_URL: fake.url,
-      PADDOCK_MODAL_TUNNEL_CA: fake.caFile,
-      PADDOCK_MODAL_TOKEN_ID: "ak-test",
-      PADDOCK_MODAL_TOKEN_SECRET: "as-test",
-      PADDOCK_WARM_POOL: "1",
-    };
     let daemon: ChildProcess | undefined;
-    const start = async () => {
-      const child = spawn(BIN, ["serve", "--data-dir", dataDir, "--listen", `127.0.0.1:${port}`, "--log-format", "json", "--grace-time", "1s"], { env, stdio: ["ignore", "ignore", "pipe"] });
-      let err = "";
-      child.stderr!.on("data", (c: Buffer) => (err += c));
-      await until(() => err, (e) => e.includes("paddock listening") || child.exitCode !== null, "the daemon to listen", 60_000);
-      if (!err.includes("paddock listening")) throw new Error(`daemon did not start: ${err}`);
-      return child;
-    };
+    const start = () => serveCompiled(BIN, { dataDir, port, env: { ...gitEnv, ...modalEnv(fake), PADDOCK_WARM_POOL: "1" } });
     try {
       daemon = await start();
       const instance = instanceOf(dataDir);
-      const token = readFileSync(join(dataDir, "admin-token"), "utf8").trim();
-      const transport = createConnectTransport({ baseUrl: `http://127.0.0.1:${port}`, httpVersion: "1.1", interceptors: [bearer(token)] });
-      const tasks = createClient(TaskService, transport);
-      const runs = createClient(TaskRunService, transport);
+      const { tasks, runs } = compiledClients(dataDir, port);
       const { task } = await tasks.createTask({ title: "pool kill", repository: repo });
       const phaseOf = async (id: string) => (await runs.getRun({ runId: id })).run!;
       const cleaned = async (id: string) => {
@@ -201,8 +170,7 @@ describe("the modal provider's warm pool under a compiled daemon that is SIGKILL
       // The agent runs in the claimed member when the daemon dies.
       for (let i = 0; i < 1200 && (await phaseOf(run!.id)).phase !== "running"; i++) await sleep(100);
       expect((await phaseOf(run!.id)).phase).toBe("running");
-      daemon.kill("SIGKILL");
-      await new Promise((r) => (daemon!.exitCode !== null || daemon!.signalCode ? r(null) : daemon!.once("exit", r)));
+      await killHard(daemon);
       expect(unclaimed!.main.exit).toBeNull();
       expect(member!.main.exit).toBeNull();
 

@@ -1,15 +1,15 @@
-import { execFileSync, spawn, type ChildProcess } from "node:child_process";
-import { existsSync, readFileSync, rmSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { execFileSync, type ChildProcess } from "node:child_process";
+import { rmSync } from "node:fs";
+import { resolve } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
-import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { describe, expect, test } from "vitest";
 import { EnvironmentService, NetworkAccess } from "../src/gen/paddock/v1/environment_pb.js";
-import { TaskService } from "../src/gen/paddock/v1/task_pb.js";
-import { RunStatus, TaskRunService } from "../src/gen/paddock/v1/task_run_pb.js";
-import { allLogs, bearer, cleanUp, freePort, gitEnv, instanceOf, makeGitRepo, sh, startDaemon, tempDir, waitForPhase, watchToEnd, type Daemon } from "./fixtures.js";
-import { startFakeModal, Status, type FakeModal } from "./fake-modal.js";
+import { RunStatus } from "../src/gen/paddock/v1/task_run_pb.js";
+import { allLogs, bearer, cleanUp, compiledClients, type Daemon, freePort, gitEnv, instanceOf, killHard, makeGitRepo, serveCompiled, sh, startDaemon, tempDir, waitForPhase, watchToEnd } from "./fixtures.js";
+import { Status, type FakeModal, modalEnv } from "./fake-modal.js";
+import { useFakeModal } from "./fake-modal-hooks.js";
 
 /**
  * The modal provider against a local fake of Modal's control plane (test/fake-modal.ts),
@@ -17,18 +17,7 @@ import { startFakeModal, Status, type FakeModal } from "./fake-modal.js";
  */
 const ROOT = resolve(import.meta.dirname, "..");
 let fake: FakeModal;
-
-beforeAll(async () => {
-  if (!existsSync(resolve(ROOT, "dist/paddock"))) execFileSync("npm", ["run", "--silent", "build"], { cwd: ROOT, stdio: "inherit" });
-  process.env.MODAL_CONFIG_PATH = "/nonexistent/.modal.toml"; // never the machine's own profile
-  fake = await startFakeModal({ paddockBinary: resolve(ROOT, "dist/paddock") });
-}, 300_000);
-
-afterAll(async () => {
-  const unimplemented = [...fake.unimplemented];
-  await fake.close();
-  expect(unimplemented, "RPCs the provider called that the fake does not implement").toEqual([]);
-});
+useFakeModal((f) => (fake = f));
 
 function modalDaemon(extra: Record<string, string> = {}): Promise<Daemon> {
   return startDaemon({
@@ -338,38 +327,18 @@ describe("the modal provider under a compiled daemon that is SIGKILLed", () => {
     const repo = makeGitRepo();
     const dataDir = tempDir("modal-kill");
     const port = await freePort();
-    const env = {
-      ...gitEnv,
-      MODAL_CONFIG_PATH: "/nonexistent/.modal.toml",
-      PADDOCK_MODAL_IMAGE: "registry.test/paddock-sandbox:test",
-      PADDOCK_MODAL_SERVER_URL: fake.url,
-      PADDOCK_MODAL_TUNNEL_CA: fake.caFile,
-      PADDOCK_MODAL_TOKEN_ID: "ak-test",
-      PADDOCK_MODAL_TOKEN_SECRET: "as-test",
-    };
     let daemon: ChildProcess | undefined;
-    const start = async () => {
-      const child = spawn(BIN, ["serve", "--data-dir", dataDir, "--listen", `127.0.0.1:${port}`, "--log-format", "json", "--grace-time", "1s"], { env, stdio: ["ignore", "ignore", "pipe"] });
-      let err = "";
-      child.stderr!.on("data", (c: Buffer) => (err += c));
-      for (let i = 0; i < 1200 && !err.includes("paddock listening"); i++) await sleep(50);
-      if (!err.includes("paddock listening")) throw new Error(`daemon did not start: ${err}`);
-      return child;
-    };
+    const start = () => serveCompiled(BIN, { dataDir, port, env: { ...gitEnv, ...modalEnv(fake) } });
     try {
       daemon = await start();
-      const token = readFileSync(join(dataDir, "admin-token"), "utf8").trim();
-      const transport = createConnectTransport({ baseUrl: `http://127.0.0.1:${port}`, httpVersion: "1.1", interceptors: [bearer(token)] });
-      const tasks = createClient(TaskService, transport);
-      const runs = createClient(TaskRunService, transport);
+      const { tasks, runs } = compiledClients(dataDir, port);
       const { task } = await tasks.createTask({ title: "kill", repository: repo });
       fake.hangAfter("SandboxCreateV2", true);
       const { run } = await runs.startRun({ taskId: task!.id, provider: "modal", agentCommand: ["sh", "-c", "i=0; while [ $i -lt 20 ]; do echo tick-$i; i=$((i+1)); sleep 0.05; done"] });
       const made = () => [...fake.sandboxes.values()].filter((s) => s.tags["paddock.run"] === run!.id);
       for (let i = 0; i < 600 && made().length === 0; i++) await sleep(50);
       expect(made()).toHaveLength(1);
-      daemon.kill("SIGKILL");
-      await new Promise((r) => (daemon!.exitCode !== null || daemon!.signalCode ? r(null) : daemon!.once("exit", r)));
+      await killHard(daemon);
       fake.hangAfter("SandboxCreateV2", false);
       daemon = await start();
       let phase = "";

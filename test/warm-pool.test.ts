@@ -1,15 +1,14 @@
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
-import { execFileSync, spawn, type ChildProcess } from "node:child_process";
-import { existsSync, readFileSync, rmSync } from "node:fs";
+import { execFileSync, type ChildProcess } from "node:child_process";
+import { existsSync, rmSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { beforeAll, describe, expect } from "vitest";
 import { EnvironmentService, NetworkAccess } from "../src/gen/paddock/v1/environment_pb.js";
-import { TaskService } from "../src/gen/paddock/v1/task_pb.js";
-import { RunStatus, TaskRunService } from "../src/gen/paddock/v1/task_run_pb.js";
+import { RunStatus } from "../src/gen/paddock/v1/task_run_pb.js";
 import type { DockerProvider } from "../src/sandbox/docker/docker-provider.js";
-import { allLogs, bearer, cleanUp, dockerAvailable, freePort, gitEnv, instanceOf, makeGitRepo, removeEgress, removeSnapshots, sh, startDaemon, tempDir, test, waitForPhase, watchToEnd, type Daemon } from "./fixtures.js";
+import { allLogs, bearer, cleanUp, compiledClients, type Daemon, dockerAvailable, freePort, gitEnv, instanceOf, killHard, makeGitRepo, removeEgress, removeSnapshots, serveCompiled, sh, startDaemon, tempDir, test, waitForPhase, watchToEnd } from "./fixtures.js";
 
 /**
  * The docker provider's warm pool against a real engine, daemon and gRPC clients: a hit
@@ -150,27 +149,12 @@ describe.runIf(dockerUp)("the docker warm pool", () => {
     const port = await freePort();
     let daemon: ChildProcess | undefined;
     let daemonLog = "";
-    const start = async () => {
-      const child = spawn(BIN, ["serve", "--data-dir", dataDir, "--listen", `127.0.0.1:${port}`, "--log-format", "json", "--grace-time", "1s", "--warm-pool", "1", "--docker-image", IMAGE], {
-        env: { ...gitEnv, PATH: process.env.PATH },
-        stdio: ["ignore", "ignore", "pipe"],
-      });
-      let err = "";
-      child.stderr!.on("data", (b: Buffer) => {
-        err += b;
-        daemonLog += b;
-      });
-      for (let i = 0; i < 1200 && !err.includes("paddock listening"); i++) await sleep(50);
-      if (!err.includes("paddock listening")) throw new Error(`daemon did not start: ${err}`);
-      return child;
-    };
+    const start = () =>
+      serveCompiled(BIN, { dataDir, port, env: { ...gitEnv, PATH: process.env.PATH }, args: ["--warm-pool", "1", "--docker-image", IMAGE], log: (b) => (daemonLog += b) });
     try {
       daemon = await start();
       const instance = instanceOf(dataDir);
-      const token = readFileSync(join(dataDir, "admin-token"), "utf8").trim();
-      const transport = createConnectTransport({ baseUrl: `http://127.0.0.1:${port}`, httpVersion: "1.1", interceptors: [bearer(token)] });
-      const tasks = createClient(TaskService, transport);
-      const runs = createClient(TaskRunService, transport);
+      const { tasks, runs } = compiledClients(dataDir, port);
       const phaseOf = async (id: string) => (await runs.getRun({ runId: id })).run!;
       const waitFor = async (id: string, ok: (phase: string) => boolean) => {
         for (let i = 0; i < 2400 && !ok((await phaseOf(id)).phase); i++) await sleep(50);
@@ -197,8 +181,7 @@ describe.runIf(dockerUp)("the docker warm pool", () => {
       const orphans = members(instance);
       expect(orphans).toHaveLength(1);
 
-      daemon.kill("SIGKILL");
-      await new Promise((r) => (daemon!.exitCode !== null || daemon!.signalCode ? r(null) : daemon!.once("exit", r)));
+      await killHard(daemon);
       daemon = await start();
       // The orphan is reaped; the claimed member is the run's and goes on.
       for (let i = 0; i < 1200 && orphans.some(exists); i++) await sleep(50);
