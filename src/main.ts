@@ -257,6 +257,12 @@ async function agent(): Promise<number> {
   // A warm pool's runner has no run until the daemon claims it: the run's variables come with the claim.
   // It loads the run's runner while it waits, so a claim does not wait for that.
   const pooled = !!process.env.PADDOCK_POOL_CLAIM;
+  // Other runs' state in a sandbox made from a snapshot goes before anything is served (modal).
+  const states = (await import("./agent/runner-env.js")).RunnerEnvSchema.pick({ PADDOCK_STATE_DIR: true, PADDOCK_OTHER_STATES: true }).parse(process.env);
+  if (states.PADDOCK_OTHER_STATES === "drop") {
+    const dropped = (await import("./agent/state-dir.js")).dropOtherStates(states.PADDOCK_STATE_DIR);
+    if (dropped.length > 0) log(`removed the state of ${dropped.length} other run(s) this sandbox's image was taken with`);
+  }
   const runnerModules = () => Promise.all([import("./agent/checkout.js"), import("./agent/runner.js")]);
   const loaded = pooled ? runnerModules() : null;
   const claim = pooled ? await (await import("./agent/runner-pool.js")).waitForClaim(process.env, log) : null;

@@ -1,6 +1,6 @@
 import { execFileSync, type ChildProcess } from "node:child_process";
-import { rmSync } from "node:fs";
-import { resolve } from "node:path";
+import { readdirSync, rmSync } from "node:fs";
+import { join, resolve } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
@@ -274,6 +274,9 @@ describe("the modal provider", () => {
       expect(secondLogs).toContain("dep");
       const secondSb = [...fake.sandboxes.values()].find((s) => s.tags["paddock.run"] === second.id)!;
       expect(secondSb.definition.networkAccess?.networkAccessType ?? 1).toBe(1); // open from the start: setup is skipped
+      // The snapshot's filesystem held the first run's runner state; the second run's runner dropped it at start.
+      expect(fake.images.get(imageId)?.tar && execFileSync("tar", ["-tf", fake.images.get(imageId)!.tar!], { encoding: "utf8" })).toContain(`paddock/state/${first.id}/`);
+      expect(readdirSync(join(secondSb.dir, "paddock", "state"))).toEqual([second.id]);
 
       // Age the snapshot past the limit: GC deletes its image at Modal (ImageDelete) and its row.
       const Database = (await import("better-sqlite3")).default;

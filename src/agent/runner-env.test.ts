@@ -22,6 +22,7 @@ describe("the runner's environment", () => {
       PADDOCK_RUNNER_PORT: 8080,
       PADDOCK_SOURCE: "",
       PADDOCK_IMPORT: "0",
+      PADDOCK_OTHER_STATES: "keep",
       PADDOCK_BRANCH: "",
       PADDOCK_AGENT_KIND: "command",
       PADDOCK_RUN_MODE: "background",

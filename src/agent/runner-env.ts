@@ -29,6 +29,8 @@ const RULES = {
   PADDOCK_SOURCE: { type: "string", default: "" },
   /** "1": the repository arrives as a git bundle pushed to POST /import (no mounts: modal); /start waits for it. */
   PADDOCK_IMPORT: { type: "enum", values: ["0", "1"], default: "0" },
+  /** "drop": entries beside PADDOCK_STATE_DIR are other runs' state (a Modal snapshot's), removed at start. */
+  PADDOCK_OTHER_STATES: { type: "enum", values: ["keep", "drop"], default: "keep" },
   PADDOCK_BRANCH: { type: "string", default: "" },
   PADDOCK_RESULT_BRANCH: { type: "string", nonEmpty: true },
   /** The agent's argv: a command (prompt on stdin), or for kind acp an agent speaking ACP over stdio. */

@@ -18,13 +18,15 @@ export const MAX_TIMEOUT_MS = 24 * 3_600_000;
 export const CLEANUP_MARGIN_MS = 15 * 60_000;
 
 /** Where things are in a modal sandbox; the repository arrives through POST /import. */
-function placement(stateName: string): Pick<RunnerEnv, "PADDOCK_RUNNER_HOST" | "PADDOCK_RUNNER_PORT" | "PADDOCK_WORKDIR" | "PADDOCK_STATE_DIR" | "PADDOCK_IMPORT" | "PADDOCK_AGENT_UID" | "PADDOCK_AGENT_GID" | "PADDOCK_AGENT_HOME"> {
+function placement(stateName: string): Pick<RunnerEnv, "PADDOCK_RUNNER_HOST" | "PADDOCK_RUNNER_PORT" | "PADDOCK_WORKDIR" | "PADDOCK_STATE_DIR" | "PADDOCK_IMPORT" | "PADDOCK_OTHER_STATES" | "PADDOCK_AGENT_UID" | "PADDOCK_AGENT_GID" | "PADDOCK_AGENT_HOME"> {
   return {
     PADDOCK_RUNNER_HOST: "0.0.0.0",
     PADDOCK_RUNNER_PORT: RUNNER_PORT,
     PADDOCK_WORKDIR: WORKSPACE,
     PADDOCK_STATE_DIR: `${STATE_ROOT}/${stateName}`,
     PADDOCK_IMPORT: "1",
+    // A sandbox from a snapshot carries the state of the run it was taken from: dropped at start.
+    PADDOCK_OTHER_STATES: "drop",
     PADDOCK_AGENT_UID: AGENT_UID,
     PADDOCK_AGENT_GID: AGENT_UID,
     PADDOCK_AGENT_HOME: AGENT_HOME,
