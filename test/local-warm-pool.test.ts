@@ -11,7 +11,7 @@ import { RunStatus, TaskRunService } from "../src/gen/paddock/v1/task_run_pb.js"
 import { runnerCommand } from "../src/app.js";
 import { issueSandboxToken, loadOrCreateSandboxKeys } from "../src/auth/sandbox-token.js";
 import { LocalProvider } from "../src/sandbox/local/local-provider.js";
-import { alive, bearer, cleanUp, type Daemon, freePort, gitEnv, makeGitRepo, removeLocalWork, sh, startDaemon, tempDir, test } from "./fixtures.js";
+import { alive, bearer, cleanUp, type Daemon, freePort, gitEnv, makeGitRepo, removeLocalWork, killHard, serveCompiled, sh, startDaemon, tempDir, test } from "./fixtures.js";
 
 /**
  * The local provider's warm pool (an environment's warm_pool), with real git, real runner
@@ -151,14 +151,9 @@ describe("local warm pool", () => {
     chmodSync(gate, 0o755);
     const go = join(gate, "go");
     let daemon: ChildProcess | undefined;
-    const serve = async () => {
-      const child = spawn(BIN, ["serve", "--data-dir", dataDir, "--listen", `127.0.0.1:${port}`, "--socket", "", "--log-format", "json", "--default-provider", "local"], { env: gitEnv, stdio: ["ignore", "ignore", "pipe"] });
-      let err = "";
-      child.stderr!.on("data", (b: Buffer) => (err += b));
-      await until("the daemon to listen", () => err.includes("paddock listening") || child.exitCode !== null);
-      if (child.exitCode !== null) throw new Error(`daemon exited: ${err}`);
-      return child;
-    };
+    // No docker engine: on a local-default daemon an environment's warm_pool makes docker
+    // members too where there is one, and this daemon dies by SIGKILL (it left their network).
+    const serve = () => serveCompiled(BIN, { dataDir, port, env: gitEnv, args: ["--socket", "", "--default-provider", "local", "--docker-socket", join(dataDir, "no-docker.sock")] });
     // Its own process group, as a runner has: a kill of the group would reach it.
     const decoy = spawn("sleep", ["600"], { stdio: "ignore", detached: true });
     try {
@@ -185,8 +180,7 @@ describe("local warm pool", () => {
       const fake = join(dataDir, "sandboxes", "paddock-pool-0decoy0decoy", "state");
       mkdirSync(fake, { recursive: true });
       writeFileSync(join(fake, "runner.pid"), `${decoy.pid} 1`);
-      daemon.kill("SIGKILL");
-      await new Promise((r) => daemon!.once("exit", r));
+      await killHard(daemon);
       expect([...unclaimed.values()].every(alive)).toBe(true); // runners outlive their daemon
 
       daemon = await serve();
