@@ -18,7 +18,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import pino from "pino";
 import { createApp, runnerCommand } from "../src/app.js";
 import { issueSandboxToken, loadOrCreateSandboxKeys } from "../src/auth/sandbox-token.js";
-import { loadConfig } from "../src/config.js";
+import { dockerLimits, loadConfig } from "../src/config.js";
 import { TaskRunService } from "../src/gen/paddock/v1/task_run_pb.js";
 import { RunManager } from "../src/runs/run-manager.js";
 import type { SandboxProvider } from "../src/sandbox/provider.js";
@@ -337,10 +337,9 @@ async function bareRunnerStarts(
  */
 async function paddockSettingsStarts(docker: import("dockerode"), config: ReturnType<typeof loadConfig>, dataDir: string, source: string, n: number): Promise<number[]> {
   const db = await openDatabase(join(dataDir, "paddock.db"));
-  const instance = db.prepare<{ value: string }>("SELECT value FROM meta WHERE key = 'instance_id'").get()?.value;
+  const instance = storedInstance(db);
   db.close();
-  const limits = { cpus: config.dockerCpus, memoryBytes: config.dockerMemory, pids: config.dockerPids, runtime: config.dockerRuntime };
-  const host = hostPart({ source, limits, networkMode: `paddock-open-${instance}` });
+  const host = hostPart({ source, limits: dockerLimits(config), networkMode: `paddock-open-${instance}` });
   return (await bareRunnerStarts(docker, config.dockerImage, n, join(dataDir, "settings-keys"), "settings", host)).bare;
 }
 
@@ -421,13 +420,18 @@ async function benchDocker() {
  * What a docker bench's daemon leaves in the engine and the host's firewall (its bare
  * containers, snapshot images, the instance's networks and chains), then its data dir.
  */
+/** The instance id a bench daemon stored in its data dir's database (its networks and chains are named by it). */
+function storedInstance(db: Awaited<ReturnType<typeof openDatabase>>): string | undefined {
+  return db.prepare<{ value: string }>("SELECT value FROM meta WHERE key = 'instance_id'").get()?.value;
+}
+
 async function removeDockerBench(docker: import("dockerode"), label: string, dataDir: string): Promise<void> {
   for (const c of await docker.listContainers({ all: true, filters: { label: [`paddock.bench=${label}`] } })) await docker.getContainer(c.Id).remove({ force: true });
   const db = await openDatabase(join(dataDir, "paddock.db"));
   for (const r of db.prepare<{ image: string }>("SELECT external_id AS image FROM sandbox_snapshots WHERE external_id <> ''").all()) {
     await docker.getImage(r.image).remove({ force: true }).catch(() => undefined);
   }
-  const instance = db.prepare<{ value: string }>("SELECT value FROM meta WHERE key = 'instance_id'").get()?.value;
+  const instance = storedInstance(db);
   db.close();
   if (instance) await removeEgressNetwork(docker, instance);
   rmSync(dataDir, { recursive: true, force: true });

@@ -24,7 +24,7 @@ import { loadWebAssets } from "./api/web-assets.js";
 import { withWebUi } from "./api/web-ui.js";
 import { createReadiness, type Readiness } from "./api/readiness.js";
 import { issueSandboxToken, loadOrCreateSandboxKeys } from "./auth/sandbox-token.js";
-import { ConfigError, type Config } from "./config.js";
+import { ConfigError, dockerLimits, type Config } from "./config.js";
 import { Handoffs } from "./runs/handoffs.js";
 import { RunManager } from "./runs/run-manager.js";
 import { gitHubAppAuth } from "./github/github-auth.js";
@@ -134,7 +134,7 @@ export async function createApp(opts: AppOptions): Promise<App> {
         tokenFor: (runId) => issueSandboxToken(keys, runId, 3600),
         root: config.dataDir,
         gitCredentials,
-        limits: { cpus: config.dockerCpus, memoryBytes: config.dockerMemory, pids: config.dockerPids, runtime: config.dockerRuntime },
+        limits: dockerLimits(config),
         graceMs: config.graceTime,
         runnerStartTimeoutMs: 60_000,
         snapshots: createSnapshotsRepository(db),

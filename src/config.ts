@@ -394,3 +394,8 @@ function dropUndefined(o: ConfigInput): ConfigInput {
 export function kebab(key: string): string {
   return key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
 }
+
+/** The docker provider's limits for every sandbox a run does not override. */
+export function dockerLimits(config: Pick<Config, "dockerCpus" | "dockerMemory" | "dockerPids" | "dockerRuntime">): { cpus: number; memoryBytes: number; pids: number; runtime: string } {
+  return { cpus: config.dockerCpus, memoryBytes: config.dockerMemory, pids: config.dockerPids, runtime: config.dockerRuntime };
+}
