@@ -12,15 +12,24 @@ import { createServer, type AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pino from "pino";
-import { test as base } from "vitest";
+import { afterAll, test as base } from "vitest";
 import { createApp, runnerCommand, type App } from "../src/app.js";
 import type { Listener } from "../src/api/listener.js";
 import { loadConfig, type ConfigInput } from "../src/config.js";
 import { TaskService } from "../src/gen/paddock/v1/task_pb.js";
 import { RunStatus, TaskRunService, type TaskRun } from "../src/gen/paddock/v1/task_run_pb.js";
 
+const tempDirs: string[] = [];
+// Registered as the file is collected, so it runs after the file's own afterAll hooks (which stop daemons first).
+afterAll(() => {
+  for (const dir of tempDirs.splice(0)) rmSync(dir, { recursive: true, force: true });
+});
+
+/** A fresh directory under /tmp, removed when the test file ends. */
 export function tempDir(prefix: string): string {
-  return mkdtempSync(join(tmpdir(), `paddock-${prefix}-`));
+  const dir = mkdtempSync(join(tmpdir(), `paddock-${prefix}-`));
+  tempDirs.push(dir);
+  return dir;
 }
 
 export const gitEnv = { ...process.env, GIT_AUTHOR_NAME: "t", GIT_AUTHOR_EMAIL: "t@example.test", GIT_COMMITTER_NAME: "t", GIT_COMMITTER_EMAIL: "t@example.test" };

@@ -2,7 +2,6 @@ import type { PoolSpec } from "../docker/docker-provider.js";
 import { createHash, randomBytes } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { AlreadyExistsError, ModalClient, NotFoundError, ResourceExhaustedError, type App, type Image, type Sandbox } from "modal";
@@ -375,9 +374,15 @@ export class ModalProvider implements SandboxProvider {
     return { state: "running", endpoint, setupDone: fromSnapshot, holdAfterSetup: !fromSnapshot };
   }
 
+  private bundlesDir(): string {
+    return join(this.opts.root, "modal-bundles");
+  }
+
   /** The daemon's copy of the repository as one bundle (its own git, in its own repository). */
   private async bundleOf(source: string, signal: AbortSignal): Promise<{ dir: string; file: string }> {
-    const dir = await mkdtemp(join(tmpdir(), "paddock-source-"));
+    // Under the data dir, not /tmp: a daemon killed mid-provision leaves it where the next one clears it (reconcile).
+    await mkdir(this.bundlesDir(), { recursive: true, mode: 0o700 });
+    const dir = await mkdtemp(join(this.bundlesDir(), `${process.pid}-`));
     const file = join(dir, "source.bundle");
     try {
       await git(["-c", "core.hooksPath=/dev/null", "bundle", "create", "--quiet", file, "HEAD", "--branches"], { cwd: source, signal });
@@ -950,6 +955,10 @@ export class ModalProvider implements SandboxProvider {
       }
       return { names: found, members };
     }, undefined, 120_000);
+    // Bundles an earlier daemon process was making when it died.
+    for (const stale of await readdir(this.bundlesDir()).catch(() => [] as string[])) {
+      if (!stale.startsWith(`${process.pid}-`)) await rm(join(this.bundlesDir(), stale), { recursive: true, force: true });
+    }
     // Records of sandboxes Modal no longer runs: cleanup says what became of their work.
     const records = (await readdir(join(this.opts.root, "modal")).catch(() => [] as string[])).filter((f) => f.endsWith(".json")).map((f) => f.slice(0, -5));
     // Unclaimed members of an earlier daemon process are orphans; this pool's own are not, nor one a run's record names (its claim was under way).
