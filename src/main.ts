@@ -255,7 +255,6 @@ function runnerEnv(env: NodeJS.ProcessEnv): Record<string, string | undefined> {
 async function agent(): Promise<number> {
   const log = (msg: string) => process.stderr.write(`${new Date().toISOString()} ${msg}\n`);
   // A warm pool's runner has no run until the daemon claims it: the run's variables come with the claim.
-  // It loads the run's runner while it waits, so a claim does not wait for that.
   const pooled = !!process.env.PADDOCK_POOL_CLAIM;
   // Other runs' state in a sandbox made from a snapshot goes before anything is served (modal).
   const states = (await import("./agent/runner-env.js")).RunnerEnvSchema.pick({ PADDOCK_STATE_DIR: true, PADDOCK_OTHER_STATES: true }).parse(process.env);
@@ -263,36 +262,41 @@ async function agent(): Promise<number> {
     const dropped = (await import("./agent/state-dir.js")).dropOtherStates(states.PADDOCK_STATE_DIR);
     if (dropped.length > 0) log(`removed the state of ${dropped.length} other run(s) this sandbox's image was taken with`);
   }
-  const runnerModules = () => Promise.all([import("./agent/checkout.js"), import("./agent/runner.js")]);
-  const loaded = pooled ? runnerModules() : null;
+  // A pool runner loads the run's runner while it waits, so a claim does not wait for that.
+  const loaded = pooled ? import("./agent/runner.js") : null;
   const claim = pooled ? await (await import("./agent/runner-pool.js")).waitForClaim(process.env, log) : null;
   const env = claim?.env ?? process.env;
   const { readRunnerEnvironment } = await import("./agent/runner-env.js");
   const settings = readRunnerEnvironment(env);
-  const [{ checkout }, { runRunner }] = await (loaded ?? runnerModules());
   const user = settings.PADDOCK_AGENT_UID !== undefined ? { uid: settings.PADDOCK_AGENT_UID, gid: settings.PADDOCK_AGENT_GID! } : null;
-  if (settings.PADDOCK_SOURCE) {
-    try {
-      checkout({
-        runId: settings.PADDOCK_RUN_ID,
-        source: settings.PADDOCK_SOURCE,
-        workdir: settings.PADDOCK_WORKDIR,
-        stateDir: settings.PADDOCK_STATE_DIR,
-        branch: settings.PADDOCK_BRANCH,
-        resultBranch: settings.PADDOCK_RESULT_BRANCH,
-        user,
-        home: settings.PADDOCK_AGENT_HOME,
-        log,
-        handoff: settings.PADDOCK_HANDOFF ? JSON.parse(settings.PADDOCK_HANDOFF) : null,
-        prepared: claim?.prepared,
-      });
-    } catch (error) {
-      // The provider reads this line from the sandbox's output to say why provisioning failed.
-      const why = `checkout failed: ${((error as { stderr?: string }).stderr || (error as Error).message).trim()}`;
-      process.stderr.write(`paddock agent: ${why}\n`);
-      await claim?.answer(why);
-      return EXIT.failed;
-    }
+  // The checkout starts first: the runner (the larger part of this binary) loads while git clones.
+  const checkedOut = settings.PADDOCK_SOURCE
+    ? import("./agent/checkout.js").then(({ checkout }) =>
+        checkout({
+          runId: settings.PADDOCK_RUN_ID,
+          source: settings.PADDOCK_SOURCE!,
+          workdir: settings.PADDOCK_WORKDIR,
+          stateDir: settings.PADDOCK_STATE_DIR,
+          branch: settings.PADDOCK_BRANCH,
+          resultBranch: settings.PADDOCK_RESULT_BRANCH,
+          user,
+          home: settings.PADDOCK_AGENT_HOME,
+          log,
+          handoff: settings.PADDOCK_HANDOFF ? JSON.parse(settings.PADDOCK_HANDOFF) : null,
+          prepared: claim?.prepared,
+        }),
+      )
+    : null;
+  checkedOut?.catch(() => undefined); // seen below
+  const { runRunner } = await (loaded ?? import("./agent/runner.js"));
+  try {
+    await checkedOut;
+  } catch (error) {
+    // The provider reads this line from the sandbox's output to say why provisioning failed.
+    const why = `checkout failed: ${((error as { stderr?: string }).stderr || (error as Error).message).trim()}`;
+    process.stderr.write(`paddock agent: ${why}\n`);
+    await claim?.answer(why);
+    return EXIT.failed;
   }
   await runRunner({ settings, env, log, onListening: claim ? () => void claim.answer(null) : undefined });
   return EXIT.ok;

@@ -1,5 +1,6 @@
-import { execFileSync } from "node:child_process";
-import { chownSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { execFile, execFileSync } from "node:child_process";
+import { chownSync, existsSync, lchownSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { promisify } from "node:util";
 import { dirname, join } from "node:path";
 import { asUser, type AgentUser } from "./agent-user.js";
 import { safeRelativePath } from "./handoff-capture.js";
@@ -56,7 +57,7 @@ export function isCheckedOut(stateDir: string, runId: string): boolean {
  * run (the marker, in the runner's state, says so), a restarted runner never runs git in
  * the workdir again: by then the agent may have written to it. Throws with git's message.
  */
-export function checkout(o: CheckoutOptions): void {
+export async function checkout(o: CheckoutOptions): Promise<void> {
   mkdirSync(o.stateDir, { recursive: true, mode: 0o700 });
   const marker = join(o.stateDir, MARKER);
   if (existsSync(marker) && readFileSync(marker, "utf8") === o.runId) {
@@ -98,7 +99,7 @@ export function checkout(o: CheckoutOptions): void {
   } else {
     o.log("cloning the repository into the sandbox");
   }
-  fetchOrClone(o, { noCheckout: !!asAgent });
+  await fetchOrClone(o, { noCheckout: !!asAgent });
   step(fromSnapshot ? "fetch" : "clone");
   const start = o.handoff ? o.handoff.head : o.branch ? `origin/${o.branch}` : "origin/HEAD";
   if (o.handoff) {
@@ -109,7 +110,7 @@ export function checkout(o: CheckoutOptions): void {
   // What the source had, kept where the agent cannot write: the export leaves these out of
   // the bundle, whatever the agent does to its remote-tracking refs. The same listing says
   // whether the branch to start from exists (a handoff's commit is checked by rev-parse).
-  const origin = originRefs(git);
+  const origin = originRefs(git, o.workdir);
   const found = o.handoff ? revParses(git, `${start}^{commit}`) : origin.has(`refs/remotes/${start}`);
   if (!found) throw new Error(o.handoff ? `the handoff's commit ${start} is not in the repository` : `branch ${JSON.stringify(o.branch)} not found in the repository`);
   const bases = [...new Set([...origin.values(), ...(o.handoff ? [o.handoff.worktree] : [])])];
@@ -120,8 +121,8 @@ export function checkout(o: CheckoutOptions): void {
   let checkedOutAsAgent = false;
   if (asAgent) {
     try {
-      const chown = fromSnapshot ? ["--from=0", join(o.workdir, ".git")] : [o.workdir];
-      execFileSync("chown", ["-R", `${asAgent.uid}:${asAgent.gid}`, ...chown], { stdio: ["ignore", "ignore", "pipe"] });
+      if (fromSnapshot) handOver(join(o.workdir, ".git"), asAgent, { rootsOnly: true });
+      else handOver(o.workdir, asAgent);
       execFileSync("git", [...HARDENED_GIT_CONFIG, ...checkoutArgs], { cwd: o.workdir, env: hardenedGitEnv(o.home), stdio: ["ignore", "pipe", "pipe"], ...asUser(asAgent) });
       checkedOutAsAgent = true;
     } catch {
@@ -156,17 +157,34 @@ function sandboxGit(workdir: string, home: string): Git {
  * snapshot's workspace (which has the repository), else cloned — without a work tree when
  * the caller checks out as another user.
  */
-function fetchOrClone(o: { source: string; workdir: string; home: string }, opts: { noCheckout: boolean }): void {
-  if (existsSync(join(o.workdir, ".git"))) {
-    sandboxGit(o.workdir, o.home)("fetch", "--quiet", "--prune", o.source, "+refs/heads/*:refs/remotes/origin/*");
-    return;
-  }
-  const clone = ["clone", "--quiet", "--no-hardlinks", ...(opts.noCheckout ? ["--no-checkout"] : []), o.source, o.workdir];
-  execFileSync("git", [...HARDENED_GIT_CONFIG, ...clone], { env: hardenedGitEnv(o.home), stdio: ["ignore", "pipe", "pipe"] });
+async function fetchOrClone(o: { source: string; workdir: string; home: string }, opts: { noCheckout: boolean }): Promise<void> {
+  // Not blocking: the runner loads the rest of itself while git works.
+  const git = (args: string[], cwd?: string) => execFileAsync("git", [...HARDENED_GIT_CONFIG, ...args], { cwd, env: hardenedGitEnv(o.home), maxBuffer: 16 * 1024 * 1024 });
+  if (existsSync(join(o.workdir, ".git"))) await git(["fetch", "--quiet", "--prune", o.source, "+refs/heads/*:refs/remotes/origin/*"], o.workdir);
+  else await git(["clone", "--quiet", "--no-hardlinks", ...(opts.noCheckout ? ["--no-checkout"] : []), o.source, o.workdir]);
 }
 
-/** refs/remotes/origin/* (origin/HEAD resolved) to their commits. */
-function originRefs(git: Git): Map<string, string> {
+const execFileAsync = promisify(execFile);
+
+/**
+ * refs/remotes/origin/* (origin/HEAD resolved) to their commits: read from the files of a
+ * repository this runner just wrote (clone or fetch, no agent yet), else listed by git.
+ */
+function originRefs(git: Git, workdir: string): Map<string, string> {
+  const files = refsFromFiles(join(workdir, ".git"), "refs/remotes/origin/");
+  if (files) {
+    const resolved = new Map<string, string>();
+    for (const [name, value] of files) {
+      const commit = value.startsWith("ref: ") ? files.get(value.slice(5)) : value;
+      if (!commit || !COMMIT.test(commit)) return originRefsOf(git); // a link to a link, or outside origin: git resolves it
+      resolved.set(name, commit);
+    }
+    return resolved;
+  }
+  return originRefsOf(git);
+}
+
+function originRefsOf(git: Git): Map<string, string> {
   const refs = new Map<string, string>();
   for (const line of git("for-each-ref", "--format=%(refname) %(objectname)", "refs/remotes/origin").split("\n")) {
     const [name, commit] = line.split(" ");
@@ -182,10 +200,27 @@ function originRefs(git: Git): Map<string, string> {
  * `git add -A` hashes only real edits, and .git's files written by the refresh handed over.
  */
 function handOverRootsFiles(user: { uid: number; gid: number }, workdir: string, home: string): void {
-  const chown = (dir: string) => execFileSync("chown", ["-R", "--from=0", `${user.uid}:${user.gid}`, dir], { stdio: ["ignore", "ignore", "pipe"] });
-  chown(workdir);
+  handOver(workdir, user, { rootsOnly: true });
   refreshIndex(workdir, home);
-  chown(join(workdir, ".git"));
+  handOver(join(workdir, ".git"), user, { rootsOnly: true });
+}
+
+/**
+ * `chown -R` without a process: `dir` and everything under it to the agent's user (with
+ * rootsOnly, only what root owns, as `--from=0`). Links are changed themselves, never
+ * followed, nor walked into.
+ */
+function handOver(dir: string, user: { uid: number; gid: number }, opts: { rootsOnly?: boolean } = {}): void {
+  const visit = (path: string, isDirectory: boolean, uid: number) => {
+    if (!opts.rootsOnly || uid === 0) lchownSync(path, user.uid, user.gid);
+    if (!isDirectory) return;
+    for (const entry of readdirSync(path, { withFileTypes: true })) {
+      const child = join(path, entry.name);
+      visit(child, entry.isDirectory(), opts.rootsOnly ? lstatSync(child).uid : -1);
+    }
+  };
+  const top = lstatSync(dir);
+  visit(dir, top.isDirectory(), top.uid);
 }
 
 function revParses(git: Git, rev: string): boolean {
@@ -204,13 +239,13 @@ function revParses(git: Git, rev: string): boolean {
  * agent's user, so that a claim starting from that commit only names its branch
  * (claimPrepared). Null when something failed: the claim then does the whole checkout.
  */
-export function prepareWorkspace(o: { source: string; workdir: string; user: AgentUser; home: string; log: (line: string) => void }): PreparedWorkspace | null {
+export async function prepareWorkspace(o: { source: string; workdir: string; user: AgentUser; home: string; log: (line: string) => void }): Promise<PreparedWorkspace | null> {
   const git = sandboxGit(o.workdir, o.home);
   try {
     if (existsSync(join(o.workdir, ".git"))) refreshIndex(o.workdir, o.home);
-    fetchOrClone(o, { noCheckout: false });
+    await fetchOrClone(o, { noCheckout: false });
     git("checkout", "--quiet", "--force", "--detach", "origin/HEAD");
-    const refs = Object.fromEntries(originRefs(git));
+    const refs = Object.fromEntries(originRefs(git, o.workdir));
     const head = git("rev-parse", "--verify", "HEAD^{commit}");
     if (o.user) handOverRootsFiles(o.user, o.workdir, o.home);
     return { head, refs };
@@ -450,6 +485,6 @@ function restoreHandoff(o: CheckoutOptions, h: HandoffStart, git: Git): void {
     writeFileSync(file, moved.content, { mode: 0o600 });
   }
   // The home is new (the agent never ran here): all of it becomes the agent's.
-  if (o.user && existsSync(o.home)) execFileSync("chown", ["-R", `${o.user.uid}:${o.user.gid}`, o.home], { stdio: ["ignore", "ignore", "pipe"] });
+  if (o.user && existsSync(o.home)) handOver(o.home, o.user);
   o.log(`restored the handed-in working state (${h.worktree.slice(0, 12)}) and ${h.files.length} session file(s)`);
 }

@@ -56,7 +56,7 @@ export async function waitForClaim(env: Record<string, string | undefined>, log:
     const p = place.data;
     const user = p.PADDOCK_AGENT_UID !== undefined ? { uid: p.PADDOCK_AGENT_UID, gid: p.PADDOCK_AGENT_GID ?? p.PADDOCK_AGENT_UID } : null;
     const t0 = Date.now();
-    prepared = prepareWorkspace({ source: p.PADDOCK_SOURCE, workdir: p.PADDOCK_WORKDIR, user, home: p.PADDOCK_AGENT_HOME, log });
+    prepared = await prepareWorkspace({ source: p.PADDOCK_SOURCE, workdir: p.PADDOCK_WORKDIR, user, home: p.PADDOCK_AGENT_HOME, log });
     if (prepared) log(`workspace ready at ${prepared.head.slice(0, 12)} before the claim (${Date.now() - t0} ms)`);
   }
   const authentic = (req: IncomingMessage) => {

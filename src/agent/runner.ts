@@ -382,7 +382,7 @@ export async function runRunner(opts: RunnerOptions): Promise<void> {
       const bundle = join(s.PADDOCK_STATE_DIR, "source.bundle");
       await pipeline(req, createWriteStream(bundle, { mode: 0o600 }));
       try {
-        checkout({
+        await checkout({
           runId: s.PADDOCK_RUN_ID,
           source: bundle,
           workdir: s.PADDOCK_WORKDIR,
