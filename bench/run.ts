@@ -1604,8 +1604,8 @@ async function benchModules() {
       ["paddock serve (idle)", ["serve", "--data-dir", serveDir, "--listen", "127.0.0.1:0", "--socket", "", "--log-format", "json"], process.env, "paddock listening"],
     ];
     // What the CLI and the runner must never load (issue 13), and two costly ones besides.
-    const never = ["dockerode", "src/store", "src/api", "xstate", "node-forge", "@octokit/rest", "@octokit/auth-app", "modal", "zod", "@agentclientprotocol/sdk"];
-    console.log("modules: chunks each role opens (ES modules in them run; CommonJS packages in them, e.g. ssh2, gRPC, node-forge, run only when first required)");
+    const never = ["dockerode", "src/store", "src/api", "xstate", "@octokit/rest", "@octokit/auth-app", "modal", "zod", "@agentclientprotocol/sdk"];
+    console.log("modules: chunks each role opens (ES modules in them run; CommonJS packages in them, e.g. ssh2 and gRPC, run only when first required)");
     for (const [label, args, env, ready] of roles) {
       const trace = join(dir, "trace.txt");
       const argv = ["-f", "-qq", "-e", "trace=openat", "-o", trace, bun, join(chunks, "main.js"), ...args];

@@ -1,18 +1,11 @@
-import { createPrivateKey, generateKeyPair, randomBytes, X509Certificate } from "node:crypto";
+import { createPrivateKey, createPublicKey, generateKeyPair, randomBytes, X509Certificate, type KeyObject } from "node:crypto";
 import { chmod, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { createSecureContext, type SecureContext } from "node:tls";
 import { promisify } from "node:util";
-import type forge from "node-forge";
+import { distinguishedName, keyIdentifier, makeCertificate, subjectOf } from "./x509.js";
 
 const generateRsa = promisify(generateKeyPair);
-
-/**
- * node-forge costs an idle daemon ~10 MiB: it is loaded when a CA is made (a new data dir)
- * or the first leaf is issued (a brokered secret is used), not at every start.
- */
-let forgeModule: Promise<typeof forge> | null = null;
-const loadForge = () => (forgeModule ??= import("node-forge").then((m) => m.default));
 
 /** Leaf certificates live this long: a copy taken out of the proxy is soon worthless. */
 export const LEAF_LIFETIME_MS = 60 * 60_000;
@@ -30,11 +23,11 @@ async function rsaKeyPem(): Promise<string> {
   return privateKey;
 }
 
-/** A positive serial of 16 random bytes, as forge wants it (hex). */
-function serial(): string {
+/** A positive serial of 16 random bytes. */
+function serial(): Buffer {
   const b = randomBytes(16);
-  b[0] = b[0]! & 0x7f;
-  return b.toString("hex");
+  b[0] = (b[0]! & 0x7f) | 0x01;
+  return b;
 }
 
 /**
@@ -42,14 +35,15 @@ function serial(): string {
  * brokered destination the proxy terminates TLS for, and nothing else. The key stays in
  * the data dir (0600) and in this process; sandboxes get the certificate only.
  *
- * Keys are made by Node's crypto (fast, native); node-forge only builds and signs the
- * X.509 structures, which Node cannot.
+ * Keys are made and certificates signed by Node's crypto; the certificates' DER is built in
+ * ./x509.ts, which Node cannot do.
  */
 export class BrokerCa {
   private readonly leaves = new Map<string, { context: SecureContext; renewAt: number }>();
-  private leafKey: Promise<{ pem: string; key: forge.pki.rsa.PrivateKey; publicKey: forge.pki.rsa.PublicKey }> | null = null;
-  /** The CA as forge objects, parsed at the first leaf. */
-  private ca: Promise<{ lib: typeof forge; key: forge.pki.rsa.PrivateKey; cert: forge.pki.Certificate }> | null = null;
+  /** One key for every leaf of this process (a leaf lives an hour; the key never leaves the proxy). */
+  private leafKey: Promise<{ pem: string; publicKey: KeyObject }> | null = null;
+  /** What a leaf takes of the CA, read at the first one. */
+  private ca: { key: KeyObject; subject: Buffer; keyId: Buffer } | null = null;
 
   private constructor(
     private readonly caKeyPem: string,
@@ -72,7 +66,7 @@ export class BrokerCa {
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
       keyPem = await rsaKeyPem();
-      certPem = makeCaCert(await loadForge(), keyPem, instance, now());
+      certPem = makeCaCert(keyPem, instance, now());
       // The key first and exclusively: a second daemon cannot share the data dir (lock), and
       // a half-made pair from a crash is found here as an error, not silently replaced.
       await writeFile(keyFile, keyPem, { mode: 0o600, flag: "wx" });
@@ -96,41 +90,29 @@ export class BrokerCa {
 
   /** A leaf certificate for `host`: serverAuth, the host as its only name, LEAF_LIFETIME_MS long. */
   async issue(host: string): Promise<{ certPem: string; keyPem: string; notAfter: number }> {
-    this.ca ??= loadForge().then((lib) => ({
-      lib,
-      key: lib.pki.privateKeyFromPem(this.caKeyPem) as forge.pki.rsa.PrivateKey,
-      cert: lib.pki.certificateFromPem(this.certPem),
-    }));
-    const { lib, key: caKey, cert: caCert } = await this.ca;
-    this.leafKey ??= rsaKeyPem().then((pem) => {
-      const key = lib.pki.privateKeyFromPem(pem) as forge.pki.rsa.PrivateKey;
-      return { pem, key, publicKey: lib.pki.setRsaPublicKey(key.n, key.e) };
-    });
+    this.ca ??= { key: createPrivateKey(this.caKeyPem), subject: subjectOf(this.certPem), keyId: keyIdentifier(new X509Certificate(this.certPem).publicKey) };
+    this.leafKey ??= rsaKeyPem().then((pem) => ({ pem, publicKey: createPublicKey(pem) }));
     const { pem, publicKey } = await this.leafKey;
     const now = this.now();
-    const cert = lib.pki.createCertificate();
-    cert.publicKey = publicKey;
-    cert.serialNumber = serial();
-    cert.validity.notBefore = new Date(now - BACKDATE_MS);
-    cert.validity.notAfter = new Date(now + LEAF_LIFETIME_MS);
-    cert.setSubject([{ name: "commonName", value: host }]);
-    cert.setIssuer(caCert.subject.attributes);
-    cert.setExtensions([
-      { name: "basicConstraints", cA: false, critical: true },
-      { name: "keyUsage", digitalSignature: true, keyEncipherment: true, critical: true },
-      { name: "extKeyUsage", serverAuth: true },
-      { name: "subjectAltName", altNames: [{ type: 2, value: host }] },
-      { name: "subjectKeyIdentifier" },
-      { name: "authorityKeyIdentifier", keyIdentifier: caCert.generateSubjectKeyIdentifier().getBytes() },
-    ]);
-    cert.sign(caKey, lib.md.sha256.create());
-    return { certPem: lib.pki.certificateToPem(cert), keyPem: pem, notAfter: cert.validity.notAfter.getTime() };
+    const notAfter = now + LEAF_LIFETIME_MS;
+    const certPem = makeCertificate({
+      serial: serial(),
+      subject: distinguishedName([["commonName", host]]),
+      issuer: this.ca.subject,
+      notBefore: new Date(now - BACKDATE_MS),
+      notAfter: new Date(notAfter),
+      publicKey,
+      signingKey: this.ca.key,
+      shape: { ca: false, host, authorityKeyId: this.ca.keyId },
+    });
+    // To the second, as the certificate holds it.
+    return { certPem, keyPem: pem, notAfter: Math.floor(notAfter / 1000) * 1000 };
   }
 }
 
 /**
- * A bad CA pair fails the daemon's start, as parsing it with forge there did: an RSA key and
- * an RSA certificate (all forge handles) that belong together, checked by Node's crypto.
+ * A bad CA pair fails the daemon's start: an RSA key and an RSA certificate that belong
+ * together, checked by Node's crypto.
  */
 function checkCaPair(keyPem: string, certPem: string, keyFile: string, certFile: string): void {
   let key: ReturnType<typeof createPrivateKey>;
@@ -149,26 +131,22 @@ function checkCaPair(keyPem: string, certPem: string, keyFile: string, certFile:
   if (!cert.checkPrivateKey(key)) throw new Error(`the broker CA key ${keyFile} does not belong to the certificate ${certFile}`);
 }
 
-function makeCaCert(lib: typeof forge, keyPem: string, instance: string, now: number): string {
-  const key = lib.pki.privateKeyFromPem(keyPem) as forge.pki.rsa.PrivateKey;
-  const cert = lib.pki.createCertificate();
-  cert.publicKey = lib.pki.setRsaPublicKey(key.n, key.e);
-  cert.serialNumber = serial();
-  cert.validity.notBefore = new Date(now - BACKDATE_MS);
-  cert.validity.notAfter = new Date(now);
-  cert.validity.notAfter.setFullYear(cert.validity.notAfter.getFullYear() + CA_LIFETIME_YEARS);
-  const name = [
-    { name: "commonName", value: `paddock egress broker CA ${instance}` },
-    { name: "organizationName", value: "paddock" },
-  ];
-  cert.setSubject(name);
-  cert.setIssuer(name);
-  cert.setExtensions([
-    // pathLen 0: it signs leaves, never another CA.
-    { name: "basicConstraints", cA: true, pathLenConstraint: 0, critical: true },
-    { name: "keyUsage", keyCertSign: true, cRLSign: true, critical: true },
-    { name: "subjectKeyIdentifier" },
+function makeCaCert(keyPem: string, instance: string, now: number): string {
+  const key = createPrivateKey(keyPem);
+  const notAfter = new Date(now);
+  notAfter.setFullYear(notAfter.getFullYear() + CA_LIFETIME_YEARS);
+  const name = distinguishedName([
+    ["commonName", `paddock egress broker CA ${instance}`],
+    ["organizationName", "paddock"],
   ]);
-  cert.sign(key, lib.md.sha256.create());
-  return lib.pki.certificateToPem(cert);
+  return makeCertificate({
+    serial: serial(),
+    subject: name,
+    issuer: name,
+    notBefore: new Date(now - BACKDATE_MS),
+    notAfter,
+    publicKey: createPublicKey(key),
+    signingKey: key,
+    shape: { ca: true },
+  });
 }
