@@ -22,7 +22,7 @@ async function handshake(context: SecureContext, caPem: string, host: string): P
   try {
     return await new Promise((resolve) => {
       const socket = connect({ host: "127.0.0.1", port: (server.address() as AddressInfo).port, servername: host, ca: [caPem], rejectUnauthorized: false }, () => {
-        resolve({ authorized: socket.authorized, error: socket.authorizationError?.toString(), subject: socket.getPeerCertificate().subject?.CN });
+        resolve({ authorized: socket.authorized, error: socket.authorizationError?.toString(), subject: [socket.getPeerCertificate().subject?.CN].flat().join(",") || undefined });
         socket.destroy();
       });
       socket.on("error", (e) => resolve({ authorized: false, error: e.message }));
