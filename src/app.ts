@@ -4,7 +4,6 @@ import { chmod, mkdir, readFile, writeFile } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Logger } from "pino";
-import { shutdownReason } from "./api/shutdown.js";
 import { createApiTokens } from "./auth/api-tokens.js";
 import { loadOrCreateKey, loadOrCreateSecretBox } from "./auth/secret-box.js";
 import { brokersOfStage, runSecrets } from "./runs/brokered-secrets.js";
@@ -19,7 +18,6 @@ import { createTokensRepository } from "./store/tokens-repository.js";
 import { listen, type Listener, type RequestHandler } from "./api/listener.js";
 import { createMetrics } from "./api/metrics.js";
 import { withPlainEndpoints } from "./api/plain-endpoints.js";
-import { withCors } from "./api/cors.js";
 import { loadWebAssets } from "./api/web-assets.js";
 import { withWebUi } from "./api/web-ui.js";
 import { createReadiness, type Readiness } from "./api/readiness.js";
@@ -287,8 +285,10 @@ export async function createApp(opts: AppOptions): Promise<App> {
   const webAssets = await loadWebAssets();
   if (!webAssets) logger.warn("the web UI is not built (npm run build:web): / answers 404");
   // CORS outermost: it answers preflights for every path. Only TCP: the socket has no browsers.
+  // Connect (with protobuf's runtime) loads at the first API request; CORS needs its header lists only when configured.
+  const tcp = withWebUi(plain(apiHandler("tcp")), webAssets);
   const handlers = {
-    tcp: withCors(withWebUi(plain(apiHandler("tcp")), webAssets), config.corsOrigin),
+    tcp: config.corsOrigin.length > 0 ? (await import("./api/cors.js")).withCors(tcp, config.corsOrigin) : tcp,
     unix: withWebUi(plain(apiHandler("unix")), webAssets),
   };
   let listener: Listener | undefined;
@@ -321,7 +321,8 @@ export async function createApp(opts: AppOptions): Promise<App> {
       // gRPC health watchers hear NOT_SERVING (only if anything loaded the API).
       if (api) (await api.catch(() => null))?.health.shutdown();
       // Open streams end with UNAVAILABLE (api/shutdown.ts); close() lets them send that end.
-      shutdown.abort(shutdownReason());
+      if (api) shutdown.abort((await import("./api/shutdown.js")).shutdownReason());
+      else shutdown.abort(); // nothing of the API was served: no stream to end with UNAVAILABLE
       await listener?.close();
       await runs.stop();
       for (const provider of providers.values()) await provider.close?.();
