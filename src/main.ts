@@ -271,7 +271,7 @@ async function agent(): Promise<number> {
   const user = settings.PADDOCK_AGENT_UID !== undefined ? { uid: settings.PADDOCK_AGENT_UID, gid: settings.PADDOCK_AGENT_GID! } : null;
   // The checkout starts first: the runner (the larger part of this binary) loads while git clones.
   const checkedOut = settings.PADDOCK_SOURCE
-    ? import("./agent/checkout.js").then(({ checkout }) =>
+    ? import("./agent/checkout.js").then(({ checkout, clonedByProvider }) =>
         checkout({
           runId: settings.PADDOCK_RUN_ID,
           source: settings.PADDOCK_SOURCE!,
@@ -284,6 +284,7 @@ async function agent(): Promise<number> {
           log,
           handoff: settings.PADDOCK_HANDOFF ? JSON.parse(settings.PADDOCK_HANDOFF) : null,
           prepared: claim?.prepared,
+          cloned: settings.PADDOCK_CLONED_FD === undefined ? null : clonedByProvider(settings.PADDOCK_CLONED_FD),
         }),
       )
     : null;

@@ -1,11 +1,11 @@
 import { execFile, execFileSync } from "node:child_process";
-import { chownSync, existsSync, lchownSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { chownSync, createReadStream, existsSync, lchownSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { promisify } from "node:util";
 import { dirname, join } from "node:path";
 import { asUser, type AgentUser } from "./agent-user.js";
 import { safeRelativePath } from "./handoff-capture.js";
 import { SETTLED_FILE, type HandoffStart } from "./runner-protocol.js";
-import { HARDENED_GIT_CONFIG, hardenedGitEnv } from "./sandbox-git.js";
+import { cloneArgs, HARDENED_GIT_CONFIG, hardenedGitEnv } from "./sandbox-git.js";
 import { rewriteSessionFile } from "./session-files.js";
 
 export interface CheckoutOptions {
@@ -25,6 +25,11 @@ export interface CheckoutOptions {
   handoff?: HandoffStart | null;
   /** What a warm pool's runner made ready before its claim (prepareWorkspace); null: nothing. */
   prepared?: PreparedWorkspace | null;
+  /**
+   * The workspace being cloned from the source (without a work tree) by the provider that
+   * started this runner (clonedByProvider): awaited instead of a clone of the runner's own.
+   */
+  cloned?: Promise<void> | null;
 }
 
 /**
@@ -58,6 +63,7 @@ export function isCheckedOut(stateDir: string, runId: string): boolean {
  * the workdir again: by then the agent may have written to it. Throws with git's message.
  */
 export async function checkout(o: CheckoutOptions): Promise<void> {
+  o.cloned?.catch(() => undefined); // awaited below, unless the checkout needs no clone
   mkdirSync(o.stateDir, { recursive: true, mode: 0o700 });
   const marker = join(o.stateDir, MARKER);
   if (existsSync(marker) && readFileSync(marker, "utf8") === o.runId) {
@@ -69,7 +75,7 @@ export async function checkout(o: CheckoutOptions): Promise<void> {
     o.log(`checked out ${o.branch || "the default branch"} on ${o.resultBranch} (made ready before the claim)`);
     return;
   }
-  const settled = o.handoff ? null : settledSnapshot(o);
+  const settled = o.handoff || o.cloned ? null : settledSnapshot(o);
   if (settled && startBranch(o, settled.start, settled.bases)) {
     writeFileSync(marker, o.runId, { mode: 0o600 });
     o.log(`checked out ${o.branch || "the default branch"} on ${o.resultBranch} (the snapshot's workspace, the source unchanged since)`);
@@ -84,7 +90,7 @@ export async function checkout(o: CheckoutOptions): Promise<void> {
     steps.push(`${name} ${now - last} ms`);
     last = now;
   };
-  const fromSnapshot = existsSync(join(o.workdir, ".git"));
+  const fromSnapshot = !o.cloned && existsSync(join(o.workdir, ".git"));
   // The agent's user checks out when it has one of its own (not for a handoff, whose state
   // root restores): the files git writes are the agent's from the start, with no chown of
   // each and no index refresh after. A fresh clone is taken without a work tree and all of
@@ -96,11 +102,12 @@ export async function checkout(o: CheckoutOptions): Promise<void> {
     o.log("workspace from a snapshot: fetching what changed");
     refreshIndex(o.workdir, o.home, asAgent);
     step("index refresh");
-  } else {
+  } else if (!o.cloned) {
     o.log("cloning the repository into the sandbox");
   }
-  await fetchOrClone(o, { noCheckout: !!asAgent });
-  step(fromSnapshot ? "fetch" : "clone");
+  if (o.cloned) await o.cloned;
+  else await fetchOrClone(o, { noCheckout: !!asAgent });
+  step(fromSnapshot ? "fetch" : o.cloned ? "the provider's clone" : "clone");
   const start = o.handoff ? o.handoff.head : o.branch ? `origin/${o.branch}` : "origin/HEAD";
   if (o.handoff) {
     const h = o.handoff;
@@ -161,7 +168,28 @@ async function fetchOrClone(o: { source: string; workdir: string; home: string }
   // Not blocking: the runner loads the rest of itself while git works.
   const git = (args: string[], cwd?: string) => execFileAsync("git", [...HARDENED_GIT_CONFIG, ...args], { cwd, env: hardenedGitEnv(o.home), maxBuffer: 16 * 1024 * 1024 });
   if (existsSync(join(o.workdir, ".git"))) await git(["fetch", "--quiet", "--prune", o.source, "+refs/heads/*:refs/remotes/origin/*"], o.workdir);
-  else await git(["clone", "--quiet", "--no-hardlinks", ...(opts.noCheckout ? ["--no-checkout"] : []), o.source, o.workdir]);
+  else await git(cloneArgs(o.source, o.workdir, opts));
+}
+
+/**
+ * The provider's word on its clone of the workspace (PADDOCK_CLONED_FD): resolves on "ok",
+ * rejects with what it said otherwise — or, when the pipe closes with nothing said (the
+ * daemon died while git cloned), with that: the workspace then holds no finished clone.
+ */
+export function clonedByProvider(fd: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let said = "";
+    const pipe = createReadStream("", { fd, encoding: "utf8" });
+    pipe.on("data", (chunk) => {
+      if (said.length < 64 * 1024) said += chunk;
+    });
+    pipe.once("error", reject);
+    pipe.once("end", () => {
+      const word = said.trim();
+      if (word === "ok") resolve();
+      else reject(new Error(word || "the daemon's clone of the repository did not finish (the daemon stopped)"));
+    });
+  });
 }
 
 const execFileAsync = promisify(execFile);

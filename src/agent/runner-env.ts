@@ -78,6 +78,13 @@ const RULES = {
    * needs no poll. Unset: none (containers; the daemon reads runner.json or polls).
    */
   PADDOCK_READY_FD: { type: "int", min: 3, max: 1023, optional: true },
+  /**
+   * A pipe from the provider that spawned the runner (the local provider): it clones
+   * PADDOCK_SOURCE into PADDOCK_WORKDIR (no work tree) while the runner starts, then writes
+   * "ok", or why the clone failed, and closes the pipe. The runner checks out from that
+   * clone instead of cloning. Unset: the runner clones (or fetches) itself.
+   */
+  PADDOCK_CLONED_FD: { type: "int", min: 3, max: 1023, optional: true },
 } as const satisfies Record<string, Rule>;
 
 type Rules = typeof RULES;

@@ -27,6 +27,16 @@ export function hardenedGitEnv(home: string): Record<string, string> {
   };
 }
 
+/**
+ * A clone of the source into `dest` as the sandbox takes it: objects copied, not hardlinked
+ * (handing the files to the agent's user then touches nothing of the source's), without a
+ * work tree when another user checks out. The runner's clone and the local provider's
+ * (made while the runner starts) are this one.
+ */
+export function cloneArgs(source: string, dest: string, opts: { noCheckout: boolean }): string[] {
+  return ["clone", "--quiet", "--no-hardlinks", ...(opts.noCheckout ? ["--no-checkout"] : []), source, dest];
+}
+
 export interface SandboxGitOptions {
   cwd: string;
   user: AgentUser;

@@ -1,14 +1,15 @@
 import { spawn } from "node:child_process";
 import { randomInt } from "node:crypto";
 import { createHash } from "node:crypto";
-import { closeSync, existsSync, openSync, readFileSync, watch, writeFileSync } from "node:fs";
-import { chmod, mkdir, readdir, readFile, readlink, rm, rmdir, symlink, writeFile } from "node:fs/promises";
-import { join } from "node:path";
-import type { Readable } from "node:stream";
+import { chmodSync, closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, watch, writeFileSync } from "node:fs";
+import { chmod, mkdir, readdir, readFile, readlink, rename, rm, rmdir, symlink, writeFile } from "node:fs/promises";
+import { dirname, join } from "node:path";
+import type { Readable, Writable } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
 import { killAllOf, processesOf } from "../../agent/agent-user.js";
 import { runnerEnvironment, type RunnerEnv } from "../../agent/runner-env.js";
 import { claimSecretHash, RUNNER_EVENTS_FILE, RUNNER_INFO_FILE, type RunnerInfo } from "../../agent/runner-protocol.js";
+import { cloneArgs, sandboxGit } from "../../agent/sandbox-git.js";
 import { SandboxError } from "../../errors.js";
 import { importHandoff } from "../import-handoff.js";
 import { collectWork } from "../import-work.js";
@@ -94,6 +95,14 @@ export class LocalProvider implements SandboxProvider {
    */
   readonly pool: WarmPool<LocalRecipe>;
   readonly brokersSecrets = false;
+  /**
+   * A uid checked free (held by no sandbox, no process running as it) ahead of the next
+   * sandbox, so that the /proc scan — the slow part of allocating one — is not on a run's
+   * way to its agent. Nothing starts as an unheld uid, so the check holds until it is taken.
+   */
+  private spareUid: Promise<number> | null = null;
+  /** Clones of workspaces this process is making for runners that start meanwhile, by sandbox directory. */
+  private readonly clones = new Map<string, Promise<string>>();
 
   constructor(private readonly opts: LocalProviderOptions) {
     this.pool = new WarmPool<LocalRecipe>({
@@ -132,7 +141,7 @@ export class LocalProvider implements SandboxProvider {
 
     const source = await prepareSource(this.opts.root, spec.repositoryUrl, signal, progress, this.opts.gitCredentials);
     if (spec.handoff) await importHandoff(source, spec.runId, spec.handoff, signal);
-    let record = await readRecord(state);
+    let record = readRecord(state);
     const key = poolKey(spec.environmentId ?? "", source);
     if (!record && spec.warmPool && !spec.handoff) {
       this.pool.noteEnvironment(spec.environmentId, key);
@@ -141,12 +150,20 @@ export class LocalProvider implements SandboxProvider {
       if (warm) return warm;
       this.pool.refill(key);
     }
-    // Made after the pool had its chance: a hit's sandbox is the member's directory.
-    await mkdir(state, { recursive: true, mode: 0o700 });
-    await chmod(join(this.opts.root, "sandboxes"), 0o700);
+    // Made after the pool had its chance: a hit's sandbox is the member's directory. From
+    // here to the runner's spawn nothing waits on I/O (small files, written at once; a uid
+    // checked free ahead of this run).
+    mkdirSync(state, { recursive: true, mode: 0o700 });
+    chmodSync(join(this.opts.root, "sandboxes"), 0o700);
+    // A sandbox new to this provision gets its workspace cloned while its runner starts.
+    const fresh = !record;
     if (!record) {
-      record = recordOf(spec, source, { agentUid: await this.allocateUid(), handoff: spec.handoff });
-      await writeFile(join(state, "sandbox.json"), JSON.stringify(record), { mode: 0o600 });
+      let made: SandboxRecord | undefined;
+      await this.allocateUid((agentUid) => {
+        made = recordOf(spec, source, { agentUid, handoff: spec.handoff });
+        writeFileSync(join(state, "sandbox.json"), JSON.stringify(made), { mode: 0o600 });
+      });
+      record = made!;
     }
     progress(
       record.agentUid !== undefined
@@ -156,8 +173,8 @@ export class LocalProvider implements SandboxProvider {
 
     // A runner started before a daemon crash may not have written runner.json yet: wait
     // for that one rather than start a second, which would run the agent twice.
-    const started = await readPid(state);
-    const ready = started === null || !alive(started) ? (await this.startRunner(spec.name, record)).ready : null;
+    const started = readPid(state);
+    const ready = started === null || !alive(started) ? (await this.startRunner(spec.name, record, { clone: fresh && !spec.handoff })).ready : null;
     return this.waitForRunner(spec.name, record, signal, ready);
   }
 
@@ -179,14 +196,14 @@ export class LocalProvider implements SandboxProvider {
     try {
       const t0 = Date.now();
       const memberState = this.stateDir(member.name);
-      const own = await readMember(memberState);
+      const own = readMember(memberState);
       const record = recordOf(spec, source, { agentUid: own?.agentUid, member: member.name });
       await writeFile(join(memberState, "sandbox.json"), JSON.stringify(record), { mode: 0o600 });
       // A directory left here holds no record, so no runner (an earlier attempt that stopped short).
       await rm(link, { recursive: true, force: true });
       await symlink(member.name, link);
       await createRunnerClient(member.endpoint, member.secret).claim({ env: runnerEnvironment(runnerEnvOfRun(spec) as RunnerEnv) }, signal);
-      const info = await readInfo(memberState);
+      const info = readInfo(memberState);
       if (!info) throw new SandboxError("the claimed runner wrote no runner.json", false);
       progress(`took the warm runner ${member.name} as ${spec.name} (${Date.now() - t0} ms)`);
       progress(
@@ -235,9 +252,7 @@ export class LocalProvider implements SandboxProvider {
     try {
       await mkdir(state, { recursive: true, mode: 0o700 });
       await chmod(join(this.opts.root, "sandboxes"), 0o700);
-      const agentUid = await this.allocateUid();
-      const member: MemberRecord = { key, agentUid };
-      await writeFile(join(state, MEMBER_FILE), JSON.stringify(member), { mode: 0o600 });
+      const agentUid = await this.allocateUid((uid) => writeFileSync(join(state, MEMBER_FILE), JSON.stringify({ key, agentUid: uid } satisfies MemberRecord), { mode: 0o600 }));
       const { ready } = await this.spawnRunner(name, agentUid, recipe.source, { PADDOCK_POOL_CLAIM: claimSecretHash(secret) });
       const info = await Promise.race([ready, new Promise<null>((r) => setTimeout(() => r(null), this.opts.runnerStartTimeoutMs).unref())]);
       if (!info) await this.runnerFailed(state, new AbortController().signal, "the pool runner did not say it listens");
@@ -257,21 +272,53 @@ export class LocalProvider implements SandboxProvider {
     await this.pool.close();
   }
 
-  /** A uid of the range that no sandbox of ours holds and no process runs as. */
-  private async allocateUid(): Promise<number | undefined> {
-    const range = this.opts.agentUids;
-    if (!range) return undefined;
-    const taken = new Set<number>();
-    const names = await readdir(join(this.opts.root, "sandboxes")).catch(() => [] as string[]);
-    for (const name of names) {
-      const r = (await readRecord(this.stateDir(name))) ?? (await readMember(this.stateDir(name)));
-      if (r?.agentUid !== undefined) taken.add(r.agentUid);
+  /**
+   * A uid of the range for a new sandbox (undefined when agents run as the daemon's user),
+   * held from the moment `record` writes it into the sandbox's record: found and recorded
+   * in one turn of the event loop, so no other allocation can take it. Usually the spare,
+   * checked free while no run waited; the next spare is then checked in the background.
+   */
+  private async allocateUid(record: (uid: number | undefined) => void): Promise<number | undefined> {
+    if (!this.opts.agentUids) {
+      record(undefined);
+      return undefined;
     }
+    const spare = this.spareUid;
+    this.spareUid = null;
+    let uid = await spare?.catch(() => undefined);
+    // Recorded since it was checked (by a concurrent allocation): another is looked for.
+    while (uid === undefined || this.heldUids().has(uid)) uid = await this.freeUid();
+    record(uid);
+    this.spareUid = this.freeUid();
+    this.spareUid.catch(() => undefined); // a failure surfaces at the next allocation, which looks again
+    return uid;
+  }
+
+  /** A uid of the range that no sandbox of ours holds and no process runs as (a scan of /proc). */
+  private async freeUid(): Promise<number> {
+    const range = this.opts.agentUids!;
+    const held = this.heldUids();
     for (let i = 0; i < 64; i++) {
       const uid = range.first + randomInt(range.count);
-      if (!taken.has(uid) && (await processesOf(uid)).length === 0) return uid;
+      if (!held.has(uid) && (await processesOf(uid)).length === 0) return uid;
     }
     throw new SandboxError(`no free agent uid in ${range.first}-${range.first + range.count - 1}`, true);
+  }
+
+  /** The uids our sandboxes' records and pool members' hold. */
+  private heldUids(): Set<number> {
+    const held = new Set<number>();
+    let names: string[] = [];
+    try {
+      names = readdirSync(join(this.opts.root, "sandboxes"));
+    } catch {
+      /* none yet */
+    }
+    for (const name of names) {
+      const r = readRecord(this.stateDir(name)) ?? readMember(this.stateDir(name));
+      if (r?.agentUid !== undefined) held.add(r.agentUid);
+    }
+    return held;
   }
 
   /**
@@ -279,36 +326,42 @@ export class LocalProvider implements SandboxProvider {
    * it exited first, e.g. its checkout failed). Only this daemon process holds the pipe: a
    * restarted daemon finds the runner through runner.json.
    */
-  private startRunner(name: string, record: SandboxRecord): Promise<{ ready: Promise<RunnerInfo | null> }> {
-    return this.spawnRunner(record.member ?? name, record.agentUid, record.source, runnerEnvOfRun(record));
+  private startRunner(name: string, record: SandboxRecord, opts: { clone?: boolean } = {}): Promise<{ ready: Promise<RunnerInfo | null> }> {
+    return this.spawnRunner(record.member ?? name, record.agentUid, record.source, runnerEnvOfRun(record), opts);
   }
 
-  /** Spawns `paddock agent` for the sandbox directory `dir`: a run's (its variables in `vars`) or a pool member's. */
-  private async spawnRunner(dir: string, uid: number | undefined, source: string, vars: Partial<RunnerEnv>): Promise<{ ready: Promise<RunnerInfo | null> }> {
+  /**
+   * Spawns `paddock agent` for the sandbox directory `dir`: a run's (its variables in `vars`)
+   * or a pool member's. With `clone`, a workspace not there yet is cloned by this process
+   * while the runner starts (the two overlap), and the runner told on a pipe when it is whole.
+   */
+  private async spawnRunner(dir: string, uid: number | undefined, source: string, vars: Partial<RunnerEnv>, opts: { clone?: boolean } = {}): Promise<{ ready: Promise<RunnerInfo | null> }> {
     const state = this.stateDir(dir);
     const work = this.workDir(dir);
     if (uid !== undefined) {
       // Traversable (not listable) down to the workspace; the workspace and home are the agent's.
-      await mkdir(this.opts.workRoot, { recursive: true, mode: 0o711 });
-      await chmod(this.opts.workRoot, 0o711);
+      mkdirSync(this.opts.workRoot, { recursive: true, mode: 0o711 });
+      chmodSync(this.opts.workRoot, 0o711);
     }
-    await mkdir(work, { recursive: true, mode: uid !== undefined ? 0o711 : 0o700 });
+    mkdirSync(work, { recursive: true, mode: uid !== undefined ? 0o711 : 0o700 });
     // A dead runner's runner.json would pass for the new one's until it writes its own.
-    await rm(join(state, RUNNER_INFO_FILE), { force: true });
+    rmSync(join(state, RUNNER_INFO_FILE), { force: true });
+    const workspace = join(work, "workspace");
+    const clone = opts.clone && !existsSync(workspace) ? this.cloneWorkspace(dir, source, workspace, join(work, "home")) : null;
     const [file, ...args] = this.opts.runnerCommand;
     const logFd = openSync(join(state, "runner.log"), "a", 0o600);
     try {
       const child = spawn(file!, args, {
         cwd: state,
         detached: true, // own process group: survives a daemon SIGKILL, killable as a group
-        stdio: ["ignore", logFd, logFd, "pipe"],
+        stdio: ["ignore", logFd, logFd, "pipe", ...(clone ? (["pipe"] as const) : [])],
         env: {
           ...this.opts.baseEnv,
           ...runnerEnvironment({
             ...vars,
             PADDOCK_RUNNER_HOST: "127.0.0.1",
             PADDOCK_RUNNER_PORT: 0,
-            PADDOCK_WORKDIR: join(work, "workspace"),
+            PADDOCK_WORKDIR: workspace,
             PADDOCK_STATE_DIR: state,
             PADDOCK_SOURCE: source,
             PADDOCK_GRACE_MS: this.opts.graceMs,
@@ -317,17 +370,39 @@ export class LocalProvider implements SandboxProvider {
             PADDOCK_AGENT_HOME: join(work, "home"),
             PADDOCK_AGENT_PATH: this.opts.baseEnv.PATH ?? "/usr/local/bin:/usr/bin:/bin",
             PADDOCK_READY_FD: 3,
+            PADDOCK_CLONED_FD: clone ? 4 : undefined,
           } as RunnerEnv),
         },
       });
       child.on("error", () => {}); // surfaces below as a runner that never answers
       child.unref();
+      if (clone) tellRunner(child.stdio[4] as Writable | null, clone);
       // With the process's start time: a pid the kernel gave to another process since is not ours.
       if (child.pid) writeFileSync(join(state, RUNNER_PID_FILE), `${child.pid} ${processStart(child.pid) ?? ""}`.trim(), { mode: 0o600 });
       return { ready: readyLine(child.stdio[3] as Readable | null) };
     } finally {
       closeSync(logFd);
     }
+  }
+
+  /**
+   * A new sandbox's workspace, cloned from the source (no work tree: the runner checks out
+   * as the agent's user) into a directory beside it and renamed once whole, so a daemon
+   * that dies mid-clone leaves no half repository where the workspace goes. Nothing of the
+   * run's is in the sandbox yet: no runner has run, no agent. Resolves to what the runner
+   * is told: "ok", or git's reason.
+   */
+  private cloneWorkspace(dir: string, source: string, workspace: string, home: string): Promise<string> {
+    const partial = `${workspace}.cloning`;
+    const cloned = sandboxGit(cloneArgs(source, partial, { noCheckout: true }), { cwd: dirname(workspace), user: null, home })
+      .then(() => rename(partial, workspace))
+      .then(
+        () => "ok",
+        (error: Error) => error.message,
+      )
+      .finally(() => this.clones.delete(dir));
+    this.clones.set(dir, cloned);
+    return cloned;
   }
 
   /**
@@ -358,8 +433,8 @@ export class LocalProvider implements SandboxProvider {
     try {
       while (Date.now() < until) {
         signal.throwIfAborted();
-        const info = await readInfo(state);
-        const pid = info?.pid ?? (await readPid(state));
+        const info = readInfo(state);
+        const pid = info?.pid ?? readPid(state);
         if (pid !== null && !alive(pid)) break;
         if (info) {
           const endpoint = `http://127.0.0.1:${info.port}`;
@@ -394,13 +469,13 @@ export class LocalProvider implements SandboxProvider {
   async inspect(name: string): Promise<SandboxStatus> {
     const state = this.stateDir(name);
     if (!existsSync(state)) return { state: "missing" };
-    const info = await readInfo(state);
+    const info = readInfo(state);
     if (!info || !alive(info.pid)) return { state: "stopped" };
     return { state: "running", endpoint: `http://127.0.0.1:${info.port}` };
   }
 
   async revive(name: string, _runId: string, signal: AbortSignal): Promise<string | null> {
-    const record = await readRecord(this.stateDir(name));
+    const record = readRecord(this.stateDir(name));
     if (!record) return null;
     const status = await this.inspect(name);
     if (status.endpoint) return status.endpoint;
@@ -416,9 +491,9 @@ export class LocalProvider implements SandboxProvider {
       await rm(join(this.opts.root, "sandboxes", name), { force: true });
       return {};
     }
-    const record = await readRecord(state);
+    const record = readRecord(state);
     const dir = record?.member ?? name;
-    const agentUid = record ? record.agentUid : (await readMember(state))?.agentUid;
+    const agentUid = record ? record.agentUid : (readMember(state))?.agentUid;
     const result: CleanupResult = {};
     if (record && existsSync(join(this.workDir(dir), "workspace", ".git"))) {
       let status = await this.inspect(name);
@@ -426,7 +501,7 @@ export class LocalProvider implements SandboxProvider {
         // The runner is gone: a new one, which never runs the agent again, makes the export.
         // One still starting (a provisioning cut short: the deadline, a cancel) is waited for
         // instead; a second would overwrite its pid and leave it running.
-        const starting = await readPid(state);
+        const starting = readPid(state);
         const ready = starting !== null && alive(starting) ? null : (await this.startRunner(name, record)).ready;
         status = await this.waitForRunner(name, record, signal, ready).catch(() => status);
       }
@@ -442,10 +517,11 @@ export class LocalProvider implements SandboxProvider {
         await runner.shutdown(AbortSignal.any([signal, AbortSignal.timeout(this.opts.graceMs + 5_000)])).catch(() => undefined);
       }
     }
-    const info = await readInfo(state);
+    const info = readInfo(state);
     if (info) await killGroup(info.pid, this.opts.graceMs);
+    await this.clones.get(dir); // git writing there would race the removal below
     if (info?.agentPid) await killGroup(info.agentPid, 0);
-    const pid = await readPid(state);
+    const pid = readPid(state);
     if (pid !== null && alive(pid)) await killGroup(pid, 0);
     if (agentUid !== undefined) await killAllOf({ uid: agentUid, gid: agentUid });
 
@@ -471,6 +547,12 @@ export class LocalProvider implements SandboxProvider {
     for (const e of entries) if (e.isSymbolicLink()) claimed.add(await readlink(join(root, e.name)).catch(() => ""));
     return entries.map((e) => e.name).filter((n) => n.startsWith("paddock-") && !claimed.has(n) && !this.pool.owns(n));
   }
+}
+
+/** The clone's outcome on the runner's pipe (PADDOCK_CLONED_FD), then its end; a runner gone meanwhile is no error. */
+function tellRunner(pipe: Writable | null, clone: Promise<string>): void {
+  pipe?.on("error", () => undefined);
+  void clone.then((word) => pipe?.end(`${word}\n`));
 }
 
 /** The first line on a runner's ready pipe, or null at its end without one. */
@@ -501,17 +583,28 @@ function readyLine(pipe: Readable | null): Promise<RunnerInfo | null> {
 /** The runner's pid as the provider saw it at spawn, before the runner could say anything. */
 const RUNNER_PID_FILE = "runner.pid";
 
-async function readRecord(state: string): Promise<SandboxRecord | null> {
+/** A small JSON file of the sandbox's (its record, a member's, runner.json), read at once; null when absent or unreadable. */
+function readJson<T>(path: string): T | null {
   try {
-    return JSON.parse(await readFile(join(state, "sandbox.json"), "utf8")) as SandboxRecord;
+    return JSON.parse(readFileSync(path, "utf8")) as T;
   } catch {
     return null;
   }
 }
 
+const readRecord = (state: string) => readJson<SandboxRecord>(join(state, "sandbox.json"));
+const readMember = (state: string) => readJson<MemberRecord>(join(state, MEMBER_FILE));
+const readInfo = (state: string) => readJson<RunnerInfo>(join(state, RUNNER_INFO_FILE));
+
 /** The runner's pid while it is the process that was spawned (its start time matches), else null. */
-async function readPid(state: string): Promise<number | null> {
-  const [text = "", start] = (await readFile(join(state, RUNNER_PID_FILE), "utf8").catch(() => "")).split(" ");
+function readPid(state: string): number | null {
+  let written = "";
+  try {
+    written = readFileSync(join(state, RUNNER_PID_FILE), "utf8");
+  } catch {
+    return null;
+  }
+  const [text = "", start] = written.split(" ");
   const pid = Number(text);
   if (!Number.isInteger(pid) || pid <= 0) return null;
   if (start !== undefined) {
@@ -519,14 +612,6 @@ async function readPid(state: string): Promise<number | null> {
     if (now !== null && now !== start) return null; // another process has that pid now
   }
   return pid;
-}
-
-async function readMember(state: string): Promise<MemberRecord | null> {
-  try {
-    return JSON.parse(await readFile(join(state, MEMBER_FILE), "utf8")) as MemberRecord;
-  } catch {
-    return null;
-  }
 }
 
 /** When the process started (clock ticks since boot, /proc/<pid>/stat field 22); null where unknown. */
@@ -542,14 +627,6 @@ function processStart(pid: number): string | null {
 /** A local pool key: members serve one environment's runs of one repository. */
 function poolKey(environmentId: string, source: string): string {
   return createHash("sha256").update(`${environmentId}\0${source}`).digest("hex").slice(0, 16);
-}
-
-async function readInfo(state: string): Promise<RunnerInfo | null> {
-  try {
-    return JSON.parse(await readFile(join(state, RUNNER_INFO_FILE), "utf8")) as RunnerInfo;
-  } catch {
-    return null;
-  }
 }
 
 function alive(pid: number): boolean {
