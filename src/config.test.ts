@@ -37,6 +37,15 @@ describe("config", () => {
     expect(() => loadConfig({ PADDOCK_MAX_CONNECTIONS: "50" }, { maxConnectionsPerAddress: 100 })).toThrow(/--max-connections-per-address: must be at most --max-connections \(50\)/);
   });
 
+  it("says in words what is wrong with a number, a choice or a URL", () => {
+    expect(() => loadConfig({}, { maxConcurrentRuns: "0" })).toThrow(/--max-concurrent-runs: Too small: expected number to be >=1/);
+    expect(() => loadConfig({ PADDOCK_MAX_CONCURRENT_RUNS: "1.5" }, {})).toThrow(/PADDOCK_MAX_CONCURRENT_RUNS: Invalid input: expected int/);
+    expect(() => loadConfig({}, { dockerCpus: "many" })).toThrow(/--docker-cpus: Invalid input: expected number, received NaN/);
+    expect(() => loadConfig({}, { defaultProvider: "k8s" })).toThrow(/--default-provider: Invalid option: expected one of "local"\|"docker"\|"modal"/);
+    expect(() => loadConfig({}, { gitHost: "nope" })).toThrow(/--git-host: Invalid URL/);
+    expect(() => loadConfig({}, { dockerRuntime: "Run C" })).toThrow(/--docker-runtime: is not a runtime name/);
+  });
+
   it("reads the sandbox allow list as CIDRs and names a bad entry", () => {
     expect(loadConfig({ PADDOCK_SANDBOX_ALLOW_CIDRS: "172.17.0.1, 10.20.0.0/16" }, {}).sandboxAllowCidrs).toEqual(["172.17.0.1/32", "10.20.0.0/16"]);
     expect(loadConfig({}, {}).sandboxAllowCidrs).toEqual([]);
