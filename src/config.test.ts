@@ -32,7 +32,7 @@ describe("config", () => {
     expect(() => loadConfig({ PADDOCK_DEFAULT_TIMEOUT: "soon" }, {})).toThrow(/PADDOCK_DEFAULT_TIMEOUT: "soon" is not a duration/);
     expect(() => loadConfig({}, { listen: "nowhere" })).toThrow(/--listen: "nowhere" is not host:port/);
     expect(() => loadConfig({}, { defaultTimeout: "48h" })).toThrow(/--default-timeout: must be more than 0 and at most 24h/);
-    expect(() => loadConfig({}, {}, { colour: "blue" } as never)).toThrow(/colour/);
+    expect(() => loadConfig({}, {}, { colour: "blue", maxConcurrentRuns: 3, size: 1 } as never)).toThrow(/invalid configuration:\n  colour \(config file\): is not a setting \(see paddock serve --help\)\n  size \(config file\): is not a setting/);
     expect(() => loadConfig({}, { idleTimeout: "0s" })).toThrow(/--idle-timeout: must be more than 0/);
     expect(() => loadConfig({ PADDOCK_MAX_CONNECTIONS: "50" }, { maxConnectionsPerAddress: 100 })).toThrow(/--max-connections-per-address: must be at most --max-connections \(50\)/);
   });

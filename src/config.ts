@@ -392,6 +392,8 @@ export function loadConfig(env: Record<string, string | undefined>, flags: Confi
   const parsed = ConfigSchema.safeParse(input);
   if (!parsed.success) {
     const lines = parsed.error.issues.map((i) => {
+      // Only the config file can name a setting that does not exist (flags and variables are known names).
+      if (i.code === "unrecognized_keys") return i.keys.map((k) => `${k} (config file): is not a setting (see paddock serve --help)`).join("\n  ");
       const key = String(i.path[0] ?? "");
       const source = key in dropUndefined(flags) ? `--${kebab(key)}` : key in fromEnv ? ENV_NAMES[key as keyof ConfigInput] : key in file ? `${key} (config file)` : `--${kebab(key)}`;
       return `${source}: ${i.message}`;
