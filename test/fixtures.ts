@@ -95,7 +95,7 @@ export async function startDaemon(opts: { dataDir?: string; config?: ConfigInput
 }
 
 /** Waits until the run is cleaned (WatchRun ends) and returns every state it was seen in. */
-export async function watchToEnd(d: Daemon, runId: string, timeoutMs = 60_000): Promise<TaskRun[]> {
+export async function watchToEnd(d: Pick<Daemon, "runs">, runId: string, timeoutMs = 60_000): Promise<TaskRun[]> {
   const seen: TaskRun[] = [];
   for await (const res of d.runs.watchRun({ runId }, { timeoutMs })) seen.push(res.run!);
   return seen;
@@ -106,7 +106,7 @@ export async function waitForPhase(d: Daemon, runId: string, phase: string, time
   throw new Error(`run ${runId} ended without reaching ${phase}`);
 }
 
-export async function allLogs(d: Daemon, runId: string, afterSeq = 0n) {
+export async function allLogs(d: Pick<Daemon, "runs">, runId: string, afterSeq = 0n) {
   const out = [];
   for await (const res of d.runs.streamLogs({ runId, afterSeq, follow: false })) out.push(...res.entries);
   return out;

@@ -4,9 +4,9 @@
  * of that contract with the real runner and a real pipe (the test plays the provider), and
  * the daemon's, through runs a user starts.
  */
-import { spawn, type ChildProcess } from "node:child_process";
-import { chmodSync, existsSync, readFileSync, renameSync, rmSync, statSync } from "node:fs";
-import { join } from "node:path";
+import { execFileSync, spawn, type ChildProcess } from "node:child_process";
+import { chmodSync, existsSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { join, resolve } from "node:path";
 import type { Writable } from "node:stream";
 import { afterEach, describe, expect, it } from "vitest";
 import { runnerCommand } from "../src/app.js";
@@ -14,7 +14,7 @@ import { runnerEnvironment } from "../src/agent/runner-env.js";
 import { RUNNER_INFO_FILE } from "../src/agent/runner-protocol.js";
 import { loadOrCreateSandboxKeys } from "../src/auth/sandbox-token.js";
 import { RunStatus } from "../src/gen/paddock/v1/task_run_pb.js";
-import { allLogs, gitEnv, makeGitRepo, sh, tempDir, test, watchToEnd } from "./fixtures.js";
+import { allLogs, compiledClients, freePort, gitEnv, killHard, makeGitRepo, processesOf, serveCompiled, sh, tempDir, test, watchToEnd } from "./fixtures.js";
 
 const isRoot = process.getuid?.() === 0;
 /** The agent's own uid when the runner is root, as the local provider gives it one. */
@@ -135,5 +135,46 @@ describe("local runs, their workspace cloned by the daemon", () => {
     }
     expect(new Set(uids).size).toBe(4);
     expect(uids).not.toContain("uid=0");
+  });
+});
+
+describe.runIf(isRoot)("a daemon killed while it clones a workspace", () => {
+  const BIN = resolve(import.meta.dirname, "..", "dist", "paddock");
+
+  it("leaves no half clone in the runner's way: restarted, it runs the agent once and completes the run", { timeout: 180_000 }, async () => {
+    if (!existsSync(BIN)) execFileSync("npm", ["run", "--silent", "build"], { cwd: resolve(import.meta.dirname, ".."), stdio: "inherit" });
+    // Large enough (an incompressible 64 MiB file) that the clone is seen under way.
+    const repo = makeGitRepo();
+    writeFileSync(join(repo, "big.bin"), execFileSync("head", ["-c", String(64 << 20), "/dev/urandom"], { maxBuffer: 80 << 20 }));
+    sh(repo, "git", "add", "big.bin");
+    sh(repo, "git", "commit", "--quiet", "-m", "big");
+    const dataDir = tempDir("clone-kill");
+    const work = tempDir("clone-kill-work");
+    chmodSync(work, 0o711);
+    const port = await freePort();
+    const serve = () => serveCompiled(BIN, { dataDir, port, env: gitEnv, args: ["--default-provider", "local", "--local-work-dir", work] });
+    let daemon = await serve();
+    try {
+      const { tasks, runs } = compiledClients(dataDir, port);
+      const { task } = await tasks.createTask({ title: "big", repository: repo });
+      const { run } = await runs.startRun({ taskId: task!.id, agentCommand: ["sh", "-c", "echo agent ran; test -s big.bin && echo big there"] });
+      // The daemon's clone under way (its directory beside the workspace), then the kill.
+      const cloning = () => readdirSync(work).some((d) => existsSync(join(work, d, "workspace.cloning")));
+      for (let i = 0; i < 6000 && !cloning(); i++) await new Promise((r) => setTimeout(r, 5));
+      expect(cloning()).toBe(true);
+      await killHard(daemon);
+
+      daemon = await serve();
+      const final = (await watchToEnd({ runs }, run!.id, 120_000)).pop()!;
+      expect({ status: final.status, error: final.errorMessage }).toEqual({ status: RunStatus.COMPLETED, error: "" });
+      const lines = (await allLogs({ runs }, run!.id)).map((l) => l.text);
+      expect(lines.filter((l) => l === "agent ran")).toHaveLength(1);
+      expect(lines).toContain("big there");
+      expect(processesOf([run!.id])).toEqual([]);
+      expect(existsSync(work) ? readdirSync(work) : []).toEqual([]); // the sandbox's tree, its half clone with it, is gone
+    } finally {
+      await killHard(daemon);
+      rmSync(work, { recursive: true, force: true });
+    }
   });
 });

@@ -172,9 +172,19 @@ export class LocalProvider implements SandboxProvider {
     );
 
     // A runner started before a daemon crash may not have written runner.json yet: wait
-    // for that one rather than start a second, which would run the agent twice.
+    // for that one rather than start a second, which would run the agent twice. One that
+    // ended without listening and without events (its checkout waited for the clone of the
+    // daemon that died) ran no agent: a new one starts, and clones for itself.
     const started = readPid(state);
-    const ready = started === null || !alive(started) ? (await this.startRunner(spec.name, record, { clone: fresh && !spec.handoff })).ready : null;
+    if (started !== null && alive(started)) {
+      const earlier = await this.waitForRunner(spec.name, record, signal).catch((error: unknown) => {
+        if (alive(started) || existsSync(join(state, RUNNER_EVENTS_FILE))) throw error;
+        return null;
+      });
+      if (earlier) return earlier;
+      progress("the runner an earlier daemon started ended before its agent did; starting another");
+    }
+    const { ready } = await this.startRunner(spec.name, record, { clone: fresh && !spec.handoff });
     return this.waitForRunner(spec.name, record, signal, ready);
   }
 
