@@ -6,7 +6,7 @@
  */
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { chmodSync, existsSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import type { Writable } from "node:stream";
 import { afterEach, describe, expect, it } from "vitest";
 import { runnerCommand } from "../src/app.js";
@@ -14,7 +14,7 @@ import { runnerEnvironment } from "../src/agent/runner-env.js";
 import { RUNNER_INFO_FILE } from "../src/agent/runner-protocol.js";
 import { loadOrCreateSandboxKeys } from "../src/auth/sandbox-token.js";
 import { RunStatus } from "../src/gen/paddock/v1/task_run_pb.js";
-import { allLogs, compiledClients, freePort, gitEnv, killHard, makeGitRepo, processesOf, serveCompiled, sh, tempDir, test, watchToEnd } from "./fixtures.js";
+import { allLogs, compiledClients, freePort, gitEnv, instanceOf, killHard, makeGitRepo, processesOf, serveCompiled, sh, tempDir, test, watchToEnd } from "./fixtures.js";
 
 const isRoot = process.getuid?.() === 0;
 /** The agent's own uid when the runner is root, as the local provider gives it one. */
@@ -138,16 +138,58 @@ describe("local runs, their workspace cloned by the daemon", () => {
   });
 });
 
+/** A repository with an incompressible 64 MiB file: its clone is long enough to be seen under way. */
+function bigRepo(): string {
+  const repo = makeGitRepo();
+  writeFileSync(join(repo, "big.bin"), execFileSync("head", ["-c", String(64 << 20), "/dev/urandom"], { maxBuffer: 80 << 20 }));
+  sh(repo, "git", "add", "big.bin");
+  sh(repo, "git", "commit", "--quiet", "-m", "big");
+  return repo;
+}
+
+/** Until a sandbox under `work` has the daemon's clone under way (its directory beside the workspace). */
+async function cloneUnderWay(work: string): Promise<string> {
+  const cloning = () => (existsSync(work) ? readdirSync(work) : []).map((d) => join(work, d, "workspace.cloning")).find((p) => existsSync(p));
+  for (let i = 0; i < 6000 && !cloning(); i++) await new Promise((r) => setTimeout(r, 5));
+  const found = cloning();
+  expect(found).toBeDefined();
+  return found!;
+}
+
+/** Processes whose command line names `path`. */
+function processesNaming(path: string): string[] {
+  return readdirSync("/proc")
+    .filter((p) => /^\d+$/.test(p))
+    .filter((p) => {
+      try {
+        return readFileSync(`/proc/${p}/cmdline`, "latin1").includes(path);
+      } catch {
+        return false;
+      }
+    });
+}
+
+describe.runIf(isRoot)("a run cancelled while the daemon clones its workspace", () => {
+  test("ends cancelled; the clone is stopped and the sandbox's tree gone", { timeout: 120_000 }, async ({ daemon }) => {
+    const repo = bigRepo();
+    const { task } = await daemon.tasks.createTask({ title: "big", repository: repo });
+    const { run } = await daemon.runs.startRun({ taskId: task!.id, provider: "local", agentCommand: ["sh", "-c", "echo agent ran"] });
+    const partial = await cloneUnderWay(join("/var/lib/paddock-work", instanceOf(daemon.dataDir)));
+    await daemon.runs.cancelRun({ runId: run!.id });
+    const final = (await watchToEnd(daemon, run!.id)).pop()!;
+    expect(final.status).toBe(RunStatus.CANCELLED);
+    expect((await allLogs(daemon, run!.id)).map((l) => l.text)).not.toContain("agent ran");
+    expect(processesNaming(partial)).toEqual([]);
+    expect(existsSync(dirname(partial))).toBe(false);
+  });
+});
+
 describe.runIf(isRoot)("a daemon killed while it clones a workspace", () => {
   const BIN = resolve(import.meta.dirname, "..", "dist", "paddock");
 
   it("leaves no half clone in the runner's way: restarted, it runs the agent once and completes the run", { timeout: 180_000 }, async () => {
     if (!existsSync(BIN)) execFileSync("npm", ["run", "--silent", "build"], { cwd: resolve(import.meta.dirname, ".."), stdio: "inherit" });
-    // Large enough (an incompressible 64 MiB file) that the clone is seen under way.
-    const repo = makeGitRepo();
-    writeFileSync(join(repo, "big.bin"), execFileSync("head", ["-c", String(64 << 20), "/dev/urandom"], { maxBuffer: 80 << 20 }));
-    sh(repo, "git", "add", "big.bin");
-    sh(repo, "git", "commit", "--quiet", "-m", "big");
+    const repo = bigRepo();
     const dataDir = tempDir("clone-kill");
     const work = tempDir("clone-kill-work");
     chmodSync(work, 0o711);
@@ -158,10 +200,7 @@ describe.runIf(isRoot)("a daemon killed while it clones a workspace", () => {
       const { tasks, runs } = compiledClients(dataDir, port);
       const { task } = await tasks.createTask({ title: "big", repository: repo });
       const { run } = await runs.startRun({ taskId: task!.id, agentCommand: ["sh", "-c", "echo agent ran; test -s big.bin && echo big there"] });
-      // The daemon's clone under way (its directory beside the workspace), then the kill.
-      const cloning = () => readdirSync(work).some((d) => existsSync(join(work, d, "workspace.cloning")));
-      for (let i = 0; i < 6000 && !cloning(); i++) await new Promise((r) => setTimeout(r, 5));
-      expect(cloning()).toBe(true);
+      await cloneUnderWay(work);
       await killHard(daemon);
 
       daemon = await serve();

@@ -47,6 +47,8 @@ export interface SandboxGitOptions {
   env?: Record<string, string>;
   /** Written to git's stdin (update-ref --stdin); none by default. */
   input?: string;
+  /** Kills git (SIGKILL) when aborted; the promise then rejects. */
+  signal?: AbortSignal;
 }
 
 /** Runs hardened git in the sandbox; resolves trimmed stdout, rejects with git's own message. */
@@ -57,6 +59,7 @@ export function sandboxGit(args: string[], o: SandboxGitOptions): Promise<string
       env: { ...hardenedGitEnv(o.home), ...o.env },
       stdio: [o.input === undefined ? "ignore" : "pipe", o.stdoutFd ?? "pipe", "pipe"],
       ...asUser(o.user),
+      ...(o.signal ? { signal: o.signal, killSignal: "SIGKILL" as const } : {}),
     });
     if (o.input !== undefined) {
       child.stdin!.on("error", () => undefined); // a git that failed early stops reading

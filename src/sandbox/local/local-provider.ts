@@ -101,8 +101,8 @@ export class LocalProvider implements SandboxProvider {
    * way to its agent. Nothing starts as an unheld uid, so the check holds until it is taken.
    */
   private spareUid: Promise<number> | null = null;
-  /** Clones of workspaces this process is making for runners that start meanwhile, by sandbox directory. */
-  private readonly clones = new Map<string, Promise<string>>();
+  /** Clones of workspaces this process is making for runners that start meanwhile, by sandbox directory; `stop` kills git. */
+  private readonly clones = new Map<string, { done: Promise<string>; stop: AbortController }>();
 
   constructor(private readonly opts: LocalProviderOptions) {
     this.pool = new WarmPool<LocalRecipe>({
@@ -404,14 +404,15 @@ export class LocalProvider implements SandboxProvider {
    */
   private cloneWorkspace(dir: string, source: string, workspace: string, home: string): Promise<string> {
     const partial = `${workspace}.cloning`;
-    const cloned = sandboxGit(cloneArgs(source, partial, { noCheckout: true }), { cwd: dirname(workspace), user: null, home })
+    const stop = new AbortController();
+    const cloned = sandboxGit(cloneArgs(source, partial, { noCheckout: true }), { cwd: dirname(workspace), user: null, home, signal: stop.signal })
       .then(() => rename(partial, workspace))
       .then(
         () => "ok",
         (error: Error) => error.message,
       )
       .finally(() => this.clones.delete(dir));
-    this.clones.set(dir, cloned);
+    this.clones.set(dir, { done: cloned, stop });
     return cloned;
   }
 
@@ -529,7 +530,10 @@ export class LocalProvider implements SandboxProvider {
     }
     const info = readInfo(state);
     if (info) await killGroup(info.pid, this.opts.graceMs);
-    await this.clones.get(dir); // git writing there would race the removal below
+    // A clone still under way is for a runner that is gone now: git stops (it would race the removal below).
+    const clone = this.clones.get(dir);
+    clone?.stop.abort();
+    await clone?.done;
     if (info?.agentPid) await killGroup(info.agentPid, 0);
     const pid = readPid(state);
     if (pid !== null && alive(pid)) await killGroup(pid, 0);
