@@ -178,11 +178,11 @@ export class LocalProvider implements SandboxProvider {
     const started = readPid(state);
     if (started !== null && alive(started)) {
       const earlier = await this.waitForRunner(spec.name, record, signal).catch((error: unknown) => {
-        if (alive(started) || existsSync(join(state, RUNNER_EVENTS_FILE))) throw error;
+        if (signal.aborted || alive(started) || existsSync(join(state, RUNNER_EVENTS_FILE))) throw error;
         return null;
       });
       if (earlier) return earlier;
-      progress("the runner an earlier daemon started ended before its agent did; starting another");
+      progress("the runner an earlier daemon started ended before it started the agent; starting another");
     }
     const { ready } = await this.startRunner(spec.name, record, { clone: fresh && !spec.handoff });
     return this.waitForRunner(spec.name, record, signal, ready);
