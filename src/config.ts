@@ -10,8 +10,8 @@ import { normalizeHost } from "./sandbox/host-name.js";
 export { defaultDataDir, parseDuration };
 
 // Zod's mini build: the same checks and messages (the English locale's, as the full build
-// sets) for 1.6 MiB less of an idle daemon's memory than the full one, whose chained methods
-// every schema carries.
+// sets) for ~1.5 MiB less of an idle daemon's memory than the full one, whose chained
+// methods every schema carries.
 z.config(en());
 
 /** A whole number from a flag, a variable or the file, within [min, max]. */
@@ -21,24 +21,24 @@ const positive = (max: number) => z.coerce.number().check(z.positive(), z.lte(ma
 const nonEmpty = () => z.string().check(z.minLength(1));
 const matching = (pattern: RegExp, message: string) => z.string().check(z.regex(pattern, message));
 type Payload = z.core.ParsePayload<unknown>;
-/** A string read into something else by `read`, which says what is wrong with invalid(). */
-const readString = <T>(read: (v: string, ctx: Payload) => T) => z.pipe(z.string(), z.transform(read));
+/** A value of `input` read into something else by `read`, which says what is wrong with invalid(). */
+const reading = <S extends z.ZodMiniType, T>(input: S, read: (v: z.output<S>, ctx: Payload) => T) => z.pipe(input, z.transform(read));
+const readString = <T>(read: (v: string, ctx: Payload) => T) => reading(z.string(), read);
+/** A number or a string with a unit ("90s", "4g"), read by `read`. */
+const readAmount = <T>(read: (v: number | string, ctx: Payload) => T) => reading(z.union([z.number(), z.string()]), read);
 /** The value is not one: `message` says why (after the setting's name); the schema's output is NEVER. */
 function invalid(ctx: Payload, input: unknown, message: string): never {
   ctx.issues.push({ code: "custom", message, input });
   return z.NEVER;
 }
 
-const duration = z.pipe(
-  z.union([z.number(), z.string()]),
-  z.transform((v, ctx) => {
-    const ms = parseDuration(v);
-    if (ms === null) {
-      return invalid(ctx, v, `${JSON.stringify(v)} is not a duration (examples: 90s, 30m, 2h, 5000ms)`);
-    }
-    return ms;
-  }),
-);
+const duration = readAmount((v, ctx) => {
+  const ms = parseDuration(v);
+  if (ms === null) {
+    return invalid(ctx, v, `${JSON.stringify(v)} is not a duration (examples: 90s, 30m, 2h, 5000ms)`);
+  }
+  return ms;
+});
 
 /** "4g", "512m", "1024k" or a number of bytes. */
 export function parseBytes(v: number | string): number | null {
@@ -72,16 +72,13 @@ export function parseOrigin(v: string): string | null {
 
 /** A size ("512m", "4g" or bytes) of at least `min` bytes, `least` saying so in the message. */
 const size = (min: number, least: string) =>
-  z.pipe(
-    z.union([z.number(), z.string()]),
-    z.transform((v, ctx) => {
-      const n = parseBytes(v);
-      if (n === null || n < min) {
-        return invalid(ctx, v, `${JSON.stringify(v)} is not a size of at least ${least} (examples: 512m, 4g)`);
-      }
-      return n;
-    }),
-  );
+  readAmount((v, ctx) => {
+    const n = parseBytes(v);
+    if (n === null || n < min) {
+      return invalid(ctx, v, `${JSON.stringify(v)} is not a size of at least ${least} (examples: 512m, 4g)`);
+    }
+    return n;
+  });
 const bytes = size(6 * 1024 * 1024, "6m");
 /** A handoff's size limit: small ones are allowed (a daemon that only hands off small repositories). */
 const handoffBytes = size(1024, "1k");
@@ -222,29 +219,29 @@ export const ConfigSchema = z
   })
   .check(
     z.superRefine((c, ctx) => {
-    if (c.defaultTimeout <= 0 || c.defaultTimeout > 24 * 3_600_000) {
-      ctx.addIssue({ code: "custom", path: ["defaultTimeout"], message: "must be more than 0 and at most 24h" });
-    }
-    if (!!c.tlsCert !== !!c.tlsKey) {
-      ctx.addIssue({ code: "custom", path: [c.tlsCert ? "tlsKey" : "tlsCert"], message: "TLS needs both --tls-cert and --tls-key" });
-    }
-    for (const key of ["idleTimeout", "headersTimeout", "keepaliveInterval"] as const) {
-      if (c[key] <= 0) ctx.addIssue({ code: "custom", path: [key], message: "must be more than 0" });
-    }
-    if (!!c.modalTokenId !== !!c.modalTokenSecret) {
-      ctx.addIssue({ code: "custom", path: [c.modalTokenId ? "modalTokenSecret" : "modalTokenId"], message: "Modal credentials need both --modal-token-id and --modal-token-secret" });
-    }
-    if (c.maxConnectionsPerAddress > c.maxConnections) {
-      ctx.addIssue({ code: "custom", path: ["maxConnectionsPerAddress"], message: `must be at most --max-connections (${c.maxConnections})` });
-    }
-    const app = [c.githubAppId, c.githubAppKeyFile, c.githubInstallationId];
-    if (app.some(Boolean) && !app.every(Boolean)) {
-      const missing = (["githubAppId", "githubAppKeyFile", "githubInstallationId"] as const).filter((k) => !c[k]);
-      ctx.addIssue({ code: "custom", path: [missing[0]!], message: "is missing: a GitHub App needs --github-app-id, --github-app-key-file and --github-installation-id together" });
-    }
-    if (c.socket && c.socket.length > 100) {
-      ctx.addIssue({ code: "custom", path: ["socket"], message: "unix socket paths are limited to about 100 characters" });
-    }
+      if (c.defaultTimeout <= 0 || c.defaultTimeout > 24 * 3_600_000) {
+        ctx.addIssue({ code: "custom", path: ["defaultTimeout"], message: "must be more than 0 and at most 24h" });
+      }
+      if (!!c.tlsCert !== !!c.tlsKey) {
+        ctx.addIssue({ code: "custom", path: [c.tlsCert ? "tlsKey" : "tlsCert"], message: "TLS needs both --tls-cert and --tls-key" });
+      }
+      for (const key of ["idleTimeout", "headersTimeout", "keepaliveInterval"] as const) {
+        if (c[key] <= 0) ctx.addIssue({ code: "custom", path: [key], message: "must be more than 0" });
+      }
+      if (!!c.modalTokenId !== !!c.modalTokenSecret) {
+        ctx.addIssue({ code: "custom", path: [c.modalTokenId ? "modalTokenSecret" : "modalTokenId"], message: "Modal credentials need both --modal-token-id and --modal-token-secret" });
+      }
+      if (c.maxConnectionsPerAddress > c.maxConnections) {
+        ctx.addIssue({ code: "custom", path: ["maxConnectionsPerAddress"], message: `must be at most --max-connections (${c.maxConnections})` });
+      }
+      const app = [c.githubAppId, c.githubAppKeyFile, c.githubInstallationId];
+      if (app.some(Boolean) && !app.every(Boolean)) {
+        const missing = (["githubAppId", "githubAppKeyFile", "githubInstallationId"] as const).filter((k) => !c[k]);
+        ctx.addIssue({ code: "custom", path: [missing[0]!], message: "is missing: a GitHub App needs --github-app-id, --github-app-key-file and --github-installation-id together" });
+      }
+      if (c.socket && c.socket.length > 100) {
+        ctx.addIssue({ code: "custom", path: ["socket"], message: "unix socket paths are limited to about 100 characters" });
+      }
     }),
   );
 

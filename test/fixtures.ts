@@ -234,6 +234,19 @@ export async function freePort(): Promise<number> {
   return port;
 }
 
+/** Pids of the processes whose command line holds `text` (on the host or in containers). */
+export function processesNaming(text: string): string[] {
+  return readdirSync("/proc")
+    .filter((p) => /^\d+$/.test(p))
+    .filter((p) => {
+      try {
+        return readFileSync(`/proc/${p}/cmdline`, "latin1").includes(text);
+      } catch {
+        return false;
+      }
+    });
+}
+
 /** Processes (on the host or in containers) that carry a run's id in their environment. */
 export function processesOf(runIds: string[]): string[] {
   const found: string[] = [];

@@ -14,7 +14,7 @@ import { runnerEnvironment } from "../src/agent/runner-env.js";
 import { RUNNER_INFO_FILE } from "../src/agent/runner-protocol.js";
 import { loadOrCreateSandboxKeys } from "../src/auth/sandbox-token.js";
 import { RunStatus } from "../src/gen/paddock/v1/task_run_pb.js";
-import { allLogs, compiledClients, freePort, gitEnv, instanceOf, killHard, makeGitRepo, processesOf, serveCompiled, sh, tempDir, test, watchToEnd } from "./fixtures.js";
+import { allLogs, compiledClients, freePort, gitEnv, instanceOf, killHard, makeGitRepo, processesNaming, processesOf, serveCompiled, sh, tempDir, test, watchToEnd } from "./fixtures.js";
 
 const isRoot = process.getuid?.() === 0;
 /** The agent's own uid when the runner is root, as the local provider gives it one. */
@@ -154,19 +154,6 @@ async function cloneUnderWay(work: string): Promise<string> {
   const found = cloning();
   expect(found).toBeDefined();
   return found!;
-}
-
-/** Processes whose command line names `path`. */
-function processesNaming(path: string): string[] {
-  return readdirSync("/proc")
-    .filter((p) => /^\d+$/.test(p))
-    .filter((p) => {
-      try {
-        return readFileSync(`/proc/${p}/cmdline`, "latin1").includes(path);
-      } catch {
-        return false;
-      }
-    });
 }
 
 describe.runIf(isRoot)("a run cancelled while the daemon clones its workspace", () => {

@@ -1,12 +1,12 @@
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { execFileSync } from "node:child_process";
-import { existsSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
+import { existsSync, readFileSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect } from "vitest";
 import { EnvironmentService, NetworkAccess } from "../src/gen/paddock/v1/environment_pb.js";
 import { RunStatus } from "../src/gen/paddock/v1/task_run_pb.js";
-import { allLogs, bearer, dockerAvailable, sh, tempDir, test, waitForPhase, watchToEnd, type Daemon } from "./fixtures.js";
+import { allLogs, bearer, dockerAvailable, processesNaming, sh, tempDir, test, waitForPhase, watchToEnd, type Daemon } from "./fixtures.js";
 
 /**
  * The sandbox boundary, attacked as issue 7 found it attacked: each test is an agent doing
@@ -182,14 +182,7 @@ describe.runIf(isRoot)("local runs as root", () => {
     const run = await startRun(daemon, repo, "local", script);
     const final = (await watchToEnd(daemon, run.id)).pop()!;
     expect({ status: final.status, error: final.errorMessage }).toEqual({ status: RunStatus.COMPLETED, error: "" });
-    const left = readdirSync("/proc").filter((p) => /^\d+$/.test(p)).filter((p) => {
-      try {
-        return readFileSync(`/proc/${p}/cmdline`, "latin1").includes(tag);
-      } catch {
-        return false;
-      }
-    });
-    expect(left).toEqual([]);
+    expect(processesNaming(tag)).toEqual([]);
   });
 
   test("the agent cannot read the daemon's data dir: not the admin token, not the database", async ({ daemon, repo }) => {

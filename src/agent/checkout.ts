@@ -97,17 +97,21 @@ export async function checkout(o: CheckoutOptions): Promise<void> {
   // git's files handed over; in a snapshot's workspace everything is the agent's already
   // but what root's fetch (the source may be readable by root alone) just wrote into .git.
   const asAgent = o.user && !o.handoff ? o.user : null;
-  if (fromSnapshot) {
-    // A snapshot's workspace: made by this runner before any agent ran in it.
-    o.log("workspace from a snapshot: fetching what changed");
-    refreshIndex(o.workdir, o.home, asAgent);
-    step("index refresh");
-  } else if (!o.cloned) {
-    o.log("cloning the repository into the sandbox");
+  if (o.cloned) {
+    await o.cloned;
+    step("the provider's clone");
+  } else {
+    if (fromSnapshot) {
+      // A snapshot's workspace: made by this runner before any agent ran in it.
+      o.log("workspace from a snapshot: fetching what changed");
+      refreshIndex(o.workdir, o.home, asAgent);
+      step("index refresh");
+    } else {
+      o.log("cloning the repository into the sandbox");
+    }
+    await fetchOrClone(o, { noCheckout: !!asAgent });
+    step(fromSnapshot ? "fetch" : "clone");
   }
-  if (o.cloned) await o.cloned;
-  else await fetchOrClone(o, { noCheckout: !!asAgent });
-  step(fromSnapshot ? "fetch" : o.cloned ? "the provider's clone" : "clone");
   const start = o.handoff ? o.handoff.head : o.branch ? `origin/${o.branch}` : "origin/HEAD";
   if (o.handoff) {
     const h = o.handoff;

@@ -504,7 +504,7 @@ export class LocalProvider implements SandboxProvider {
     }
     const record = readRecord(state);
     const dir = record?.member ?? name;
-    const agentUid = record ? record.agentUid : (readMember(state))?.agentUid;
+    const agentUid = record ? record.agentUid : readMember(state)?.agentUid;
     const result: CleanupResult = {};
     if (record && existsSync(join(this.workDir(dir), "workspace", ".git"))) {
       let status = await this.inspect(name);
