@@ -173,8 +173,10 @@ export async function createApp(opts: AppOptions): Promise<App> {
         allowCidrs: config.sandboxAllowCidrs,
         warn: (msg) => logger.warn({ provider: "docker" }, msg),
         info: (msg) => logger.info({ provider: "docker" }, msg),
+        debug: (msg) => logger.debug({ provider: "docker" }, msg),
         caFile: sandboxTrust,
         warmPool: config.warmPool,
+        warmNetworks: config.warmNetworks,
       }),
     );
   } else if (config.defaultProvider === "docker") {

@@ -127,6 +127,8 @@ export const ConfigSchema = z
     dockerRuntime: matching(/^[a-z0-9._-]+$/, "is not a runtime name (runc, runsc)"),
     /** Started docker sandboxes kept ready per pool key (image, repository, network, limits); 0: none. */
     warmPool: int(0, 64),
+    /** Network holders kept ready per docker network runs used; 0: none. */
+    warmNetworks: int(0, 64),
     /** The modal provider is registered when this is set: a registry image with paddock, git and the agents. */
     modalImage: z.string(),
     modalApp: matching(/^[A-Za-z0-9._-]{0,64}$/, "is not a Modal App name"),
@@ -276,6 +278,7 @@ export const ENV_NAMES: Record<keyof ConfigInput, string> = {
   dockerPids: "PADDOCK_DOCKER_PIDS",
   dockerRuntime: "PADDOCK_DOCKER_RUNTIME",
   warmPool: "PADDOCK_WARM_POOL",
+  warmNetworks: "PADDOCK_WARM_NETWORKS",
   egressProxyPort: "PADDOCK_EGRESS_PROXY_PORT",
   modalImage: "PADDOCK_MODAL_IMAGE",
   modalApp: "PADDOCK_MODAL_APP",
@@ -351,6 +354,7 @@ export function loadConfig(env: Record<string, string | undefined>, flags: Confi
     dockerPids: 1024,
     dockerRuntime: "runc",
     warmPool: 0,
+    warmNetworks: 1,
     egressProxyPort: 47830,
     modalImage: "",
     modalApp: "",

@@ -102,6 +102,8 @@ docker provider (registered when the engine's socket exists):
   --docker-pids N              process limit per sandbox (PADDOCK_DOCKER_PIDS; default 1024)
   --docker-runtime NAME        runc, or runsc for gVisor (PADDOCK_DOCKER_RUNTIME; default runc)
   --warm-pool N                started docker sandboxes kept ready per image, repository, network and limits (PADDOCK_WARM_POOL; default 0)
+  --warm-networks N            network namespaces kept set up per docker network runs use, so a sandbox not from the
+                               warm pool starts without waiting for its network (PADDOCK_WARM_NETWORKS; default 1; 0: off)
   --sandbox-allow-cidrs LIST   IPv4 addresses/CIDRs, comma-separated, that unrestricted sandboxes may reach
                                although private, link-local or the host's own (PADDOCK_SANDBOX_ALLOW_CIDRS)
   --sandbox-images LIST        images, comma-separated, that runs and environments may ask for besides

@@ -3,6 +3,7 @@ import { execFileSync } from "node:child_process";
 import { createServer, type AddressInfo, type Server } from "node:net";
 import { join } from "node:path";
 import { beforeAll, describe, expect, vi } from "vitest";
+import type { DockerProvider } from "../src/sandbox/docker/docker-provider.js";
 import { RunStatus } from "../src/gen/paddock/v1/task_run_pb.js";
 import { allLogs, cleanUp, dockerAvailable, startDaemon, test, waitForPhase, watchToEnd, type Daemon } from "./fixtures.js";
 
@@ -101,7 +102,11 @@ describe.runIf(dockerUp)("host isolation of docker sandboxes", () => {
         ...(bridge ? [["docker0", bridge, listener.port] as [string, string, number]] : []),
         ["neighbour", neighbourIp, 47821],
       ];
+      // The probe's sandbox joins a network holder made ahead (the neighbour's had none ready):
+      // the fence holds for both ways a sandbox gets its network.
+      await (daemon.app.providers.get("docker") as DockerProvider).holders.settled();
       const fenced = await runProbe(daemon, repo, probe(targets));
+      expect(fenced.system).toContainEqual(expect.stringMatching(/^its network: network holder paddock-net-[0-9a-f]+'s, set up before the run$/));
       // The run completing with its output streamed shows the daemon still reaches the runner.
       expect(fenced.final.status).toBe(RunStatus.COMPLETED);
       expect(fenced.out).toEqual(targets.map(([label]) => `${label}: BLOCKED`));

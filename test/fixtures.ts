@@ -194,10 +194,11 @@ export function dockerAvailable(): boolean {
 /**
  * A compiled daemon (`bin serve`) on `dataDir` and `port`, for tests that kill it: resolves
  * once it listens; throws with its stderr when it exits first or does not listen within a
- * minute. `log` gets its stderr as it comes.
+ * minute. `log` gets its log (JSON lines on stdout) and stderr as they come.
  */
 export async function serveCompiled(bin: string, o: { dataDir: string; port: number; env: NodeJS.ProcessEnv; args?: string[]; log?: (chunk: string) => void }): Promise<ChildProcess> {
-  const child = spawn(bin, ["serve", "--data-dir", o.dataDir, "--listen", `127.0.0.1:${o.port}`, "--log-format", "json", "--grace-time", "1s", ...(o.args ?? [])], { env: o.env, stdio: ["ignore", "ignore", "pipe"] });
+  const child = spawn(bin, ["serve", "--data-dir", o.dataDir, "--listen", `127.0.0.1:${o.port}`, "--log-format", "json", "--grace-time", "1s", ...(o.args ?? [])], { env: o.env, stdio: ["ignore", o.log ? "pipe" : "ignore", "pipe"] });
+  child.stdout?.on("data", (b: Buffer) => o.log?.(b.toString()));
   let err = "";
   child.stderr!.on("data", (b: Buffer) => {
     err += b;

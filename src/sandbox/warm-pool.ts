@@ -23,6 +23,10 @@ export interface WarmPoolOptions<R> {
   /** Removes a member (at close, or one that went bad). */
   discard: (name: string) => Promise<void>;
   log: (message: string, error?: unknown) => void;
+  /** How its members' names begin (default paddock-pool-). */
+  prefix?: string;
+  /** What its log lines call it and a member (default "warm pool" and "a sandbox"). */
+  title?: { pool: string; member: string };
 }
 
 /**
@@ -45,7 +49,11 @@ export class WarmPool<R> {
   private readonly environmentKeys = new Map<string, Set<string>>();
   private closed = false;
 
-  constructor(private readonly o: WarmPoolOptions<R>) {}
+  private readonly title: { pool: string; member: string };
+
+  constructor(private readonly o: WarmPoolOptions<R>) {
+    this.title = o.title ?? { pool: "warm pool", member: "a sandbox" };
+  }
 
   /** Members kept ready per key unless its `want` said otherwise. */
   get size(): number {
@@ -153,7 +161,7 @@ export class WarmPool<R> {
       await null; // the body runs once `filling` holds it, so its `finally` removes a registered entry
       try {
         while (!this.closed && this.readyCount(key) < this.sizeOf(key)) {
-          const name = `paddock-pool-${randomBytes(6).toString("hex")}`;
+          const name = `${this.o.prefix ?? "paddock-pool-"}${randomBytes(6).toString("hex")}`;
           const secret = randomBytes(32).toString("base64url");
           this.ownedNames.add(name);
           const recipe = this.recipes.get(key)!;
@@ -171,12 +179,12 @@ export class WarmPool<R> {
           const list = this.ready.get(key) ?? [];
           list.push(member);
           this.ready.set(key, list);
-          this.o.log(`warm pool: ${member.name} ready for key ${key}`);
+          this.o.log(`${this.title.pool}: ${member.name} ready for key ${key}`);
         }
         this.backoff.delete(key);
       } catch (error) {
         this.backoff.set(key, Date.now() + 30_000);
-        this.o.log(`warm pool: a sandbox for key ${key} could not be made; runs of it start cold for now`, error);
+        this.o.log(`${this.title.pool}: ${this.title.member} for key ${key} could not be made; runs of it start without one for now`, error);
       } finally {
         this.filling.delete(key);
       }
@@ -188,7 +196,7 @@ export class WarmPool<R> {
     try {
       await this.o.discard(name);
     } catch (error) {
-      this.o.log(`warm pool: ${name} could not be removed (the reaper will)`, error);
+      this.o.log(`${this.title.pool}: ${name} could not be removed (the reaper will)`, error);
     }
     this.ownedNames.delete(name);
   }

@@ -80,7 +80,9 @@ export function poolContainerSpec(
 export function hostPart(o: { source: string; limits: ContainerLimits; networkMode?: string }): Pick<ContainerCreateOptions, "WorkingDir" | "ExposedPorts" | "HostConfig"> {
   return {
     WorkingDir: WORKSPACE,
-    ExposedPorts: { [`${RUNNER_PORT}/tcp`]: {} },
+    // A sandbox in a network holder's namespace (`container:<id>`) may not expose ports of
+    // its own (the engine refuses it): the runner listens on the holder's address.
+    ...(o.networkMode?.startsWith("container:") ? {} : { ExposedPorts: { [`${RUNNER_PORT}/tcp`]: {} } }),
     HostConfig: {
       Binds: [`${o.source}:${SOURCE_MOUNT}:ro`],
       // A restricted sandbox lives on the internal egress network: out only via the proxy.

@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -20,6 +20,7 @@ import { HARDENED_GIT_CONFIG } from "../../agent/sandbox-git.js";
 import { RUN_VARIABLES, runnerEnvironment, type RunnerEnv } from "../../agent/runner-env.js";
 import { claimSecretHash, SETTLED_FILE, type CollectManifest } from "../../agent/runner-protocol.js";
 import { WarmPool, type PoolMember } from "../warm-pool.js";
+import { addressOf, holderOf, holderSpec, networkKey, servingHolders } from "./network-holders.js";
 import { runnerEnvOfRun } from "../provider.js";
 
 export interface DockerProviderOptions {
@@ -49,10 +50,18 @@ export interface DockerProviderOptions {
   warn: (message: string) => void;
   /** What the operator may want to follow (the warm pool's members). */
   info?: (message: string) => void;
+  /** What only someone debugging wants (network holders made). */
+  debug?: (message: string) => void;
   /** PEM CA certificates (a host file) every sandbox trusts; "" for none. */
   caFile?: string;
   /** Started sandboxes kept ready per pool key (see WarmPool); 0 or absent: none. */
   warmPool?: number;
+  /**
+   * Network holders kept ready per network a run used (see network-holders.ts): a sandbox
+   * that is not a warm pool's joins one instead of having its network set up as it starts.
+   * 0 or absent: none.
+   */
+  warmNetworks?: number;
 }
 
 /**
@@ -131,6 +140,10 @@ export class DockerProvider implements SandboxProvider {
   private readonly settling = new Set<Promise<void>>();
   /** Ready sandboxes by plan key: --warm-pool of each, or its environment's warm_pool. */
   readonly pool: WarmPool<CreatePlan>;
+  /** Ready network holders by network (--warm-networks of each); the recipe is the network. */
+  readonly holders: WarmPool<string>;
+  /** Holders' addresses by container id: a sandbox in one answers there. */
+  private readonly holderAddresses = new Map<string, string>();
 
   constructor(private readonly opts: DockerProviderOptions) {
     if (!opts.egress) this.egressProblem = "egress enforcement is not configured";
@@ -141,6 +154,15 @@ export class DockerProvider implements SandboxProvider {
       recipeId: (plan) => plan.image,
       discard: (name) => this.removeContainer(name),
       log: (message, error) => (error ? opts.warn(`${message}: ${(error as Error).message}`) : opts.info?.(message)),
+    });
+    this.holders = new WarmPool<string>({
+      size: opts.warmNetworks ?? 0,
+      prefix: "paddock-net-",
+      title: { pool: "network holders", member: "a holder" },
+      make: (key, network, name) => this.makeHolder(key, network, name),
+      recipeId: (network) => network,
+      discard: (name) => this.removeContainer(name),
+      log: (message, error) => (error ? opts.warn(`${message}: ${(error as Error).message}`) : opts.debug?.(message)),
     });
   }
 
@@ -239,7 +261,7 @@ export class DockerProvider implements SandboxProvider {
 
   async close(): Promise<void> {
     await this.snapshotsSettled();
-    await this.pool.close();
+    await Promise.all([this.pool.close(), this.holders.close()]);
     await this.egress?.proxy.stop();
   }
 
@@ -267,25 +289,35 @@ export class DockerProvider implements SandboxProvider {
     if (info && info.Config.Labels?.[LABEL_INSTANCE] !== this.opts.instanceId) {
       throw new SandboxError(`a container named ${spec.name} exists and is not this daemon's`, false);
     }
-    if (info?.State.Running) {
-      progress(`re-attached to the running container ${spec.name}`);
-    } else if (info && info.State.Status !== "created") {
-      // It ran and stopped: starting it again would run the agent twice.
-      throw new SandboxError(`container ${spec.name} is ${info.State.Status} (exit code ${info.State.ExitCode})${await this.tail(spec.name)}`, false);
-    } else {
-      if (!info) {
-        plan = await this.plan(spec, source, progress, baseImage);
-        const warm = await this.fromPool(spec, plan, signal, progress);
-        if (warm) return warm;
-        container = await this.create(spec, plan, signal, progress);
+    let holder: PoolMember | undefined;
+    let status: SandboxStatus;
+    try {
+      if (info?.State.Running) {
+        progress(`re-attached to the running container ${spec.name}`);
+      } else if (info && info.State.Status !== "created") {
+        // It ran and stopped: starting it again would run the agent twice.
+        throw new SandboxError(`container ${spec.name} is ${info.State.Status} (exit code ${info.State.ExitCode})${await this.tail(spec.name)}`, false);
+      } else {
+        if (!info) {
+          plan = await this.plan(spec, source, progress, baseImage);
+          const warm = await this.fromPool(spec, plan, signal, progress);
+          if (warm) return warm;
+          ({ container, holder } = await this.create(spec, plan, signal, progress));
+        }
+        signal.throwIfAborted();
+        await this.startContainer(container, info);
+        progress(`container ${spec.name} started`);
       }
-      signal.throwIfAborted();
-      await container.start().catch((e: unknown) => ((e as DockerErrorLike).statusCode === 304 ? undefined : Promise.reject(dockerError("start", e))));
-      progress(`container ${spec.name} started`);
+      status = await this.waitForRunner(spec, signal);
+    } finally {
+      // Its sandbox joined it (or the holder was removed): the pool makes the next one now.
+      if (holder) this.holders.handedOver(holder);
     }
-    const status = await this.waitForRunner(spec, signal);
     // A miss refills its key once its own sandbox is up, not while it is being made.
-    if (plan) this.pool.refill(plan.key);
+    if (plan) {
+      this.pool.refill(plan.key);
+      this.holders.refill(networkKey(plan.networkMode));
+    }
     // A sandbox made from a snapshot has its image's label: setup already ran in it (the plan says so for one made just now).
     const fromSnapshot = plan ? !!plan.snapshot : !!(await container.inspect().catch((e: unknown) => Promise.reject(dockerError("inspect", e)))).Config.Labels?.[LABEL_SNAPSHOT];
     return { ...status, setupDone: fromSnapshot, holdAfterSetup: !fromSnapshot, caFile: this.opts.caFile ? CA_MOUNT : undefined };
@@ -335,21 +367,34 @@ export class DockerProvider implements SandboxProvider {
       });
   }
 
-  /** Creates the sandbox's container as planned. */
-  private async create(spec: SandboxSpec, plan: CreatePlan, signal: AbortSignal, progress: (line: string) => void): Promise<Docker.Container> {
+  /**
+   * Creates the sandbox's container as planned: in a ready network holder's namespace when
+   * there is one (its network set up already, on the plan's network), else on the network.
+   * The holder is the container's from then on, removed with it.
+   */
+  private async create(spec: SandboxSpec, plan: CreatePlan, signal: AbortSignal, progress: (line: string) => void): Promise<{ container: Docker.Container; holder?: PoolMember }> {
     const { docker } = this.opts;
     const { snapshot, image, base } = plan;
+    const holder = this.takeHolder(plan);
     progress(
       snapshot
         ? `creating container ${spec.name} from snapshot ${image} (taken ${new Date(snapshot.createdAt).toISOString()} at ${snapshot.commit.slice(0, 12)})${spec.setupHash ? "; setup already ran in it and is skipped" : ""}`
         : `creating container ${spec.name} from ${image}`,
     );
-    const create = this.withCa(containerSpec(spec, { image, instanceId: this.opts.instanceId, source: plan.source, limits: plan.limits, networkMode: plan.networkMode }));
-    signal.throwIfAborted();
+    if (holder) progress(`its network: network holder ${holder.name}'s, set up before the run`);
+    const networkMode = holder ? `container:${holder.id}` : plan.networkMode;
+    const create = this.withCa(containerSpec(spec, { image, instanceId: this.opts.instanceId, source: plan.source, limits: plan.limits, networkMode }));
     try {
-      return await docker.createContainer(create);
+      signal.throwIfAborted();
+      return { container: await docker.createContainer(create), holder };
     } catch (e) {
-      if (isConflict(e)) return docker.getContainer(spec.name); // created by a previous attempt of this very call
+      // No container of this run joined the holder: it goes.
+      if (holder) {
+        await this.removeHolder(holder.id).catch(() => undefined);
+        this.holders.handedOver(holder);
+      }
+      if (signal.aborted) throw e;
+      if (isConflict(e)) return { container: docker.getContainer(spec.name) }; // created by a previous attempt of this very call
       if (isNotFound(e) && snapshot) {
         // Removed between the check and the create: the retry starts cold.
         this.opts.snapshots.fail(snapshot.id, `its image ${image} is gone (removed outside paddock)`);
@@ -474,6 +519,76 @@ export class DockerProvider implements SandboxProvider {
       .getContainer(name)
       .remove({ force: true, v: true })
       .catch((e: unknown) => (isNotFound(e) ? undefined : Promise.reject(dockerError("remove", e))));
+  }
+
+  /**
+   * Starts a container of this daemon's; one in a network holder's namespace has its
+   * holder started first (an engine restart stops both, and it cannot start without it).
+   */
+  private async startContainer(container: Docker.Container, info: ContainerInfo | null): Promise<void> {
+    const started = (what: string) => (e: unknown) => ((e as DockerErrorLike).statusCode === 304 ? undefined : Promise.reject(dockerError(what, e)));
+    const holder = holderOf(info?.HostConfig.NetworkMode);
+    if (holder) {
+      this.holderAddresses.delete(holder); // a holder started again may have another address
+      await this.opts.docker.getContainer(holder).start().catch(started("start its network holder"));
+    }
+    await container.start().catch(started("start"));
+  }
+
+  /**
+   * A ready network holder on the plan's network for a new sandbox, or none: there is none
+   * ready, --warm-networks is 0, or the runtime is not runc (a gVisor sandbox keeps the
+   * network stack of its own making). Asking teaches the holders the network.
+   */
+  private takeHolder(plan: CreatePlan): PoolMember | undefined {
+    if (!this.opts.warmNetworks || plan.limits.runtime !== "runc") return undefined;
+    const key = networkKey(plan.networkMode);
+    this.holders.want(key, key);
+    const holder = this.holders.take(key);
+    if (holder) this.holderAddresses.set(holder.id, holder.endpoint);
+    return holder;
+  }
+
+  /** Makes a network holder on `network`, started, with its address (as the member's endpoint). */
+  private async makeHolder(key: string, network: string, name: string): Promise<Omit<PoolMember, "recipe">> {
+    try {
+      const container = await this.opts.docker
+        .createContainer(holderSpec({ name, image: this.opts.image, instanceId: this.opts.instanceId, network }))
+        .catch((e: unknown) => Promise.reject(dockerError("create network holder", e)));
+      await container.start().catch((e: unknown) => Promise.reject(dockerError("start network holder", e)));
+      const address = addressOf(await container.inspect());
+      if (!address) throw new SandboxError(`network holder ${name} has no address on ${network}`, false);
+      return { name, id: container.id, key, secret: "", endpoint: address };
+    } catch (error) {
+      await this.removeContainer(name).catch(() => undefined);
+      throw error;
+    }
+  }
+
+  private removeHolder(id: string): Promise<void> {
+    this.holderAddresses.delete(id);
+    return this.removeContainer(id);
+  }
+
+  /** The runner's address when the container runs and has an address (its network holder's, when it is in one). */
+  private async endpointOf(info: ContainerInfo): Promise<string | undefined> {
+    if (!info.State.Running) return undefined;
+    const holder = holderOf(info.HostConfig.NetworkMode);
+    const address = holder ? await this.holderAddress(holder) : addressOf(info);
+    return address ? `http://${address}:${RUNNER_PORT}` : undefined;
+  }
+
+  /** A running holder's address (kept: it holds while the holder runs). */
+  private async holderAddress(id: string): Promise<string | undefined> {
+    const known = this.holderAddresses.get(id);
+    if (known) return known;
+    const info = await this.opts.docker
+      .getContainer(id)
+      .inspect()
+      .catch((e: unknown) => (isNotFound(e) ? null : Promise.reject(dockerError("inspect network holder", e))));
+    const address = info?.State.Running ? addressOf(info) : undefined;
+    if (address) this.holderAddresses.set(id, address);
+    return address;
   }
 
   private claimFile(containerId: string): string {
@@ -742,7 +857,7 @@ export class DockerProvider implements SandboxProvider {
       if (isNotFound(e)) return { state: "missing" };
       throw dockerError("inspect", e);
     }
-    const endpoint = endpointOf(info);
+    const endpoint = await this.endpointOf(info);
     return endpoint ? { state: "running", endpoint } : { state: "stopped" };
   }
 
@@ -772,13 +887,14 @@ export class DockerProvider implements SandboxProvider {
     const resultBranch = pooled ? claim?.resultBranch : env.PADDOCK_RESULT_BRANCH;
     const source = sourceOf(info);
     let result: CleanupResult = {};
-    let staged = false;
+    // Work an earlier cleanup staged is the agent's last (the agent was stopped for it, and
+    // a runner never runs it again): it is not taken a second time, and a container that
+    // lost its network holder meanwhile (removed beside it, below) needs none.
+    let staged = existsSync(join(this.stageDir(name), "work.json"));
     // A container that never started has no work (the clone happens at its start).
-    if (runId && source && resultBranch && info.State.Status !== "created") {
+    if (runId && source && resultBranch && info.State.Status !== "created" && !staged) {
       try {
-        if (!info.State.Running) {
-          await container.start().catch((e: unknown) => ((e as DockerErrorLike).statusCode === 304 ? undefined : Promise.reject(dockerError("start", e))));
-        }
+        if (!info.State.Running) await this.startContainer(container, info);
         const token = await this.opts.tokenFor(runId);
         // The runner the daemon just drained answers for the run (its token says so).
         const endpoint = keep?.endpoint && info.State.Running ? keep.endpoint : await this.waitForEndpoint(name, runId, token, signal);
@@ -800,7 +916,14 @@ export class DockerProvider implements SandboxProvider {
     if (volumes.length > 0) await this.stage(name, "volumes.json", volumes);
     await keep?.drained;
     const removing = container.remove({ force: true }).catch((e: unknown) => (isNotFound(e) ? undefined : Promise.reject(dockerError("remove", e))));
-    const [imported] = await Promise.all([staged ? this.importStaged(name, signal) : null, removing.then(() => this.removeStagedVolumes(name))]);
+    // Its network holder goes beside it: the work is out, nothing needs the network now (a
+    // crash in between leaves the work staged, or a holder nothing joins, which is reaped).
+    const holder = holderOf(info.HostConfig.NetworkMode);
+    const [imported] = await Promise.all([
+      staged ? this.importStaged(name, signal) : null,
+      removing.then(() => this.removeStagedVolumes(name)),
+      holder && this.removeHolder(holder),
+    ]);
     await rm(this.stageDir(name), { recursive: true, force: true });
     if (claim) await this.dropClaim(info.Id);
     return imported ?? result;
@@ -893,9 +1016,7 @@ export class DockerProvider implements SandboxProvider {
     const container = this.opts.docker.getContainer(name);
     const info = await container.inspect().catch((e: unknown) => (isNotFound(e) ? null : Promise.reject(dockerError("inspect", e))));
     if (!info || info.State.Status === "created") return null;
-    if (!info.State.Running) {
-      await container.start().catch((e: unknown) => ((e as DockerErrorLike).statusCode === 304 ? undefined : Promise.reject(dockerError("start", e))));
-    }
+    if (!info.State.Running) await this.startContainer(container, info);
     return this.waitForEndpoint(name, runId, await this.opts.tokenFor(runId), signal);
   }
 
@@ -942,8 +1063,13 @@ export class DockerProvider implements SandboxProvider {
     const containers = await this.opts.docker
       .listContainers({ all: true, filters: { label: [`${LABEL_INSTANCE}=${this.opts.instanceId}`] } })
       .catch((e: unknown) => Promise.reject(dockerError("list", e)));
-    // The pool's own members are not orphans; members of an earlier daemon process are.
-    return containers.map((c) => (c.Names[0] ?? "").replace(/^\//, "")).filter((name) => name && !this.pool.owns(name));
+    // The pools' own members are not orphans; members of an earlier daemon process are, and
+    // so is a network holder that no container joins.
+    const serving = servingHolders(containers);
+    return containers
+      .filter((c) => !serving.has(c.Id))
+      .map((c) => (c.Names[0] ?? "").replace(/^\//, ""))
+      .filter((name) => name && !this.pool.owns(name) && !this.holders.owns(name));
   }
 }
 
@@ -953,12 +1079,6 @@ function notIsolated(reason: string): string {
 
 type ContainerInfo = Awaited<ReturnType<Docker.Container["inspect"]>>;
 
-/** The runner's address when the container runs and has an address. */
-function endpointOf(info: ContainerInfo): string | undefined {
-  if (!info.State.Running) return undefined;
-  const ip = Object.values(info.NetworkSettings.Networks ?? {}).find((n) => n.IPAddress)?.IPAddress;
-  return ip ? `http://${ip}:${RUNNER_PORT}` : undefined;
-}
 
 /** The host repository the container's source mount points at: where the work goes back. */
 function sourceOf(info: ContainerInfo): string | undefined {
