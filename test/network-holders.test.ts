@@ -55,15 +55,15 @@ async function untilPrinted(d: Daemon, runId: string, line: string): Promise<voi
 /**
  * An agent that commits a file, says what it can see of the network namespace and of other
  * processes, then (gated) waits until the test opens its gate (a file it makes in the
- * sandbox). The holder's command is looked for without writing it out: this script's own
- * command line must not match.
+ * sandbox). The holder's command is looked for by a pattern that does not match itself:
+ * neither this script's command line nor grep's may pass for it.
  */
 const gatedAgent = (gated: boolean) => [
   "sh",
   "-c",
   "echo held > held.txt; git add held.txt; git -c user.name=a -c user.email=a@x commit -qm held; " +
     'echo "routes: $(tail -n +2 /proc/net/route | wc -l)"; ' +
-    "if cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' ' ' | grep -q \"sleep $(echo inf)inity\"; then echo 'holder process: seen'; else echo 'holder process: not seen'; fi; " +
+    "if cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' ' ' | grep -q 'sleep infinit[y]'; then echo 'holder process: seen'; else echo 'holder process: not seen'; fi; " +
     (gated ? "echo waiting; until [ -e /tmp/gate ]; do sleep 0.1; done; " : "") +
     "echo done",
 ];

@@ -127,10 +127,20 @@ export async function captureState(o: {
         );
         out.work = { branch, head: work, bundled };
       })(),
-    out.handoff && bundle(o.handoff!.bundleFile, [...handoffRefs, ...(o.bases.length > 0 ? ["--not", ...o.bases] : [])]),
+    out.handoff && bundle(o.handoff!.bundleFile, [...handoffRefs, ...notBut(o.bases, [out.handoff.index, out.handoff.worktree, out.handoff.conversation])]),
     dropIndex,
   ]);
   return out;
+}
+
+/**
+ * `--not` the bases, but for the commits the bundle's refs name: a state captured again
+ * unchanged within the same second is the very commit of an earlier capture (a base of a
+ * run started from it), and git leaves out a ref whose commit it is told to exclude.
+ */
+function notBut(bases: readonly string[], named: readonly string[]): string[] {
+  const not = bases.filter((b) => !named.includes(b));
+  return not.length > 0 ? ["--not", ...not] : [];
 }
 
 /**
