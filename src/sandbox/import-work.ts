@@ -1,6 +1,5 @@
 import { createWriteStream } from "node:fs";
-import { mkdtemp, rm, stat } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { mkdir, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { pipeline } from "node:stream/promises";
 import { EXPORT_REF } from "../agent/export-work.js";
@@ -19,10 +18,13 @@ export const HOST_GIT_CONFIG = ["-c", "core.hooksPath=/dev/null", "-c", "fetch.f
 
 /**
  * Takes the agent's work out through its runner: the runner stops the agent and makes a
- * bundle inside the sandbox; the bundle lands in a temporary file here and is imported.
+ * bundle inside the sandbox; the bundle lands in `scratch` (made here, removed after: the
+ * sandbox's own place under the data dir, which a cleanup retried after a crash reuses) and
+ * is imported.
  */
-export async function collectWork(runner: RunnerClient, o: { source: string; resultBranch: string; signal: AbortSignal; timeout: AbortSignal }): Promise<CleanupResult> {
-  const dir = await mkdtemp(join(tmpdir(), "paddock-bundle-"));
+export async function collectWork(runner: RunnerClient, o: { source: string; resultBranch: string; scratch: string; signal: AbortSignal; timeout: AbortSignal }): Promise<CleanupResult> {
+  const dir = o.scratch;
+  await mkdir(dir, { recursive: true, mode: 0o700 });
   try {
     const file = join(dir, "work.bundle");
     const work = await runner.exportWork((body) => pipeline(body, createWriteStream(file, { mode: 0o600 })), o.timeout);

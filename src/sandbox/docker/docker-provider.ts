@@ -954,7 +954,7 @@ export class DockerProvider implements SandboxProvider {
     } catch (error) {
       if (!collectNotServed(error)) throw error;
       await o.handoff?.takeFrom(runner);
-      return collectWork(runner, { source: o.source, resultBranch: o.resultBranch, signal: o.signal, timeout: o.timeout });
+      return collectWork(runner, { source: o.source, resultBranch: o.resultBranch, scratch: join(dir, "collect"), signal: o.signal, timeout: o.timeout });
     }
     if (o.handoff && manifest.handoff) await o.handoff.keep(manifest.handoff, manifest.handoff.bytes);
     else o.handoff?.failed(new SandboxError(manifest.handoffError || "the runner sent no handoff state", false));

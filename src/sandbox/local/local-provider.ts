@@ -520,7 +520,7 @@ export class LocalProvider implements SandboxProvider {
         const runner = createRunnerClient(status.endpoint, record.token);
         const timeout = AbortSignal.any([signal, AbortSignal.timeout(this.opts.graceMs + 60_000)]);
         try {
-          Object.assign(result, await collectWork(runner, { source: record.source, resultBranch: record.resultBranch, signal, timeout }));
+          Object.assign(result, await collectWork(runner, { source: record.source, resultBranch: record.resultBranch, scratch: join(this.opts.root, "cleanup", name), signal, timeout }));
         } catch (error) {
           if (signal.aborted) throw error;
           result.notes = [`the agent's work could not be taken out: ${(error as Error).message}`];

@@ -891,7 +891,7 @@ export class ModalProvider implements SandboxProvider {
     // Never imported (cancelled early): there is no work to take.
     if (health.agent === "starting" && health.lastSeq === 0) return {};
     const timeout = AbortSignal.any([signal, AbortSignal.timeout(this.opts.graceMs + 120_000)]);
-    const result = await collectWork(runner, { source: record.source, resultBranch: record.resultBranch, signal, timeout });
+    const result = await collectWork(runner, { source: record.source, resultBranch: record.resultBranch, scratch: join(this.opts.root, "cleanup", name), signal, timeout });
     await runner.shutdown(timeout).catch(() => undefined);
     return result;
   }
