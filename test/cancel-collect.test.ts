@@ -1,20 +1,19 @@
 import { execFileSync } from "node:child_process";
 import { existsSync, readdirSync, readFileSync, rmSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import { beforeAll, describe, expect } from "vitest";
 import { RunStatus } from "../src/gen/paddock/v1/task_run_pb.js";
 import { Handoffs } from "../src/runs/handoffs.js";
 import type { DockerProvider } from "../src/sandbox/docker/docker-provider.js";
 import { createRunnerClient, type RunnerClient } from "../src/sandbox/runner-client.js";
 import type { CleanupResult } from "../src/sandbox/provider.js";
-import { allLogs, cleanUp, dockerAvailable, sh, startDaemon, tempDir, test, waitForPhase, watchToEnd, type Daemon } from "./fixtures.js";
+import { allLogs, buildSandboxImage, cleanUp, type Daemon, dockerAvailable, sh, startDaemon, tempDir, test, waitForPhase, watchToEnd } from "./fixtures.js";
 
 /**
  * Cancel on docker takes the agent's work and its handoff state in one runner call
  * (POST /collect), then removes the container while the work is imported. Real Docker,
  * real git, the sandbox image (PADDOCK_TEST_IMAGE names one of this checkout's runner).
  */
-const ROOT = resolve(import.meta.dirname, "..");
 
 /** Leaves every kind of change: a commit, a staged file, an unstaged edit, an untracked file; then waits. */
 const AGENT = [
@@ -41,11 +40,7 @@ async function untilReady(d: Daemon, runId: string): Promise<void> {
 const containersOf = (runId: string) => execFileSync("docker", ["ps", "-aq", "--filter", `label=paddock.run=${runId}`], { encoding: "utf8" }).split("\n").filter(Boolean);
 
 describe.runIf(dockerAvailable())("cancel on docker: one capture, the container removed while the work is imported", () => {
-  beforeAll(() => {
-    if (process.env.PADDOCK_TEST_IMAGE) return; // built already, under its own tag
-    if (!existsSync(resolve(ROOT, "dist/paddock"))) execFileSync("npm", ["run", "--silent", "build"], { cwd: ROOT, stdio: "inherit" });
-    execFileSync("bash", ["scripts/build-images.sh"], { cwd: ROOT, stdio: "inherit" });
-  }, 600_000);
+  beforeAll(buildSandboxImage, 600_000);
 
   test("a cancelled run keeps its uncommitted work on its branch and its handoff state, both from the same reading of its tree", async ({ daemon, repo }) => {
     const { task } = await daemon.tasks.createTask({ title: "cancel me", repository: repo });

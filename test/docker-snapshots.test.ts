@@ -2,12 +2,12 @@ import { Code, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import Database from "better-sqlite3";
 import { execFileSync } from "node:child_process";
-import { existsSync, rmSync, writeFileSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { beforeAll, describe, expect } from "vitest";
 import { EnvironmentService, NetworkAccess } from "../src/gen/paddock/v1/environment_pb.js";
 import { RunStatus } from "../src/gen/paddock/v1/task_run_pb.js";
-import { allLogs, bearer, cleanUp, dockerAvailable, failureOf, sh, startDaemon, tempDir, test, watchToEnd, type Daemon } from "./fixtures.js";
+import { allLogs, bearer, buildSandboxImage, cleanUp, type Daemon, dockerAvailable, failureOf, sh, startDaemon, tempDir, test, watchToEnd } from "./fixtures.js";
 
 /**
  * Snapshots of docker sandboxes against a real engine: taken after setup, keyed by what they
@@ -15,7 +15,6 @@ import { allLogs, bearer, cleanUp, dockerAvailable, failureOf, sh, startDaemon, 
  * the operator's image allowlist and CA certificates. PADDOCK_TEST_IMAGE runs them against
  * an image already built (else the sandbox image is built, as test/docker.test.ts does).
  */
-const ROOT = resolve(import.meta.dirname, "..");
 const IMAGE = process.env.PADDOCK_TEST_IMAGE || "paddock-sandbox:latest";
 const dockerUp = dockerAvailable();
 
@@ -72,11 +71,7 @@ async function runToEnd(d: Daemon, taskId: string, agentCommand: string[]) {
 const takenImage = (system: string[]) => system.map((l) => /^snapshot (paddock-snapshot:\S+) taken after setup/.exec(l)?.[1]).find(Boolean);
 
 describe.runIf(dockerUp)("docker snapshots", () => {
-  beforeAll(() => {
-    if (process.env.PADDOCK_TEST_IMAGE) return;
-    if (!existsSync(resolve(ROOT, "dist/paddock"))) execFileSync("npm", ["run", "--silent", "build"], { cwd: ROOT, stdio: "inherit" });
-    execFileSync("bash", ["scripts/build-images.sh"], { cwd: ROOT, stdio: "inherit" });
-  }, 600_000);
+  beforeAll(buildSandboxImage, 600_000);
 
   test("setup runs once: the snapshot is taken after it, later runs skip it, and a changed setup script makes a new one", async ({ repo }) => {
     const daemon = await startDaemon({ config: { dockerImage: IMAGE } });

@@ -1,7 +1,7 @@
 import Database from "better-sqlite3";
 import { execFileSync } from "node:child_process";
-import { existsSync, writeFileSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { beforeAll, describe, expect } from "vitest";
 import { RunStatus } from "../src/gen/paddock/v1/task_run_pb.js";
 import { createClient } from "@connectrpc/connect";
@@ -10,13 +10,12 @@ import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { EnvironmentService, NetworkAccess } from "../src/gen/paddock/v1/environment_pb.js";
 import type { DockerProvider } from "../src/sandbox/docker/docker-provider.js";
-import { allLogs, bearer, cleanUp, dockerAvailable, sh, startDaemon, test, waitForPhase, watchToEnd, type Daemon } from "./fixtures.js";
+import { allLogs, bearer, buildSandboxImage, cleanUp, type Daemon, dockerAvailable, sh, startDaemon, test, waitForPhase, watchToEnd } from "./fixtures.js";
 
 /**
  * The docker provider against a real Docker engine and the sandbox image. Without an
  * engine these tests are skipped on a laptop and fail under CI=true.
  */
-const ROOT = resolve(import.meta.dirname, "..");
 const dockerUp = dockerAvailable();
 
 function containersOf(runId: string): string[] {
@@ -29,11 +28,7 @@ async function dockerTask(d: Daemon, repo: string) {
 }
 
 describe.runIf(dockerUp)("the docker provider", () => {
-  beforeAll(() => {
-    if (process.env.PADDOCK_TEST_IMAGE) return; // built already, under its own tag
-    if (!existsSync(resolve(ROOT, "dist/paddock"))) execFileSync("npm", ["run", "--silent", "build"], { cwd: ROOT, stdio: "inherit" });
-    execFileSync("bash", ["scripts/build-images.sh"], { cwd: ROOT, stdio: "inherit" });
-  }, 600_000);
+  beforeAll(buildSandboxImage, 600_000);
 
   test("runs a task in a container: logs streamed, work fetched back to its branch, container removed", async ({ daemon, repo }) => {
     const task = await dockerTask(daemon, repo);

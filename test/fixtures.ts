@@ -10,7 +10,7 @@ import { Readable, Writable } from "node:stream";
 import { removeEgressNetwork } from "../src/sandbox/docker/egress-network.js";
 import { createServer, type AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import pino from "pino";
 import { afterAll, test as base } from "vitest";
 import { createApp, runnerCommand, type App } from "../src/app.js";
@@ -138,6 +138,17 @@ export async function cleanUp(d: Daemon): Promise<void> {
   await removeEgress(d.dataDir);
   removeLocalWork(d.dataDir);
   rmSync(d.dataDir, { recursive: true, force: true });
+}
+
+/**
+ * The sandbox image of this checkout's runner (with dist/paddock, built first if missing),
+ * unless PADDOCK_TEST_IMAGE names one built already under its own tag.
+ */
+export function buildSandboxImage(): void {
+  if (process.env.PADDOCK_TEST_IMAGE) return;
+  const root = resolve(import.meta.dirname, "..");
+  if (!existsSync(join(root, "dist", "paddock"))) execFileSync("npm", ["run", "--silent", "build"], { cwd: root, stdio: "inherit" });
+  execFileSync("bash", ["scripts/build-images.sh"], { cwd: root, stdio: "inherit" });
 }
 
 /** Removes a test daemon's egress network and firewall chain, if it made them. */

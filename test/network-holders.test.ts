@@ -1,13 +1,13 @@
 import { execFileSync } from "node:child_process";
 import { existsSync, rmSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { beforeAll, describe, expect } from "vitest";
 import { RunStatus } from "../src/gen/paddock/v1/task_run_pb.js";
 import type { DockerProvider } from "../src/sandbox/docker/docker-provider.js";
 import type { CleanupResult } from "../src/sandbox/provider.js";
 import { createRunnerClient, type RunnerClient } from "../src/sandbox/runner-client.js";
-import { allLogs, cleanUp, type Daemon, dockerAvailable, instanceOf, removeEgress, removeSnapshots, sh, startDaemon, test, waitForPhase, watchToEnd } from "./fixtures.js";
+import { allLogs, buildSandboxImage, cleanUp, type Daemon, dockerAvailable, instanceOf, removeEgress, removeSnapshots, sh, startDaemon, test, waitForPhase, watchToEnd } from "./fixtures.js";
 
 /**
  * Network holders against a real engine and daemon: a sandbox that is not a warm pool's
@@ -15,7 +15,6 @@ import { allLogs, cleanUp, type Daemon, dockerAvailable, instanceOf, removeEgres
  * it starts. Each holder serves one sandbox and goes with it; the agent shares only its
  * network namespace; a holder no sandbox joins is reaped; 0 turns them off.
  */
-const ROOT = resolve(import.meta.dirname, "..");
 const IMAGE = process.env.PADDOCK_TEST_IMAGE || "paddock-sandbox:latest";
 const dockerUp = dockerAvailable();
 
@@ -70,11 +69,7 @@ const gatedAgent = (gated: boolean) => [
 const openGate = (runId: string) => docker("exec", `paddock-${runId}-1`, "touch", "/tmp/gate");
 
 describe.runIf(dockerUp)("docker network holders", () => {
-  beforeAll(() => {
-    if (process.env.PADDOCK_TEST_IMAGE) return; // built already, under its own tag
-    if (!existsSync(resolve(ROOT, "dist/paddock"))) execFileSync("npm", ["run", "--silent", "build"], { cwd: ROOT, stdio: "inherit" });
-    execFileSync("bash", ["scripts/build-images.sh"], { cwd: ROOT, stdio: "inherit" });
-  }, 600_000);
+  beforeAll(buildSandboxImage, 600_000);
 
   test("a sandbox joins a holder made ahead on its network; the holder serves it alone, shares only its network, and goes with it", async ({ repo }) => {
     const d = await startDaemon({ config: { dockerImage: IMAGE } });

@@ -1,15 +1,13 @@
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { execFileSync } from "node:child_process";
-import { existsSync } from "node:fs";
-import { resolve } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { beforeAll, describe, expect } from "vitest";
 import { EnvironmentService, NetworkAccess } from "../src/gen/paddock/v1/environment_pb.js";
 import { RunStatus } from "../src/gen/paddock/v1/task_run_pb.js";
 import { EXIT } from "../src/cli/commands.js";
 import type { DockerProvider } from "../src/sandbox/docker/docker-provider.js";
-import { allLogs, bearer, cleanUp, cliIn, dockerAvailable, instanceOf, startDaemon, test, watchToEnd } from "./fixtures.js";
+import { allLogs, bearer, buildSandboxImage, cleanUp, cliIn, dockerAvailable, instanceOf, startDaemon, test, watchToEnd } from "./fixtures.js";
 
 /**
  * An environment's own warm pool (warm_pool) against a real engine and daemon: validated,
@@ -17,8 +15,6 @@ import { allLogs, bearer, cleanUp, cliIn, dockerAvailable, instanceOf, startDaem
  * and with the daemon's --warm-pool off — and the first run of it takes one.
  * PADDOCK_TEST_IMAGE names an image of this checkout's runner.
  */
-const ROOT = resolve(import.meta.dirname, "..");
-const BIN = resolve(ROOT, "dist/paddock");
 const IMAGE = process.env.PADDOCK_TEST_IMAGE || "paddock-sandbox:latest";
 const docker = (...args: string[]) => execFileSync("docker", args, { encoding: "utf8" }).trim();
 const members = (instance: string) =>
@@ -28,11 +24,7 @@ const members = (instance: string) =>
     .sort();
 
 describe.runIf(dockerAvailable())("an environment's warm pool", () => {
-  beforeAll(() => {
-    if (process.env.PADDOCK_TEST_IMAGE) return; // built already, under its own tag
-    if (!existsSync(BIN)) execFileSync("npm", ["run", "--silent", "build"], { cwd: ROOT, stdio: "inherit" });
-    execFileSync("bash", ["scripts/build-images.sh"], { cwd: ROOT, stdio: "inherit" });
-  }, 600_000);
+  beforeAll(buildSandboxImage, 600_000);
 
   test("env create/update --warm-pool: set, shown, changed; a bad value is refused by the CLI or the daemon, naming the flag or field", async () => {
     const d = await startDaemon({ config: { dockerImage: IMAGE } });

@@ -8,7 +8,7 @@ import { beforeAll, describe, expect } from "vitest";
 import { EnvironmentService, NetworkAccess } from "../src/gen/paddock/v1/environment_pb.js";
 import { RunStatus } from "../src/gen/paddock/v1/task_run_pb.js";
 import type { DockerProvider } from "../src/sandbox/docker/docker-provider.js";
-import { allLogs, bearer, cleanUp, compiledClients, type Daemon, dockerAvailable, freePort, gitEnv, instanceOf, killHard, makeGitRepo, removeEgress, removeSnapshots, serveCompiled, sh, startDaemon, tempDir, test, waitForPhase, watchToEnd } from "./fixtures.js";
+import { allLogs, bearer, buildSandboxImage, cleanUp, compiledClients, type Daemon, dockerAvailable, freePort, gitEnv, instanceOf, killHard, makeGitRepo, removeEgress, removeSnapshots, serveCompiled, sh, startDaemon, tempDir, test, waitForPhase, watchToEnd } from "./fixtures.js";
 
 /**
  * The docker provider's warm pool against a real engine, daemon and gRPC clients: a hit
@@ -58,11 +58,7 @@ async function warm(d: Daemon, taskId: string, agentCommand: string[]) {
 const systemOf = async (d: Daemon, runId: string) => (await allLogs(d, runId)).filter((l) => l.stream === "system").map((l) => l.text);
 
 describe.runIf(dockerUp)("the docker warm pool", () => {
-  beforeAll(() => {
-    if (process.env.PADDOCK_TEST_IMAGE) return; // built already, under its own tag
-    if (!existsSync(BIN)) execFileSync("npm", ["run", "--silent", "build"], { cwd: ROOT, stdio: "inherit" });
-    execFileSync("bash", ["scripts/build-images.sh"], { cwd: ROOT, stdio: "inherit" });
-  }, 600_000);
+  beforeAll(buildSandboxImage, 600_000);
 
   test("a miss starts as before and fills the pool; a hit runs the task end to end in the claimed member, which held nothing of the run before", async ({ repo }) => {
     const d = await startDaemon({ config: { warmPool: 1, dockerImage: IMAGE } });
