@@ -56,7 +56,7 @@ describe.runIf(dockerUp)("the paddock-agents image", () => {
 
   afterEach(async () => {
     // Most are gone already (--rm); claude-code-acp stays after its stdin closes.
-    for (const name of containers.splice(0)) spawnSync("docker", ["rm", "-f", name], { stdio: "ignore" });
+    for (const name of containers.splice(0)) spawnSync("docker", ["rm", "-f", "-v", name], { stdio: "ignore" });
     await Promise.all(fakes.splice(0).map((f) => f.close()));
   });
 

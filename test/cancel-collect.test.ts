@@ -114,7 +114,7 @@ describe.runIf(dockerAvailable())("cancel on docker: one capture, the container 
       const signal = AbortSignal.timeout(60_000);
       expect(await internals.stageWork(name, createRunnerClient(endpoint, token), { source: repo, resultBranch: run!.resultBranch, signal, timeout: signal })).toBeNull();
       expect(JSON.parse(readFileSync(join(first.dataDir, "cleanup", name, "work.json"), "utf8"))).toMatchObject({ source: repo, resultBranch: run!.resultBranch });
-      execFileSync("docker", ["rm", "-f", name]);
+      execFileSync("docker", ["rm", "-f", "-v", name]);
       expect(() => sh(repo, "git", "rev-parse", "--verify", "--quiet", run!.resultBranch)).toThrow();
 
       daemon = await first.restart();

@@ -219,7 +219,7 @@ describe.runIf(dockerUp)("Claude Code through paddock", () => {
     try {
       execFileSync("docker", ["cp", `${ctr}:/opt/paddock-agents`, tools]);
     } finally {
-      execFileSync("docker", ["rm", "-f", ctr], { stdio: "ignore" });
+      execFileSync("docker", ["rm", "-f", "-v", ctr], { stdio: "ignore" });
     }
     execFileSync("chmod", ["-R", "a+rX", tools]);
     const bin = join(tools, "bin");

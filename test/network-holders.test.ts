@@ -193,7 +193,7 @@ describe.runIf(dockerUp)("docker network holders", () => {
       const endpoint = (await provider.inspect(name)).endpoint!;
       const signal = AbortSignal.timeout(60_000);
       expect(await internals.stageWork(name, createRunnerClient(endpoint, token), { source: repo, resultBranch: run.resultBranch, signal, timeout: signal })).toBeNull();
-      docker("rm", "-f", holder!);
+      docker("rm", "-f", "-v", holder!);
       expect(inspect(name).State.Running).toBe(true);
 
       d = await first.restart();
